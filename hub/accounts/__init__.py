@@ -1,0 +1,1 @@
+"""Accounts for people and services (client-secret OAuth clients)."""

@@ -1,0 +1,1 @@
+"""Site agents: enrollment with double opt-in, key rotation, revocation."""

@@ -1,0 +1,74 @@
+"""The hub's FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from hub.accounts.router import router as accounts_router
+from hub.agents.router import router as agents_router
+from hub.auth.keys import KeyCache
+from hub.auth.router import router as auth_router
+from hub.auth.tokens import TokenVerifier
+from hub.capacity.router import router as capacity_router
+from hub.db import make_engine, transaction
+from hub.errors import install_error_handlers
+from hub.logging import RequestIdMiddleware
+from hub.network.router import router as network_router
+from hub.settings import HubSettings, get_settings
+from hub.sites.router import router as sites_router
+from hub.sweeps import start_scheduler
+from shared.version import __version__
+
+
+def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) -> FastAPI:
+    """Build the hub. The database must already be migrated (``cryomesh hub migrate``)."""
+    settings = settings or get_settings()
+    engine = make_engine(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler = start_scheduler(engine, settings) if run_sweeps else None
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=True)
+            engine.dispose()
+
+    app = FastAPI(
+        title="cryomesh hub",
+        version=__version__,
+        description="Registry, OAuth 2.0 authorization server and broker of the cryomesh network.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.keys = KeyCache(settings.token_lifetime_s)
+    app.state.verifier = TokenVerifier(settings, app.state.keys)
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is up. Anyone may call."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz(request: Request) -> JSONResponse:
+        """The database answers and a signing key is available. Anyone may call."""
+        try:
+            with transaction(engine) as session:
+                session.execute(text("SELECT 1"))
+                request.app.state.keys.signing_jwk(session)
+        except Exception as exc:  # readiness reports any failure rather than raising
+            return JSONResponse({"status": "unavailable", "detail": str(exc)[:200]}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    for router in (auth_router, sites_router, capacity_router, agents_router, accounts_router, network_router):
+        app.include_router(router)
+    return app

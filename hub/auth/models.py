@@ -1,0 +1,85 @@
+"""Tables for OAuth clients, signing keys, enrollment and assertion replay protection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Integer
+from sqlmodel import Field, SQLModel
+
+from hub.types import UTCDateTime, utcnow
+
+
+class OAuthClient(SQLModel, table=True):
+    """Every caller that can get a token: agents, people using the CLI, services."""
+
+    __tablename__ = "oauth_clients"
+
+    client_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    kind: str = Field(max_length=20)  # agent | person | service
+    role: str = Field(max_length=20, index=True)
+    site_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=True, index=True)
+    )
+    institution: str | None = Field(default=None, max_length=200)
+    auth_method: str = Field(max_length=30)  # private_key_jwt | client_secret_basic
+    secret_hash: str | None = Field(default=None, max_length=200)
+    public_jwk: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    key_thumbprint: str | None = Field(default=None, max_length=100)
+    status: str = Field(default="active", max_length=20)
+    created_by: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_token_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class SigningKey(SQLModel, table=True):
+    """Keys the hub signs access tokens with. Retired keys stay published until their tokens expire."""
+
+    __tablename__ = "signing_keys"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    alg: str = Field(max_length=10)
+    private_jwk: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    retired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class UsedAssertion(SQLModel, table=True):
+    """``jti`` of client assertions already seen, so an assertion can't be replayed."""
+
+    __tablename__ = "used_assertions"
+
+    jti: str = Field(primary_key=True, max_length=200)
+    client_id: str = Field(max_length=64)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class EnrollmentCodeRow(SQLModel, table=True):
+    __tablename__ = "enrollment_codes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(sa_column=Column(Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False))
+    code_hash: str = Field(unique=True, max_length=64)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class EnrollmentRow(SQLModel, table=True):
+    __tablename__ = "enrollments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(sa_column=Column(Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False, index=True))
+    client_id: str = Field(max_length=64)
+    code_id: int
+    hostname: str = Field(max_length=255)
+    agent_version: str = Field(max_length=50)
+    key_thumbprint: str = Field(max_length=100)
+    status: str = Field(default="pending", max_length=20, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decided_by: str | None = Field(default=None, max_length=200)

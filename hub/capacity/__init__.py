@@ -1,0 +1,1 @@
+"""Heartbeats, capacity snapshots and their history, and the reachability sweep."""

@@ -1,0 +1,66 @@
+"""Heartbeat and capacity routes.
+
+Who may call:
+- ``POST /api/v1/sites/{site}/heartbeat``: that site's agent only;
+- capacity and history of a site: any signed-in person; an agent for its own site.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from hub.auth.policy import ensure_agent_of
+from hub.capacity import service
+from hub.deps import CurrentAgent, CurrentPrincipal, SessionDep, SettingsDep, require_scopes
+from hub.errors import AUTH_ERRORS, BadRequest, NotFound, responses
+from hub.sites.service import read_site
+from hub.sites.queries import get_site_by_name
+from hub.types import utcnow
+from shared.schemas.capacity import CapacityHistory, Heartbeat, HeartbeatAck, SiteCapacity
+
+router = APIRouter(prefix="/api/v1/sites", tags=["capacity"])
+
+
+@router.post(
+    "/{name}/heartbeat",
+    responses=responses(*AUTH_ERRORS, NotFound),
+    dependencies=[Depends(require_scopes("agent"))],
+)
+def heartbeat(name: str, hb: Heartbeat, session: SessionDep, principal: CurrentAgent, settings: SettingsDep) -> HeartbeatAck:
+    """An agent reports its site's capacity. A malformed snapshot is refused whole (422)."""
+    site = get_site_by_name(session, name)
+    ensure_agent_of(principal, site)
+    return service.record_heartbeat(session, site, hb, settings)
+
+
+@router.get("/{name}/capacity", responses=responses(*AUTH_ERRORS, NotFound), dependencies=[Depends(require_scopes("sites:read"))])
+def capacity(name: str, session: SessionDep, principal: CurrentPrincipal) -> SiteCapacity:
+    """The latest capacity snapshot of a site."""
+    return service.latest_capacity(session, read_site(session, principal, name))
+
+
+@router.get(
+    "/{name}/capacity/history",
+    responses=responses(*AUTH_ERRORS, NotFound, BadRequest),
+    dependencies=[Depends(require_scopes("sites:read"))],
+)
+def capacity_history(
+    name: str,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    hours: Annotated[float, Query(gt=0, le=24 * 366)] = 24,
+) -> CapacityHistory:
+    """Downsampled capacity history (one point per ``history_bucket_s``), default the last 24 h."""
+    until = until or utcnow()
+    since = since or until - timedelta(hours=hours)
+    if since.tzinfo is None or until.tzinfo is None:
+        raise BadRequest("since and until must carry a timezone, e.g. 2026-01-01T00:00:00Z")
+    if since > until:
+        raise BadRequest("since is after until")
+    return service.history(session, read_site(session, principal, name), since, until, settings.history_bucket_s)

@@ -1,0 +1,93 @@
+"""One error hierarchy and the handlers that render it as ``{"error", "detail"}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.schemas.common import ErrorBody
+
+log = logging.getLogger("cryomesh.hub")
+
+
+class CryomeshError(Exception):
+    status_code = 500
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+
+
+class BadRequest(CryomeshError):
+    status_code = 400
+
+
+class Unauthorized(CryomeshError):
+    status_code = 401
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class Forbidden(CryomeshError):
+    status_code = 403
+
+
+class NotFound(CryomeshError):
+    status_code = 404
+
+
+class Conflict(CryomeshError):
+    status_code = 409
+
+
+class Gone(CryomeshError):
+    status_code = 410
+
+
+def responses(*errors: type[CryomeshError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the refusals a route can make."""
+    return {e.status_code: {"model": ErrorBody, "description": e.__name__} for e in errors}
+
+
+AUTH_ERRORS = (Unauthorized, Forbidden)
+
+
+def _body(name: str, detail: str) -> dict[str, str]:
+    return {"error": name, "detail": detail}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CryomeshError)
+    async def _cryomesh_error(request: Request, exc: CryomeshError) -> JSONResponse:
+        return JSONResponse(_body(type(exc).__name__, exc.detail), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where or 'body'}: {err.get('msg')}")
+        return JSONResponse(_body("ValidationError", "; ".join(problems)), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return JSONResponse(_body(name, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(OperationalError)
+    async def _database_busy(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse(_body("ServiceUnavailable", "the database is busy; retry"), 503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(_body("InternalError", "an unexpected error occurred; it has been logged"), 500)

@@ -1,0 +1,113 @@
+"""Hub settings: environment variables ``CRYOMESH_*``, an optional TOML file, defaults.
+
+The TOML file is named by ``CRYOMESH_CONFIG``; environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ExternalIssuer(BaseModel):
+    """An OpenID Connect provider whose access tokens the hub accepts."""
+
+    issuer: str = Field(description="The provider's issuer identifier (the 'iss' claim)")
+    jwks_uri: str = Field(description="Where the provider publishes its signing keys")
+    audience: str = Field(description="The 'aud' a token must carry to be accepted here")
+    institution_claim: str = Field(default="institution", description="Claim naming the user's institution")
+    role_claim: str | None = Field(default=None, description="Claim naming the user's cryomesh role")
+    site_claim: str | None = Field(default=None, description="Claim naming the site of a site_admin")
+    allowed_roles: list[str] = Field(
+        default_factory=lambda: ["researcher"],
+        description="Roles this provider may grant; anything else is refused",
+    )
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("cryomesh", appauthor=False))
+
+
+class HubSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRYOMESH_", env_nested_delimiter="__", extra="ignore")
+
+    environment: str = Field(default="development", description="'development' or 'production'")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Where the embedded SQLite database lives")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is SQLite at <data_dir>/hub.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db",
+    )
+    public_url: str = Field(default="http://127.0.0.1:8780", description="The URL agents and users reach the hub at")
+    host: str = Field(default="127.0.0.1", description="Address `hub serve` binds")
+    port: int = Field(default=8780, description="Port `hub serve` binds")
+    token_lifetime_s: int = Field(default=600, ge=30, le=86_400, description="Access token lifetime")
+    signing_key_rotation_days: float = Field(default=30, gt=0, description="Rotate the token signing key this often")
+    audience: str | None = Field(default=None, description="The 'aud' of hub tokens; default: public_url")
+    heartbeat_interval_s: float = Field(default=15, gt=0, description="Interval suggested to agents")
+    missed_heartbeats: int = Field(default=3, ge=1, description="A site is unreachable after this many missed beats")
+    sweep_interval_s: float = Field(default=5, gt=0, description="How often the reachability sweep runs")
+    history_bucket_s: int = Field(default=300, ge=1, description="Resolution of the capacity history")
+    history_retention_days: float = Field(default=30, gt=0, description="How long capacity history is kept")
+    enrollment_code_ttl_s: int = Field(default=86_400, ge=60, description="Default life of an enrollment code")
+    external_issuers: list[ExternalIssuer] = Field(default_factory=list)
+    log_level: str = Field(default="INFO")
+    log_json: bool = Field(default=True, description="JSON log lines (false: plain text)")
+    metrics_token: SecretStr | None = Field(default=None, description="Reserved for /metrics protection")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("CRYOMESH_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _production_checks(self) -> HubSettings:
+        if self.environment == "production" and self.public_url.startswith("http://"):
+            host = self.public_url.split("//", 1)[1].split(":", 1)[0].split("/", 1)[0]
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError("in production the hub's public_url must be https")
+        return self
+
+    @property
+    def issuer(self) -> str:
+        return self.public_url.rstrip("/")
+
+    @property
+    def token_audience(self) -> str:
+        return self.audience or self.issuer
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer}/oauth/token"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'hub.db'}"
+
+
+@lru_cache
+def get_settings() -> HubSettings:
+    return HubSettings()

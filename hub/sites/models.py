@@ -1,0 +1,74 @@
+"""Tables of the facility registry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from hub.types import UTCDateTime, utcnow
+
+
+def _site_fk() -> Any:
+    return Column(Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False, index=True)
+
+
+class Site(SQLModel, table=True):
+    __tablename__ = "sites"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=63)
+    institution: str = Field(index=True, max_length=200)
+    display_name: str = Field(max_length=200)
+    country: str = Field(max_length=2, index=True)
+    location: str | None = Field(default=None, max_length=200)
+    description: str | None = None
+    contacts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", index=True, max_length=20)
+    reachability: str = Field(default="unknown", max_length=20)
+    last_heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    heartbeat_interval_s: float | None = None
+    agent_version: str | None = Field(default=None, max_length=50)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PartitionRow(SQLModel, table=True):
+    __tablename__ = "partitions"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(sa_column=_site_fk())
+    name: str = Field(max_length=63)
+    cpu_model: str | None = Field(default=None, max_length=200)
+    node_count: int
+    cores_per_node: int
+    memory_gb_per_node: float
+    gpu_model: str | None = Field(default=None, max_length=100, index=True)
+    gpus_per_node: int = 0
+    interconnect: str | None = Field(default=None, max_length=100)
+
+
+class SoftwareRow(SQLModel, table=True):
+    __tablename__ = "site_software"
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(sa_column=_site_fk())
+    name: str = Field(max_length=100, index=True)
+    version: str = Field(max_length=50)
+    cuda_arch: str | None = Field(default=None, max_length=20)
+    notes: str | None = Field(default=None, max_length=500)
+
+
+class StorageRow(SQLModel, table=True):
+    __tablename__ = "storage_endpoints"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: int = Field(sa_column=_site_fk())
+    name: str = Field(max_length=63)
+    kind: str = Field(max_length=10)
+    path: str = Field(max_length=1000)
+    capacity_tb: float | None = None

@@ -1,0 +1,1 @@
+"""Wire schemas: the JSON bodies the hub and agents exchange (plain Pydantic)."""

@@ -1,0 +1,115 @@
+"""Accounts, agents and enrollment."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class Role(StrEnum):
+    NETWORK_ADMIN = "network_admin"
+    SITE_ADMIN = "site_admin"  # bound to one site
+    RESEARCHER = "researcher"  # bound to one institution
+    AGENT = "agent"  # bound to one site
+
+
+class AccountKind(StrEnum):
+    PERSON = "person"
+    SERVICE = "service"
+
+
+class ClientStatus(StrEnum):
+    PENDING = "pending"  # an enrolled agent waiting for approval
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class AccountCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="Person's name or service name")
+    kind: AccountKind = AccountKind.PERSON
+    role: Role
+    site: str | None = Field(default=None, description="Required for site_admin")
+    institution: str | None = Field(default=None, max_length=200, description="Required for researcher")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AccountCreate:
+        if self.role is Role.AGENT:
+            raise ValueError("agents are created by enrollment, not as accounts")
+        if self.role is Role.SITE_ADMIN and not self.site:
+            raise ValueError("a site_admin account needs a site")
+        if self.role is Role.RESEARCHER and not self.institution:
+            raise ValueError("a researcher account needs an institution")
+        return self
+
+
+class ClientPublic(BaseModel):
+    client_id: str
+    name: str
+    kind: str
+    role: Role
+    site: str | None
+    institution: str | None
+    status: ClientStatus
+    auth_method: str
+    created_at: datetime
+    last_token_at: datetime | None
+
+
+class AccountCredentials(ClientPublic):
+    """Returned once, when an account is created: the secret is not stored in clear."""
+
+    client_secret: str
+
+
+class EnrollmentCodeCreate(BaseModel):
+    ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400, description="How long the code stays valid")
+
+
+class EnrollmentCode(BaseModel):
+    code: str = Field(description="One-time code; shown once")
+    site: str
+    expires_at: datetime
+
+
+class EnrollmentRequest(BaseModel):
+    """Sent by ``cryomesh agent enroll``: only the public key leaves the site."""
+
+    code: str = Field(min_length=8, max_length=100)
+    public_jwk: dict[str, Any] = Field(description="The agent's public key as a JWK (EC P-256 or RSA)")
+    hostname: str = Field(min_length=1, max_length=255)
+    agent_version: str = Field(min_length=1, max_length=50)
+
+
+class EnrollmentStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class EnrollmentPublic(BaseModel):
+    id: int
+    site: str
+    client_id: str
+    hostname: str
+    key_thumbprint: str
+    status: EnrollmentStatus
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+
+
+class KeyRotation(BaseModel):
+    public_jwk: dict[str, Any]
+
+
+class WhoAmI(BaseModel):
+    subject: str
+    client_id: str | None
+    role: Role
+    site: str | None
+    institution: str | None
+    scopes: list[str]
+    issuer: str

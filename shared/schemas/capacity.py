@@ -1,0 +1,138 @@
+"""Capacity snapshots: what an agent reports in each heartbeat."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field, model_validator
+
+from shared.schemas.common import Slug
+
+
+class GpuCapacity(BaseModel):
+    model: str = Field(min_length=1, max_length=100, description="GPU model, e.g. 'a100', lower case")
+    total: int = Field(ge=0, le=100_000)
+    free: int = Field(ge=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _free_within_total(self) -> GpuCapacity:
+        if self.free > self.total:
+            raise ValueError(f"gpu {self.model}: free ({self.free}) exceeds total ({self.total})")
+        return self
+
+
+class PartitionCapacity(BaseModel):
+    name: Slug
+    cpus_total: int = Field(ge=0, le=10_000_000)
+    cpus_allocated: int = Field(ge=0, le=10_000_000)
+    cpus_idle: int = Field(ge=0, le=10_000_000)
+    memory_total_mb: int = Field(ge=0)
+    memory_free_mb: int = Field(ge=0)
+    gpus: list[GpuCapacity] = Field(default_factory=list, max_length=64)
+    nodes_total: int = Field(default=1, ge=0)
+    nodes_available: int = Field(default=1, ge=0, description="Nodes up and accepting work")
+    jobs_pending: int = Field(default=0, ge=0, description="Jobs waiting in the local queue")
+    jobs_running: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PartitionCapacity:
+        if self.cpus_allocated + self.cpus_idle > self.cpus_total:
+            raise ValueError(
+                f"partition {self.name}: cpus_allocated + cpus_idle "
+                f"({self.cpus_allocated} + {self.cpus_idle}) exceeds cpus_total ({self.cpus_total})"
+            )
+        if self.memory_free_mb > self.memory_total_mb:
+            raise ValueError(f"partition {self.name}: memory_free_mb exceeds memory_total_mb")
+        models = [g.model for g in self.gpus]
+        if len(set(models)) != len(models):
+            raise ValueError(f"partition {self.name}: a GPU model is listed twice")
+        return self
+
+
+class StorageCapacity(BaseModel):
+    name: Slug
+    path: str = Field(max_length=1000)
+    total_bytes: int = Field(ge=0)
+    free_bytes: int = Field(ge=0)
+
+
+class Heartbeat(BaseModel):
+    """The body of ``POST /api/v1/sites/{site}/heartbeat``."""
+
+    agent_version: str = Field(min_length=1, max_length=50)
+    interval_s: float = Field(gt=0, le=3600, description="How often this agent sends heartbeats")
+    sampled_at: datetime = Field(description="When the agent took the snapshot (UTC)")
+    backend: str = Field(min_length=1, max_length=20, description="Discovery backend: 'local' or 'slurm'")
+    partitions: list[PartitionCapacity] = Field(min_length=1, max_length=200)
+    storage: list[StorageCapacity] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _unique_partitions(self) -> Heartbeat:
+        names = [p.name for p in self.partitions]
+        if len(set(names)) != len(names):
+            raise ValueError("a partition is listed twice")
+        return self
+
+
+class HeartbeatAck(BaseModel):
+    site: str
+    received_at: datetime
+    next_in_s: float = Field(description="When the hub expects the next heartbeat")
+
+
+class CapacityTotals(BaseModel):
+    """CPU and GPU totals, summed over partitions."""
+
+    cpus_total: int = 0
+    cpus_free: int = 0
+    memory_total_mb: int = 0
+    memory_free_mb: int = 0
+    gpus: dict[str, GpuCount] = Field(default_factory=dict, description="GPU model -> counts")
+    jobs_pending: int = 0
+
+
+class GpuCount(BaseModel):
+    total: int = 0
+    free: int = 0
+
+
+CapacityTotals.model_rebuild()
+
+
+class SiteCapacity(BaseModel):
+    """The latest snapshot of one site, as the hub keeps it."""
+
+    site: str
+    received_at: datetime
+    sampled_at: datetime
+    agent_version: str
+    backend: str
+    totals: CapacityTotals
+    partitions: list[PartitionCapacity]
+    storage: list[StorageCapacity]
+
+
+class CapacityPoint(BaseModel):
+    """One downsampled bucket of capacity history."""
+
+    bucket_start: datetime
+    samples: int
+    cpus_total: int
+    cpus_free_avg: float
+    cpus_free_min: int
+    gpus: dict[str, GpuHistory]
+
+
+class GpuHistory(BaseModel):
+    total: int
+    free_avg: float
+    free_min: int
+
+
+CapacityPoint.model_rebuild()
+
+
+class CapacityHistory(BaseModel):
+    site: str
+    bucket_s: int
+    points: list[CapacityPoint]

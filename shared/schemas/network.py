@@ -1,0 +1,32 @@
+"""The network view: what the whole mesh has and has free."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from shared.schemas.capacity import CapacityTotals, GpuCount
+from shared.schemas.sites import Reachability, SiteStatus
+
+
+class SiteSummary(BaseModel):
+    name: str
+    display_name: str
+    institution: str
+    country: str
+    status: SiteStatus
+    reachability: Reachability
+    last_heartbeat_at: datetime | None
+    heartbeat_age_s: float | None = Field(description="Seconds since the last heartbeat; null if never")
+    capacity: CapacityTotals | None = Field(description="Latest reported capacity; null if never reported")
+
+
+class NetworkSummary(BaseModel):
+    generated_at: datetime
+    sites_by_status: dict[str, int] = Field(description="Lifecycle status -> number of sites")
+    sites_by_reachability: dict[str, int]
+    cpus_total: int
+    cpus_free: int
+    gpus: dict[str, GpuCount] = Field(description="GPU model -> total/free across reachable active sites")
+    sites: list[SiteSummary]

@@ -1,0 +1,119 @@
+"""The facility registry: sites, their partitions, software and storage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field, model_validator
+
+from shared.schemas.common import Page, Slug
+
+
+class SiteStatus(StrEnum):
+    """Administrative lifecycle of a site, set by network admins."""
+
+    PENDING = "pending"  # registered, no approved agent yet
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Reachability(StrEnum):
+    """Whether the site's agent is heard from; derived from heartbeats."""
+
+    UNKNOWN = "unknown"  # never heard from
+    ONLINE = "online"
+    UNREACHABLE = "unreachable"  # missed too many heartbeats
+
+
+class Contact(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    role: str | None = Field(default=None, max_length=100, description="e.g. 'facility manager'")
+
+
+class Partition(BaseModel):
+    """A homogeneous group of nodes offered by a site (a Slurm partition, a cloud queue)."""
+
+    name: Slug
+    cpu_model: str | None = Field(default=None, max_length=200)
+    node_count: int = Field(ge=0, le=100_000)
+    cores_per_node: int = Field(ge=1, le=4096)
+    memory_gb_per_node: float = Field(ge=0, le=65_536)
+    gpu_model: str | None = Field(default=None, max_length=100, description="e.g. 'a100'")
+    gpus_per_node: int = Field(default=0, ge=0, le=64)
+    interconnect: str | None = Field(default=None, max_length=100, description="e.g. 'HDR InfiniBand'")
+
+    @model_validator(mode="after")
+    def _gpu_model_with_gpus(self) -> Partition:
+        if self.gpus_per_node and not self.gpu_model:
+            raise ValueError("gpu_model is required when gpus_per_node > 0")
+        return self
+
+
+class Software(BaseModel):
+    """A package a site offers to federated work."""
+
+    name: str = Field(min_length=1, max_length=100, description="e.g. 'relion', 'cryosparc', 'motioncor2'")
+    version: str = Field(min_length=1, max_length=50)
+    cuda_arch: str | None = Field(default=None, max_length=20, description="CUDA compute capability, e.g. '8.6'")
+    notes: str | None = Field(default=None, max_length=500)
+
+
+class StorageEndpoint(BaseModel):
+    name: Slug
+    kind: str = Field(default="posix", pattern=r"^(posix|s3)$")
+    path: str = Field(min_length=1, max_length=1000, description="A directory, or s3://bucket/prefix")
+    capacity_tb: float | None = Field(default=None, ge=0)
+
+
+class SiteBase(BaseModel):
+    institution: str = Field(min_length=1, max_length=200, description="Institution slug, e.g. 'kek'")
+    display_name: str = Field(min_length=1, max_length=200)
+    country: str = Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    location: str | None = Field(default=None, max_length=200, description="City or region")
+    description: str | None = Field(default=None, max_length=5000)
+    contacts: list[Contact] = Field(default_factory=list, max_length=20)
+    partitions: list[Partition] = Field(default_factory=list, max_length=200)
+    software: list[Software] = Field(default_factory=list, max_length=500)
+    storage: list[StorageEndpoint] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SiteBase:
+        for kind, names in (("partition", [p.name for p in self.partitions]), ("storage endpoint", [s.name for s in self.storage])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} names: {', '.join(dupes)}")
+        return self
+
+
+class SiteCreate(SiteBase):
+    name: Slug = Field(description="Short unique name of the site, e.g. 'kek-cryo'")
+
+
+class SiteUpdate(BaseModel):
+    """Fields to change; lists given here replace the site's lists whole."""
+
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    institution: str | None = Field(default=None, min_length=1, max_length=200)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    location: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    contacts: list[Contact] | None = Field(default=None, max_length=20)
+    partitions: list[Partition] | None = Field(default=None, max_length=200)
+    software: list[Software] | None = Field(default=None, max_length=500)
+    storage: list[StorageEndpoint] | None = Field(default=None, max_length=50)
+
+
+class SitePublic(SiteBase):
+    name: str
+    status: SiteStatus
+    reachability: Reachability
+    last_heartbeat_at: datetime | None
+    heartbeat_interval_s: float | None
+    agent_version: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+SitePage = Page[SitePublic]
