@@ -1,1 +1,1 @@
-"""cryomesh."""
+"""The ``cryomesh`` command line."""

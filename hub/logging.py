@@ -1,49 +1,18 @@
-"""Structured (JSON) logs with a request id on every line of a request."""
+"""Request ids: taken from ``X-Request-ID`` (agents send one) or made, echoed back, and
+put on every log line written while the request is served."""
 
 from __future__ import annotations
 
-import contextvars
-import logging
-import sys
 import uuid
-from collections.abc import Awaitable, Callable
 
-from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+from shared.logging import configure_logging, request_id
 
-
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        return True
-
-
-def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
-    if json_lines:
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
-                rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
-            )
-        )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+__all__ = ["RequestIdMiddleware", "configure_logging"]
 
 
 class RequestIdMiddleware:
-    """Takes ``X-Request-ID`` from the caller (or makes one) and echoes it back."""
-
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -65,6 +34,3 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
-
-
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]

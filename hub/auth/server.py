@@ -22,6 +22,7 @@ from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.responses import JSONResponse
@@ -161,8 +162,9 @@ class HubTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
         self._keys = keys
         self._session = session
 
-    def get_jwks(self) -> dict[str, Any]:
-        return self._keys.signing_jwk(self._session)
+    def get_jwks(self) -> KeySet:
+        # A key set (not a bare key) makes joserfc put the key's ``kid`` in the header.
+        return KeySet([ECKey.import_key(self._keys.signing_jwk(self._session))])
 
     def get_audiences(self, client: HubClient, user: Any, scope: str) -> str:
         return self._settings.token_audience

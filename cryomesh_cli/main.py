@@ -1,0 +1,400 @@
+"""``cryomesh``: run the hub or an agent, administer the network, look at it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+
+from cryomesh_cli.client import CliError, HubSession, Profile, load_profile, save_profile
+from cryomesh_cli.render import console, print_json, site_detail, sites_table, summary_table
+
+app = typer.Typer(help="cryomesh: a federated coordinator for cryo-EM centres.", no_args_is_help=True)
+hub_app = typer.Typer(help="Run the hub.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administer the network (network admins).", no_args_is_help=True)
+agent_app = typer.Typer(help="Run a site agent.", no_args_is_help=True)
+sites_app = typer.Typer(help="The facility registry.", no_args_is_help=True)
+network_app = typer.Typer(help="The whole network.", no_args_is_help=True)
+for sub, name in ((hub_app, "hub"), (admin_app, "admin"), (agent_app, "agent"), (sites_app, "sites"), (network_app, "network")):
+    app.add_typer(sub, name=name)
+
+HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL (or CRYOMESH_HUB_URL)")]
+IdOpt = Annotated[str | None, typer.Option("--client-id", help="Client id (or CRYOMESH_CLIENT_ID)")]
+SecretOpt = Annotated[str | None, typer.Option("--client-secret", help="Client secret (or CRYOMESH_CLIENT_SECRET)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The agent's site.toml")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def session(hub: str | None, client_id: str | None, client_secret: str | None) -> HubSession:
+    try:
+        return HubSession(load_profile(hub, client_id, client_secret))
+    except CliError as exc:
+        fail(str(exc))
+
+
+def call(s: HubSession, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        return s.call(method, path, **kwargs)
+    except CliError as exc:
+        fail(str(exc))
+
+
+def load_document(path: Path) -> Any:
+    """A YAML or JSON file (JSON is YAML)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"cannot read {path}: {exc}")
+
+
+# ---------------------------------------------------------------- hub
+
+
+@hub_app.command("serve")
+def hub_serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default: settings)")] = None,
+    migrate: Annotated[bool, typer.Option(help="Apply database migrations first")] = True,
+) -> None:
+    """Serve the hub's API (settings from CRYOMESH_* and CRYOMESH_CONFIG)."""
+    import uvicorn
+
+    from hub.app import create_app
+    from hub.db import migrate as run_migrations
+    from hub.logging import configure_logging
+    from hub.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    if migrate:
+        run_migrations(settings.resolved_database_url)
+    config = uvicorn.Config(
+        create_app(settings), host=host or settings.host, port=port or settings.port,
+        log_config=None, proxy_headers=True, timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+
+
+@hub_app.command("migrate")
+def hub_migrate(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Apply the database migrations (SQLite or PostgreSQL, from settings)."""
+    from hub.db import migrate
+    from hub.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    migrate(url, revision)
+    console.print(f"database at {url.split('@')[-1]} is at revision {revision}")
+
+
+# ---------------------------------------------------------------- admin
+
+
+@admin_app.command("bootstrap")
+def admin_bootstrap(
+    name: Annotated[str, typer.Option(help="The first network admin's name")],
+    save: Annotated[bool, typer.Option(help="Save the credentials for this CLI (mode 0600)")] = True,
+) -> None:
+    """Create the first network admin on this hub's database (run on the hub host)."""
+    from hub.accounts.service import bootstrap_admin
+    from hub.db import make_engine, migrate, transaction
+    from hub.errors import CryomeshError
+    from hub.settings import get_settings
+
+    settings = get_settings()
+    migrate(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with transaction(engine) as s:
+            creds = bootstrap_admin(s, name)
+    except CryomeshError as exc:
+        fail(exc.detail)
+    finally:
+        engine.dispose()
+    console.print(f"network admin [bold]{name}[/bold] created")
+    console.print(f"client id:     {creds.client_id}")
+    console.print(f"client secret: {creds.client_secret}   (shown once)")
+    if save:
+        path = save_profile(Profile(settings.issuer, creds.client_id, creds.client_secret))
+        console.print(f"saved to {path}")
+
+
+@admin_app.command("create-site")
+def admin_create_site(
+    file: Annotated[Path, typer.Argument(help="YAML/JSON site description (see docs/operator-guide.md)")],
+    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Register a site from a YAML or JSON file."""
+    with session(hub, client_id, client_secret) as s:
+        site = call(s, "POST", "/api/v1/sites", json_body=load_document(file))
+    print_json(site) if as_json else console.print(f"site [bold]{site['name']}[/bold] registered ({site['status']})")
+
+
+@admin_app.command("enrollment-code")
+def admin_enrollment_code(
+    site: Annotated[str, typer.Argument(help="Site name")],
+    ttl: Annotated[int | None, typer.Option(help="Seconds the code stays valid")] = None,
+    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Issue a one-time enrollment code for a site's agent."""
+    with session(hub, client_id, client_secret) as s:
+        code = call(s, "POST", f"/api/v1/sites/{site}/enrollment-codes", json_body={"ttl_s": ttl} if ttl else {})
+    if as_json:
+        print_json(code)
+        return
+    console.print(f"enrollment code for {code['site']}: [bold]{code['code']}[/bold] (valid until {code['expires_at']})")
+    console.print(f"on the site: cryomesh agent enroll --hub {s.profile.hub_url} --code {code['code']} --config site.toml")
+
+
+@admin_app.command("enrollments")
+def admin_enrollments(
+    status: Annotated[str | None, typer.Option(help="pending, approved or rejected")] = "pending",
+    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List enrollments (default: those waiting for approval)."""
+    from rich.table import Table
+
+    with session(hub, client_id, client_secret) as s:
+        rows = call(s, "GET", "/api/v1/enrollments", params={"status": status})
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} enrollment(s)")
+    for col in ("id", "site", "client id", "hostname", "key thumbprint", "status", "requested"):
+        table.add_column(col)
+    for e in rows:
+        table.add_row(str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"][:16], e["status"], e["created_at"])
+    console.print(table)
+
+
+def _decide(enrollment_id: int, verb: str, hub: str | None, client_id: str | None, client_secret: str | None) -> None:
+    with session(hub, client_id, client_secret) as s:
+        e = call(s, "POST", f"/api/v1/enrollments/{enrollment_id}/{verb}")
+    console.print(f"enrollment {e['id']} of site {e['site']}: {e['status']} (agent {e['client_id']})")
+
+
+@admin_app.command("approve")
+def admin_approve(enrollment_id: int, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
+    """Approve an agent's enrollment; check the key thumbprint with the site first."""
+    _decide(enrollment_id, "approve", hub, client_id, client_secret)
+
+
+@admin_app.command("reject")
+def admin_reject(enrollment_id: int, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
+    """Reject an agent's enrollment."""
+    _decide(enrollment_id, "reject", hub, client_id, client_secret)
+
+
+@admin_app.command("revoke-agent")
+def admin_revoke(agent_client_id: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
+    """Revoke an agent; its tokens stop working at once."""
+    with session(hub, client_id, client_secret) as s:
+        a = call(s, "POST", f"/api/v1/agents/{agent_client_id}/revoke")
+    console.print(f"agent {a['client_id']} of site {a['site']}: {a['status']}")
+
+
+@admin_app.command("create-account")
+def admin_create_account(
+    name: Annotated[str, typer.Option(help="Person's or service's name")],
+    role: Annotated[str, typer.Option(help="network_admin, site_admin or researcher")],
+    institution: Annotated[str | None, typer.Option(help="Institution (researchers)")] = None,
+    site: Annotated[str | None, typer.Option(help="Site (site admins)")] = None,
+    service: Annotated[bool, typer.Option("--service", help="A service account, not a person")] = False,
+    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create a researcher, site admin, network admin or service account."""
+    body = {"name": name, "role": role, "institution": institution, "site": site, "kind": "service" if service else "person"}
+    with session(hub, client_id, client_secret) as s:
+        acct = call(s, "POST", "/api/v1/accounts", json_body=body)
+    if as_json:
+        print_json(acct)
+        return
+    console.print(f"{acct['role']} account for {acct['name']}: client id {acct['client_id']}")
+    console.print(f"client secret: {acct['client_secret']}   (shown once; hand it over securely)")
+
+
+@admin_app.command("suspend-site")
+def admin_suspend(site: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
+    """Suspend a site: its agents and admins are refused at once."""
+    with session(hub, client_id, client_secret) as s:
+        out = call(s, "POST", f"/api/v1/sites/{site}/suspend")
+    console.print(f"site {out['name']}: {out['status']}")
+
+
+@admin_app.command("activate-site")
+def admin_activate(site: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
+    """Activate a pending or suspended site."""
+    with session(hub, client_id, client_secret) as s:
+        out = call(s, "POST", f"/api/v1/sites/{site}/activate")
+    console.print(f"site {out['name']}: {out['status']}")
+
+
+@admin_app.command("rotate-signing-key")
+def admin_rotate_signing_key(hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
+    """Start signing tokens with a new key (old tokens stay valid until they expire)."""
+    with session(hub, client_id, client_secret) as s:
+        out = call(s, "POST", "/api/v1/admin/signing-keys/rotate")
+    console.print(f"now signing with key {out['kid']}")
+
+
+# ---------------------------------------------------------------- agent
+
+
+def _agent_settings(config: Path | None) -> Any:
+    from pydantic import ValidationError
+
+    from site_agent.config import load_settings
+
+    try:
+        return load_settings(config)
+    except (FileNotFoundError, ValidationError, ValueError) as exc:
+        fail(str(exc))
+
+
+@agent_app.command("enroll")
+def agent_enroll(
+    hub: Annotated[str, typer.Option("--hub", help="Hub URL")],
+    code: Annotated[str, typer.Option("--code", help="The one-time enrollment code from a network admin")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="site.toml (for state_dir)")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="Where to keep the key and credentials")] = None,
+) -> None:
+    """Make this site's key pair (private key stays here, 0600) and ask the hub to enroll it."""
+    from site_agent.credentials import KEY_FILE
+    from site_agent.enroll import enroll
+    from site_agent.errors import HubError
+
+    directory = state_dir or _agent_settings(config).agent.state_dir
+    try:
+        creds = enroll(hub, code, directory)
+    except HubError as exc:
+        fail(f"enrollment refused: {exc}")
+    except Exception as exc:
+        fail(f"enrollment failed: {exc}")
+    console.print(f"enrolled as [bold]{creds.client_id}[/bold] for site {creds.site} (enrollment {creds.enrollment_id})")
+    console.print(f"private key: {directory / KEY_FILE} (mode 0600; it never leaves this machine)")
+    console.print("waiting for a network admin: cryomesh admin approve " + str(creds.enrollment_id))
+
+
+@agent_app.command("run")
+def agent_run(config: ConfigOpt) -> None:
+    """Run the agent daemon: heartbeats with live capacity. Stops on SIGTERM/Ctrl-C."""
+    from shared.logging import configure_logging
+    from site_agent.daemon import run_agent
+
+    settings = _agent_settings(config)
+    configure_logging("INFO", json_lines=True)
+    try:
+        code = run_agent(settings)
+    except (FileNotFoundError, PermissionError) as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
+@agent_app.command("discover")
+def agent_discover(config: ConfigOpt, as_json: JsonOpt = False) -> None:
+    """Take one capacity snapshot now and print it (nothing is sent)."""
+    from site_agent.discovery import make_discovery
+    from site_agent.discovery.base import storage_capacity
+
+    settings = _agent_settings(config)
+    try:
+        parts = make_discovery(settings.discovery).partitions()
+    except Exception as exc:
+        fail(f"discovery failed: {exc}")
+    storage = storage_capacity(settings.storage)
+    print_json({"partitions": [p.model_dump() for p in parts], "storage": [s.model_dump() for s in storage]})
+    del as_json
+
+
+@agent_app.command("rotate-key")
+def agent_rotate_key(config: ConfigOpt) -> None:
+    """Replace the agent's key pair; the new public key is sent, signed for with the old one."""
+    from site_agent.keys import rotate_key
+
+    settings = _agent_settings(config)
+    try:
+        thumbprint = rotate_key(settings)
+    except Exception as exc:
+        fail(f"key rotation failed: {exc}")
+    console.print(f"new agent key registered (thumbprint {thumbprint}); restart the agent to use it")
+
+
+# ---------------------------------------------------------------- sites, network
+
+
+@sites_app.command("list")
+def sites_list(
+    status: Annotated[str | None, typer.Option(help="pending, active or suspended")] = None,
+    country: Annotated[str | None, typer.Option(help="ISO country code")] = None,
+    institution: Annotated[str | None, typer.Option()] = None,
+    gpu_model: Annotated[str | None, typer.Option(help="Sites with this GPU model, e.g. a100")] = None,
+    software: Annotated[str | None, typer.Option(help="Sites offering this package, e.g. relion")] = None,
+    q: Annotated[str | None, typer.Option(help="Text search")] = None,
+    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List sites in the registry."""
+    params = {"status": status, "country": country, "institution": institution, "gpu_model": gpu_model, "software": software, "q": q, "limit": 500}
+    with session(hub, client_id, client_secret) as s:
+        page = call(s, "GET", "/api/v1/sites", params=params)
+    print_json(page) if as_json else console.print(sites_table(page["items"]))
+
+
+@sites_app.command("show")
+def sites_show(name: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one site, with its latest capacity."""
+    with session(hub, client_id, client_secret) as s:
+        site = call(s, "GET", f"/api/v1/sites/{name}")
+        try:
+            capacity = s.call("GET", f"/api/v1/sites/{name}/capacity")
+        except CliError:
+            capacity = None
+    if as_json:
+        print_json({"site": site, "capacity": capacity})
+        return
+    for table in site_detail(site, capacity):
+        console.print(table)
+
+
+@network_app.command("summary")
+def network_summary(hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False) -> None:
+    """Sites by status, free and total CPUs and GPUs by model, heartbeat ages."""
+    with session(hub, client_id, client_secret) as s:
+        summary = call(s, "GET", "/api/v1/network/summary")
+    print_json(summary) if as_json else console.print(summary_table(summary))
+
+
+# ---------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo(
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C)")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a JSON report of what the demo saw")] = None,
+    heartbeat: Annotated[float, typer.Option(help="Agents' heartbeat interval, seconds")] = 2.0,
+) -> None:
+    """Run a small network on this machine: an embedded hub and three enrolled site agents."""
+    from cryomesh_cli.demo import run_demo
+
+    raise typer.Exit(run_demo(duration=duration, report=report, heartbeat_s=heartbeat))
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["app", "json"]

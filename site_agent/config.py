@@ -1,0 +1,95 @@
+"""Agent settings: a ``site.toml`` file, overridable by ``CRYOMESH_AGENT_*`` variables.
+
+    [agent]
+    hub_url = "https://hub.example.org"
+    state_dir = "/var/lib/cryomesh-agent"   # credentials and private key (0700)
+    heartbeat_interval_s = 15
+
+    [discovery]
+    backend = "slurm"          # or "local"
+    partitions = ["gpu", "cpu"]  # slurm: which partitions to report (default: all)
+
+    [[storage]]
+    name = "scratch"
+    path = "/data/cryomesh"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class AgentSection(BaseModel):
+    hub_url: str | None = Field(default=None, description="Hub URL; default: the one saved at enrollment")
+    state_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_state_dir("cryomesh-agent", appauthor=False)),
+        description="Holds credentials.json and the private key; created 0700",
+    )
+    heartbeat_interval_s: float = Field(default=15, gt=0, le=3600)
+    request_timeout_s: float = Field(default=10, gt=0)
+    max_backoff_s: float = Field(default=60, gt=0, description="Longest wait between retries while the hub is away")
+
+
+class DeclaredPartition(BaseModel):
+    """A partition whose nodes exist only while work runs (a cloud queue scaling from zero)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    max_nodes: int = Field(ge=0)
+    cpus_per_node: int = Field(ge=1)
+    memory_gb_per_node: float = Field(ge=0)
+    gpu_model: str | None = None
+    gpus_per_node: int = Field(default=0, ge=0)
+
+
+class DiscoverySection(BaseModel):
+    backend: Literal["local", "slurm", "declared"] = "local"
+    declared: list[DeclaredPartition] = Field(
+        default_factory=list, description="declared: the partitions and their scaling limits"
+    )
+    partition: str = Field(default="local", description="local: the name the machine is reported under")
+    partitions: list[str] | None = Field(default=None, description="slurm: partitions to report (default all)")
+    slurm_conf: Path | None = Field(default=None, description="slurm: SLURM_CONF for the Slurm commands")
+    slurm_bin_dir: Path | None = Field(default=None, description="slurm: where sinfo/scontrol/squeue live")
+    gpu: Literal["auto", "nvml", "nvidia-smi", "none"] = Field(default="auto", description="local: how to find GPUs")
+
+
+class StorageSection(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    path: Path
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRYOMESH_AGENT_", env_nested_delimiter="__", extra="forbid")
+
+    agent: AgentSection = Field(default_factory=AgentSection)
+    discovery: DiscoverySection = Field(default_factory=DiscoverySection)
+    storage: list[StorageSection] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables win over the file, which is passed in as init values.
+        return (env_settings, init_settings)
+
+
+def load_settings(config: Path | None) -> AgentSettings:
+    """Read ``config`` (a site.toml); a missing file is an error, not an empty config."""
+    if config is None:
+        return AgentSettings()
+    if not config.is_file():
+        raise FileNotFoundError(f"agent config {config} does not exist")
+    with config.open("rb") as fh:
+        data = tomllib.load(fh)
+    return AgentSettings(**data)

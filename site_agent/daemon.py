@@ -1,0 +1,137 @@
+"""``cryomesh agent run``: the agent's loops.
+
+Today one loop: heartbeats. It sends a capacity snapshot every interval, backs off with
+full jitter while the hub is away (transport errors, 408/429/5xx, honouring Retry-After),
+re-fetches its token before it expires, and keeps going across hub restarts. It stops
+only on SIGTERM/SIGINT, or when the hub says this agent is revoked or unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+from datetime import UTC, datetime
+
+from shared.schemas.capacity import Heartbeat
+from shared.version import __version__
+from site_agent.client import HubClient
+from site_agent.config import AgentSettings
+from site_agent.credentials import load_credentials, load_key
+from site_agent.discovery import Discovery, make_discovery
+from site_agent.discovery.base import storage_capacity
+from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
+
+log = logging.getLogger("cryomesh.agent")
+
+#: Exit codes of ``cryomesh agent run``.
+EXIT_OK = 0
+EXIT_REVOKED = 3
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next_delay(self, hint: float | None = None) -> float:
+        self.failures += 1
+        delay = random.uniform(0, min(self.cap, self.base * 2 ** (self.failures - 1)))
+        return max(delay, hint or 0.0)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, discovery: Discovery | None = None) -> None:
+        self.settings = settings
+        creds = load_credentials(settings.agent.state_dir)
+        self.site = creds.site
+        hub_url = settings.agent.hub_url or creds.hub_url
+        token_endpoint = creds.token_endpoint
+        if settings.agent.hub_url and settings.agent.hub_url.rstrip("/") != creds.hub_url.rstrip("/"):
+            token_endpoint = settings.agent.hub_url.rstrip("/") + "/oauth/token"
+        self.client = HubClient(
+            hub_url, creds.client_id, load_key(settings.agent.state_dir), token_endpoint, settings.agent.request_timeout_s
+        )
+        self.discovery = discovery or make_discovery(settings.discovery)
+        self.stopping = asyncio.Event()
+        self.exit_code = EXIT_OK
+        self.last_heartbeat_ok: datetime | None = None
+
+    def snapshot(self) -> Heartbeat:
+        return Heartbeat(
+            agent_version=__version__,
+            interval_s=self.settings.agent.heartbeat_interval_s,
+            sampled_at=datetime.now(UTC),
+            backend=self.discovery.name,
+            partitions=self.discovery.partitions(),
+            storage=storage_capacity(self.settings.storage),
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def heartbeat_loop(self) -> None:
+        interval = self.settings.agent.heartbeat_interval_s
+        backoff = Backoff(base=min(1.0, interval), cap=self.settings.agent.max_backoff_s)
+        while not self.stopping.is_set():
+            try:
+                hb = await asyncio.to_thread(self.snapshot)
+                await self.client.request("POST", f"/api/v1/sites/{self.site}/heartbeat", json=hb.model_dump(mode="json"))
+            except HubUnavailable as exc:
+                delay = backoff.next_delay(exc.retry_after)
+                log.warning("hub unavailable (%s); retrying in %.1f s", exc, delay)
+                await self._sleep(delay)
+                continue
+            except AuthRefused as exc:
+                if exc.pending:
+                    delay = backoff.next_delay()
+                    log.info("enrollment not approved yet; checking again in %.1f s", delay)
+                    await self._sleep(delay)
+                    continue
+                log.error("the hub refused this agent's credentials: %s; stopping", exc.detail)
+                self.exit_code = EXIT_REVOKED
+                self.stopping.set()
+                return
+            except HubRefused as exc:
+                # The hub understood and said no (a suspended site, a snapshot it rejects).
+                # Nothing to fix by retrying at once; keep trying slowly so the agent
+                # recovers by itself once an admin acts.
+                delay = backoff.next_delay()
+                log.error("heartbeat refused: %s; retrying in %.1f s", exc, delay)
+                await self._sleep(delay)
+                continue
+            except Exception:  # a discovery failure must not kill the agent
+                delay = backoff.next_delay()
+                log.exception("could not take a capacity snapshot; retrying in %.1f s", delay)
+                await self._sleep(delay)
+                continue
+            if backoff.failures:
+                log.info("heartbeats flowing again after %d failure(s)", backoff.failures)
+            backoff.reset()
+            self.last_heartbeat_ok = datetime.now(UTC)
+            await self._sleep(interval)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        log.info("agent for site %s starting (hub %s, backend %s)", self.site, self.client.hub_url, self.discovery.name)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.heartbeat_loop())
+        finally:
+            await self.client.aclose()
+            log.info("agent for site %s stopped", self.site)
+        return self.exit_code
+
+
+def run_agent(settings: AgentSettings) -> int:
+    return asyncio.run(Agent(settings).run())

@@ -1,0 +1,163 @@
+"""A Slurm cluster, read through its own CLI: ``scontrol show node -o`` for nodes, CPUs,
+memory and GRES GPUs with their types, ``squeue`` for the local queue."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from shared.schemas.capacity import GpuCapacity, PartitionCapacity
+from site_agent.config import DiscoverySection
+
+#: Node states in which a node takes no new work.
+_UNAVAILABLE = ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "POWERED_DOWN", "POWERING_DOWN", "MAINT", "FUTURE", "REBOOT")
+_GRES_GPU = re.compile(r"gpu(?::([^:(,]+))?:(\d+)")
+_TRES_GPU = re.compile(r"gres/gpu(?::([^=,]+))?=(\d+)")
+
+
+class SlurmError(RuntimeError):
+    pass
+
+
+@dataclass
+class Node:
+    name: str
+    state: str
+    partitions: list[str]
+    cpus_total: int
+    cpus_alloc: int
+    memory_mb: int
+    memory_alloc_mb: int
+    gpus_total: dict[str, int] = field(default_factory=dict)
+    gpus_alloc: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def available(self) -> bool:
+        return not any(s in self.state.upper() for s in _UNAVAILABLE) and not self.state.endswith("*")
+
+
+def _fields(line: str) -> dict[str, str]:
+    """``Key=Value Key2=Value two`` -> dict; values may hold spaces (e.g. Reason=)."""
+    out: dict[str, str] = {}
+    for m in re.finditer(r"(\w[\w/:.]*)=(.*?)(?=\s+\w[\w/:.]*=|$)", line.strip()):
+        out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _gres(value: str, pattern: re.Pattern[str]) -> dict[str, int]:
+    """GPU counts by type; an untyped entry only counts when no typed entry is given."""
+    typed: Counter[str] = Counter()
+    untyped = 0
+    for m in pattern.finditer(value or ""):
+        if m.group(1):
+            typed[m.group(1).lower()] += int(m.group(2))
+        else:
+            untyped += int(m.group(2))
+    if typed:
+        return dict(typed)
+    return {"gpu": untyped} if untyped else {}
+
+
+def parse_nodes(text: str) -> list[Node]:
+    nodes = []
+    for line in text.splitlines():
+        if not line.strip().startswith("NodeName="):
+            continue
+        f = _fields(line)
+        nodes.append(
+            Node(
+                name=f["NodeName"],
+                state=f.get("State", "UNKNOWN"),
+                partitions=[p for p in f.get("Partitions", "").split(",") if p],
+                cpus_total=int(f.get("CPUTot", 0)),
+                cpus_alloc=int(f.get("CPUAlloc", 0)),
+                memory_mb=int(f.get("RealMemory", 0)),
+                memory_alloc_mb=int(f.get("AllocMem", 0)),
+                gpus_total=_gres(f.get("Gres", ""), _GRES_GPU),
+                gpus_alloc=_gres(f.get("AllocTRES", ""), _TRES_GPU),
+            )
+        )
+    return nodes
+
+
+def parse_queue(text: str) -> tuple[Counter[str], Counter[str]]:
+    """``squeue -h -o '%P|%T'`` -> (pending, running) jobs per partition."""
+    pending: Counter[str] = Counter()
+    running: Counter[str] = Counter()
+    for line in text.splitlines():
+        parts, _, state = line.strip().partition("|")
+        for part in parts.split(","):
+            if not part:
+                continue
+            if state == "PENDING":
+                pending[part] += 1
+            elif state in ("RUNNING", "COMPLETING"):
+                running[part] += 1
+    return pending, running
+
+
+def summarize(nodes: list[Node], pending: Counter[str], running: Counter[str], only: list[str] | None) -> list[PartitionCapacity]:
+    by_part: dict[str, list[Node]] = defaultdict(list)
+    for node in nodes:
+        for part in node.partitions:
+            if only is None or part in only:
+                by_part[part].append(node)
+    out = []
+    for part, members in sorted(by_part.items()):
+        gpus_total: Counter[str] = Counter()
+        gpus_free: Counter[str] = Counter()
+        idle = alloc = mem_total = mem_free = 0
+        for n in members:
+            alloc += n.cpus_alloc
+            mem_total += n.memory_mb
+            for model, count in n.gpus_total.items():
+                gpus_total[model] += count
+                if n.available:
+                    gpus_free[model] += max(0, count - n.gpus_alloc.get(model, 0))
+            if n.available:
+                idle += max(0, n.cpus_total - n.cpus_alloc)
+                mem_free += max(0, n.memory_mb - n.memory_alloc_mb)
+        out.append(
+            PartitionCapacity(
+                name=part.lower(),
+                cpus_total=sum(n.cpus_total for n in members),
+                cpus_allocated=alloc,
+                cpus_idle=idle,
+                memory_total_mb=mem_total,
+                memory_free_mb=mem_free,
+                gpus=[GpuCapacity(model=m, total=t, free=gpus_free[m]) for m, t in sorted(gpus_total.items())],
+                nodes_total=len(members),
+                nodes_available=sum(1 for n in members if n.available),
+                jobs_pending=pending[part],
+                jobs_running=running[part],
+            )
+        )
+    return out
+
+
+class SlurmDiscovery:
+    name = "slurm"
+
+    def __init__(self, cfg: DiscoverySection) -> None:
+        self.cfg = cfg
+
+    def _run(self, *argv: str) -> str:
+        cmd = [str(self.cfg.slurm_bin_dir / argv[0]) if self.cfg.slurm_bin_dir else argv[0], *argv[1:]]
+        env = dict(os.environ)
+        if self.cfg.slurm_conf:
+            env["SLURM_CONF"] = str(self.cfg.slurm_conf)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SlurmError(f"{argv[0]} failed: {exc}") from exc
+        if proc.returncode != 0:
+            raise SlurmError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[:300]}")
+        return proc.stdout
+
+    def partitions(self) -> list[PartitionCapacity]:
+        nodes = parse_nodes(self._run("scontrol", "show", "node", "-o"))
+        pending, running = parse_queue(self._run("squeue", "-h", "-o", "%P|%T"))
+        return summarize(nodes, pending, running, self.cfg.partitions)
