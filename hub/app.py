@@ -32,6 +32,8 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with transaction(engine) as session:
+            app.state.keys.signing_jwk(session)  # a signing key exists before the first request
         scheduler = start_scheduler(engine, settings) if run_sweeps else None
         try:
             yield

@@ -63,13 +63,15 @@ class Agent:
         self.last_heartbeat_ok: datetime | None = None
 
     def snapshot(self) -> Heartbeat:
+        partitions = self.discovery.partitions()
         return Heartbeat(
             agent_version=__version__,
             interval_s=self.settings.agent.heartbeat_interval_s,
             sampled_at=datetime.now(UTC),
             backend=self.discovery.name,
-            partitions=self.discovery.partitions(),
+            partitions=partitions,
             storage=storage_capacity(self.settings.storage),
+            totals=self.discovery.site_totals(),
         )
 
     async def _sleep(self, seconds: float) -> None:

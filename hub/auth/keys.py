@@ -87,8 +87,8 @@ class KeyCache:
         self._ttl = ttl_s
         self._lock = threading.Lock()
         self._loaded_at = 0.0
-        self._signing: SigningKey | None = None
-        self._published: list[SigningKey] = []
+        self._signing: dict[str, Any] | None = None  # private JWK
+        self._published: dict[str, dict[str, Any]] = {}  # kid -> public JWK
 
     def _load(self, session: Session) -> None:
         signing = ensure_active_key(session)
@@ -96,7 +96,9 @@ class KeyCache:
         published = session.exec(
             select(SigningKey).where(col(SigningKey.retired_at).is_(None) | (col(SigningKey.retired_at) >= cutoff))
         ).all()
-        self._signing, self._published = signing, list(published)
+        # Plain dicts, not rows: the cache outlives the session that read it.
+        self._signing = dict(signing.private_jwk)
+        self._published = {k.kid: public_jwk(k.private_jwk) for k in published}
         self._loaded_at = time.monotonic()
 
     def _fresh(self, session: Session, force: bool = False) -> None:
@@ -111,14 +113,14 @@ class KeyCache:
     def signing_jwk(self, session: Session) -> dict[str, Any]:
         self._fresh(session)
         assert self._signing is not None
-        return self._signing.private_jwk
+        return self._signing
 
     def jwks(self, session: Session) -> dict[str, Any]:
         self._fresh(session)
-        return {"keys": [public_jwk(k.private_jwk) for k in self._published]}
+        return {"keys": list(self._published.values())}
 
     def verification_keys(self, session: Session, kid: str | None) -> KeySet:
         self._fresh(session)
-        if kid is not None and all(k.kid != kid for k in self._published):
+        if kid is not None and kid not in self._published:
             self._fresh(session, force=True)
         return KeySet.import_key_set(self.jwks(session))

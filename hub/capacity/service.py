@@ -25,6 +25,8 @@ from shared.schemas.capacity import (
 
 
 def totals_of(hb: Heartbeat) -> CapacityTotals:
+    if hb.totals is not None:
+        return hb.totals
     gpus: dict[str, GpuCount] = {}
     for p in hb.partitions:
         for g in p.gpus:

@@ -56,6 +56,31 @@ class StorageCapacity(BaseModel):
     free_bytes: int = Field(ge=0)
 
 
+class GpuCount(BaseModel):
+    total: int = Field(default=0, ge=0)
+    free: int = Field(default=0, ge=0)
+
+
+class CapacityTotals(BaseModel):
+    """Site-wide CPU and GPU counts, each node counted once."""
+
+    cpus_total: int = Field(default=0, ge=0)
+    cpus_free: int = Field(default=0, ge=0)
+    memory_total_mb: int = Field(default=0, ge=0)
+    memory_free_mb: int = Field(default=0, ge=0)
+    gpus: dict[str, GpuCount] = Field(default_factory=dict, description="GPU model -> counts")
+    jobs_pending: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CapacityTotals:
+        if self.cpus_free > self.cpus_total:
+            raise ValueError("totals: cpus_free exceeds cpus_total")
+        for model, c in self.gpus.items():
+            if c.free > c.total:
+                raise ValueError(f"totals: free {model} GPUs exceed the total")
+        return self
+
+
 class Heartbeat(BaseModel):
     """The body of ``POST /api/v1/sites/{site}/heartbeat``."""
 
@@ -65,6 +90,11 @@ class Heartbeat(BaseModel):
     backend: str = Field(min_length=1, max_length=20, description="Discovery backend: 'local' or 'slurm'")
     partitions: list[PartitionCapacity] = Field(min_length=1, max_length=200)
     storage: list[StorageCapacity] = Field(default_factory=list, max_length=50)
+    totals: CapacityTotals | None = Field(
+        default=None,
+        description="Site-wide totals with each node counted once, for schedulers whose partitions "
+        "share nodes (Slurm); default: the sum over partitions",
+    )
 
     @model_validator(mode="after")
     def _unique_partitions(self) -> Heartbeat:
@@ -80,23 +110,6 @@ class HeartbeatAck(BaseModel):
     next_in_s: float = Field(description="When the hub expects the next heartbeat")
 
 
-class CapacityTotals(BaseModel):
-    """CPU and GPU totals, summed over partitions."""
-
-    cpus_total: int = 0
-    cpus_free: int = 0
-    memory_total_mb: int = 0
-    memory_free_mb: int = 0
-    gpus: dict[str, GpuCount] = Field(default_factory=dict, description="GPU model -> counts")
-    jobs_pending: int = 0
-
-
-class GpuCount(BaseModel):
-    total: int = 0
-    free: int = 0
-
-
-CapacityTotals.model_rebuild()
 
 
 class SiteCapacity(BaseModel):

@@ -6,7 +6,7 @@ import re
 import shutil
 from typing import Protocol
 
-from shared.schemas.capacity import PartitionCapacity, StorageCapacity
+from shared.schemas.capacity import CapacityTotals, PartitionCapacity, StorageCapacity
 from site_agent.config import StorageSection
 
 
@@ -15,6 +15,10 @@ class Discovery(Protocol):
 
     def partitions(self) -> list[PartitionCapacity]:
         """Read the scheduler or machine now; raises on failure."""
+        ...
+
+    def site_totals(self) -> CapacityTotals | None:
+        """Site-wide totals from the last read when partitions share nodes; else None."""
         ...
 
 

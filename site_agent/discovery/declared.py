@@ -8,7 +8,7 @@ reports each declared partition at that limit, all of it idle. It measures nothi
 
 from __future__ import annotations
 
-from shared.schemas.capacity import GpuCapacity, PartitionCapacity
+from shared.schemas.capacity import CapacityTotals, GpuCapacity, PartitionCapacity
 from site_agent.config import DiscoverySection
 
 
@@ -33,3 +33,6 @@ class DeclaredDiscovery:
                 )
             )
         return out
+
+    def site_totals(self) -> CapacityTotals | None:
+        return None  # partitions are disjoint: the hub sums them

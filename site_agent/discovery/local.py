@@ -10,7 +10,7 @@ import os
 
 import psutil
 
-from shared.schemas.capacity import PartitionCapacity
+from shared.schemas.capacity import CapacityTotals, PartitionCapacity
 from site_agent.config import DiscoverySection
 from site_agent.discovery.nvidia import discover_gpus
 
@@ -38,3 +38,6 @@ class LocalDiscovery:
                 nodes_available=1,
             )
         ]
+
+    def site_totals(self) -> CapacityTotals | None:
+        return None  # partitions are disjoint: the hub sums them

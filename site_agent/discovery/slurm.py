@@ -1,4 +1,4 @@
-"""A Slurm cluster, read through its own CLI: ``scontrol show node -o`` for nodes, CPUs,
+"""A Slurm cluster, read through its own CLI: ``scontrol show node -d -o`` for nodes, CPUs,
 memory and GRES GPUs with their types, ``squeue`` for the local queue."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import subprocess
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from shared.schemas.capacity import GpuCapacity, PartitionCapacity
+from shared.schemas.capacity import CapacityTotals, GpuCapacity, GpuCount, PartitionCapacity
 from site_agent.config import DiscoverySection
 
 #: Node states in which a node takes no new work.
@@ -77,7 +77,9 @@ def parse_nodes(text: str) -> list[Node]:
                 memory_mb=int(f.get("RealMemory", 0)),
                 memory_alloc_mb=int(f.get("AllocMem", 0)),
                 gpus_total=_gres(f.get("Gres", ""), _GRES_GPU),
-                gpus_alloc=_gres(f.get("AllocTRES", ""), _TRES_GPU),
+                # GresUsed (from `-d`) always names GPUs in use; AllocTRES only does when
+                # the cluster's AccountingStorageTRES tracks gres/gpu.
+                gpus_alloc=_gres(f["GresUsed"], _GRES_GPU) if "GresUsed" in f else _gres(f.get("AllocTRES", ""), _TRES_GPU),
             )
         )
     return nodes
@@ -138,11 +140,31 @@ def summarize(nodes: list[Node], pending: Counter[str], running: Counter[str], o
     return out
 
 
+def node_totals(nodes: list[Node], pending: int) -> CapacityTotals:
+    """Site-wide totals, each node once however many partitions it is in."""
+    gpus: dict[str, GpuCount] = {}
+    for n in nodes:
+        for model, count in n.gpus_total.items():
+            g = gpus.setdefault(model, GpuCount())
+            g.total += count
+            if n.available:
+                g.free += max(0, count - n.gpus_alloc.get(model, 0))
+    return CapacityTotals(
+        cpus_total=sum(n.cpus_total for n in nodes),
+        cpus_free=sum(max(0, n.cpus_total - n.cpus_alloc) for n in nodes if n.available),
+        memory_total_mb=sum(n.memory_mb for n in nodes),
+        memory_free_mb=sum(max(0, n.memory_mb - n.memory_alloc_mb) for n in nodes if n.available),
+        gpus=gpus,
+        jobs_pending=pending,
+    )
+
+
 class SlurmDiscovery:
     name = "slurm"
 
     def __init__(self, cfg: DiscoverySection) -> None:
         self.cfg = cfg
+        self._totals: CapacityTotals | None = None
 
     def _run(self, *argv: str) -> str:
         cmd = [str(self.cfg.slurm_bin_dir / argv[0]) if self.cfg.slurm_bin_dir else argv[0], *argv[1:]]
@@ -158,6 +180,14 @@ class SlurmDiscovery:
         return proc.stdout
 
     def partitions(self) -> list[PartitionCapacity]:
-        nodes = parse_nodes(self._run("scontrol", "show", "node", "-o"))
+        nodes = parse_nodes(self._run("scontrol", "show", "node", "-d", "-o"))
         pending, running = parse_queue(self._run("squeue", "-h", "-o", "%P|%T"))
-        return summarize(nodes, pending, running, self.cfg.partitions)
+        parts = summarize(nodes, pending, running, self.cfg.partitions)
+        wanted = {p.name for p in parts}
+        counted = [n for n in nodes if any(p.lower() in wanted for p in n.partitions)]
+        queued = sum(c for part, c in pending.items() if part.lower() in wanted)
+        self._totals = node_totals(counted, queued)
+        return parts
+
+    def site_totals(self) -> CapacityTotals | None:
+        return self._totals

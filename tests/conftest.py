@@ -1,0 +1,62 @@
+"""Fixtures: real PostgreSQL and Slurm (started once per run), and a real hub per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Hub, running_hub
+from tests.services import PostgresServer, SlurmCluster, postgres_server, slurm_cluster
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[SlurmCluster]:
+    with slurm_cluster(gpus=4, gpu_type="a100") as cluster:
+        yield cluster
+
+
+def _pg_database(pg: PostgresServer) -> Iterator[str]:
+    name = f"cm_{uuid.uuid4().hex[:12]}"
+    pg.admin(f"CREATE DATABASE {name}")
+    try:
+        yield pg.url(name)
+    finally:
+        pg.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_url(pg: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database."""
+    yield from _pg_database(pg)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on the embedded SQLite default and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hub.db'}"
+    else:
+        yield from _pg_database(request.getfixturevalue("pg"))
+
+
+@pytest.fixture
+def hub(db_url: str, tmp_path: Path) -> Iterator[Hub]:
+    """A real hub over HTTP, on SQLite and on PostgreSQL."""
+    with running_hub(db_url, tmp_path / "data") as h:
+        yield h
+
+
+@pytest.fixture
+def sqlite_hub(tmp_path: Path) -> Iterator[Hub]:
+    """A real hub over HTTP on SQLite, for tests where the database makes no difference."""
+    with running_hub(f"sqlite:///{tmp_path / 'hub.db'}", tmp_path / "data") as h:
+        yield h

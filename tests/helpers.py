@@ -1,0 +1,205 @@
+"""Builders for tests: a real hub on a loopback port, accounts, sites and enrolled agents,
+all made through the hub's own API."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from joserfc.jwk import ECKey
+
+from hub.accounts.service import bootstrap_admin
+from hub.app import create_app
+from hub.db import make_engine, migrate, transaction
+from hub.settings import HubSettings
+from site_agent.credentials import load_key
+from site_agent.enroll import enroll
+from tests.services import free_port, wait_for
+
+
+@dataclass
+class Account:
+    client_id: str
+    client_secret: str
+    role: str
+
+
+@dataclass
+class Agent:
+    client_id: str
+    site: str
+    state_dir: Path
+    enrollment_id: int
+
+    @property
+    def key(self) -> ECKey:
+        return load_key(self.state_dir)
+
+
+def site_body(name: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": name,
+        "institution": overrides.pop("institution", f"{name}-inst"),
+        "display_name": f"Site {name}",
+        "country": "JP",
+        "location": "Tsukuba",
+        "description": "test site",
+        "contacts": [{"name": "Ops", "email": f"ops@{name}.example"}],
+        "partitions": [
+            {"name": "gpu", "node_count": 2, "cores_per_node": 32, "memory_gb_per_node": 256, "gpu_model": "a100", "gpus_per_node": 4},
+            {"name": "cpu", "node_count": 10, "cores_per_node": 64, "memory_gb_per_node": 512},
+        ],
+        "software": [{"name": "relion", "version": "5.0", "cuda_arch": "8.0"}],
+        "storage": [{"name": "scratch", "kind": "posix", "path": "/data"}],
+    }
+    body.update(overrides)
+    return body
+
+
+def heartbeat_body(cpus_total: int = 64, cpus_idle: int = 48, gpus: tuple[str, int, int] | None = ("a100", 8, 5), **overrides: Any) -> dict[str, Any]:
+    part: dict[str, Any] = {
+        "name": "gpu",
+        "cpus_total": cpus_total,
+        "cpus_allocated": cpus_total - cpus_idle,
+        "cpus_idle": cpus_idle,
+        "memory_total_mb": 512_000,
+        "memory_free_mb": 256_000,
+        "gpus": [{"model": gpus[0], "total": gpus[1], "free": gpus[2]}] if gpus else [],
+        "jobs_pending": 3,
+        "jobs_running": 2,
+    }
+    body: dict[str, Any] = {
+        "agent_version": "test",
+        "interval_s": 15,
+        "sampled_at": "2026-01-01T00:00:00Z",
+        "backend": "slurm",
+        "partitions": [part],
+        "storage": [{"name": "scratch", "path": "/data", "total_bytes": 10**12, "free_bytes": 4 * 10**11}],
+    }
+    body.update(overrides)
+    return body
+
+
+@dataclass
+class Hub:
+    url: str
+    settings: HubSettings
+    admin: Account
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=15)
+
+    def token_for(self, account: Account, scope: str | None = None) -> str:
+        key = f"{account.client_id}:{scope}"
+        if key not in self._tokens:
+            data = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+            resp = httpx.post(f"{self.url}/oauth/token", data=data, auth=(account.client_id, account.client_secret))
+            assert resp.status_code == 200, resp.text
+            self._tokens[key] = resp.json()["access_token"]
+        return self._tokens[key]
+
+    def as_(self, account: Account) -> httpx.Client:
+        return self.http(self.token_for(account))
+
+    def as_admin(self) -> httpx.Client:
+        return self.as_(self.admin)
+
+    def create_site(self, name: str | None = None, **overrides: Any) -> dict[str, Any]:
+        name = name or f"site-{uuid.uuid4().hex[:6]}"
+        with self.as_admin() as c:
+            resp = c.post("/api/v1/sites", json=site_body(name, **overrides))
+        assert resp.status_code == 201, resp.text
+        return dict(resp.json())
+
+    def account(self, role: str, *, site: str | None = None, institution: str | None = None) -> Account:
+        with self.as_admin() as c:
+            resp = c.post("/api/v1/accounts", json={"name": f"{role} person", "role": role, "site": site, "institution": institution})
+        assert resp.status_code == 201, resp.text
+        body = resp.json()
+        return Account(body["client_id"], body["client_secret"], role)
+
+    def enrollment_code(self, site: str, ttl_s: int | None = None) -> str:
+        with self.as_admin() as c:
+            resp = c.post(f"/api/v1/sites/{site}/enrollment-codes", json={"ttl_s": ttl_s} if ttl_s else {})
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["code"])
+
+    def enroll_agent(self, site: str, state_dir: Path, approve: bool = True) -> Agent:
+        creds = enroll(self.url, self.enrollment_code(site), state_dir, hostname="test-host")
+        if approve:
+            with self.as_admin() as c:
+                resp = c.post(f"/api/v1/enrollments/{creds.enrollment_id}/approve")
+            assert resp.status_code == 200, resp.text
+        return Agent(creds.client_id, creds.site, state_dir, creds.enrollment_id)
+
+    def agent_token_response(self, agent: Agent, **claims: Any) -> httpx.Response:
+        from authlib.oauth2.rfc7523 import private_key_jwt_sign
+
+        assertion = private_key_jwt_sign(
+            agent.key, client_id=agent.client_id, token_endpoint=self.settings.token_endpoint, alg="ES256",
+            claims={"exp": int(time.time()) + 60, **claims},
+        )
+        return httpx.post(
+            f"{self.url}/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion.decode() if isinstance(assertion, bytes) else assertion,
+            },
+        )
+
+    def agent_token(self, agent: Agent) -> str:
+        resp = self.agent_token_response(agent)
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["access_token"])
+
+
+def hub_settings(db_url: str, data_dir: Path, port: int, **overrides: Any) -> HubSettings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": db_url,
+        "public_url": f"http://127.0.0.1:{port}",
+        "port": port,
+        "sweep_interval_s": 0.5,
+        "log_json": False,
+    }
+    values.update(overrides)
+    return HubSettings(**values)
+
+
+def bootstrap(settings: HubSettings) -> Account:
+    migrate(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with transaction(engine) as s:
+            creds = bootstrap_admin(s, "root admin")
+    finally:
+        engine.dispose()
+    return Account(creds.client_id, creds.client_secret, "network_admin")
+
+
+@contextmanager
+def running_hub(db_url: str, data_dir: Path, **overrides: Any) -> Iterator[Hub]:
+    """The real hub app served by uvicorn on a loopback port, in a thread of this process."""
+    port = free_port()
+    settings = hub_settings(db_url, data_dir, port, **overrides)
+    admin = bootstrap(settings)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 15, "the hub to start")
+    try:
+        yield Hub(settings.issuer, settings, admin)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
