@@ -213,8 +213,8 @@ def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2
             console.print(boot.stdout + boot.stderr)
             return 1
         coordinator = json.loads((workdir / "coordinator.json").read_text())
-        hub_log = (workdir / "hub.log").open("wb")
-        hub = subprocess.Popen(_cli("hub", "serve"), env=env, stdout=hub_log, stderr=subprocess.STDOUT)
+        with (workdir / "hub.log").open("wb") as hub_log:
+            hub = subprocess.Popen(_cli("hub", "serve"), env=env, stdout=hub_log, stderr=subprocess.STDOUT)
         procs.append(hub)
         _wait_ready(hub_url, hub)
         console.print(f"hub serving at [bold]{hub_url}[/bold] (API docs {hub_url}/docs; log {workdir / 'hub.log'})")
@@ -239,8 +239,8 @@ def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2
                 f"  {name}: enrolled agent {approved['client_id']} (key {approved['key_thumbprint'][:12]}…), "
                 f"approved by the coordinator; discovery backend [bold]{spec['discovery']['backend']}[/bold]"
             )
-            agent_log = (site_dir / "agent.log").open("wb")
-            agent = subprocess.Popen(_cli("agent", "run", "--config", str(config)), env=env, stdout=agent_log, stderr=subprocess.STDOUT)
+            with (site_dir / "agent.log").open("wb") as agent_log:
+                agent = subprocess.Popen(_cli("agent", "run", "--config", str(config)), env=env, stdout=agent_log, stderr=subprocess.STDOUT)
             procs.append(agent)
             agents.append(agent)
 

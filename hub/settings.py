@@ -52,7 +52,7 @@ class HubSettings(BaseSettings):
     public_url: str = Field(default="http://127.0.0.1:8780", description="The URL agents and users reach the hub at")
     host: str = Field(default="127.0.0.1", description="Address `hub serve` binds")
     port: int = Field(default=8780, description="Port `hub serve` binds")
-    token_lifetime_s: int = Field(default=600, ge=30, le=86_400, description="Access token lifetime")
+    token_lifetime_s: int = Field(default=600, ge=5, le=86_400, description="Access token lifetime")
     signing_key_rotation_days: float = Field(default=30, gt=0, description="Rotate the token signing key this often")
     audience: str | None = Field(default=None, description="The 'aud' of hub tokens; default: public_url")
     heartbeat_interval_s: float = Field(default=15, gt=0, description="Interval suggested to agents")

@@ -1,0 +1,210 @@
+"""The hub and agents as real processes talking HTTP: enrollment through the CLI,
+heartbeats, a killed agent marked unreachable and back on restart, an agent riding out
+a hub restart, tokens refreshed before they expire, a revoked agent stopping."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import Account, bootstrap, hub_settings
+from tests.services import SlurmCluster, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+HEARTBEAT_S = 1.0
+SWEEP_S = 0.2
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cryomesh_cli.main", *args]
+
+
+class HubProcess:
+    """`cryomesh hub serve` in its own process, restartable on the same port and database."""
+
+    def __init__(self, tmp: Path, **settings: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        s = hub_settings(f"sqlite:///{tmp / 'hub.db'}", tmp / "data", self.port, sweep_interval_s=SWEEP_S, **settings)
+        self.admin: Account = bootstrap(s)
+        self.env = {
+            **os.environ,
+            "CRYOMESH_DATABASE_URL": s.resolved_database_url,
+            "CRYOMESH_PUBLIC_URL": self.url,
+            "CRYOMESH_PORT": str(self.port),
+            "CRYOMESH_SWEEP_INTERVAL_S": str(SWEEP_S),
+            "CRYOMESH_TOKEN_LIFETIME_S": str(s.token_lifetime_s),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._token: str | None = None
+
+    def start(self) -> None:
+        with (self.tmp / "hub.log").open("ab") as log:
+            self.proc = subprocess.Popen(cli("hub", "serve"), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, 30, "the hub process")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(15)
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        if self._token is None:
+            r = httpx.post(f"{self.url}/oauth/token", data={"grant_type": "client_credentials"},
+                           auth=(self.admin.client_id, self.admin.client_secret))
+            self._token = r.json()["access_token"]
+        r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {self._token}"}, timeout=10, **kw)
+        assert r.status_code < 400, r.text
+        return r.json()
+
+    def site(self, name: str) -> dict[str, Any]:
+        return dict(self.api("GET", f"/api/v1/sites/{name}"))
+
+
+class AgentProcess:
+    def __init__(self, hub: HubProcess, site: str, tmp: Path, discovery: str = 'backend = "local"') -> None:
+        self.dir = tmp / site
+        self.dir.mkdir()
+        self.config = self.dir / "site.toml"
+        self.config.write_text(
+            f'[agent]\nhub_url = "{hub.url}"\nstate_dir = "{self.dir / "state"}"\n'
+            f"heartbeat_interval_s = {HEARTBEAT_S}\nmax_backoff_s = 1\n\n[discovery]\n{discovery}\n"
+        )
+        self.log = self.dir / "agent.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def enroll(self, hub: HubProcess, code: str) -> None:
+        out = subprocess.run(cli("agent", "enroll", "--hub", hub.url, "--code", code, "--config", str(self.config)),
+                             env=hub.env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "waiting for a network admin" in out.stdout
+
+    def start(self, env: dict[str, str]) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(cli("agent", "run", "--config", str(self.config)), env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def hub_proc(tmp_path: Path) -> Iterator[HubProcess]:
+    h = HubProcess(tmp_path, token_lifetime_s=6)
+    h.start()
+    yield h
+    h.stop()
+
+
+def enrolled_agent(hub: HubProcess, tmp: Path, name: str, discovery: str = 'backend = "local"') -> AgentProcess:
+    hub.api("POST", "/api/v1/sites", json={"name": name, "institution": "kek", "display_name": name, "country": "JP"})
+    code = hub.api("POST", f"/api/v1/sites/{name}/enrollment-codes", json={})["code"]
+    agent = AgentProcess(hub, name, tmp, discovery)
+    agent.enroll(hub, code)
+    [pending] = hub.api("GET", "/api/v1/enrollments", params={"status": "pending"})
+    hub.api("POST", f"/api/v1/enrollments/{pending['id']}/approve")
+    return agent
+
+
+def test_killed_agent_goes_unreachable_and_comes_back(hub_proc: HubProcess, tmp_path: Path) -> None:
+    agent = enrolled_agent(hub_proc, tmp_path, "alpha")
+    agent.start(hub_proc.env)
+    try:
+        wait_for(lambda: hub_proc.site("alpha")["reachability"] == "online", 20, "the first heartbeat")
+        summary = hub_proc.api("GET", "/api/v1/network/summary")
+        assert summary["cpus_total"] == os.cpu_count(), "the agent reported this machine's real CPUs"
+
+        assert agent.proc is not None
+        agent.proc.kill()  # SIGKILL: no goodbye, the hub must notice by itself
+        agent.proc.wait()
+        killed = time.monotonic()
+        wait_for(lambda: hub_proc.site("alpha")["reachability"] == "unreachable", 10, "the site to be marked unreachable")
+        took = time.monotonic() - killed
+        # 3 missed beats after the last one received, found by the next sweep tick.
+        assert took <= 3 * HEARTBEAT_S + SWEEP_S + 0.5, f"marked unreachable {took:.2f}s after the kill"
+        assert took >= 3 * HEARTBEAT_S - HEARTBEAT_S - 0.1, "not before 3 intervals of silence"
+
+        agent.start(hub_proc.env)
+        restarted = time.monotonic()
+        wait_for(lambda: hub_proc.site("alpha")["reachability"] == "online", 20, "the restarted agent's heartbeat")
+        assert time.monotonic() - restarted < 10
+    finally:
+        if agent.proc and agent.proc.poll() is None:
+            agent.proc.terminate()
+            agent.proc.wait(10)
+    assert agent.proc.returncode == 0, "SIGTERM stops the agent cleanly"
+
+
+def test_agent_rides_out_a_hub_restart_and_refreshes_tokens(hub_proc: HubProcess, tmp_path: Path) -> None:
+    agent = enrolled_agent(hub_proc, tmp_path, "alpha")
+    agent.start(hub_proc.env)
+    try:
+        wait_for(lambda: hub_proc.site("alpha")["reachability"] == "online", 20, "the first heartbeat")
+        hub_proc.stop()
+        time.sleep(3 * HEARTBEAT_S)  # the agent keeps trying while the hub is away
+        hub_proc.start()
+        hub_proc._token = None
+        before = hub_proc.site("alpha")["last_heartbeat_at"]
+        wait_for(lambda: hub_proc.site("alpha")["last_heartbeat_at"] != before, 15, "heartbeats after the hub restart")
+        time.sleep(6)  # more than one token lifetime (6 s): the agent must have refreshed
+        assert hub_proc.site("alpha")["reachability"] == "online"
+    finally:
+        assert agent.proc is not None
+        agent.proc.terminate()
+        agent.proc.wait(10)
+    messages = [line["message"] for line in agent.log_lines()]
+    assert any("hub unavailable" in m for m in messages), "the agent noticed the outage"
+    assert sum("got an access token" in m for m in messages) >= 3, "tokens were fetched again before expiry"
+    assert not any("refused" in m for m in messages), messages
+
+
+def test_revoked_agent_stops(hub_proc: HubProcess, tmp_path: Path) -> None:
+    agent = enrolled_agent(hub_proc, tmp_path, "alpha")
+    agent.start(hub_proc.env)
+    wait_for(lambda: hub_proc.site("alpha")["reachability"] == "online", 20, "the first heartbeat")
+    [a] = hub_proc.api("GET", "/api/v1/agents")
+    hub_proc.api("POST", f"/api/v1/agents/{a['client_id']}/revoke")
+    assert agent.proc is not None
+    assert agent.proc.wait(20) == 3, "a revoked agent exits with code 3"
+    assert any("refused this agent's credentials" in line["message"] for line in agent.log_lines())
+
+
+def test_slurm_agent_reports_the_cluster(hub_proc: HubProcess, tmp_path: Path, slurm: SlurmCluster) -> None:
+    slurm.cancel_all()
+    agent = enrolled_agent(hub_proc, tmp_path, "slurm-site", f'backend = "slurm"\nslurm_conf = "{slurm.conf}"')
+    agent.start(hub_proc.env)
+    try:
+        wait_for(lambda: hub_proc.site("slurm-site")["reachability"] == "online", 20, "the first heartbeat")
+        slurm.run("sbatch", "-p", "gpu", "--gres=gpu:a100:3", "-c", "1", "--mem=100", "-o", "/dev/null", "--wrap", "sleep 60")
+
+        def three_busy() -> bool:
+            gpus = hub_proc.api("GET", "/api/v1/network/summary")["gpus"]
+            return gpus.get("a100") == {"total": 4, "free": 1}
+
+        wait_for(three_busy, 20, "the hub to see 3 of 4 A100s in use")
+        cap = hub_proc.api("GET", "/api/v1/sites/slurm-site/capacity")
+        assert cap["backend"] == "slurm" and {p["name"] for p in cap["partitions"]} == {"gpu", "cpu"}
+        assert cap["totals"]["gpus"]["a100"] == {"total": 4, "free": 1}
+    finally:
+        slurm.cancel_all()
+        assert agent.proc is not None
+        agent.proc.terminate()
+        agent.proc.wait(10)
