@@ -104,7 +104,10 @@ class HubSession:
     def call(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None) -> Any:
         try:
             resp = self.http.request(
-                method, path, json=json_body, params={k: v for k, v in (params or {}).items() if v is not None},
+                method,
+                path,
+                json=json_body,
+                params={k: v for k, v in (params or {}).items() if v is not None},
                 headers={"Authorization": f"Bearer {self.token()}"},
             )
         except httpx.TransportError as exc:

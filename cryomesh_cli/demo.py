@@ -41,10 +41,26 @@ SITES: list[dict[str, Any]] = [
             "description": "GPU-rich university cluster for RELION and cryoSPARC refinement.",
             "contacts": [{"name": "Facility desk", "email": "cryoem@kyoto-u.example", "role": "facility manager"}],
             "partitions": [
-                {"name": "gpu", "cpu_model": "AMD EPYC 7763", "node_count": 8, "cores_per_node": 64, "memory_gb_per_node": 512,
-                 "gpu_model": "a100", "gpus_per_node": 4, "interconnect": "HDR InfiniBand"},
-                {"name": "gpu-big", "cpu_model": "Intel Xeon 8480+", "node_count": 2, "cores_per_node": 112, "memory_gb_per_node": 2048,
-                 "gpu_model": "h100", "gpus_per_node": 8, "interconnect": "NDR InfiniBand"},
+                {
+                    "name": "gpu",
+                    "cpu_model": "AMD EPYC 7763",
+                    "node_count": 8,
+                    "cores_per_node": 64,
+                    "memory_gb_per_node": 512,
+                    "gpu_model": "a100",
+                    "gpus_per_node": 4,
+                    "interconnect": "HDR InfiniBand",
+                },
+                {
+                    "name": "gpu-big",
+                    "cpu_model": "Intel Xeon 8480+",
+                    "node_count": 2,
+                    "cores_per_node": 112,
+                    "memory_gb_per_node": 2048,
+                    "gpu_model": "h100",
+                    "gpus_per_node": 8,
+                    "interconnect": "NDR InfiniBand",
+                },
             ],
             "software": [
                 {"name": "relion", "version": "5.0", "cuda_arch": "8.0"},
@@ -56,8 +72,22 @@ SITES: list[dict[str, Any]] = [
         "discovery": {
             "backend": "declared",
             "declared": [
-                {"name": "gpu", "max_nodes": 8, "cpus_per_node": 64, "memory_gb_per_node": 512, "gpu_model": "a100", "gpus_per_node": 4},
-                {"name": "gpu-big", "max_nodes": 2, "cpus_per_node": 112, "memory_gb_per_node": 2048, "gpu_model": "h100", "gpus_per_node": 8},
+                {
+                    "name": "gpu",
+                    "max_nodes": 8,
+                    "cpus_per_node": 64,
+                    "memory_gb_per_node": 512,
+                    "gpu_model": "a100",
+                    "gpus_per_node": 4,
+                },
+                {
+                    "name": "gpu-big",
+                    "max_nodes": 2,
+                    "cpus_per_node": 112,
+                    "memory_gb_per_node": 2048,
+                    "gpu_model": "h100",
+                    "gpus_per_node": 8,
+                },
             ],
         },
     },
@@ -71,10 +101,10 @@ SITES: list[dict[str, Any]] = [
             "description": "CPU cluster for CTF estimation, picking and extraction. Measured live: this machine.",
             "partitions": [{"name": "local", "node_count": 1, "cores_per_node": os.cpu_count() or 1, "memory_gb_per_node": 16}],
             "software": [{"name": "relion", "version": "5.0"}, {"name": "ctffind", "version": "4.1.14"}],
-            "storage": [{"name": "work", "kind": "posix", "path": "/tmp"}],
+            "storage": [{"name": "work", "kind": "posix", "path": tempfile.gettempdir()}],
         },
         "discovery": {"backend": "local", "partition": "local", "gpu": "auto"},
-        "storage": [{"name": "work", "path": "/tmp"}],
+        "storage": [{"name": "work", "path": tempfile.gettempdir()}],
     },
     {
         "site": {
@@ -85,9 +115,23 @@ SITES: list[dict[str, Any]] = [
             "location": "AWS ap-northeast-1",
             "description": "Cloud site: queues scale from zero on demand.",
             "partitions": [
-                {"name": "g5", "cpu_model": "AMD EPYC 7R32", "node_count": 10, "cores_per_node": 48, "memory_gb_per_node": 192,
-                 "gpu_model": "a10g", "gpus_per_node": 4, "interconnect": "EFA"},
-                {"name": "c6i", "cpu_model": "Intel Xeon 8375C", "node_count": 20, "cores_per_node": 64, "memory_gb_per_node": 128},
+                {
+                    "name": "g5",
+                    "cpu_model": "AMD EPYC 7R32",
+                    "node_count": 10,
+                    "cores_per_node": 48,
+                    "memory_gb_per_node": 192,
+                    "gpu_model": "a10g",
+                    "gpus_per_node": 4,
+                    "interconnect": "EFA",
+                },
+                {
+                    "name": "c6i",
+                    "cpu_model": "Intel Xeon 8375C",
+                    "node_count": 20,
+                    "cores_per_node": 64,
+                    "memory_gb_per_node": 128,
+                },
             ],
             "software": [{"name": "relion", "version": "4.0", "cuda_arch": "8.6"}, {"name": "cryosparc", "version": "4.5"}],
             "storage": [{"name": "s3", "kind": "s3", "path": "s3://gotocloud-exchange/"}],
@@ -95,7 +139,14 @@ SITES: list[dict[str, Any]] = [
         "discovery": {
             "backend": "declared",
             "declared": [
-                {"name": "g5", "max_nodes": 10, "cpus_per_node": 48, "memory_gb_per_node": 192, "gpu_model": "a10g", "gpus_per_node": 4},
+                {
+                    "name": "g5",
+                    "max_nodes": 10,
+                    "cpus_per_node": 48,
+                    "memory_gb_per_node": 192,
+                    "gpu_model": "a10g",
+                    "gpus_per_node": 4,
+                },
                 {"name": "c6i", "max_nodes": 20, "cpus_per_node": 64, "memory_gb_per_node": 128},
             ],
         },
@@ -122,8 +173,15 @@ def _toml_value(v: Any) -> str:
 def site_toml(hub_url: str, state_dir: Path, heartbeat_s: float, spec: dict[str, Any]) -> str:
     disc = dict(spec["discovery"])
     declared = disc.pop("declared", [])
-    lines = ["[agent]", f"hub_url = {_toml_value(hub_url)}", f"state_dir = {_toml_value(str(state_dir))}",
-             f"heartbeat_interval_s = {heartbeat_s}", "max_backoff_s = 5", "", "[discovery]"]
+    lines = [
+        "[agent]",
+        f"hub_url = {_toml_value(hub_url)}",
+        f"state_dir = {_toml_value(str(state_dir))}",
+        f"heartbeat_interval_s = {heartbeat_s}",
+        "max_backoff_s = 5",
+        "",
+        "[discovery]",
+    ]
     lines += [f"{k} = {_toml_value(v)}" for k, v in disc.items()]
     for d in declared:
         lines += ["", "[[discovery.declared]]", *(f"{k} = {_toml_value(v)}" for k, v in d.items())]
@@ -228,8 +286,12 @@ def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2
             site_dir.mkdir()
             config = site_dir / "site.toml"
             config.write_text(site_toml(hub_url, site_dir / "state", heartbeat_s, spec))
-            enrolled = subprocess.run(_cli("agent", "enroll", "--hub", hub_url, "--code", code, "--config", str(config)),
-                                      env=env, capture_output=True, text=True)
+            enrolled = subprocess.run(
+                _cli("agent", "enroll", "--hub", hub_url, "--code", code, "--config", str(config)),
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if enrolled.returncode != 0:
                 console.print(f"[red]enrolling {name} failed[/red]\n{enrolled.stdout}{enrolled.stderr}")
                 return 1
@@ -240,7 +302,9 @@ def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2
                 f"approved by the coordinator; discovery backend [bold]{spec['discovery']['backend']}[/bold]"
             )
             with (site_dir / "agent.log").open("wb") as agent_log:
-                agent = subprocess.Popen(_cli("agent", "run", "--config", str(config)), env=env, stdout=agent_log, stderr=subprocess.STDOUT)
+                agent = subprocess.Popen(
+                    _cli("agent", "run", "--config", str(config)), env=env, stdout=agent_log, stderr=subprocess.STDOUT
+                )
             procs.append(agent)
             agents.append(agent)
 
@@ -262,7 +326,11 @@ def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2
                 if any(a.poll() is not None for a in agents):
                     console.print("[red]an agent exited; see its log[/red]")
                     break
-        console.print(f"all {len(SITES)} sites online after {all_online_after} s" if all_online_after else "[red]not every site came online[/red]")
+        console.print(
+            f"all {len(SITES)} sites online after {all_online_after} s"
+            if all_online_after
+            else "[red]not every site came online[/red]"
+        )
         if report:
             report.write_text(json.dumps(build_report(hub_url, summary, started, all_online_after), indent=2))
             console.print(f"report written to {report}")

@@ -78,8 +78,12 @@ def hub_serve(
     if migrate:
         run_migrations(settings.resolved_database_url)
     config = uvicorn.Config(
-        create_app(settings), host=host or settings.host, port=port or settings.port,
-        log_config=None, proxy_headers=True, timeout_graceful_shutdown=10,
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run()
 
@@ -130,7 +134,10 @@ def admin_bootstrap(
 @admin_app.command("create-site")
 def admin_create_site(
     file: Annotated[Path, typer.Argument(help="YAML/JSON site description (see docs/operator-guide.md)")],
-    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Register a site from a YAML or JSON file."""
     with session(hub, client_id, client_secret) as s:
@@ -142,7 +149,10 @@ def admin_create_site(
 def admin_enrollment_code(
     site: Annotated[str, typer.Argument(help="Site name")],
     ttl: Annotated[int | None, typer.Option(help="Seconds the code stays valid")] = None,
-    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Issue a one-time enrollment code for a site's agent."""
     with session(hub, client_id, client_secret) as s:
@@ -157,7 +167,10 @@ def admin_enrollment_code(
 @admin_app.command("enrollments")
 def admin_enrollments(
     status: Annotated[str | None, typer.Option(help="pending, approved or rejected")] = "pending",
-    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """List enrollments (default: those waiting for approval)."""
     from rich.table import Table
@@ -171,7 +184,9 @@ def admin_enrollments(
     for col in ("id", "site", "client id", "hostname", "key thumbprint", "status", "requested"):
         table.add_column(col)
     for e in rows:
-        table.add_row(str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"][:16], e["status"], e["created_at"])
+        table.add_row(
+            str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"][:16], e["status"], e["created_at"]
+        )
     console.print(table)
 
 
@@ -208,7 +223,10 @@ def admin_create_account(
     institution: Annotated[str | None, typer.Option(help="Institution (researchers)")] = None,
     site: Annotated[str | None, typer.Option(help="Site (site admins)")] = None,
     service: Annotated[bool, typer.Option("--service", help="A service account, not a person")] = False,
-    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create a researcher, site admin, network admin or service account."""
     body = {"name": name, "role": role, "institution": institution, "site": site, "kind": "service" if service else "person"}
@@ -338,17 +356,30 @@ def sites_list(
     gpu_model: Annotated[str | None, typer.Option(help="Sites with this GPU model, e.g. a100")] = None,
     software: Annotated[str | None, typer.Option(help="Sites offering this package, e.g. relion")] = None,
     q: Annotated[str | None, typer.Option(help="Text search")] = None,
-    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """List sites in the registry."""
-    params = {"status": status, "country": country, "institution": institution, "gpu_model": gpu_model, "software": software, "q": q, "limit": 500}
+    params = {
+        "status": status,
+        "country": country,
+        "institution": institution,
+        "gpu_model": gpu_model,
+        "software": software,
+        "q": q,
+        "limit": 500,
+    }
     with session(hub, client_id, client_secret) as s:
         page = call(s, "GET", "/api/v1/sites", params=params)
     print_json(page) if as_json else console.print(sites_table(page["items"]))
 
 
 @sites_app.command("show")
-def sites_show(name: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False) -> None:
+def sites_show(
+    name: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False
+) -> None:
     """Show one site, with its latest capacity."""
     with session(hub, client_id, client_secret) as s:
         site = call(s, "GET", f"/api/v1/sites/{name}")
@@ -364,7 +395,9 @@ def sites_show(name: str, hub: HubOpt = None, client_id: IdOpt = None, client_se
 
 
 @network_app.command("summary")
-def network_summary(hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False) -> None:
+def network_summary(
+    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False
+) -> None:
     """Sites by status, free and total CPUs and GPUs by model, heartbeat ages."""
     with session(hub, client_id, client_secret) as s:
         summary = call(s, "GET", "/api/v1/network/summary")

@@ -38,7 +38,11 @@ def sites_table(sites: list[dict[str, Any]]) -> Table:
     for s in sites:
         gpus = {p["gpu_model"]: p["gpus_per_node"] * p["node_count"] for p in s["partitions"] if p.get("gpu_model")}
         table.add_row(
-            s["name"], s["institution"], s["country"], s["status"], s["reachability"],
+            s["name"],
+            s["institution"],
+            s["country"],
+            s["status"],
+            s["reachability"],
             ", ".join(p["name"] for p in s["partitions"]) or "-",
             ", ".join(f"{m}x{n}" for m, n in gpus.items()) or "-",
         )
@@ -59,7 +63,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
         reach = s["reachability"]
         colour = {"online": "green", "unreachable": "red"}.get(reach, "yellow")
         table.add_row(
-            s["name"], s["institution"], s["status"], f"[{colour}]{reach}[/{colour}]",
+            s["name"],
+            s["institution"],
+            s["status"],
+            f"[{colour}]{reach}[/{colour}]",
             f"{cap['cpus_free']}/{cap['cpus_total']}" if cap else "-",
             gpu_text(cap["gpus"]) if cap else "-",
             str(cap["jobs_pending"]) if cap else "-",
@@ -72,7 +79,16 @@ def site_detail(site: dict[str, Any], capacity: dict[str, Any] | None) -> list[T
     info = Table(title=f"site {site['name']}", show_header=False)
     info.add_column("field")
     info.add_column("value")
-    for key in ("display_name", "institution", "country", "location", "status", "reachability", "agent_version", "last_heartbeat_at"):
+    for key in (
+        "display_name",
+        "institution",
+        "country",
+        "location",
+        "status",
+        "reachability",
+        "agent_version",
+        "last_heartbeat_at",
+    ):
         info.add_row(key, str(site.get(key) or "-"))
     for c in site.get("contacts", []):
         info.add_row("contact", f"{c['name']} <{c['email']}>" + (f" ({c['role']})" if c.get("role") else ""))
@@ -81,8 +97,15 @@ def site_detail(site: dict[str, Any], capacity: dict[str, Any] | None) -> list[T
         parts.add_column(col)
     for p in site["partitions"]:
         gpus = f"{p['gpus_per_node']}x {p['gpu_model']}" if p.get("gpu_model") else "-"
-        parts.add_row(p["name"], str(p["node_count"]), str(p["cores_per_node"]), f"{p['memory_gb_per_node']:g}", gpus,
-                      p.get("cpu_model") or "-", p.get("interconnect") or "-")
+        parts.add_row(
+            p["name"],
+            str(p["node_count"]),
+            str(p["cores_per_node"]),
+            f"{p['memory_gb_per_node']:g}",
+            gpus,
+            p.get("cpu_model") or "-",
+            p.get("interconnect") or "-",
+        )
     soft = Table(title="software")
     for col in ("name", "version", "CUDA arch", "notes"):
         soft.add_column(col)
@@ -91,14 +114,25 @@ def site_detail(site: dict[str, Any], capacity: dict[str, Any] | None) -> list[T
     tables = [info, parts, soft]
     if capacity:
         cap = Table(title=f"capacity (reported {capacity['received_at']}, backend {capacity['backend']})")
-        for col in ("partition", "CPUs idle/alloc/total", "mem free/total GB", "GPUs free/total", "nodes up", "pending", "running"):
+        for col in (
+            "partition",
+            "CPUs idle/alloc/total",
+            "mem free/total GB",
+            "GPUs free/total",
+            "nodes up",
+            "pending",
+            "running",
+        ):
             cap.add_column(col)
         for p in capacity["partitions"]:
             cap.add_row(
-                p["name"], f"{p['cpus_idle']}/{p['cpus_allocated']}/{p['cpus_total']}",
+                p["name"],
+                f"{p['cpus_idle']}/{p['cpus_allocated']}/{p['cpus_total']}",
                 f"{p['memory_free_mb'] / 1024:.0f}/{p['memory_total_mb'] / 1024:.0f}",
                 gpu_text({g["model"]: g for g in p["gpus"]}),
-                f"{p['nodes_available']}/{p['nodes_total']}", str(p["jobs_pending"]), str(p["jobs_running"]),
+                f"{p['nodes_available']}/{p['nodes_total']}",
+                str(p["jobs_pending"]),
+                str(p["jobs_running"]),
             )
         tables.append(cap)
     return tables

@@ -46,8 +46,7 @@ class HubSettings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the embedded SQLite database lives")
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL; default is SQLite at <data_dir>/hub.db. "
-        "PostgreSQL: postgresql+psycopg://user:pass@host/db",
+        description="SQLAlchemy URL; default is SQLite at <data_dir>/hub.db. PostgreSQL: postgresql+psycopg://user:pass@host/db",
     )
     public_url: str = Field(default="http://127.0.0.1:8780", description="The URL agents and users reach the hub at")
     host: str = Field(default="127.0.0.1", description="Address `hub serve` binds")

@@ -66,7 +66,10 @@ class HubClient:
 
     def _assertion(self) -> str:
         token: str | bytes = private_key_jwt_sign(
-            self.key, client_id=self.client_id, token_endpoint=self.token_endpoint, alg="ES256",
+            self.key,
+            client_id=self.client_id,
+            token_endpoint=self.token_endpoint,
+            alg="ES256",
             claims={"exp": int(time.time()) + 60},
         )
         return token.decode() if isinstance(token, bytes) else token

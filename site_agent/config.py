@@ -1,17 +1,17 @@
 """Agent settings: a ``site.toml`` file, overridable by ``CRYOMESH_AGENT_*`` variables.
 
-    [agent]
-    hub_url = "https://hub.example.org"
-    state_dir = "/var/lib/cryomesh-agent"   # credentials and private key (0700)
-    heartbeat_interval_s = 15
+[agent]
+hub_url = "https://hub.example.org"
+state_dir = "/var/lib/cryomesh-agent"   # credentials and private key (0700)
+heartbeat_interval_s = 15
 
-    [discovery]
-    backend = "slurm"          # or "local"
-    partitions = ["gpu", "cpu"]  # slurm: which partitions to report (default: all)
+[discovery]
+backend = "slurm"          # or "local"
+partitions = ["gpu", "cpu"]  # slurm: which partitions to report (default: all)
 
-    [[storage]]
-    name = "scratch"
-    path = "/data/cryomesh"
+[[storage]]
+name = "scratch"
+path = "/data/cryomesh"
 """
 
 from __future__ import annotations

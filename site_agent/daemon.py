@@ -9,6 +9,7 @@ only on SIGTERM/SIGINT, or when the hub says this agent is revoked or unknown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -38,7 +39,7 @@ class Backoff:
 
     def next_delay(self, hint: float | None = None) -> float:
         self.failures += 1
-        delay = random.uniform(0, min(self.cap, self.base * 2 ** (self.failures - 1)))
+        delay = random.uniform(0, min(self.cap, self.base * 2 ** (self.failures - 1)))  # noqa: S311 (jitter, not crypto)
         return max(delay, hint or 0.0)
 
     def reset(self) -> None:
@@ -75,10 +76,8 @@ class Agent:
         )
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def heartbeat_loop(self) -> None:
         interval = self.settings.agent.heartbeat_interval_s

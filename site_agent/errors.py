@@ -1,9 +1,9 @@
 """Errors of the agent's hub client.
 
-    HubError
-    ├── HubUnavailable      transport failure, timeout, 408/429/5xx: retry with backoff
-    └── HubRefused          any other 4xx: the hub said no; retrying the same call won't help
-        └── AuthRefused     the token endpoint refused the client (pending, revoked, bad key)
+HubError
+├── HubUnavailable      transport failure, timeout, 408/429/5xx: retry with backoff
+└── HubRefused          any other 4xx: the hub said no; retrying the same call won't help
+    └── AuthRefused     the token endpoint refused the client (pending, revoked, bad key)
 """
 
 from __future__ import annotations

@@ -54,7 +54,14 @@ def site_body(name: str, **overrides: Any) -> dict[str, Any]:
         "description": "test site",
         "contacts": [{"name": "Ops", "email": f"ops@{name}.example"}],
         "partitions": [
-            {"name": "gpu", "node_count": 2, "cores_per_node": 32, "memory_gb_per_node": 256, "gpu_model": "a100", "gpus_per_node": 4},
+            {
+                "name": "gpu",
+                "node_count": 2,
+                "cores_per_node": 32,
+                "memory_gb_per_node": 256,
+                "gpu_model": "a100",
+                "gpus_per_node": 4,
+            },
             {"name": "cpu", "node_count": 10, "cores_per_node": 64, "memory_gb_per_node": 512},
         ],
         "software": [{"name": "relion", "version": "5.0", "cuda_arch": "8.0"}],
@@ -64,7 +71,9 @@ def site_body(name: str, **overrides: Any) -> dict[str, Any]:
     return body
 
 
-def heartbeat_body(cpus_total: int = 64, cpus_idle: int = 48, gpus: tuple[str, int, int] | None = ("a100", 8, 5), **overrides: Any) -> dict[str, Any]:
+def heartbeat_body(
+    cpus_total: int = 64, cpus_idle: int = 48, gpus: tuple[str, int, int] | None = ("a100", 8, 5), **overrides: Any
+) -> dict[str, Any]:
     part: dict[str, Any] = {
         "name": "gpu",
         "cpus_total": cpus_total,
@@ -123,7 +132,9 @@ class Hub:
 
     def account(self, role: str, *, site: str | None = None, institution: str | None = None) -> Account:
         with self.as_admin() as c:
-            resp = c.post("/api/v1/accounts", json={"name": f"{role} person", "role": role, "site": site, "institution": institution})
+            resp = c.post(
+                "/api/v1/accounts", json={"name": f"{role} person", "role": role, "site": site, "institution": institution}
+            )
         assert resp.status_code == 201, resp.text
         body = resp.json()
         return Account(body["client_id"], body["client_secret"], role)
@@ -146,7 +157,10 @@ class Hub:
         from authlib.oauth2.rfc7523 import private_key_jwt_sign
 
         assertion = private_key_jwt_sign(
-            agent.key, client_id=agent.client_id, token_endpoint=self.settings.token_endpoint, alg="ES256",
+            agent.key,
+            client_id=agent.client_id,
+            token_endpoint=self.settings.token_endpoint,
+            alg="ES256",
             claims={"exp": int(time.time()) + 60, **claims},
         )
         return httpx.post(

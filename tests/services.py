@@ -6,6 +6,7 @@ Under CI=true a missing component fails the test run; elsewhere it skips those t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -93,11 +94,17 @@ def postgres_server() -> Iterator[PostgresServer]:
     if run_as:
         shutil.chown(tmp, "postgres", "postgres")
     data, port = tmp / "data", free_port()
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(tmp / "pg.log"), "-w", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(tmp / "pg.log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield PostgresServer("127.0.0.1", port, "postgres")
     finally:
@@ -178,16 +185,34 @@ def slurm_cluster(gpus: int = 4, gpu_type: str = "a100") -> Iterator[SlurmCluste
     key.write_bytes(os.urandom(1024))
     key.chmod(0o600)
     subprocess.run(
-        ["munged", f"--key-file={key}", f"--socket={d}/munge.sock", f"--pid-file={d}/munged.pid",
-         f"--log-file={d}/munged.log", f"--seed-file={d}/munged.seed", "--force"],
-        check=True, capture_output=True,
+        [
+            "munged",
+            f"--key-file={key}",
+            f"--socket={d}/munge.sock",
+            f"--pid-file={d}/munged.pid",
+            f"--log-file={d}/munged.log",
+            f"--seed-file={d}/munged.seed",
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
     )
     for i in range(gpus):  # GRES needs device files; /dev/null's numbers stand in for GPUs
         subprocess.run(["mknod", str(d / f"fakegpu{i}"), "c", "1", "3"], check=True)
     node = socket.gethostname().split(".")[0]
     conf = d / "slurm.conf"
-    conf.write_text(SLURM_CONF.format(node=node, ctld_port=free_port(), d_port=free_port(), dir=d, cpus=os.cpu_count() or 1,
-                                      mem=2000, gpus=gpus, gpu_type=gpu_type))
+    conf.write_text(
+        SLURM_CONF.format(
+            node=node,
+            ctld_port=free_port(),
+            d_port=free_port(),
+            dir=d,
+            cpus=os.cpu_count() or 1,
+            mem=2000,
+            gpus=gpus,
+            gpu_type=gpu_type,
+        )
+    )
     (d / "gres.conf").write_text(f"Name=gpu Type={gpu_type} File={d}/fakegpu[0-{gpus - 1}]\n")
     cluster = SlurmCluster(conf, d, node, gpus, gpu_type)
     env = cluster.env()
@@ -203,9 +228,7 @@ def slurm_cluster(gpus: int = 4, gpu_type: str = "a100") -> Iterator[SlurmCluste
         yield cluster
     finally:
         for pidfile in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.kill(int((d / pidfile).read_text().strip()), 15)
-            except (OSError, ValueError):
-                pass
         time.sleep(0.3)
         shutil.rmtree(d, ignore_errors=True)

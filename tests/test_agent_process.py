@@ -69,8 +69,11 @@ class HubProcess:
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
         if self._token is None:
-            r = httpx.post(f"{self.url}/oauth/token", data={"grant_type": "client_credentials"},
-                           auth=(self.admin.client_id, self.admin.client_secret))
+            r = httpx.post(
+                f"{self.url}/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(self.admin.client_id, self.admin.client_secret),
+            )
             self._token = r.json()["access_token"]
         r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {self._token}"}, timeout=10, **kw)
         assert r.status_code < 400, r.text
@@ -93,14 +96,21 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def enroll(self, hub: HubProcess, code: str) -> None:
-        out = subprocess.run(cli("agent", "enroll", "--hub", hub.url, "--code", code, "--config", str(self.config)),
-                             env=hub.env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            cli("agent", "enroll", "--hub", hub.url, "--code", code, "--config", str(self.config)),
+            env=hub.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         assert "waiting for a network admin" in out.stdout
 
     def start(self, env: dict[str, str]) -> None:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cli("agent", "run", "--config", str(self.config)), env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cli("agent", "run", "--config", str(self.config)), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from hub.agents import service
 from hub.accounts.service import client_public
+from hub.agents import service
 from hub.deps import Admin, CurrentAgent, NetworkAdmin, SessionDep, SettingsDep, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Gone, NotFound, responses
 from shared.schemas.auth import (
@@ -50,7 +50,9 @@ def enroll(req: EnrollmentRequest, session: SessionDep) -> EnrollmentPublic:
 
 
 @router.get("/enrollments", responses=responses(*AUTH_ERRORS))
-def list_enrollments(session: SessionDep, principal: NetworkAdmin, status: EnrollmentStatus | None = None) -> list[EnrollmentPublic]:
+def list_enrollments(
+    session: SessionDep, principal: NetworkAdmin, status: EnrollmentStatus | None = None
+) -> list[EnrollmentPublic]:
     """Enrollments, oldest first (network admins)."""
     return service.list_enrollments(session, status.value if status else None)
 

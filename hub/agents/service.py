@@ -3,7 +3,6 @@ key with the code, a network admin approves. Only then can the agent get tokens.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 from datetime import timedelta

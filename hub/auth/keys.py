@@ -123,4 +123,4 @@ class KeyCache:
         self._fresh(session)
         if kid is not None and kid not in self._published:
             self._fresh(session, force=True)
-        return KeySet.import_key_set(self.jwks(session))
+        return KeySet.import_key_set(self.jwks(session))  # type: ignore[arg-type]

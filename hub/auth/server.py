@@ -11,8 +11,8 @@ import hashlib
 import hmac
 import json
 import secrets
-from datetime import timedelta
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2 import rfc6749
@@ -187,9 +187,7 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         super().__init__(scopes_supported=sorted({s for scopes in ROLE_SCOPES.values() for s in scopes}))
         self.session = session
         self.register_grant(HubClientCredentialsGrant)
-        self.register_client_auth_method(
-            PRIVATE_KEY_JWT, PrivateKeyJWTAuth(session, [settings.token_endpoint, settings.issuer])
-        )
+        self.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJWTAuth(session, [settings.token_endpoint, settings.issuer]))
         self.register_token_generator("default", HubTokenGenerator(settings, keys, session))
 
     def query_client(self, client_id: str) -> HubClient | None:

@@ -16,8 +16,8 @@ from hub.auth.policy import ensure_agent_of
 from hub.capacity import service
 from hub.deps import CurrentAgent, CurrentPrincipal, SessionDep, SettingsDep, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, NotFound, responses
-from hub.sites.service import read_site
 from hub.sites.queries import get_site_by_name
+from hub.sites.service import read_site
 from hub.types import utcnow
 from shared.schemas.capacity import CapacityHistory, Heartbeat, HeartbeatAck, SiteCapacity
 

@@ -72,8 +72,14 @@ def record_heartbeat(session: Session, site: Site, hb: Heartbeat, settings: HubS
     now = utcnow()
     totals = totals_of(hb)
     latest = session.get(CapacityLatest, site.id) or CapacityLatest(
-        site_id=site.id, received_at=now, sampled_at=hb.sampled_at, agent_version=hb.agent_version, backend=hb.backend,
-        totals={}, partitions=[], storage=[],
+        site_id=site.id,
+        received_at=now,
+        sampled_at=hb.sampled_at,
+        agent_version=hb.agent_version,
+        backend=hb.backend,
+        totals={},
+        partitions=[],
+        storage=[],
     )
     latest.received_at = now
     latest.sampled_at = hb.sampled_at
@@ -104,8 +110,8 @@ def latest_capacity(session: Session, site: Site) -> SiteCapacity:
         agent_version=row.agent_version,
         backend=row.backend,
         totals=CapacityTotals.model_validate(row.totals),
-        partitions=row.partitions,  # type: ignore[arg-type]
-        storage=row.storage,  # type: ignore[arg-type]
+        partitions=row.partitions,
+        storage=row.storage,
     )
 
 
@@ -138,7 +144,9 @@ def mark_unreachable(session: Session, settings: HubSettings, now: datetime | No
     changed = []
     for site in session.exec(select(Site).where(Site.reachability == "online")):
         interval = site.heartbeat_interval_s or settings.heartbeat_interval_s
-        if site.last_heartbeat_at is None or now - site.last_heartbeat_at > timedelta(seconds=interval * settings.missed_heartbeats):
+        if site.last_heartbeat_at is None or now - site.last_heartbeat_at > timedelta(
+            seconds=interval * settings.missed_heartbeats
+        ):
             site.reachability = "unreachable"
             session.add(site)
             changed.append(site.name)

@@ -16,7 +16,9 @@ from shared.schemas.network import NetworkSummary, SiteSummary
 def summary(session: Session) -> NetworkSummary:
     now = utcnow()
     rows = session.exec(
-        select(Site, CapacityLatest).join(CapacityLatest, col(CapacityLatest.site_id) == Site.id, isouter=True).order_by(col(Site.name))
+        select(Site, CapacityLatest)
+        .join(CapacityLatest, col(CapacityLatest.site_id) == Site.id, isouter=True)
+        .order_by(col(Site.name))
     ).all()
     by_status: Counter[str] = Counter()
     by_reach: Counter[str] = Counter()
@@ -41,8 +43,8 @@ def summary(session: Session) -> NetworkSummary:
                 display_name=site.display_name,
                 institution=site.institution,
                 country=site.country,
-                status=site.status,  # type: ignore[arg-type]
-                reachability=site.reachability,  # type: ignore[arg-type]
+                status=site.status,
+                reachability=site.reachability,
                 last_heartbeat_at=site.last_heartbeat_at,
                 heartbeat_age_s=(now - site.last_heartbeat_at).total_seconds() if site.last_heartbeat_at else None,
                 capacity=totals,

@@ -90,9 +90,7 @@ def read_site(session: Session, principal: Principal, name: str) -> Site:
     return site
 
 
-def search_sites(
-    session: Session, principal: Principal, f: SiteFilter, limit: int, offset: int
-) -> tuple[list[SitePublic], int]:
+def search_sites(session: Session, principal: Principal, f: SiteFilter, limit: int, offset: int) -> tuple[list[SitePublic], int]:
     if principal.role is Role.AGENT:
         f = SiteFilter(**{**f.__dict__, "only_site_id": principal.site_id})
     rows, total = list_sites(session, f, limit, offset)

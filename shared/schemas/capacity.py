@@ -110,8 +110,6 @@ class HeartbeatAck(BaseModel):
     next_in_s: float = Field(description="When the hub expects the next heartbeat")
 
 
-
-
 class SiteCapacity(BaseModel):
     """The latest snapshot of one site, as the hub keeps it."""
 

@@ -80,7 +80,10 @@ class SiteBase(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> SiteBase:
-        for kind, names in (("partition", [p.name for p in self.partitions]), ("storage endpoint", [s.name for s in self.storage])):
+        for kind, names in (
+            ("partition", [p.name for p in self.partitions]),
+            ("storage endpoint", [s.name for s in self.storage]),
+        ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate {kind} names: {', '.join(dupes)}")

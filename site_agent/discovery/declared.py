@@ -25,11 +25,22 @@ class DeclaredDiscovery:
         for p in self.cfg.declared:
             cpus = p.max_nodes * p.cpus_per_node
             mem = int(p.max_nodes * p.memory_gb_per_node * 1024)
-            gpus = [GpuCapacity(model=p.gpu_model, total=p.max_nodes * p.gpus_per_node, free=p.max_nodes * p.gpus_per_node)] if p.gpu_model and p.gpus_per_node else []
+            gpus = (
+                [GpuCapacity(model=p.gpu_model, total=p.max_nodes * p.gpus_per_node, free=p.max_nodes * p.gpus_per_node)]
+                if p.gpu_model and p.gpus_per_node
+                else []
+            )
             out.append(
                 PartitionCapacity(
-                    name=p.name, cpus_total=cpus, cpus_allocated=0, cpus_idle=cpus, memory_total_mb=mem,
-                    memory_free_mb=mem, gpus=gpus, nodes_total=p.max_nodes, nodes_available=p.max_nodes,
+                    name=p.name,
+                    cpus_total=cpus,
+                    cpus_allocated=0,
+                    cpus_idle=cpus,
+                    memory_total_mb=mem,
+                    memory_free_mb=mem,
+                    gpus=gpus,
+                    nodes_total=p.max_nodes,
+                    nodes_available=p.max_nodes,
                 )
             )
         return out

@@ -65,7 +65,11 @@ def gpus_from_nvidia_smi() -> list[GpuCapacity] | None:
             [smi, "--query-gpu=uuid,name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True
         ).stdout
         apps = subprocess.run(
-            [smi, "--query-compute-apps=gpu_uuid", "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True
+            [smi, "--query-compute-apps=gpu_uuid", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("nvidia-smi failed: %s", exc)

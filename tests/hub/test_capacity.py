@@ -19,8 +19,8 @@ def _online_site(hub: Hub, tmp_path: Path, name: str | None = None, **site: obje
 
 
 def test_heartbeat_is_stored_and_summarised(hub: Hub, tmp_path: Path) -> None:
-    a, token_a = _online_site(hub, tmp_path, "alpha")
-    b, token_b = _online_site(hub, tmp_path, "beta")
+    _, token_a = _online_site(hub, tmp_path, "alpha")
+    _, token_b = _online_site(hub, tmp_path, "beta")
     with hub.http(token_a) as c:
         resp = c.post("/api/v1/sites/alpha/heartbeat", json=heartbeat_body(64, 48, ("a100", 8, 5)))
         assert resp.status_code == 200, resp.text
@@ -86,7 +86,9 @@ def test_history_is_downsampled_into_buckets(sqlite_hub: Hub, tmp_path: Path) ->
     _, token = _online_site(sqlite_hub, tmp_path, "alpha")
     with sqlite_hub.http(token) as c:
         for idle in (10, 20, 30):
-            assert c.post("/api/v1/sites/alpha/heartbeat", json=heartbeat_body(64, idle, ("a100", 8, idle // 10))).status_code == 200
+            assert (
+                c.post("/api/v1/sites/alpha/heartbeat", json=heartbeat_body(64, idle, ("a100", 8, idle // 10))).status_code == 200
+            )
         hist = c.get("/api/v1/sites/alpha/capacity/history", params={"hours": 1}).json()
     assert hist["bucket_s"] == 300
     assert sum(p["samples"] for p in hist["points"]) == 3
@@ -99,7 +101,9 @@ def test_history_is_downsampled_into_buckets(sqlite_hub: Hub, tmp_path: Path) ->
 def test_history_rejects_bad_windows(sqlite_hub: Hub) -> None:
     sqlite_hub.create_site("alpha")
     with sqlite_hub.as_admin() as c:
-        resp = c.get("/api/v1/sites/alpha/capacity/history", params={"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"})
+        resp = c.get(
+            "/api/v1/sites/alpha/capacity/history", params={"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
+        )
         assert resp.status_code == 400 and resp.json()["detail"] == "since is after until"
         assert c.get("/api/v1/sites/alpha/capacity/history", params={"hours": -1}).status_code == 422
 

@@ -27,7 +27,10 @@ def test_enrollment_needs_approval_then_gives_tokens(hub: Hub, tmp_path: Path) -
 
     resp = hub.agent_token_response(agent)
     assert resp.status_code == 400, "no token before a network admin approves"
-    assert resp.json() == {"error": "invalid_client", "error_description": "this agent's enrollment is waiting for a network admin's approval"}
+    assert resp.json() == {
+        "error": "invalid_client",
+        "error_description": "this agent's enrollment is waiting for a network admin's approval",
+    }
 
     with hub.as_admin() as c:
         pending = c.get("/api/v1/enrollments", params={"status": "pending"}).json()
@@ -54,11 +57,15 @@ def test_only_the_public_key_is_sent(sqlite_hub: Hub, tmp_path: Path) -> None:
     # A private key offered as "public" is refused and consumes nothing.
     code = sqlite_hub.enrollment_code(site["name"])
     private = generate_key().as_dict(private=True)
-    resp = httpx.post(f"{sqlite_hub.url}/api/v1/enrollments", json={"code": code, "public_jwk": private, "hostname": "h", "agent_version": "1"})
+    resp = httpx.post(
+        f"{sqlite_hub.url}/api/v1/enrollments", json={"code": code, "public_jwk": private, "hostname": "h", "agent_version": "1"}
+    )
     assert resp.status_code == 400
     assert resp.json() == {"error": "BadRequest", "detail": "public_jwk contains private key material; send only the public key"}
-    ok = httpx.post(f"{sqlite_hub.url}/api/v1/enrollments",
-                    json={"code": code, "public_jwk": public_jwk(generate_key()), "hostname": "h", "agent_version": "1"})
+    ok = httpx.post(
+        f"{sqlite_hub.url}/api/v1/enrollments",
+        json={"code": code, "public_jwk": public_jwk(generate_key()), "hostname": "h", "agent_version": "1"},
+    )
     assert ok.status_code == 201, "the refused attempt did not use up the code"
 
 

@@ -64,8 +64,12 @@ def issuer() -> Iterator[Issuer]:
 @pytest.fixture
 def fed_hub(issuer: Issuer, tmp_path: Path) -> Iterator[Hub]:
     trusted = ExternalIssuer(
-        issuer=issuer.url, jwks_uri=f"{issuer.url}/jwks.json", audience="cryomesh-hub",
-        institution_claim="org", role_claim="cryomesh_role", site_claim="site",
+        issuer=issuer.url,
+        jwks_uri=f"{issuer.url}/jwks.json",
+        audience="cryomesh-hub",
+        institution_claim="org",
+        role_claim="cryomesh_role",
+        site_claim="site",
         allowed_roles=["researcher", "site_admin"],
     )
     with running_hub(f"sqlite:///{tmp_path / 'hub.db'}", tmp_path / "data", external_issuers=[trusted]) as h:
@@ -76,8 +80,13 @@ def test_researcher_from_external_issuer(fed_hub: Hub, issuer: Issuer) -> None:
     with fed_hub.http(issuer.token()) as c:
         me = c.get("/api/v1/whoami").json()
         assert me == {
-            "subject": f"{issuer.url}#u-1234", "client_id": None, "role": "researcher", "site": None,
-            "institution": "osaka-u", "scopes": ["network:read", "sites:read"], "issuer": issuer.url,
+            "subject": f"{issuer.url}#u-1234",
+            "client_id": None,
+            "role": "researcher",
+            "site": None,
+            "institution": "osaka-u",
+            "scopes": ["network:read", "sites:read"],
+            "issuer": issuer.url,
         }
         assert c.get("/api/v1/network/summary").status_code == 200
         assert c.post("/api/v1/sites", json={}).status_code == 403

@@ -74,7 +74,8 @@ def test_metadata_and_jwks_are_public(sqlite_hub: Hub) -> None:
 
 def test_access_token_follows_rfc9068(sqlite_hub: Hub) -> None:
     resp = httpx.post(
-        f"{sqlite_hub.url}/oauth/token", data={"grant_type": "client_credentials"},
+        f"{sqlite_hub.url}/oauth/token",
+        data={"grant_type": "client_credentials"},
         auth=(sqlite_hub.admin.client_id, sqlite_hub.admin.client_secret),
     )
     assert resp.status_code == 200
@@ -113,7 +114,8 @@ def test_wrong_secret_is_refused(sqlite_hub: Hub) -> None:
 
 def test_unsupported_grant_is_refused(sqlite_hub: Hub) -> None:
     resp = httpx.post(
-        f"{sqlite_hub.url}/oauth/token", data={"grant_type": "password", "username": "x", "password": "y"},
+        f"{sqlite_hub.url}/oauth/token",
+        data={"grant_type": "password", "username": "x", "password": "y"},
         auth=(sqlite_hub.admin.client_id, sqlite_hub.admin.client_secret),
     )
     assert resp.status_code == 400
@@ -124,7 +126,10 @@ def test_no_token_is_401(sqlite_hub: Hub) -> None:
     for path in ("/api/v1/whoami", "/api/v1/sites", "/api/v1/network/summary", "/api/v1/accounts"):
         resp = httpx.get(f"{sqlite_hub.url}{path}")
         assert resp.status_code == 401, path
-        assert resp.json() == {"error": "Unauthorized", "detail": "this endpoint needs a bearer token (Authorization: Bearer <token>)"}
+        assert resp.json() == {
+            "error": "Unauthorized",
+            "detail": "this endpoint needs a bearer token (Authorization: Bearer <token>)",
+        }
 
 
 def test_health_is_open(sqlite_hub: Hub) -> None:
@@ -209,8 +214,11 @@ def test_disabled_account_is_refused_at_once(sqlite_hub: Hub) -> None:
     with sqlite_hub.as_admin() as c:
         assert c.post(f"/api/v1/accounts/{researcher.client_id}/disable").status_code == 200
     assert "disabled" in refused(sqlite_hub, token)["detail"]
-    resp = httpx.post(f"{sqlite_hub.url}/oauth/token", data={"grant_type": "client_credentials"},
-                      auth=(researcher.client_id, researcher.client_secret))
+    resp = httpx.post(
+        f"{sqlite_hub.url}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(researcher.client_id, researcher.client_secret),
+    )
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_client"
     assert "disabled" in resp.json()["error_description"]
 

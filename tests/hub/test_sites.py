@@ -9,9 +9,22 @@ from tests.helpers import Hub, site_body
 
 def test_create_list_filter_show(hub: Hub) -> None:
     hub.create_site("kek-cryo", institution="kek", country="JP")
-    hub.create_site("embl-hd", institution="embl", country="DE", partitions=[
-        {"name": "gpu", "node_count": 4, "cores_per_node": 48, "memory_gb_per_node": 384, "gpu_model": "h100", "gpus_per_node": 8}
-    ], software=[{"name": "cryosparc", "version": "4.6"}])
+    hub.create_site(
+        "embl-hd",
+        institution="embl",
+        country="DE",
+        partitions=[
+            {
+                "name": "gpu",
+                "node_count": 4,
+                "cores_per_node": 48,
+                "memory_gb_per_node": 384,
+                "gpu_model": "h100",
+                "gpus_per_node": 8,
+            }
+        ],
+        software=[{"name": "cryosparc", "version": "4.6"}],
+    )
     researcher = hub.account("researcher", institution="kek")
     with hub.as_(researcher) as c:
         everything = c.get("/api/v1/sites").json()
@@ -42,7 +55,9 @@ def test_malformed_site_is_422_and_nothing_is_stored(hub: Hub) -> None:
     bad_bodies = [
         site_body("Bad Name!"),
         site_body("x1", country="Japan"),
-        site_body("x2", partitions=[{"name": "gpu", "node_count": 1, "cores_per_node": 8, "memory_gb_per_node": 1, "gpus_per_node": 2}]),
+        site_body(
+            "x2", partitions=[{"name": "gpu", "node_count": 1, "cores_per_node": 8, "memory_gb_per_node": 1, "gpus_per_node": 2}]
+        ),
         site_body("x3", partitions=[{"name": "a", "node_count": 1, "cores_per_node": 8, "memory_gb_per_node": 1}] * 2),
         site_body("x4", contacts=[{"name": "n", "email": "not-an-email"}]),
     ]
@@ -71,10 +86,16 @@ def test_site_admin_edits_only_own_site(hub: Hub) -> None:
     mine, theirs = hub.create_site(), hub.create_site()
     admin = hub.account("site_admin", site=mine["name"])
     with hub.as_(admin) as c:
-        resp = c.patch(f"/api/v1/sites/{mine['name']}", json={
-            "description": "now with more GPUs",
-            "software": [{"name": "relion", "version": "5.0.1", "cuda_arch": "8.6"}, {"name": "motioncor2", "version": "1.6.4"}],
-        })
+        resp = c.patch(
+            f"/api/v1/sites/{mine['name']}",
+            json={
+                "description": "now with more GPUs",
+                "software": [
+                    {"name": "relion", "version": "5.0.1", "cuda_arch": "8.6"},
+                    {"name": "motioncor2", "version": "1.6.4"},
+                ],
+            },
+        )
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["description"] == "now with more GPUs"

@@ -75,14 +75,28 @@ def test_no_gpus_here_means_none_reported() -> None:
 
 
 def test_storage_free_space(tmp_path: Path) -> None:
-    [s] = storage_capacity([StorageSection(name="scratch", path=tmp_path), StorageSection(name="gone", path=tmp_path / "missing")])
+    [s] = storage_capacity(
+        [StorageSection(name="scratch", path=tmp_path), StorageSection(name="gone", path=tmp_path / "missing")]
+    )
     assert s.name == "scratch" and 0 < s.free_bytes <= s.total_bytes
 
 
 def test_declared_partitions() -> None:
-    cfg = DiscoverySection.model_validate({"backend": "declared", "declared": [
-        {"name": "g5", "max_nodes": 10, "cpus_per_node": 48, "memory_gb_per_node": 192, "gpu_model": "a10g", "gpus_per_node": 4}
-    ]})
+    cfg = DiscoverySection.model_validate(
+        {
+            "backend": "declared",
+            "declared": [
+                {
+                    "name": "g5",
+                    "max_nodes": 10,
+                    "cpus_per_node": 48,
+                    "memory_gb_per_node": 192,
+                    "gpu_model": "a10g",
+                    "gpus_per_node": 4,
+                }
+            ],
+        }
+    )
     [p] = DeclaredDiscovery(cfg).partitions()
     assert (p.cpus_total, p.cpus_idle, p.nodes_total) == (480, 480, 10)
     assert [(g.model, g.total, g.free) for g in p.gpus] == [("a10g", 40, 40)]

@@ -38,8 +38,19 @@ def test_idle_cluster(slurm: SlurmCluster) -> None:
 def test_running_and_pending_jobs(slurm: SlurmCluster) -> None:
     slurm.cancel_all()
     out = slurm.directory / "job.out"
-    slurm.run("sbatch", "-p", "gpu", "--gres=gpu:a100:2", "-c", "1", "--mem=100", "-o", str(out),
-              "--wrap", "echo CUDA=$CUDA_VISIBLE_DEVICES; sleep 120")
+    slurm.run(
+        "sbatch",
+        "-p",
+        "gpu",
+        "--gres=gpu:a100:2",
+        "-c",
+        "1",
+        "--mem=100",
+        "-o",
+        str(out),
+        "--wrap",
+        "echo CUDA=$CUDA_VISIBLE_DEVICES; sleep 120",
+    )
     slurm.run("sbatch", "-p", "gpu", "--gres=gpu:a100:4", "-c", "1", "--mem=100", "-o", "/dev/null", "--wrap", "sleep 120")
     wait_for(lambda: "RUNNING" in slurm.run("squeue", "-h", "-o", "%T"), 30, "the first job to start")
     wait_for(lambda: out.exists() and "CUDA=" in out.read_text(), 30, "the job's output")
@@ -75,7 +86,9 @@ def test_partition_filter(slurm: SlurmCluster) -> None:
 def test_unreachable_controller_is_an_error(slurm: SlurmCluster, tmp_path: object) -> None:
     conf = slurm.conf.read_text()
     broken = slurm.directory / "broken.conf"
-    broken.write_text(conf.replace(f"SlurmctldHost={slurm.node}", "SlurmctldHost=127.0.0.1").replace("SlurmctldPort=", "SlurmctldPort=1#"))
+    broken.write_text(
+        conf.replace(f"SlurmctldHost={slurm.node}", "SlurmctldHost=127.0.0.1").replace("SlurmctldPort=", "SlurmctldPort=1#")
+    )
     d = SlurmDiscovery(DiscoverySection(backend="slurm", slurm_conf=broken))
     start = time.monotonic()
     with pytest.raises(SlurmError):

@@ -1,0 +1,46 @@
+# cryomesh — the two commands that matter are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+UV_VERSION := 0.13.9
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install system-deps demo test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	$(VENV)/bin/uv sync --frozen --python $(VENV)/bin/python
+	@touch $@
+
+## install: Python dependencies into .venv, exactly as locked in uv.lock
+install: $(VENV)/.installed
+
+## system-deps: PostgreSQL, Slurm and munge from Debian's packages (as root, when missing)
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+## demo: an embedded hub and three enrolled site agents on loopback (DEMO_ARGS="--duration 30")
+demo: install
+	$(VENV)/bin/cryomesh demo $(DEMO_ARGS)
+
+## test: the whole suite, against real PostgreSQL and Slurm started by the tests
+test: install system-deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## lint: ruff (lint and format check) and mypy (strict)
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## bench: benchmarks; results go into docs/benchmarks.md
+bench: install
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

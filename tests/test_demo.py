@@ -1,0 +1,37 @@
+"""`cryomesh demo`, the product's front door: three sites enrolled for real, online."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_brings_three_sites_online(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "cryomesh_cli.main", "demo", "--duration", "12", "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all 3 sites online" in out.stdout
+    data = json.loads(report.read_text())
+    assert data["hub_url"].startswith("http://127.0.0.1:")
+    sites = {s["name"]: s for s in data["sites"]}
+    assert set(sites) == {"kyoto-gpu", "osaka-cpu", "aws-tokyo"}
+    for s in sites.values():
+        assert s["status"] == "online" and s["lifecycle"] == "active"
+        assert s["cpus_total"] > 0 and 0 <= s["cpus_free"] <= s["cpus_total"]
+    assert sites["kyoto-gpu"]["gpus"] == {"a100": {"total": 32, "free": 32}, "h100": {"total": 16, "free": 16}}
+    assert sites["aws-tokyo"]["gpus"]["a10g"]["total"] == 40
+    import os
+
+    assert sites["osaka-cpu"]["cpus_total"] == os.cpu_count(), "the local site measured this machine"
+    assert data["network"]["sites_by_reachability"] == {"online": 3}
