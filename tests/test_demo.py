@@ -35,3 +35,27 @@ def test_demo_brings_three_sites_online(tmp_path: Path) -> None:
 
     assert sites["osaka-cpu"]["cpus_total"] == os.cpu_count(), "the local site measured this machine"
     assert data["network"]["sites_by_reachability"] == {"online": 3}
+
+
+def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cryomesh_cli.main", "demo"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(children) < 4:  # the hub and three agents
+        time.sleep(0.5)
+        children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 4, "the demo started a hub and three agents"
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "stopping" in out
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], "no hub or agent process is left behind"
