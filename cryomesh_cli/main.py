@@ -48,6 +48,12 @@ def call(s: HubSession, method: str, path: str, **kwargs: Any) -> Any:
         fail(str(exc))
 
 
+def hub_call(creds: tuple[str | None, str | None, str | None], method: str, path: str, **kwargs: Any) -> Any:
+    """One authenticated call in its own session, for commands that make just one."""
+    with session(*creds) as s:
+        return call(s, method, path, **kwargs)
+
+
 def load_document(path: Path) -> Any:
     """A YAML or JSON file (JSON is YAML)."""
     try:
@@ -140,8 +146,7 @@ def admin_create_site(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a site from a YAML or JSON file."""
-    with session(hub, client_id, client_secret) as s:
-        site = call(s, "POST", "/api/v1/sites", json_body=load_document(file))
+    site = hub_call((hub, client_id, client_secret), "POST", "/api/v1/sites", json_body=load_document(file))
     print_json(site) if as_json else console.print(f"site [bold]{site['name']}[/bold] registered ({site['status']})")
 
 
@@ -155,13 +160,14 @@ def admin_enrollment_code(
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a one-time enrollment code for a site's agent."""
-    with session(hub, client_id, client_secret) as s:
-        code = call(s, "POST", f"/api/v1/sites/{site}/enrollment-codes", json_body={"ttl_s": ttl} if ttl else {})
+    body = {"ttl_s": ttl} if ttl else {}
+    code = hub_call((hub, client_id, client_secret), "POST", f"/api/v1/sites/{site}/enrollment-codes", json_body=body)
     if as_json:
         print_json(code)
         return
     console.print(f"enrollment code for {code['site']}: [bold]{code['code']}[/bold] (valid until {code['expires_at']})")
-    console.print(f"on the site: cryomesh agent enroll --hub {s.profile.hub_url} --code {code['code']} --config site.toml")
+    hub_url = load_profile(hub, client_id, client_secret).hub_url
+    console.print(f"on the site: cryomesh agent enroll --hub {hub_url} --code {code['code']} --config site.toml")
 
 
 @admin_app.command("enrollments")
@@ -175,8 +181,7 @@ def admin_enrollments(
     """List enrollments (default: those waiting for approval)."""
     from rich.table import Table
 
-    with session(hub, client_id, client_secret) as s:
-        rows = call(s, "GET", "/api/v1/enrollments", params={"status": status})
+    rows = hub_call((hub, client_id, client_secret), "GET", "/api/v1/enrollments", params={"status": status})
     if as_json:
         print_json(rows)
         return
@@ -191,8 +196,7 @@ def admin_enrollments(
 
 
 def _decide(enrollment_id: int, verb: str, hub: str | None, client_id: str | None, client_secret: str | None) -> None:
-    with session(hub, client_id, client_secret) as s:
-        e = call(s, "POST", f"/api/v1/enrollments/{enrollment_id}/{verb}")
+    e = hub_call((hub, client_id, client_secret), "POST", f"/api/v1/enrollments/{enrollment_id}/{verb}")
     console.print(f"enrollment {e['id']} of site {e['site']}: {e['status']} (agent {e['client_id']})")
 
 
@@ -211,8 +215,7 @@ def admin_reject(enrollment_id: int, hub: HubOpt = None, client_id: IdOpt = None
 @admin_app.command("revoke-agent")
 def admin_revoke(agent_client_id: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
     """Revoke an agent; its tokens stop working at once."""
-    with session(hub, client_id, client_secret) as s:
-        a = call(s, "POST", f"/api/v1/agents/{agent_client_id}/revoke")
+    a = hub_call((hub, client_id, client_secret), "POST", f"/api/v1/agents/{agent_client_id}/revoke")
     console.print(f"agent {a['client_id']} of site {a['site']}: {a['status']}")
 
 
@@ -230,8 +233,7 @@ def admin_create_account(
 ) -> None:
     """Create a researcher, site admin, network admin or service account."""
     body = {"name": name, "role": role, "institution": institution, "site": site, "kind": "service" if service else "person"}
-    with session(hub, client_id, client_secret) as s:
-        acct = call(s, "POST", "/api/v1/accounts", json_body=body)
+    acct = hub_call((hub, client_id, client_secret), "POST", "/api/v1/accounts", json_body=body)
     if as_json:
         print_json(acct)
         return
@@ -242,24 +244,21 @@ def admin_create_account(
 @admin_app.command("suspend-site")
 def admin_suspend(site: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
     """Suspend a site: its agents and admins are refused at once."""
-    with session(hub, client_id, client_secret) as s:
-        out = call(s, "POST", f"/api/v1/sites/{site}/suspend")
+    out = hub_call((hub, client_id, client_secret), "POST", f"/api/v1/sites/{site}/suspend")
     console.print(f"site {out['name']}: {out['status']}")
 
 
 @admin_app.command("activate-site")
 def admin_activate(site: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
     """Activate a pending or suspended site."""
-    with session(hub, client_id, client_secret) as s:
-        out = call(s, "POST", f"/api/v1/sites/{site}/activate")
+    out = hub_call((hub, client_id, client_secret), "POST", f"/api/v1/sites/{site}/activate")
     console.print(f"site {out['name']}: {out['status']}")
 
 
 @admin_app.command("rotate-signing-key")
 def admin_rotate_signing_key(hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None) -> None:
     """Start signing tokens with a new key (old tokens stay valid until they expire)."""
-    with session(hub, client_id, client_secret) as s:
-        out = call(s, "POST", "/api/v1/admin/signing-keys/rotate")
+    out = hub_call((hub, client_id, client_secret), "POST", "/api/v1/admin/signing-keys/rotate")
     console.print(f"now signing with key {out['kid']}")
 
 
@@ -371,8 +370,7 @@ def sites_list(
         "q": q,
         "limit": 500,
     }
-    with session(hub, client_id, client_secret) as s:
-        page = call(s, "GET", "/api/v1/sites", params=params)
+    page = hub_call((hub, client_id, client_secret), "GET", "/api/v1/sites", params=params)
     print_json(page) if as_json else console.print(sites_table(page["items"]))
 
 
@@ -399,8 +397,7 @@ def network_summary(
     hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Sites by status, free and total CPUs and GPUs by model, heartbeat ages."""
-    with session(hub, client_id, client_secret) as s:
-        summary = call(s, "GET", "/api/v1/network/summary")
+    summary = hub_call((hub, client_id, client_secret), "GET", "/api/v1/network/summary")
     print_json(summary) if as_json else console.print(summary_table(summary))
 
 

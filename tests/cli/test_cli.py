@@ -39,6 +39,8 @@ def test_admin_workflow(sqlite_hub: Hub, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "site kek-cryo registered (pending)" in out.stdout
 
+    plain = run(sqlite_hub, "admin", "enrollment-code", "kek-cryo")
+    assert plain.returncode == 0 and f"cryomesh agent enroll --hub {sqlite_hub.url} --code" in plain.stdout
     out = run(sqlite_hub, "admin", "enrollment-code", "kek-cryo", "--json")
     code = json.loads(out.stdout)["code"]
     state = tmp_path / "agent-state"
