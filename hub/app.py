@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,8 @@ from hub.auth.tokens import TokenVerifier
 from hub.capacity.router import router as capacity_router
 from hub.db import make_engine, transaction
 from hub.errors import install_error_handlers
+from hub.jobs.notify import Notifier
+from hub.jobs.router import router as jobs_router
 from hub.logging import RequestIdMiddleware
 from hub.network.router import router as network_router
 from hub.settings import HubSettings, get_settings
@@ -34,7 +37,8 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with transaction(engine) as session:
             app.state.keys.signing_jwk(session)  # a signing key exists before the first request
-        scheduler = start_scheduler(engine, settings) if run_sweeps else None
+        app.state.notifier.bind(asyncio.get_running_loop())
+        scheduler = start_scheduler(engine, settings, app.state.notifier) if run_sweeps else None
         try:
             yield
         finally:
@@ -52,6 +56,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.engine = engine
     app.state.keys = KeyCache(settings.token_lifetime_s)
     app.state.verifier = TokenVerifier(settings, app.state.keys)
+    app.state.notifier = Notifier()
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
 
@@ -71,6 +76,6 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
             return JSONResponse({"status": "unavailable", "detail": str(exc)[:200]}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    for router in (auth_router, sites_router, capacity_router, agents_router, accounts_router, network_router):
+    for router in (auth_router, sites_router, capacity_router, agents_router, accounts_router, network_router, jobs_router):
         app.include_router(router)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,16 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once this session's transaction has committed (e.g. wake a poller)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def run_after_commit(session: Session) -> None:
+    for callback in session.info.pop("after_commit", []):
+        callback()
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """A session that commits when the block ends and rolls back if it raises."""
@@ -57,7 +67,9 @@ def transaction(engine: Engine) -> Iterator[Session]:
             session.commit()
         except BaseException:
             session.rollback()
+            session.info.pop("after_commit", None)
             raise
+        run_after_commit(session)
 
 
 def alembic_config(url: str) -> Config:

@@ -16,8 +16,11 @@ from sqlmodel import Session
 
 from hub.auth import keys as signing_keys
 from hub.auth.server import prune_used_assertions
+from hub.broker.service import place_queued
 from hub.capacity.service import mark_unreachable, prune_history
 from hub.db import transaction
+from hub.jobs.notify import Notifier
+from hub.jobs.service import expire
 from hub.settings import HubSettings
 
 log = logging.getLogger("cryomesh.hub.sweep")
@@ -34,12 +37,14 @@ def try_sweep_lock(session: Session) -> bool:
     return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SWEEP_LOCK_ID}).scalar())
 
 
-def sweep(engine: Engine, settings: HubSettings) -> dict[str, object] | None:
+def sweep(engine: Engine, settings: HubSettings, notifier: Notifier | None = None) -> dict[str, object] | None:
     """One tick. Returns what it did, or None if another hub process holds the lock."""
     with transaction(engine) as session:
         if not try_sweep_lock(session):
             return None
         unreachable = mark_unreachable(session, settings)
+        requeued = expire(session, settings, notifier)
+        placed = place_queued(session, notifier)
         for name in unreachable:
             log.warning("site %s is unreachable: no heartbeat for %d intervals", name, settings.missed_heartbeats)
         rotated = signing_keys.rotate_if_due(session, timedelta(days=settings.signing_key_rotation_days))
@@ -48,15 +53,21 @@ def sweep(engine: Engine, settings: HubSettings) -> dict[str, object] | None:
         pruned = prune_history(session, timedelta(days=settings.history_retention_days))
         pruned += prune_used_assertions(session)
         pruned += signing_keys.prune_retired(session, timedelta(seconds=settings.token_lifetime_s + 60))
-    return {"unreachable": unreachable, "rotated": rotated.kid if rotated else None, "pruned": pruned}
+    return {
+        "unreachable": unreachable,
+        "requeued": requeued,
+        "placed": placed,
+        "rotated": rotated.kid if rotated else None,
+        "pruned": pruned,
+    }
 
 
-def start_scheduler(engine: Engine, settings: HubSettings) -> BackgroundScheduler:
+def start_scheduler(engine: Engine, settings: HubSettings, notifier: Notifier | None = None) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC")
 
     def tick() -> None:
         try:
-            sweep(engine, settings)
+            sweep(engine, settings, notifier)
         except Exception:  # a failed tick must not stop the scheduler; the next one retries
             log.exception("sweep failed")
 

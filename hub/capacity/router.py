@@ -16,6 +16,7 @@ from hub.auth.policy import ensure_agent_of
 from hub.capacity import service
 from hub.deps import CurrentAgent, CurrentPrincipal, SessionDep, SettingsDep, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, NotFound, responses
+from hub.jobs.service import renew_leases
 from hub.sites.queries import get_site_by_name
 from hub.sites.service import read_site
 from hub.types import utcnow
@@ -33,7 +34,9 @@ def heartbeat(name: str, hb: Heartbeat, session: SessionDep, principal: CurrentA
     """An agent reports its site's capacity. A malformed snapshot is refused whole (422)."""
     site = get_site_by_name(session, name)
     ensure_agent_of(principal, site)
-    return service.record_heartbeat(session, site, hb, settings)
+    ack = service.record_heartbeat(session, site, hb, settings)
+    renew_leases(session, site, hb.attempts, settings)
+    return ack
 
 
 @router.get("/{name}/capacity", responses=responses(*AUTH_ERRORS, NotFound), dependencies=[Depends(require_scopes("sites:read"))])

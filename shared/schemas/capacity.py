@@ -90,6 +90,9 @@ class Heartbeat(BaseModel):
     backend: str = Field(min_length=1, max_length=20, description="Discovery backend: 'local' or 'slurm'")
     partitions: list[PartitionCapacity] = Field(min_length=1, max_length=200)
     storage: list[StorageCapacity] = Field(default_factory=list, max_length=50)
+    attempts: list[str] = Field(
+        default_factory=list, max_length=10_000, description="Attempts this agent holds; their leases are renewed"
+    )
     totals: CapacityTotals | None = Field(
         default=None,
         description="Site-wide totals with each node counted once, for schedulers whose partitions "

@@ -120,3 +120,52 @@ class SitePublic(SiteBase):
 
 
 SitePage = Page[SitePublic]
+
+
+class TimeWindow(BaseModel):
+    """A weekly window in the site's time zone, e.g. weeknights 19:00-07:00."""
+
+    days: list[str] = Field(min_length=1, description="mon, tue, wed, thu, fri, sat, sun")
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$", description="HH:MM; before start means overnight")
+
+    @model_validator(mode="after")
+    def _days(self) -> TimeWindow:
+        bad = [d for d in self.days if d not in WEEKDAYS]
+        if bad:
+            raise ValueError(f"unknown days: {', '.join(bad)} (use {', '.join(WEEKDAYS)})")
+        if self.start == self.end:
+            raise ValueError("a window needs start != end")
+        return self
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class SitePolicy(BaseModel):
+    """What a site lends to federated work. Defaults lend everything to everyone, always."""
+
+    cpu_share: float = Field(default=1.0, ge=0, le=1, description="Share of the site's CPUs federated jobs may hold")
+    gpu_share: float = Field(default=1.0, ge=0, le=1, description="Share of the site's GPUs federated jobs may hold")
+    allowed_institutions: list[str] | None = Field(default=None, description="Only these institutions; null: all")
+    allowed_kinds: list[str] | None = Field(default=None, description="Only these job kinds; null: all")
+    max_walltime_s: int | None = Field(default=None, ge=60, description="Longest walltime accepted")
+    windows: list[TimeWindow] = Field(default_factory=list, description="When federated work may start; empty: always")
+    timezone: str = Field(default="UTC", description="IANA zone the windows are in, e.g. 'Asia/Tokyo'")
+
+    @model_validator(mode="after")
+    def _zone_and_kinds(self) -> SitePolicy:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+        if self.allowed_kinds is not None:
+            from shared.schemas.jobs import JobKind
+
+            known = {k.value for k in JobKind}
+            bad = [k for k in self.allowed_kinds if k not in known]
+            if bad:
+                raise ValueError(f"unknown job kinds: {', '.join(bad)}")
+        return self

@@ -1,0 +1,279 @@
+"""Placement rules as pure functions over in-memory views, so a pass over thousands of
+jobs and sites needs no query per pair.
+
+A site is ruled out either *for good* (hardware, software, policy, constraints: the job
+could never run there as the site is described) or *for now* (offline, suspended, outside
+its time window, no free capacity, an earlier attempt failed there). A job that every
+site rules out for good is refused at submission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from shared.schemas.jobs import KIND_SOFTWARE, JobKind, JobSpec
+from shared.schemas.sites import WEEKDAYS, SitePolicy
+
+#: CUDA compute capability of common GPU models (lower-case names as agents report them).
+GPU_ARCH: dict[str, str] = {
+    "p100": "6.0", "v100": "7.0", "t4": "7.5", "rtx-2080-ti": "7.5", "a100": "8.0", "a30": "8.0",
+    "a10": "8.6", "a10g": "8.6", "a40": "8.6", "rtx-a6000": "8.6", "rtx-a5000": "8.6", "rtx-3090": "8.6",
+    "l4": "8.9", "l40": "8.9", "l40s": "8.9", "rtx-4090": "8.9", "rtx-6000-ada": "8.9",
+    "h100": "9.0", "h200": "9.0", "gh200": "9.0", "b200": "10.0", "b100": "10.0",
+}  # fmt: skip
+
+WEIGHTS = {"capacity": 0.4, "queue": 0.2, "reliability": 0.3, "locality": 0.1}
+
+
+def arch_at_least(model: str, minimum: str) -> bool:
+    arch = GPU_ARCH.get(model)
+    return arch is not None and Version(arch) >= Version(minimum)
+
+
+@dataclass
+class PartitionView:
+    name: str
+    node_count: int
+    cores_per_node: int
+    memory_gb_per_node: float
+    gpu_model: str | None
+    gpus_per_node: int
+
+
+@dataclass
+class SiteView:
+    id: int
+    name: str
+    institution: str
+    country: str
+    status: str
+    reachability: str
+    partitions: list[PartitionView]
+    software: list[tuple[str, str, str | None]]  # name, version, cuda_arch
+    policy: SitePolicy
+    has_snapshot: bool = False
+    cpus_total: int = 0
+    cpus_free: int = 0
+    gpus_total: dict[str, int] = field(default_factory=dict)
+    gpus_free: dict[str, int] = field(default_factory=dict)
+    jobs_pending: int = 0
+    # Federated work the hub has placed here and that holds resources.
+    fed_cpus: int = 0
+    fed_gpus: dict[str, int] = field(default_factory=dict)
+    # Placed since the last snapshot, so not yet reflected in cpus_free / gpus_free.
+    unseen_cpus: int = 0
+    unseen_gpus: dict[str, int] = field(default_factory=dict)
+    reliability: float = 1.0
+
+
+@dataclass
+class Verdict:
+    site: str
+    eligible: bool
+    never: bool = False  # ruled out for good
+    reasons: list[str] = field(default_factory=list)
+    score: float | None = None
+    parts: dict[str, float] = field(default_factory=dict)
+    gpu_model: str | None = None
+
+
+def _software_ok(spec: JobSpec, site: SiteView) -> str | None:
+    needed: list[tuple[str, str, str | None]] = [(s.name.lower(), s.version, s.cuda_arch) for s in spec.software]
+    implicit = KIND_SOFTWARE[JobKind(spec.kind)]
+    if implicit and all(n != implicit for n, _, _ in needed):
+        needed.append((implicit, "", None))
+    for name, version_range, arch in needed:
+        offered = [(v, a) for n, v, a in site.software if n.lower() == name]
+        if not offered:
+            return f"does not offer {name}"
+        ok = False
+        for version, built_for in offered:
+            try:
+                in_range = not version_range or Version(version) in SpecifierSet(version_range)
+            except InvalidVersion:
+                in_range = False
+            if in_range and (arch is None or built_for == arch):
+                ok = True
+                break
+        if not ok:
+            have = ", ".join(f"{v}" + (f" (CUDA {a})" if a else "") for v, a in offered)
+            want = version_range or "any version"
+            return f"offers {name} {have}, not {want}" + (f" built for CUDA {arch}" if arch else "")
+    return None
+
+
+def _gpu_model_ok(spec: JobSpec, model: str | None) -> bool:
+    r = spec.resources
+    if model is None:
+        return False
+    if r.gpu_model and model != r.gpu_model:
+        return False
+    return not (r.min_cuda_arch and not arch_at_least(model, r.min_cuda_arch))
+
+
+def _hardware_ok(spec: JobSpec, site: SiteView) -> tuple[str | None, list[str]]:
+    """(reason it can never fit, GPU models it could use)."""
+    r = spec.resources
+    if not site.partitions:
+        return "describes no partitions", []
+    per_rank_cpus = r.threads_per_rank if r.mpi_ranks > 1 else r.cpus
+    per_rank_mem = r.memory_gb / r.mpi_ranks
+    models: list[str] = []
+    reasons: list[str] = []
+    for p in site.partitions:
+        if p.cores_per_node < per_rank_cpus:
+            reasons.append(f"{p.name}: {p.cores_per_node} cores per node < {per_rank_cpus}")
+            continue
+        if p.memory_gb_per_node < per_rank_mem:
+            reasons.append(f"{p.name}: {p.memory_gb_per_node:g} GB per node < {per_rank_mem:g}")
+            continue
+        if p.node_count * p.cores_per_node < r.cpus:
+            reasons.append(f"{p.name}: {p.node_count * p.cores_per_node} cores in all < {r.cpus}")
+            continue
+        if r.gpus:
+            if not _gpu_model_ok(spec, p.gpu_model):
+                continue
+            if r.mpi_ranks == 1 and p.gpus_per_node < r.gpus:
+                reasons.append(f"{p.name}: {p.gpus_per_node} GPUs per node < {r.gpus}")
+                continue
+            assert p.gpu_model is not None
+            models.append(p.gpu_model)
+        else:
+            return None, []
+    if r.gpus and not models:
+        if r.gpu_model:
+            return f"has no {r.gpu_model} GPUs" + (f" ({'; '.join(reasons)})" if reasons else ""), []
+        if r.min_cuda_arch:
+            return f"has no GPU with CUDA architecture >= {r.min_cuda_arch}", []
+        return "has no GPUs", []
+    if models:
+        return None, sorted(set(models))
+    return "no partition fits: " + "; ".join(reasons), []
+
+
+def _policy_never(spec: JobSpec, institution: str, site: SiteView) -> str | None:
+    p = site.policy
+    if p.allowed_institutions is not None and institution not in p.allowed_institutions:
+        return f"policy: does not lend to institution {institution}"
+    if p.allowed_kinds is not None and spec.kind.value not in p.allowed_kinds:
+        return f"policy: does not accept {spec.kind.value} jobs"
+    if p.max_walltime_s is not None and spec.resources.walltime_s > p.max_walltime_s:
+        return f"policy: walltime {spec.resources.walltime_s}s exceeds the site's limit of {p.max_walltime_s}s"
+    if spec.resources.gpus and p.gpu_share == 0:
+        return "policy: lends no GPUs"
+    if p.cpu_share == 0:
+        return "policy: lends no CPUs"
+    return None
+
+
+def _constraints(spec: JobSpec, site: SiteView) -> str | None:
+    c = spec.placement
+    if c.allowed_sites is not None and site.name not in c.allowed_sites:
+        return "not among the job's allowed_sites"
+    if site.name in c.excluded_sites:
+        return "excluded by the job"
+    if c.countries is not None and site.country not in c.countries:
+        return f"in {site.country}, outside the job's countries ({', '.join(c.countries)})"
+    return None
+
+
+def in_window(policy: SitePolicy, now: datetime) -> bool:
+    if not policy.windows:
+        return True
+    local = now.astimezone(ZoneInfo(policy.timezone))
+    minute = local.hour * 60 + local.minute
+    today = WEEKDAYS[local.weekday()]
+    yesterday = WEEKDAYS[(local.weekday() - 1) % 7]
+    for w in policy.windows:
+        start = int(w.start[:2]) * 60 + int(w.start[3:])
+        end = int(w.end[:2]) * 60 + int(w.end[3:])
+        if start < end:
+            if today in w.days and start <= minute < end:
+                return True
+        else:  # overnight: from start today until end tomorrow
+            if today in w.days and minute >= start:
+                return True
+            if yesterday in w.days and minute < end:
+                return True
+    return False
+
+
+def static_verdict(spec: JobSpec, institution: str, site: SiteView) -> tuple[str | None, list[str]]:
+    """(reason the job can never run at the site, usable GPU models)."""
+    for check in (_constraints(spec, site), _policy_never(spec, institution, site), _software_ok(spec, site)):
+        if check:
+            return check, []
+    return _hardware_ok(spec, site)
+
+
+def evaluate(spec: JobSpec, institution: str, site: SiteView, now: datetime, avoid: set[str]) -> Verdict:
+    never, models = static_verdict(spec, institution, site)
+    if never:
+        return Verdict(site.name, eligible=False, never=True, reasons=[never])
+    reasons = []
+    if site.status != "active":
+        reasons.append(f"site is {site.status}")
+    if site.reachability != "online":
+        reasons.append(f"agent is {site.reachability}")
+    if site.name in avoid:
+        reasons.append("an earlier attempt of this job failed or was refused here")
+    if not in_window(site.policy, now):
+        reasons.append(f"outside the site's lending hours ({site.policy.timezone})")
+    if not site.has_snapshot:
+        reasons.append("no capacity reported yet")
+    if reasons:
+        return Verdict(site.name, eligible=False, reasons=reasons)
+    r = spec.resources
+    free_cpus = site.cpus_free - site.unseen_cpus
+    lend_cpus = int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus
+    if r.cpus > free_cpus:
+        reasons.append(f"needs {r.cpus} CPUs, {max(free_cpus, 0)} free")
+    elif r.cpus > lend_cpus:
+        reasons.append(f"needs {r.cpus} CPUs, the site's share leaves {max(lend_cpus, 0)} for the network")
+    chosen_model = None
+    gpu_headroom = 1.0
+    if r.gpus:
+        best = None
+        for m in models:
+            free = site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0)
+            lend = int(site.gpus_total.get(m, 0) * site.policy.gpu_share) - site.fed_gpus.get(m, 0)
+            avail = min(free, lend)
+            if avail >= r.gpus and (best is None or avail > best[1]):
+                best = (m, avail)
+        if best is None:
+            detail = ", ".join(f"{m} {max(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0), 0)} free" for m in models)
+            reasons.append(f"needs {r.gpus} GPUs ({detail or 'none'}) within the site's GPU share")
+        else:
+            chosen_model = best[0]
+            gpu_headroom = (best[1] - r.gpus) / max(site.gpus_total.get(chosen_model, 1), 1)
+    if reasons:
+        return Verdict(site.name, eligible=False, reasons=reasons)
+    cpu_headroom = (min(free_cpus, lend_cpus) - r.cpus) / max(site.cpus_total, 1)
+    parts = {
+        "capacity": round(gpu_headroom if r.gpus else cpu_headroom, 4),
+        "queue": round(1 / (1 + site.jobs_pending), 4),
+        "reliability": round(site.reliability, 4),
+        "locality": 0.0,  # stub until datasets and replicas exist
+    }
+    score = round(sum(WEIGHTS[k] * v for k, v in parts.items()), 6)
+    why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {chosen_model} GPUs"] if chosen_model else [])
+    return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=chosen_model)
+
+
+def rank(verdicts: list[Verdict]) -> list[Verdict]:
+    """Eligible sites best first; ties broken by name so decisions are repeatable."""
+    return sorted((v for v in verdicts if v.eligible), key=lambda v: (-(v.score or 0), v.site))
+
+
+def reserve(site: SiteView, spec: JobSpec, model: str | None) -> None:
+    """Account a placement in the view, so later jobs in the same pass see less free."""
+    site.unseen_cpus += spec.resources.cpus
+    site.fed_cpus += spec.resources.cpus
+    if model:
+        site.unseen_gpus[model] = site.unseen_gpus.get(model, 0) + spec.resources.gpus
+        site.fed_gpus[model] = site.fed_gpus.get(model, 0) + spec.resources.gpus

@@ -1,0 +1,136 @@
+"""Placing jobs and recording why. Called at submission (one job) and by the sweep (every
+queued job, in priority order), so queued jobs are re-placed as capacity changes."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
+from hub.broker.views import load_site_views
+from hub.db import after_commit
+from hub.errors import Conflict
+from hub.jobs.models import Attempt, Job, PlacementRecord
+from hub.jobs.notify import Notifier
+from hub.types import utcnow
+from shared.schemas.jobs import JobSpec
+
+#: Above this many sites a decision keeps the 10 best sites and groups the rest by reason.
+FULL_VERDICTS_UP_TO = 100
+
+
+def ensure_possible(views: list[SiteView], spec: JobSpec, institution: str) -> None:
+    """Refuse a job no site in the network could ever run, saying why for each site."""
+    reasons = []
+    for v in views:
+        never, _ = static_verdict(spec, institution, v)
+        if never is None:
+            return
+        reasons.append(f"{v.name}: {never}")
+    if not views:
+        raise Conflict("no site is registered in the network, so no site could run this job")
+    raise Conflict("no site in the network could ever run this job — " + "; ".join(reasons))
+
+
+def _record(verdicts: list[Verdict], ranked: list[Verdict]) -> list[dict[str, Any]]:
+    def as_dict(v: Verdict) -> dict[str, Any]:
+        return {"site": v.site, "eligible": v.eligible, "reasons": v.reasons, "score": v.score, "score_parts": v.parts}
+
+    if len(verdicts) <= FULL_VERDICTS_UP_TO:
+        order = {v.site: i for i, v in enumerate(ranked)}
+        return [as_dict(v) for v in sorted(verdicts, key=lambda v: (order.get(v.site, len(order)), v.site))]
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for v in verdicts:
+        if not v.eligible:
+            grouped[v.reasons[0] if v.reasons else "ruled out"].append(v.site)
+    out = [as_dict(v) for v in ranked[:10]]
+    for reason, names in sorted(grouped.items(), key=lambda kv: -len(kv[1])):
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        out.append(
+            {"site": f"{len(names)} sites ({shown})", "eligible": False, "reasons": [reason], "score": None, "score_parts": {}}
+        )
+    return out
+
+
+def _summary(placed: Verdict | None, verdicts: list[Verdict]) -> str:
+    if placed is not None:
+        return f"placed on {placed.site} (score {placed.score}): " + ", ".join(placed.reasons)
+    if verdicts and all(v.never for v in verdicts):
+        return "no site could ever run this job"
+    counts: dict[str, int] = defaultdict(int)
+    for v in verdicts:
+        for r in v.reasons[:1]:
+            counts[r] += 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:5]
+    return "waiting: " + "; ".join(f"{n} site(s): {r}" for r, n in top) if top else "waiting: no sites"
+
+
+def place_job(
+    session: Session,
+    job: Job,
+    views: list[SiteView],
+    now: datetime,
+    notifier: Notifier | None,
+    last_summary: str | None = None,
+) -> Attempt | None:
+    """Try to place one queued job; record the decision (waiting decisions only when they change)."""
+    spec = JobSpec.model_validate(job.spec)
+    failed_here = col(Attempt.state).in_(("lost", "refused")) | (col(Attempt.tes_state) == "SYSTEM_ERROR")
+    avoid = set(session.exec(select(col(Attempt.site_id)).where(Attempt.job_id == job.id, failed_here)).all())
+    avoid_names = {v.name for v in views if v.id in avoid}
+    verdicts = [evaluate(spec, job.institution, v, now, avoid_names) for v in views]
+    ranked = rank(verdicts)
+    best = ranked[0] if ranked else None
+    summary = _summary(best, verdicts)
+    if best is None:
+        if summary != last_summary:
+            outcome = "impossible" if verdicts and all(v.never for v in verdicts) else "waiting"
+            session.add(PlacementRecord(job_id=job.id, attempt=job.attempt, decided_at=now, outcome=outcome, summary=summary,
+                                        verdicts=_record(verdicts, ranked)))  # fmt: skip
+        return None
+    site = next(v for v in views if v.name == best.site)
+    job.attempt += 1
+    job.site_id = site.id
+    job.updated_at = now
+    attempt = Attempt(
+        id=uuid.uuid4().hex, job_id=job.id, number=job.attempt, site_id=site.id, offered_at=now,
+        cpus=spec.resources.cpus, gpus=spec.resources.gpus, gpu_model=best.gpu_model,
+    )  # fmt: skip
+    session.add_all([job, attempt])
+    session.add(PlacementRecord(job_id=job.id, attempt=job.attempt, decided_at=now, outcome="placed", site=site.name,
+                                summary=summary, verdicts=_record(verdicts, ranked)))  # fmt: skip
+    reserve(site, spec, best.gpu_model)
+    if notifier is not None:
+        site_id = site.id
+        after_commit(session, lambda: notifier.notify(site_id))
+    return attempt
+
+
+def place_queued(session: Session, notifier: Notifier | None, now: datetime | None = None, limit: int = 10_000) -> int:
+    """One broker pass over queued, unplaced jobs, highest priority and oldest first."""
+    now = now or utcnow()
+    jobs = session.exec(
+        select(Job)
+        .where(Job.state == "QUEUED", col(Job.site_id).is_(None))
+        .order_by(col(Job.priority).desc(), col(Job.created_at))
+        .limit(limit)
+    ).all()
+    if not jobs:
+        return 0
+    views = load_site_views(session, now)
+    last: dict[str, str] = {}
+    ids = [j.id for j in jobs]
+    for rec in session.exec(
+        select(PlacementRecord).where(col(PlacementRecord.job_id).in_(ids)).order_by(col(PlacementRecord.id))
+    ):
+        last[rec.job_id] = rec.summary
+    placed = 0
+    for job in jobs:
+        if place_job(session, job, views, now, notifier, last.get(job.id)) is not None:
+            placed += 1
+    session.flush()
+    return placed

@@ -1,0 +1,78 @@
+"""Loading the broker's in-memory view of every site: a handful of queries per pass."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from hub.broker.rules import PartitionView, SiteView
+from hub.capacity.models import CapacityLatest
+from hub.jobs.models import Attempt, SitePolicyRow
+from hub.sites.models import Site
+from hub.sites.queries import site_children
+from shared.schemas.capacity import CapacityTotals
+from shared.schemas.sites import SitePolicy
+
+RELIABILITY_WINDOW = timedelta(days=7)
+
+
+def policy_of(row: SitePolicyRow | None) -> SitePolicy:
+    if row is None:
+        return SitePolicy()
+    return SitePolicy.model_validate(row.model_dump(exclude={"site_id", "updated_at"}))
+
+
+def load_site_views(session: Session, now: datetime) -> list[SiteView]:
+    sites = session.exec(select(Site).order_by(col(Site.name))).all()
+    ids = [s.id for s in sites if s.id is not None]
+    parts, soft, _ = site_children(session, ids)
+    policies = {p.site_id: p for p in session.exec(select(SitePolicyRow))}
+    latest = {c.site_id: c for c in session.exec(select(CapacityLatest))}
+    views: dict[int, SiteView] = {}
+    for s in sites:
+        assert s.id is not None
+        v = SiteView(
+            id=s.id, name=s.name, institution=s.institution, country=s.country, status=s.status,
+            reachability=s.reachability,
+            partitions=[PartitionView(p.name, p.node_count, p.cores_per_node, p.memory_gb_per_node,
+                                      p.gpu_model.lower() if p.gpu_model else None, p.gpus_per_node) for p in parts[s.id]],
+            software=[(x.name, x.version, x.cuda_arch) for x in soft[s.id]],
+            policy=policy_of(policies.get(s.id)),
+        )  # fmt: skip
+        snap = latest.get(s.id)
+        if snap is not None:
+            totals = CapacityTotals.model_validate(snap.totals)
+            v.has_snapshot = True
+            v.cpus_total, v.cpus_free, v.jobs_pending = totals.cpus_total, totals.cpus_free, totals.jobs_pending
+            v.gpus_total = {m: g.total for m, g in totals.gpus.items()}
+            v.gpus_free = {m: g.free for m, g in totals.gpus.items()}
+        views[s.id] = v
+    # Federated work holding resources, and what the latest snapshot cannot have seen yet.
+    active = session.exec(select(Attempt).where(col(Attempt.state).in_(("offered", "claimed")))).all()
+    for a in active:
+        v = views[a.site_id]
+        v.fed_cpus += a.cpus
+        if a.gpu_model:
+            v.fed_gpus[a.gpu_model] = v.fed_gpus.get(a.gpu_model, 0) + a.gpus
+        snap = latest.get(a.site_id)
+        started = a.started_at or a.claimed_at or a.offered_at
+        if snap is None or a.state == "offered" or a.started_at is None or started > snap.sampled_at:
+            v.unseen_cpus += a.cpus
+            if a.gpu_model:
+                v.unseen_gpus[a.gpu_model] = v.unseen_gpus.get(a.gpu_model, 0) + a.gpus
+    # Reliability over the last week: lost attempts and system errors count against a site.
+    good: dict[int, int] = defaultdict(int)
+    bad: dict[int, int] = defaultdict(int)
+    recent = session.exec(
+        select(Attempt.site_id, Attempt.state, Attempt.tes_state).where(col(Attempt.ended_at) >= now - RELIABILITY_WINDOW)
+    ).all()
+    for site_id, state, tes in recent:
+        if state == "lost" or tes == "SYSTEM_ERROR":
+            bad[site_id] += 1
+        elif state == "ended":
+            good[site_id] += 1
+    for site_id, v in views.items():
+        v.reliability = (good[site_id] + 1) / (good[site_id] + bad[site_id] + 1)
+    return list(views.values())

@@ -1,0 +1,1 @@
+"""Federated jobs: submission, attempts under leases, reports, cancel, usage."""

@@ -1,0 +1,406 @@
+"""Jobs: submission, visibility, cancel, and the agent side (claim, report, refuse, leases)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from hub.auth.principal import Principal
+from hub.broker.service import ensure_possible, place_job
+from hub.broker.views import load_site_views
+from hub.db import after_commit
+from hub.errors import Conflict, Forbidden, NotFound
+from hub.jobs import states
+from hub.jobs.models import Attempt, Job, PlacementRecord, UsageEntry
+from hub.jobs.notify import Notifier
+from hub.settings import HubSettings
+from hub.sites.models import Site
+from hub.types import utcnow
+from shared.schemas.auth import Role
+from shared.schemas.jobs import (
+    Assignment,
+    AttemptReport,
+    JobLogs,
+    JobPlacement,
+    JobPublic,
+    JobSpec,
+    JobState,
+    PlacementDecision,
+    ReportAck,
+    SiteVerdict,
+)
+
+TAIL_BYTES = 16_384  # kept per stream on the hub
+
+
+# ---------------------------------------------------------------- visibility
+
+
+def can_see(principal: Principal, job: Job) -> bool:
+    if principal.role is Role.NETWORK_ADMIN:
+        return True
+    if principal.role is Role.AGENT:
+        return False
+    if principal.institution and principal.institution == job.institution:
+        return True
+    return principal.role is Role.SITE_ADMIN and job.site_id is not None and job.site_id == principal.site_id
+
+
+def get_visible(session: Session, principal: Principal, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or not can_see(principal, job):
+        raise NotFound(f"no job {job_id!r}")  # another institution's job is not even confirmed to exist
+    return job
+
+
+def to_public(session: Session, job: Job, site_names: dict[int, str] | None = None) -> JobPublic:
+    site = None
+    if job.site_id is not None:
+        site = (
+            site_names[job.site_id]
+            if site_names and job.site_id in site_names
+            else getattr(session.get(Site, job.site_id), "name", None)
+        )
+    return JobPublic(
+        id=job.id, name=job.name, kind=job.kind, state=JobState(job.state), site=site, attempt=job.attempt, owner=job.owner,
+        institution=job.institution, priority=job.priority, tags=list(job.spec.get("tags", [])),
+        spec=JobSpec.model_validate(job.spec), state_reason=job.state_reason, exit_code=job.exit_code,
+        created_at=job.created_at, updated_at=job.updated_at, finished_at=job.finished_at,
+    )  # fmt: skip
+
+
+def list_jobs(
+    session: Session,
+    principal: Principal,
+    state: JobState | None,
+    site: str | None,
+    institution: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[JobPublic], int]:
+    from sqlalchemy import func, or_
+
+    if principal.role is Role.AGENT:
+        raise Forbidden("agents do not list jobs; they poll for assignments")
+    stmt = select(Job)
+    if principal.role is not Role.NETWORK_ADMIN:
+        mine = col(Job.institution) == (principal.institution or "")
+        stmt = stmt.where(or_(mine, col(Job.site_id) == principal.site_id) if principal.role is Role.SITE_ADMIN else mine)
+    if state:
+        stmt = stmt.where(Job.state == state.value)
+    if institution:
+        stmt = stmt.where(Job.institution == institution)
+    if site:
+        stmt = stmt.where(col(Job.site_id).in_(select(Site.id).where(Site.name == site)))
+    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    rows = session.exec(stmt.order_by(col(Job.created_at).desc(), col(Job.id)).limit(limit).offset(offset)).all()
+    names = {s.id: s.name for s in session.exec(select(Site)) if s.id is not None}
+    return [to_public(session, j, names) for j in rows], total
+
+
+# ---------------------------------------------------------------- submit, cancel
+
+
+def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None) -> tuple[Job, bool]:
+    """(job, created). The same idempotency key from the same owner returns the first job."""
+    if principal.role is Role.AGENT:
+        raise Forbidden("agents cannot submit jobs")
+    if not principal.institution:
+        raise Forbidden("submitting a job needs an account bound to an institution")
+    owner = principal.label()
+    if spec.idempotency_key:
+        existing = session.exec(select(Job).where(Job.owner == owner, Job.idempotency_key == spec.idempotency_key)).first()
+        if existing is not None:
+            if JobSpec.model_validate(existing.spec) != spec:
+                raise Conflict(f"idempotency key {spec.idempotency_key!r} was used for a different job ({existing.id})")
+            return existing, False
+    now = utcnow()
+    views = load_site_views(session, now)
+    ensure_possible(views, spec, principal.institution)
+    job = Job(
+        id=uuid.uuid4().hex, owner=owner, institution=principal.institution, name=spec.name, kind=spec.kind.value,
+        spec=spec.model_dump(mode="json"), priority=spec.priority, idempotency_key=spec.idempotency_key, created_at=now,
+        updated_at=now,
+    )  # fmt: skip
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent submit with the same key won
+        raise Conflict(f"idempotency key {spec.idempotency_key!r} is being used by a concurrent request; retry") from exc
+    place_job(session, job, views, now, notifier)
+    session.flush()
+    return job, True
+
+
+def cancel(session: Session, principal: Principal, job_id: str, notifier: Notifier | None) -> Job:
+    job = get_visible(session, principal, job_id)
+    allowed = (
+        principal.role is Role.NETWORK_ADMIN
+        or job.owner == principal.label()
+        or (principal.role is Role.SITE_ADMIN and job.site_id is not None and job.site_id == principal.site_id)
+    )
+    if not allowed:
+        raise Forbidden("only the job's owner, a network admin or the admin of the site running it may cancel it")
+    state = JobState(job.state)
+    if state.final:
+        raise Conflict(f"job {job.id} already ended ({state.value})")
+    if state is JobState.CANCELING:
+        return job
+    offer = _current_attempt(session, job)
+    if state is JobState.QUEUED or state is JobState.PREEMPTED:
+        if offer is not None:
+            states.end_attempt(session, offer, "withdrawn", ("offered",), reason="job canceled before it was claimed")
+        states.move(session, job, JobState.CANCELED, f"canceled by {principal.label()} before it started", site_id=None)
+        return job
+    states.move(session, job, JobState.CANCELING, f"cancel requested by {principal.label()}", cancel_requested=True)
+    if notifier is not None and job.site_id is not None:
+        site_id = job.site_id
+        after_commit(session, lambda: notifier.notify(site_id))
+    return job
+
+
+def _current_attempt(session: Session, job: Job) -> Attempt | None:
+    if job.attempt == 0:
+        return None
+    return session.exec(select(Attempt).where(Attempt.job_id == job.id, Attempt.number == job.attempt)).first()
+
+
+# ---------------------------------------------------------------- placement explained
+
+
+def placement(session: Session, principal: Principal, job_id: str) -> JobPlacement:
+    job = get_visible(session, principal, job_id)
+    records = session.exec(
+        select(PlacementRecord).where(PlacementRecord.job_id == job.id).order_by(col(PlacementRecord.id))
+    ).all()
+    history = [
+        PlacementDecision(
+            decided_at=r.decided_at, attempt=r.attempt, outcome=r.outcome, site=r.site, summary=r.summary,
+            verdicts=[SiteVerdict.model_validate(v) for v in r.verdicts],
+        )
+        for r in records
+    ]  # fmt: skip
+    latest = history[-1] if history else None
+    site = to_public(session, job).site
+    state = JobState(job.state)
+    if state is JobState.QUEUED and site is None:
+        explanation = f"still queued — {latest.summary}" if latest else "still queued; the broker has not looked at it yet"
+    elif site is not None and latest is not None and latest.site == site:
+        explanation = f"{state.value} at {site}: {latest.summary}"
+    else:
+        explanation = f"{state.value}" + (f" at {site}" if site else "") + (f" ({job.state_reason})" if job.state_reason else "")
+    return JobPlacement(job=job.id, state=state, site=site, explanation=explanation, latest=latest, history=history)
+
+
+def logs(session: Session, principal: Principal, job_id: str) -> JobLogs:
+    job = get_visible(session, principal, job_id)
+    return JobLogs(
+        job=job.id,
+        attempt=job.attempt,
+        site=to_public(session, job).site,
+        stdout_tail=job.stdout_tail,
+        stderr_tail=job.stderr_tail,
+    )
+
+
+# ---------------------------------------------------------------- the agent side
+
+
+def lease_for(site: Site, settings: HubSettings) -> float:
+    return (site.heartbeat_interval_s or settings.heartbeat_interval_s) * settings.missed_heartbeats
+
+
+def assignments(session: Session, site: Site, settings: HubSettings) -> list[Assignment]:
+    """Offers waiting for this site, and running attempts whose jobs should be canceled."""
+    rows = session.exec(
+        select(Attempt, Job)
+        .join(Job, col(Job.id) == Attempt.job_id)
+        .where(Attempt.site_id == site.id, col(Attempt.state).in_(("offered", "claimed")))
+        .order_by(col(Job.priority).desc(), col(Attempt.offered_at))
+    ).all()
+    out = []
+    for attempt, job in rows:
+        if attempt.state == "offered":
+            action = "run"
+        elif job.cancel_requested:
+            action = "cancel"
+        else:
+            continue
+        out.append(
+            Assignment(
+                attempt_id=attempt.id,
+                job_id=job.id,
+                attempt=attempt.number,
+                action=action,
+                spec=JobSpec.model_validate(job.spec),
+                lease_s=lease_for(site, settings),
+                institution=job.institution,
+            )
+        )
+    return out
+
+
+def _agent_attempt(session: Session, principal: Principal, attempt_id: str) -> tuple[Attempt, Job]:
+    attempt = session.get(Attempt, attempt_id)
+    if attempt is None:
+        raise NotFound(f"no attempt {attempt_id!r}")
+    if attempt.site_id != principal.site_id:
+        raise Forbidden(f"attempt {attempt_id} belongs to another site")
+    job = session.get(Job, attempt.job_id)
+    assert job is not None
+    return attempt, job
+
+
+def claim(session: Session, principal: Principal, attempt_id: str, settings: HubSettings) -> Assignment:
+    attempt, job = _agent_attempt(session, principal, attempt_id)
+    site = session.get(Site, attempt.site_id)
+    assert site is not None
+    now = utcnow()
+    lease = lease_for(site, settings)
+    if not states.claim_attempt(session, attempt, claimed_at=now, lease_expires_at=now + timedelta(seconds=lease)):
+        raise Conflict(f"attempt {attempt_id} is {attempt.state}, not offered; it cannot be claimed")
+    states.move(session, job, JobState.INITIALIZING, f"claimed by {site.name}")
+    return Assignment(attempt_id=attempt.id, job_id=job.id, attempt=attempt.number, action="run",
+                      spec=JobSpec.model_validate(job.spec), lease_s=lease, institution=job.institution)  # fmt: skip
+
+
+def refuse(session: Session, principal: Principal, attempt_id: str, reason: str) -> Job:
+    """The site says no: the job goes back to the broker, which avoids this site for it."""
+    attempt, job = _agent_attempt(session, principal, attempt_id)
+    if not states.end_attempt(session, attempt, "refused", ("offered", "claimed"), reason=reason):
+        raise Conflict(f"attempt {attempt_id} is {attempt.state}; it can no longer be refused")
+    if JobState(job.state) is JobState.QUEUED:
+        job.site_id = None
+        job.state_reason = f"refused by {principal.site}: {reason}"
+        job.updated_at = utcnow()
+        session.add(job)
+    else:
+        states.move(session, job, JobState.QUEUED, f"refused by {principal.site}: {reason}", site_id=None)
+    return job
+
+
+def _tail(old: str, new: str | None) -> str:
+    if new is None:
+        return old
+    return new[-TAIL_BYTES:]
+
+
+def _ledger(session: Session, attempt: Attempt, job: Job, site_name: str, ended: datetime, final: str) -> None:
+    started = attempt.started_at or attempt.claimed_at or attempt.offered_at
+    session.add(UsageEntry(
+        attempt_id=attempt.id, job_id=job.id, site=site_name, institution=job.institution, started_at=started, ended_at=ended,
+        wall_s=max(0.0, (ended - started).total_seconds()), cpus=attempt.cpus, gpus=attempt.gpus, gpu_model=attempt.gpu_model,
+        final_state=final,
+    ))  # fmt: skip
+
+
+def _requeue_or_fail(session: Session, job: Job, settings: HubSettings, why: str) -> None:
+    if job.cancel_requested:
+        states.move(session, job, JobState.CANCELED, f"canceled ({why})", site_id=None)
+    elif job.attempt >= settings.max_attempts:
+        states.move(session, job, JobState.SYSTEM_ERROR, f"{why}; gave up after {job.attempt} attempts")
+    else:
+        states.move(session, job, JobState.QUEUED, f"{why}; requeued", site_id=None)
+
+
+def report(session: Session, principal: Principal, attempt_id: str, r: AttemptReport, settings: HubSettings) -> ReportAck:
+    attempt, job = _agent_attempt(session, principal, attempt_id)
+    if r.seq <= attempt.last_seq:  # already applied: idempotent, nothing changes
+        return ReportAck(
+            attempt_id=attempt.id, seq=r.seq, job_state=JobState(job.state), duplicate=True, cancel=job.cancel_requested
+        )
+    if attempt.state != "claimed" or job.attempt != attempt.number:
+        raise Conflict(
+            f"attempt {attempt.number} of job {job.id} is no longer current ({attempt.state}); the report was not applied"
+        )
+    site = session.get(Site, attempt.site_id)
+    assert site is not None
+    now = utcnow()
+    attempt.last_seq = r.seq
+    attempt.tes_state = r.state.value
+    attempt.local_id = r.local_id or attempt.local_id
+    attempt.lease_expires_at = now + timedelta(seconds=lease_for(site, settings))
+    if r.started_at and attempt.started_at is None:
+        attempt.started_at = r.started_at
+    job.stdout_tail = _tail(job.stdout_tail, r.stdout_tail)
+    job.stderr_tail = _tail(job.stderr_tail, r.stderr_tail)
+    session.add_all([attempt, job])
+    current = JobState(job.state)
+    if r.state in (JobState.INITIALIZING, JobState.RUNNING):
+        if r.state is JobState.RUNNING and attempt.started_at is None:
+            attempt.started_at = now
+        if current not in (JobState.CANCELING, r.state):
+            states.move(
+                session, job, r.state, f"{r.state.value.lower()} at {site.name}" + (f" as {r.local_id}" if r.local_id else "")
+            )
+    else:
+        ended = r.ended_at or now
+        end_state = "ended"
+        states.end_attempt(session, attempt, end_state, ("claimed",), ended_at=ended, exit_code=r.exit_code, reason=r.reason)
+        _ledger(session, attempt, job, site.name, ended, r.state.value)
+        if r.state in (JobState.SYSTEM_ERROR, JobState.PREEMPTED):
+            _requeue_or_fail(
+                session,
+                job,
+                settings,
+                f"attempt {attempt.number} at {site.name}: {r.state.value}" + (f" ({r.reason})" if r.reason else ""),
+            )
+        else:
+            final = JobState.CANCELED if current is JobState.CANCELING and r.state is JobState.CANCELED else r.state
+            reason = r.reason or (f"exit code {r.exit_code}" if r.exit_code is not None else None)
+            states.move(
+                session,
+                job,
+                final,
+                f"{final.value.lower()} at {site.name}" + (f": {reason}" if reason else ""),
+                exit_code=r.exit_code,
+            )
+    session.refresh(job)
+    return ReportAck(
+        attempt_id=attempt.id, seq=r.seq, job_state=JobState(job.state), duplicate=False, cancel=job.cancel_requested
+    )
+
+
+def renew_leases(session: Session, site: Site, attempt_ids: list[str], settings: HubSettings) -> None:
+    """Heartbeats renew the leases of the attempts the agent says it still holds."""
+    if not attempt_ids:
+        return
+    until = utcnow() + timedelta(seconds=lease_for(site, settings))
+    for a in session.exec(
+        select(Attempt).where(col(Attempt.id).in_(attempt_ids), Attempt.site_id == site.id, Attempt.state == "claimed")
+    ):
+        a.lease_expires_at = until
+        session.add(a)
+
+
+def expire(session: Session, settings: HubSettings, notifier: Notifier | None, now: datetime | None = None) -> list[str]:
+    """Lost attempts (lease expired) are requeued or failed; stale offers go back to the broker."""
+    now = now or utcnow()
+    changed = []
+    lost = session.exec(select(Attempt).where(Attempt.state == "claimed", col(Attempt.lease_expires_at) < now)).all()
+    for attempt in lost:
+        job = session.get(Job, attempt.job_id)
+        site = session.get(Site, attempt.site_id)
+        assert job is not None and site is not None
+        if not states.end_attempt(session, attempt, "lost", ("claimed",), ended_at=attempt.lease_expires_at or now,
+                                  reason="lease expired: no heartbeat from the site"):  # fmt: skip
+            continue
+        _ledger(session, attempt, job, site.name, attempt.ended_at or now, "LOST")
+        _requeue_or_fail(session, job, settings, f"attempt {attempt.number} lost at {site.name} (lease expired)")
+        changed.append(job.id)
+    stale = session.exec(
+        select(Attempt).where(Attempt.state == "offered", col(Attempt.offered_at) < now - timedelta(seconds=settings.offer_ttl_s))
+    ).all()
+    for attempt in stale:
+        job = session.get(Job, attempt.job_id)
+        assert job is not None
+        if states.end_attempt(session, attempt, "expired", ("offered",), reason="not claimed in time"):
+            job.site_id = None
+            job.state_reason = f"offer to site {attempt.site_id} was not claimed in {settings.offer_ttl_s:g}s"
+            session.add(job)
+            changed.append(job.id)
+    session.flush()
+    return changed

@@ -1,0 +1,301 @@
+"""Jobs: cryo-EM job specs, GA4GH TES states, placements, reports, usage."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from shared.schemas.common import Page
+
+
+class JobKind(StrEnum):
+    RELION_MOTIONCORR = "relion.motioncorr"
+    RELION_CTFFIND = "relion.ctffind"
+    RELION_AUTOPICK = "relion.autopick"
+    RELION_EXTRACT = "relion.extract"
+    RELION_CLASS2D = "relion.class2d"
+    RELION_CLASS3D = "relion.class3d"
+    RELION_REFINE3D = "relion.refine3d"
+    RELION_CTFREFINE = "relion.ctfrefine"
+    RELION_POLISH = "relion.polish"
+    CRYOSPARC_JOB = "cryosparc.job"
+    MOTIONCOR2 = "motioncor2"
+    GENERIC_COMMAND = "generic.command"
+
+
+#: The package each kind needs at the site (checked against the site's software list).
+KIND_SOFTWARE: dict[JobKind, str | None] = {
+    **{k: "relion" for k in JobKind if k.value.startswith("relion.")},
+    JobKind.CRYOSPARC_JOB: "cryosparc",
+    JobKind.MOTIONCOR2: "motioncor2",
+    JobKind.GENERIC_COMMAND: None,
+}
+
+
+class JobState(StrEnum):
+    """GA4GH TES task states."""
+
+    QUEUED = "QUEUED"
+    INITIALIZING = "INITIALIZING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    EXECUTOR_ERROR = "EXECUTOR_ERROR"
+    SYSTEM_ERROR = "SYSTEM_ERROR"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+    PREEMPTED = "PREEMPTED"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.COMPLETE, JobState.EXECUTOR_ERROR, JobState.SYSTEM_ERROR, JobState.CANCELED})
+
+_ARCH = re.compile(r"^\d{1,2}\.\d$")
+
+
+class Resources(BaseModel):
+    cpus: int = Field(default=1, ge=1, le=100_000, description="CPU cores in all")
+    gpus: int = Field(default=0, ge=0, le=1024)
+    gpu_model: str | None = Field(default=None, max_length=100, description="e.g. 'a100'; lower case")
+    min_cuda_arch: str | None = Field(default=None, description="Minimum CUDA compute capability, e.g. '8.0'")
+    memory_gb: float = Field(default=4, gt=0, le=100_000)
+    scratch_gb: float = Field(default=0, ge=0, le=1_000_000)
+    walltime_s: int = Field(default=3600, ge=1, le=30 * 86_400)
+    mpi_ranks: int = Field(default=1, ge=1, le=100_000)
+    threads_per_rank: int = Field(default=1, ge=1, le=1024)
+
+    @field_validator("gpu_model")
+    @classmethod
+    def _lower(cls, v: str | None) -> str | None:
+        return v.strip().lower() if v else v
+
+    @field_validator("min_cuda_arch")
+    @classmethod
+    def _arch(cls, v: str | None) -> str | None:
+        if v is not None and not _ARCH.match(v):
+            raise ValueError("min_cuda_arch must look like '8.0'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Resources:
+        if (self.gpu_model or self.min_cuda_arch) and self.gpus == 0:
+            raise ValueError("gpu_model and min_cuda_arch need gpus > 0")
+        if self.mpi_ranks * self.threads_per_rank > self.cpus:
+            raise ValueError(
+                f"mpi_ranks x threads_per_rank ({self.mpi_ranks} x {self.threads_per_rank}) exceeds cpus ({self.cpus})"
+            )
+        return self
+
+
+class SoftwareRequirement(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    version: str = Field(default="", max_length=100, description="A version range, e.g. '>=5.0,<6'")
+    cuda_arch: str | None = Field(default=None, description="Build for this CUDA architecture, e.g. '8.6'")
+
+    @field_validator("version")
+    @classmethod
+    def _spec(cls, v: str) -> str:
+        try:
+            SpecifierSet(v)
+        except InvalidSpecifier as exc:
+            raise ValueError(f"{v!r} is not a version range (e.g. '>=5.0,<6')") from exc
+        return v
+
+
+_DATASET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+
+
+class DatasetRef(BaseModel):
+    """An input dataset; staging arrives with the datasets issue, references are checked now."""
+
+    dataset: str = Field(description="Dataset id, e.g. 'ds-1234' or 'EMPIAR-10028'")
+    paths: list[str] = Field(default_factory=list, max_length=1000, description="Files or globs within it; all if empty")
+
+    @field_validator("dataset")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _DATASET_REF.match(v):
+            raise ValueError("dataset must be an id like 'ds-1234' or 'EMPIAR-10028'")
+        return v
+
+    @field_validator("paths")
+    @classmethod
+    def _relative(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if p.startswith("/") or ".." in p.split("/"):
+                raise ValueError(f"paths must be relative and stay inside the dataset: {p!r}")
+        return v
+
+
+class PlacementConstraints(BaseModel):
+    allowed_sites: list[str] | None = Field(default=None, max_length=1000, description="Only these sites")
+    excluded_sites: list[str] = Field(default_factory=list, max_length=1000)
+    countries: list[str] | None = Field(
+        default=None, max_length=300, description="Data residency: only sites in these countries (ISO 3166-1 alpha-2)"
+    )
+
+    @field_validator("countries")
+    @classmethod
+    def _iso(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        out = [c.upper() for c in v]
+        bad = [c for c in out if not re.fullmatch(r"[A-Z]{2}", c)]
+        if bad:
+            raise ValueError(f"not ISO country codes: {', '.join(bad)}")
+        return out
+
+
+class JobSpec(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: JobKind
+    command: list[str] | None = Field(default=None, min_length=1, max_length=1000, description="argv; no shell")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Kind parameters, passed as --key value")
+    resources: Resources = Field(default_factory=Resources)
+    software: list[SoftwareRequirement] = Field(default_factory=list, max_length=20)
+    inputs: list[DatasetRef] = Field(default_factory=list, max_length=100)
+    placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
+    priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first")
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _runnable(self) -> JobSpec:
+        if self.kind is JobKind.GENERIC_COMMAND and not self.command:
+            raise ValueError("a generic.command job needs a command (argv)")
+        if self.command is not None and any(not isinstance(a, str) or "\x00" in a for a in self.command):
+            raise ValueError("command arguments must be strings without NUL bytes")
+        for key, value in self.parameters.items():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,63}", key):
+                raise ValueError(f"parameter names are words like 'i' or 'nr_iter': {key!r}")
+            if not isinstance(value, str | int | float | bool):
+                raise ValueError(f"parameter {key} must be a string, number or boolean")
+        if len(set(self.tags)) != len(self.tags) or any(len(t) > 50 for t in self.tags):
+            raise ValueError("tags must be unique and at most 50 characters")
+        return self
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    kind: JobKind
+    state: JobState
+    site: str | None = Field(description="Where the current attempt is placed or runs")
+    attempt: int = Field(description="Number of the current attempt (0: never placed)")
+    owner: str
+    institution: str
+    priority: int
+    tags: list[str]
+    spec: JobSpec
+    state_reason: str | None
+    exit_code: int | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+JobPage = Page[JobPublic]
+
+
+class SiteVerdict(BaseModel):
+    site: str
+    eligible: bool
+    reasons: list[str] = Field(description="Why the site was ruled out, or what counted for it")
+    score: float | None = None
+    score_parts: dict[str, float] = Field(default_factory=dict)
+
+
+class PlacementDecision(BaseModel):
+    decided_at: datetime
+    attempt: int
+    outcome: str = Field(description="'placed', 'waiting' (no site can take it now) or 'impossible'")
+    site: str | None
+    summary: str
+    verdicts: list[SiteVerdict]
+
+
+class JobPlacement(BaseModel):
+    job: str
+    state: JobState
+    site: str | None
+    explanation: str = Field(description="Why the job is where it is, or why it is still queued")
+    latest: PlacementDecision | None
+    history: list[PlacementDecision]
+
+
+class Assignment(BaseModel):
+    """What an agent receives from the long-poll: an attempt to claim, or one to cancel."""
+
+    attempt_id: str
+    job_id: str
+    attempt: int
+    action: str = Field(description="'run' or 'cancel'")
+    spec: JobSpec
+    lease_s: float
+    institution: str
+
+
+class AssignmentBatch(BaseModel):
+    assignments: list[Assignment]
+
+
+class AttemptReport(BaseModel):
+    """An agent's report on one attempt; ``seq`` increases with each report of the attempt."""
+
+    seq: int = Field(ge=1)
+    state: JobState
+    local_id: str | None = Field(default=None, max_length=100, description="e.g. the Slurm job id")
+    exit_code: int | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    stdout_tail: str | None = Field(default=None, max_length=65_536)
+    stderr_tail: str | None = Field(default=None, max_length=65_536)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _reportable(self) -> AttemptReport:
+        if self.state in (JobState.QUEUED, JobState.CANCELING):
+            raise ValueError(f"an agent cannot report {self.state.value}")
+        return self
+
+
+class ReportAck(BaseModel):
+    attempt_id: str
+    seq: int
+    job_state: JobState
+    duplicate: bool = Field(description="True when this seq was already applied (nothing changed)")
+    cancel: bool = Field(description="True when the job should be stopped")
+
+
+class Refusal(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class JobLogs(BaseModel):
+    job: str
+    attempt: int
+    site: str | None
+    stdout_tail: str
+    stderr_tail: str
+
+
+class UsageRow(BaseModel):
+    key: str = Field(description="The institution or site the row is about")
+    attempts: int
+    wall_hours: float
+    cpu_hours: float
+    gpu_hours: dict[str, float] = Field(description="GPU model -> GPU-hours")
+
+
+class UsageReport(BaseModel):
+    since: datetime
+    until: datetime
+    consumed_by_institution: list[UsageRow]
+    provided_by_site: list[UsageRow]
