@@ -112,12 +112,14 @@ class HubClient:
     def drop_token(self) -> None:
         self._token = None
 
-    async def request(self, method: str, path: str, *, json: Any = None) -> Any:
+    async def request(self, method: str, path: str, *, json: Any = None, timeout: float | None = None) -> Any:
         """Call the hub; on a 401 fetch a fresh token once and try again."""
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {await self.token()}", "X-Request-ID": uuid.uuid4().hex}
             try:
-                resp = await self._http.request(method, path, json=json, headers=headers)
+                resp = await self._http.request(
+                    method, path, json=json, headers=headers, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT
+                )
             except httpx.TransportError as exc:
                 raise HubUnavailable(f"cannot reach the hub: {exc!r}") from exc
             if resp.status_code == 401 and attempt == 1:

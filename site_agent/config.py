@@ -59,6 +59,28 @@ class DiscoverySection(BaseModel):
     gpu: Literal["auto", "nvml", "nvidia-smi", "none"] = Field(default="auto", description="local: how to find GPUs")
 
 
+class ExecutorSection(BaseModel):
+    type: Literal["local", "slurm"] = Field(default="local", description="Where jobs run")
+    workdir: Path | None = Field(default=None, description="Base directory of job work dirs (default: <state_dir>/work)")
+    max_concurrent: int = Field(default=4, ge=1, description="local: jobs run at once on this machine")
+    partition: str | None = Field(default=None, description="slurm: partition for CPU jobs (default: the cluster's)")
+    gpu_partition: str | None = Field(default=None, description="slurm: partition for GPU jobs")
+    slurm_conf: Path | None = Field(default=None, description="slurm: SLURM_CONF for sbatch/squeue/scancel")
+    slurm_bin_dir: Path | None = None
+    poll_interval_s: float = Field(default=1.0, gt=0, description="How often running jobs are checked")
+    cancel_grace_s: float = Field(default=10, ge=0, description="local: SIGTERM, then SIGKILL after this long")
+
+
+class PolicySection(BaseModel):
+    """The site's own last word: assignments outside these limits are refused with a reason."""
+
+    allowed_kinds: list[str] | None = None
+    allowed_institutions: list[str] | None = None
+    max_walltime_s: int | None = Field(default=None, ge=1)
+    max_cpus: int | None = Field(default=None, ge=1)
+    max_gpus: int | None = Field(default=None, ge=0)
+
+
 class StorageSection(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     path: Path
@@ -70,6 +92,8 @@ class AgentSettings(BaseSettings):
     agent: AgentSection = Field(default_factory=AgentSection)
     discovery: DiscoverySection = Field(default_factory=DiscoverySection)
     storage: list[StorageSection] = Field(default_factory=list)
+    executor: ExecutorSection = Field(default_factory=ExecutorSection)
+    policy: PolicySection = Field(default_factory=PolicySection)
 
     @classmethod
     def settings_customise_sources(

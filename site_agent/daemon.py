@@ -13,7 +13,9 @@ import contextlib
 import logging
 import random
 import signal
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.schemas.capacity import Heartbeat
 from shared.version import __version__
@@ -23,6 +25,8 @@ from site_agent.credentials import load_credentials, load_key
 from site_agent.discovery import Discovery, make_discovery
 from site_agent.discovery.base import storage_capacity
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
+from site_agent.executors import make_executor
+from site_agent.work import Worker
 
 log = logging.getLogger("cryomesh.agent")
 
@@ -60,6 +64,7 @@ class Agent:
         )
         self.discovery = discovery or make_discovery(settings.discovery)
         self.stopping = asyncio.Event()
+        self.worker = Worker(settings, self.client, self.site, make_executor(settings.executor), self.stopping)
         self.exit_code = EXIT_OK
         self.last_heartbeat_ok: datetime | None = None
 
@@ -73,6 +78,7 @@ class Agent:
             partitions=partitions,
             storage=storage_capacity(self.settings.storage),
             totals=self.discovery.site_totals(),
+            attempts=self.worker.held(),
         )
 
     async def _sleep(self, seconds: float) -> None:
@@ -120,14 +126,32 @@ class Agent:
             self.last_heartbeat_ok = datetime.now(UTC)
             await self._sleep(interval)
 
+    async def _until_stopped(self, loop: Coroutine[Any, Any, None]) -> None:
+        """Run a loop that may be blocked in a long-poll, and cut it off at shutdown."""
+        task = asyncio.ensure_future(loop)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        stop.cancel()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        log.info("agent for site %s starting (hub %s, backend %s)", self.site, self.client.hub_url, self.discovery.name)
+        log.info(
+            "agent for site %s starting (hub %s, discovery %s, executor %s)",
+            self.site, self.client.hub_url, self.discovery.name, self.worker.executor.name,
+        )  # fmt: skip
+        await asyncio.to_thread(self.worker.adopt_existing)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.heartbeat_loop())
+                tg.create_task(self._until_stopped(self.worker.work_loop()))
+                tg.create_task(self.worker.monitor_loop())
+                tg.create_task(self.worker.outbox_loop())
         finally:
             await self.client.aclose()
             log.info("agent for site %s stopped", self.site)

@@ -1,0 +1,75 @@
+"""The executor interface, and the exit-code file every executor's wrapper leaves behind.
+
+A job runs inside a small shell wrapper that writes its exit code to ``exit_code`` in the
+work dir. That file is how a result survives the agent being restarted: the agent can
+re-adopt a job it did not start in this life and still learn how it ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from shared.schemas.jobs import JobSpec, JobState
+from site_agent.jobstore import JobHandle
+
+TAIL = 16_384  # bytes of stdout/stderr sent with a report
+
+
+@dataclass
+class Status:
+    state: JobState
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+class Executor(Protocol):
+    name: str
+
+    def submit(self, h: JobHandle, spec: JobSpec) -> str:
+        """Start the job; return its local id (a pid or a Slurm job id)."""
+        ...
+
+    def poll(self, h: JobHandle) -> Status: ...
+
+    def cancel(self, h: JobHandle) -> None: ...
+
+    def adopt(self, h: JobHandle) -> bool:
+        """After an agent restart: True if the job can still be followed."""
+        ...
+
+
+WRAPPER = """#!/bin/sh
+# cryomesh job wrapper: run the job, keep its exit code for whoever asks later.
+"$@"
+code=$?
+echo "$code" > exit_code.tmp && mv exit_code.tmp exit_code
+exit "$code"
+"""
+
+
+def exit_code(workdir: Path) -> int | None:
+    try:
+        return int((workdir / "exit_code").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def finished(code: int, canceled: bool) -> Status:
+    if canceled:
+        return Status(JobState.CANCELED, code, "canceled")
+    if code == 0:
+        return Status(JobState.COMPLETE, 0)
+    return Status(JobState.EXECUTOR_ERROR, code, f"exit code {code}")
+
+
+def tail(path: Path, limit: int = TAIL) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

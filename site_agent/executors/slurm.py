@@ -1,0 +1,136 @@
+"""Jobs as Slurm batch jobs: ``sbatch`` with the job's resources, state from ``squeue`` and
+``scontrol``, ``scancel`` to stop. A restarted agent re-adopts jobs still known to Slurm."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from shared.schemas.jobs import JobSpec, JobState
+from site_agent.commands import argv_for, shell_line
+from site_agent.config import ExecutorSection
+from site_agent.executors.base import Status, exit_code, finished
+from site_agent.jobstore import JobHandle
+
+#: Slurm job states (squeue %T / scontrol JobState) to TES.
+SLURM_TO_TES: dict[str, JobState] = {
+    "PENDING": JobState.INITIALIZING, "CONFIGURING": JobState.INITIALIZING, "REQUEUED": JobState.INITIALIZING,
+    "RESV_DEL_HOLD": JobState.INITIALIZING, "REQUEUE_HOLD": JobState.INITIALIZING, "SUSPENDED": JobState.RUNNING,
+    "RUNNING": JobState.RUNNING, "COMPLETING": JobState.RUNNING, "STAGE_OUT": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETE, "FAILED": JobState.EXECUTOR_ERROR, "TIMEOUT": JobState.EXECUTOR_ERROR,
+    "OUT_OF_MEMORY": JobState.EXECUTOR_ERROR, "DEADLINE": JobState.EXECUTOR_ERROR, "CANCELLED": JobState.CANCELED,
+    "NODE_FAIL": JobState.SYSTEM_ERROR, "BOOT_FAIL": JobState.SYSTEM_ERROR, "PREEMPTED": JobState.PREEMPTED,
+}  # fmt: skip
+
+
+class SlurmCommandError(RuntimeError):
+    pass
+
+
+def batch_script(h: JobHandle, spec: JobSpec, cfg: ExecutorSection) -> str:
+    r = spec.resources
+    lines = [
+        "#!/bin/sh",
+        f"#SBATCH --job-name=cryomesh-{h.job_id[:8]}-{h.attempt}",
+        f"#SBATCH --chdir={h.workdir}",
+        f"#SBATCH --output={h.workdir}/stdout.txt",
+        f"#SBATCH --error={h.workdir}/stderr.txt",
+        f"#SBATCH --ntasks={r.mpi_ranks}",
+        f"#SBATCH --cpus-per-task={r.threads_per_rank if r.mpi_ranks > 1 else r.cpus}",
+        f"#SBATCH --mem={max(1, int(r.memory_gb * 1024))}M",
+        f"#SBATCH --time={max(1, -(-r.walltime_s // 60))}",
+    ]
+    partition = cfg.gpu_partition if r.gpus and cfg.gpu_partition else cfg.partition
+    if partition:
+        lines.append(f"#SBATCH --partition={partition}")
+    if r.gpus:
+        model = h.extra.get("gpu_model") or r.gpu_model
+        lines.append(f"#SBATCH --gres=gpu:{model}:{r.gpus}" if model else f"#SBATCH --gres=gpu:{r.gpus}")
+    if r.scratch_gb:
+        lines.append(f"#SBATCH --tmp={int(r.scratch_gb * 1024)}M")
+    launcher = "srun " if r.mpi_ranks > 1 else ""
+    lines += [
+        f"export CRYOMESH_JOB_ID={h.job_id} CRYOMESH_ATTEMPT={h.attempt}",
+        f"{launcher}{shell_line(argv_for(spec))}",
+        "code=$?",
+        'echo "$code" > exit_code.tmp && mv exit_code.tmp exit_code',
+        'exit "$code"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class SlurmExecutor:
+    name = "slurm"
+
+    def __init__(self, cfg: ExecutorSection) -> None:
+        self.cfg = cfg
+
+    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.cfg.slurm_bin_dir / argv[0]) if self.cfg.slurm_bin_dir else argv[0], *argv[1:]]
+        env = dict(os.environ)
+        if self.cfg.slurm_conf:
+            env["SLURM_CONF"] = str(self.cfg.slurm_conf)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SlurmCommandError(f"{argv[0]} failed: {exc}") from exc
+        if check and proc.returncode != 0:
+            raise SlurmCommandError(f"{' '.join(argv[:2])} exited {proc.returncode}: {proc.stderr.strip()[:500]}")
+        return proc
+
+    def submit(self, h: JobHandle, spec: JobSpec) -> str:
+        workdir = Path(h.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        script = workdir / "job.sbatch"
+        script.write_text(batch_script(h, spec, self.cfg))
+        out = self._run("sbatch", "--parsable", str(script)).stdout.strip()
+        return out.split(";")[0]
+
+    def _state(self, local_id: str) -> tuple[str | None, str | None]:
+        """(Slurm state, ExitCode) or (None, None) when Slurm no longer knows the job."""
+        q = self._run("squeue", "-h", "-j", local_id, "-o", "%T", check=False)
+        if q.returncode == 0 and q.stdout.strip():
+            return q.stdout.strip().split()[0], None
+        s = self._run("scontrol", "show", "job", local_id, "-o", check=False)
+        if s.returncode != 0 or "JobState=" not in s.stdout:
+            return None, None
+        state = re.search(r"JobState=(\S+)", s.stdout)
+        code = re.search(r"ExitCode=(\d+):(\d+)", s.stdout)
+        return (state.group(1) if state else None), (code.group(1) if code else None)
+
+    def poll(self, h: JobHandle) -> Status:
+        assert h.local_id is not None
+        state, code = self._state(h.local_id)
+        if state is None:  # purged from Slurm's memory: the wrapper's exit code says how it ended
+            recorded = exit_code(Path(h.workdir))
+            if recorded is not None:
+                return finished(recorded, h.cancel_requested)
+            if h.cancel_requested:
+                return Status(JobState.CANCELED, None, "canceled")
+            return Status(JobState.SYSTEM_ERROR, None, f"Slurm no longer knows job {h.local_id} and it left no exit code")
+        tes = SLURM_TO_TES.get(state.split("+")[0], JobState.RUNNING)
+        if tes in (JobState.INITIALIZING, JobState.RUNNING, JobState.PREEMPTED):
+            return Status(tes, None, None if tes is not JobState.PREEMPTED else "preempted by Slurm")
+        recorded = exit_code(Path(h.workdir))
+        number = recorded if recorded is not None else (int(code) if code is not None else None)
+        if tes is JobState.CANCELED or h.cancel_requested:
+            return Status(JobState.CANCELED, number, "canceled")
+        if tes is JobState.COMPLETE or (tes is JobState.EXECUTOR_ERROR and number is not None):
+            return (
+                finished(number if number is not None else 0, False)
+                if state != "TIMEOUT"
+                else Status(JobState.EXECUTOR_ERROR, number, "walltime exceeded")
+            )
+        return Status(tes, number, f"Slurm state {state}")
+
+    def cancel(self, h: JobHandle) -> None:
+        if h.local_id:
+            self._run("scancel", h.local_id, check=False)
+
+    def adopt(self, h: JobHandle) -> bool:
+        if not h.local_id:
+            return False
+        state, _ = self._state(h.local_id)
+        return state is not None or exit_code(Path(h.workdir)) is not None

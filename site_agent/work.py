@@ -1,0 +1,217 @@
+"""The agent's job loops: take work from the hub, run it, report on it.
+
+- ``work_loop`` long-polls for assignments; checks each against the site's own policy
+  (``[policy]`` in site.toml) and refuses with a reason, or claims and starts it.
+- ``monitor_loop`` polls the executor and queues a report for every change of state.
+- ``outbox_loop`` sends queued reports in order, keeps them on disk until the hub
+  acknowledges them, and stops a local job whose attempt the hub says is superseded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.schemas.jobs import Assignment, AssignmentBatch, JobSpec, JobState
+from site_agent.client import HubClient
+from site_agent.config import AgentSettings
+from site_agent.errors import HubRefused, HubUnavailable
+from site_agent.executors import Executor
+from site_agent.executors.base import tail
+from site_agent.jobstore import JobHandle, JobStore
+
+log = logging.getLogger("cryomesh.agent.work")
+
+
+def policy_refusal(settings: AgentSettings, a: Assignment) -> str | None:
+    p, r = settings.policy, a.spec.resources
+    if p.allowed_kinds is not None and a.spec.kind.value not in p.allowed_kinds:
+        return f"this site's agent does not run {a.spec.kind.value} jobs"
+    if p.allowed_institutions is not None and a.institution not in p.allowed_institutions:
+        return f"this site's agent does not run jobs for {a.institution}"
+    if p.max_walltime_s is not None and r.walltime_s > p.max_walltime_s:
+        return f"walltime {r.walltime_s}s exceeds this site's limit of {p.max_walltime_s}s"
+    if p.max_cpus is not None and r.cpus > p.max_cpus:
+        return f"{r.cpus} CPUs exceed this site's per-job limit of {p.max_cpus}"
+    if p.max_gpus is not None and r.gpus > p.max_gpus:
+        return f"{r.gpus} GPUs exceed this site's per-job limit of {p.max_gpus}"
+    return None
+
+
+class Worker:
+    def __init__(
+        self, settings: AgentSettings, client: HubClient, site: str, executor: Executor, stopping: asyncio.Event
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.site = site
+        self.executor = executor
+        self.stopping = stopping
+        self.store = JobStore(settings.agent.state_dir)
+        self.workdir = settings.executor.workdir or settings.agent.state_dir / "work"
+        self.active: dict[str, JobHandle] = {}
+        self.outbox_wakeup = asyncio.Event()
+
+    # -- restart ----------------------------------------------------------------
+
+    def adopt_existing(self) -> None:
+        """After a restart: follow the jobs this agent held, or report them lost."""
+        for h in self.store.active():
+            if self.executor.adopt(h):
+                log.info("re-adopted attempt %s (%s %s)", h.attempt_id, self.executor.name, h.local_id)
+                self.active[h.attempt_id] = h
+            else:
+                log.warning("attempt %s (%s) cannot be found after restart", h.attempt_id, h.local_id)
+                self._report(h, JobState.SYSTEM_ERROR, reason="the job was lost while the agent was down")
+                self._close(h)
+
+    def held(self) -> list[str]:
+        return list(self.active)
+
+    # -- reports ----------------------------------------------------------------
+
+    def _report(self, h: JobHandle, state: JobState, **fields: Any) -> None:
+        body: dict[str, Any] = {
+            "state": state.value,
+            "local_id": h.local_id,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        if state.final or state is JobState.SYSTEM_ERROR:
+            body["stdout_tail"] = tail(Path(h.workdir) / "stdout.txt")
+            body["stderr_tail"] = tail(Path(h.workdir) / "stderr.txt")
+            body["ended_at"] = datetime.now(UTC).isoformat()
+        if h.started_at:
+            body["started_at"] = h.started_at
+        h.state = state.value
+        self.store.next_report(h, body)
+        self.outbox_wakeup.set()
+
+    def _close(self, h: JobHandle) -> None:
+        h.done = True
+        self.store.save(h)
+        self.active.pop(h.attempt_id, None)
+
+    # -- taking work -------------------------------------------------------------
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+
+    async def work_loop(self) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            try:
+                data = await self.client.request("GET", f"/api/v1/sites/{self.site}/assignments?wait=20", timeout=40)
+                backoff = 1.0
+            except HubUnavailable as exc:
+                log.warning("polling for work failed (%s); retrying in %.0fs", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.settings.agent.max_backoff_s)
+                continue
+            except HubRefused as exc:
+                log.error("polling for work refused: %s", exc)
+                await self._sleep(self.settings.agent.max_backoff_s)
+                continue
+            for a in AssignmentBatch.model_validate(data).assignments:
+                if a.action == "cancel":
+                    self.request_cancel(a.attempt_id)
+                elif a.attempt_id not in self.active:
+                    await self.take(a)
+
+    async def take(self, a: Assignment) -> None:
+        refusal = policy_refusal(self.settings, a)
+        if refusal is None and len(self.active) >= self.settings.executor.max_concurrent and self.executor.name == "local":
+            refusal = f"this machine already runs {len(self.active)} jobs, its limit"
+        try:
+            if refusal:
+                log.info("refusing attempt %s: %s", a.attempt_id, refusal)
+                await self.client.request("POST", f"/api/v1/attempts/{a.attempt_id}/refuse", json={"reason": refusal})
+                return
+            await self.client.request("POST", f"/api/v1/attempts/{a.attempt_id}/claim")
+        except HubRefused as exc:
+            log.info("could not take attempt %s: %s", a.attempt_id, exc.detail)
+            return
+        except HubUnavailable as exc:
+            log.warning("hub unavailable while taking attempt %s: %s", a.attempt_id, exc)
+            return
+        h = JobHandle(
+            attempt_id=a.attempt_id, job_id=a.job_id, attempt=a.attempt, executor=self.executor.name,
+            workdir=str(self.workdir / f"{a.job_id}-{a.attempt}"), spec=a.spec.model_dump(mode="json"), institution=a.institution,
+        )  # fmt: skip
+        self.store.save(h)  # held on disk before anything starts
+        self.active[h.attempt_id] = h
+        try:
+            h.local_id = await asyncio.to_thread(self.executor.submit, h, JobSpec.model_validate(h.spec))
+        except Exception as exc:  # the site could not start it: a system error, retried elsewhere
+            log.exception("could not start attempt %s", a.attempt_id)
+            self._report(h, JobState.SYSTEM_ERROR, reason=f"{self.executor.name} could not start the job: {exc}")
+            self._close(h)
+            return
+        log.info("started attempt %s of job %s as %s %s", a.attempt_id, a.job_id, self.executor.name, h.local_id)
+        self._report(h, JobState.INITIALIZING)
+
+    def request_cancel(self, attempt_id: str) -> None:
+        h = self.active.get(attempt_id)
+        if h is None or h.cancel_requested:
+            return
+        log.info("canceling attempt %s (%s)", attempt_id, h.local_id)
+        h.cancel_requested = True
+        self.store.save(h)
+        self.executor.cancel(h)
+
+    # -- following work ----------------------------------------------------------
+
+    async def monitor_loop(self) -> None:
+        while not self.stopping.is_set():
+            for h in list(self.active.values()):
+                try:
+                    status = await asyncio.to_thread(self.executor.poll, h)
+                except Exception:
+                    log.exception("could not check attempt %s", h.attempt_id)
+                    continue
+                if status.state.value == h.state and not status.state.final:
+                    continue
+                if status.state is JobState.RUNNING and not h.started_at:
+                    h.started_at = datetime.now(UTC).isoformat()
+                self._report(h, status.state, exit_code=status.exit_code, reason=status.reason)
+                if status.state.final or status.state in (JobState.SYSTEM_ERROR, JobState.PREEMPTED):
+                    log.info("attempt %s ended: %s", h.attempt_id, status.state.value)
+                    self._close(h)
+            await self._sleep(self.settings.executor.poll_interval_s)
+
+    async def outbox_loop(self) -> None:
+        backoff = 0.5
+        while True:
+            sent_all = True
+            for path, item in self.store.pending():
+                try:
+                    ack = await self.client.request("POST", f"/api/v1/attempts/{item['attempt_id']}/reports", json=item["body"])
+                except HubUnavailable as exc:
+                    log.warning("report not delivered (%s); kept in the outbox", exc)
+                    sent_all = False
+                    break
+                except HubRefused as exc:
+                    log.warning("report for attempt %s refused (%s); dropping it", item["attempt_id"], exc.detail)
+                    if exc.status == 409:  # superseded: this site must stop working on it
+                        self.request_cancel(item["attempt_id"])
+                    path.unlink(missing_ok=True)
+                    continue
+                path.unlink(missing_ok=True)
+                if ack and ack.get("cancel"):
+                    self.request_cancel(item["attempt_id"])
+            if self.stopping.is_set() and (sent_all or not self.store.pending()):
+                return
+            if sent_all:
+                backoff = 0.5
+                self.outbox_wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox_wakeup.wait(), timeout=2.0)
+            else:
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.settings.agent.max_backoff_s)
+                if self.stopping.is_set():
+                    return
