@@ -20,6 +20,7 @@ from hub.db import make_engine, transaction
 from hub.errors import install_error_handlers
 from hub.jobs.notify import Notifier
 from hub.jobs.router import router as jobs_router
+from hub.jobs.service import restart_grace
 from hub.logging import RequestIdMiddleware
 from hub.network.router import router as network_router
 from hub.settings import HubSettings, get_settings
@@ -37,6 +38,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with transaction(engine) as session:
             app.state.keys.signing_jwk(session)  # a signing key exists before the first request
+            restart_grace(session, settings)  # the hub's own downtime is not the agents' fault
         app.state.notifier.bind(asyncio.get_running_loop())
         scheduler = start_scheduler(engine, settings, app.state.notifier) if run_sweeps else None
         try:

@@ -4,21 +4,15 @@ a hub restart, tokens refreshed before they expire, a revoked agent stopping."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.helpers import Account, bootstrap, hub_settings
-from tests.services import SlurmCluster, free_port, wait_for
+from tests.processes import HubProcess, enrolled_agent
+from tests.services import SlurmCluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,112 +20,12 @@ HEARTBEAT_S = 1.0
 SWEEP_S = 0.2
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cryomesh_cli.main", *args]
-
-
-class HubProcess:
-    """`cryomesh hub serve` in its own process, restartable on the same port and database."""
-
-    def __init__(self, tmp: Path, **settings: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.tmp = tmp
-        s = hub_settings(f"sqlite:///{tmp / 'hub.db'}", tmp / "data", self.port, sweep_interval_s=SWEEP_S, **settings)
-        self.admin: Account = bootstrap(s)
-        self.env = {
-            **os.environ,
-            "CRYOMESH_DATABASE_URL": s.resolved_database_url,
-            "CRYOMESH_PUBLIC_URL": self.url,
-            "CRYOMESH_PORT": str(self.port),
-            "CRYOMESH_SWEEP_INTERVAL_S": str(SWEEP_S),
-            "CRYOMESH_TOKEN_LIFETIME_S": str(s.token_lifetime_s),
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._token: str | None = None
-
-    def start(self) -> None:
-        with (self.tmp / "hub.log").open("ab") as log:
-            self.proc = subprocess.Popen(cli("hub", "serve"), env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, 30, "the hub process")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(15)
-
-    def api(self, method: str, path: str, **kw: Any) -> Any:
-        if self._token is None:
-            r = httpx.post(
-                f"{self.url}/oauth/token",
-                data={"grant_type": "client_credentials"},
-                auth=(self.admin.client_id, self.admin.client_secret),
-            )
-            self._token = r.json()["access_token"]
-        r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {self._token}"}, timeout=10, **kw)
-        assert r.status_code < 400, r.text
-        return r.json()
-
-    def site(self, name: str) -> dict[str, Any]:
-        return dict(self.api("GET", f"/api/v1/sites/{name}"))
-
-
-class AgentProcess:
-    def __init__(self, hub: HubProcess, site: str, tmp: Path, discovery: str = 'backend = "local"') -> None:
-        self.dir = tmp / site
-        self.dir.mkdir()
-        self.config = self.dir / "site.toml"
-        self.config.write_text(
-            f'[agent]\nhub_url = "{hub.url}"\nstate_dir = "{self.dir / "state"}"\n'
-            f"heartbeat_interval_s = {HEARTBEAT_S}\nmax_backoff_s = 1\n\n[discovery]\n{discovery}\n"
-        )
-        self.log = self.dir / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def enroll(self, hub: HubProcess, code: str) -> None:
-        out = subprocess.run(
-            cli("agent", "enroll", "--hub", hub.url, "--code", code, "--config", str(self.config)),
-            env=hub.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stdout + out.stderr
-        assert "waiting for a network admin" in out.stdout
-
-    def start(self, env: dict[str, str]) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cli("agent", "run", "--config", str(self.config)), env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
-
-
 @pytest.fixture
 def hub_proc(tmp_path: Path) -> Iterator[HubProcess]:
-    h = HubProcess(tmp_path, token_lifetime_s=6)
+    h = HubProcess(tmp_path, sweep_s=SWEEP_S, token_lifetime_s=6)
     h.start()
     yield h
     h.stop()
-
-
-def enrolled_agent(hub: HubProcess, tmp: Path, name: str, discovery: str = 'backend = "local"') -> AgentProcess:
-    hub.api("POST", "/api/v1/sites", json={"name": name, "institution": "kek", "display_name": name, "country": "JP"})
-    code = hub.api("POST", f"/api/v1/sites/{name}/enrollment-codes", json={})["code"]
-    agent = AgentProcess(hub, name, tmp, discovery)
-    agent.enroll(hub, code)
-    [pending] = hub.api("GET", "/api/v1/enrollments", params={"status": "pending"})
-    hub.api("POST", f"/api/v1/enrollments/{pending['id']}/approve")
-    return agent
 
 
 def test_killed_agent_goes_unreachable_and_comes_back(hub_proc: HubProcess, tmp_path: Path) -> None:

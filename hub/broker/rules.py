@@ -120,7 +120,7 @@ def _hardware_ok(spec: JobSpec, site: SiteView) -> tuple[str | None, list[str]]:
     """(reason it can never fit, GPU models it could use)."""
     r = spec.resources
     if not site.partitions:
-        return "describes no partitions", []
+        return "describes no partitions and has not reported any", []
     per_rank_cpus = r.threads_per_rank if r.mpi_ranks > 1 else r.cpus
     per_rank_mem = r.memory_gb / r.mpi_ranks
     models: list[str] = []

@@ -79,11 +79,24 @@ def place_job(
 ) -> Attempt | None:
     """Try to place one queued job; record the decision (waiting decisions only when they change)."""
     spec = JobSpec.model_validate(job.spec)
-    failed_here = col(Attempt.state).in_(("lost", "refused")) | (col(Attempt.tes_state) == "SYSTEM_ERROR")
-    avoid = set(session.exec(select(col(Attempt.site_id)).where(Attempt.job_id == job.id, failed_here)).all())
-    avoid_names = {v.name for v in views if v.id in avoid}
-    verdicts = [evaluate(spec, job.institution, v, now, avoid_names) for v in views]
+    # Sites that refused the job are avoided for good; sites where an attempt was lost or
+    # hit a system error only while another site can take it.
+    refused_at: set[int] = set()
+    failed_at: set[int] = set()
+    for site_id, state in session.exec(
+        select(Attempt.site_id, Attempt.state).where(
+            Attempt.job_id == job.id, col(Attempt.state).in_(("lost", "refused")) | (col(Attempt.tes_state) == "SYSTEM_ERROR")
+        )
+    ):
+        (refused_at if state == "refused" else failed_at).add(site_id)
+    names = {v.id: v.name for v in views}
+    hard = {names[i] for i in refused_at if i in names}
+    soft = {names[i] for i in failed_at if i in names} - hard
+    verdicts = [evaluate(spec, job.institution, v, now, hard | soft) for v in views]
     ranked = rank(verdicts)
+    if not ranked and soft:
+        verdicts = [evaluate(spec, job.institution, v, now, hard) for v in views]
+        ranked = rank(verdicts)
     best = ranked[0] if ranked else None
     summary = _summary(best, verdicts)
     if best is None:

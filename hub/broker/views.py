@@ -12,7 +12,7 @@ from hub.capacity.models import CapacityLatest
 from hub.jobs.models import Attempt, SitePolicyRow
 from hub.sites.models import Site
 from hub.sites.queries import site_children
-from shared.schemas.capacity import CapacityTotals
+from shared.schemas.capacity import CapacityTotals, PartitionCapacity
 from shared.schemas.sites import SitePolicy
 
 RELIABILITY_WINDOW = timedelta(days=7)
@@ -22,6 +22,18 @@ def policy_of(row: SitePolicyRow | None) -> SitePolicy:
     if row is None:
         return SitePolicy()
     return SitePolicy.model_validate(row.model_dump(exclude={"site_id", "updated_at"}))
+
+
+def reported_partitions(snap: CapacityLatest) -> list[PartitionView]:
+    """A site that describes no partitions in the registry is judged by what its agent reports."""
+    out = []
+    for raw in snap.partitions:
+        p = PartitionCapacity.model_validate(raw)
+        nodes = max(p.nodes_total, 1)
+        gpu = max(p.gpus, key=lambda g: g.total) if p.gpus else None
+        out.append(PartitionView(p.name, nodes, max(p.cpus_total // nodes, 1), p.memory_total_mb / 1024 / nodes,
+                                 gpu.model if gpu else None, gpu.total // nodes if gpu else 0))  # fmt: skip
+    return out
 
 
 def load_site_views(session: Session, now: datetime) -> list[SiteView]:
@@ -42,6 +54,8 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
             policy=policy_of(policies.get(s.id)),
         )  # fmt: skip
         snap = latest.get(s.id)
+        if snap is not None and not v.partitions:
+            v.partitions = reported_partitions(snap)
         if snap is not None:
             totals = CapacityTotals.model_validate(snap.totals)
             v.has_snapshot = True

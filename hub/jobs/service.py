@@ -376,6 +376,24 @@ def renew_leases(session: Session, site: Site, attempt_ids: list[str], settings:
         session.add(a)
 
 
+def restart_grace(session: Session, settings: HubSettings) -> int:
+    """At hub start: agents could not renew leases while the hub was down, so every held
+    lease gets one full lease period from now before it can be declared lost."""
+    now = utcnow()
+    sites = {s.id: s for s in session.exec(select(Site))}
+    held = session.exec(select(Attempt).where(Attempt.state == "claimed")).all()
+    for a in held:
+        until = now + timedelta(seconds=lease_for(sites[a.site_id], settings))
+        if a.lease_expires_at is None or a.lease_expires_at < until:
+            a.lease_expires_at = until
+            session.add(a)
+    # Offers likewise: the agent may have been unable to claim them.
+    for a in session.exec(select(Attempt).where(Attempt.state == "offered")):
+        a.offered_at = max(a.offered_at, now)
+        session.add(a)
+    return len(held)
+
+
 def expire(session: Session, settings: HubSettings, notifier: Notifier | None, now: datetime | None = None) -> list[str]:
     """Lost attempts (lease expired) are requeued or failed; stale offers go back to the broker."""
     now = now or utcnow()

@@ -1,0 +1,158 @@
+"""The hub and agents as real processes, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.helpers import Account, bootstrap, hub_settings
+from tests.services import free_port, wait_for
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cryomesh_cli.main", *args]
+
+
+class HubProcess:
+    """`cryomesh hub serve` in its own process, restartable on the same port and database."""
+
+    def __init__(
+        self, tmp: Path, db_url: str | None = None, admin: Account | None = None, sweep_s: float = 0.2, **settings: Any
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        s = hub_settings(db_url or f"sqlite:///{tmp / 'hub.db'}", tmp / "data", self.port, sweep_interval_s=sweep_s, **settings)
+        self.admin: Account = admin or bootstrap(s)
+        self.env = {
+            **os.environ,
+            "CRYOMESH_DATABASE_URL": s.resolved_database_url,
+            "CRYOMESH_PUBLIC_URL": self.url,
+            "CRYOMESH_PORT": str(self.port),
+            "CRYOMESH_SWEEP_INTERVAL_S": str(sweep_s),
+            "CRYOMESH_TOKEN_LIFETIME_S": str(s.token_lifetime_s),
+            **{f"CRYOMESH_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._token: str | None = None
+
+    def start(self) -> None:
+        with (self.tmp / "hub.log").open("ab") as log:
+            self.proc = subprocess.Popen(cli("hub", "serve"), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, 30, "the hub process")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(15)
+
+    def token(self, account: Account) -> str:
+        r = httpx.post(
+            f"{self.url}/oauth/token", data={"grant_type": "client_credentials"}, auth=(account.client_id, account.client_secret)
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
+
+    def call(self, method: str, path: str, account: Account | None = None, expect: int | None = None, **kw: Any) -> Any:
+        token = self.token(account) if account else (self._token or self.token(self.admin))
+        if account is None:
+            self._token = token
+        r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
+        if expect is not None:
+            assert r.status_code == expect, r.text
+        else:
+            assert r.status_code < 400, r.text
+        return r.json()
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        return self.call(method, path, **kw)
+
+    def site(self, name: str) -> dict[str, Any]:
+        return dict(self.api("GET", f"/api/v1/sites/{name}"))
+
+    def account(self, role: str, **kw: Any) -> Account:
+        body = self.api("POST", "/api/v1/accounts", json={"name": role, "role": role, **kw})
+        return Account(body["client_id"], body["client_secret"], role)
+
+
+class AgentProcess:
+    def __init__(self, hub: HubProcess, site: str, tmp: Path, discovery: str = 'backend = "local"', extra: str = "",
+                 heartbeat_s: float = 1.0, dirname: str | None = None) -> None:  # fmt: skip
+        self.dir = tmp / (dirname or site)
+        self.dir.mkdir(parents=True)
+        self.config = self.dir / "site.toml"
+        self.config.write_text(
+            f'[agent]\nhub_url = "{hub.url}"\nstate_dir = "{self.dir / "state"}"\n'
+            f"heartbeat_interval_s = {heartbeat_s}\nmax_backoff_s = 1\n\n[discovery]\n{discovery}\n{extra}\n"
+        )
+        self.log = self.dir / "agent.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def enroll(self, hub: HubProcess, code: str) -> None:
+        out = subprocess.run(cli("agent", "enroll", "--hub", hub.url, "--code", code, "--config", str(self.config)),
+                             env=hub.env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    def start(self, env: dict[str, str]) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cli("agent", "run", "--config", str(self.config)), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+    def messages(self) -> list[str]:
+        return [str(line.get("message")) for line in self.log_lines()]
+
+
+def register_site(hub: HubProcess, name: str, **site: Any) -> None:
+    body = {"name": name, "institution": site.pop("institution", "kek"), "display_name": name, "country": "JP"}
+    body.update(site)
+    hub.api("POST", "/api/v1/sites", json=body)
+
+
+def enrolled_agent(
+    hub: HubProcess,
+    tmp: Path,
+    name: str,
+    discovery: str = 'backend = "local"',
+    extra: str = "",
+    register: bool = True,
+    heartbeat_s: float = 1.0,
+    dirname: str | None = None,
+    **site: Any,
+) -> AgentProcess:
+    if register:
+        register_site(hub, name, **site)
+    code = hub.api("POST", f"/api/v1/sites/{name}/enrollment-codes", json={})["code"]
+    agent = AgentProcess(hub, name, tmp, discovery, extra, heartbeat_s, dirname)
+    agent.enroll(hub, code)
+    for e in hub.api("GET", "/api/v1/enrollments", params={"status": "pending"}):
+        hub.api("POST", f"/api/v1/enrollments/{e['id']}/approve")
+    return agent
