@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-import yaml
 
-from cryomesh_cli.client import CliError, HubSession, Profile, load_profile, save_profile
+from cryomesh_cli.client import CliError, Profile, load_profile, save_profile
+from cryomesh_cli.common import ConfigOpt, HubOpt, IdOpt, JsonOpt, SecretOpt, call, fail, hub_call, load_document, session
+from cryomesh_cli.jobs_cmds import jobs_app, usage
 from cryomesh_cli.render import console, print_json, site_detail, sites_table, summary_table
 
 app = typer.Typer(help="cryomesh: a federated coordinator for cryo-EM centres.", no_args_is_help=True)
@@ -19,48 +20,16 @@ admin_app = typer.Typer(help="Administer the network (network admins).", no_args
 agent_app = typer.Typer(help="Run a site agent.", no_args_is_help=True)
 sites_app = typer.Typer(help="The facility registry.", no_args_is_help=True)
 network_app = typer.Typer(help="The whole network.", no_args_is_help=True)
-for sub, name in ((hub_app, "hub"), (admin_app, "admin"), (agent_app, "agent"), (sites_app, "sites"), (network_app, "network")):
+for sub, name in (
+    (hub_app, "hub"),
+    (admin_app, "admin"),
+    (agent_app, "agent"),
+    (sites_app, "sites"),
+    (network_app, "network"),
+    (jobs_app, "jobs"),
+):
     app.add_typer(sub, name=name)
-
-HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL (or CRYOMESH_HUB_URL)")]
-IdOpt = Annotated[str | None, typer.Option("--client-id", help="Client id (or CRYOMESH_CLIENT_ID)")]
-SecretOpt = Annotated[str | None, typer.Option("--client-secret", help="Client secret (or CRYOMESH_CLIENT_SECRET)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The agent's site.toml")]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def session(hub: str | None, client_id: str | None, client_secret: str | None) -> HubSession:
-    try:
-        return HubSession(load_profile(hub, client_id, client_secret))
-    except CliError as exc:
-        fail(str(exc))
-
-
-def call(s: HubSession, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        return s.call(method, path, **kwargs)
-    except CliError as exc:
-        fail(str(exc))
-
-
-def hub_call(creds: tuple[str | None, str | None, str | None], method: str, path: str, **kwargs: Any) -> Any:
-    """One authenticated call in its own session, for commands that make just one."""
-    with session(*creds) as s:
-        return call(s, method, path, **kwargs)
-
-
-def load_document(path: Path) -> Any:
-    """A YAML or JSON file (JSON is YAML)."""
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        fail(f"cannot read {path}: {exc}")
-
+app.command("usage")(usage)
 
 # ---------------------------------------------------------------- hub
 

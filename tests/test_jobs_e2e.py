@@ -184,3 +184,43 @@ def test_hub_restart_mid_run_loses_no_job(hub: HubProcess, tmp_path: Path) -> No
     hub._token = None
     for j in jobs:
         assert wait_state(hub, j["id"], {"COMPLETE"}, timeout=60)["state"] == "COMPLETE"
+
+
+def test_cli_submit_wait_logs_explain_usage(hub: HubProcess, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+
+    from tests.processes import cli
+
+    start(hub, enrolled_agent(hub, tmp_path, "alpha"), "alpha")
+    me = hub.account("researcher", institution="kek")
+    env = {**os.environ, "CRYOMESH_HUB_URL": hub.url, "CRYOMESH_CLIENT_ID": me.client_id,
+           "CRYOMESH_CLIENT_SECRET": me.client_secret, "COLUMNS": "200"}  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cli(*args), env=env, capture_output=True, text=True, timeout=120)
+
+    out = run("jobs", "submit", "--command", "sh -c 'echo hello from cryomesh'", "--name", "hello", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "COMPLETE at alpha" in out.stdout
+    job_id = out.stdout.split("job ", 1)[1].split()[0]
+    assert "hello from cryomesh" in run("jobs", "logs", job_id[:12]).stdout
+    explain = run("jobs", "explain", job_id)
+    assert "alpha" in explain.stdout and "yes" in explain.stdout
+    shown = json.loads(run("jobs", "show", job_id, "--json").stdout)
+    assert shown["state"] == "COMPLETE" and shown["site"] == "alpha"
+    listed = run("jobs", "list", "--state", "COMPLETE")
+    assert "hello" in listed.stdout and "1 job(s)" in listed.stdout
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: from-file\nkind: generic.command\ncommand: [sh, -c, 'exit 4']\nresources: {cpus: 1, memory_gb: 1}\n")
+    failed = run("jobs", "submit", str(spec), "--wait")
+    assert failed.returncode == 1 and "EXECUTOR_ERROR" in failed.stdout
+    usage = run("usage")
+    assert usage.returncode == 0 and "kek" in usage.stdout
+    impossible = run("jobs", "submit", "--command", "true", "--gpus", "1", "--gpu-model", "h100")
+    assert impossible.returncode == 1 and "409 Conflict" in impossible.stdout and "no site in the network" in impossible.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nkind: relion.nope\n")
+    out = run("jobs", "submit", str(bad))
+    assert out.returncode == 1 and "422" in out.stdout and "kind" in out.stdout

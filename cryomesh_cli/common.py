@@ -1,0 +1,51 @@
+"""Options and helpers shared by the CLI's command modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+
+from cryomesh_cli.client import CliError, HubSession, load_profile
+from cryomesh_cli.render import console
+
+HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL (or CRYOMESH_HUB_URL)")]
+IdOpt = Annotated[str | None, typer.Option("--client-id", help="Client id (or CRYOMESH_CLIENT_ID)")]
+SecretOpt = Annotated[str | None, typer.Option("--client-secret", help="Client secret (or CRYOMESH_CLIENT_SECRET)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The agent's site.toml")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def session(hub: str | None, client_id: str | None, client_secret: str | None) -> HubSession:
+    try:
+        return HubSession(load_profile(hub, client_id, client_secret))
+    except CliError as exc:
+        fail(str(exc))
+
+
+def call(s: HubSession, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        return s.call(method, path, **kwargs)
+    except CliError as exc:
+        fail(str(exc))
+
+
+def hub_call(creds: tuple[str | None, str | None, str | None], method: str, path: str, **kwargs: Any) -> Any:
+    """One authenticated call in its own session, for commands that make just one."""
+    with session(*creds) as s:
+        return call(s, method, path, **kwargs)
+
+
+def load_document(path: Path) -> Any:
+    """A YAML or JSON file (JSON is YAML)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"cannot read {path}: {exc}")
