@@ -12,6 +12,7 @@ machine for real (the ``local`` backend). Each site's backend is shown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.console import Group
 from rich.live import Live
 
 from cryomesh_cli.client import CliError, HubSession, Profile
+from cryomesh_cli.jobs_cmds import jobs_table, usage_tables
 from cryomesh_cli.render import console, summary_table
 
 SITES: list[dict[str, Any]] = [
@@ -136,6 +139,7 @@ SITES: list[dict[str, Any]] = [
             "software": [{"name": "relion", "version": "4.0", "cuda_arch": "8.6"}, {"name": "cryosparc", "version": "4.5"}],
             "storage": [{"name": "s3", "kind": "s3", "path": "s3://gotocloud-exchange/"}],
         },
+        "policy": {"allowed_institutions": ["kek"], "cpu_share": 0.5, "timezone": "Asia/Tokyo"},
         "discovery": {
             "backend": "declared",
             "declared": [
@@ -154,6 +158,56 @@ SITES: list[dict[str, Any]] = [
 ]
 
 
+def demo_jobs() -> list[dict[str, Any]]:
+    """A batch a cryo-EM group might send: CPU preprocessing, GPU refinement only one site can
+    take, and one job nobody can run. Each does real work (hashing data) so it takes real time."""
+    work = "import hashlib, os, sys; d = os.urandom(40_000_000); print(sys.argv[1], hashlib.sha256(d).hexdigest()[:16])"
+    jobs: list[dict[str, Any]] = []
+    for i in range(4):
+        jobs.append(
+            {
+                "name": f"ctffind-batch-{i}",
+                "kind": "generic.command",
+                "tags": ["ctf"],
+                "command": [sys.executable, "-c", work, f"ctf estimation, micrograph batch {i}"],
+                "resources": {"cpus": 1, "memory_gb": 1, "walltime_s": 600},
+            }
+        )
+    jobs.append(
+        {
+            "name": "motioncorr",
+            "kind": "generic.command",
+            "tags": ["motion"],
+            "command": [sys.executable, "-c", work, "motion correction"],
+            "resources": {"cpus": 2, "memory_gb": 1},
+        }
+    )
+    for i in range(2):
+        jobs.append(
+            {
+                "name": f"refine3d-{i}",
+                "kind": "generic.command",
+                "tags": ["refine"],
+                "command": [
+                    sys.executable,
+                    "-c",
+                    work + "; print('GPUs:', os.environ.get('CUDA_VISIBLE_DEVICES'))",
+                    f"3D refinement {i}",
+                ],
+                "resources": {"cpus": 1, "gpus": 1, "gpu_model": "a100", "memory_gb": 1, "walltime_s": 600},
+            }
+        )
+    return jobs
+
+
+IMPOSSIBLE = {
+    "name": "needs-b200",
+    "kind": "generic.command",
+    "command": ["true"],
+    "resources": {"cpus": 1, "gpus": 8, "gpu_model": "b200"},
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,7 +224,7 @@ def _toml_value(v: Any) -> str:
     return str(v)
 
 
-def site_toml(hub_url: str, state_dir: Path, heartbeat_s: float, spec: dict[str, Any]) -> str:
+def site_toml(hub_url: str, state_dir: Path, heartbeat_s: float, spec: dict[str, Any], executor: dict[str, Any]) -> str:
     disc = dict(spec["discovery"])
     declared = disc.pop("declared", [])
     lines = [
@@ -187,6 +241,7 @@ def site_toml(hub_url: str, state_dir: Path, heartbeat_s: float, spec: dict[str,
         lines += ["", "[[discovery.declared]]", *(f"{k} = {_toml_value(v)}" for k, v in d.items())]
     for st in spec.get("storage", []):
         lines += ["", "[[storage]]", *(f"{k} = {_toml_value(v)}" for k, v in st.items())]
+    lines += ["", "[executor]", *(f"{k} = {_toml_value(v)}" for k, v in executor.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -221,7 +276,9 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def build_report(hub_url: str, summary: dict[str, Any], started: float, all_online_after: float | None) -> dict[str, Any]:
+def build_report(
+    hub_url: str, summary: dict[str, Any], started: float, all_online_after: float | None, jobs: list[dict[str, Any]]
+) -> dict[str, Any]:
     sites = []
     for s in summary["sites"]:
         cap = s.get("capacity") or {}
@@ -244,10 +301,52 @@ def build_report(hub_url: str, summary: dict[str, Any], started: float, all_onli
         "all_sites_online_after_s": all_online_after,
         "network": {k: summary[k] for k in ("sites_by_status", "sites_by_reachability", "cpus_total", "cpus_free", "gpus")},
         "sites": sites,
+        "jobs": jobs,
     }
 
 
-def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2.0) -> int:
+def _job_entry(researcher: HubSession, j: dict[str, Any]) -> dict[str, Any]:
+    p = researcher.call("GET", f"/api/v1/jobs/{j['id']}/placement")
+    placed = [h for h in p["history"] if h["outcome"] == "placed"]
+    decision = placed[-1] if placed else p.get("latest")
+    return {
+        "id": j["id"],
+        "name": j["name"],
+        "kind": j["kind"],
+        "state": j["state"],
+        "site": j["site"],
+        "attempt": j["attempt"],
+        "placement": {
+            "explanation": p["explanation"],
+            "summary": decision["summary"] if decision else None,
+            "verdicts": [
+                {"site": v["site"], "eligible": v["eligible"], "score": v["score"], "reasons": v["reasons"]}
+                for v in (decision or {"verdicts": []})["verdicts"]
+            ],
+        },
+    }
+
+
+FINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+
+def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2.0, executor: str = "local") -> int:
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if executor == "slurm":
+            from cryomesh_cli.devslurm import slurm_cluster, unavailable_reason
+
+            reason = unavailable_reason()
+            if reason:
+                console.print(f"[red]--executor slurm:[/red] {reason}")
+                return 1
+            console.print("starting a local Slurm cluster (munged, slurmctld, slurmd; 4 A100s emulated through GRES)…")
+            cluster = stack.enter_context(slurm_cluster(gpus=4, gpu_type="a100"))
+        return _run(duration, report, heartbeat_s, cluster)
+    return 1
+
+
+def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluster: Any) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cryomesh-demo-"))
     port = free_port()
     hub_url = f"http://127.0.0.1:{port}"
@@ -281,11 +380,26 @@ def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2
         for spec in SITES:
             name = spec["site"]["name"]
             admin.call("POST", "/api/v1/sites", json_body=spec["site"])
+            if "policy" in spec:
+                admin.call("PUT", f"/api/v1/sites/{name}/policy", json_body=spec["policy"])
             code = admin.call("POST", f"/api/v1/sites/{name}/enrollment-codes", json_body={"ttl_s": 600})["code"]
             site_dir = workdir / name
             site_dir.mkdir()
             config = site_dir / "site.toml"
-            config.write_text(site_toml(hub_url, site_dir / "state", heartbeat_s, spec))
+            if cluster is not None:
+                spec = {**spec}
+                if name == "kyoto-gpu":
+                    spec["discovery"] = {"backend": "slurm", "slurm_conf": str(cluster.conf)}
+                ex: dict[str, Any] = {
+                    "type": "slurm",
+                    "slurm_conf": str(cluster.conf),
+                    "partition": "cpu",
+                    "gpu_partition": "gpu",
+                    "poll_interval_s": 0.5,
+                }
+            else:
+                ex = {"type": "local", "max_concurrent": 4, "poll_interval_s": 0.5}
+            config.write_text(site_toml(hub_url, site_dir / "state", heartbeat_s, spec, ex))
             enrolled = subprocess.run(
                 _cli("agent", "enroll", "--hub", hub_url, "--code", code, "--config", str(config)),
                 env=env,
@@ -298,8 +412,8 @@ def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2
             pending = [e for e in admin.call("GET", "/api/v1/enrollments", params={"status": "pending"}) if e["site"] == name]
             approved = admin.call("POST", f"/api/v1/enrollments/{pending[0]['id']}/approve")
             console.print(
-                f"  {name}: enrolled agent {approved['client_id']} (key {approved['key_thumbprint'][:12]}…), "
-                f"approved by the coordinator; discovery backend [bold]{spec['discovery']['backend']}[/bold]"
+                f"  {name}: enrolled agent {approved['client_id']} (key {approved['key_thumbprint'][:12]}…), approved by the "
+                f"coordinator; discovery [bold]{spec['discovery']['backend']}[/bold], executor [bold]{ex['type']}[/bold]"
             )
             with (site_dir / "agent.log").open("wb") as agent_log:
                 agent = subprocess.Popen(
@@ -308,31 +422,54 @@ def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2
             procs.append(agent)
             agents.append(agent)
 
+        researcher_acct = admin.call(
+            "POST", "/api/v1/accounts", json_body={"name": "demo researcher", "role": "researcher", "institution": "osaka-u"}
+        )
+        researcher = HubSession(Profile(hub_url, researcher_acct["client_id"], researcher_acct["client_secret"]))
+        console.print(f"researcher of osaka-u: client id {researcher_acct['client_id']}")
+
         all_online_after: float | None = None
+        submitted: list[dict[str, Any]] = []
         summary: dict[str, Any] = admin.call("GET", "/api/v1/network/summary")
         deadline = started + duration if duration else None
+        done_at: float | None = None
         with Live(summary_table(summary), console=console, refresh_per_second=2, transient=False) as live:
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.5)
                 try:
                     summary = admin.call("GET", "/api/v1/network/summary")
+                    if all_online_after is None and summary["sites_by_reachability"].get("online", 0) == len(SITES):
+                        all_online_after = round(time.monotonic() - started, 2)
+                        for body in demo_jobs():
+                            submitted.append(researcher.call("POST", "/api/v1/jobs", json_body=body))
+                        try:
+                            researcher.call("POST", "/api/v1/jobs", json_body=IMPOSSIBLE)
+                        except CliError as exc:
+                            live.console.print(f"refused at submission, as it should be: {exc}")
+                    jobs = [researcher.call("GET", f"/api/v1/jobs/{j['id']}") for j in submitted]
                 except CliError as exc:
-                    console.print(f"[yellow]hub not answering: {exc}[/yellow]")
+                    live.console.print(f"[yellow]hub not answering: {exc}[/yellow]")
                     continue
-                live.update(summary_table(summary))
-                online = summary["sites_by_reachability"].get("online", 0)
-                if all_online_after is None and online == len(SITES):
-                    all_online_after = round(time.monotonic() - started, 2)
+                live.update(Group(summary_table(summary), jobs_table(jobs)) if jobs else summary_table(summary))
+                if jobs and done_at is None and all(j["state"] in FINAL for j in jobs):
+                    done_at = time.monotonic()
+                    if deadline is None or duration is None:
+                        live.console.print(f"all {len(jobs)} jobs finished; still serving (Ctrl-C to stop)")
                 if any(a.poll() is not None for a in agents):
-                    console.print("[red]an agent exited; see its log[/red]")
+                    live.console.print("[red]an agent exited; see its log[/red]")
                     break
         console.print(
             f"all {len(SITES)} sites online after {all_online_after} s"
             if all_online_after
             else "[red]not every site came online[/red]"
         )
+        entries = [_job_entry(researcher, researcher.call("GET", f"/api/v1/jobs/{j['id']}")) for j in submitted]
+        for e in entries:
+            console.print(f"  {e['name']}: {e['state']} at {e['site']} — {e['placement']['summary']}")
+        for table in usage_tables(admin.call("GET", "/api/v1/usage", params={"days": 1})):
+            console.print(table)
         if report:
-            report.write_text(json.dumps(build_report(hub_url, summary, started, all_online_after), indent=2))
+            report.write_text(json.dumps(build_report(hub_url, summary, started, all_online_after, entries), indent=2))
             console.print(f"report written to {report}")
         return 0 if all_online_after else 1
     except KeyboardInterrupt:

@@ -378,11 +378,17 @@ def demo(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C)")] = None,
     report: Annotated[Path | None, typer.Option(help="Write a JSON report of what the demo saw")] = None,
     heartbeat: Annotated[float, typer.Option(help="Agents' heartbeat interval, seconds")] = 2.0,
+    executor: Annotated[
+        str, typer.Option(help="Where the sites run jobs: 'local' processes or a real local 'slurm' cluster")
+    ] = "local",
 ) -> None:
-    """Run a small network on this machine: an embedded hub and three enrolled site agents."""
+    """Run a small network on this machine: an embedded hub, three enrolled site agents, and a
+    batch of jobs placed by the broker and run by the sites."""
     from cryomesh_cli.demo import run_demo
 
-    raise typer.Exit(run_demo(duration=duration, report=report, heartbeat_s=heartbeat))
+    if executor not in ("local", "slurm"):
+        fail("--executor is 'local' or 'slurm'")
+    raise typer.Exit(run_demo(duration=duration, report=report, heartbeat_s=heartbeat, executor=executor))
 
 
 def main() -> None:

@@ -116,16 +116,25 @@ class Worker:
                 log.error("polling for work refused: %s", exc)
                 await self._sleep(self.settings.agent.max_backoff_s)
                 continue
+            busy = False
             for a in AssignmentBatch.model_validate(data).assignments:
                 if a.action == "cancel":
                     self.request_cancel(a.attempt_id)
-                elif a.attempt_id not in self.active:
+                elif a.attempt_id in self.active:
+                    continue
+                elif self.full():
+                    busy = True  # leave the offer: busy is not a refusal; it is claimed when a slot frees
+                else:
                     await self.take(a)
+            if busy:
+                await self._sleep(self.settings.executor.poll_interval_s)
+
+    def full(self) -> bool:
+        """A local executor runs at most ``max_concurrent`` jobs; Slurm queues the rest itself."""
+        return self.executor.name == "local" and len(self.active) >= self.settings.executor.max_concurrent
 
     async def take(self, a: Assignment) -> None:
         refusal = policy_refusal(self.settings, a)
-        if refusal is None and len(self.active) >= self.settings.executor.max_concurrent and self.executor.name == "local":
-            refusal = f"this machine already runs {len(self.active)} jobs, its limit"
         try:
             if refusal:
                 log.info("refusing attempt %s: %s", a.attempt_id, refusal)

@@ -6,7 +6,6 @@ Under CI=true a missing component fails the test run; elsewhere it skips those t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
@@ -115,120 +114,15 @@ def postgres_server() -> Iterator[PostgresServer]:
 # ---------------------------------------------------------------- Slurm
 
 
-@dataclass
-class SlurmCluster:
-    conf: Path
-    directory: Path
-    node: str
-    gpus: int
-    gpu_type: str
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
-
-    def run(self, *argv: str, check: bool = True) -> str:
-        proc = subprocess.run(list(argv), env=self.env(), capture_output=True, text=True, timeout=60)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr}")
-        return proc.stdout
-
-    def cancel_all(self) -> None:
-        self.run("scancel", "--user", pwd.getpwuid(os.geteuid()).pw_name, check=False)
-        wait_for(lambda: not self.run("squeue", "-h", "-o", "%i").strip(), 30, "the Slurm queue to drain")
-
-
-SLURM_CONF = """\
-ClusterName=cryomesh-test
-SlurmctldHost={node}
-SlurmUser=root
-SlurmdUser=root
-SlurmctldPort={ctld_port}
-SlurmdPort={d_port}
-AuthType=auth/munge
-AuthInfo=socket={dir}/munge.sock
-CredType=cred/munge
-StateSaveLocation={dir}/state
-SlurmdSpoolDir={dir}/spool
-SlurmctldPidFile={dir}/slurmctld.pid
-SlurmdPidFile={dir}/slurmd.pid
-SlurmctldLogFile={dir}/slurmctld.log
-SlurmdLogFile={dir}/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-GresTypes=gpu
-ReturnToService=2
-MpiDefault=none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SchedulerParameters=sched_interval=1
-NodeName={node} CPUs={cpus} RealMemory={mem} Gres=gpu:{gpu_type}:{gpus} State=UNKNOWN
-PartitionName=gpu Nodes={node} Default=YES MaxTime=INFINITE State=UP
-PartitionName=cpu Nodes={node} MaxTime=INFINITE State=UP
-"""
+from cryomesh_cli.devslurm import SlurmCluster, unavailable_reason  # noqa: E402
+from cryomesh_cli.devslurm import slurm_cluster as _slurm_cluster  # noqa: E402
 
 
 @contextmanager
 def slurm_cluster(gpus: int = 4, gpu_type: str = "a100") -> Iterator[SlurmCluster]:
-    tools = ["munged", "slurmctld", "slurmd", "sinfo", "scontrol", "squeue", "sbatch", "scancel"]
-    if any(shutil.which(t) is None and not Path("/usr/sbin", t).exists() for t in tools):
-        missing("Slurm and munge (Debian packages slurm-wlm and munge)")
+    reason = unavailable_reason()
+    if reason:
+        missing(reason)
         return
-    if os.geteuid() != 0:
-        missing("root (the test Slurm cluster runs slurmd as root)")
-        return
-    d = Path(tempfile.mkdtemp(prefix="cryomesh-slurm-"))
-    for sub in ("state", "spool"):
-        (d / sub).mkdir()
-    key = d / "munge.key"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o600)
-    subprocess.run(
-        [
-            "munged",
-            f"--key-file={key}",
-            f"--socket={d}/munge.sock",
-            f"--pid-file={d}/munged.pid",
-            f"--log-file={d}/munged.log",
-            f"--seed-file={d}/munged.seed",
-            "--force",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    for i in range(gpus):  # GRES needs device files; /dev/null's numbers stand in for GPUs
-        subprocess.run(["mknod", str(d / f"fakegpu{i}"), "c", "1", "3"], check=True)
-    node = socket.gethostname().split(".")[0]
-    conf = d / "slurm.conf"
-    conf.write_text(
-        SLURM_CONF.format(
-            node=node,
-            ctld_port=free_port(),
-            d_port=free_port(),
-            dir=d,
-            cpus=os.cpu_count() or 1,
-            mem=2000,
-            gpus=gpus,
-            gpu_type=gpu_type,
-        )
-    )
-    (d / "gres.conf").write_text(f"Name=gpu Type={gpu_type} File={d}/fakegpu[0-{gpus - 1}]\n")
-    cluster = SlurmCluster(conf, d, node, gpus, gpu_type)
-    env = cluster.env()
-    try:
-        subprocess.run(["slurmctld", "-i"], env=env, check=True, capture_output=True)
-        subprocess.run(["slurmd"], env=env, check=True, capture_output=True)
-
-        def ready() -> bool:
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True)
-            return out.returncode == 0 and "idle" in out.stdout
-
-        wait_for(ready, 30, "slurmd to register with slurmctld")
+    with _slurm_cluster(gpus, gpu_type) as cluster:
         yield cluster
-    finally:
-        for pidfile in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int((d / pidfile).read_text().strip()), 15)
-        time.sleep(0.3)
-        shutil.rmtree(d, ignore_errors=True)

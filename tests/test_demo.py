@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_demo_brings_three_sites_online(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     out = subprocess.run(
-        [sys.executable, "-m", "cryomesh_cli.main", "demo", "--duration", "12", "--report", str(report)],
+        [sys.executable, "-m", "cryomesh_cli.main", "demo", "--duration", "30", "--report", str(report)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -29,12 +29,23 @@ def test_demo_brings_three_sites_online(tmp_path: Path) -> None:
     for s in sites.values():
         assert s["status"] == "online" and s["lifecycle"] == "active"
         assert s["cpus_total"] > 0 and 0 <= s["cpus_free"] <= s["cpus_total"]
-    assert sites["kyoto-gpu"]["gpus"] == {"a100": {"total": 32, "free": 32}, "h100": {"total": 16, "free": 16}}
+    assert sites["kyoto-gpu"]["gpus"]["a100"]["total"] == 32 and sites["kyoto-gpu"]["gpus"]["h100"]["total"] == 16
     assert sites["aws-tokyo"]["gpus"]["a10g"]["total"] == 40
     import os
 
     assert sites["osaka-cpu"]["cpus_total"] == os.cpu_count(), "the local site measured this machine"
     assert data["network"]["sites_by_reachability"] == {"online": 3}
+
+    jobs = data["jobs"]
+    assert len(jobs) == 7 and all({"id", "kind", "state", "site", "placement"} <= set(j) for j in jobs)
+    assert {j["state"] for j in jobs} == {"COMPLETE"}, [(j["name"], j["state"]) for j in jobs]
+    for j in jobs:
+        verdicts = {v["site"]: v for v in j["placement"]["verdicts"]}
+        assert verdicts["aws-tokyo"]["reasons"] == ["policy: does not lend to institution osaka-u"]
+        if j["name"].startswith("refine3d"):
+            assert j["site"] == "kyoto-gpu", "only kyoto-gpu has A100s"
+            assert verdicts["osaka-cpu"]["reasons"] == ["has no a100 GPUs"]
+    assert "refused at submission" in out.stdout
 
 
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
