@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from hub.broker.batch import BatchResult, place_batch
 from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
 from hub.broker.views import load_site_views
 from hub.db import after_commit
@@ -102,29 +103,91 @@ def place_job(
     if best is None:
         if summary != last_summary:
             outcome = "impossible" if verdicts and all(v.never for v in verdicts) else "waiting"
-            session.add(PlacementRecord(job_id=job.id, attempt=job.attempt, decided_at=now, outcome=outcome, summary=summary,
-                                        verdicts=_record(verdicts, ranked)))  # fmt: skip
+            session.add(
+                PlacementRecord(
+                    job_id=job.id,
+                    attempt=job.attempt,
+                    decided_at=now,
+                    outcome=outcome,
+                    summary=summary,
+                    verdicts=_record(verdicts, ranked),
+                )
+            )
         return None
     site = next(v for v in views if v.name == best.site)
+    reserve(site, spec, best.gpu_model)
+    return _offer(session, job, spec, site, best, now, notifier, summary, _record(verdicts, ranked))
+
+
+def _offer(
+    session: Session,
+    job: Job,
+    spec: JobSpec,
+    site: SiteView,
+    best: Verdict,
+    now: datetime,
+    notifier: Notifier | None,
+    summary: str,
+    verdicts: list[dict[str, Any]],
+) -> Attempt:
+    """Offer the job's next attempt to ``site`` and record why."""
     job.attempt += 1
     job.site_id = site.id
     job.updated_at = now
     attempt = Attempt(
-        id=uuid.uuid4().hex, job_id=job.id, number=job.attempt, site_id=site.id, offered_at=now,
-        cpus=spec.resources.cpus, gpus=spec.resources.gpus, gpu_model=best.gpu_model,
-    )  # fmt: skip
+        id=uuid.uuid4().hex,
+        job_id=job.id,
+        number=job.attempt,
+        site_id=site.id,
+        offered_at=now,
+        cpus=spec.resources.cpus,
+        gpus=spec.resources.gpus,
+        gpu_model=best.gpu_model,
+    )
     session.add_all([job, attempt])
-    session.add(PlacementRecord(job_id=job.id, attempt=job.attempt, decided_at=now, outcome="placed", site=site.name,
-                                summary=summary, verdicts=_record(verdicts, ranked)))  # fmt: skip
-    reserve(site, spec, best.gpu_model)
+    session.add(
+        PlacementRecord(
+            job_id=job.id,
+            attempt=job.attempt,
+            decided_at=now,
+            outcome="placed",
+            site=site.name,
+            summary=summary,
+            verdicts=verdicts,
+        )
+    )
     if notifier is not None:
         site_id = site.id
         after_commit(session, lambda: notifier.notify(site_id))
     return attempt
 
 
+def _grouped(groups: dict[str, list[str]]) -> list[dict[str, Any]]:
+    out = []
+    for reason, names in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        if len(names) == 1:
+            label = names[0]
+        else:
+            label = f"{len(names)} sites ({', '.join(names[:10])}" + (f" and {len(names) - 10} more)" if len(names) > 10 else ")")
+        out.append({"site": label, "eligible": False, "reasons": [reason], "score": None, "score_parts": {}})
+    return out
+
+
+def _batch_summary(result: BatchResult) -> str:
+    if result.verdict is not None:
+        return f"placed on {result.verdict.site} (score {result.verdict.score}): " + ", ".join(result.verdict.reasons)
+    if not result.not_now and result.never:
+        return "no site could ever run this job"
+    counts = {r: len(n) for r, n in {**result.never, **result.not_now}.items()}
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:5]
+    return "waiting: " + "; ".join(f"{n} site(s): {r}" for r, n in top) if top else "waiting: no sites"
+
+
 def place_queued(session: Session, notifier: Notifier | None, now: datetime | None = None, limit: int = 10_000) -> int:
-    """One broker pass over queued, unplaced jobs, highest priority and oldest first."""
+    """One broker pass over queued, unplaced jobs, highest priority and oldest first.
+
+    Jobs with no failed or refused attempt go through the batch placer; the others through
+    ``place_job``, which applies their avoid rules. Both reserve on the same views."""
     now = now or utcnow()
     jobs = session.exec(
         select(Job)
@@ -135,15 +198,68 @@ def place_queued(session: Session, notifier: Notifier | None, now: datetime | No
     if not jobs:
         return 0
     views = load_site_views(session, now)
-    last: dict[str, str] = {}
     ids = [j.id for j in jobs]
-    for rec in session.exec(
-        select(PlacementRecord).where(col(PlacementRecord.job_id).in_(ids)).order_by(col(PlacementRecord.id))
+    last: dict[str, str] = {}
+    for job_id, summary in session.exec(
+        select(PlacementRecord.job_id, PlacementRecord.summary)
+        .where(col(PlacementRecord.job_id).in_(ids))
+        .order_by(col(PlacementRecord.id))
     ):
-        last[rec.job_id] = rec.summary
+        last[job_id] = summary
+    with_history = set(
+        session.exec(
+            select(Attempt.job_id).where(
+                col(Attempt.job_id).in_(ids),
+                col(Attempt.state).in_(("lost", "refused")) | (col(Attempt.tes_state) == "SYSTEM_ERROR"),
+            )
+        ).all()
+    )
     placed = 0
+    pending: list[Job] = []
+
+    def flush() -> None:
+        nonlocal placed
+        specs = [JobSpec.model_validate(j.spec) for j in pending]
+        for job, spec, result in zip(
+            pending,
+            specs,
+            place_batch([(sp, j.institution) for sp, j in zip(specs, pending, strict=True)], views, now),
+            strict=True,
+        ):
+            summary = _batch_summary(result)
+            verdicts = (
+                [
+                    {
+                        "site": result.verdict.site,
+                        "eligible": True,
+                        "reasons": result.verdict.reasons,
+                        "score": result.verdict.score,
+                        "score_parts": result.verdict.parts,
+                    }
+                ]
+                if result.verdict
+                else []
+            )
+            verdicts += _grouped(result.not_now) + _grouped(result.never)
+            if result.site is not None and result.verdict is not None:
+                _offer(session, job, spec, result.site, result.verdict, now, notifier, summary, verdicts)
+                placed += 1
+            elif summary != last.get(job.id):
+                outcome = "impossible" if not result.not_now else "waiting"
+                session.add(
+                    PlacementRecord(
+                        job_id=job.id, attempt=job.attempt, decided_at=now, outcome=outcome, summary=summary, verdicts=verdicts
+                    )
+                )
+        pending.clear()
+
     for job in jobs:
-        if place_job(session, job, views, now, notifier, last.get(job.id)) is not None:
-            placed += 1
+        if job.id in with_history:
+            flush()
+            if place_job(session, job, views, now, notifier, last.get(job.id)) is not None:
+                placed += 1
+        else:
+            pending.append(job)
+    flush()
     session.flush()
     return placed
