@@ -156,10 +156,15 @@ def _hardware_ok(spec: JobSpec, site: SiteView) -> tuple[str | None, list[str]]:
     return "no partition fits: " + "; ".join(reasons), []
 
 
-def _policy_never(spec: JobSpec, institution: str, site: SiteView) -> str | None:
-    p = site.policy
-    if p.allowed_institutions is not None and institution not in p.allowed_institutions:
+def institution_refused(institution: str, site: SiteView) -> str | None:
+    allowed = site.policy.allowed_institutions
+    if allowed is not None and institution not in allowed:
         return f"policy: does not lend to institution {institution}"
+    return None
+
+
+def _policy_never(spec: JobSpec, site: SiteView) -> str | None:
+    p = site.policy
     if p.allowed_kinds is not None and spec.kind.value not in p.allowed_kinds:
         return f"policy: does not accept {spec.kind.value} jobs"
     if p.max_walltime_s is not None and spec.resources.walltime_s > p.max_walltime_s:
@@ -203,9 +208,16 @@ def in_window(policy: SitePolicy, now: datetime) -> bool:
     return False
 
 
-def static_verdict(spec: JobSpec, institution: str, site: SiteView) -> tuple[str | None, list[str]]:
-    """(reason the job can never run at the site, usable GPU models)."""
-    for check in (_constraints(spec, site), _policy_never(spec, institution, site), _software_ok(spec, site)):
+def static_verdict(spec: JobSpec, institution: str | None, site: SiteView) -> tuple[str | None, list[str]]:
+    """(reason the job can never run at the site, usable GPU models). With ``institution``
+    None the institution check is left to the caller (the batch placer does it per job)."""
+    checks = (
+        _constraints(spec, site),
+        institution_refused(institution, site) if institution is not None else None,
+        _policy_never(spec, site),
+        _software_ok(spec, site),
+    )
+    for check in checks:
         if check:
             return check, []
     return _hardware_ok(spec, site)
@@ -215,6 +227,11 @@ def evaluate(spec: JobSpec, institution: str, site: SiteView, now: datetime, avo
     never, models = static_verdict(spec, institution, site)
     if never:
         return Verdict(site.name, eligible=False, never=True, reasons=[never])
+    return evaluate_now(spec, site, models, now, avoid)
+
+
+def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str]) -> Verdict:
+    """The part of ``evaluate`` that changes from moment to moment, for a site that passed the static checks."""
     reasons = []
     if site.status != "active":
         reasons.append(f"site is {site.status}")
