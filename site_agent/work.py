@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from site_agent.executors.base import tail
 from site_agent.jobstore import JobHandle, JobStore
 
 log = logging.getLogger("cryomesh.agent.work")
+
+#: How often the tail of a running job's output is sent to the hub (when it grew).
+LOG_EVERY_S = 5.0
 
 
 def policy_refusal(settings: AgentSettings, a: Assignment) -> str | None:
@@ -183,6 +187,7 @@ class Worker:
                     log.exception("could not check attempt %s", h.attempt_id)
                     continue
                 if status.state.value == h.state and not status.state.final:
+                    self._stream_tail(h)
                     continue
                 if status.state is JobState.RUNNING and not h.started_at:
                     h.started_at = datetime.now(UTC).isoformat()
@@ -191,6 +196,17 @@ class Worker:
                     log.info("attempt %s ended: %s", h.attempt_id, status.state.value)
                     self._close(h)
             await self._sleep(self.settings.executor.poll_interval_s)
+
+    def _stream_tail(self, h: JobHandle) -> None:
+        """While a job runs, send the tail of its output every ``LOG_EVERY_S`` if it grew."""
+        if h.state != JobState.RUNNING.value or time.monotonic() - h.extra.get("tail_sent_at", 0.0) < LOG_EVERY_S:
+            return
+        size = sum(f.stat().st_size for f in (Path(h.workdir) / "stdout.txt", Path(h.workdir) / "stderr.txt") if f.exists())
+        if size == h.extra.get("tail_size", 0):
+            return
+        h.extra["tail_sent_at"] = time.monotonic()
+        h.extra["tail_size"] = size
+        self._report(h, JobState.RUNNING, with_tails=True)
 
     async def outbox_loop(self) -> None:
         backoff = 0.5

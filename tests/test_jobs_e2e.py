@@ -224,3 +224,18 @@ def test_cli_submit_wait_logs_explain_usage(hub: HubProcess, tmp_path: Path) -> 
     bad.write_text("name: x\nkind: relion.nope\n")
     out = run("jobs", "submit", str(bad))
     assert out.returncode == 1 and "422" in out.stdout and "kind" in out.stdout
+
+
+def test_output_streams_while_the_job_runs(hub: HubProcess, tmp_path: Path) -> None:
+    start(hub, enrolled_agent(hub, tmp_path, "alpha"), "alpha")
+    me = hub.account("researcher", institution="kek")
+    j = hub.call("POST", "/api/v1/jobs", me, json=job(command=["sh", "-c", "echo halfway there; sleep 12; echo done"]))
+    wait_state(hub, j["id"], {"RUNNING"})
+
+    def streamed() -> bool:
+        return "halfway there" in hub.call("GET", f"/api/v1/jobs/{j['id']}/logs", me)["stdout_tail"]
+
+    wait_for(streamed, 10, "the running job's output to reach the hub")
+    assert hub.api("GET", f"/api/v1/jobs/{j['id']}")["state"] == "RUNNING", "seen before the job ended"
+    hub.call("POST", f"/api/v1/jobs/{j['id']}/cancel", me)
+    wait_state(hub, j["id"], {"CANCELED"})

@@ -332,7 +332,9 @@ def report(session: Session, principal: Principal, attempt_id: str, r: AttemptRe
     if r.state in (JobState.INITIALIZING, JobState.RUNNING):
         if r.state is JobState.RUNNING and attempt.started_at is None:
             attempt.started_at = now
-        if current not in (JobState.CANCELING, r.state):
+        # Progress that goes backwards (Slurm requeued a running job) is recorded on the
+        # attempt but does not move the job; it is no reason to refuse the report.
+        if current is not JobState.CANCELING and current is not r.state and states.can_move(current, r.state):
             states.move(
                 session, job, r.state, f"{r.state.value.lower()} at {site.name}" + (f" as {r.local_id}" if r.local_id else "")
             )

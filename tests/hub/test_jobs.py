@@ -277,10 +277,12 @@ def test_reports_are_sequenced_and_idempotent_and_usage_is_booked(jhub: Hub, tmp
     assert r.json() == {"attempt_id": aid, "seq": 1, "job_state": "RUNNING", "duplicate": False, "cancel": False}
     again = alpha.report(aid, 1, "RUNNING", local_id="12345")
     assert again.json()["duplicate"] is True
-    done = alpha.report(aid, 2, "COMPLETE", exit_code=0, stdout_tail="refined to 2.9 A\n", ended_at="2026-01-01T02:00:00Z")
+    back = alpha.report(aid, 2, "INITIALIZING", local_id="12345")  # e.g. Slurm requeued it
+    assert back.status_code == 200 and back.json()["job_state"] == "RUNNING", "backwards progress is recorded, not refused"
+    done = alpha.report(aid, 3, "COMPLETE", exit_code=0, stdout_tail="refined to 2.9 A\n", ended_at="2026-01-01T02:00:00Z")
     assert done.json()["job_state"] == "COMPLETE"
-    assert alpha.report(aid, 2, "COMPLETE", exit_code=0).json()["duplicate"] is True, "a resent final report changes nothing"
-    stale = alpha.report(aid, 3, "EXECUTOR_ERROR", exit_code=1)
+    assert alpha.report(aid, 3, "COMPLETE", exit_code=0).json()["duplicate"] is True, "a resent final report changes nothing"
+    stale = alpha.report(aid, 4, "EXECUTOR_ERROR", exit_code=1)
     assert stale.status_code == 409 and "no longer current" in stale.json()["detail"]
     with jhub.as_(me) as c:
         final = c.get(f"/api/v1/jobs/{job['id']}").json()
