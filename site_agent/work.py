@@ -78,15 +78,17 @@ class Worker:
 
     # -- reports ----------------------------------------------------------------
 
-    def _report(self, h: JobHandle, state: JobState, **fields: Any) -> None:
+    def _report(self, h: JobHandle, state: JobState, with_tails: bool = False, **fields: Any) -> None:
         body: dict[str, Any] = {
             "state": state.value,
             "local_id": h.local_id,
             **{k: v for k, v in fields.items() if v is not None},
         }
-        if state.final or state is JobState.SYSTEM_ERROR:
+        ending = state.final or state in (JobState.SYSTEM_ERROR, JobState.PREEMPTED)
+        if with_tails or ending:
             body["stdout_tail"] = tail(Path(h.workdir) / "stdout.txt")
             body["stderr_tail"] = tail(Path(h.workdir) / "stderr.txt")
+        if ending:
             body["ended_at"] = datetime.now(UTC).isoformat()
         if h.started_at:
             body["started_at"] = h.started_at

@@ -360,6 +360,7 @@ def report(session: Session, principal: Principal, attempt_id: str, r: AttemptRe
                 f"{final.value.lower()} at {site.name}" + (f": {reason}" if reason else ""),
                 exit_code=r.exit_code,
             )
+    session.flush()  # before refresh, or changes no state move wrote (the output tails) are lost
     session.refresh(job)
     return ReportAck(
         attempt_id=attempt.id, seq=r.seq, job_state=JobState(job.state), duplicate=False, cancel=job.cancel_requested
