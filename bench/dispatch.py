@@ -8,19 +8,14 @@ clock stops when the site's poll returns it. Baseline: a ``/healthz`` round trip
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 from authlib.oauth2.rfc7523 import private_key_jwt_sign
 
+from bench.common import bench_hub
 from site_agent.credentials import load_key
 from site_agent.enroll import enroll
 
@@ -30,34 +25,9 @@ def pct(xs: list[float], p: float) -> float:
 
 
 async def run(n_sites: int = 10, n_jobs: int = 200) -> dict[str, float]:
-    tmp = Path(tempfile.mkdtemp(prefix="cryomesh-dispatch-"))
-    port = int(
-        subprocess.check_output(
-            [sys.executable, "-c", "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])"]
-        )
-    )
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "CRYOMESH_DATA_DIR": str(tmp),
-        "CRYOMESH_PUBLIC_URL": url,
-        "CRYOMESH_PORT": str(port),
-        "CRYOMESH_CREDENTIALS": str(tmp / "admin.json"),
-        "CRYOMESH_LOG_LEVEL": "WARNING",
-        "CRYOMESH_SWEEP_INTERVAL_S": "60",
-    }
-    cli = [sys.executable, "-m", "cryomesh_cli.main"]
-    subprocess.run([*cli, "admin", "bootstrap", "--name", "bench"], env=env, check=True, capture_output=True)
-    admin = json.loads((tmp / "admin.json").read_text())
-    hub = subprocess.Popen([*cli, "hub", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with bench_hub("cryomesh-dispatch-", sweep_interval_s="60") as bh:
+        url, tmp, admin = bh.url, bh.tmp, bh.admin
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
             tok = (
                 await http.post(
                     "/oauth/token", data={"grant_type": "client_credentials"}, auth=(admin["client_id"], admin["client_secret"])
@@ -158,9 +128,6 @@ async def run(n_sites: int = 10, n_jobs: int = 200) -> dict[str, float]:
                 submits.append((t1 - t0) * 1000)
             for p in pollers:
                 p.cancel()
-    finally:
-        hub.terminate()
-        hub.wait(15)
     return {
         "baseline_p50": statistics.median(base),
         "baseline_p99": pct(base, 0.99),

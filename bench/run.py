@@ -19,9 +19,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +27,7 @@ from typing import Any
 import httpx
 from authlib.oauth2.rfc7523 import private_key_jwt_sign
 
+from bench.common import bench_hub
 from site_agent.credentials import load_key
 from site_agent.enroll import enroll
 
@@ -87,34 +85,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="cryomesh-bench-"))
-    port = int(
-        subprocess.check_output(
-            [sys.executable, "-c", "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])"]
-        )
-    )
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "CRYOMESH_DATA_DIR": str(tmp),
-        "CRYOMESH_PUBLIC_URL": url,
-        "CRYOMESH_PORT": str(port),
-        "CRYOMESH_CREDENTIALS": str(tmp / "admin.json"),
-        "CRYOMESH_LOG_LEVEL": "WARNING",
-    }
-    cli = [sys.executable, "-m", "cryomesh_cli.main"]
-    subprocess.run([*cli, "admin", "bootstrap", "--name", "bench"], env=env, check=True, capture_output=True)
-    import json
-
-    admin = json.loads((tmp / "admin.json").read_text())
-    hub = subprocess.Popen([*cli, "hub", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with bench_hub("cryomesh-bench-") as bh:
+        url, tmp, admin = bh.url, bh.tmp, bh.admin
         http = httpx.Client(base_url=url, timeout=30)
         tok = http.post(
             "/oauth/token", data={"grant_type": "client_credentials"}, auth=(admin["client_id"], admin["client_secret"])
@@ -174,9 +146,6 @@ def main() -> None:
             "POST heartbeat": timed(n, beat),
             f"GET /api/v1/network/summary ({args.sites} sites)": timed(max(50, n // 5), summary),
         }
-    finally:
-        hub.terminate()
-        hub.wait(15)
 
     hot = hot_path_section(results, args)
     import asyncio

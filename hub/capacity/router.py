@@ -19,7 +19,7 @@ from hub.errors import AUTH_ERRORS, BadRequest, NotFound, responses
 from hub.jobs.service import renew_leases
 from hub.sites.queries import get_site_by_name
 from hub.sites.service import read_site
-from hub.types import utcnow
+from hub.timewindow import window
 from shared.schemas.capacity import CapacityHistory, Heartbeat, HeartbeatAck, SiteCapacity
 
 router = APIRouter(prefix="/api/v1/sites", tags=["capacity"])
@@ -60,10 +60,5 @@ def capacity_history(
     hours: Annotated[float, Query(gt=0, le=24 * 366)] = 24,
 ) -> CapacityHistory:
     """Downsampled capacity history (one point per ``history_bucket_s``), default the last 24 h."""
-    until = until or utcnow()
-    since = since or until - timedelta(hours=hours)
-    if since.tzinfo is None or until.tzinfo is None:
-        raise BadRequest("since and until must carry a timezone, e.g. 2026-01-01T00:00:00Z")
-    if since > until:
-        raise BadRequest("since is after until")
+    since, until = window(since, until, timedelta(hours=hours))
     return service.history(session, read_site(session, principal, name), since, until, settings.history_bucket_s)

@@ -31,6 +31,7 @@ from hub.jobs import service, usage
 from hub.jobs.models import SitePolicyRow
 from hub.jobs.notify import Notifier
 from hub.sites.queries import get_site_by_name
+from hub.timewindow import window
 from hub.types import utcnow
 from shared.schemas.auth import Role
 from shared.schemas.common import Page
@@ -191,10 +192,5 @@ def get_usage(
     days: Annotated[float, Query(gt=0, le=3660)] = 30,
 ) -> UsageReport:  # fmt: skip
     """CPU- and GPU-hours consumed by institution and provided by site, in a time window (default 30 days)."""
-    until = until or utcnow()
-    since = since or until - timedelta(days=days)
-    if since.tzinfo is None or until.tzinfo is None:
-        raise BadRequest("since and until must carry a timezone, e.g. 2026-01-01T00:00:00Z")
-    if since > until:
-        raise BadRequest("since is after until")
+    since, until = window(since, until, timedelta(days=days))
     return usage.report(session, principal, since, until)

@@ -3,23 +3,20 @@ memory and GRES GPUs with their types, ``squeue`` for the local queue."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from shared.schemas.capacity import CapacityTotals, GpuCapacity, GpuCount, PartitionCapacity
 from site_agent.config import DiscoverySection
+from site_agent.slurmcli import SlurmError, run_slurm
+
+__all__ = ["SlurmDiscovery", "SlurmError"]
 
 #: Node states in which a node takes no new work.
 _UNAVAILABLE = ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "POWERED_DOWN", "POWERING_DOWN", "MAINT", "FUTURE", "REBOOT")
 _GRES_GPU = re.compile(r"gpu(?::([^:(,]+))?:(\d+)")
 _TRES_GPU = re.compile(r"gres/gpu(?::([^=,]+))?=(\d+)")
-
-
-class SlurmError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -167,17 +164,7 @@ class SlurmDiscovery:
         self._totals: CapacityTotals | None = None
 
     def _run(self, *argv: str) -> str:
-        cmd = [str(self.cfg.slurm_bin_dir / argv[0]) if self.cfg.slurm_bin_dir else argv[0], *argv[1:]]
-        env = dict(os.environ)
-        if self.cfg.slurm_conf:
-            env["SLURM_CONF"] = str(self.cfg.slurm_conf)
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SlurmError(f"{argv[0]} failed: {exc}") from exc
-        if proc.returncode != 0:
-            raise SlurmError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[:300]}")
-        return proc.stdout
+        return run_slurm(list(argv), self.cfg.slurm_bin_dir, self.cfg.slurm_conf, timeout=30).stdout
 
     def partitions(self) -> list[PartitionCapacity]:
         nodes = parse_nodes(self._run("scontrol", "show", "node", "-d", "-o"))

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -13,6 +12,7 @@ from site_agent.commands import argv_for, shell_line
 from site_agent.config import ExecutorSection
 from site_agent.executors.base import Status, exit_code, finished
 from site_agent.jobstore import JobHandle
+from site_agent.slurmcli import run_slurm
 
 #: Slurm job states (squeue %T / scontrol JobState) to TES.
 SLURM_TO_TES: dict[str, JobState] = {
@@ -23,10 +23,6 @@ SLURM_TO_TES: dict[str, JobState] = {
     "OUT_OF_MEMORY": JobState.EXECUTOR_ERROR, "DEADLINE": JobState.EXECUTOR_ERROR, "CANCELLED": JobState.CANCELED,
     "NODE_FAIL": JobState.SYSTEM_ERROR, "BOOT_FAIL": JobState.SYSTEM_ERROR, "PREEMPTED": JobState.PREEMPTED,
 }  # fmt: skip
-
-
-class SlurmCommandError(RuntimeError):
-    pass
 
 
 def batch_script(h: JobHandle, spec: JobSpec, cfg: ExecutorSection) -> str:
@@ -68,17 +64,7 @@ class SlurmExecutor:
         self.cfg = cfg
 
     def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.cfg.slurm_bin_dir / argv[0]) if self.cfg.slurm_bin_dir else argv[0], *argv[1:]]
-        env = dict(os.environ)
-        if self.cfg.slurm_conf:
-            env["SLURM_CONF"] = str(self.cfg.slurm_conf)
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SlurmCommandError(f"{argv[0]} failed: {exc}") from exc
-        if check and proc.returncode != 0:
-            raise SlurmCommandError(f"{' '.join(argv[:2])} exited {proc.returncode}: {proc.stderr.strip()[:500]}")
-        return proc
+        return run_slurm(list(argv), self.cfg.slurm_bin_dir, self.cfg.slurm_conf, check=check)
 
     def submit(self, h: JobHandle, spec: JobSpec) -> str:
         workdir = Path(h.workdir)
