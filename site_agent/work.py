@@ -157,8 +157,7 @@ class Worker:
             attempt_id=a.attempt_id, job_id=a.job_id, attempt=a.attempt, executor=self.executor.name,
             workdir=str(self.workdir / f"{a.job_id}-{a.attempt}"), spec=a.spec.model_dump(mode="json"), institution=a.institution,
         )  # fmt: skip
-        self.store.save(h)  # held on disk before anything starts
-        self.active[h.attempt_id] = h
+        self.store.save(h)  # held on disk before anything starts, so a restart finds it
         try:
             h.local_id = await asyncio.to_thread(self.executor.submit, h, JobSpec.model_validate(h.spec))
         except Exception as exc:  # the site could not start it: a system error, retried elsewhere
@@ -166,6 +165,9 @@ class Worker:
             self._report(h, JobState.SYSTEM_ERROR, reason=f"{self.executor.name} could not start the job: {exc}")
             self._close(h)
             return
+        # Followed by the monitor only once it has really started: before that there is
+        # no process to look at, and "no process" would read as a lost job.
+        self.active[h.attempt_id] = h
         log.info("started attempt %s of job %s as %s %s", a.attempt_id, a.job_id, self.executor.name, h.local_id)
         self._report(h, JobState.INITIALIZING)
 
@@ -183,6 +185,8 @@ class Worker:
     async def monitor_loop(self) -> None:
         while not self.stopping.is_set():
             for h in list(self.active.values()):
+                if h.local_id is None:
+                    continue
                 try:
                     status = await asyncio.to_thread(self.executor.poll, h)
                 except Exception:

@@ -51,6 +51,8 @@ def test_no_attempt_runs_twice(pg_url: str, tmp_path: Path) -> None:
         ran = Counter(runs.read_text().split())
         assert set(ran) == set(ids), "every job ran"
         assert max(ran.values()) == 1, f"a job ran twice: {[k for k, v in ran.items() if v > 1]}"
+        spurious = [m for a in agents for m in a.messages() if "SYSTEM_ERROR" in m]
+        assert spurious == [], f"no attempt should look lost: {spurious}"
         claimed_409 = sum("could not take attempt" in m for a in agents for m in a.messages())
         print(f"{claimed_409} claims lost to another agent (refused with 409)")
     finally:
