@@ -16,6 +16,7 @@ from hub.auth.keys import KeyCache
 from hub.auth.router import router as auth_router
 from hub.auth.tokens import TokenVerifier
 from hub.capacity.router import router as capacity_router
+from hub.datasets.router import router as datasets_router
 from hub.db import make_engine, transaction
 from hub.errors import install_error_handlers
 from hub.jobs.notify import Notifier
@@ -78,6 +79,15 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
             return JSONResponse({"status": "unavailable", "detail": str(exc)[:200]}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    for router in (auth_router, sites_router, capacity_router, agents_router, accounts_router, network_router, jobs_router):
+    for router in (
+        auth_router,
+        sites_router,
+        capacity_router,
+        agents_router,
+        accounts_router,
+        network_router,
+        jobs_router,
+        datasets_router,
+    ):
         app.include_router(router)
     return app

@@ -2,6 +2,7 @@
 
 from hub.auth.models import EnrollmentCodeRow, EnrollmentRow, OAuthClient, SigningKey, UsedAssertion
 from hub.capacity.models import CapacityBucket, CapacityLatest
+from hub.datasets.models import Dataset, Replica
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
 from hub.sites.models import PartitionRow, Site, SoftwareRow, StorageRow
 
@@ -9,12 +10,14 @@ __all__ = [
     "Attempt",
     "CapacityBucket",
     "CapacityLatest",
+    "Dataset",
     "EnrollmentCodeRow",
     "EnrollmentRow",
     "Job",
     "OAuthClient",
     "PartitionRow",
     "PlacementRecord",
+    "Replica",
     "SigningKey",
     "Site",
     "SitePolicyRow",

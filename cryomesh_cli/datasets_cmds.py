@@ -1,0 +1,159 @@
+"""``cryomesh datasets ...``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cryomesh_cli.common import ConfigOpt, HubOpt, IdOpt, JsonOpt, SecretOpt, fail, hub_call, load_document
+from cryomesh_cli.render import console, print_json
+
+datasets_app = typer.Typer(help="The dataset registry.", no_args_is_help=True)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+@datasets_app.command("register")
+def register(
+    config: ConfigOpt,
+    path: Annotated[Path, typer.Option("--path", help="The dataset's directory, on this site")],
+    title: Annotated[str | None, typer.Option(help="Title (or in --metadata)")] = None,
+    metadata: Annotated[Path | None, typer.Option(help="YAML/JSON with sample, instrument, detector, acquisition, ...")] = None,
+    visibility: Annotated[str | None, typer.Option(help="private, network or public")] = None,
+    checksum: Annotated[str, typer.Option(help="crc64nvme (fast, S3's) or sha256")] = "crc64nvme",
+    as_json: JsonOpt = False,
+) -> None:
+    """Scan a directory on this site, checksum every file, read MRC headers, and register it
+    with the hub through this site's agent credentials."""
+    from pydantic import ValidationError
+
+    from shared.schemas.datasets import ChecksumAlgorithm, DatasetCreate
+    from site_agent.client import HubClient
+    from site_agent.config import load_settings
+    from site_agent.credentials import load_credentials, load_key
+    from site_agent.datasets import image_sets, scan
+    from site_agent.errors import HubError
+
+    try:
+        settings = load_settings(config)
+        manifest = scan(path, ChecksumAlgorithm(checksum))
+    except (FileNotFoundError, NotADirectoryError, ValueError, ValidationError) as exc:
+        fail(str(exc))
+    meta: dict[str, Any] = dict(load_document(metadata) or {}) if metadata else {}
+    if title:
+        meta["title"] = title
+    if visibility:
+        meta["visibility"] = visibility
+    meta.setdefault("image_sets", [s.model_dump() for s in image_sets(path.resolve(), manifest)])
+    try:
+        body = DatasetCreate.model_validate(
+            {**meta, "manifest": manifest.model_dump(mode="json"), "location": str(path.resolve())}
+        )
+    except ValidationError as exc:
+        fail(f"the dataset description is not valid: {exc}")
+
+    async def send() -> Any:
+        creds = load_credentials(settings.agent.state_dir)
+        client = HubClient(
+            settings.agent.hub_url or creds.hub_url, creds.client_id, load_key(settings.agent.state_dir), creds.token_endpoint
+        )
+        try:
+            return await client.request("POST", "/api/v1/datasets", json=body.model_dump(mode="json"))
+        finally:
+            await client.aclose()
+
+    try:
+        ds = asyncio.run(send())
+    except (HubError, FileNotFoundError) as exc:
+        fail(f"registration refused: {exc}")
+    if as_json:
+        print_json(ds)
+        return
+    console.print(
+        f"registered [bold]{ds['id']}[/bold] '{ds['title']}': {ds['file_count']} files, {human_bytes(ds['total_bytes'])}, "
+        f"replica AVAILABLE at {ds['owner_site']}"
+    )
+
+
+def datasets_table(items: list[dict[str, Any]]) -> Table:
+    t = Table(title=f"{len(items)} dataset(s)")
+    for col in ("id", "title", "type", "sample", "pixel Å", "files", "size", "visibility", "replicas"):
+        t.add_column(col)
+    for d in items:
+        reps = ", ".join(f"{r['site']} {r['state']}" for r in d["replicas"])
+        px = d["acquisition"].get("pixel_size_a") or next(
+            (s.get("pixel_size_a") for s in d["image_sets"] if s.get("pixel_size_a")), None
+        )
+        t.add_row(
+            d["id"],
+            d["title"],
+            d["experiment_type"],
+            (d.get("sample") or {}).get("name", "-"),
+            f"{px:g}" if px else "-",
+            str(d["file_count"]),
+            human_bytes(d["total_bytes"]),
+            d["visibility"],
+            reps,
+        )
+    return t
+
+
+@datasets_app.command("list")
+def list_datasets(
+    q: Annotated[str | None, typer.Option(help="Text in title, sample or description")] = None,
+    experiment_type: Annotated[str | None, typer.Option()] = None,
+    site: Annotated[str | None, typer.Option(help="Held (AVAILABLE) at this site")] = None,
+    pixel_size_min: Annotated[float | None, typer.Option()] = None,
+    pixel_size_max: Annotated[float | None, typer.Option()] = None,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Datasets you may see."""
+    params = {
+        "q": q,
+        "experiment_type": experiment_type,
+        "site": site,
+        "pixel_size_min": pixel_size_min,
+        "pixel_size_max": pixel_size_max,
+    }
+    page = hub_call((hub, client_id, client_secret), "GET", "/api/v1/datasets", params=params)
+    print_json(page) if as_json else console.print(datasets_table(page["items"]))
+
+
+@datasets_app.command("show")
+def show(
+    dataset_id: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False
+) -> None:
+    """One dataset: metadata, image sets, replicas."""
+    d = hub_call((hub, client_id, client_secret), "GET", f"/api/v1/datasets/{dataset_id}")
+    if as_json:
+        print_json(d)
+        return
+    console.print(datasets_table([d]))
+    sets = Table(title="image sets")
+    for col in ("category", "format", "count", "frames", "size px", "pixel Å", "pattern"):
+        sets.add_column(col)
+    for s in d["image_sets"]:
+        dims = f"{s['width']}x{s['height']}" if s.get("width") else "-"
+        sets.add_row(
+            s["category"],
+            s["format"],
+            str(s["count"]),
+            str(s.get("frames_per_image") or "-"),
+            dims,
+            str(s.get("pixel_size_a") or "-"),
+            s.get("file_pattern") or "-",
+        )
+    console.print(sets)

@@ -1,0 +1,191 @@
+"""Datasets: EMPIAR-style metadata, checksummed manifests, replicas."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from shared.schemas.common import Page
+
+
+class ExperimentType(StrEnum):
+    SPA = "spa"
+    TOMOGRAPHY = "tomography"
+    SUBTOMOGRAM_AVERAGING = "subtomogram_averaging"
+    HELICAL = "helical"
+    MICROED = "microed"
+    OTHER = "other"
+
+
+class Visibility(StrEnum):
+    PRIVATE = "private"  # the owner site's institution only
+    NETWORK = "network"  # anyone signed in to the network
+    PUBLIC = "public"
+
+
+class ReplicaState(StrEnum):
+    AVAILABLE = "AVAILABLE"
+    COPYING = "COPYING"
+    UNAVAILABLE = "UNAVAILABLE"
+    BAD = "BAD"
+    DELETING = "DELETING"
+
+
+class ChecksumAlgorithm(StrEnum):
+    CRC64NVME = "crc64nvme"
+    SHA256 = "sha256"
+
+
+class Sample(BaseModel):
+    name: str = Field(min_length=1, max_length=300)
+    organism: str | None = Field(default=None, max_length=300)
+    molecular_weight_kda: float | None = Field(default=None, gt=0)
+
+
+class Instrument(BaseModel):
+    microscope: str | None = Field(default=None, max_length=200, description="e.g. 'Titan Krios G4'")
+    voltage_kv: float | None = Field(default=None, gt=0, le=3000)
+    cs_mm: float | None = Field(default=None, ge=0, le=100)
+    energy_filter: str | None = Field(default=None, max_length=200)
+
+
+class Detector(BaseModel):
+    model: str | None = Field(default=None, max_length=200, description="e.g. 'Falcon 4i', 'K3'")
+    mode: str | None = Field(default=None, pattern=r"^(counting|super-resolution|eer|integrating)$")
+
+
+class Acquisition(BaseModel):
+    pixel_size_a: float | None = Field(default=None, gt=0, le=100, description="Ångström per pixel")
+    total_dose_e_per_a2: float | None = Field(default=None, gt=0)
+    dose_per_frame: float | None = Field(default=None, gt=0)
+    exposure_s: float | None = Field(default=None, gt=0)
+    defocus_min_um: float | None = None
+    defocus_max_um: float | None = None
+    tilt_min_deg: float | None = Field(default=None, ge=-90, le=90)
+    tilt_max_deg: float | None = Field(default=None, ge=-90, le=90)
+    tilt_step_deg: float | None = Field(default=None, gt=0, le=90)
+
+
+class ImageSet(BaseModel):
+    category: str = Field(pattern=r"^(raw_movies|micrographs|particle_stacks|maps|tilt_series|other)$")
+    format: str = Field(pattern=r"^(mrc|mrcs|tiff|eer|star|other)$")
+    count: int = Field(ge=0)
+    frames_per_image: int | None = Field(default=None, ge=1)
+    width: int | None = Field(default=None, ge=1)
+    height: int | None = Field(default=None, ge=1)
+    pixel_size_a: float | None = Field(default=None, gt=0)
+    file_pattern: str | None = Field(default=None, max_length=500)
+
+
+class CrossReferences(BaseModel):
+    emdb: list[str] = Field(default_factory=list, max_length=50)
+    empiar: list[str] = Field(default_factory=list, max_length=50)
+    pdb: list[str] = Field(default_factory=list, max_length=50)
+
+
+_BAD_SEGMENT = {"", ".", ".."}
+
+
+def check_relative_path(path: str) -> str:
+    """A manifest path must stay inside its dataset: relative, no '..', no odd bytes."""
+    if not path or len(path) > 1024:
+        raise ValueError("a file path must be 1 to 1024 characters")
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or "\\" in path:
+        raise ValueError(f"{path!r} is not a relative POSIX path")
+    if any(ord(c) < 32 for c in path):
+        raise ValueError(f"{path!r} contains control characters")
+    if any(seg in _BAD_SEGMENT for seg in path.split("/")):
+        raise ValueError(f"{path!r} has an empty, '.' or '..' segment; paths must stay inside the dataset")
+    return path
+
+
+class ManifestFile(BaseModel):
+    path: str
+    size: int = Field(ge=0)
+    checksum: str = Field(min_length=1, max_length=200, description="base64 CRC64NVME (S3's form) or hex SHA-256")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_relative_path(v)
+
+
+def manifest_digest(algorithm: str, files: list[ManifestFile]) -> str:
+    """SHA-256 over the sorted manifest lines: one value that names exactly this content."""
+    h = hashlib.sha256(f"cryomesh-manifest-v1 {algorithm}\n".encode())
+    for f in sorted(files, key=lambda f: f.path):
+        h.update(f"{f.path}\t{f.size}\t{f.checksum}\n".encode())
+    return h.hexdigest()
+
+
+class Manifest(BaseModel):
+    algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC64NVME
+    files: list[ManifestFile] = Field(min_length=1, max_length=1_000_000)
+    digest: str = Field(description="manifest_digest(algorithm, files); checked by the hub")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        paths = [f.path for f in self.files]
+        if len(set(paths)) != len(paths):
+            raise ValueError("a path is listed twice in the manifest")
+        if manifest_digest(self.algorithm.value, self.files) != self.digest:
+            raise ValueError("the manifest digest does not match its files")
+        return self
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+class DatasetMetadata(BaseModel):
+    title: str = Field(min_length=1, max_length=500)
+    description: str | None = Field(default=None, max_length=20_000)
+    experiment_type: ExperimentType = ExperimentType.SPA
+    sample: Sample | None = None
+    instrument: Instrument = Field(default_factory=Instrument)
+    detector: Detector = Field(default_factory=Detector)
+    acquisition: Acquisition = Field(default_factory=Acquisition)
+    image_sets: list[ImageSet] = Field(default_factory=list, max_length=100)
+    owner_group: str | None = Field(default=None, max_length=200, description="The lab or group at the owner site")
+    visibility: Visibility = Visibility.PRIVATE
+    embargo_until: date | None = None
+    cross_references: CrossReferences = Field(default_factory=CrossReferences)
+
+
+class DatasetCreate(DatasetMetadata):
+    """Sent by a site's agent: the owner site is the agent's own; the first replica is there."""
+
+    manifest: Manifest
+    location: str = Field(min_length=1, max_length=2000, description="Where the replica lives at the site")
+    source_datasets: list[str] = Field(default_factory=list, max_length=100, description="Provenance: datasets it derives from")
+    source_job: str | None = Field(default=None, max_length=40, description="Provenance: the job that produced it")
+
+
+class ReplicaPublic(BaseModel):
+    site: str
+    state: ReplicaState
+    location: str
+    verified_at: datetime | None
+    created_at: datetime
+
+
+class DatasetPublic(DatasetMetadata):
+    id: str
+    owner_site: str
+    institution: str
+    file_count: int
+    total_bytes: int
+    checksum_algorithm: ChecksumAlgorithm
+    manifest_digest: str
+    replicas: list[ReplicaPublic]
+    source_datasets: list[str]
+    source_job: str | None
+    registered_by: str
+    created_at: datetime
+
+
+DatasetPage = Page[DatasetPublic]

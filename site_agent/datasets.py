@@ -1,0 +1,112 @@
+"""Describing a directory as a dataset: a checksummed manifest and image sets read from
+MRC headers. Runs at the site; only the description goes to the hub, never the data."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from awscrt import checksums
+
+from shared.schemas.datasets import ChecksumAlgorithm, ImageSet, Manifest, ManifestFile, check_relative_path, manifest_digest
+
+CHUNK = 8 * 2**20
+
+
+def crc64nvme_b64(value: int) -> str:
+    """S3's representation: base64 of the 8 big-endian bytes."""
+    return base64.b64encode(value.to_bytes(8, "big")).decode()
+
+
+def file_checksum(path: Path, algorithm: ChecksumAlgorithm) -> str:
+    if algorithm is ChecksumAlgorithm.SHA256:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+    crc = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            crc = checksums.crc64nvme(chunk, crc)
+    return crc64nvme_b64(crc)
+
+
+def scan(root: Path, algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC64NVME) -> Manifest:
+    """Every regular file under ``root`` (symlinks are not followed: a link could point
+    outside the dataset), with its size and checksum."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a directory")
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            if full.is_symlink() or not full.is_file():
+                continue
+            rel = full.relative_to(root).as_posix()
+            check_relative_path(rel)
+            files.append(ManifestFile(path=rel, size=full.stat().st_size, checksum=file_checksum(full, algorithm)))
+    if not files:
+        raise ValueError(f"{root} holds no files")
+    return Manifest(algorithm=algorithm, files=files, digest=manifest_digest(algorithm.value, files))
+
+
+_FORMATS = {".mrc": "mrc", ".mrcs": "mrcs", ".tif": "tiff", ".tiff": "tiff", ".eer": "eer", ".star": "star"}
+
+
+def image_sets(root: Path, manifest: Manifest) -> list[ImageSet]:
+    """Group image files by format and read dimensions and pixel size from MRC headers."""
+    import mrcfile
+
+    groups: dict[str, list[str]] = defaultdict(list)
+    for f in manifest.files:
+        fmt = _FORMATS.get(Path(f.path).suffix.lower())
+        if fmt and fmt != "star":
+            groups[fmt].append(f.path)
+    out = []
+    for fmt, paths in sorted(groups.items()):
+        header: dict[str, Any] = {}
+        if fmt in ("mrc", "mrcs"):
+            try:
+                with mrcfile.open(root / paths[0], header_only=True, permissive=True) as m:
+                    h = m.header
+                    header = {
+                        "width": int(h.nx),
+                        "height": int(h.ny),
+                        "nz": int(h.nz),
+                        "pixel_size_a": round(float(m.voxel_size.x), 4) or None,
+                        "ispg": int(h.ispg),
+                    }
+            except (OSError, ValueError):
+                header = {}
+        nz = header.get("nz", 1)
+        if fmt == "mrcs":
+            category, frames = "particle_stacks", None
+        elif fmt == "mrc" and nz > 1 and header.get("ispg", 0) != 0:
+            category, frames = "maps", None
+        elif fmt == "mrc" and nz > 1:
+            category, frames = "raw_movies", nz
+        elif fmt == "mrc":
+            category, frames = "micrographs", None
+        else:
+            category, frames = "raw_movies", None
+        common = os.path.commonprefix(paths)  # noqa: RUF071 (a name prefix for the file pattern, e.g. "movie_00*")
+        out.append(
+            ImageSet(
+                category=category,
+                format=fmt,
+                count=len(paths),
+                frames_per_image=frames,
+                width=header.get("width"),
+                height=header.get("height"),
+                pixel_size_a=header.get("pixel_size_a"),
+                file_pattern=f"{common}*{Path(paths[0]).suffix}",
+            )
+        )
+    return out
