@@ -3,6 +3,7 @@
 from hub.auth.models import EnrollmentCodeRow, EnrollmentRow, OAuthClient, SigningKey, UsedAssertion
 from hub.capacity.models import CapacityBucket, CapacityLatest
 from hub.datasets.models import Dataset, Replica
+from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
 from hub.sites.models import PartitionRow, Site, SoftwareRow, StorageRow
 
@@ -18,6 +19,9 @@ __all__ = [
     "PartitionRow",
     "PlacementRecord",
     "Replica",
+    "ShareEventRow",
+    "SharePolicyRow",
+    "ShareRequest",
     "SigningKey",
     "Site",
     "SitePolicyRow",

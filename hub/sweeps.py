@@ -18,6 +18,7 @@ from hub.auth import keys as signing_keys
 from hub.auth.server import prune_used_assertions
 from hub.broker.service import place_queued
 from hub.capacity.service import mark_unreachable, prune_history
+from hub.datasets.shares import expire_shares
 from hub.db import transaction
 from hub.jobs.notify import Notifier
 from hub.jobs.service import expire
@@ -45,6 +46,7 @@ def sweep(engine: Engine, settings: HubSettings, notifier: Notifier | None = Non
         unreachable = mark_unreachable(session, settings)
         requeued = expire(session, settings, notifier)
         placed = place_queued(session, notifier)
+        expire_shares(session)
         for name in unreachable:
             log.warning("site %s is unreachable: no heartbeat for %d intervals", name, settings.missed_heartbeats)
         rotated = signing_keys.rotate_if_due(session, timedelta(days=settings.signing_key_rotation_days))

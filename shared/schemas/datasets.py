@@ -189,3 +189,55 @@ class DatasetPublic(DatasetMetadata):
 
 
 DatasetPage = Page[DatasetPublic]
+
+
+class ShareState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class ShareRequestCreate(BaseModel):
+    dest_site: str = Field(description="The site the dataset should be copied to")
+    purpose: str = Field(min_length=3, max_length=2000)
+    lifetime_days: int = Field(default=90, ge=1, le=3650, description="How long the copy may be kept once approved")
+
+
+class ShareDecision(BaseModel):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ShareEvent(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    reason: str | None
+
+
+class ShareRequestPublic(BaseModel):
+    id: str
+    dataset: str
+    dataset_title: str
+    owner_site: str
+    dest_site: str
+    requested_by: str
+    requester_institution: str | None
+    purpose: str
+    lifetime_days: int
+    state: ShareState
+    auto_approved: bool
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str | None
+    expires_at: datetime | None
+    created_at: datetime
+    events: list[ShareEvent]
+
+
+class SharePolicy(BaseModel):
+    """When the owner site approves requests without a person deciding."""
+
+    auto_approve_public: bool = Field(default=False, description="Approve requests for public datasets")
+    auto_approve_institutions: list[str] = Field(default_factory=list, description="Approve requests from these institutions")
