@@ -157,3 +157,92 @@ def show(
             s.get("file_pattern") or "-",
         )
     console.print(sets)
+
+
+@datasets_app.command("request")
+def request(
+    dataset_id: str,
+    to: Annotated[str, typer.Option("--to", help="The site to copy it to")],
+    purpose: Annotated[str, typer.Option(help="Why you need it (the owner sees this)")],
+    lifetime_days: Annotated[int, typer.Option(help="How long the copy may be kept")] = 90,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask for a dataset to be copied to a site; its owner site decides (or its policy does)."""
+    body = {"dest_site": to, "purpose": purpose, "lifetime_days": lifetime_days}
+    req = hub_call((hub, client_id, client_secret), "POST", f"/api/v1/datasets/{dataset_id}/share-requests", json_body=body)
+    if as_json:
+        print_json(req)
+        return
+    how = " by the owner's policy" if req["auto_approved"] else ""
+    console.print(f"share request [bold]{req['id']}[/bold]: {req['state']}{how} ({req['dataset']} -> {req['dest_site']})")
+
+
+shares_app = typer.Typer(help="Share requests: who asked for which data, and who decided.", no_args_is_help=True)
+
+
+def shares_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title=f"{len(rows)} share request(s)")
+    for col in ("id", "dataset", "from", "to", "requested by", "state", "decided by", "purpose"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["id"],
+            r["dataset"],
+            r["owner_site"],
+            r["dest_site"],
+            r["requested_by"],
+            r["state"],
+            r["decided_by"] or "-",
+            r["purpose"][:40],
+        )
+    return t
+
+
+@shares_app.command("list")
+def shares_list(
+    state: Annotated[str | None, typer.Option(help="pending, approved, denied, revoked, expired")] = None,
+    awaiting_me: Annotated[bool, typer.Option("--awaiting-me", help="Only requests you may decide")] = False,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Requests you made, may decide, or receive."""
+    params = {"state": state, "awaiting": "me" if awaiting_me else None}
+    rows = hub_call((hub, client_id, client_secret), "GET", "/api/v1/share-requests", params=params)
+    print_json(rows) if as_json else console.print(shares_table(rows))
+
+
+def _decide(request_id: str, verb: str, reason: str | None, creds: tuple[str | None, str | None, str | None]) -> None:
+    r = hub_call(creds, "POST", f"/api/v1/share-requests/{request_id}/{verb}", json_body={"reason": reason})
+    console.print(f"share request {r['id']}: {r['state']}")
+
+
+ReasonOpt = Annotated[str | None, typer.Option(help="Why (kept in the audit trail)")]
+
+
+@shares_app.command("approve")
+def shares_approve(
+    request_id: str, reason: ReasonOpt = None, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None
+) -> None:
+    """Approve (the owner site's admin; network admins)."""
+    _decide(request_id, "approve", reason, (hub, client_id, client_secret))
+
+
+@shares_app.command("deny")
+def shares_deny(
+    request_id: str, reason: ReasonOpt = None, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None
+) -> None:
+    """Deny (the owner site's admin; network admins)."""
+    _decide(request_id, "deny", reason, (hub, client_id, client_secret))
+
+
+@shares_app.command("revoke")
+def shares_revoke(
+    request_id: str, reason: ReasonOpt = None, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None
+) -> None:
+    """Withdraw a request or an approval."""
+    _decide(request_id, "revoke", reason, (hub, client_id, client_secret))

@@ -11,7 +11,7 @@ import typer
 
 from cryomesh_cli.client import CliError, Profile, load_profile, save_profile
 from cryomesh_cli.common import ConfigOpt, HubOpt, IdOpt, JsonOpt, SecretOpt, call, fail, hub_call, load_document, session
-from cryomesh_cli.datasets_cmds import datasets_app
+from cryomesh_cli.datasets_cmds import datasets_app, shares_app
 from cryomesh_cli.jobs_cmds import jobs_app, usage
 from cryomesh_cli.render import console, print_json, site_detail, sites_table, summary_table
 
@@ -29,6 +29,7 @@ for sub, name in (
     (network_app, "network"),
     (jobs_app, "jobs"),
     (datasets_app, "datasets"),
+    (shares_app, "shares"),
 ):
     app.add_typer(sub, name=name)
 app.command("usage")(usage)

@@ -132,3 +132,38 @@ def test_revoke_and_expiry_retire_the_request(hub: Hub, tmp_path: Path) -> None:
     assert shown["state"] == "expired" and shown["events"][-1]["actor"] == "hub"
     with hub.as_(hub.account("researcher", institution="embl")) as c:
         assert c.get(f"/api/v1/share-requests/{second['id']}").status_code == 404
+
+
+def test_share_workflow_from_the_cli(sqlite_hub: Hub, tmp_path: Path) -> None:
+    import json
+
+    from tests.cli.test_cli import run
+
+    n = setup_network(sqlite_hub, tmp_path)
+    ds_id = n["ds"]["id"]
+    out = run(sqlite_hub, "datasets", "list", account=n["researcher"])
+    assert out.returncode == 0 and ds_id in out.stdout
+    out = run(
+        sqlite_hub,
+        "datasets",
+        "request",
+        ds_id,
+        "--to",
+        "dest",
+        "--purpose",
+        "refine at Osaka",
+        "--json",
+        account=n["researcher"],
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    req = json.loads(out.stdout)
+    assert req["state"] == "pending"
+    listed = run(sqlite_hub, "shares", "list", "--awaiting-me", account=n["owner_admin"])
+    assert req["id"] in listed.stdout and "pending" in listed.stdout
+    refused = run(sqlite_hub, "shares", "approve", req["id"], account=n["researcher"])
+    assert refused.returncode == 1 and "403 Forbidden" in refused.stdout
+    ok = run(sqlite_hub, "shares", "approve", req["id"], "--reason", "agreed", account=n["owner_admin"])
+    assert ok.returncode == 0 and "approved" in ok.stdout
+    mine = json.loads(run(sqlite_hub, "shares", "list", "--json", account=n["researcher"]).stdout)
+    assert [(r["id"], r["state"], r["decision_reason"]) for r in mine] == [(req["id"], "approved", "agreed")]
+    assert "revoked" in run(sqlite_hub, "shares", "revoke", req["id"], account=n["researcher"]).stdout
