@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from rich.console import Group
 from rich.live import Live
 
 from cryomesh_cli.client import CliError, HubSession, Profile
+from cryomesh_cli.devslurm import free_port
 from cryomesh_cli.jobs_cmds import jobs_table, usage_tables
 from cryomesh_cli.render import console, summary_table
 
@@ -206,12 +206,6 @@ IMPOSSIBLE = {
     "command": ["true"],
     "resources": {"cpus": 1, "gpus": 8, "gpu_model": "b200"},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _toml_value(v: Any) -> str:

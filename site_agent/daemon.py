@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 
 from shared.schemas.capacity import Heartbeat
 from shared.version import __version__
+from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
 from site_agent.credentials import load_credentials, load_key
@@ -33,21 +33,6 @@ log = logging.getLogger("cryomesh.agent")
 #: Exit codes of ``cryomesh agent run``.
 EXIT_OK = 0
 EXIT_REVOKED = 3
-
-
-class Backoff:
-    """Exponential backoff with full jitter, capped."""
-
-    def __init__(self, base: float, cap: float) -> None:
-        self.base, self.cap, self.failures = base, cap, 0
-
-    def next_delay(self, hint: float | None = None) -> float:
-        self.failures += 1
-        delay = random.uniform(0, min(self.cap, self.base * 2 ** (self.failures - 1)))  # noqa: S311 (jitter, not crypto)
-        return max(delay, hint or 0.0)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Agent:
@@ -82,8 +67,7 @@ class Agent:
         )
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        await pause(self.stopping, seconds)
 
     async def heartbeat_loop(self) -> None:
         interval = self.settings.agent.heartbeat_interval_s

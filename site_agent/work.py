@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.schemas.jobs import Assignment, AssignmentBatch, JobSpec, JobState
+from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
 from site_agent.errors import HubRefused, HubUnavailable
@@ -104,19 +105,18 @@ class Worker:
     # -- taking work -------------------------------------------------------------
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        await pause(self.stopping, seconds)
 
     async def work_loop(self) -> None:
-        backoff = 1.0
+        backoff = Backoff(base=1.0, cap=self.settings.agent.max_backoff_s)
         while not self.stopping.is_set():
             try:
                 data = await self.client.request("GET", f"/api/v1/sites/{self.site}/assignments?wait=20", timeout=40)
-                backoff = 1.0
+                backoff.reset()
             except HubUnavailable as exc:
-                log.warning("polling for work failed (%s); retrying in %.0fs", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.agent.max_backoff_s)
+                delay = backoff.next_delay(exc.retry_after)
+                log.warning("polling for work failed (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
                 continue
             except HubRefused as exc:
                 log.error("polling for work refused: %s", exc)
@@ -215,15 +215,16 @@ class Worker:
         self._report(h, JobState.RUNNING, with_tails=True)
 
     async def outbox_loop(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(base=0.5, cap=self.settings.agent.max_backoff_s)
         while True:
             sent_all = True
+            retry_after: float | None = None
             for path, item in self.store.pending():
                 try:
                     ack = await self.client.request("POST", f"/api/v1/attempts/{item['attempt_id']}/reports", json=item["body"])
                 except HubUnavailable as exc:
                     log.warning("report not delivered (%s); kept in the outbox", exc)
-                    sent_all = False
+                    sent_all, retry_after = False, exc.retry_after
                     break
                 except HubRefused as exc:
                     log.warning("report for attempt %s refused (%s); dropping it", item["attempt_id"], exc.detail)
@@ -237,12 +238,11 @@ class Worker:
             if self.stopping.is_set() and (sent_all or not self.store.pending()):
                 return
             if sent_all:
-                backoff = 0.5
+                backoff.reset()
                 self.outbox_wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.outbox_wakeup.wait(), timeout=2.0)
             else:
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.agent.max_backoff_s)
+                await self._sleep(backoff.next_delay(retry_after))
                 if self.stopping.is_set():
                     return

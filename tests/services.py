@@ -9,16 +9,19 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from cryomesh_cli.devslurm import SlurmCluster, free_port, unavailable_reason, wait_for
+from cryomesh_cli.devslurm import slurm_cluster as _slurm_cluster
+
+__all__ = ["PostgresServer", "SlurmCluster", "free_port", "postgres_server", "slurm_cluster", "wait_for"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -28,21 +31,6 @@ def missing(what: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {message}", pytrace=False)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -112,10 +100,6 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 # ---------------------------------------------------------------- Slurm
-
-
-from cryomesh_cli.devslurm import SlurmCluster, unavailable_reason  # noqa: E402
-from cryomesh_cli.devslurm import slurm_cluster as _slurm_cluster  # noqa: E402
 
 
 @contextmanager

@@ -21,7 +21,6 @@ from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
-from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -215,14 +214,3 @@ def prune_used_assertions(session: Session) -> int:
     for row in rows:
         session.delete(row)
     return len(rows)
-
-
-def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims of a JWS, without checking anything; for routing only."""
-    from joserfc import jws
-
-    obj = jws.extract_compact(token.encode())
-    return dict(obj.headers()), json.loads(obj.payload)
-
-
-__all__ = ["HubAuthorizationServer", "StarletteOAuth2Request", "decode_unverified", "jwt"]

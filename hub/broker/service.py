@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from hub.broker.batch import BatchResult, place_batch
+from hub.broker.batch import place_batch
 from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
 from hub.broker.views import load_site_views
 from hub.db import after_commit
@@ -37,35 +37,40 @@ def ensure_possible(views: list[SiteView], spec: JobSpec, institution: str) -> N
     raise Conflict("no site in the network could ever run this job — " + "; ".join(reasons))
 
 
-def _record(verdicts: list[Verdict], ranked: list[Verdict]) -> list[dict[str, Any]]:
-    def as_dict(v: Verdict) -> dict[str, Any]:
-        return {"site": v.site, "eligible": v.eligible, "reasons": v.reasons, "score": v.score, "score_parts": v.parts}
+def _as_dict(v: Verdict) -> dict[str, Any]:
+    return {"site": v.site, "eligible": v.eligible, "reasons": v.reasons, "score": v.score, "score_parts": v.parts}
 
-    if len(verdicts) <= FULL_VERDICTS_UP_TO:
-        order = {v.site: i for i, v in enumerate(ranked)}
-        return [as_dict(v) for v in sorted(verdicts, key=lambda v: (order.get(v.site, len(order)), v.site))]
-    grouped: dict[str, list[str]] = defaultdict(list)
-    for v in verdicts:
-        if not v.eligible:
-            grouped[v.reasons[0] if v.reasons else "ruled out"].append(v.site)
-    out = [as_dict(v) for v in ranked[:10]]
-    for reason, names in sorted(grouped.items(), key=lambda kv: -len(kv[1])):
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        out.append(
-            {"site": f"{len(names)} sites ({shown})", "eligible": False, "reasons": [reason], "score": None, "score_parts": {}}
-        )
+
+def _grouped(groups: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Ruled-out sites as one entry per reason, largest group first."""
+    out = []
+    for reason, names in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        if len(names) == 1:
+            label = names[0]
+        else:
+            label = f"{len(names)} sites ({', '.join(names[:10])}" + (f" and {len(names) - 10} more)" if len(names) > 10 else ")")
+        out.append({"site": label, "eligible": False, "reasons": [reason], "score": None, "score_parts": {}})
     return out
 
 
-def _summary(placed: Verdict | None, verdicts: list[Verdict]) -> str:
+def _record(verdicts: list[Verdict], ranked: list[Verdict]) -> list[dict[str, Any]]:
+    """Every site's verdict, best first; past FULL_VERDICTS_UP_TO sites, the 10 best and the rest grouped."""
+    if len(verdicts) <= FULL_VERDICTS_UP_TO:
+        order = {v.site: i for i, v in enumerate(ranked)}
+        return [_as_dict(v) for v in sorted(verdicts, key=lambda v: (order.get(v.site, len(order)), v.site))]
+    groups: dict[str, list[str]] = defaultdict(list)
+    for v in verdicts:
+        if not v.eligible:
+            groups[v.reasons[0] if v.reasons else "ruled out"].append(v.site)
+    return [_as_dict(v) for v in ranked[:10]] + _grouped(groups)
+
+
+def _summary(placed: Verdict | None, counts: dict[str, int], never_only: bool) -> str:
+    """One line: where the job went, or how many sites ruled it out for which reasons."""
     if placed is not None:
         return f"placed on {placed.site} (score {placed.score}): " + ", ".join(placed.reasons)
-    if verdicts and all(v.never for v in verdicts):
+    if never_only:
         return "no site could ever run this job"
-    counts: dict[str, int] = defaultdict(int)
-    for v in verdicts:
-        for r in v.reasons[:1]:
-            counts[r] += 1
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:5]
     return "waiting: " + "; ".join(f"{n} site(s): {r}" for r, n in top) if top else "waiting: no sites"
 
@@ -99,7 +104,11 @@ def place_job(
         verdicts = [evaluate(spec, job.institution, v, now, hard) for v in views]
         ranked = rank(verdicts)
     best = ranked[0] if ranked else None
-    summary = _summary(best, verdicts)
+    counts: dict[str, int] = defaultdict(int)
+    for v in verdicts:
+        for r in v.reasons[:1]:
+            counts[r] += 1
+    summary = _summary(best, counts, bool(verdicts) and all(v.never for v in verdicts))
     if best is None:
         if summary != last_summary:
             outcome = "impossible" if verdicts and all(v.never for v in verdicts) else "waiting"
@@ -162,27 +171,6 @@ def _offer(
     return attempt
 
 
-def _grouped(groups: dict[str, list[str]]) -> list[dict[str, Any]]:
-    out = []
-    for reason, names in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        if len(names) == 1:
-            label = names[0]
-        else:
-            label = f"{len(names)} sites ({', '.join(names[:10])}" + (f" and {len(names) - 10} more)" if len(names) > 10 else ")")
-        out.append({"site": label, "eligible": False, "reasons": [reason], "score": None, "score_parts": {}})
-    return out
-
-
-def _batch_summary(result: BatchResult) -> str:
-    if result.verdict is not None:
-        return f"placed on {result.verdict.site} (score {result.verdict.score}): " + ", ".join(result.verdict.reasons)
-    if not result.not_now and result.never:
-        return "no site could ever run this job"
-    counts = {r: len(n) for r, n in {**result.never, **result.not_now}.items()}
-    top = sorted(counts.items(), key=lambda kv: -kv[1])[:5]
-    return "waiting: " + "; ".join(f"{n} site(s): {r}" for r, n in top) if top else "waiting: no sites"
-
-
 def place_queued(session: Session, notifier: Notifier | None, now: datetime | None = None, limit: int = 10_000) -> int:
     """One broker pass over queued, unplaced jobs, highest priority and oldest first.
 
@@ -226,20 +214,11 @@ def place_queued(session: Session, notifier: Notifier | None, now: datetime | No
             place_batch([(sp, j.institution) for sp, j in zip(specs, pending, strict=True)], views, now),
             strict=True,
         ):
-            summary = _batch_summary(result)
-            verdicts = (
-                [
-                    {
-                        "site": result.verdict.site,
-                        "eligible": True,
-                        "reasons": result.verdict.reasons,
-                        "score": result.verdict.score,
-                        "score_parts": result.verdict.parts,
-                    }
-                ]
-                if result.verdict
-                else []
-            )
+            counts: dict[str, int] = defaultdict(int)
+            for reason, names in (*result.never.items(), *result.not_now.items()):
+                counts[reason] += len(names)
+            summary = _summary(result.verdict, counts, bool(result.never) and not result.not_now)
+            verdicts = [_as_dict(result.verdict)] if result.verdict else []
             verdicts += _grouped(result.not_now) + _grouped(result.never)
             if result.site is not None and result.verdict is not None:
                 _offer(session, job, spec, result.site, result.verdict, now, notifier, summary, verdicts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy import func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -81,8 +82,6 @@ def list_jobs(
     limit: int,
     offset: int,
 ) -> tuple[list[JobPublic], int]:
-    from sqlalchemy import func, or_
-
     if principal.role is Role.AGENT:
         raise Forbidden("agents do not list jobs; they poll for assignments")
     stmt = select(Job)

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from site_agent.backoff import Backoff
 from site_agent.client import HubClient
 from site_agent.credentials import generate_key
-from site_agent.daemon import Backoff
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 
 
