@@ -28,6 +28,7 @@ from hub.network.router import router as network_router
 from hub.settings import HubSettings, get_settings
 from hub.sites.router import router as sites_router
 from hub.sweeps import start_scheduler
+from hub.transfers.router import router as transfers_router
 from shared.version import __version__
 
 
@@ -90,6 +91,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         jobs_router,
         datasets_router,
         shares_router,
+        transfers_router,
     ):
         app.include_router(router)
     return app

@@ -6,6 +6,7 @@ from hub.datasets.models import Dataset, Replica
 from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
 from hub.sites.models import PartitionRow, Site, SoftwareRow, StorageRow
+from hub.transfers.models import Transfer
 
 __all__ = [
     "Attempt",
@@ -27,6 +28,7 @@ __all__ = [
     "SitePolicyRow",
     "SoftwareRow",
     "StorageRow",
+    "Transfer",
     "UsageEntry",
     "UsedAssertion",
 ]

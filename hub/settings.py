@@ -60,6 +60,11 @@ class HubSettings(BaseSettings):
     history_bucket_s: int = Field(default=300, ge=1, description="Resolution of the capacity history")
     history_retention_days: float = Field(default=30, gt=0, description="How long capacity history is kept")
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per job before SYSTEM_ERROR")
+    transfer_stall_s: float = Field(default=300, gt=0, description="A transfer with no progress this long is retried")
+    transfer_max_attempts: int = Field(default=5, ge=1, le=50, description="Attempts per transfer before SUSPENDED")
+    transfer_max_republish: int = Field(
+        default=3, ge=1, le=20, description="Times one file may fail its checks and be sent again"
+    )
     offer_ttl_s: float = Field(default=60, gt=0, description="An offer not claimed in this time goes back to the broker")
     long_poll_max_s: float = Field(default=30, gt=0, le=120, description="Longest an agent's poll for work is held")
     enrollment_code_ttl_s: int = Field(default=86_400, ge=60, description="Default life of an enrollment code")

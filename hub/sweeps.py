@@ -23,6 +23,7 @@ from hub.db import transaction
 from hub.jobs.notify import Notifier
 from hub.jobs.service import expire
 from hub.settings import HubSettings
+from hub.transfers.service import stalled
 
 log = logging.getLogger("cryomesh.hub.sweep")
 
@@ -47,6 +48,7 @@ def sweep(engine: Engine, settings: HubSettings, notifier: Notifier | None = Non
         requeued = expire(session, settings, notifier)
         placed = place_queued(session, notifier)
         expire_shares(session)
+        retried = stalled(session, settings)
         for name in unreachable:
             log.warning("site %s is unreachable: no heartbeat for %d intervals", name, settings.missed_heartbeats)
         rotated = signing_keys.rotate_if_due(session, timedelta(days=settings.signing_key_rotation_days))
@@ -59,6 +61,7 @@ def sweep(engine: Engine, settings: HubSettings, notifier: Notifier | None = Non
         "unreachable": unreachable,
         "requeued": requeued,
         "placed": placed,
+        "transfers_retried": retried,
         "rotated": rotated.kid if rotated else None,
         "pruned": pruned,
     }

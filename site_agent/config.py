@@ -81,6 +81,27 @@ class PolicySection(BaseModel):
     max_gpus: int | None = Field(default=None, ge=0)
 
 
+class TransfersSection(BaseModel):
+    """How this site moves dataset copies: the exchange store it publishes to, where copies land."""
+
+    exchange: Literal["fs", "s3"] = Field(default="fs", description="fs: a directory the other site can read; s3: a bucket")
+    path: Path | None = Field(default=None, description="fs: the exchange directory (default: <state_dir>/exchange)")
+    endpoint_url: str | None = Field(default=None, description="s3: endpoint of an S3-compatible store (default: AWS)")
+    bucket: str | None = Field(default=None, description="s3: the bucket published copies go to")
+    prefix: str = Field(default="cryomesh-exchange", description="s3: key prefix inside the bucket")
+    region: str | None = Field(default=None, description="s3: region (default: the AWS configuration's)")
+    profile: str | None = Field(default=None, description="s3: AWS profile (default: the usual credential chain)")
+    presign_ttl_s: int = Field(default=900, ge=60, le=7 * 86_400, description="s3: life of each presigned GET URL")
+    incoming: Path | None = Field(
+        default=None, description="Where copies of datasets are written (default: <state_dir>/datasets)"
+    )
+    part_size_mb: float = Field(default=16, gt=0, le=5120, description="Part size; s3 raises it to at least 5 MiB")
+    concurrency: int = Field(default=8, ge=1, le=256, description="Parts moved at once")
+    bandwidth_mb_s: float | None = Field(default=None, gt=0, description="Cap on this agent's transfer rate, MB/s")
+    poll_interval_s: float = Field(default=5, gt=0, description="How often the agent asks the hub for transfer work")
+    progress_interval_s: float = Field(default=2, gt=0, description="How often progress is reported while moving data")
+
+
 class StorageSection(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     path: Path
@@ -94,6 +115,7 @@ class AgentSettings(BaseSettings):
     storage: list[StorageSection] = Field(default_factory=list)
     executor: ExecutorSection = Field(default_factory=ExecutorSection)
     policy: PolicySection = Field(default_factory=PolicySection)
+    transfers: TransfersSection = Field(default_factory=TransfersSection)
 
     @classmethod
     def settings_customise_sources(

@@ -1,9 +1,10 @@
 """``cryomesh agent run``: the agent's loops.
 
-Today one loop: heartbeats. It sends a capacity snapshot every interval, backs off with
-full jitter while the hub is away (transport errors, 408/429/5xx, honouring Retry-After),
-re-fetches its token before it expires, and keeps going across hub restarts. It stops
-only on SIGTERM/SIGINT, or when the hub says this agent is revoked or unknown.
+Heartbeats; work (``site_agent.work``); transfers (``site_agent.transfers``). The
+heartbeat loop sends a capacity snapshot every interval, backs off with full jitter while
+the hub is away (transport errors, 408/429/5xx, honouring Retry-After), re-fetches its
+token before it expires, and keeps going across hub restarts. The agent stops only on
+SIGTERM/SIGINT, or when the hub says this agent is revoked or unknown.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from site_agent.discovery import Discovery, make_discovery
 from site_agent.discovery.base import storage_capacity
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import make_executor
+from site_agent.transfers.worker import TransferWorker
 from site_agent.work import Worker
 
 log = logging.getLogger("cryomesh.agent")
@@ -50,6 +52,7 @@ class Agent:
         self.discovery = discovery or make_discovery(settings.discovery)
         self.stopping = asyncio.Event()
         self.worker = Worker(settings, self.client, self.site, make_executor(settings.executor), self.stopping)
+        self.transfers = TransferWorker(settings, self.client, self.site, self.stopping)
         self.exit_code = EXIT_OK
         self.last_heartbeat_ok: datetime | None = None
 
@@ -136,6 +139,7 @@ class Agent:
                 tg.create_task(self._until_stopped(self.worker.work_loop()))
                 tg.create_task(self.worker.monitor_loop())
                 tg.create_task(self.worker.outbox_loop())
+                tg.create_task(self.transfers.loop())
         finally:
             await self.client.aclose()
             log.info("agent for site %s stopped", self.site)

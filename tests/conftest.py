@@ -1,4 +1,4 @@
-"""Fixtures: real PostgreSQL and Slurm (started once per run), and a real hub per test."""
+"""Fixtures: real PostgreSQL, Slurm and S3 (started once per run), and a real hub per test."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Hub, running_hub
-from tests.services import PostgresServer, SlurmCluster, postgres_server, slurm_cluster
+from tests.services import PostgresServer, S3Server, SlurmCluster, postgres_server, s3_server, slurm_cluster
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +22,12 @@ def pg() -> Iterator[PostgresServer]:
 def slurm() -> Iterator[SlurmCluster]:
     with slurm_cluster(gpus=4, gpu_type="a100") as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    with s3_server() as server:
+        yield server
 
 
 def _pg_database(pg: PostgresServer) -> Iterator[str]:

@@ -1,5 +1,6 @@
-"""Real services for the tests, started on loopback in temp dirs: PostgreSQL and a
-single-node Slurm cluster (munge + slurmctld + slurmd) with GPUs emulated through GRES.
+"""Real services for the tests, started on loopback in temp dirs: PostgreSQL, a
+single-node Slurm cluster (munge + slurmctld + slurmd) with GPUs emulated through GRES,
+and an S3 endpoint (moto's standalone server, which speaks the S3 protocol over HTTP).
 
 Under CI=true a missing component fails the test run; elsewhere it skips those tests.
 """
@@ -15,13 +16,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cryomesh_cli.devslurm import SlurmCluster, free_port, unavailable_reason, wait_for
 from cryomesh_cli.devslurm import slurm_cluster as _slurm_cluster
 
-__all__ = ["PostgresServer", "SlurmCluster", "free_port", "postgres_server", "slurm_cluster", "wait_for"]
+__all__ = [
+    "PostgresServer",
+    "S3Server",
+    "SlurmCluster",
+    "free_port",
+    "postgres_server",
+    "s3_server",
+    "slurm_cluster",
+    "wait_for",
+]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -110,3 +121,50 @@ def slurm_cluster(gpus: int = 4, gpu_type: str = "a100") -> Iterator[SlurmCluste
         return
     with _slurm_cluster(gpus, gpu_type) as cluster:
         yield cluster
+
+
+@dataclass
+class S3Server:
+    """moto's S3 server on loopback. It checks request signatures' form but not their
+    expiry, so tests of URL lifetimes read the URL's X-Amz-Expires instead."""
+
+    endpoint_url: str
+    access_key: str = "cryomesh-test"
+    secret_key: str = "cryomesh-test-secret"  # noqa: S105 (moto accepts any credentials)
+    region: str = "us-east-1"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()

@@ -5,8 +5,8 @@ site's share policy approves automatically (public datasets, named partner
 institutions). An embargoed dataset is never approved automatically before its date; only
 an explicit decision by the owner can share it. Every step is an audit event.
 
-The tables live beside the datasets'; the transfer that carries out an approved request
-comes with the exchange stores.
+An approval starts the transfer that carries it out (``hub.transfers``); a revoke or an
+expiry cancels it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from hub.datasets.service import get_visible
 from hub.errors import Conflict, Forbidden, NotFound
 from hub.sites.models import Site
 from hub.sites.queries import get_site_by_name
+from hub.transfers import service as transfers
 from hub.types import UTCDateTime, utcnow
 from shared.schemas.auth import Role
 from shared.schemas.datasets import ShareEvent, SharePolicy, ShareRequestCreate, ShareRequestPublic
@@ -101,15 +102,21 @@ def _embargoed(ds: Dataset, today: date) -> bool:
     return ds.embargo_until is not None and ds.embargo_until > today
 
 
-def _approve(session: Session, req: ShareRequest, actor: str, reason: str | None, auto: bool) -> None:
+def _approve(
+    session: Session, req: ShareRequest, ds: Dataset, actor: str, reason: str | None, auto: bool, max_attempts: int
+) -> None:
     now = utcnow()
     req.state, req.decided_by, req.decided_at, req.decision_reason, req.auto_approved = "approved", actor, now, reason, auto
     req.expires_at = now + timedelta(days=req.lifetime_days)
     session.add(req)
     _event(session, req, actor, "auto-approved" if auto else "approved", reason)
+    session.flush()
+    transfers.start(session, ds, req.dest_site_id, req.requested_by, max_attempts, request_id=req.id)
 
 
-def request_share(session: Session, principal: Principal, dataset_id: str, body: ShareRequestCreate) -> ShareRequest:
+def request_share(
+    session: Session, principal: Principal, dataset_id: str, body: ShareRequestCreate, max_attempts: int
+) -> ShareRequest:
     if principal.role is Role.AGENT:
         raise Forbidden("agents do not request datasets; people do")
     ds = get_visible(session, principal, dataset_id)
@@ -156,7 +163,7 @@ def request_share(session: Session, principal: Principal, dataset_id: str, body:
             if ds.visibility == "public" and policy.auto_approve_public
             else f"partner institution {principal.institution}"
         )
-        _approve(session, req, f"policy of site {owner.name}", why, auto=True)
+        _approve(session, req, ds, f"policy of site {owner.name}", why, auto=True, max_attempts=max_attempts)
     session.flush()
     return req
 
@@ -185,7 +192,9 @@ def get_request(session: Session, principal: Principal, request_id: str) -> Shar
     return req
 
 
-def decide(session: Session, principal: Principal, request_id: str, approve: bool, reason: str | None) -> ShareRequest:
+def decide(
+    session: Session, principal: Principal, request_id: str, approve: bool, reason: str | None, max_attempts: int
+) -> ShareRequest:
     req, ds = _get(session, request_id)
     if not _may_see(principal, req, ds) and principal.role is not Role.SITE_ADMIN:
         raise NotFound(f"no share request {request_id!r}")
@@ -195,7 +204,7 @@ def decide(session: Session, principal: Principal, request_id: str, approve: boo
     if req.state != "pending":
         raise Conflict(f"share request {req.id} is {req.state}, not pending")
     if approve:
-        _approve(session, req, principal.label(), reason, auto=False)
+        _approve(session, req, ds, principal.label(), reason, auto=False, max_attempts=max_attempts)
     else:
         req.state, req.decided_by, req.decided_at, req.decision_reason = "denied", principal.label(), utcnow(), reason
         session.add(req)
@@ -205,7 +214,8 @@ def decide(session: Session, principal: Principal, request_id: str, approve: boo
 
 
 def _retire_replica(session: Session, req: ShareRequest) -> None:
-    """The copy made under a request goes when the request does."""
+    """The copy made under a request goes when the request does, and so does its transfer."""
+    transfers.cancel_for_request(session, req.id, f"share request {req.state}")
     for rep in session.exec(select(Replica).where(Replica.dataset_id == req.dataset_id, Replica.site_id == req.dest_site_id)):
         rep.state = "DELETING"
         session.add(rep)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query
 
 from hub.auth.policy import ensure_can_edit_site
 from hub.datasets import shares
-from hub.deps import CurrentPrincipal, Person, SessionDep, require_scopes
+from hub.deps import CurrentPrincipal, Person, SessionDep, SettingsDep, require_scopes
 from hub.errors import AUTH_ERRORS, Conflict, NotFound, responses
 from hub.sites.queries import get_site_by_name
 from shared.schemas.datasets import ShareDecision, SharePolicy, ShareRequestCreate, ShareRequestPublic, ShareState
@@ -26,9 +26,11 @@ router = APIRouter(prefix="/api/v1", tags=["shares"])
 
 
 @router.post("/datasets/{dataset_id}/share-requests", status_code=201, responses=responses(*AUTH_ERRORS, NotFound, Conflict))
-def request_share(dataset_id: str, body: ShareRequestCreate, session: SessionDep, principal: Person) -> ShareRequestPublic:
+def request_share(
+    dataset_id: str, body: ShareRequestCreate, session: SessionDep, principal: Person, settings: SettingsDep
+) -> ShareRequestPublic:
     """Ask for a dataset to be copied to a site. The owner site's policy may approve at once."""
-    return shares.to_public(session, shares.request_share(session, principal, dataset_id, body))
+    return shares.to_public(session, shares.request_share(session, principal, dataset_id, body, settings.transfer_max_attempts))
 
 
 @router.get("/share-requests", responses=responses(*AUTH_ERRORS))
@@ -50,15 +52,23 @@ def show_share_request(request_id: str, session: SessionDep, principal: Person) 
 
 
 @router.post("/share-requests/{request_id}/approve", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
-def approve(request_id: str, body: ShareDecision, session: SessionDep, principal: Person) -> ShareRequestPublic:
+def approve(
+    request_id: str, body: ShareDecision, session: SessionDep, principal: Person, settings: SettingsDep
+) -> ShareRequestPublic:
     """Approve (the owner site's admin; network admins). Also the only way to share an embargoed dataset early."""
-    return shares.to_public(session, shares.decide(session, principal, request_id, True, body.reason))
+    return shares.to_public(
+        session, shares.decide(session, principal, request_id, True, body.reason, settings.transfer_max_attempts)
+    )
 
 
 @router.post("/share-requests/{request_id}/deny", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
-def deny(request_id: str, body: ShareDecision, session: SessionDep, principal: Person) -> ShareRequestPublic:
+def deny(
+    request_id: str, body: ShareDecision, session: SessionDep, principal: Person, settings: SettingsDep
+) -> ShareRequestPublic:
     """Deny (the owner site's admin; network admins)."""
-    return shares.to_public(session, shares.decide(session, principal, request_id, False, body.reason))
+    return shares.to_public(
+        session, shares.decide(session, principal, request_id, False, body.reason, settings.transfer_max_attempts)
+    )
 
 
 @router.post("/share-requests/{request_id}/revoke", responses=responses(*AUTH_ERRORS, NotFound, Conflict))

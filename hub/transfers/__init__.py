@@ -1,0 +1,1 @@
+"""Transfers: approved share requests carried out by the agents."""

@@ -1,0 +1,1 @@
+"""Moving dataset copies between sites through an exchange store."""

@@ -1,0 +1,316 @@
+"""Moving a dataset's files in parts, many at once, resumable from the journal.
+
+``publish`` reads the site's copy and stores it in the exchange; ``fetch`` reads the
+exchange into a staging directory and checks each finished file's size and checksum
+against the manifest. Both run in threads (the agent's event loop calls them through
+``asyncio.to_thread``) and stop at the next part boundary when ``cancel`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.schemas.datasets import ChecksumAlgorithm, ManifestFile
+from site_agent.datasets import file_checksum
+from site_agent.transfers.exchange import Publisher, Reader, TransferError, safe_join
+from site_agent.transfers.journal import Journal
+
+
+class Cancelled(Exception):
+    pass
+
+
+class RateLimit:
+    """A token bucket shared by the threads of one agent: at most ``bytes_per_s``."""
+
+    def __init__(self, bytes_per_s: float | None) -> None:
+        self.rate = bytes_per_s
+        self.allowance = 0.0
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        if not self.rate:
+            return
+        with self.lock:
+            now = time.monotonic()
+            self.allowance = min(self.rate, self.allowance + (now - self.last) * self.rate) - n
+            self.last = now
+            debt = -self.allowance / self.rate if self.allowance < 0 else 0.0
+        if debt > 0:
+            time.sleep(debt)
+
+
+@dataclass
+class Progress:
+    """Counters the agent reports while a side runs (read from another thread)."""
+
+    bytes_done: int = 0  # of the dataset, including parts done before a restart
+    files_done: int = 0
+    moved: int = 0  # bytes actually moved in this run
+    started: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, nbytes: int, moved: bool = True) -> None:
+        with self.lock:
+            self.bytes_done += nbytes
+            if moved:
+                self.moved += nbytes
+
+    def file(self) -> None:
+        with self.lock:
+            self.files_done += 1
+
+    def rate(self) -> float:
+        return self.moved / max(time.monotonic() - self.started, 1e-6)
+
+
+@dataclass
+class Outcome:
+    done: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.corrupt and not self.errors
+
+
+def _parts(size: int, part_size: int) -> list[tuple[int, int, int]]:
+    """(part number, offset, length); a file of 0 bytes is one empty part."""
+    if size == 0:
+        return [(0, 0, 0)]
+    return [(k, off, min(part_size, size - off)) for k, off in enumerate(range(0, size, part_size))]
+
+
+class _Run:
+    """One pass over a set of files: a pool of part tasks, one finisher per file."""
+
+    def __init__(self, concurrency: int, cancel: threading.Event) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="transfer")
+        self.cancel = cancel
+        self.outcome = Outcome()
+        self.lock = threading.Lock()
+
+    def check(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled
+
+    def error(self, path: str, exc: BaseException) -> None:
+        with self.lock:
+            self.outcome.errors.setdefault(path, str(exc) or type(exc).__name__)
+
+    def run(self, futures: list[Future[None]]) -> Outcome:
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if isinstance(f.exception(), Cancelled):
+                    raise Cancelled
+            wait(futures)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.cancel.is_set():
+            raise Cancelled
+        return self.outcome
+
+
+def publish(
+    source_root: Path,
+    files: Iterable[ManifestFile],
+    publisher: Publisher,
+    journal: Journal,
+    progress: Progress,
+    concurrency: int,
+    cancel: threading.Event,
+    limit: RateLimit | None = None,
+) -> Outcome:
+    """Store every file of ``files`` in the exchange; parts already journaled are skipped."""
+    run = _Run(concurrency, cancel)
+    futures: list[Future[None]] = []
+    for mf in files:
+        rec = journal.file(mf.path)
+        if rec.done:
+            progress.add(mf.size, moved=False)
+            progress.file()
+            continue
+        try:
+            src = safe_join(source_root, mf.path)
+            size = src.stat().st_size
+            if size != mf.size:
+                raise TransferError(
+                    f"{mf.path}: {size} bytes at the site, {mf.size} in the manifest (changed since registration?)"
+                )
+            upload_id = publisher.begin(mf.path, size, rec.upload_id)
+        except (OSError, TransferError) as exc:
+            run.error(mf.path, exc)
+            continue
+        if upload_id and upload_id != rec.upload_id:
+            journal.upload(mf.path, upload_id)
+        parts = _parts(size, publisher.part_size)
+        remaining = [p for p in parts if p[0] not in rec.parts]
+        progress.add(sum(n for k, _, n in parts if k in rec.parts), moved=False)
+        state = {"left": len(remaining)}
+        etags = dict(rec.parts)
+
+        def finish(mf: ManifestFile = mf, upload_id: str | None = upload_id, etags: dict[int, str] = etags) -> None:
+            publisher.finish(mf.path, mf.size, upload_id, etags)
+            journal.file_done(mf.path)
+            progress.file()
+
+        if not remaining:
+            futures.append(run.pool.submit(_guard, run, mf.path, finish))
+            continue
+        for k, off, n in remaining:
+
+            def part(
+                mf: ManifestFile = mf,
+                src: Path = src,
+                k: int = k,
+                off: int = off,
+                n: int = n,
+                upload_id: str | None = upload_id,
+                state: dict[str, int] = state,
+                etags: dict[int, str] = etags,
+                finish: object = finish,
+            ) -> None:
+                run.check()
+                if mf.path in run.outcome.errors:
+                    return
+                data = _read(src, off, n)
+                if limit:
+                    limit.take(n)
+                journal.start(mf.path, k, n)
+                etag = publisher.put_part(mf.path, upload_id, k, off, data)
+                journal.part_done(mf.path, k, etag)
+                progress.add(n)
+                with run.lock:
+                    etags[k] = etag
+                    state["left"] -= 1
+                    last = state["left"] == 0
+                if last:
+                    finish()  # type: ignore[operator]
+
+            futures.append(run.pool.submit(_guard, run, mf.path, part))
+    return run.run(futures)
+
+
+def _guard(run: _Run, path: str, fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except Cancelled:
+        raise
+    except Exception as exc:  # one file's failure is recorded; the others go on
+        run.error(path, exc)
+
+
+def _read(path: Path, offset: int, length: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise TransferError(f"{path.name}: shorter than the manifest says")
+    return data
+
+
+def fetch(
+    reader: Reader,
+    files: Iterable[ManifestFile],
+    staging: Path,
+    algorithm: ChecksumAlgorithm,
+    journal: Journal,
+    progress: Progress,
+    part_size: int,
+    concurrency: int,
+    cancel: threading.Event,
+    limit: RateLimit | None = None,
+) -> Outcome:
+    """Fetch ``files`` into ``staging`` and check each against the manifest.
+
+    A file whose size or checksum is wrong is reported ``corrupt`` and forgotten (its
+    parts are not trusted again); it is fetched afresh once the source has sent it again.
+    """
+    staging.mkdir(parents=True, exist_ok=True)
+    run = _Run(concurrency, cancel)
+    futures: list[Future[None]] = []
+    for mf in files:
+        rec = journal.file(mf.path)
+        if rec.done:
+            progress.add(mf.size, moved=False)
+            progress.file()
+            continue
+        try:
+            target = safe_join(staging, mf.path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target = safe_join(staging, mf.path)
+            if not rec.parts or not target.exists():
+                if rec.parts:
+                    journal.reset(mf.path)
+                with target.open("wb") as fh:
+                    fh.truncate(mf.size)
+                rec = journal.file(mf.path)
+        except (OSError, TransferError) as exc:
+            run.error(mf.path, exc)
+            continue
+        parts = _parts(mf.size, part_size)
+        remaining = [p for p in parts if p[0] not in rec.parts]
+        progress.add(sum(n for k, _, n in parts if k in rec.parts), moved=False)
+        state = {"left": len(remaining)}
+
+        def finish(mf: ManifestFile = mf, target: Path = target) -> None:
+            size = target.stat().st_size
+            if size != mf.size or file_checksum(target, algorithm) != mf.checksum:
+                journal.reset(mf.path)
+                target.unlink(missing_ok=True)
+                progress.add(-mf.size, moved=False)
+                with run.lock:
+                    run.outcome.corrupt.append(mf.path)
+                return
+            journal.file_done(mf.path)
+            progress.file()
+            with run.lock:
+                run.outcome.done.append(mf.path)
+
+        if not remaining:
+            futures.append(run.pool.submit(_guard, run, mf.path, finish))
+            continue
+        for k, off, n in remaining:
+
+            def part(
+                mf: ManifestFile = mf,
+                target: Path = target,
+                k: int = k,
+                off: int = off,
+                n: int = n,
+                state: dict[str, int] = state,
+                finish: object = finish,
+            ) -> None:
+                run.check()
+                if mf.path in run.outcome.errors:
+                    return
+                if limit:
+                    limit.take(n)
+                journal.start(mf.path, k, n)
+                data = reader.read(mf.path, off, n)
+                fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW)
+                try:
+                    os.pwrite(fd, data, off)
+                finally:
+                    os.close(fd)
+                journal.part_done(mf.path, k)
+                progress.add(n)
+                with run.lock:
+                    state["left"] -= 1
+                    last = state["left"] == 0
+                if last:
+                    finish()  # type: ignore[operator]
+
+            futures.append(run.pool.submit(_guard, run, mf.path, part))
+    return run.run(futures)
