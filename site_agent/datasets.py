@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -74,16 +75,22 @@ def image_sets(root: Path, manifest: Manifest) -> list[ImageSet]:
         header: dict[str, Any] = {}
         if fmt in ("mrc", "mrcs"):
             try:
-                with mrcfile.open(root / paths[0], header_only=True, permissive=True) as m:
-                    h = m.header
-                    header = {
-                        "width": int(h.nx),
-                        "height": int(h.ny),
-                        "nz": int(h.nz),
-                        "pixel_size_a": round(float(m.voxel_size.x), 4) or None,
-                        "ispg": int(h.ispg),
-                    }
-            except (OSError, ValueError):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    with mrcfile.open(root / paths[0], header_only=True, permissive=True) as m:
+                        h = m.header
+                        dims = (int(h.nx), int(h.ny), int(h.nz))
+                        px = float(m.voxel_size.x)
+                    # A file named .mrc without an MRC header (no map ID, absurd sizes): describe nothing.
+                    if not caught and all(0 < d < 1_000_000 for d in dims):
+                        header = {
+                            "width": dims[0],
+                            "height": dims[1],
+                            "nz": dims[2],
+                            "pixel_size_a": round(px, 4) if 0 < px <= 100 else None,
+                            "ispg": int(h.ispg),
+                        }
+            except (OSError, ValueError, OverflowError):
                 header = {}
         nz = header.get("nz", 1)
         if fmt == "mrcs":

@@ -130,7 +130,7 @@ class S3Server:
 
     endpoint_url: str
     access_key: str = "cryomesh-test"
-    secret_key: str = "cryomesh-test-secret"  # noqa: S105 (moto accepts any credentials)
+    secret_key: str = "cryomesh-test-secret"
     region: str = "us-east-1"
 
     @property

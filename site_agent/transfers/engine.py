@@ -183,9 +183,9 @@ def publish(
                 if mf.path in run.outcome.errors:
                     return
                 data = _read(src, off, n)
-                if limit:
-                    limit.take(n)
                 journal.start(mf.path, k, n)
+                if limit:  # the part is on its way: throttled like a slow link
+                    limit.take(n)
                 etag = publisher.put_part(mf.path, upload_id, k, off, data)
                 journal.part_done(mf.path, k, etag)
                 progress.add(n)
@@ -295,9 +295,9 @@ def fetch(
                 run.check()
                 if mf.path in run.outcome.errors:
                     return
+                journal.start(mf.path, k, n)
                 if limit:
                     limit.take(n)
-                journal.start(mf.path, k, n)
                 data = reader.read(mf.path, off, n)
                 fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW)
                 try:

@@ -317,7 +317,10 @@ class TransferWorker:
                 if all(journal.file(f.path).done for f in w.manifest.files):
                     await asyncio.to_thread(self._place, staging, final)
                     await self._report(w, prog, journal, cancel, done=True, location=str(final))
-                    log.info("transfer %s: %d files verified, replica at %s", tid, prog.files_done, final)
+                    log.info(
+                        "transfer %s: %d files verified, replica at %s; fetched %d bytes in this run, %d re-sent after restarts",
+                        tid, prog.files_done, final, prog.moved, journal.resent_bytes,
+                    )  # fmt: skip
                     journal.path.unlink(missing_ok=True)
                     return
                 if outcome.errors:

@@ -67,6 +67,15 @@ def test_scan_skips_links_and_reads_mrc_headers(tmp_path: Path) -> None:
     assert mics.file_pattern == "Micrographs/mic_00*.mrc"
 
 
+def test_a_file_named_mrc_that_is_not_one_is_described_without_dimensions(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "noise.mrc").write_bytes(bytes(range(256)) * 8)
+    (d / "short.mrc").write_bytes(b"not an mrc")
+    (sets,) = image_sets(d, scan(d))
+    assert (sets.category, sets.count, sets.width, sets.height, sets.pixel_size_a) == ("micrographs", 2, None, None, None)
+
+
 def dataset_body(root: Path, **meta: Any) -> dict[str, Any]:
     m = scan(root)
     body: dict[str, Any] = {

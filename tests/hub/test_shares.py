@@ -26,6 +26,7 @@ def setup_network(hub: Hub, tmp: Path, **meta: Any) -> dict[str, Any]:
     ds = register(hub, agent, dataset_body(make_dataset_dir(tmp / "data"), **{"visibility": "network", **meta})).json()
     return {
         "ds": ds,
+        "agent": agent,
         "owner_admin": hub.account("site_admin", site="owner"),
         "dest_admin": hub.account("site_admin", site="dest"),
         "other_admin": hub.account("site_admin", site="other"),

@@ -1,0 +1,182 @@
+"""Transfers end to end: a hub process and two real agent processes moving real bytes,
+through a filesystem exchange and through S3 (moto's server, over HTTP, presigned URLs)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.processes import AgentProcess, HubProcess, cli, enrolled_agent
+from tests.services import S3Server, wait_for
+
+pytestmark = pytest.mark.slow
+
+MB = 10**6
+
+
+def transfers_section(tmp: Path, name: str, **kw: Any) -> str:
+    cfg = {
+        "exchange": "fs",
+        "path": str(tmp / "exchange"),
+        "incoming": str(tmp / name / "datasets"),
+        "poll_interval_s": 0.3,
+        "progress_interval_s": 0.3,
+        "part_size_mb": 0.5,
+        "concurrency": 4,
+        **kw,
+    }
+    lines = [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in cfg.items()]
+    return "[transfers]\n" + "\n".join(lines).replace("'", '"') + "\n"
+
+
+def make_data(root: Path, sizes: dict[str, int]) -> Path:
+    for rel, size in sizes.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(size))
+    return root
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+class Network:
+    def __init__(self, hub: HubProcess, tmp: Path) -> None:
+        self.hub, self.tmp = hub, tmp
+        self.agents: list[AgentProcess] = []
+        self.researcher = hub.account("researcher", institution="osaka-u")
+
+    def agent(self, name: str, institution: str, env: dict[str, str] | None = None, **transfers: Any) -> AgentProcess:
+        extra = transfers_section(self.tmp, name, **transfers)
+        a = enrolled_agent(self.hub, self.tmp, name, extra=extra, institution=institution)
+        a.env = {**self.hub.env, **(env or {})}  # type: ignore[attr-defined]
+        self.hub.api("POST", f"/api/v1/sites/{name}/activate")
+        return a
+
+    def start(self, a: AgentProcess) -> None:
+        a.start(a.env)  # type: ignore[attr-defined]
+        self.agents.append(a)
+
+    def register(self, a: AgentProcess, path: Path) -> dict[str, Any]:
+        import json
+
+        out = subprocess.run(
+            cli("datasets", "register", "--config", str(a.config), "--path", str(path), "--title", "apoferritin",
+                "--visibility", "network", "--json"),
+            env=self.hub.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        return dict(json.loads(out.stdout))
+
+    def share(self, ds_id: str, dest: str) -> dict[str, Any]:
+        req = self.hub.call("POST", f"/api/v1/datasets/{ds_id}/share-requests", account=self.researcher,
+                            json={"dest_site": dest, "purpose": "refinement"})  # fmt: skip
+        self.hub.api("POST", f"/api/v1/share-requests/{req['id']}/approve", json={"reason": "ok"})
+        (t,) = self.hub.api("GET", "/api/v1/transfers", params={"dataset": ds_id})
+        return dict(t)
+
+    def transfer(self, tid: str) -> dict[str, Any]:
+        return dict(self.hub.api("GET", f"/api/v1/transfers/{tid}"))
+
+    def wait(self, tid: str, cond: Any, what: str, timeout: float = 60) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+
+        def check() -> bool:
+            seen.update(self.transfer(tid))
+            assert seen["state"] not in ("SUSPENDED", "CANCELLED"), seen
+            return bool(cond(seen))
+
+        wait_for(check, timeout, f"transfer {tid}: {what} (last {seen.get('state')})", interval=0.2)
+        return seen
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Network]:
+    hub = HubProcess(tmp_path / "hub")
+    hub.start()
+    n = Network(hub, tmp_path)
+    yield n
+    for a in n.agents:
+        a.stop()
+    hub.stop()
+
+
+def test_a_share_is_copied_and_verified_through_a_filesystem_exchange(net: Network, tmp_path: Path) -> None:
+    src = net.agent("kek-krios", "kek")
+    dst = net.agent("osaka-gpu", "osaka-u")
+    data = make_data(tmp_path / "ds", {"movies/m1.mrc": 3 * MB + 11, "movies/m2.mrc": 2 * MB, "run.star": 120, "empty": 0})
+    ds = net.register(src, data)
+    net.start(src)
+    net.start(dst)
+    t = net.share(ds["id"], "osaka-gpu")
+    done = net.wait(t["id"], lambda x: x["state"] == "DONE", "DONE")
+    assert (done["fetched_bytes"], done["fetched_files"]) == (ds["total_bytes"], ds["file_count"])
+    assert done["published_bytes"] == ds["total_bytes"] and done["file_errors"] == []
+    copy = Path(next(r["location"] for r in net.hub.api("GET", f"/api/v1/datasets/{ds['id']}")["replicas"]
+                     if r["site"] == "osaka-gpu"))  # fmt: skip
+    assert copy == tmp_path / "osaka-gpu" / "datasets" / ds["id"]
+    assert digests(copy) == digests(data)
+    reps = {r["site"]: r["state"] for r in net.hub.api("GET", f"/api/v1/datasets/{ds['id']}")["replicas"]}
+    assert reps == {"kek-krios": "AVAILABLE", "osaka-gpu": "AVAILABLE"}
+    # The source removes its published copy once the transfer is over.
+    wait_for(lambda: not (tmp_path / "exchange" / t["id"]).exists(), 20, "the exchange copy to be removed")
+    listed = net.hub.call("GET", "/api/v1/datasets", account=net.researcher, params={"site": "osaka-gpu"})
+    assert [d["id"] for d in listed["items"]] == [ds["id"]]
+
+
+def test_s3_exchange_catches_a_flipped_byte_and_sends_the_file_again(net: Network, tmp_path: Path, s3: S3Server) -> None:
+    bucket = s3.bucket("kek-exchange")
+    src = net.agent("kek-krios", "kek", env=s3.env, exchange="s3", endpoint_url=s3.endpoint_url, bucket=bucket,
+                    region=s3.region, part_size_mb=5, presign_ttl_s=600)  # fmt: skip
+    # The destination has no AWS credentials at all: it reads through presigned URLs.
+    dst = net.agent("osaka-gpu", "osaka-u", env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}, part_size_mb=2)
+    data = make_data(tmp_path / "ds", {"stack.mrcs": 11 * MB, "mic.mrc": 700_000})
+    ds = net.register(src, data)
+    net.start(src)
+    t = net.share(ds["id"], "osaka-gpu")
+    net.wait(t["id"], lambda x: x["state"] == "FETCHING", "published")
+    key = f"cryomesh-exchange/{t['id']}/stack.mrcs"
+    body = bytearray(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[7_654_321] ^= 0x40
+    s3.client().put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    net.start(dst)
+    done = net.wait(t["id"], lambda x: x["state"] == "DONE", "DONE")
+    assert done["resent_files"] == {"stack.mrcs": 1}, "the corrupt file was published again, once"
+    assert any(e["path"] == "stack.mrcs" and "checksum" in e["error"] for e in done["file_errors"])
+    copy = tmp_path / "osaka-gpu" / "datasets" / ds["id"]
+    assert digests(copy) == digests(data), "only verified data became the replica"
+    wait_for(lambda: "Contents" not in s3.client().list_objects_v2(Bucket=bucket), 20, "the bucket to be emptied")
+
+
+def test_an_agent_killed_mid_transfer_resumes_where_it_stopped(net: Network, tmp_path: Path) -> None:
+    part_mb, conc = 0.5, 2
+    src = net.agent("kek-krios", "kek")
+    dst = net.agent("osaka-gpu", "osaka-u", part_size_mb=part_mb, concurrency=conc, bandwidth_mb_s=4)
+    data = make_data(tmp_path / "ds", {f"movie_{i}.mrc": 4 * MB for i in range(4)})
+    ds = net.register(src, data)
+    net.start(src)
+    net.start(dst)
+    t = net.share(ds["id"], "osaka-gpu")
+    before = net.wait(t["id"], lambda x: x["fetched_bytes"] >= 5 * MB, "5 MB fetched")
+    dst.kill()
+    net.agents.remove(dst)
+    net.start(dst)
+    done = net.wait(t["id"], lambda x: x["state"] == "DONE", "DONE", timeout=90)
+    resent = done["resent_bytes"]
+    assert resent <= conc * part_mb * 2**20, f"re-sent {resent} bytes, more than concurrency x part size"
+    assert digests(tmp_path / "osaka-gpu" / "datasets" / ds["id"]) == digests(data)
+    assert done["attempt"] == 1, "the restart resumed the same attempt"
+    (line,) = [m for m in dst.messages() if "verified, replica at" in m]
+    moved = int(line.split("fetched ")[1].split(" bytes")[0])
+    assert moved <= ds["total_bytes"] - before["fetched_bytes"] + conc * part_mb * 2**20, (
+        f"the restarted agent fetched {moved} bytes; it should only fetch what was left"
+    )
+    print(f"killed after {before['fetched_bytes']} of {ds['total_bytes']} bytes; after the restart fetched {moved}, "
+          f"of which re-sent {resent}")  # fmt: skip
