@@ -37,30 +37,25 @@ def register(
     with the hub through this site's agent credentials."""
     from pydantic import ValidationError
 
-    from shared.schemas.datasets import ChecksumAlgorithm, DatasetCreate
+    from shared.schemas.datasets import ChecksumAlgorithm
     from site_agent.client import HubClient
     from site_agent.config import load_settings
     from site_agent.credentials import load_credentials, load_key
-    from site_agent.datasets import image_sets, scan
+    from site_agent.datasets import describe
     from site_agent.errors import HubError
 
-    try:
-        settings = load_settings(config)
-        manifest = scan(path, ChecksumAlgorithm(checksum))
-    except (FileNotFoundError, NotADirectoryError, ValueError, ValidationError) as exc:
-        fail(str(exc))
     meta: dict[str, Any] = dict(load_document(metadata) or {}) if metadata else {}
     if title:
         meta["title"] = title
     if visibility:
         meta["visibility"] = visibility
-    meta.setdefault("image_sets", [s.model_dump() for s in image_sets(path.resolve(), manifest)])
     try:
-        body = DatasetCreate.model_validate(
-            {**meta, "manifest": manifest.model_dump(mode="json"), "location": str(path.resolve())}
-        )
+        settings = load_settings(config)
+        body = describe(path, meta, ChecksumAlgorithm(checksum))
     except ValidationError as exc:
         fail(f"the dataset description is not valid: {exc}")
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        fail(str(exc))
 
     async def send() -> Any:
         creds = load_credentials(settings.agent.state_dir)

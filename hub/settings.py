@@ -39,6 +39,10 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("cryomesh", appauthor=False))
 
 
+#: Attempts per transfer before SUSPENDED, where no setting is at hand (transfers a broker pass starts).
+DEFAULT_TRANSFER_ATTEMPTS = 5
+
+
 class HubSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRYOMESH_", env_nested_delimiter="__", extra="ignore")
 
@@ -61,7 +65,9 @@ class HubSettings(BaseSettings):
     history_retention_days: float = Field(default=30, gt=0, description="How long capacity history is kept")
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per job before SYSTEM_ERROR")
     transfer_stall_s: float = Field(default=300, gt=0, description="A transfer with no progress this long is retried")
-    transfer_max_attempts: int = Field(default=5, ge=1, le=50, description="Attempts per transfer before SUSPENDED")
+    transfer_max_attempts: int = Field(
+        default=DEFAULT_TRANSFER_ATTEMPTS, ge=1, le=50, description="Attempts per transfer before SUSPENDED"
+    )
     transfer_max_republish: int = Field(
         default=3, ge=1, le=20, description="Times one file may fail its checks and be sent again"
     )

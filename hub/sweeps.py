@@ -22,6 +22,7 @@ from hub.datasets.shares import expire_shares
 from hub.db import transaction
 from hub.jobs.notify import Notifier
 from hub.jobs.service import expire
+from hub.jobs.staging import advance
 from hub.settings import HubSettings
 from hub.transfers.service import stalled
 
@@ -46,6 +47,7 @@ def sweep(engine: Engine, settings: HubSettings, notifier: Notifier | None = Non
             return None
         unreachable = mark_unreachable(session, settings)
         requeued = expire(session, settings, notifier)
+        staged = advance(session, notifier)
         placed = place_queued(session, notifier)
         expire_shares(session)
         retried = stalled(session, settings)
@@ -61,6 +63,7 @@ def sweep(engine: Engine, settings: HubSettings, notifier: Notifier | None = Non
         "unreachable": unreachable,
         "requeued": requeued,
         "placed": placed,
+        "staged": staged,
         "transfers_retried": retried,
         "rotated": rotated.kid if rotated else None,
         "pruned": pruned,

@@ -13,7 +13,15 @@ from typing import Any
 
 from awscrt import checksums
 
-from shared.schemas.datasets import ChecksumAlgorithm, ImageSet, Manifest, ManifestFile, check_relative_path, manifest_digest
+from shared.schemas.datasets import (
+    ChecksumAlgorithm,
+    DatasetCreate,
+    ImageSet,
+    Manifest,
+    ManifestFile,
+    check_relative_path,
+    manifest_digest,
+)
 
 CHUNK = 8 * 2**20
 
@@ -117,3 +125,13 @@ def image_sets(root: Path, manifest: Manifest) -> list[ImageSet]:
             )
         )
     return out
+
+
+def describe(path: Path, meta: dict[str, Any], algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC64NVME) -> DatasetCreate:
+    """The registration body for the directory ``path``: its manifest, image sets read from
+    the files, and ``meta`` (title, sample, visibility, provenance...)."""
+    root = path.resolve()
+    manifest = scan(root, algorithm)
+    body = dict(meta)
+    body.setdefault("image_sets", [s.model_dump() for s in image_sets(root, manifest)])
+    return DatasetCreate.model_validate({**body, "manifest": manifest.model_dump(mode="json"), "location": str(root)})

@@ -21,6 +21,7 @@ from shared.schemas.jobs import Assignment, AssignmentBatch, JobSpec, JobState
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
+from site_agent.datasets import describe
 from site_agent.errors import HubRefused, HubUnavailable
 from site_agent.executors import Executor
 from site_agent.executors.base import tail
@@ -157,6 +158,7 @@ class Worker:
             attempt_id=a.attempt_id, job_id=a.job_id, attempt=a.attempt, executor=self.executor.name,
             workdir=str(self.workdir / f"{a.job_id}-{a.attempt}"), spec=a.spec.model_dump(mode="json"), institution=a.institution,
         )  # fmt: skip
+        h.extra["inputs"] = a.inputs
         self.store.save(h)  # held on disk before anything starts, so a restart finds it
         try:
             h.local_id = await asyncio.to_thread(self.executor.submit, h, JobSpec.model_validate(h.spec))
@@ -197,11 +199,39 @@ class Worker:
                     continue
                 if status.state is JobState.RUNNING and not h.started_at:
                     h.started_at = datetime.now(UTC).isoformat()
-                self._report(h, status.state, exit_code=status.exit_code, reason=status.reason)
+                reason = status.reason
+                if status.state is JobState.COMPLETE:
+                    reason = await self._register_output(h) or reason
+                self._report(h, status.state, exit_code=status.exit_code, reason=reason)
                 if status.state.final or status.state in (JobState.SYSTEM_ERROR, JobState.PREEMPTED):
                     log.info("attempt %s ended: %s", h.attempt_id, status.state.value)
                     self._close(h)
             await self._sleep(self.settings.executor.poll_interval_s)
+
+    async def _register_output(self, h: JobHandle) -> str | None:
+        """Register the finished job's output directory as a dataset, with its provenance."""
+        spec = JobSpec.model_validate(h.spec)
+        if spec.outputs is None or h.extra.get("output_dataset"):
+            return None
+        out = spec.outputs
+        meta = {
+            "title": out.title,
+            "description": out.description,
+            "experiment_type": out.experiment_type.value,
+            "visibility": out.visibility.value,
+            "source_datasets": [d.dataset for d in spec.inputs],
+            "source_job": h.job_id,
+        }
+        try:
+            body = await asyncio.to_thread(describe, Path(h.workdir) / out.path, meta)
+            ds = await self.client.request("POST", "/api/v1/datasets", json=body.model_dump(mode="json"))
+        except (OSError, ValueError, HubRefused, HubUnavailable) as exc:
+            log.warning("output of job %s not registered: %s", h.job_id, exc)
+            return f"completed; its output was not registered as a dataset: {exc}"[:2000]
+        h.extra["output_dataset"] = ds["id"]
+        self.store.save(h)
+        log.info("output of job %s registered as dataset %s", h.job_id, ds["id"])
+        return f"completed; output registered as dataset {ds['id']}"
 
     def _stream_tail(self, h: JobHandle) -> None:
         """While a job runs, send the tail of its output every ``LOG_EVERY_S`` if it grew."""

@@ -17,6 +17,7 @@ from hub.db import after_commit
 from hub.errors import Conflict
 from hub.jobs.models import Attempt, Job, PlacementRecord
 from hub.jobs.notify import Notifier
+from hub.jobs.staging import stage
 from hub.types import utcnow
 from shared.schemas.jobs import JobSpec
 
@@ -165,6 +166,8 @@ def _offer(
             verdicts=verdicts,
         )
     )
+    if stage(session, job, attempt, spec, site.name):
+        return attempt  # offered once its inputs are at the site
     if notifier is not None:
         site_id = site.id
         after_commit(session, lambda: notifier.notify(site_id))

@@ -9,10 +9,12 @@ from sqlmodel import Session, col, select
 
 from hub.broker.rules import PartitionView, SiteView
 from hub.capacity.models import CapacityLatest
+from hub.datasets.models import Replica
 from hub.jobs.models import Attempt, SitePolicyRow
 from hub.sites.models import Site
 from hub.sites.queries import site_children
 from shared.schemas.capacity import CapacityTotals, PartitionCapacity
+from shared.schemas.datasets import ReplicaState
 from shared.schemas.sites import SitePolicy
 
 RELIABILITY_WINDOW = timedelta(days=7)
@@ -64,7 +66,8 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
             v.gpus_free = {m: g.free for m, g in totals.gpus.items()}
         views[s.id] = v
     # Federated work holding resources, and what the latest snapshot cannot have seen yet.
-    active = session.exec(select(Attempt).where(col(Attempt.state).in_(("offered", "claimed")))).all()
+    # A job waiting for its inputs to be copied ("staging") holds its place too.
+    active = session.exec(select(Attempt).where(col(Attempt.state).in_(("staging", "offered", "claimed")))).all()
     for a in active:
         v = views[a.site_id]
         v.fed_cpus += a.cpus
@@ -76,6 +79,12 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
             v.unseen_cpus += a.cpus
             if a.gpu_model:
                 v.unseen_gpus[a.gpu_model] = v.unseen_gpus.get(a.gpu_model, 0) + a.gpus
+    # Where the data is: datasets with an AVAILABLE replica at each site (for locality).
+    for dataset_id, site_id in session.exec(
+        select(Replica.dataset_id, Replica.site_id).where(Replica.state == ReplicaState.AVAILABLE.value)
+    ):
+        if site_id in views:
+            views[site_id].datasets.add(dataset_id)
     # Reliability over the last week: lost attempts and system errors count against a site.
     good: dict[int, int] = defaultdict(int)
     bad: dict[int, int] = defaultdict(int)

@@ -41,6 +41,7 @@ def list_datasets(
     min_bytes: Annotated[int | None, Query(ge=0)] = None,
     max_bytes: Annotated[int | None, Query(ge=0)] = None,
     visibility: Visibility | None = None,
+    source_job: Annotated[str | None, Query(max_length=40, description="Datasets produced by this job")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[DatasetPublic]:
@@ -55,6 +56,7 @@ def list_datasets(
         min_bytes,
         max_bytes,
         visibility.value if visibility else None,
+        source_job,
     )
     items, total = service.search(session, principal, f, limit, offset)
     return Page[DatasetPublic](items=items, total=total, limit=limit, offset=offset)

@@ -34,6 +34,7 @@ class DatasetFilter:
     min_bytes: int | None = None
     max_bytes: int | None = None
     visibility: str | None = None
+    source_job: str | None = None
 
 
 def _visible_clause(principal: Principal):  # type: ignore[no-untyped-def]
@@ -121,6 +122,8 @@ def search(session: Session, principal: Principal, f: DatasetFilter, limit: int,
         stmt = stmt.where(col(Dataset.total_bytes) <= f.max_bytes)
     if f.visibility:
         stmt = stmt.where(Dataset.visibility == f.visibility)
+    if f.source_job:
+        stmt = stmt.where(Dataset.source_job == f.source_job)
     if f.site:
         held = (
             select(Replica.dataset_id)

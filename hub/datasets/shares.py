@@ -138,31 +138,42 @@ def request_share(
     ).first()
     if open_req is not None:
         raise Conflict(f"request {open_req.id} for this dataset and site is already waiting for a decision")
+    return create_request(
+        session, ds, dest.id, principal.label(), principal.institution, body.purpose, body.lifetime_days, max_attempts
+    )
+
+
+def create_request(
+    session: Session,
+    ds: Dataset,
+    dest_site_id: int,
+    requested_by: str,
+    institution: str | None,
+    purpose: str,
+    lifetime_days: int,
+    max_attempts: int,
+) -> ShareRequest:
+    """A new request, approved at once where the owner's policy says so (never under embargo)."""
     req = ShareRequest(
         id=f"sr-{uuid.uuid4().hex[:16]}",
         dataset_id=ds.id,
-        dest_site_id=dest.id,
-        requested_by=principal.label(),
-        requester_institution=principal.institution,
-        purpose=body.purpose,
-        lifetime_days=body.lifetime_days,
+        dest_site_id=dest_site_id,
+        requested_by=requested_by,
+        requester_institution=institution,
+        purpose=purpose,
+        lifetime_days=lifetime_days,
     )
     session.add(req)
     session.flush()
-    _event(session, req, principal.label(), "requested", body.purpose)
+    _event(session, req, requested_by, "requested", purpose)
     owner = session.get(Site, ds.owner_site_id)
     assert owner is not None
     policy = share_policy(session, ds.owner_site_id)
     if _embargoed(ds, utcnow().date()):
         _event(session, req, f"policy of site {owner.name}", "held", f"embargoed until {ds.embargo_until}; the owner must decide")
-    elif (policy.auto_approve_public and ds.visibility == "public") or (
-        principal.institution in policy.auto_approve_institutions
-    ):
-        why = (
-            "public dataset"
-            if ds.visibility == "public" and policy.auto_approve_public
-            else f"partner institution {principal.institution}"
-        )
+    elif (policy.auto_approve_public and ds.visibility == "public") or (institution in policy.auto_approve_institutions):
+        public = ds.visibility == "public" and policy.auto_approve_public
+        why = "public dataset" if public else f"partner institution {institution}"
         _approve(session, req, ds, f"policy of site {owner.name}", why, auto=True, max_attempts=max_attempts)
     session.flush()
     return req

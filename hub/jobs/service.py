@@ -12,11 +12,13 @@ from sqlmodel import Session, col, select
 from hub.auth.principal import Principal
 from hub.broker.service import ensure_possible, place_job
 from hub.broker.views import load_site_views
+from hub.datasets.service import get_visible as get_visible_dataset
 from hub.db import after_commit
-from hub.errors import Conflict, Forbidden, NotFound
+from hub.errors import BadRequest, Conflict, Forbidden, NotFound
 from hub.jobs import states
 from hub.jobs.models import Attempt, Job, PlacementRecord, UsageEntry
 from hub.jobs.notify import Notifier
+from hub.jobs.staging import input_paths
 from hub.settings import HubSettings
 from hub.sites.models import Site
 from hub.types import utcnow
@@ -116,6 +118,11 @@ def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Noti
             if JobSpec.model_validate(existing.spec) != spec:
                 raise Conflict(f"idempotency key {spec.idempotency_key!r} was used for a different job ({existing.id})")
             return existing, False
+    for ref in spec.inputs:
+        try:
+            get_visible_dataset(session, principal, ref.dataset)
+        except NotFound:
+            raise BadRequest(f"input dataset {ref.dataset!r} does not exist or is not visible to you") from None
     now = utcnow()
     views = load_site_views(session, now)
     ensure_possible(views, spec, principal.institution)
@@ -153,6 +160,10 @@ def cancel(session: Session, principal: Principal, job_id: str, notifier: Notifi
         if offer is not None:
             states.end_attempt(session, offer, "withdrawn", ("offered",), reason="job canceled before it was claimed")
         states.move(session, job, JobState.CANCELED, f"canceled by {principal.label()} before it started", site_id=None)
+        return job
+    if offer is not None and offer.state == "staging":  # nothing runs yet: it was waiting for its inputs
+        states.end_attempt(session, offer, "withdrawn", ("staging",), reason="job canceled while its inputs were copied")
+        states.move(session, job, JobState.CANCELED, f"canceled by {principal.label()} before it started")
         return job
     states.move(session, job, JobState.CANCELING, f"cancel requested by {principal.label()}", cancel_requested=True)
     if notifier is not None and job.site_id is not None:
@@ -237,6 +248,7 @@ def assignments(session: Session, site: Site, settings: HubSettings) -> list[Ass
                 spec=JobSpec.model_validate(job.spec),
                 lease_s=lease_for(site, settings),
                 institution=job.institution,
+                inputs=input_paths(session, JobSpec.model_validate(job.spec), attempt.site_id) if action == "run" else {},
             )
         )
     return out

@@ -11,6 +11,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shared.schemas.common import Page
+from shared.schemas.datasets import ExperimentType, Visibility, check_relative_path
 
 
 class JobKind(StrEnum):
@@ -113,7 +114,7 @@ _DATASET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 
 
 class DatasetRef(BaseModel):
-    """An input dataset; staging arrives with the datasets issue, references are checked now."""
+    """An input dataset: the job runs where it is AVAILABLE, or waits while it is copied there."""
 
     dataset: str = Field(description="Dataset id, e.g. 'ds-1234' or 'EMPIAR-10028'")
     paths: list[str] = Field(default_factory=list, max_length=1000, description="Files or globs within it; all if empty")
@@ -153,6 +154,22 @@ class PlacementConstraints(BaseModel):
         return out
 
 
+class OutputDataset(BaseModel):
+    """Register what the job leaves in ``$CRYOMESH_OUTPUT_DIR`` as a dataset of the running site,
+    with provenance: its input datasets and this job."""
+
+    title: str = Field(min_length=1, max_length=500)
+    description: str | None = Field(default=None, max_length=20_000)
+    experiment_type: ExperimentType = ExperimentType.OTHER
+    visibility: Visibility = Visibility.PRIVATE
+    path: str = Field(default="output", description="Directory inside the job's work dir")
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        return check_relative_path(v)
+
+
 class JobSpec(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     kind: JobKind
@@ -161,6 +178,7 @@ class JobSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     software: list[SoftwareRequirement] = Field(default_factory=list, max_length=20)
     inputs: list[DatasetRef] = Field(default_factory=list, max_length=100)
+    outputs: OutputDataset | None = Field(default=None, description="Register the job's output as a derived dataset")
     placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
     priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first")
     tags: list[str] = Field(default_factory=list, max_length=20)
@@ -240,6 +258,7 @@ class Assignment(BaseModel):
     spec: JobSpec
     lease_s: float
     institution: str
+    inputs: dict[str, str] = Field(default_factory=dict, description="Input dataset id -> its location at this site")
 
 
 class AssignmentBatch(BaseModel):

@@ -7,6 +7,7 @@ re-adopt a job it did not start in this life and still learn how it ended.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +16,24 @@ from shared.schemas.jobs import JobSpec, JobState
 from site_agent.jobstore import JobHandle
 
 TAIL = 16_384  # bytes of stdout/stderr sent with a report
+
+
+def job_env(h: JobHandle, spec: JobSpec) -> dict[str, str]:
+    """What every job sees: its id and attempt, where its inputs are, where to leave output.
+
+    ``CRYOMESH_INPUTS`` is a JSON object, dataset id -> local directory; ``CRYOMESH_INPUT_DIR``
+    is the first input's directory (most jobs have one)."""
+    inputs: dict[str, str] = h.extra.get("inputs", {})
+    env = {
+        "CRYOMESH_JOB_ID": h.job_id,
+        "CRYOMESH_ATTEMPT": str(h.attempt),
+        "CRYOMESH_INPUTS": json.dumps(inputs, sort_keys=True),
+        "CRYOMESH_OUTPUT_DIR": str(Path(h.workdir) / (spec.outputs.path if spec.outputs else "output")),
+    }
+    first = next((inputs[d.dataset] for d in spec.inputs if d.dataset in inputs), None)
+    if first:
+        env["CRYOMESH_INPUT_DIR"] = first
+    return env
 
 
 @dataclass

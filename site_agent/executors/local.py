@@ -16,7 +16,7 @@ import psutil
 from shared.schemas.jobs import JobSpec, JobState
 from site_agent.commands import argv_for
 from site_agent.config import ExecutorSection
-from site_agent.executors.base import WRAPPER, Status, exit_code, finished
+from site_agent.executors.base import WRAPPER, Status, exit_code, finished, job_env
 from site_agent.jobstore import JobHandle
 
 
@@ -38,7 +38,8 @@ class LocalExecutor:
             os.sched_setaffinity(0, cpus)
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
-        env = {**os.environ, "CRYOMESH_JOB_ID": h.job_id, "CRYOMESH_ATTEMPT": str(h.attempt), "OMP_NUM_THREADS": str(len(cpus))}
+        env = {**os.environ, **job_env(h, spec), "OMP_NUM_THREADS": str(len(cpus))}
+        Path(env["CRYOMESH_OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
         with (workdir / "stdout.txt").open("ab") as out, (workdir / "stderr.txt").open("ab") as err:
             proc = subprocess.Popen(
                 ["/bin/sh", str(workdir / "wrapper.sh"), *argv_for(spec)], cwd=workdir, stdout=out, stderr=err,

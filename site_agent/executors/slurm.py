@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
 from shared.schemas.jobs import JobSpec, JobState
 from site_agent.commands import argv_for, shell_line
 from site_agent.config import ExecutorSection
-from site_agent.executors.base import Status, exit_code, finished
+from site_agent.executors.base import Status, exit_code, finished, job_env
 from site_agent.jobstore import JobHandle
 from site_agent.slurmcli import run_slurm
 
@@ -48,7 +49,8 @@ def batch_script(h: JobHandle, spec: JobSpec, cfg: ExecutorSection) -> str:
         lines.append(f"#SBATCH --tmp={int(r.scratch_gb * 1024)}M")
     launcher = "srun " if r.mpi_ranks > 1 else ""
     lines += [
-        f"export CRYOMESH_JOB_ID={h.job_id} CRYOMESH_ATTEMPT={h.attempt}",
+        "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in job_env(h, spec).items()),
+        'mkdir -p "$CRYOMESH_OUTPUT_DIR"',
         f"{launcher}{shell_line(argv_for(spec))}",
         "code=$?",
         'echo "$code" > exit_code.tmp && mv exit_code.tmp exit_code',
