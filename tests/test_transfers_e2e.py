@@ -180,3 +180,47 @@ def test_an_agent_killed_mid_transfer_resumes_where_it_stopped(net: Network, tmp
     )
     print(f"killed after {before['fetched_bytes']} of {ds['total_bytes']} bytes; after the restart fetched {moved}, "
           f"of which re-sent {resent}")  # fmt: skip
+
+
+def test_a_job_whose_input_is_elsewhere_runs_after_the_copy_on_verified_data(net: Network, tmp_path: Path) -> None:
+    import sys
+
+    import mrcfile
+    import numpy as np
+
+    from cryomesh_cli.synthetic import correlation, projection, write_particles
+
+    src = net.agent("kek-krios", "kek")
+    dst = net.agent("osaka-gpu", "osaka-u")
+    n_images = write_particles(tmp_path / "particles", stacks=3, per_stack=40, size=48)
+    ds = net.register(src, tmp_path / "particles")
+    net.hub.api("PUT", "/api/v1/sites/kek-krios/share-policy", json={"auto_approve_institutions": ["osaka-u"]})
+    net.start(src)
+    net.start(dst)
+    wait_for(lambda: all(net.hub.site(s)["reachability"] == "online" for s in ("kek-krios", "osaka-gpu")), 30, "sites online")
+    job = net.hub.call("POST", "/api/v1/jobs", account=net.researcher, json={
+        "name": "2d-average", "kind": "generic.command", "command": [sys.executable, "-m", "cryomesh_cli.synthetic", "average"],
+        "resources": {"cpus": 1, "memory_gb": 2}, "inputs": [{"dataset": ds["id"]}],
+        "placement": {"allowed_sites": ["osaka-gpu"]},
+        "outputs": {"title": "2D average", "visibility": "network"},
+    })  # fmt: skip
+    assert job["state"] == "INITIALIZING" and "being copied" in job["state_reason"]
+
+    def state() -> dict[str, Any]:
+        return dict(net.hub.call("GET", f"/api/v1/jobs/{job['id']}", account=net.researcher))
+
+    wait_for(lambda: state()["state"] == "COMPLETE", 90, "the job to complete")
+    done = state()
+    (t,) = net.hub.api("GET", "/api/v1/transfers", params={"dataset": ds["id"]})
+    assert t["state"] == "DONE" and t["job"] == job["id"]
+    assert done["site"] == "osaka-gpu" and "output registered as dataset" in done["state_reason"]
+    logs = net.hub.call("GET", f"/api/v1/jobs/{job['id']}/logs", account=net.researcher)
+    assert f'"images": {n_images}' in logs["stdout_tail"], "the job read every image of the copy"
+    (out,) = net.hub.call("GET", "/api/v1/datasets", account=net.researcher, params={"source_job": job["id"]})["items"]
+    assert out["source_datasets"] == [ds["id"]] and out["owner_site"] == "osaka-gpu" and out["title"] == "2D average"
+    with mrcfile.open(Path(out["replicas"][0]["location"]) / "average_2d.mrc") as m:
+        avg = np.asarray(m.data)
+    clean = projection(48)
+    with mrcfile.open(tmp_path / "particles" / "Particles" / "particles_000.mrcs") as m:
+        single = np.asarray(m.data[0])
+    assert correlation(avg, clean) > 0.9 > correlation(single, clean), "averaging brought the signal out of the noise"
