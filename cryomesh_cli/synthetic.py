@@ -41,7 +41,8 @@ def density(size: int = 64, seed: int = 7) -> np.ndarray:
 def projection(size: int = 64) -> np.ndarray:
     """The clean projection of ``density`` along z, normalised to zero mean and unit variance."""
     p = density(size).sum(axis=0)
-    return ((p - p.mean()) / p.std()).astype(np.float32)
+    out: np.ndarray = ((p - p.mean()) / p.std()).astype(np.float32)
+    return out
 
 
 def write_particles(root: Path, stacks: int = 4, per_stack: int = 64, size: int = 64, noise: float = 3.0, seed: int = 0) -> int:

@@ -17,6 +17,7 @@ from hub.auth.router import router as auth_router
 from hub.auth.tokens import TokenVerifier
 from hub.capacity.router import router as capacity_router
 from hub.datasets.router import router as datasets_router
+from hub.datasets.router import sites_router as dataset_sites_router
 from hub.datasets.shares_router import router as shares_router
 from hub.db import make_engine, transaction
 from hub.errors import install_error_handlers
@@ -90,6 +91,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         network_router,
         jobs_router,
         datasets_router,
+        dataset_sites_router,
         shares_router,
         transfers_router,
     ):

@@ -102,6 +102,16 @@ class TransfersSection(BaseModel):
     progress_interval_s: float = Field(default=2, gt=0, description="How often progress is reported while moving data")
 
 
+class AuditSection(BaseModel):
+    """Periodic integrity audits of the replicas at this site."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=86_400, gt=0, description="Time between audit rounds")
+    first_after_s: float = Field(default=300, ge=0, description="Delay before the first round after start")
+    sample_fraction: float = Field(default=0.05, ge=0, le=1, description="Share of files whose checksum is recomputed")
+    min_sample: int = Field(default=3, ge=0, description="At least this many files are checksummed per replica")
+
+
 class StorageSection(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     path: Path
@@ -116,6 +126,7 @@ class AgentSettings(BaseSettings):
     executor: ExecutorSection = Field(default_factory=ExecutorSection)
     policy: PolicySection = Field(default_factory=PolicySection)
     transfers: TransfersSection = Field(default_factory=TransfersSection)
+    audit: AuditSection = Field(default_factory=AuditSection)
 
     @classmethod
     def settings_customise_sources(

@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.schemas.capacity import Heartbeat
 from shared.version import __version__
+from site_agent.audit import audit_loop
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
@@ -140,6 +141,8 @@ class Agent:
                 tg.create_task(self.worker.monitor_loop())
                 tg.create_task(self.worker.outbox_loop())
                 tg.create_task(self.transfers.loop())
+                if self.settings.audit.enabled:
+                    tg.create_task(audit_loop(self.settings.audit, self.client, self.site, self.stopping))
         finally:
             await self.client.aclose()
             log.info("agent for site %s stopped", self.site)

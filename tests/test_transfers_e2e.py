@@ -53,8 +53,10 @@ class Network:
         self.agents: list[AgentProcess] = []
         self.researcher = hub.account("researcher", institution="osaka-u")
 
-    def agent(self, name: str, institution: str, env: dict[str, str] | None = None, **transfers: Any) -> AgentProcess:
-        extra = transfers_section(self.tmp, name, **transfers)
+    def agent(
+        self, name: str, institution: str, env: dict[str, str] | None = None, extra: str = "", **transfers: Any
+    ) -> AgentProcess:
+        extra = transfers_section(self.tmp, name, **transfers) + extra
         a = enrolled_agent(self.hub, self.tmp, name, extra=extra, institution=institution)
         a.env = {**self.hub.env, **(env or {})}  # type: ignore[attr-defined]
         self.hub.api("POST", f"/api/v1/sites/{name}/activate")
@@ -110,7 +112,8 @@ def net(tmp_path: Path) -> Iterator[Network]:
 
 def test_a_share_is_copied_and_verified_through_a_filesystem_exchange(net: Network, tmp_path: Path) -> None:
     src = net.agent("kek-krios", "kek")
-    dst = net.agent("osaka-gpu", "osaka-u")
+    audit = "[audit]\nfirst_after_s = 0\ninterval_s = 0.5\nsample_fraction = 1.0\n"
+    dst = net.agent("osaka-gpu", "osaka-u", extra=audit)
     data = make_data(tmp_path / "ds", {"movies/m1.mrc": 3 * MB + 11, "movies/m2.mrc": 2 * MB, "run.star": 120, "empty": 0})
     ds = net.register(src, data)
     net.start(src)
@@ -129,6 +132,17 @@ def test_a_share_is_copied_and_verified_through_a_filesystem_exchange(net: Netwo
     wait_for(lambda: not (tmp_path / "exchange" / t["id"]).exists(), 20, "the exchange copy to be removed")
     listed = net.hub.call("GET", "/api/v1/datasets", account=net.researcher, params={"site": "osaka-gpu"})
     assert [d["id"] for d in listed["items"]] == [ds["id"]]
+
+    # The destination's periodic audit finds a byte changed on its storage: the replica is BAD.
+    with (copy / "movies" / "m2.mrc").open("r+b") as fh:
+        fh.seek(1234)
+        fh.write(b"\x00" if fh.read(1) != b"\x00" else b"\x01")
+
+    def replica() -> dict[str, Any]:
+        return next(r for r in net.hub.api("GET", f"/api/v1/datasets/{ds['id']}")["replicas"] if r["site"] == "osaka-gpu")
+
+    wait_for(lambda: replica()["state"] == "BAD", 20, "the audit to mark the copy BAD")
+    assert "1 corrupt (e.g. movies/m2.mrc)" in replica()["state_reason"]
 
 
 def test_s3_exchange_catches_a_flipped_byte_and_sends_the_file_again(net: Network, tmp_path: Path, s3: S3Server) -> None:

@@ -51,4 +51,6 @@ class Replica(SQLModel, table=True):
     state: str = Field(max_length=20)
     location: str = Field(max_length=2000)
     verified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    state_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    audited_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

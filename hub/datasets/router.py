@@ -2,6 +2,7 @@
 
 Who may call:
 - register (``POST /api/v1/datasets``): a site's agent, for its own site;
+- replicas at a site and audit reports: that site's agent only (another agent or a person: 403);
 - list, show, manifest: anyone signed in, within visibility (a private dataset of another
   institution answers 404).
 """
@@ -12,14 +13,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from hub.datasets import service
+from hub.auth.policy import ensure_agent_of
+from hub.datasets import audits, service
 from hub.datasets.service import DatasetFilter
-from hub.deps import CurrentPrincipal, SessionDep
-from hub.errors import AUTH_ERRORS, NotFound, responses
+from hub.deps import CurrentAgent, CurrentPrincipal, SessionDep
+from hub.errors import AUTH_ERRORS, Conflict, NotFound, responses
+from hub.sites.queries import get_site_by_name
 from shared.schemas.common import Page
-from shared.schemas.datasets import DatasetCreate, DatasetPublic, ExperimentType, Visibility
+from shared.schemas.datasets import (
+    AuditReport,
+    DatasetCreate,
+    DatasetPublic,
+    ExperimentType,
+    ReplicaPublic,
+    ReplicaState,
+    ReplicaWork,
+    Visibility,
+)
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+sites_router = APIRouter(prefix="/api/v1/sites", tags=["datasets"])
 
 
 @router.post("", status_code=201, responses=responses(*AUTH_ERRORS))
@@ -72,3 +85,21 @@ def show_dataset(dataset_id: str, session: SessionDep, principal: CurrentPrincip
 def dataset_manifest(dataset_id: str, session: SessionDep, principal: CurrentPrincipal) -> dict[str, Any]:
     """Every file's path, size and checksum, and the digest over them."""
     return dict(service.get_visible(session, principal, dataset_id).manifest)
+
+
+@sites_router.get("/{name}/replicas", responses=responses(*AUTH_ERRORS, NotFound))
+def site_replicas(name: str, session: SessionDep, principal: CurrentAgent) -> list[ReplicaWork]:
+    """The AVAILABLE and BAD replicas at the calling agent's site, least recently audited first, with manifests."""
+    site = get_site_by_name(session, name)
+    ensure_agent_of(principal, site)
+    return audits.replicas_at(session, site)
+
+
+@sites_router.post("/{name}/replicas/{dataset_id}/audit", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
+def report_audit(name: str, dataset_id: str, body: AuditReport, session: SessionDep, principal: CurrentAgent) -> ReplicaPublic:
+    """Record an audit: a clean one refreshes verified_at; missing, unexpected, wrong-sized or corrupt files make it BAD."""
+    site = get_site_by_name(session, name)
+    ensure_agent_of(principal, site)
+    rep = audits.record(session, principal, site, dataset_id, body)
+    return ReplicaPublic(site=site.name, state=ReplicaState(rep.state), location=rep.location, verified_at=rep.verified_at,
+                         created_at=rep.created_at, state_reason=rep.state_reason)  # fmt: skip

@@ -149,6 +149,7 @@ def to_public(session: Session, rows: Sequence[Dataset]) -> list[DatasetPublic]:
                 location=rep.location,
                 verified_at=rep.verified_at,
                 created_at=rep.created_at,
+                state_reason=rep.state_reason,
             )
         )
     out = []

@@ -171,6 +171,41 @@ class ReplicaPublic(BaseModel):
     location: str
     verified_at: datetime | None
     created_at: datetime
+    state_reason: str | None = None
+
+
+class ReplicaWork(BaseModel):
+    """A replica at the agent's site, with what an audit needs to check it."""
+
+    dataset: str
+    state: ReplicaState
+    location: str
+    verified_at: datetime | None
+    manifest: Manifest
+
+
+class AuditReport(BaseModel):
+    """What an agent found comparing a replica on storage with the catalog."""
+
+    files_checked: int = Field(ge=0, description="Files whose presence and size were checked (all of them)")
+    checksums_verified: int = Field(ge=0, description="Files in the sample whose checksum was recomputed")
+    missing: list[str] = Field(default_factory=list, max_length=10_000)
+    unexpected: list[str] = Field(default_factory=list, max_length=10_000)
+    wrong_size: list[str] = Field(default_factory=list, max_length=10_000)
+    corrupt: list[str] = Field(default_factory=list, max_length=10_000)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.wrong_size or self.corrupt)
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(v)} {k.replace('_', ' ')} (e.g. {v[0]})"
+            for k, v in (("missing", self.missing), ("unexpected", self.unexpected), ("wrong_size", self.wrong_size),
+                         ("corrupt", self.corrupt))
+            if v
+        ]  # fmt: skip
+        return "; ".join(parts) if parts else "all files present, sizes and sampled checksums match"
 
 
 class DatasetPublic(DatasetMetadata):

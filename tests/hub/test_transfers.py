@@ -200,3 +200,25 @@ def test_a_transfer_report_with_a_path_outside_the_dataset_is_refused(hub: Hub, 
         r = progress(hub, n["source"], n["t"]["id"], bytes_done=0, files_done=0,
                      access={"kind": "s3", "urls": {bad: "http://x"}})  # fmt: skip
         assert r.status_code == 422
+
+
+def test_audits_mark_a_replica_bad_and_whole_again(hub: Hub, tmp_path: Path) -> None:
+    n = approved_transfer(hub, tmp_path)
+    ds = n["ds"]
+    (rw,) = agent_call(hub, n["source"], "GET", "/api/v1/sites/owner/replicas").json()
+    assert rw["dataset"] == ds["id"] and len(rw["manifest"]["files"]) == ds["file_count"]
+    r = agent_call(hub, n["dest_agent"], "GET", "/api/v1/sites/owner/replicas")
+    assert r.status_code == 403 and r.json()["error"] == "Forbidden"
+    bad = {"files_checked": 5, "checksums_verified": 1, "missing": ["run.star"], "corrupt": ["particles.mrcs"]}
+    r = agent_call(hub, n["dest_agent"], "POST", f"/api/v1/sites/owner/replicas/{ds['id']}/audit", json=bad)
+    assert r.status_code == 403
+    r = agent_call(hub, n["dest_agent"], "POST", f"/api/v1/sites/dest/replicas/{ds['id']}/audit", json=bad)
+    assert r.status_code == 409 and "COPYING" in r.json()["detail"], "a copy in progress is not audited"
+    r = agent_call(hub, n["source"], "POST", f"/api/v1/sites/owner/replicas/{ds['id']}/audit", json=bad).json()
+    assert r["state"] == "BAD" and "1 missing (e.g. run.star); 1 corrupt (e.g. particles.mrcs)" in r["state_reason"]
+    with hub.as_(n["researcher"]) as c:
+        listed = c.get("/api/v1/datasets", params={"site": "owner"}).json()
+    assert listed["items"] == [], "a BAD replica does not count as held"
+    clean = {"files_checked": 5, "checksums_verified": 1}
+    r = agent_call(hub, n["source"], "POST", f"/api/v1/sites/owner/replicas/{ds['id']}/audit", json=clean).json()
+    assert r["state"] == "AVAILABLE" and r["state_reason"] is None and r["verified_at"] is not None
