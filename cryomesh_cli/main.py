@@ -13,6 +13,7 @@ from cryomesh_cli.common import ConfigOpt, HubOpt, IdOpt, JsonOpt, SecretOpt, ca
 from cryomesh_cli.datasets_cmds import datasets_app, shares_app
 from cryomesh_cli.jobs_cmds import jobs_app, usage
 from cryomesh_cli.render import console, print_json, site_detail, sites_table, summary_table
+from cryomesh_cli.transfers_cmds import transfers_app
 
 app = typer.Typer(help="cryomesh: a federated coordinator for cryo-EM centres.", no_args_is_help=True)
 hub_app = typer.Typer(help="Run the hub.", no_args_is_help=True)
@@ -29,6 +30,7 @@ for sub, name in (
     (jobs_app, "jobs"),
     (datasets_app, "datasets"),
     (shares_app, "shares"),
+    (transfers_app, "transfers"),
 ):
     app.add_typer(sub, name=name)
 app.command("usage")(usage)

@@ -222,3 +222,30 @@ def test_audits_mark_a_replica_bad_and_whole_again(hub: Hub, tmp_path: Path) -> 
     clean = {"files_checked": 5, "checksums_verified": 1}
     r = agent_call(hub, n["source"], "POST", f"/api/v1/sites/owner/replicas/{ds['id']}/audit", json=clean).json()
     assert r["state"] == "AVAILABLE" and r["state_reason"] is None and r["verified_at"] is not None
+
+
+def test_transfers_from_the_cli(sqlite_hub: Hub, tmp_path: Path) -> None:
+    import json
+
+    from tests.cli.test_cli import run
+
+    n = approved_transfer(sqlite_hub, tmp_path)
+    tid, ds = n["t"]["id"], n["ds"]
+    progress(sqlite_hub, n["source"], tid, bytes_done=ds["total_bytes"] // 2, files_done=1, rate_bps=2.5e6)
+    out = run(sqlite_hub, "transfers", "list", account=n["researcher"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert tid in out.stdout and "PUBLISHING" in out.stdout and "owner -> dest" in out.stdout and "2.5 MB/s" in out.stdout
+    assert "━" in out.stdout, "a progress bar"
+    shown = run(sqlite_hub, "transfers", "show", tid, account=n["owner_admin"])
+    assert (
+        shown.returncode == 0
+        and "publish" in shown.stdout
+        and "50%" in shown.stdout
+        and f"1/{ds['file_count']} files" in shown.stdout
+    )
+    as_json = json.loads(run(sqlite_hub, "transfers", "show", tid, "--json", account=n["dest_admin"]).stdout)
+    assert as_json["published_files"] == 1
+    hidden = run(sqlite_hub, "transfers", "show", tid, account=n["other_admin"])
+    assert hidden.returncode == 1 and "404" in hidden.stdout
+    refused = run(sqlite_hub, "transfers", "retry", tid, account=n["researcher"])
+    assert refused.returncode == 1 and "403" in refused.stdout
