@@ -8,6 +8,10 @@ its private key and sending heartbeats over HTTP. The network summary fills in l
 The machine has no GPUs and no cluster, so two sites *declare* their partitions (the
 ``declared`` backend, meant for cloud queues that scale from zero) and one measures this
 machine for real (the ``local`` backend). Each site's backend is shown.
+
+Then the data story (``demo_data``): a synthetic dataset registered at kyoto-gpu, shared
+with osaka-cpu on its admin's approval, copied and verified, and averaged there by a job
+that registers its output as a derived dataset.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from rich.console import Group
 from rich.live import Live
 
 from cryomesh_cli.client import CliError, HubSession, Profile
+from cryomesh_cli.demo_data import DataStory, transfers_section
 from cryomesh_cli.devslurm import free_port
 from cryomesh_cli.jobs_cmds import jobs_table, usage_tables
 from cryomesh_cli.render import console, summary_table
@@ -393,7 +398,9 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
                 }
             else:
                 ex = {"type": "local", "max_concurrent": 4, "poll_interval_s": 0.5}
-            config.write_text(site_toml(hub_url, site_dir / "state", heartbeat_s, spec, ex))
+            config.write_text(
+                site_toml(hub_url, site_dir / "state", heartbeat_s, spec, ex) + transfers_section(workdir, site_dir)
+            )
             enrolled = subprocess.run(
                 _cli("agent", "enroll", "--hub", hub_url, "--code", code, "--config", str(config)),
                 env=env,
@@ -421,6 +428,7 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
         )
         researcher = HubSession(Profile(hub_url, researcher_acct["client_id"], researcher_acct["client_secret"]))
         console.print(f"researcher of osaka-u: client id {researcher_acct['client_id']}")
+        story = DataStory(workdir, env, admin, researcher)
 
         all_online_after: float | None = None
         submitted: list[dict[str, Any]] = []
@@ -440,12 +448,18 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
                             researcher.call("POST", "/api/v1/jobs", json_body=IMPOSSIBLE)
                         except CliError as exc:
                             live.console.print(f"refused at submission, as it should be: {exc}")
+                        story.start(live.console.print)
                     jobs = [researcher.call("GET", f"/api/v1/jobs/{j['id']}") for j in submitted]
+                    story.refresh()
+                    moving = story.table()
                 except CliError as exc:
                     live.console.print(f"[yellow]hub not answering: {exc}[/yellow]")
                     continue
-                live.update(Group(summary_table(summary), jobs_table(jobs)) if jobs else summary_table(summary))
-                if jobs and done_at is None and all(j["state"] in FINAL for j in jobs):
+                shown = (
+                    [summary_table(summary)] + ([jobs_table([*jobs, story.job])] if jobs else []) + ([moving] if moving else [])
+                )
+                live.update(Group(*shown))
+                if jobs and done_at is None and all(j["state"] in FINAL for j in jobs) and story.finished:
                     done_at = time.monotonic()
                     if deadline is None or duration is None:
                         live.console.print(f"all {len(jobs)} jobs finished; still serving (Ctrl-C to stop)")
@@ -460,10 +474,19 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
         entries = [_job_entry(researcher, researcher.call("GET", f"/api/v1/jobs/{j['id']}")) for j in submitted]
         for e in entries:
             console.print(f"  {e['name']}: {e['state']} at {e['site']} — {e['placement']['summary']}")
+        data = story.report()
+        if story.job:
+            dj = data["data_job"]
+            a = dj["analysis"]
+            console.print(
+                f"  2d-average: {dj['state']} at {dj['site']} — {dj['state_reason']}; {a['images']} images, correlation with "
+                f"the clean projection {a.get('average_correlation')} (one image alone: {a['single_image_correlation']})"
+            )
         for table in usage_tables(admin.call("GET", "/api/v1/usage", params={"days": 1})):
             console.print(table)
         if report:
-            report.write_text(json.dumps(build_report(hub_url, summary, started, all_online_after, entries), indent=2))
+            full = {**build_report(hub_url, summary, started, all_online_after, entries), **data}
+            report.write_text(json.dumps(full, indent=2))
             console.print(f"report written to {report}")
         return 0 if all_online_after else 1
     except KeyboardInterrupt:

@@ -47,6 +47,23 @@ def test_demo_brings_three_sites_online(tmp_path: Path) -> None:
             assert verdicts["osaka-cpu"]["reasons"] == ["has no a100 GPUs"]
     assert "refused at submission" in out.stdout
 
+    # The data story: made at kyoto-gpu, shared with osaka-cpu on its admin's approval,
+    # copied and verified, averaged there, the average registered with its provenance.
+    datasets = {d["title"]: d for d in data["datasets"]}
+    raw = datasets["Synthetic particles: noisy projections of a known density"]
+    derived = datasets["2D average of the synthetic particles"]
+    assert {(r["site"], r["state"]) for r in raw["replicas"]} == {("kyoto-gpu", "AVAILABLE"), ("osaka-cpu", "AVAILABLE")}
+    assert derived["source_datasets"] == [raw["id"]] and derived["owner_site"] == "osaka-cpu"
+    (share,) = data["shares"]
+    assert share["state"] == "approved" and share["decided_by"] and not share["auto_approved"]
+    (t,) = data["transfers"]
+    assert t["state"] == "DONE" and t["fetched_bytes"] == raw["total_bytes"] == t["bytes_total"]
+    job = data["data_job"]
+    assert (job["state"], job["site"], job["output_dataset"]) == ("COMPLETE", "osaka-cpu", derived["id"])
+    assert derived["source_job"] == job["id"]
+    a = job["analysis"]
+    assert a["images"] == 800 and a["average_correlation"] > 0.9 > a["single_image_correlation"]
+
 
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     import signal
