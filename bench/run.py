@@ -150,12 +150,12 @@ def main() -> None:
     hot = hot_path_section(results, args)
     import asyncio
 
-    from bench import broker, dispatch
+    from bench import broker, dispatch, transfer
 
     d = asyncio.run(dispatch.run())
     b_mem = broker.in_memory()
     b_db = broker.through_database()
-    text = header(args) + hot + dispatch_section(d) + broker_section(b_mem, b_db)
+    text = header(args) + hot + dispatch_section(d) + broker_section(b_mem, b_db) + transfer.section(transfer.run())
     args.out.write_text(text)
     print(text)
 

@@ -95,7 +95,9 @@ class TransfersSection(BaseModel):
     incoming: Path | None = Field(
         default=None, description="Where copies of datasets are written (default: <state_dir>/datasets)"
     )
-    part_size_mb: float = Field(default=16, gt=0, le=5120, description="Part size; s3 raises it to at least 5 MiB")
+    part_size_mb: float = Field(
+        default=32, gt=0, le=5120, description="Part size; a file up to this size goes as one request; s3: at least 5 MiB"
+    )
     concurrency: int = Field(default=8, ge=1, le=256, description="Parts moved at once")
     bandwidth_mb_s: float | None = Field(default=None, gt=0, description="Cap on this agent's transfer rate, MB/s")
     poll_interval_s: float = Field(default=5, gt=0, description="How often the agent asks the hub for transfer work")
