@@ -144,6 +144,12 @@ def test_a_share_is_copied_and_verified_through_a_filesystem_exchange(net: Netwo
     wait_for(lambda: replica()["state"] == "BAD", 20, "the audit to mark the copy BAD")
     assert "1 corrupt (e.g. movies/m2.mrc)" in replica()["state_reason"]
 
+    # Revoking the request retires the copy: the destination's agent removes it, then the replica.
+    net.hub.call("POST", f"/api/v1/share-requests/{t['share_request']}/revoke", account=net.researcher, json={})
+    sites = lambda: {r["site"] for r in net.hub.api("GET", f"/api/v1/datasets/{ds['id']}")["replicas"]}  # noqa: E731
+    wait_for(lambda: sites() == {"kek-krios"}, 20, "the retired copy to be removed")
+    assert not copy.exists() and data.exists(), "the copy is gone, the owner's data untouched"
+
 
 def test_s3_exchange_catches_a_flipped_byte_and_sends_the_file_again(net: Network, tmp_path: Path, s3: S3Server) -> None:
     bucket = s3.bucket("kek-exchange")

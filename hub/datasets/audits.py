@@ -23,11 +23,11 @@ log = logging.getLogger("cryomesh.hub.audits")
 AUDITED = (ReplicaState.AVAILABLE.value, ReplicaState.BAD.value)
 
 
-def replicas_at(session: Session, site: Site) -> list[ReplicaWork]:
+def replicas_at(session: Session, site: Site, states: tuple[str, ...] = AUDITED) -> list[ReplicaWork]:
     rows = session.exec(
         select(Replica, Dataset)
         .join(Dataset, col(Dataset.id) == Replica.dataset_id)
-        .where(Replica.site_id == site.id, col(Replica.state).in_(AUDITED))
+        .where(Replica.site_id == site.id, col(Replica.state).in_(states))
         .order_by(col(Replica.audited_at).is_(None).desc(), col(Replica.audited_at))
     ).all()
     return [
@@ -60,3 +60,15 @@ def record(session: Session, principal: Principal, site: Site, dataset_id: str, 
     session.add(rep)
     session.flush()
     return rep
+
+
+def deleted(session: Session, site: Site, dataset_id: str) -> None:
+    """The agent removed a retired copy (DELETING): the replica is gone from the catalog."""
+    rep = session.exec(select(Replica).where(Replica.dataset_id == dataset_id, Replica.site_id == site.id)).first()
+    if rep is None:
+        raise NotFound(f"site {site.name} holds no replica of {dataset_id!r}")
+    if rep.state != ReplicaState.DELETING.value:
+        raise Conflict(f"the replica is {rep.state}; only a DELETING replica is removed")
+    session.delete(rep)
+    session.flush()
+    log.info("replica of %s at %s deleted", dataset_id, site.name)

@@ -88,11 +88,25 @@ def dataset_manifest(dataset_id: str, session: SessionDep, principal: CurrentPri
 
 
 @sites_router.get("/{name}/replicas", responses=responses(*AUTH_ERRORS, NotFound))
-def site_replicas(name: str, session: SessionDep, principal: CurrentAgent) -> list[ReplicaWork]:
-    """The AVAILABLE and BAD replicas at the calling agent's site, least recently audited first, with manifests."""
+def site_replicas(
+    name: str,
+    session: SessionDep,
+    principal: CurrentAgent,
+    state: Annotated[ReplicaState | None, Query(description="DELETING: retired copies to remove")] = None,
+) -> list[ReplicaWork]:
+    """Replicas at the calling agent's site with manifests: AVAILABLE and BAD ones (to audit,
+    least recently audited first), or with ?state= just those."""
     site = get_site_by_name(session, name)
     ensure_agent_of(principal, site)
-    return audits.replicas_at(session, site)
+    return audits.replicas_at(session, site, (state.value,) if state else audits.AUDITED)
+
+
+@sites_router.delete("/{name}/replicas/{dataset_id}", status_code=204, responses=responses(*AUTH_ERRORS, NotFound, Conflict))
+def replica_deleted(name: str, dataset_id: str, session: SessionDep, principal: CurrentAgent) -> None:
+    """The agent has removed a DELETING replica's files; the catalog forgets the replica."""
+    site = get_site_by_name(session, name)
+    ensure_agent_of(principal, site)
+    audits.deleted(session, site, dataset_id)
 
 
 @sites_router.post("/{name}/replicas/{dataset_id}/audit", responses=responses(*AUTH_ERRORS, NotFound, Conflict))

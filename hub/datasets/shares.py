@@ -228,8 +228,11 @@ def _retire_replica(session: Session, req: ShareRequest) -> None:
     """The copy made under a request goes when the request does, and so does its transfer."""
     transfers.cancel_for_request(session, req.id, f"share request {req.state}")
     for rep in session.exec(select(Replica).where(Replica.dataset_id == req.dataset_id, Replica.site_id == req.dest_site_id)):
-        rep.state = "DELETING"
-        session.add(rep)
+        if rep.state in ("COPYING", "UNAVAILABLE"):  # never completed: nothing in place to remove
+            session.delete(rep)
+        else:  # the site's agent removes the copy, then the replica
+            rep.state = "DELETING"
+            session.add(rep)
 
 
 def revoke(session: Session, principal: Principal, request_id: str, reason: str | None) -> ShareRequest:

@@ -82,6 +82,7 @@ class TransferWorker:
                     await pause(self.stopping, delay)
                     continue
                 self.sync([TransferWork.model_validate(w) for w in data])
+                await self.remove_retired()
                 await pause(self.stopping, self.cfg.poll_interval_s)
         finally:
             await self.stop_all()
@@ -108,6 +109,27 @@ class TransferWorker:
                     del self.tasks[key]
         self.updated.set()
         self.updated = asyncio.Event()
+
+    async def remove_retired(self) -> None:
+        """Delete copies the hub retired (request revoked or expired): only under ``incoming``,
+        never a site's own data elsewhere."""
+        try:
+            retired = await self.client.request("GET", f"/api/v1/sites/{self.site}/replicas?state=DELETING")
+        except (HubUnavailable, HubRefused) as exc:
+            log.warning("could not list retired copies: %s", exc)
+            return
+        for rep in retired:
+            where = Path(rep["location"])
+            incoming = self.incoming.resolve()
+            if not where.resolve().is_relative_to(incoming) or where.resolve() == incoming:
+                log.warning("not deleting %s for %s: it is outside %s", where, rep["dataset"], incoming)
+                continue
+            await asyncio.to_thread(shutil.rmtree, where, True)
+            try:
+                await self.client.request("DELETE", f"/api/v1/sites/{self.site}/replicas/{rep['dataset']}")
+                log.info("retired copy of %s removed from %s", rep["dataset"], where)
+            except (HubUnavailable, HubRefused) as exc:
+                log.warning("removed %s but could not tell the hub: %s", where, exc)
 
     async def stop_all(self) -> None:
         for t in self.tasks.values():
