@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.schemas.datasets import ChecksumAlgorithm, ManifestFile
 from site_agent.datasets import file_checksum
-from site_agent.transfers.exchange import Publisher, Reader, TransferError, safe_join
-from site_agent.transfers.journal import Journal
+from site_agent.transfers.exchange import Publisher, Reader, TransferError, pread_exact, safe_join
+from site_agent.transfers.journal import FileRecord, Journal
 
 
 class Cancelled(Exception):
@@ -90,29 +90,73 @@ def _parts(size: int, part_size: int) -> list[tuple[int, int, int]]:
 
 
 class _Run:
-    """One pass over a set of files: a pool of part tasks, one finisher per file."""
+    """One pass over a set of files: a pool of part tasks; when a file's last part is in,
+    its ``finish`` runs (publish: complete the upload; fetch: check the file)."""
 
-    def __init__(self, concurrency: int, cancel: threading.Event) -> None:
+    def __init__(self, concurrency: int, cancel: threading.Event, journal: Journal, progress: Progress,
+                 limit: RateLimit | None) -> None:  # fmt: skip
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="transfer")
         self.cancel = cancel
+        self.journal, self.progress, self.limit = journal, progress, limit
         self.outcome = Outcome()
         self.lock = threading.Lock()
-
-    def check(self) -> None:
-        if self.cancel.is_set():
-            raise Cancelled
+        self.futures: list[Future[None]] = []
 
     def error(self, path: str, exc: BaseException) -> None:
         with self.lock:
             self.outcome.errors.setdefault(path, str(exc) or type(exc).__name__)
 
-    def run(self, futures: list[Future[None]]) -> Outcome:
-        try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for f in done:
-                if isinstance(f.exception(), Cancelled):
+    def _submit(self, path: str, fn: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                fn()
+            except Cancelled:
+                raise
+            except Exception as exc:  # one file's failure is recorded; the others go on
+                self.error(path, exc)
+
+        self.futures.append(self.pool.submit(guarded))
+
+    def file(self, mf: ManifestFile, part_size: int, rec: FileRecord, move: Callable[[int, int, int], str],
+             finish: Callable[[dict[int, str]], None]) -> None:  # fmt: skip
+        """Schedule the parts of ``mf`` not yet recorded; ``move(part, offset, length)`` moves one
+        and returns its ETag. Each part is journaled as started before its bytes move."""
+        parts = _parts(mf.size, part_size)
+        remaining = [p for p in parts if p[0] not in rec.parts]
+        self.progress.add(sum(n for k, _, n in parts if k in rec.parts), moved=False)
+        etags = dict(rec.parts)
+        left = [len(remaining)]
+        if not remaining:
+            self._submit(mf.path, lambda: finish(etags))
+            return
+        for k, off, n in remaining:
+
+            def part(k: int = k, off: int = off, n: int = n) -> None:
+                if self.cancel.is_set():
                     raise Cancelled
-            wait(futures)
+                if mf.path in self.outcome.errors:
+                    return
+                self.journal.start(mf.path, k, n)
+                if self.limit:  # the part is on its way: throttled like a slow link
+                    self.limit.take(n)
+                etag = move(k, off, n)
+                self.journal.part_done(mf.path, k, etag)
+                self.progress.add(n)
+                with self.lock:
+                    etags[k] = etag
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    finish(etags)
+
+            self._submit(mf.path, part)
+
+    def wait(self) -> Outcome:
+        try:
+            done, _ = wait(self.futures, return_when=FIRST_EXCEPTION)
+            if any(isinstance(f.exception(), Cancelled) for f in done):
+                raise Cancelled
+            wait(self.futures)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
         if self.cancel.is_set():
@@ -131,8 +175,7 @@ def publish(
     limit: RateLimit | None = None,
 ) -> Outcome:
     """Store every file of ``files`` in the exchange; parts already journaled are skipped."""
-    run = _Run(concurrency, cancel)
-    futures: list[Future[None]] = []
+    run = _Run(concurrency, cancel, journal, progress, limit)
     for mf in files:
         rec = journal.file(mf.path)
         if rec.done:
@@ -152,72 +195,22 @@ def publish(
             continue
         if upload_id and upload_id != rec.upload_id:
             journal.upload(mf.path, upload_id)
-        parts = _parts(size, publisher.part_size)
-        remaining = [p for p in parts if p[0] not in rec.parts]
-        progress.add(sum(n for k, _, n in parts if k in rec.parts), moved=False)
-        state = {"left": len(remaining)}
-        etags = dict(rec.parts)
-
-        def finish(mf: ManifestFile = mf, upload_id: str | None = upload_id, etags: dict[int, str] = etags) -> None:
-            publisher.finish(mf.path, mf.size, upload_id, etags)
-            journal.file_done(mf.path)
-            progress.file()
-
-        if not remaining:
-            futures.append(run.pool.submit(_guard, run, mf.path, finish))
-            continue
-        for k, off, n in remaining:
-
-            def part(
-                mf: ManifestFile = mf,
-                src: Path = src,
-                k: int = k,
-                off: int = off,
-                n: int = n,
-                upload_id: str | None = upload_id,
-                state: dict[str, int] = state,
-                etags: dict[int, str] = etags,
-                finish: object = finish,
-            ) -> None:
-                run.check()
-                if mf.path in run.outcome.errors:
-                    return
-                data = _read(src, off, n)
-                journal.start(mf.path, k, n)
-                if limit:  # the part is on its way: throttled like a slow link
-                    limit.take(n)
-                etag = publisher.put_part(mf.path, upload_id, k, off, data)
-                journal.part_done(mf.path, k, etag)
-                progress.add(n)
-                with run.lock:
-                    etags[k] = etag
-                    state["left"] -= 1
-                    last = state["left"] == 0
-                if last:
-                    finish()  # type: ignore[operator]
-
-            futures.append(run.pool.submit(_guard, run, mf.path, part))
-    return run.run(futures)
+        run.file(mf, publisher.part_size, rec, *_publishing(mf, src, upload_id, publisher, journal, progress))
+    return run.wait()
 
 
-def _guard(run: _Run, path: str, fn: object) -> None:
-    try:
-        fn()  # type: ignore[operator]
-    except Cancelled:
-        raise
-    except Exception as exc:  # one file's failure is recorded; the others go on
-        run.error(path, exc)
+def _publishing(
+    mf: ManifestFile, src: Path, upload_id: str | None, publisher: Publisher, journal: Journal, progress: Progress
+) -> tuple[Callable[[int, int, int], str], Callable[[dict[int, str]], None]]:
+    def move(k: int, off: int, n: int) -> str:
+        return publisher.put_part(mf.path, upload_id, k, off, pread_exact(src, off, n))
 
+    def finish(etags: dict[int, str]) -> None:
+        publisher.finish(mf.path, mf.size, upload_id, etags)
+        journal.file_done(mf.path)
+        progress.file()
 
-def _read(path: Path, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        data = os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
-    if len(data) != length:
-        raise TransferError(f"{path.name}: shorter than the manifest says")
-    return data
+    return move, finish
 
 
 def fetch(
@@ -238,8 +231,7 @@ def fetch(
     parts are not trusted again); it is fetched afresh once the source has sent it again.
     """
     staging.mkdir(parents=True, exist_ok=True)
-    run = _Run(concurrency, cancel)
-    futures: list[Future[None]] = []
+    run = _Run(concurrency, cancel, journal, progress, limit)
     for mf in files:
         rec = journal.file(mf.path)
         if rec.done:
@@ -259,58 +251,33 @@ def fetch(
         except (OSError, TransferError) as exc:
             run.error(mf.path, exc)
             continue
-        parts = _parts(mf.size, part_size)
-        remaining = [p for p in parts if p[0] not in rec.parts]
-        progress.add(sum(n for k, _, n in parts if k in rec.parts), moved=False)
-        state = {"left": len(remaining)}
+        run.file(mf, part_size, rec, *_fetching(mf, target, reader, algorithm, run))
+    return run.wait()
 
-        def finish(mf: ManifestFile = mf, target: Path = target) -> None:
-            size = target.stat().st_size
-            if size != mf.size or file_checksum(target, algorithm) != mf.checksum:
-                journal.reset(mf.path)
-                target.unlink(missing_ok=True)
-                progress.add(-mf.size, moved=False)
-                with run.lock:
-                    run.outcome.corrupt.append(mf.path)
-                return
-            journal.file_done(mf.path)
-            progress.file()
+
+def _fetching(
+    mf: ManifestFile, target: Path, reader: Reader, algorithm: ChecksumAlgorithm, run: _Run
+) -> tuple[Callable[[int, int, int], str], Callable[[dict[int, str]], None]]:
+    def move(k: int, off: int, n: int) -> str:
+        data = reader.read(mf.path, off, n)
+        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.pwrite(fd, data, off)
+        finally:
+            os.close(fd)
+        return ""
+
+    def finish(etags: dict[int, str]) -> None:
+        if target.stat().st_size != mf.size or file_checksum(target, algorithm) != mf.checksum:
+            run.journal.reset(mf.path)
+            target.unlink(missing_ok=True)
+            run.progress.add(-mf.size, moved=False)
             with run.lock:
-                run.outcome.done.append(mf.path)
+                run.outcome.corrupt.append(mf.path)
+            return
+        run.journal.file_done(mf.path)
+        run.progress.file()
+        with run.lock:
+            run.outcome.done.append(mf.path)
 
-        if not remaining:
-            futures.append(run.pool.submit(_guard, run, mf.path, finish))
-            continue
-        for k, off, n in remaining:
-
-            def part(
-                mf: ManifestFile = mf,
-                target: Path = target,
-                k: int = k,
-                off: int = off,
-                n: int = n,
-                state: dict[str, int] = state,
-                finish: object = finish,
-            ) -> None:
-                run.check()
-                if mf.path in run.outcome.errors:
-                    return
-                journal.start(mf.path, k, n)
-                if limit:
-                    limit.take(n)
-                data = reader.read(mf.path, off, n)
-                fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW)
-                try:
-                    os.pwrite(fd, data, off)
-                finally:
-                    os.close(fd)
-                journal.part_done(mf.path, k)
-                progress.add(n)
-                with run.lock:
-                    state["left"] -= 1
-                    last = state["left"] == 0
-                if last:
-                    finish()  # type: ignore[operator]
-
-            futures.append(run.pool.submit(_guard, run, mf.path, part))
-    return run.run(futures)
+    return move, finish

@@ -114,22 +114,27 @@ class FsPublisher:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def pread_exact(path: Path, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` (the last component is never followed as a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise TransferError(f"{path.name}: {exc.strerror}") from None
+    try:
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise TransferError(f"{path.name}: shorter than the manifest says")
+    return data
+
+
 class FsReader:
     def __init__(self, root: str) -> None:
         self.root = Path(root)
 
     def read(self, path: str, offset: int, length: int) -> bytes:
-        try:
-            fd = os.open(safe_join(self.root, path), os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as exc:
-            raise TransferError(f"{path}: {exc.strerror}") from None
-        try:
-            data = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
-        if len(data) != length:
-            raise TransferError(f"{path}: the published copy is shorter than the manifest says")
-        return data
+        return pread_exact(safe_join(self.root, path), offset, length)
 
     def close(self) -> None:
         pass
