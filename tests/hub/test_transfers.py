@@ -219,6 +219,10 @@ def test_audits_mark_a_replica_bad_and_whole_again(hub: Hub, tmp_path: Path) -> 
     with hub.as_(n["researcher"]) as c:
         listed = c.get("/api/v1/datasets", params={"site": "owner"}).json()
     assert listed["items"] == [], "a BAD replica does not count as held"
+    r = agent_call(hub, n["dest_agent"], "DELETE", f"/api/v1/sites/owner/replicas/{ds['id']}")
+    assert r.status_code == 403, "another site's agent cannot drop a replica"
+    r = agent_call(hub, n["source"], "DELETE", f"/api/v1/sites/owner/replicas/{ds['id']}")
+    assert r.status_code == 409 and "only a DELETING replica" in r.json()["detail"]
     clean = {"files_checked": 5, "checksums_verified": 1}
     r = agent_call(hub, n["source"], "POST", f"/api/v1/sites/owner/replicas/{ds['id']}/audit", json=clean).json()
     assert r["state"] == "AVAILABLE" and r["state_reason"] is None and r["verified_at"] is not None
