@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from hub import metrics
 from hub.accounts.router import router as accounts_router
 from hub.agents.router import router as agents_router
 from hub.auth.keys import KeyCache
@@ -63,6 +64,8 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.keys = KeyCache(settings.token_lifetime_s)
     app.state.verifier = TokenVerifier(settings, app.state.keys)
     app.state.notifier = Notifier()
+    app.state.metrics = metrics.make_registry(engine)
+    app.middleware("http")(metrics.timing_middleware)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
 
@@ -94,6 +97,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         dataset_sites_router,
         shares_router,
         transfers_router,
+        metrics.router,
     ):
         app.include_router(router)
     return app

@@ -34,6 +34,9 @@ class AgentSection(BaseModel):
     heartbeat_interval_s: float = Field(default=15, gt=0, le=3600)
     request_timeout_s: float = Field(default=10, gt=0)
     max_backoff_s: float = Field(default=60, gt=0, description="Longest wait between retries while the hub is away")
+    metrics_address: str | None = Field(
+        default=None, pattern=r"^[^:]*:\d+$", description="host:port for Prometheus metrics (default: none served)"
+    )
 
 
 class DeclaredPartition(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.schemas.capacity import Heartbeat
 from shared.version import __version__
+from site_agent import metrics
 from site_agent.audit import audit_loop
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
@@ -56,6 +57,7 @@ class Agent:
         self.transfers = TransferWorker(settings, self.client, self.site, self.stopping)
         self.exit_code = EXIT_OK
         self.last_heartbeat_ok: datetime | None = None
+        self.heartbeats_sent = 0
 
     def snapshot(self) -> Heartbeat:
         partitions = self.discovery.partitions()
@@ -112,6 +114,7 @@ class Agent:
                 log.info("heartbeats flowing again after %d failure(s)", backoff.failures)
             backoff.reset()
             self.last_heartbeat_ok = datetime.now(UTC)
+            self.heartbeats_sent += 1
             await self._sleep(interval)
 
     async def _until_stopped(self, loop: Coroutine[Any, Any, None]) -> None:
@@ -133,6 +136,9 @@ class Agent:
             "agent for site %s starting (hub %s, discovery %s, executor %s)",
             self.site, self.client.hub_url, self.discovery.name, self.worker.executor.name,
         )  # fmt: skip
+        if self.settings.agent.metrics_address:
+            metrics.serve(self, self.settings.agent.metrics_address)
+            log.info("metrics at http://%s/metrics", self.settings.agent.metrics_address)
         await asyncio.to_thread(self.worker.adopt_existing)
         try:
             async with asyncio.TaskGroup() as tg:

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.processes import AgentProcess, HubProcess, cli, enrolled_agent
-from tests.services import S3Server, wait_for
+from tests.services import S3Server, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +114,9 @@ def net(tmp_path: Path) -> Iterator[Network]:
 def test_a_share_is_copied_and_verified_through_a_filesystem_exchange(net: Network, tmp_path: Path) -> None:
     src = net.agent("kek-krios", "kek")
     audit = "[audit]\nfirst_after_s = 0\ninterval_s = 0.5\nsample_fraction = 1.0\n"
+    metrics_port = free_port()
     dst = net.agent("osaka-gpu", "osaka-u", extra=audit)
+    dst.config.write_text(dst.config.read_text().replace("[agent]\n", f'[agent]\nmetrics_address = "127.0.0.1:{metrics_port}"\n'))
     data = make_data(tmp_path / "ds", {"movies/m1.mrc": 3 * MB + 11, "movies/m2.mrc": 2 * MB, "run.star": 120, "empty": 0})
     ds = net.register(src, data)
     net.start(src)
@@ -126,6 +129,14 @@ def test_a_share_is_copied_and_verified_through_a_filesystem_exchange(net: Netwo
                      if r["site"] == "osaka-gpu"))  # fmt: skip
     assert copy == tmp_path / "osaka-gpu" / "datasets" / ds["id"]
     assert digests(copy) == digests(data)
+    # The destination agent's own metrics: Prometheus text, with the bytes it moved.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples["cryomesh_agent_transfer_bytes_total"] >= ds["total_bytes"]
+    assert samples["cryomesh_agent_heartbeats_total"] >= 1 and samples["cryomesh_agent_last_heartbeat_timestamp_seconds"] > 0
+    assert samples["cryomesh_agent_outbox_depth"] == 0 and samples["cryomesh_agent_jobs_running"] == 0
     reps = {r["site"]: r["state"] for r in net.hub.api("GET", f"/api/v1/datasets/{ds['id']}")["replicas"]}
     assert reps == {"kek-krios": "AVAILABLE", "osaka-gpu": "AVAILABLE"}
     # The source removes its published copy once the transfer is over.

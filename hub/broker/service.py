@@ -18,6 +18,7 @@ from hub.errors import Conflict
 from hub.jobs.models import Attempt, Job, PlacementRecord
 from hub.jobs.notify import Notifier
 from hub.jobs.staging import stage
+from hub.metrics import BROKER_SECONDS
 from hub.types import utcnow
 from shared.schemas.jobs import JobSpec
 
@@ -85,6 +86,18 @@ def place_job(
     last_summary: str | None = None,
 ) -> Attempt | None:
     """Try to place one queued job; record the decision (waiting decisions only when they change)."""
+    with BROKER_SECONDS.labels("one job").time():
+        return _place_job(session, job, views, now, notifier, last_summary)
+
+
+def _place_job(
+    session: Session,
+    job: Job,
+    views: list[SiteView],
+    now: datetime,
+    notifier: Notifier | None,
+    last_summary: str | None,
+) -> Attempt | None:
     spec = JobSpec.model_validate(job.spec)
     # Sites that refused the job are avoided for good; sites where an attempt was lost or
     # hit a system error only while another site can take it.
@@ -179,6 +192,11 @@ def place_queued(session: Session, notifier: Notifier | None, now: datetime | No
 
     Jobs with no failed or refused attempt go through the batch placer; the others through
     ``place_job``, which applies their avoid rules. Both reserve on the same views."""
+    with BROKER_SECONDS.labels("sweep").time():
+        return _place_queued(session, notifier, now, limit)
+
+
+def _place_queued(session: Session, notifier: Notifier | None, now: datetime | None, limit: int) -> int:
     now = now or utcnow()
     jobs = session.exec(
         select(Job)

@@ -17,6 +17,7 @@ from hub.capacity import service
 from hub.deps import CurrentAgent, CurrentPrincipal, SessionDep, SettingsDep, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, NotFound, responses
 from hub.jobs.service import renew_leases
+from hub.metrics import HEARTBEATS
 from hub.sites.queries import get_site_by_name
 from hub.sites.service import read_site
 from hub.timewindow import window
@@ -36,6 +37,7 @@ def heartbeat(name: str, hb: Heartbeat, session: SessionDep, principal: CurrentA
     ensure_agent_of(principal, site)
     ack = service.record_heartbeat(session, site, hb, settings)
     renew_leases(session, site, hb.attempts, settings)
+    HEARTBEATS.inc()
     return ack
 
 

@@ -19,6 +19,7 @@ from sqlmodel import Session, and_, col, or_, select
 from hub.auth.principal import Principal
 from hub.datasets.models import Dataset, Replica
 from hub.errors import Conflict, Forbidden, NotFound
+from hub.metrics import TRANSFER_BYTES
 from hub.settings import HubSettings
 from hub.sites.models import Site
 from hub.transfers.models import Transfer
@@ -154,6 +155,9 @@ def progress(session: Session, principal: Principal, transfer_id: str, body: Tra
     _add_errors(t, body.file_errors)
     t.rate_bps = body.rate_bps
     t.resent_bytes = max(t.resent_bytes, body.resent_bytes)
+    moved_bytes = body.bytes_done - (t.published_bytes if role == "source" else t.fetched_bytes)
+    if moved_bytes > 0:
+        TRANSFER_BYTES.labels("publish" if role == "source" else "fetch").inc(moved_bytes)
     if role == "source":
         if body.corrupt or body.location:
             raise Conflict("only the destination reports corrupt files and the replica's location")

@@ -66,6 +66,14 @@ class TransferWorker:
         self.latest: dict[Key, TransferWork] = {}
         self.updated = asyncio.Event()
         self.limit = RateLimit(self.cfg.bandwidth_mb_s * 1e6 if self.cfg.bandwidth_mb_s else None)
+        self.moving: dict[Key, Progress] = {}  # sides moving data now, for metrics
+        self.moved_total = 0  # bytes moved by finished passes
+
+    def rate(self) -> float:
+        return sum(p.rate() for p in list(self.moving.values()))
+
+    def active(self) -> int:
+        return sum(1 for t in self.tasks.values() if not t.task.done())
 
     # -- the loop --------------------------------------------------------------------
 
@@ -188,6 +196,8 @@ class TransferWorker:
     async def _moving(self, w: TransferWork, prog: Progress, journal: Journal, cancel: threading.Event, work: Awaitable[T]) -> T:
         """Run ``work`` while reporting progress every ``progress_interval_s``."""
         task = asyncio.ensure_future(work)
+        key: Key = (w.transfer.id, str(w.role))
+        self.moving[key] = prog
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=self.cfg.progress_interval_s)
@@ -198,6 +208,8 @@ class TransferWorker:
                 except Superseded:
                     cancel.set()  # the thread stops at its next part
         finally:
+            self.moving.pop(key, None)
+            self.moved_total += prog.moved
             if not task.done():
                 cancel.set()
                 with contextlib.suppress(Exception, asyncio.CancelledError):
