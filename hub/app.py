@@ -15,6 +15,7 @@ from hub.accounts.router import router as accounts_router
 from hub.agents.router import router as agents_router
 from hub.auth.keys import KeyCache
 from hub.auth.router import router as auth_router
+from hub.auth.signin import router as signin_router
 from hub.auth.tokens import TokenVerifier
 from hub.capacity.router import router as capacity_router
 from hub.datasets.router import router as datasets_router
@@ -87,6 +88,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
 
     for router in (
         auth_router,
+        signin_router,
         sites_router,
         capacity_router,
         agents_router,

@@ -1,6 +1,15 @@
 """Imports every table so ``SQLModel.metadata`` is complete (for Alembic)."""
 
-from hub.auth.models import EnrollmentCodeRow, EnrollmentRow, OAuthClient, SigningKey, UsedAssertion
+from hub.auth.models import (
+    AuthorizationCodeRow,
+    DeviceCodeRow,
+    EnrollmentCodeRow,
+    EnrollmentRow,
+    OAuthClient,
+    SigningKey,
+    SignInSession,
+    UsedAssertion,
+)
 from hub.capacity.models import CapacityBucket, CapacityLatest
 from hub.datasets.models import Dataset, Replica
 from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
@@ -10,9 +19,11 @@ from hub.transfers.models import Transfer
 
 __all__ = [
     "Attempt",
+    "AuthorizationCodeRow",
     "CapacityBucket",
     "CapacityLatest",
     "Dataset",
+    "DeviceCodeRow",
     "EnrollmentCodeRow",
     "EnrollmentRow",
     "Job",
@@ -23,6 +34,7 @@ __all__ = [
     "ShareEventRow",
     "SharePolicyRow",
     "ShareRequest",
+    "SignInSession",
     "SigningKey",
     "Site",
     "SitePolicyRow",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The services the test suite runs against: PostgreSQL, and Slurm with munge. Installed
+# What the test suite runs against: PostgreSQL, Slurm with munge, and Chromium (driven
+# headless by Playwright for the dashboard's browser tests; never downloaded). Installed
 # from Debian's packages when running as root and missing. The tests start their own
 # instances on loopback in temp dirs; nothing here starts a service.
 # Under CI=true a component that cannot be installed is an error, never a silent skip.
@@ -12,6 +13,7 @@ need=()
 have_pg || need+=(postgresql)
 have slurmctld && have slurmd || need+=(slurm-wlm)
 have munged || need+=(munge)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

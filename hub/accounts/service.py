@@ -7,6 +7,7 @@ import secrets
 from sqlmodel import Session, col, select
 
 from hub.auth.models import OAuthClient
+from hub.auth.people import SETUP_CODE_TTL_S, new_setup_code
 from hub.auth.principal import Principal
 from hub.auth.server import hash_secret, new_secret
 from hub.errors import Conflict, NotFound
@@ -52,9 +53,15 @@ def create_account(session: Session, data: AccountCreate, created_by: str) -> Ac
         secret_hash=hash_secret(secret),
         created_by=created_by,
     )
+    code = None
+    if data.username:
+        if session.exec(select(OAuthClient.client_id).where(OAuthClient.username == data.username)).first():
+            raise Conflict(f"username {data.username!r} is taken")
+        row.username = data.username
+        code = new_setup_code(row, SETUP_CODE_TTL_S)
     session.add(row)
     session.flush()
-    return AccountCredentials(**client_public(session, row).model_dump(), client_secret=secret)
+    return AccountCredentials(**client_public(session, row).model_dump(), client_secret=secret, setup_code=code)
 
 
 def list_accounts(session: Session) -> list[ClientPublic]:

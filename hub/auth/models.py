@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer
+from sqlalchemy import JSON, Column, ForeignKey, Integer, String
 from sqlmodel import Field, SQLModel
 
 from hub.types import UTCDateTime, utcnow
@@ -33,6 +33,11 @@ class OAuthClient(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_token_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # People who sign in to the dashboard or with `cryomesh login`.
+    username: str | None = Field(default=None, max_length=100, unique=True, index=True)
+    password_hash: str | None = Field(default=None, max_length=300)
+    setup_code_hash: str | None = Field(default=None, max_length=200)
+    setup_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class SigningKey(SQLModel, table=True):
@@ -83,3 +88,53 @@ class EnrollmentRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     decided_by: str | None = Field(default=None, max_length=200)
+
+
+class SignInSession(SQLModel, table=True):
+    """A person signed in (browser or CLI). Tokens carry its id (``sid``); signing out or
+    expiry ends every token of the session at once."""
+
+    __tablename__ = "signin_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    client_id: str = Field(
+        sa_column=Column(String(64), ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    via: str = Field(max_length=40)  # the public client: cryomesh-dashboard | cryomesh-cli
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AuthorizationCodeRow(SQLModel, table=True):
+    """A one-time authorization code (RFC 6749 4.1) with its PKCE challenge (RFC 7636)."""
+
+    __tablename__ = "authorization_codes"
+
+    code_hash: str = Field(primary_key=True, max_length=64)
+    client_id: str = Field(max_length=64)
+    user_id: str = Field(sa_column=Column(String(64), ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), nullable=False))
+    redirect_uri: str = Field(max_length=2000)
+    scope: str = Field(default="", max_length=500)
+    code_challenge: str = Field(max_length=200)
+    code_challenge_method: str = Field(max_length=10)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class DeviceCodeRow(SQLModel, table=True):
+    """A device authorization (RFC 8628): the CLI polls with the device code while the person
+    approves the user code in a browser."""
+
+    __tablename__ = "device_codes"
+
+    device_code_hash: str = Field(primary_key=True, max_length=64)
+    user_code: str = Field(max_length=20, unique=True, index=True)
+    client_id: str = Field(max_length=64)
+    scope: str = Field(default="", max_length=500)
+    user_id: str | None = Field(
+        default=None, sa_column=Column(String(64), ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), nullable=True)
+    )
+    denied: bool = False
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    interval_s: int = 5
+    last_poll_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -25,6 +25,7 @@ class Principal:
     site: str | None = None
     institution: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    session_id: str | None = None  # a person's sign-in (dashboard or `cryomesh login`)
 
     @property
     def is_network_admin(self) -> bool:

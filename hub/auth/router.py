@@ -34,11 +34,14 @@ def metadata(settings: SettingsDep) -> dict[str, Any]:
         "issuer": settings.issuer,
         "token_endpoint": settings.token_endpoint,
         "jwks_uri": f"{settings.issuer}/.well-known/jwks.json",
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post"],
+        "authorization_endpoint": f"{settings.issuer}/oauth/authorize",
+        "device_authorization_endpoint": f"{settings.issuer}/oauth/device_authorization",
+        "grant_types_supported": ["client_credentials", "authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256"],
         "scopes_supported": sorted({s for scopes in ROLE_SCOPES.values() for s in scopes}),
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
         "service_documentation": f"{settings.issuer}/docs",
     }
 
@@ -63,7 +66,8 @@ async def token(request: Request) -> Response:
         with transaction(app.state.engine) as session:
             server = HubAuthorizationServer(session, app.state.settings, app.state.keys)
             response: Response = server.create_token_response(oauth_request)
-            if response.status_code != 200:
+            # A refusal writes nothing, except a device poll's time (to tell a too-eager CLI to slow down).
+            if response.status_code != 200 and b'"authorization_pending"' not in bytes(response.body):
                 session.rollback()
         response.headers["Cache-Control"] = "no-store"
         return response

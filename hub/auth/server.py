@@ -1,8 +1,10 @@
-"""The token endpoint: Authlib's authorization server, fitted to Starlette and our tables.
+"""The hub's authorization server: Authlib's, fitted to Starlette and our tables.
 
-Grants: client credentials. Client authentication: ``private_key_jwt`` (RFC 7523, agents)
-and ``client_secret_basic`` / ``client_secret_post`` (people and services). Tokens are
-RFC 9068 JWTs signed with the hub's current key.
+Grants: client credentials (agents with ``private_key_jwt``, RFC 7523; services and
+people's CLI keys with a client secret); authorization code with PKCE (RFC 7636) for the
+dashboard, a public client; the device authorization grant (RFC 8628) for ``cryomesh
+login``, a public client. Tokens are RFC 9068 JWTs signed with the hub's current key; a
+person's token carries its sign-in session (``sid``) and lasts as long as the session.
 """
 
 from __future__ import annotations
@@ -16,18 +18,28 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2 import rfc6749
-from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, InvalidClientError, OAuth2Request
-from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6749 import (
+    AuthorizationCodeMixin,
+    AuthorizationServer,
+    ClientMixin,
+    InvalidClientError,
+    InvalidRequestError,
+    OAuth2Request,
+)
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE, DeviceAuthorizationEndpoint, DeviceCodeGrant
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from hub.auth.keys import ALG, KeyCache
-from hub.auth.models import OAuthClient, UsedAssertion
+from hub.auth.models import AuthorizationCodeRow, DeviceCodeRow, OAuthClient, UsedAssertion
+from hub.auth.people import CLI_CLIENT, DASHBOARD_CLIENT, start_session
 from hub.auth.principal import ROLE_SCOPES
 from hub.settings import HubSettings
 from hub.sites.models import Site
@@ -92,6 +104,186 @@ class HubClient(ClientMixin):  # type: ignore[misc]
         return grant_type == "client_credentials"
 
 
+class PublicClient(ClientMixin):  # type: ignore[misc]
+    """A client built into the hub, with no secret: the dashboard (authorization code + PKCE,
+    redirecting only to the hub's own dashboard) or the CLI (device grant)."""
+
+    def __init__(self, client_id: str, grant_type: str, redirect_uris: tuple[str, ...] = ()) -> None:
+        self.client_id, self.grant_type, self.redirect_uris = client_id, grant_type, redirect_uris
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return self.redirect_uris[0] if self.redirect_uris else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        return scope or ""
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return False
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == "none"
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and self.grant_type == "authorization_code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == self.grant_type
+
+
+class PersonUser:
+    """The resource owner of a person's grant: their account row."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.row = row
+
+    def get_user_id(self) -> str:
+        return self.row.client_id
+
+
+def person_scope(row: OAuthClient) -> str:
+    return " ".join(ROLE_SCOPES[Role(row.role)])
+
+
+class AuthCode(AuthorizationCodeMixin):  # type: ignore[misc]
+    def __init__(self, row: AuthorizationCodeRow) -> None:
+        self.row = row
+        self.code_challenge = row.code_challenge
+        self.code_challenge_method = row.code_challenge_method
+
+    def get_redirect_uri(self) -> str:
+        return self.row.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_nonce(self) -> None:
+        return None
+
+    def get_auth_time(self) -> None:
+        return None
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class S256Only(CodeChallenge):  # type: ignore[misc]
+    """PKCE is required, and only with S256 (RFC 7636's 'plain' protects nothing against a leaked request)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge") or data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("PKCE is required: send code_challenge with code_challenge_method=S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class HubAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none"]
+    #: Codes are one-time and short-lived (RFC 6749 recommends at most 10 minutes).
+    CODE_TTL_S = 120
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        data = request.payload.data
+        user: PersonUser = request.user
+        self.server.session.add(
+            AuthorizationCodeRow(
+                code_hash=_hash(code),
+                client_id=request.client.get_client_id(),
+                user_id=user.row.client_id,
+                redirect_uri=request.payload.redirect_uri or "",
+                scope=person_scope(user.row),
+                code_challenge=data.get("code_challenge", ""),
+                code_challenge_method=data.get("code_challenge_method") or "plain",
+                expires_at=utcnow() + timedelta(seconds=self.CODE_TTL_S),
+            )
+        )
+
+    def query_authorization_code(self, code: str, client: PublicClient) -> AuthCode | None:
+        row = self.server.session.get(AuthorizationCodeRow, _hash(code))
+        if row is None or row.client_id != client.get_client_id() or row.expires_at <= utcnow():
+            return None
+        return AuthCode(row)
+
+    def delete_authorization_code(self, authorization_code: AuthCode) -> None:
+        self.server.session.delete(authorization_code.row)
+
+    def authenticate_user(self, authorization_code: AuthCode) -> PersonUser | None:
+        row = self.server.session.get(OAuthClient, authorization_code.row.user_id)
+        return PersonUser(row) if row is not None and row.status == "active" else None
+
+
+class DeviceCredential:
+    def __init__(self, row: DeviceCodeRow) -> None:
+        self.row = row
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_user_code(self) -> str:
+        return self.row.user_code
+
+    def is_expired(self) -> bool:
+        return bool(self.row.expires_at <= utcnow())
+
+
+class HubDeviceCodeGrant(DeviceCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none"]
+
+    def query_device_credential(self, device_code: str) -> DeviceCredential | None:
+        row = self.server.session.get(DeviceCodeRow, _hash(device_code))
+        return DeviceCredential(row) if row is not None else None
+
+    def query_user_grant(self, user_code: str) -> tuple[PersonUser, bool] | None:
+        row = self.server.session.exec(select(DeviceCodeRow).where(DeviceCodeRow.user_code == user_code)).first()
+        user = self.server.session.get(OAuthClient, row.user_id) if row is not None and row.user_id else None
+        if row is None or user is None:
+            return None  # nobody has answered yet
+        if row.denied:
+            return PersonUser(user), False
+        self.server.session.delete(row)  # one token per approval
+        return PersonUser(user), True
+
+    def should_slow_down(self, credential: DeviceCredential) -> bool:
+        row = credential.row
+        now = utcnow()
+        too_soon = row.last_poll_at is not None and (now - row.last_poll_at).total_seconds() < row.interval_s - 0.5
+        row.last_poll_at = now
+        self.server.session.add(row)
+        return bool(too_soon)
+
+
+class HubDeviceAuthorizationEndpoint(DeviceAuthorizationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = ["none"]
+    EXPIRES_IN = 600
+    INTERVAL = 5
+
+    def get_verification_uri(self) -> str:
+        return f"{self.server.settings.issuer}/device"
+
+    def save_device_credential(self, client_id: str, scope: str | None, data: dict[str, Any]) -> None:
+        self.server.session.add(
+            DeviceCodeRow(
+                device_code_hash=_hash(data["device_code"]),
+                user_code=data["user_code"],
+                client_id=client_id,
+                scope=scope or "",
+                expires_at=utcnow() + timedelta(seconds=self.EXPIRES_IN),
+                interval_s=self.INTERVAL,
+            )
+        )
+
+
 class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
     def __init__(self, method: str, url: str, headers: Mapping[str, str], form: dict[str, str]) -> None:
         super().__init__(method=method, uri=url, headers=headers)
@@ -154,9 +346,15 @@ class HubClientCredentialsGrant(ClientCredentialsGrant):  # type: ignore[misc]
             raise rfc6749.UnauthorizedClientError(description=f"site {site.name} is suspended")
 
 
+USER_GRANTS = ("authorization_code", DEVICE_CODE_GRANT_TYPE)
+
+
 class HubTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
     def __init__(self, settings: HubSettings, keys: KeyCache, session: Session) -> None:
-        super().__init__(issuer=settings.issuer, alg=ALG, expires_generator=lambda client, grant: settings.token_lifetime_s)
+        def lifetime(client: Any, grant_type: str) -> int:
+            return settings.session_lifetime_s if grant_type in USER_GRANTS else settings.token_lifetime_s
+
+        super().__init__(issuer=settings.issuer, alg=ALG, expires_generator=lifetime)
         self._settings = settings
         self._keys = keys
         self._session = session
@@ -168,9 +366,15 @@ class HubTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
     def get_audiences(self, client: HubClient, user: Any, scope: str) -> str:
         return self._settings.token_audience
 
-    def get_extra_claims(self, client: HubClient, grant_type: str, user: Any, scope: str) -> dict[str, Any]:
-        row = client.row
-        claims: dict[str, Any] = {"role": row.role}
+    def get_extra_claims(self, client: HubClient | PublicClient, grant_type: str, user: Any, scope: str) -> dict[str, Any]:
+        claims: dict[str, Any] = {}
+        if isinstance(user, PersonUser):  # a person signed in through the dashboard or the CLI
+            row = user.row
+            claims["sid"] = start_session(self._session, row, client.get_client_id(), self._settings.session_lifetime_s).id
+        else:
+            assert isinstance(client, HubClient)
+            row = client.row
+        claims["role"] = row.role
         if row.site_id is not None:
             site = self._session.get(Site, row.site_id)
             claims["site"] = site.name if site else None
@@ -185,16 +389,25 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def __init__(self, session: Session, settings: HubSettings, keys: KeyCache) -> None:
         super().__init__(scopes_supported=sorted({s for scopes in ROLE_SCOPES.values() for s in scopes}))
         self.session = session
+        self.settings = settings
         self.register_grant(HubClientCredentialsGrant)
+        self.register_grant(HubAuthorizationCodeGrant, [S256Only(required=True)])
+        self.register_grant(HubDeviceCodeGrant)
+        self.register_endpoint(HubDeviceAuthorizationEndpoint)
         self.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJWTAuth(session, [settings.token_endpoint, settings.issuer]))
         self.register_token_generator("default", HubTokenGenerator(settings, keys, session))
 
-    def query_client(self, client_id: str) -> HubClient | None:
+    def query_client(self, client_id: str) -> HubClient | PublicClient | None:
+        if client_id == DASHBOARD_CLIENT:
+            return PublicClient(DASHBOARD_CLIENT, "authorization_code", (f"{self.settings.issuer}/dashboard/",))
+        if client_id == CLI_CLIENT:
+            return PublicClient(CLI_CLIENT, DEVICE_CODE_GRANT_TYPE)
         row = self.session.get(OAuthClient, client_id)
         return HubClient(row) if row else None
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
-        row: OAuthClient = request.client.row
+        user = request.user
+        row: OAuthClient = user.row if isinstance(user, PersonUser) else request.client.row
         row.last_token_at = utcnow()
         self.session.add(row)
 
@@ -204,7 +417,9 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def create_oauth2_request(self, request: StarletteOAuth2Request) -> StarletteOAuth2Request:
         return request
 
-    def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> JSONResponse:
+    def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
+        if status in (302, 303):  # the authorization endpoint's redirect back to the client
+            return Response(status_code=303, headers=dict(headers))
         content = json.loads(body) if isinstance(body, str) else body
         return JSONResponse(content, status_code=status, headers=dict(headers))
 

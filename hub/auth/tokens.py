@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 
 from hub.auth.keys import ALG, KeyCache
 from hub.auth.models import OAuthClient
+from hub.auth.people import check_session
 from hub.auth.principal import ROLE_SCOPES, Principal
 from hub.errors import Forbidden, Unauthorized
 from hub.settings import ExternalIssuer, HubSettings
@@ -119,7 +120,11 @@ class TokenVerifier:
             raise Unauthorized("the token is not an access token (typ must be 'at+jwt')")
         keys = self._keys.verification_keys(session, header.get("kid"))
         claims = self._decode(token, keys, [ALG], self._settings.issuer, self._settings.token_audience)
-        client = session.get(OAuthClient, claims.get("client_id") or claims["sub"])
+        if claims.get("sid"):  # a person's sign-in: the account is the subject, the session must be live
+            check_session(session, str(claims["sid"]))
+            client = session.get(OAuthClient, claims["sub"])
+        else:
+            client = session.get(OAuthClient, claims.get("client_id") or claims["sub"])
         if client is None or client.status != "active":
             raise Unauthorized("the client this token was issued to has been disabled or removed")
         site = session.get(Site, client.site_id) if client.site_id is not None else None
@@ -136,6 +141,7 @@ class TokenVerifier:
             site=site.name if site else None,
             institution=client.institution or (site.institution if site else None),
             scopes=frozenset(granted),
+            session_id=str(claims["sid"]) if claims.get("sid") else None,
         )
 
     def _verify_external(

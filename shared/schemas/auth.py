@@ -33,6 +33,11 @@ class AccountCreate(BaseModel):
     role: Role
     site: str | None = Field(default=None, description="Required for site_admin")
     institution: str | None = Field(default=None, max_length=200, description="Required for researcher")
+    username: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9._@-]{1,99}$",
+        description="A person who signs in to the dashboard or with `cryomesh login`; they set a password with the setup code",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> AccountCreate:
@@ -62,6 +67,7 @@ class AccountCredentials(ClientPublic):
     """Returned once, when an account is created: the secret is not stored in clear."""
 
     client_secret: str
+    setup_code: str | None = Field(default=None, description="One-time code to set the first password (with a username)")
 
 
 class EnrollmentCodeCreate(BaseModel):

@@ -66,7 +66,13 @@ def test_metadata_and_jwks_are_public(sqlite_hub: Hub) -> None:
     assert meta["issuer"] == sqlite_hub.url
     assert meta["token_endpoint"] == f"{sqlite_hub.url}/oauth/token"
     assert "private_key_jwt" in meta["token_endpoint_auth_methods_supported"]
-    assert meta["grant_types_supported"] == ["client_credentials"]
+    assert meta["grant_types_supported"] == [
+        "client_credentials",
+        "authorization_code",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    ]
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["authorization_endpoint"].endswith("/oauth/authorize")
     keys = httpx.get(meta["jwks_uri"]).json()["keys"]
     assert len(keys) == 1
     assert keys[0]["kty"] == "EC" and "d" not in keys[0], "the JWKS must hold public keys only"
