@@ -2,13 +2,15 @@
 
 Credentials come from ``--hub/--client-id/--client-secret``, else the environment
 (``CRYOMESH_HUB_URL``, ``CRYOMESH_CLIENT_ID``, ``CRYOMESH_CLIENT_SECRET``), else the file
-``CRYOMESH_CREDENTIALS`` (default ``~/.config/cryomesh/credentials.json``, mode 0600).
+``CRYOMESH_CREDENTIALS`` (default ``~/.config/cryomesh/credentials.json``, mode 0600),
+else the token ``cryomesh login`` saved (``~/.config/cryomesh/token.json``, mode 0600).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,34 @@ class Profile:
     hub_url: str
     client_id: str
     client_secret: str
+    access_token: str | None = None  # from `cryomesh login` (a person's sign-in session)
+
+
+def token_path() -> Path:
+    env = os.environ.get("CRYOMESH_TOKEN_FILE")
+    return Path(env) if env else Path(platformdirs.user_config_dir("cryomesh", appauthor=False)) / "token.json"
+
+
+def save_token(hub_url: str, token: dict[str, Any]) -> Path:
+    path = token_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    expires_at = time.time() + float(token.get("expires_in", 0))
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"hub_url": hub_url, "access_token": token["access_token"], "expires_at": expires_at}, fh)
+    os.chmod(path, 0o600)
+    return path
+
+
+def saved_token(hub: str | None) -> tuple[str, str] | None:
+    """(hub URL, token) saved by `cryomesh login`, if still valid and for this hub."""
+    path = token_path()
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("expires_at", 0) <= time.time() + 30 or (hub and saved["hub_url"] != hub.rstrip("/")):
+        return None
+    return str(saved["hub_url"]), str(saved["access_token"])
 
 
 def credentials_path() -> Path:
@@ -54,10 +84,14 @@ def load_profile(hub: str | None = None, client_id: str | None = None, client_se
             hub = hub or saved.get("hub_url")
             client_id = client_id or saved.get("client_id")
             client_secret = client_secret or saved.get("client_secret")
+    if not (client_id and client_secret):
+        login = saved_token(hub)
+        if login is not None:
+            return Profile(login[0], "", "", access_token=login[1])
     if not (hub and client_id and client_secret):
         raise CliError(
-            "no credentials: pass --hub, --client-id and --client-secret, set CRYOMESH_HUB_URL, "
-            f"CRYOMESH_CLIENT_ID and CRYOMESH_CLIENT_SECRET, or save them in {credentials_path()}"
+            "no credentials: run `cryomesh login --hub URL`, pass --hub, --client-id and --client-secret, set "
+            f"CRYOMESH_HUB_URL, CRYOMESH_CLIENT_ID and CRYOMESH_CLIENT_SECRET, or save them in {credentials_path()}"
         )
     return Profile(hub.rstrip("/"), client_id, client_secret)
 
@@ -87,6 +121,8 @@ class HubSession:
         self.http.close()
 
     def token(self) -> str:
+        if self._token is None and self.profile.access_token:
+            self._token = self.profile.access_token
         if self._token is None:
             try:
                 resp = self.http.post(
@@ -115,3 +151,32 @@ class HubSession:
         if resp.status_code >= 400:
             raise CliError(describe_error(resp))
         return resp.json() if resp.content else None
+
+
+def device_login(hub_url: str, show: Any, timeout_s: float = 600) -> dict[str, Any]:
+    """RFC 8628: ask for a device code, show the person where to approve it, poll for the token."""
+    hub_url = hub_url.rstrip("/")
+    with httpx.Client(base_url=hub_url, timeout=15) as http:
+        try:
+            d = http.post("/oauth/device_authorization", data={"client_id": "cryomesh-cli"})
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach the hub at {hub_url}: {exc}") from exc
+        if d.status_code != 200:
+            raise CliError(f"the hub refused the sign-in: {describe_error(d)}")
+        grant = d.json()
+        show(grant)
+        interval = float(grant.get("interval", 5))
+        deadline = time.monotonic() + min(timeout_s, float(grant.get("expires_in", timeout_s)))
+        poll = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": grant["device_code"],
+                "client_id": "cryomesh-cli"}  # fmt: skip
+        while time.monotonic() < deadline:
+            time.sleep(interval)
+            r = http.post("/oauth/token", data=poll)
+            if r.status_code == 200:
+                return dict(r.json())
+            error = r.json().get("error") if r.headers.get("content-type", "").startswith("application/json") else None
+            if error == "slow_down":
+                interval += 5
+            elif error != "authorization_pending":
+                raise CliError(f"sign-in not completed: {describe_error(r)}")
+    raise CliError("the sign-in was not approved in time")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from cryomesh_cli.client import CliError, Profile, load_profile, save_profile
@@ -372,6 +374,42 @@ def network_summary(
     """Sites by status, free and total CPUs and GPUs by model, heartbeat ages."""
     summary = hub_call((hub, client_id, client_secret), "GET", "/api/v1/network/summary")
     print_json(summary) if as_json else console.print(summary_table(summary))
+
+
+# ---------------------------------------------------------------- people signing in
+
+
+@app.command("login")
+def login(hub: Annotated[str, typer.Option("--hub", help="Hub URL", envvar="CRYOMESH_HUB_URL")]) -> None:
+    """Sign in as a person (RFC 8628 device grant): approve the code in a browser; the token is
+    kept in your config directory (mode 0600) until the sign-in expires or `cryomesh logout`."""
+    from cryomesh_cli.client import device_login, save_token
+
+    def show(grant: dict[str, Any]) -> None:
+        console.print(
+            f"Open [bold]{grant['verification_uri_complete']}[/bold] in a browser, sign in and approve the code "
+            f"[bold]{grant['user_code']}[/bold]. Waiting…",
+            highlight=False,
+        )
+
+    token = device_login(hub, show)
+    path = save_token(hub.rstrip("/"), token)
+    with session(hub, None, None) as s:
+        me = call(s, "GET", "/api/v1/session")
+    console.print(f"signed in as {me['client_id']} ({me['role']}) until {me['expires_at']}; token saved in {path}")
+
+
+@app.command("logout")
+def logout() -> None:
+    """End the sign-in `cryomesh login` made (on the hub too) and forget its token."""
+    from cryomesh_cli.client import saved_token, token_path
+
+    login = saved_token(None)
+    if login is not None:
+        with httpx.Client(base_url=login[0], timeout=15) as http, contextlib.suppress(httpx.HTTPError):
+            http.post("/api/v1/session/end", headers={"Authorization": f"Bearer {login[1]}"})
+    token_path().unlink(missing_ok=True)
+    console.print("signed out")
 
 
 # ---------------------------------------------------------------- demo

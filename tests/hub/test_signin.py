@@ -154,3 +154,40 @@ def test_device_grant_for_the_cli(sqlite_hub: Hub) -> None:
         r = c.post("/oauth/token", data={"grant_type": "urn:ietf:params:oauth:grant-type:device_code",
                                          "device_code": d["device_code"], "client_id": "cryomesh-cli"})  # fmt: skip
         assert r.status_code == 400 and r.json()["error"] == "access_denied"
+
+
+def test_cryomesh_login_and_logout(sqlite_hub: Hub, tmp_path: Any) -> None:
+    import os
+    import stat
+    import subprocess
+    import sys
+    import time
+
+    person(sqlite_hub)
+    env = {**os.environ, "CRYOMESH_TOKEN_FILE": str(tmp_path / "cfg" / "token.json"), "CRYOMESH_CREDENTIALS": str(tmp_path / "none.json"),
+           "COLUMNS": "200"}  # fmt: skip
+    for k in ("CRYOMESH_CLIENT_ID", "CRYOMESH_CLIENT_SECRET", "CRYOMESH_HUB_URL"):
+        env.pop(k, None)
+    proc = subprocess.Popen([sys.executable, "-m", "cryomesh_cli.main", "login", "--hub", sqlite_hub.url], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    code = re.search(r"approve the code ([A-Z]{4}-[A-Z]{4})", line)
+    assert code, line
+    time.sleep(0.5)
+    with httpx.Client(base_url=sqlite_hub.url) as c:
+        assert c.post("/device", data={"user_code": code.group(1), "username": "rin", "password": PASSWORD}).status_code == 200
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "signed in as" in out and "(researcher)" in out, out
+    token_file = tmp_path / "cfg" / "token.json"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    jobs = subprocess.run([sys.executable, "-m", "cryomesh_cli.main", "jobs", "list", "--json"], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert jobs.returncode == 0, jobs.stdout + jobs.stderr
+    token = __import__("json").loads(token_file.read_text())["access_token"]
+    out = subprocess.run(
+        [sys.executable, "-m", "cryomesh_cli.main", "logout"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and not token_file.exists()
+    with sqlite_hub.http(token) as c:
+        assert c.get("/api/v1/jobs").status_code == 401, "logout ended the session on the hub"
