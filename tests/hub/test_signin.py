@@ -164,8 +164,8 @@ def test_cryomesh_login_and_logout(sqlite_hub: Hub, tmp_path: Any) -> None:
     import time
 
     person(sqlite_hub)
-    env = {**os.environ, "CRYOMESH_TOKEN_FILE": str(tmp_path / "cfg" / "token.json"), "CRYOMESH_CREDENTIALS": str(tmp_path / "none.json"),
-           "COLUMNS": "200"}  # fmt: skip
+    env = {**os.environ, "CRYOMESH_TOKEN_FILE": str(tmp_path / "cfg" / "token.json"),
+           "CRYOMESH_CREDENTIALS": str(tmp_path / "none.json"), "COLUMNS": "200"}  # fmt: skip
     for k in ("CRYOMESH_CLIENT_ID", "CRYOMESH_CLIENT_SECRET", "CRYOMESH_HUB_URL"):
         env.pop(k, None)
     proc = subprocess.Popen([sys.executable, "-m", "cryomesh_cli.main", "login", "--hub", sqlite_hub.url], env=env,
