@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from hub import metrics
@@ -18,6 +21,7 @@ from hub.auth.router import router as auth_router
 from hub.auth.signin import router as signin_router
 from hub.auth.tokens import TokenVerifier
 from hub.capacity.router import router as capacity_router
+from hub.dashboard.api import router as dashboard_api
 from hub.datasets.router import router as datasets_router
 from hub.datasets.router import sites_router as dataset_sites_router
 from hub.datasets.shares_router import router as shares_router
@@ -100,6 +104,26 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         shares_router,
         transfers_router,
         metrics.router,
+        dashboard_api,
     ):
         app.include_router(router)
+    app.mount("/dashboard", StaticFiles(directory=Path(__file__).parent / "dashboard" / "static", html=True), name="dashboard")
+
+    @app.middleware("http")
+    async def dashboard_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path.startswith("/dashboard"):
+            response.headers.update(DASHBOARD_HEADERS)
+        return response
+
     return app
+
+
+#: The dashboard loads nothing from elsewhere and cannot be framed.
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}

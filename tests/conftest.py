@@ -5,11 +5,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import Hub, running_hub
-from tests.services import PostgresServer, S3Server, SlurmCluster, postgres_server, s3_server, slurm_cluster
+from tests.services import (
+    CHROMIUM,
+    PostgresServer,
+    S3Server,
+    SlurmCluster,
+    missing,
+    postgres_server,
+    s3_server,
+    slurm_cluster,
+)
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +38,19 @@ def slurm() -> Iterator[SlurmCluster]:
 def s3() -> Iterator[S3Server]:
     with s3_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        missing("chromium")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
 
 
 def _pg_database(pg: PostgresServer) -> Iterator[str]:

@@ -24,10 +24,12 @@ from cryomesh_cli.devslurm import SlurmCluster, free_port, unavailable_reason, w
 from cryomesh_cli.devslurm import slurm_cluster as _slurm_cluster
 
 __all__ = [
+    "CHROMIUM",
     "PostgresServer",
     "S3Server",
     "SlurmCluster",
     "free_port",
+    "missing",
     "postgres_server",
     "s3_server",
     "slurm_cluster",
@@ -35,6 +37,7 @@ __all__ = [
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM = "/usr/bin/chromium"
 
 
 def missing(what: str) -> None:

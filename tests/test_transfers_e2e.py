@@ -67,12 +67,12 @@ class Network:
         a.start(a.env)  # type: ignore[attr-defined]
         self.agents.append(a)
 
-    def register(self, a: AgentProcess, path: Path) -> dict[str, Any]:
+    def register(self, a: AgentProcess, path: Path, visibility: str = "network", title: str = "apoferritin") -> dict[str, Any]:
         import json
 
         out = subprocess.run(
-            cli("datasets", "register", "--config", str(a.config), "--path", str(path), "--title", "apoferritin",
-                "--visibility", "network", "--json"),
+            cli("datasets", "register", "--config", str(a.config), "--path", str(path), "--title", title,
+                "--visibility", visibility, "--json"),
             env=self.hub.env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr

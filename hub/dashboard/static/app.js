@@ -1,0 +1,251 @@
+// cryomesh dashboard: plain JavaScript, no libraries, nothing fetched from outside the hub.
+// Sign-in: OAuth 2.0 authorization code flow with PKCE (S256) against the hub; the access
+// token lives in sessionStorage (gone when the tab closes) and ends at sign-out.
+"use strict";
+
+const CLIENT_ID = "cryomesh-dashboard";
+const REDIRECT = `${location.origin}/dashboard/`;
+const REFRESH_MS = 5000;
+const store = window.sessionStorage;
+let refreshTimer = null;
+
+// ---------------------------------------------------------------- helpers
+
+function esc(v) {
+  return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+function pill(v) { return `<span class="pill ${esc(v)}">${esc(v)}</span>`; }
+function bytes(n) {
+  const u = ["B", "KB", "MB", "GB", "TB", "PB"]; let i = 0; n = Number(n) || 0;
+  while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+function bar(free, total, label) {
+  const pct = total ? Math.max(0, Math.min(100, (100 * free) / total)) : 0;
+  return `<div class="bar" title="${esc(label)}"><span style="width:${pct.toFixed(1)}%"></span><em>${esc(label)}</em></div>`;
+}
+function age(s) { return s == null ? "never" : s < 90 ? `${Math.round(s)} s ago` : `${Math.round(s / 60)} min ago`; }
+function b64url(bytesArr) { return btoa(String.fromCharCode(...bytesArr)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, ""); }
+function randomString(n) { const a = new Uint8Array(n); crypto.getRandomValues(a); return b64url(a); }
+
+// ---------------------------------------------------------------- sign-in (PKCE)
+
+async function signIn() {
+  const verifier = randomString(48);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const state = randomString(16);
+  store.setItem("pkce_verifier", verifier);
+  store.setItem("pkce_state", state);
+  store.setItem("after_signin", location.hash || "#/overview");
+  const q = new URLSearchParams({ response_type: "code", client_id: CLIENT_ID, redirect_uri: REDIRECT, state,
+    code_challenge: b64url(digest), code_challenge_method: "S256" });
+  location.assign(`/oauth/authorize?${q}`);
+}
+
+async function finishSignIn() {
+  const q = new URLSearchParams(location.search);
+  if (!q.has("code")) return false;
+  if (q.get("state") !== store.getItem("pkce_state")) throw new Error("the sign-in answer does not match this tab's request");
+  const body = new URLSearchParams({ grant_type: "authorization_code", code: q.get("code"), redirect_uri: REDIRECT,
+    client_id: CLIENT_ID, code_verifier: store.getItem("pkce_verifier") || "" });
+  const r = await fetch("/oauth/token", { method: "POST", body });
+  const t = await r.json();
+  if (!r.ok) throw new Error(t.error_description || t.error || "sign-in failed");
+  store.setItem("token", t.access_token);
+  store.removeItem("pkce_verifier"); store.removeItem("pkce_state");
+  history.replaceState(null, "", `/dashboard/${store.getItem("after_signin") || "#/overview"}`);
+  return true;
+}
+
+async function api(path, opts = {}) {
+  const token = store.getItem("token");
+  const r = await fetch(path, { ...opts, headers: { ...(opts.headers || {}), Authorization: `Bearer ${token}`,
+    ...(opts.body ? { "Content-Type": "application/json" } : {}) } });
+  if (r.status === 401) { store.removeItem("token"); await signIn(); throw new Error("signed out"); }
+  const data = r.status === 204 ? null : await r.json();
+  if (!r.ok) throw new Error(`${r.status} ${data?.error || ""}: ${data?.detail || ""}`);
+  return data;
+}
+
+async function signOut() {
+  try { await api("/api/v1/session/end", { method: "POST" }); } catch (e) { /* already ended */ }
+  store.clear();
+  document.getElementById("main").innerHTML =
+    `<h2 data-testid="signed-out">Signed out</h2><p><a href="/dashboard/#/overview">Sign in again</a></p>`;
+  document.getElementById("who").textContent = "";
+  document.getElementById("signout").hidden = true;
+  clearInterval(refreshTimer);
+}
+
+// ---------------------------------------------------------------- pages
+
+function lineChart(points, series, height = 220) {
+  if (!points.length) return `<p class="muted">No capacity history yet.</p>`;
+  const w = 900, h = height, pad = 34;
+  const t0 = new Date(points[0].t).getTime(), t1 = new Date(points[points.length - 1].t).getTime() || t0 + 1;
+  const max = Math.max(1, ...points.flatMap((p) => series.map((s) => s.get(p))));
+  const x = (t) => pad + ((w - 2 * pad) * (new Date(t).getTime() - t0)) / Math.max(1, t1 - t0);
+  const y = (v) => h - pad - ((h - 2 * pad) * v) / max;
+  const lines = series.map((s) => `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${
+    points.map((p) => `${x(p.t).toFixed(1)},${y(s.get(p)).toFixed(1)}`).join(" ")}"/>`).join("");
+  const labels = `<text x="${pad}" y="${pad - 10}">${max.toFixed(0)}</text><text x="${pad}" y="${h - 10}">${
+    new Date(t0).toLocaleTimeString()}</text><text x="${w - pad - 60}" y="${h - 10}">${new Date(t1).toLocaleTimeString()}</text>`;
+  const legend = series.map((s) => `<span><i class="swatch" style="background:${s.color}"></i>${esc(s.name)}</span>`).join("");
+  return `<svg class="chart" viewBox="0 0 ${w} ${h}" role="img" data-testid="capacity-chart">
+    <line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" stroke="#ccd"/>${lines}${labels}</svg><div class="legend">${legend}</div>`;
+}
+
+async function overview() {
+  const [s, cap] = await Promise.all([api("/api/v1/dashboard/overview"), api("/api/v1/dashboard/capacity?hours=6")]);
+  const gpuCards = Object.entries(s.gpus).map(([m, g]) =>
+    `<div class="card" data-testid="gpu-${esc(m)}">${esc(m)} GPUs<b>${g.free} / ${g.total}</b><span class="muted">free</span></div>`).join("");
+  const rows = s.sites.map((x) => {
+    const c = x.capacity;
+    const gpus = c ? Object.entries(c.gpus).map(([m, g]) => bar(g.free, g.total, `${m} ${g.free}/${g.total}`)).join("") : "";
+    return `<tr data-testid="site-row" data-site="${esc(x.name)}"><td><b>${esc(x.name)}</b><br><span class="muted">${esc(x.display_name)}</span></td>
+      <td>${esc(x.institution)}</td><td>${pill(x.status)} ${pill(x.reachability)}</td><td>${age(x.heartbeat_age_s)}</td>
+      <td>${c ? bar(c.cpus_free, c.cpus_total, `${c.cpus_free}/${c.cpus_total} CPUs free`) : '<span class="muted">no report</span>'}</td>
+      <td>${gpus || '<span class="muted">—</span>'}</td></tr>`;
+  }).join("");
+  const gpuModels = [...new Set(cap.points.flatMap((p) => Object.keys(p.gpus)))];
+  const colors = ["#2458c6", "#1f8a4c", "#b7791f", "#8e44ad", "#c0392b"];
+  const series = [{ name: "CPUs free", color: "#5d6677", get: (p) => p.cpus_free }]
+    .concat(gpuModels.map((m, i) => ({ name: `${m} GPUs free`, color: colors[i % colors.length], get: (p) => p.gpus[m]?.free || 0 })));
+  return `<div class="cards">
+      <div class="card">Sites online<b data-testid="sites-online">${s.sites_by_reachability.online || 0} / ${s.sites.length}</b></div>
+      <div class="card">CPUs free<b>${s.cpus_free} / ${s.cpus_total}</b></div>${gpuCards}</div>
+    <h2>Sites</h2><table data-testid="sites"><tr><th>site</th><th>institution</th><th>status</th><th>heartbeat</th><th>CPUs</th><th>GPUs</th></tr>${rows}</table>
+    <h2>Network capacity, last 6 hours</h2>${lineChart(cap.points, series)}`;
+}
+
+async function jobsPage(params) {
+  const state = params.get("state") || "";
+  const d = await api(`/api/v1/dashboard/jobs${state ? `?state=${encodeURIComponent(state)}` : ""}`);
+  const states = ["", "QUEUED", "INITIALIZING", "RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"];
+  const filter = `<label>State <select id="state-filter" data-testid="state-filter">${states.map((s) =>
+    `<option value="${s}" ${s === state ? "selected" : ""}>${s || "all"}</option>`).join("")}</select></label>`;
+  const counts = Object.entries(d.by_state).map(([k, v]) => `${pill(k)} ${v}`).join(" ");
+  const rows = d.jobs.map((j) => `<tr class="clickable" data-testid="job-row" data-job="${esc(j.id)}">
+    <td>${esc(j.name)}<br><span class="muted">${esc(j.id.slice(0, 8))}</span></td><td>${pill(j.state)}</td><td>${esc(j.site || "—")}</td>
+    <td>${esc(j.institution)}</td><td>${esc(j.why)}</td></tr>`).join("");
+  setTimeout(() => {
+    document.getElementById("state-filter")?.addEventListener("change", (e) => { location.hash = `#/jobs?state=${e.target.value}`; });
+    document.querySelectorAll("tr[data-job]").forEach((tr) => tr.addEventListener("click", () => { location.hash = `#/job/${tr.dataset.job}`; }));
+  });
+  return `${filter} <span>${counts}</span><h2>${d.total} job(s)</h2>
+    <table data-testid="jobs"><tr><th>job</th><th>state</th><th>site</th><th>institution</th><th>why here / why still queued</th></tr>${rows}</table>`;
+}
+
+async function jobPage(id) {
+  const d = await api(`/api/v1/dashboard/jobs/${encodeURIComponent(id)}`);
+  const j = d.job, p = d.placement;
+  const timeline = d.timeline.map((a) => `<tr><td>${a.attempt}</td><td>${esc(a.site)}</td><td>${pill(a.state)} ${esc(a.reported || "")}</td>
+    <td>${esc(a.offered_at || "")}</td><td>${esc(a.started_at || "")}</td><td>${esc(a.ended_at || "")}</td><td>${esc(a.exit_code ?? "")}</td><td>${esc(a.reason || "")}</td></tr>`).join("");
+  const verdicts = (p.latest?.verdicts || []).map((v) => `<tr data-testid="verdict"><td>${esc(v.site)}</td><td>${v.eligible ? "yes" : "no"}</td>
+    <td>${v.score ?? ""}</td><td>${esc(v.reasons.join("; "))}</td></tr>`).join("");
+  return `<p><a href="#/jobs">← all jobs</a></p><h2>${esc(j.name)} ${pill(j.state)}</h2>
+    <p><b>Why here / why still queued:</b> <span data-testid="explanation">${esc(p.explanation)}</span></p>
+    <p class="muted">owner ${esc(j.owner)} · ${esc(j.institution)} · ${esc(j.kind)} · created ${esc(j.created_at)}${j.state_reason ? ` · ${esc(j.state_reason)}` : ""}</p>
+    <h2>Placement: every site's verdict</h2><table data-testid="verdicts"><tr><th>site</th><th>eligible</th><th>score</th><th>reasons</th></tr>${verdicts}</table>
+    <h2>Timeline</h2><table><tr><th>attempt</th><th>site</th><th>state</th><th>offered</th><th>started</th><th>ended</th><th>exit</th><th>reason</th></tr>${timeline}</table>
+    <h2>Output (tail)</h2><pre data-testid="stdout">${esc(d.logs.stdout_tail || "(nothing yet)")}</pre>
+    ${d.logs.stderr_tail ? `<pre>${esc(d.logs.stderr_tail)}</pre>` : ""}`;
+}
+
+async function dataPage() {
+  const d = await api("/api/v1/dashboard/data");
+  const ds = d.datasets.map((x) => `<tr data-testid="dataset-row"><td><b>${esc(x.title)}</b><br><span class="muted">${esc(x.id)}</span></td>
+    <td>${esc(x.owner_site)}</td><td>${x.file_count}</td><td>${bytes(x.total_bytes)}</td><td>${esc(x.visibility)}</td>
+    <td>${x.replicas.map((r) => `${esc(r.site)} ${pill(r.state)}`).join("<br>")}</td></tr>`).join("");
+  const reqs = d.share_requests.map((r) => `<tr data-testid="share-row" data-request="${esc(r.id)}"><td>${esc(r.dataset_title)}</td>
+    <td>${esc(r.owner_site)} → ${esc(r.dest_site)}</td><td>${esc(r.requested_by)}</td><td>${esc(r.purpose)}</td><td>${pill(r.state)}</td>
+    <td>${esc(r.decided_by || "")}</td><td>${r.can_decide ? `<button data-testid="approve" data-act="approve" data-id="${esc(r.id)}">Approve</button>
+      <button class="secondary" data-testid="deny" data-act="deny" data-id="${esc(r.id)}">Deny</button>` : ""}</td></tr>`).join("");
+  const moving = d.transfers.map((t) => {
+    const publishing = ["QUEUED", "PUBLISHING"].includes(t.state);
+    const done = t.state === "DONE" ? t.bytes_total : publishing ? t.published_bytes : t.fetched_bytes;
+    return `<tr data-testid="transfer-row"><td>${esc(t.dataset)}</td><td>${esc(t.source_site)} → ${esc(t.dest_site)}</td><td>${pill(t.state)}</td>
+      <td>${bar(done, t.bytes_total, `${bytes(done)} / ${bytes(t.bytes_total)}${publishing ? " published" : ""}`)}</td>
+      <td>${t.rate_bps ? `${bytes(t.rate_bps)}/s` : "—"}</td><td>${t.eta_s != null ? `${t.eta_s} s` : "—"}</td><td>${esc(t.reason || "")}</td></tr>`;
+  }).join("");
+  setTimeout(() => document.querySelectorAll("button[data-act]").forEach((b) => b.addEventListener("click", async () => {
+    b.disabled = true;
+    try { await api(`/api/v1/share-requests/${b.dataset.id}/${b.dataset.act}`, { method: "POST", body: JSON.stringify({ reason: "decided in the dashboard" }) }); }
+    catch (e) { alert(e.message); }
+    render();
+  })));
+  return `<h2>Share requests <span class="muted">(${d.awaiting_me} waiting for your decision)</span></h2>
+    <table data-testid="share-requests"><tr><th>dataset</th><th>from → to</th><th>requested by</th><th>purpose</th><th>state</th><th>decided by</th><th></th></tr>${reqs}</table>
+    <h2>Transfers</h2><table data-testid="transfers"><tr><th>dataset</th><th>from → to</th><th>state</th><th>progress</th><th>rate</th><th>ETA</th><th>note</th></tr>${moving}</table>
+    <h2>Catalog (${d.datasets_total})</h2><table data-testid="datasets"><tr><th>dataset</th><th>owner</th><th>files</th><th>size</th><th>visibility</th><th>replicas</th></tr>${ds}</table>`;
+}
+
+async function usagePage() {
+  const d = await api("/api/v1/dashboard/usage?days=30");
+  const rows = d.institutions;
+  const max = Math.max(0.0001, ...rows.flatMap((r) => [r.consumed_cpu_h, r.contributed_cpu_h]));
+  const w = 900, rowH = 44, h = Math.max(80, rows.length * rowH + 30), left = 140;
+  const bars = rows.map((r, i) => {
+    const y = 20 + i * rowH, sc = (v) => ((w - left - 20) * v) / max;
+    return `<text x="4" y="${y + 18}">${esc(r.institution)}</text>
+      <rect x="${left}" y="${y}" width="${sc(r.contributed_cpu_h).toFixed(1)}" height="16" fill="#1f8a4c"><title>lent ${r.contributed_cpu_h} CPU-h</title></rect>
+      <rect x="${left}" y="${y + 18}" width="${sc(r.consumed_cpu_h).toFixed(1)}" height="16" fill="#2458c6"><title>borrowed ${r.consumed_cpu_h} CPU-h</title></rect>`;
+  }).join("");
+  const table = rows.map((r) => `<tr data-testid="usage-row"><td>${esc(r.institution)}</td><td>${r.contributed_cpu_h}</td><td>${r.consumed_cpu_h}</td>
+    <td>${r.contributed_gpu_h}</td><td>${r.consumed_gpu_h}</td></tr>`).join("");
+  return `<h2>Lent versus borrowed, last 30 days (CPU-hours)</h2>
+    <svg class="chart" viewBox="0 0 ${w} ${h}" style="height:${h}px" data-testid="usage-chart">${bars}</svg>
+    <div class="legend"><span><i class="swatch" style="background:#1f8a4c"></i>lent (contributed)</span><span><i class="swatch" style="background:#2458c6"></i>borrowed (consumed)</span></div>
+    <table><tr><th>institution</th><th>lent CPU-h</th><th>borrowed CPU-h</th><th>lent GPU-h</th><th>borrowed GPU-h</th></tr>${table}</table>`;
+}
+
+function setupPage() {
+  return `<h2>Set your password</h2><form id="setup" data-testid="setup">
+    <label>Username <input name="username" required></label> <label>Setup code <input name="code" required></label>
+    <label>New password (12+ characters) <input name="password" type="password" minlength="12" required></label>
+    <button type="submit">Set password</button></form><p id="setup-result"></p>`;
+}
+
+// ---------------------------------------------------------------- routing
+
+async function render() {
+  const [path, query] = (location.hash.slice(1) || "/overview").split("?");
+  const params = new URLSearchParams(query || "");
+  const page = path.split("/")[1];
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === page || (page === "job" && a.dataset.page === "jobs")));
+  const main = document.getElementById("main");
+  try {
+    const html = page === "jobs" ? await jobsPage(params) : page === "job" ? await jobPage(path.split("/")[2])
+      : page === "data" ? await dataPage() : page === "usage" ? await usagePage() : await overview();
+    main.innerHTML = html;
+    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`;
+  } catch (e) {
+    if (e.message !== "signed out") main.innerHTML = `<p class="error">${esc(e.message)}</p>`;
+  }
+}
+
+async function start() {
+  if ((location.hash || "").startsWith("#/setup")) {
+    document.getElementById("main").innerHTML = setupPage();
+    document.getElementById("setup").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const f = Object.fromEntries(new FormData(e.target));
+      const r = await fetch("/api/v1/accounts/setup", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(f) });
+      document.getElementById("setup-result").innerHTML = r.ok ? `Password set. <a href="/dashboard/?signin#/overview" data-testid="signin-link">Sign in</a>`
+        : `<span class="error">${esc((await r.json()).detail)}</span>`;
+    });
+    return;
+  }
+  try { await finishSignIn(); } catch (e) { document.getElementById("main").innerHTML = `<p class="error">${esc(e.message)}</p>`; return; }
+  if (!store.getItem("token")) { await signIn(); return; }
+  const me = await api("/api/v1/session");
+  document.getElementById("who").textContent = `${me.client_id} · ${me.role}${me.site ? ` of ${me.site}` : ""}${me.institution ? ` · ${me.institution}` : ""}`;
+  const out = document.getElementById("signout");
+  out.hidden = false;
+  out.addEventListener("click", signOut);
+  window.addEventListener("hashchange", render);
+  await render();
+  refreshTimer = setInterval(() => { if (!location.hash.startsWith("#/job/")) render(); }, REFRESH_MS);
+}
+
+start();

@@ -1,0 +1,54 @@
+"""The dashboard API: who may call it, and what each caller sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import Hub, heartbeat_body
+
+VIEWS = ("overview", "capacity", "jobs", "data", "usage")
+
+
+def test_only_people_signed_in_get_the_views(sqlite_hub: Hub, tmp_path: Path) -> None:
+    for view in VIEWS:
+        r = httpx.get(f"{sqlite_hub.url}/api/v1/dashboard/{view}")
+        assert r.status_code == 401 and r.json()["error"] == "Unauthorized", view
+    sqlite_hub.create_site("kek-cryo")
+    agent = sqlite_hub.enroll_agent("kek-cryo", tmp_path / "a")
+    with sqlite_hub.http(sqlite_hub.agent_token(agent)) as c:
+        for view in VIEWS:
+            r = c.get(f"/api/v1/dashboard/{view}")
+            assert r.status_code == 403 and r.json()["error"] == "Forbidden", view
+
+
+def test_views_are_filtered_to_the_caller(sqlite_hub: Hub, tmp_path: Path) -> None:
+    sqlite_hub.create_site("kek-cryo", institution="kek")
+    agent = sqlite_hub.enroll_agent("kek-cryo", tmp_path / "a")
+    with sqlite_hub.http(sqlite_hub.agent_token(agent)) as c:
+        assert c.post("/api/v1/sites/kek-cryo/heartbeat", json=heartbeat_body()).status_code == 200
+    osaka = sqlite_hub.account("researcher", institution="osaka-u")
+    kek = sqlite_hub.account("researcher", institution="kek")
+    job = {"kind": "generic.command", "command": ["true"], "resources": {"cpus": 1}}
+    ids = {}
+    for who, name in ((osaka, "osaka-job"), (kek, "kek-job")):
+        with sqlite_hub.as_(who) as c:
+            r = c.post("/api/v1/jobs", json={**job, "name": name})
+            assert r.status_code == 201
+            ids[name] = r.json()["id"]
+    with sqlite_hub.as_(osaka) as c:
+        jobs = c.get("/api/v1/dashboard/jobs").json()
+        assert [j["name"] for j in jobs["jobs"]] == ["osaka-job"] and jobs["by_state"] == {"QUEUED": 1}
+        assert "placed on kek-cryo" in jobs["jobs"][0]["why"]
+        cap = c.get("/api/v1/dashboard/capacity", params={"hours": 1}).json()
+        assert cap["points"] and cap["points"][-1]["cpus_total"] == 64 and cap["points"][-1]["gpus"]["a100"]["total"] == 8
+        over = c.get("/api/v1/dashboard/overview").json()
+        assert over["sites"][0]["name"] == "kek-cryo" and over["sites"][0]["capacity"]["cpus_total"] == 64
+        other = c.get(f"/api/v1/dashboard/jobs/{ids['kek-job']}")
+        assert other.status_code == 404 and other.json()["error"] == "NotFound", "another institution's job"
+        mine = c.get(f"/api/v1/dashboard/jobs/{ids['osaka-job']}").json()
+        assert mine["job"]["name"] == "osaka-job" and mine["timeline"][0]["site"] == "kek-cryo"
+    with sqlite_hub.as_admin() as c:
+        both = c.get("/api/v1/dashboard/jobs").json()
+    assert sorted(j["name"] for j in both["jobs"]) == ["kek-job", "osaka-job"]

@@ -1,0 +1,163 @@
+"""The dashboard in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+A hub process and two real agent processes (sites online with real capacity, a dataset at
+one of them, jobs), people signing in through the dashboard's PKCE flow. Screenshots go
+to a temp dir, or to ``$CRYOMESH_SCREENSHOTS`` (``docs/images`` for the README)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import Account
+from tests.processes import HubProcess
+from tests.services import wait_for
+from tests.test_transfers_e2e import Network, make_data
+
+pytestmark = pytest.mark.slow
+PASSWORD = "dashboard password 1"
+
+
+def person(hub: HubProcess, username: str, **kw: Any) -> dict[str, Any]:
+    acct = hub.api("POST", "/api/v1/accounts", json={"name": username, "username": username, **kw})
+    r = httpx.post(
+        f"{hub.url}/api/v1/accounts/setup", json={"username": username, "code": acct["setup_code"], "password": PASSWORD}
+    )
+    assert r.status_code == 204, r.text
+    return dict(acct)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    hub = HubProcess(tmp_path / "hub")
+    hub.start()
+    net = Network(hub, tmp_path)
+    try:
+        src = net.agent("kek-krios", "kek")
+        dst = net.agent("osaka-gpu", "osaka-u")
+        ds = net.register(src, make_data(tmp_path / "ds", {"movies/m1.mrc": 3_000_000, "run.star": 100}))
+        net.register(src, make_data(tmp_path / "secret", {"unpublished.mrc": 1000}), visibility="private", title="kek-only")
+        net.start(src)
+        net.start(dst)
+        wait_for(lambda: hub.api("GET", "/api/v1/network/summary")["sites_by_reachability"].get("online") == 2, 30, "sites")
+        person(hub, "kek-admin", role="site_admin", site="kek-krios")
+        person(hub, "osaka-admin", role="site_admin", site="osaka-gpu")
+        rin = person(hub, "rin", role="researcher", institution="osaka-u")
+        ken = hub.account("researcher", institution="kek")
+        job = {"kind": "generic.command", "command": ["sh", "-c", "echo averaged 800 images"], "resources": {"cpus": 1}}
+        osaka_job = hub.call("POST", "/api/v1/jobs", account=net.researcher, json={**job, "name": "osaka-2d-average"})
+        hub.call("POST", "/api/v1/jobs", account=ken, json={**job, "name": "kek-private-job"})
+        rin_account = Account(rin["client_id"], rin["client_secret"], "researcher")
+        req = hub.call("POST", f"/api/v1/datasets/{ds['id']}/share-requests", account=rin_account,
+                       json={"dest_site": "osaka-gpu", "purpose": "2D classification at Osaka"})  # fmt: skip
+        wait_for(lambda: hub.api("GET", f"/api/v1/jobs/{osaka_job['id']}")["state"] == "COMPLETE", 60, "the job")
+        yield {"hub": hub, "net": net, "ds": ds, "job": osaka_job, "request": req, "rin": rin}
+    finally:
+        for a in net.agents:
+            a.stop()
+        hub.stop()
+
+
+def shots(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("CRYOMESH_SCREENSHOTS") or tmp_path / "shots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def sign_in(page: Any, hub: HubProcess, username: str) -> None:
+    page.goto(f"{hub.url}/dashboard/")
+    page.wait_for_url(re.compile(r".*/oauth/authorize\?.*"))
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("[data-testid=signout]:visible", timeout=15_000)
+
+
+def test_coordinator_flow_in_a_real_browser(world: dict[str, Any], chromium: Any, tmp_path: Path) -> None:
+    hub, out = world["hub"], shots(tmp_path)
+    page = chromium.new_page(viewport={"width": 1280, "height": 860})
+    # An unsigned visitor is sent to sign in; the dashboard API refuses them.
+    page.goto(f"{hub.url}/dashboard/#/overview")
+    page.wait_for_url(re.compile(r".*/oauth/authorize\?.*code_challenge_method=S256.*"))
+    page.screenshot(path=str(out / "signin.png"))
+    r = httpx.get(f"{hub.url}/api/v1/dashboard/overview")
+    assert r.status_code == 401 and r.json()["error"] == "Unauthorized"
+    page.fill("input[name=username]", "kek-admin")
+    page.fill("input[name=password]", "not the password")
+    page.click("button[type=submit]")
+    assert "Wrong username or password" in page.inner_text("main")
+
+    # The owner site's admin signs in and sees the sites, live, with capacity.
+    sign_in(page, hub, "kek-admin")
+    page.wait_for_selector("[data-testid=site-row][data-site=kek-krios]")
+    assert "site_admin of kek-krios" in page.inner_text("[data-testid=who]")
+    assert page.inner_text("[data-testid=sites-online]") == "2 / 2"
+    rows = page.inner_text("[data-testid=sites]")
+    assert "kek-krios" in rows and "osaka-gpu" in rows and "online" in rows and "CPUs free" in rows
+    page.wait_for_selector("[data-testid=capacity-chart]")
+    page.screenshot(path=str(out / "dashboard-overview.png"), full_page=True)
+
+    # A job: its placement reasons and output.
+    page.click("nav a[data-page=jobs]")
+    page.wait_for_selector(f"[data-testid=job-row][data-job='{world['job']['id']}']")
+    page.click(f"[data-testid=job-row][data-job='{world['job']['id']}']")
+    page.wait_for_selector("[data-testid=explanation]")
+    assert "placed on" in page.inner_text("[data-testid=explanation]")
+    assert page.locator("[data-testid=verdict]").count() == 2
+    assert "averaged 800 images" in page.inner_text("[data-testid=stdout]")
+    page.screenshot(path=str(out / "dashboard-job.png"), full_page=True)
+
+    # The share request waits for this admin: approve it and watch the transfer start.
+    page.click("nav a[data-page=data]")
+    row = f"[data-testid=share-row][data-request='{world['request']['id']}']"
+    page.wait_for_selector(f"{row} [data-testid=approve]")
+    page.click(f"{row} [data-testid=approve]")
+    page.wait_for_selector(f"{row}:has-text('approved')")
+    page.wait_for_selector("[data-testid=transfer-row]")
+    wait_for(lambda: "DONE" in page.inner_text("[data-testid=transfers]"), 40, "the transfer to finish on the page", interval=1)
+    assert "osaka-gpu" in page.inner_text("[data-testid=datasets]")
+    page.screenshot(path=str(out / "dashboard-data.png"), full_page=True)
+
+    page.click("nav a[data-page=usage]")
+    page.wait_for_selector("[data-testid=usage-chart]")
+    page.screenshot(path=str(out / "dashboard-usage.png"), full_page=True)
+
+    # Sign out: the page says so and the token no longer works anywhere.
+    token = page.evaluate("sessionStorage.getItem('token')")
+    assert httpx.get(f"{hub.url}/api/v1/dashboard/overview", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    page.click("[data-testid=signout]")
+    page.wait_for_selector("[data-testid=signed-out]")
+    r = httpx.get(f"{hub.url}/api/v1/dashboard/overview", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and "sign in again" in r.json()["detail"]
+    for name in ("signin", "dashboard-overview", "dashboard-job", "dashboard-data", "dashboard-usage"):
+        assert (out / f"{name}.png").stat().st_size > 10_000, name
+    page.close()
+
+
+def test_each_person_sees_what_they_may(world: dict[str, Any], chromium: Any) -> None:
+    hub = world["hub"]
+    page = chromium.new_page()
+    sign_in(page, hub, "rin")
+    page.click("nav a[data-page=jobs]")
+    page.wait_for_selector("[data-testid=job-row]")
+    jobs = page.inner_text("[data-testid=jobs]")
+    assert "osaka-2d-average" in jobs and "kek-private-job" not in jobs, "only their institution's jobs"
+    page.click("nav a[data-page=data]")
+    page.wait_for_selector("[data-testid=share-row]")
+    assert page.locator("[data-testid=approve]").count() == 0, "a researcher decides nothing"
+    catalog = page.inner_text("[data-testid=datasets]")
+    assert "apoferritin" in catalog and "kek-only" not in catalog, "another institution's private dataset stays hidden"
+    page.close()
+    # The receiving site's admin sees the request but may not decide it; agents may not use the API.
+    page = chromium.new_page()
+    sign_in(page, hub, "osaka-admin")
+    page.click("nav a[data-page=data]")
+    page.wait_for_selector("[data-testid=share-row]")
+    assert page.locator("[data-testid=approve]").count() == 0, "Approve only for requests to one's own site"
+    page.close()
