@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -356,6 +357,7 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
         "CRYOMESH_HOST": "127.0.0.1",
         "CRYOMESH_PORT": str(port),
         "CRYOMESH_SWEEP_INTERVAL_S": "1",
+        "CRYOMESH_HISTORY_BUCKET_S": "10",  # the dashboard's capacity chart fills in within the demo
         "CRYOMESH_CREDENTIALS": str(workdir / "coordinator.json"),
     }
     env.pop("CRYOMESH_DATABASE_URL", None)
@@ -375,6 +377,17 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
         _wait_ready(hub_url, hub)
         console.print(f"hub serving at [bold]{hub_url}[/bold] (API docs {hub_url}/docs; log {workdir / 'hub.log'})")
         admin = HubSession(Profile(hub_url, coordinator["client_id"], coordinator["client_secret"]))
+        password = secrets.token_urlsafe(12)
+        person = admin.call("POST", "/api/v1/accounts", json_body={"name": "Demo coordinator", "role": "network_admin",
+                                                                   "username": "coordinator"})  # fmt: skip
+        admin.http.post("/api/v1/accounts/setup", json={"username": "coordinator", "code": person["setup_code"],
+                                                         "password": password}).raise_for_status()  # fmt: skip
+        dashboard = {"url": f"{hub_url}/dashboard/", "username": "coordinator", "password": password}
+        console.print(
+            f"dashboard at [bold]{dashboard['url']}[/bold] — sign in as [bold]coordinator[/bold] with password "
+            f"[bold]{password}[/bold]",
+            highlight=False,
+        )
         agents: list[subprocess.Popen[bytes]] = []
         for spec in SITES:
             name = spec["site"]["name"]
@@ -485,7 +498,7 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
         for table in usage_tables(admin.call("GET", "/api/v1/usage", params={"days": 1})):
             console.print(table)
         if report:
-            full = {**build_report(hub_url, summary, started, all_online_after, entries), **data}
+            full = {**build_report(hub_url, summary, started, all_online_after, entries), **data, "dashboard": dashboard}
             report.write_text(json.dumps(full, indent=2))
             console.print(f"report written to {report}")
         return 0 if all_online_after else 1

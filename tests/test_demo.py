@@ -46,6 +46,9 @@ def test_demo_brings_three_sites_online(tmp_path: Path) -> None:
             assert j["site"] == "kyoto-gpu", "only kyoto-gpu has A100s"
             assert verdicts["osaka-cpu"]["reasons"] == ["has no a100 GPUs"]
     assert "refused at submission" in out.stdout
+    dash = data["dashboard"]
+    assert f"dashboard at {dash['url']}" in out.stdout and dash["url"] == data["hub_url"] + "/dashboard/"
+    assert dash["username"] == "coordinator" and len(dash["password"]) >= 12
 
     # The data story: made at kyoto-gpu, shared with osaka-cpu on its admin's approval,
     # copied and verified, averaged there, the average registered with its provenance.

@@ -87,7 +87,8 @@ function lineChart(points, series, height = 220) {
   const x = (t) => pad + ((w - 2 * pad) * (new Date(t).getTime() - t0)) / Math.max(1, t1 - t0);
   const y = (v) => h - pad - ((h - 2 * pad) * v) / max;
   const lines = series.map((s) => `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${
-    points.map((p) => `${x(p.t).toFixed(1)},${y(s.get(p)).toFixed(1)}`).join(" ")}"/>`).join("");
+    points.map((p) => `${x(p.t).toFixed(1)},${y(s.get(p)).toFixed(1)}`).join(" ")}"/>${
+    points.map((p) => `<circle cx="${x(p.t).toFixed(1)}" cy="${y(s.get(p)).toFixed(1)}" r="3" fill="${s.color}"/>`).join("")}`).join("");
   const labels = `<text x="${pad}" y="${pad - 10}">${max.toFixed(0)}</text><text x="${pad}" y="${h - 10}">${
     new Date(t0).toLocaleTimeString()}</text><text x="${w - pad - 60}" y="${h - 10}">${new Date(t1).toLocaleTimeString()}</text>`;
   const legend = series.map((s) => `<span><i class="swatch" style="background:${s.color}"></i>${esc(s.name)}</span>`).join("");
