@@ -13,6 +13,7 @@ import httpx
 from authlib.oauth2.rfc7523 import private_key_jwt_sign
 from joserfc.jwk import ECKey
 
+from shared.logging import request_id
 from shared.version import __version__
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 
@@ -34,15 +35,16 @@ def _retry_after(resp: httpx.Response) -> float | None:
 def raise_for(resp: httpx.Response) -> None:
     if resp.status_code < 400:
         return
+    rid = resp.request.headers.get("X-Request-ID") if resp.request else None
     if resp.status_code in RETRYABLE_STATUS:
-        raise HubUnavailable(f"hub answered {resp.status_code}", _retry_after(resp))
+        raise HubUnavailable(f"hub answered {resp.status_code}" + (f" (request {rid})" if rid else ""), _retry_after(resp))
     try:
         body = resp.json()
     except ValueError:
         body = {}
     error = str(body.get("error", "HTTPError"))
     detail = str(body.get("detail") or body.get("error_description") or resp.text[:200])
-    raise HubRefused(resp.status_code, error, detail)
+    raise HubRefused(resp.status_code, error, detail + (f" (request {rid})" if rid else ""))
 
 
 class HubClient:
@@ -113,18 +115,28 @@ class HubClient:
         self._token = None
 
     async def request(self, method: str, path: str, *, json: Any = None, timeout: float | None = None) -> Any:
-        """Call the hub; on a 401 fetch a fresh token once and try again."""
-        for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {await self.token()}", "X-Request-ID": uuid.uuid4().hex}
-            try:
-                resp = await self._http.request(
-                    method, path, json=json, headers=headers, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT
-                )
-            except httpx.TransportError as exc:
-                raise HubUnavailable(f"cannot reach the hub: {exc!r}") from exc
-            if resp.status_code == 401 and attempt == 1:
-                self.drop_token()
-                continue
-            raise_for(resp)
-            return resp.json() if resp.content else None
-        raise AssertionError("unreachable")
+        """Call the hub; on a 401 fetch a fresh token once and try again.
+
+        Each call has a request id, sent as ``X-Request-ID`` and set in the agent's log
+        context meanwhile, so the agent's and the hub's log lines about it carry the same id;
+        a failure names it too."""
+        rid = uuid.uuid4().hex
+        token = request_id.set(rid)
+        try:
+            for attempt in (1, 2):
+                headers = {"Authorization": f"Bearer {await self.token()}", "X-Request-ID": rid}
+                try:
+                    resp = await self._http.request(
+                        method, path, json=json, headers=headers,
+                        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    )  # fmt: skip
+                except httpx.TransportError as exc:
+                    raise HubUnavailable(f"cannot reach the hub: {exc!r} (request {rid})") from exc
+                if resp.status_code == 401 and attempt == 1:
+                    self.drop_token()
+                    continue
+                raise_for(resp)
+                return resp.json() if resp.content else None
+            raise AssertionError("unreachable")
+        finally:
+            request_id.reset(token)

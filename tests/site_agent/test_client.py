@@ -52,8 +52,31 @@ def test_refusal_is_final_and_readable() -> None:
 
     with pytest.raises(HubRefused) as err:
         run(client_with(handler).request("POST", "/x", json={}))
-    assert (err.value.status, err.value.error, err.value.detail) == (422, "ValidationError", "partitions: too short")
+    assert (err.value.status, err.value.error) == (422, "ValidationError")
+    assert err.value.detail.startswith("partitions: too short (request ")
     assert not isinstance(err.value, HubUnavailable)
+
+
+def test_one_request_id_in_the_header_the_agents_log_and_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from shared.logging import request_id
+
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/oauth/token":
+            return token_reply()
+        seen.append(req.headers["X-Request-ID"])
+        logging.getLogger("cryomesh.agent.test").warning("inside the call: %s", request_id.get())
+        return httpx.Response(409, json={"error": "Conflict", "detail": "superseded"})
+
+    with caplog.at_level(logging.WARNING), pytest.raises(HubRefused) as err:
+        run(client_with(handler).request("POST", "/x", json={}))
+    (rid,) = seen
+    assert err.value.detail == f"superseded (request {rid})"
+    assert f"inside the call: {rid}" in caplog.text, "the agent's log context carries the id meanwhile"
+    assert request_id.get() is None, "and drops it afterwards"
 
 
 def test_a_401_fetches_a_new_token_once() -> None:
