@@ -26,7 +26,7 @@ demo: install
 
 ## test: the whole suite, against real PostgreSQL and Slurm started by the tests
 test: install system-deps
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --durations=20 $(PYTEST_ARGS)
 
 ## lint: ruff (lint and format check) and mypy (strict)
 lint: install

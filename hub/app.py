@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub import metrics
 from hub.accounts.router import router as accounts_router
@@ -70,7 +70,8 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.verifier = TokenVerifier(settings, app.state.keys)
     app.state.notifier = Notifier()
     app.state.metrics = metrics.make_registry(engine)
-    app.middleware("http")(metrics.timing_middleware)
+    app.add_middleware(metrics.TimingMiddleware)
+    app.add_middleware(DashboardHeaders)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
 
@@ -109,13 +110,6 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         app.include_router(router)
     app.mount("/dashboard", StaticFiles(directory=Path(__file__).parent / "dashboard" / "static", html=True), name="dashboard")
 
-    @app.middleware("http")
-    async def dashboard_headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if request.url.path.startswith("/dashboard"):
-            response.headers.update(DASHBOARD_HEADERS)
-        return response
-
     return app
 
 
@@ -127,3 +121,25 @@ DASHBOARD_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+
+
+class DashboardHeaders:
+    """Adds DASHBOARD_HEADERS to responses under /dashboard (plain ASGI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/dashboard"):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((k.lower().encode(), v.encode()) for k, v in DASHBOARD_HEADERS.items()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_SECONDS = Histogram(
     "cryomesh_hub_request_seconds",
@@ -77,13 +78,29 @@ def make_registry(engine: Engine) -> CollectorRegistry:
     return registry
 
 
-async def timing_middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    start = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    template = getattr(route, "path", None) or "(unmatched)"
-    REQUEST_SECONDS.labels(request.method, template, str(response.status_code)).observe(time.perf_counter() - start)
-    return response
+class TimingMiddleware:
+    """Times every HTTP request by route template (plain ASGI: no buffering, long-polls stay cancellable)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = ["500"]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            template = getattr(scope.get("route"), "path", None) or "(unmatched)"
+            REQUEST_SECONDS.labels(scope["method"], template, status[0]).observe(time.perf_counter() - start)
 
 
 router = APIRouter(tags=["metrics"])

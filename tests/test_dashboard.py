@@ -33,8 +33,10 @@ def person(hub: HubProcess, username: str, **kw: Any) -> dict[str, Any]:
     return dict(acct)
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One network for this module's tests (a hub and two agent processes take a while to start)."""
+    tmp_path = tmp_path_factory.mktemp("world")
     hub = HubProcess(tmp_path / "hub")
     hub.start()
     net = Network(hub, tmp_path)

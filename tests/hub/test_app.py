@@ -21,6 +21,13 @@ OPEN = {
     ("GET", "/.well-known/jwks.json"),
     ("POST", "/oauth/token"),  # authenticates the client itself (RFC 6749)
     ("POST", "/api/v1/enrollments"),  # the one-time code is the credential
+    ("GET", "/oauth/authorize"),  # sign-in pages: they ask for a username and password
+    ("POST", "/oauth/authorize"),
+    ("GET", "/device"),
+    ("POST", "/device"),
+    ("POST", "/oauth/device_authorization"),  # the CLI's public client starts a device sign-in
+    ("POST", "/api/v1/accounts/setup"),  # the one-time setup code is the credential
+    ("GET", "/metrics"),  # open unless metrics_token is set (tests/hub/test_metrics.py)
 }
 
 

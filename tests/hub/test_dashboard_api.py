@@ -52,3 +52,12 @@ def test_views_are_filtered_to_the_caller(sqlite_hub: Hub, tmp_path: Path) -> No
     with sqlite_hub.as_admin() as c:
         both = c.get("/api/v1/dashboard/jobs").json()
     assert sorted(j["name"] for j in both["jobs"]) == ["kek-job", "osaka-job"]
+
+
+def test_the_page_is_served_with_a_strict_policy(sqlite_hub: Hub) -> None:
+    r = httpx.get(f"{sqlite_hub.url}/dashboard/")
+    assert r.status_code == 200 and '<script src="app.js"' in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"] and r.headers["x-frame-options"] == "DENY"
+    js = httpx.get(f"{sqlite_hub.url}/dashboard/app.js")
+    assert js.status_code == 200 and "code_challenge_method" in js.text
+    assert "http://" not in js.text and "https://" not in js.text, "nothing is loaded from elsewhere"
