@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hub import metrics
 from hub.accounts.router import router as accounts_router
 from hub.agents.router import router as agents_router
+from hub.auth.external_signin import router as external_signin_router
 from hub.auth.keys import KeyCache
 from hub.auth.router import router as auth_router
 from hub.auth.signin import router as signin_router
@@ -94,6 +95,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     for router in (
         auth_router,
         signin_router,
+        external_signin_router,
         sites_router,
         capacity_router,
         agents_router,

@@ -33,6 +33,18 @@ class ExternalIssuer(BaseModel):
         description="Roles this provider may grant; anything else is refused",
     )
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    # Sign-in through this provider in the browser (OpenID Connect code flow with PKCE). The
+    # hub is then a confidential client of the provider, registered with this redirect URI:
+    # <public_url>/oauth/external/callback.
+    name: str | None = Field(default=None, description="Shown on the sign-in page, e.g. 'KEK single sign-on'")
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    client_id: str | None = Field(default=None, description="The hub's client id at the provider (the id_token's aud)")
+    client_secret: SecretStr | None = None
+
+    @property
+    def browser_sign_in(self) -> bool:
+        return bool(self.authorization_endpoint and self.token_endpoint and self.client_id)
 
 
 def _default_data_dir() -> Path:

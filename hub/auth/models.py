@@ -138,3 +138,17 @@ class DeviceCodeRow(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
     interval_s: int = 5
     last_poll_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ExternalSignIn(SQLModel, table=True):
+    """A browser sign-in in progress at an external OpenID Connect provider: what to resume
+    when the provider sends the person back (one-time, short-lived)."""
+
+    __tablename__ = "external_signins"
+
+    state_hash: str = Field(primary_key=True, max_length=64)
+    issuer: str = Field(max_length=500)
+    code_verifier: str = Field(max_length=200)
+    nonce: str = Field(max_length=200)
+    params: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)

@@ -79,7 +79,9 @@ async def authorize_page(request: Request) -> Response:
                 server.get_consent_grant(_oauth_request(request, params)).validate_authorization_request()
             except OAuth2Error as exc:
                 return page("Cannot sign in", f"<p class='error'>{html.escape(exc.description or exc.error)}</p>", 400)
-        return page("Sign in", _signin_form("/oauth/authorize", params))
+        from hub.auth.external_signin import provider_links
+
+        return page("Sign in", _signin_form("/oauth/authorize", params) + provider_links(app.state.settings, params))
 
     return await run_in_threadpool(check)
 

@@ -148,27 +148,44 @@ class TokenVerifier:
         self, token: str, header: dict[str, Any], cfg: ExternalIssuer, jwks: RemoteJWKS, session: Session
     ) -> Principal:
         claims = self._decode(token, jwks.keys(header.get("kid")), cfg.algorithms, cfg.issuer, cfg.audience)
-        role_name = str(claims.get(cfg.role_claim, "researcher")) if cfg.role_claim else "researcher"
-        if role_name not in cfg.allowed_roles or role_name == Role.AGENT:
-            raise Forbidden(f"issuer {cfg.issuer} may not grant the role {role_name!r}")
-        role = Role(role_name)
-        institution = claims.get(cfg.institution_claim)
-        site: Site | None = None
-        if role is Role.SITE_ADMIN:
-            site_name = claims.get(cfg.site_claim) if cfg.site_claim else None
-            site = session.exec(select(Site).where(Site.name == site_name)).first() if site_name else None
-            if site is None:
-                raise Forbidden("a site_admin token must name an existing site")
-            if site.status == "suspended":
-                raise Forbidden(f"site {site.name} is suspended")
-        if role is Role.RESEARCHER and not institution:
-            raise Forbidden(f"the token has no {cfg.institution_claim!r} claim naming an institution")
+        role, institution, site = map_claims(cfg, claims, session)
         return Principal(
             subject=f"{cfg.issuer}#{claims['sub']}",
             role=role,
             issuer=cfg.issuer,
             site_id=site.id if site else None,
             site=site.name if site else None,
-            institution=str(institution) if institution else None,
+            institution=institution,
             scopes=frozenset(ROLE_SCOPES[role]),
         )
+
+    def external(self, issuer: str) -> tuple[ExternalIssuer, RemoteJWKS] | None:
+        return self._external.get(issuer.rstrip("/"))
+
+    def verify_id_token(self, token: str, cfg: ExternalIssuer, jwks: RemoteJWKS) -> dict[str, Any]:
+        """An OpenID Connect ID token from ``cfg``'s provider, for the hub as its client."""
+        try:
+            header, _ = decode_unverified(token)
+        except (JoseError, ValueError, UnicodeDecodeError) as exc:
+            raise Unauthorized("the provider's id_token is not a well-formed JWT") from exc
+        return self._decode(token, jwks.keys(header.get("kid")), cfg.algorithms, cfg.issuer, cfg.client_id or cfg.audience)
+
+
+def map_claims(cfg: ExternalIssuer, claims: dict[str, Any], session: Session) -> tuple[Role, str | None, Site | None]:
+    """Role, institution and site for a person an external provider vouches for."""
+    role_name = str(claims.get(cfg.role_claim, "researcher")) if cfg.role_claim else "researcher"
+    if role_name not in cfg.allowed_roles or role_name == Role.AGENT:
+        raise Forbidden(f"issuer {cfg.issuer} may not grant the role {role_name!r}")
+    role = Role(role_name)
+    institution = claims.get(cfg.institution_claim)
+    site: Site | None = None
+    if role is Role.SITE_ADMIN:
+        site_name = claims.get(cfg.site_claim) if cfg.site_claim else None
+        site = session.exec(select(Site).where(Site.name == site_name)).first() if site_name else None
+        if site is None:
+            raise Forbidden("a site_admin token must name an existing site")
+        if site.status == "suspended":
+            raise Forbidden(f"site {site.name} is suspended")
+    if role is Role.RESEARCHER and not institution:
+        raise Forbidden(f"the token has no {cfg.institution_claim!r} claim naming an institution")
+    return role, str(institution) if institution else None, site

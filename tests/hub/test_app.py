@@ -27,6 +27,8 @@ OPEN = {
     ("POST", "/device"),
     ("POST", "/oauth/device_authorization"),  # the CLI's public client starts a device sign-in
     ("POST", "/api/v1/accounts/setup"),  # the one-time setup code is the credential
+    ("GET", "/oauth/external/start"),  # browser sign-in through an external provider
+    ("GET", "/oauth/external/callback"),
     ("GET", "/metrics"),  # open unless metrics_token is set (tests/hub/test_metrics.py)
 }
 
