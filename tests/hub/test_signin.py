@@ -191,3 +191,28 @@ def test_cryomesh_login_and_logout(sqlite_hub: Hub, tmp_path: Any) -> None:
     assert out.returncode == 0 and not token_file.exists()
     with sqlite_hub.http(token) as c:
         assert c.get("/api/v1/jobs").status_code == 401, "logout ended the session on the hub"
+
+
+def test_a_sign_in_expires(sqlite_hub: Hub) -> None:
+    from datetime import timedelta
+
+    from hub.auth.models import SignInSession
+    from hub.db import make_engine, transaction
+    from hub.types import utcnow
+
+    person(sqlite_hub)
+    token = sign_in(sqlite_hub)
+    with sqlite_hub.http(token) as c:
+        sid = c.get("/api/v1/session").json()["session"]
+    engine = make_engine(sqlite_hub.settings.resolved_database_url)
+    try:
+        with transaction(engine) as s:
+            row = s.get(SignInSession, sid)
+            assert row is not None
+            row.expires_at = utcnow() - timedelta(seconds=1)
+            s.add(row)
+    finally:
+        engine.dispose()
+    with sqlite_hub.http(token) as c:
+        r = c.get("/api/v1/jobs")
+    assert r.status_code == 401 and "expired" in r.json()["detail"]
