@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +151,16 @@ class _Run:
 
             self._submit(mf.path, part)
 
+    def pending(self, files: Iterable[ManifestFile]) -> Iterator[tuple[ManifestFile, FileRecord]]:
+        """The files not finished yet, with what the journal holds of them; finished ones count as done."""
+        for mf in files:
+            rec = self.journal.file(mf.path)
+            if rec.done:
+                self.progress.add(mf.size, moved=False)
+                self.progress.file()
+                continue
+            yield mf, rec
+
     def wait(self) -> Outcome:
         try:
             done, _ = wait(self.futures, return_when=FIRST_EXCEPTION)
@@ -176,12 +186,7 @@ def publish(
 ) -> Outcome:
     """Store every file of ``files`` in the exchange; parts already journaled are skipped."""
     run = _Run(concurrency, cancel, journal, progress, limit)
-    for mf in files:
-        rec = journal.file(mf.path)
-        if rec.done:
-            progress.add(mf.size, moved=False)
-            progress.file()
-            continue
+    for mf, rec in run.pending(files):
         try:
             src = safe_join(source_root, mf.path)
             size = src.stat().st_size
@@ -232,16 +237,11 @@ def fetch(
     """
     staging.mkdir(parents=True, exist_ok=True)
     run = _Run(concurrency, cancel, journal, progress, limit)
-    for mf in files:
-        rec = journal.file(mf.path)
-        if rec.done:
-            progress.add(mf.size, moved=False)
-            progress.file()
-            continue
+    for mf, rec in run.pending(files):
         try:
             target = safe_join(staging, mf.path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target = safe_join(staging, mf.path)
+            target = safe_join(staging, mf.path)  # again, now that the parents exist
             if not rec.parts or not target.exists():
                 if rec.parts:
                     journal.reset(mf.path)
