@@ -105,8 +105,20 @@ def test_coordinator_flow_in_a_real_browser(world: dict[str, Any], chromium: Any
     page.wait_for_selector("[data-testid=capacity-chart]")
     page.screenshot(path=str(out / "dashboard-overview.png"), full_page=True)
 
-    # A job: its placement reasons and output.
+    # One site's capacity over time.
+    page.select_option("[data-testid=chart-site]", "osaka-gpu")
+    page.wait_for_selector("h2:has-text('osaka-gpu: capacity')")
+
+    # Jobs, filtered by site; then one job: its placement reasons and output.
     page.click("nav a[data-page=jobs]")
+    page.wait_for_selector(f"[data-testid=job-row][data-job='{world['job']['id']}']")
+    ran_at = hub.api("GET", f"/api/v1/jobs/{world['job']['id']}")["site"]
+    other = "osaka-gpu" if ran_at == "kek-krios" else "kek-krios"
+    page.select_option("[data-testid=site-filter]", other)
+    page.locator(f"[data-job='{world['job']['id']}']").wait_for(state="detached")
+    sites = page.locator("[data-testid=job-row] td:nth-child(3)").all_inner_texts()
+    assert all(x == other for x in sites), sites
+    page.select_option("[data-testid=site-filter]", ran_at)
     page.wait_for_selector(f"[data-testid=job-row][data-job='{world['job']['id']}']")
     page.click(f"[data-testid=job-row][data-job='{world['job']['id']}']")
     page.wait_for_selector("[data-testid=explanation]")

@@ -96,8 +96,10 @@ function lineChart(points, series, height = 220) {
     <line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" stroke="#ccd"/>${lines}${labels}</svg><div class="legend">${legend}</div>`;
 }
 
-async function overview() {
-  const [s, cap] = await Promise.all([api("/api/v1/dashboard/overview"), api("/api/v1/dashboard/capacity?hours=6")]);
+async function overview(params) {
+  const site = params.get("site") || "";
+  const capQuery = new URLSearchParams({ hours: "6", ...(site ? { site } : {}) });
+  const [s, cap] = await Promise.all([api("/api/v1/dashboard/overview"), api(`/api/v1/dashboard/capacity?${capQuery}`)]);
   const gpuCards = Object.entries(s.gpus).map(([m, g]) =>
     `<div class="card" data-testid="gpu-${esc(m)}">${esc(m)} GPUs<b>${g.free} / ${g.total}</b><span class="muted">free</span></div>`).join("");
   const rows = s.sites.map((x) => {
@@ -116,21 +118,34 @@ async function overview() {
       <div class="card">Sites online<b data-testid="sites-online">${s.sites_by_reachability.online || 0} / ${s.sites.length}</b></div>
       <div class="card">CPUs free<b>${s.cpus_free} / ${s.cpus_total}</b></div>${gpuCards}</div>
     <h2>Sites</h2><table data-testid="sites"><tr><th>site</th><th>institution</th><th>status</th><th>heartbeat</th><th>CPUs</th><th>GPUs</th></tr>${rows}</table>
-    <h2>Network capacity, last 6 hours</h2>${lineChart(cap.points, series)}`;
+    <h2>${site ? `${esc(site)}: capacity` : "Network capacity"}, last 6 hours
+      <select id="chart-site" data-testid="chart-site"><option value="">whole network</option>${s.sites.map((x) =>
+      `<option value="${esc(x.name)}" ${x.name === site ? "selected" : ""}>${esc(x.name)}</option>`).join("")}</select></h2>
+    ${lineChart(cap.points, series)}`;
 }
 
 async function jobsPage(params) {
-  const state = params.get("state") || "";
-  const d = await api(`/api/v1/dashboard/jobs${state ? `?state=${encodeURIComponent(state)}` : ""}`);
-  const states = ["", "QUEUED", "INITIALIZING", "RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"];
-  const filter = `<label>State <select id="state-filter" data-testid="state-filter">${states.map((s) =>
-    `<option value="${s}" ${s === state ? "selected" : ""}>${s || "all"}</option>`).join("")}</select></label>`;
+  const chosen = { state: params.get("state") || "", site: params.get("site") || "", institution: params.get("institution") || "" };
+  const query = new URLSearchParams(Object.entries(chosen).filter(([, v]) => v));
+  const [d, all] = await Promise.all([api(`/api/v1/dashboard/jobs?${query}`), api("/api/v1/dashboard/overview")]);
+  const options = {
+    state: ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"],
+    site: all.sites.map((x) => x.name),
+    institution: [...new Set([...d.jobs.map((j) => j.institution), chosen.institution].filter(Boolean))],
+  };
+  const filter = Object.entries(options).map(([name, values]) => `<label>${name} <select class="job-filter" name="${name}"
+    data-testid="${name}-filter"><option value="">all</option>${values.map((v) =>
+    `<option value="${esc(v)}" ${v === chosen[name] ? "selected" : ""}>${esc(v)}</option>`).join("")}</select></label>`).join(" ");
   const counts = Object.entries(d.by_state).map(([k, v]) => `${pill(k)} ${v}`).join(" ");
   const rows = d.jobs.map((j) => `<tr class="clickable" data-testid="job-row" data-job="${esc(j.id)}">
     <td>${esc(j.name)}<br><span class="muted">${esc(j.id.slice(0, 8))}</span></td><td>${pill(j.state)}</td><td>${esc(j.site || "—")}</td>
     <td>${esc(j.institution)}</td><td>${esc(j.why)}</td></tr>`).join("");
   setTimeout(() => {
-    document.getElementById("state-filter")?.addEventListener("change", (e) => { location.hash = `#/jobs?state=${e.target.value}`; });
+    document.querySelectorAll("select.job-filter").forEach((sel) => sel.addEventListener("change", () => {
+      const q = new URLSearchParams();
+      document.querySelectorAll("select.job-filter").forEach((x) => { if (x.value) q.set(x.name, x.value); });
+      location.hash = `#/jobs?${q}`;
+    }));
     document.querySelectorAll("tr[data-job]").forEach((tr) => tr.addEventListener("click", () => { location.hash = `#/job/${tr.dataset.job}`; }));
   });
   return `${filter} <span>${counts}</span><h2>${d.total} job(s)</h2>
@@ -217,8 +232,11 @@ async function render() {
   const main = document.getElementById("main");
   try {
     const html = page === "jobs" ? await jobsPage(params) : page === "job" ? await jobPage(path.split("/")[2])
-      : page === "data" ? await dataPage() : page === "usage" ? await usagePage() : await overview();
+      : page === "data" ? await dataPage() : page === "usage" ? await usagePage() : await overview(params);
     main.innerHTML = html;
+    document.getElementById("chart-site")?.addEventListener("change", (e) => {
+      location.hash = e.target.value ? `#/overview?site=${encodeURIComponent(e.target.value)}` : "#/overview";
+    });
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`;
   } catch (e) {
     if (e.message !== "signed out") main.innerHTML = `<p class="error">${esc(e.message)}</p>`;
