@@ -37,7 +37,7 @@ def person(hub: HubProcess, username: str, **kw: Any) -> dict[str, Any]:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One network for this module's tests (a hub and two agent processes take a while to start)."""
     tmp_path = tmp_path_factory.mktemp("world")
-    hub = HubProcess(tmp_path / "hub")
+    hub = HubProcess(tmp_path / "hub", history_bucket_s=2)  # a capacity chart with points within the test
     hub.start()
     net = Network(hub, tmp_path)
     try:
