@@ -134,8 +134,9 @@ def data(
         pub["can_decide"] = req.state == "pending" and (principal.role is Role.NETWORK_ADMIN or owner_admin)
         requests.append(pub)
     moving = []
+    names = transfers.site_names(session)
     for t in transfers.list_for(session, principal, None, None, limit):
-        pub = transfers.to_public(session, t).model_dump(mode="json")
+        pub = transfers.to_public(session, t, names).model_dump(mode="json")
         pub["eta_s"] = _eta(pub)
         moving.append(pub)
     return {

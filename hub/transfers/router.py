@@ -34,7 +34,8 @@ def list_transfers(
 ) -> list[TransferPublic]:
     """Transfers the caller asked for or whose sites they administer, newest first."""
     rows = service.list_for(session, principal, state.value if state else None, dataset, limit)
-    return [service.to_public(session, t) for t in rows]
+    names = service.site_names(session)
+    return [service.to_public(session, t, names) for t in rows]
 
 
 @router.get("/transfers/{transfer_id}", responses=responses(*AUTH_ERRORS, NotFound))

@@ -304,8 +304,13 @@ def list_for(session: Session, principal: Principal, state: str | None, dataset:
     return list(session.exec(stmt.order_by(col(Transfer.created_at).desc()).limit(limit)))
 
 
+def site_names(session: Session) -> dict[int | None, str]:
+    """Site id -> name, read once for a list of transfers."""
+    return {s.id: s.name for s in session.exec(select(Site))}
+
+
 def to_public(session: Session, t: Transfer, names: dict[int | None, str] | None = None) -> TransferPublic:
-    names = names or {s.id: s.name for s in session.exec(select(Site))}
+    names = names or site_names(session)
     data: dict[str, Any] = {
         **t.model_dump(
             exclude={"request_id", "job_id", "dataset_id", "source_site_id", "dest_site_id", "access", "republish_counts"}
@@ -331,7 +336,7 @@ def work_for(session: Session, principal: Principal, site: Site) -> list[Transfe
             ),
         )
     ).all()
-    names = {s.id: s.name for s in session.exec(select(Site))}
+    names = site_names(session)
     out = []
     for t in rows:
         ds = session.get(Dataset, t.dataset_id)
