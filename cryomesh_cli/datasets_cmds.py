@@ -81,9 +81,9 @@ def register(
 
 
 def datasets_table(items: list[dict[str, Any]]) -> Table:
-    t = Table(title=f"{len(items)} dataset(s)")
-    for col in ("id", "title", "type", "sample", "pixel Å", "files", "size", "visibility", "replicas"):
-        t.add_column(col)
+    t = Table(
+        "id", "title", "type", "sample", "pixel Å", "files", "size", "visibility", "replicas", title=f"{len(items)} dataset(s)"
+    )
     for d in items:
         reps = ", ".join(f"{r['site']} {r['state']}" for r in d["replicas"])
         px = d["acquisition"].get("pixel_size_a") or next(
@@ -137,9 +137,7 @@ def show(
         print_json(d)
         return
     console.print(datasets_table([d]))
-    sets = Table(title="image sets")
-    for col in ("category", "format", "count", "frames", "size px", "pixel Å", "pattern"):
-        sets.add_column(col)
+    sets = Table("category", "format", "count", "frames", "size px", "pixel Å", "pattern", title="image sets")
     for s in d["image_sets"]:
         dims = f"{s['width']}x{s['height']}" if s.get("width") else "-"
         sets.add_row(
@@ -179,9 +177,9 @@ shares_app = typer.Typer(help="Share requests: who asked for which data, and who
 
 
 def shares_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title=f"{len(rows)} share request(s)")
-    for col in ("id", "dataset", "from", "to", "requested by", "state", "decided by", "purpose"):
-        t.add_column(col)
+    t = Table(
+        "id", "dataset", "from", "to", "requested by", "state", "decided by", "purpose", title=f"{len(rows)} share request(s)"
+    )
     for r in rows:
         t.add_row(
             r["id"],

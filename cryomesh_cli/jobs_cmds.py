@@ -20,9 +20,7 @@ FINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
 def jobs_table(items: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{len(items)} job(s)")
-    for col in ("id", "name", "kind", "state", "site", "attempt", "institution", "submitted"):
-        table.add_column(col)
+    table = Table("id", "name", "kind", "state", "site", "attempt", "institution", "submitted", title=f"{len(items)} job(s)")
     colours = {"COMPLETE": "green", "RUNNING": "cyan", "EXECUTOR_ERROR": "red", "SYSTEM_ERROR": "red", "CANCELED": "yellow"}
     for j in items:
         c = colours.get(j["state"], "white")
@@ -40,9 +38,7 @@ def jobs_table(items: list[dict[str, Any]]) -> Table:
 
 
 def placement_text(p: dict[str, Any]) -> Table:
-    table = Table(title=p["explanation"], show_lines=False)
-    for col in ("site", "eligible", "score", "reasons"):
-        table.add_column(col)
+    table = Table("site", "eligible", "score", "reasons", title=p["explanation"], show_lines=False)
     latest = p.get("latest") or {"verdicts": []}
     for v in latest["verdicts"]:
         table.add_row(
@@ -218,9 +214,14 @@ def usage_tables(report: dict[str, Any]) -> list[Table]:
         ("consumed, by institution", report["consumed_by_institution"]),
         ("provided, by site", report["provided_by_site"]),
     ):
-        t = Table(title=f"usage {title} ({report['since'][:10]} .. {report['until'][:10]})")
-        for col in ("who", "attempts", "wall h", "CPU h", "GPU h"):
-            t.add_column(col)
+        t = Table(
+            "who",
+            "attempts",
+            "wall h",
+            "CPU h",
+            "GPU h",
+            title=f"usage {title} ({report['since'][:10]} .. {report['until'][:10]})",
+        )
         for r in rows:
             gpu = ", ".join(f"{m} {h:.2f}" for m, h in r["gpu_hours"].items()) or "-"
             t.add_row(r["key"], str(r["attempts"]), f"{r['wall_hours']:.3f}", f"{r['cpu_hours']:.3f}", gpu)

@@ -160,9 +160,9 @@ def admin_enrollments(
     if as_json:
         print_json(rows)
         return
-    table = Table(title=f"{len(rows)} enrollment(s)")
-    for col in ("id", "site", "client id", "hostname", "key thumbprint", "status", "requested"):
-        table.add_column(col)
+    table = Table(
+        "id", "site", "client id", "hostname", "key thumbprint", "status", "requested", title=f"{len(rows)} enrollment(s)"
+    )
     for e in rows:
         table.add_row(
             str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"][:16], e["status"], e["created_at"]

@@ -32,9 +32,9 @@ def age_text(seconds: float | None) -> str:
 
 
 def sites_table(sites: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{len(sites)} site(s)")
-    for col in ("name", "institution", "country", "status", "reachability", "partitions", "GPUs offered"):
-        table.add_column(col)
+    table = Table(
+        "name", "institution", "country", "status", "reachability", "partitions", "GPUs offered", title=f"{len(sites)} site(s)"
+    )
     for s in sites:
         gpus = {p["gpu_model"]: p["gpus_per_node"] * p["node_count"] for p in s["partitions"] if p.get("gpu_model")}
         table.add_row(
@@ -55,9 +55,18 @@ def summary_table(summary: dict[str, Any]) -> Table:
         f"GPUs free: {gpu_text(summary['gpus'])}; "
         f"sites: {', '.join(f'{k} {v}' for k, v in sorted(summary['sites_by_reachability'].items()))}"
     )
-    table = Table(title="cryomesh network", caption=caption)
-    for col in ("site", "institution", "status", "reachability", "CPUs free/total", "GPUs free/total", "queue", "last heartbeat"):
-        table.add_column(col)
+    table = Table(
+        "site",
+        "institution",
+        "status",
+        "reachability",
+        "CPUs free/total",
+        "GPUs free/total",
+        "queue",
+        "last heartbeat",
+        title="cryomesh network",
+        caption=caption,
+    )
     for s in summary["sites"]:
         cap = s.get("capacity")
         reach = s["reachability"]
@@ -92,9 +101,7 @@ def site_detail(site: dict[str, Any], capacity: dict[str, Any] | None) -> list[T
         info.add_row(key, str(site.get(key) or "-"))
     for c in site.get("contacts", []):
         info.add_row("contact", f"{c['name']} <{c['email']}>" + (f" ({c['role']})" if c.get("role") else ""))
-    parts = Table(title="partitions")
-    for col in ("name", "nodes", "cores/node", "mem GB/node", "GPUs/node", "CPU", "interconnect"):
-        parts.add_column(col)
+    parts = Table("name", "nodes", "cores/node", "mem GB/node", "GPUs/node", "CPU", "interconnect", title="partitions")
     for p in site["partitions"]:
         gpus = f"{p['gpus_per_node']}x {p['gpu_model']}" if p.get("gpu_model") else "-"
         parts.add_row(
@@ -106,9 +113,7 @@ def site_detail(site: dict[str, Any], capacity: dict[str, Any] | None) -> list[T
             p.get("cpu_model") or "-",
             p.get("interconnect") or "-",
         )
-    soft = Table(title="software")
-    for col in ("name", "version", "CUDA arch", "notes"):
-        soft.add_column(col)
+    soft = Table("name", "version", "CUDA arch", "notes", title="software")
     for s in site["software"]:
         soft.add_row(s["name"], s["version"], s.get("cuda_arch") or "-", s.get("notes") or "")
     tables = [info, parts, soft]

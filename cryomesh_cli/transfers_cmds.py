@@ -28,9 +28,9 @@ def _done(t: dict[str, Any]) -> tuple[int, int]:
 
 
 def transfers_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{len(rows)} transfer(s)")
-    for col in ("id", "dataset", "from -> to", "state", "try", "progress", "bytes", "files", "rate"):
-        table.add_column(col)
+    table = Table(
+        "id", "dataset", "from -> to", "state", "try", "progress", "bytes", "files", "rate", title=f"{len(rows)} transfer(s)"
+    )
     for t in rows:
         done, files = _done(t)
         total = max(t["bytes_total"], 1)
@@ -64,9 +64,7 @@ def _details(t: dict[str, Any]) -> Group:
         info.add_row(label, str(value))
     parts: list[Any] = [info]
     if t["file_errors"]:
-        errors = Table(title="file errors (newest last)")
-        for col in ("file", "error", "at"):
-            errors.add_column(col)
+        errors = Table("file", "error", "at", title="file errors (newest last)")
         for e in t["file_errors"][-20:]:
             errors.add_row(e["path"], e["error"], e.get("at") or "-")
         parts.append(errors)

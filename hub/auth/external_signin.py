@@ -30,7 +30,7 @@ from sqlmodel import Session
 
 from hub.auth.models import ExternalSignIn, OAuthClient
 from hub.auth.server import HubAuthorizationServer, PersonUser, StarletteOAuth2Request
-from hub.auth.signin import OAUTH_PARAMS, page
+from hub.auth.signin import OAUTH_PARAMS, oauth_refused, refused
 from hub.auth.tokens import TokenVerifier, map_claims
 from hub.db import transaction
 from hub.errors import CryomeshError
@@ -70,7 +70,7 @@ async def start(request: Request, idp: int) -> Response:
     app = request.app
     configured = providers(app.state.settings)
     if not 0 <= idp < len(configured):
-        return page("Cannot sign in", "<p class='error'>No such sign-in provider.</p>", 404)
+        return refused("No such sign-in provider.", 404)
     cfg = configured[idp]
 
     def begin() -> Response:
@@ -80,7 +80,7 @@ async def start(request: Request, idp: int) -> Response:
                 oauth = StarletteOAuth2Request("GET", str(request.url), request.headers, params)
                 server.get_consent_grant(oauth).validate_authorization_request()
             except OAuth2Error as exc:
-                return page("Cannot sign in", f"<p class='error'>{html.escape(exc.description or exc.error)}</p>", 400)
+                return oauth_refused(exc)
             state, verifier, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(48), secrets.token_urlsafe(16)
             session.add(ExternalSignIn(state_hash=_hash(state), issuer=cfg.issuer, code_verifier=verifier, nonce=nonce,
                                        params=params, expires_at=utcnow() + timedelta(seconds=SIGNIN_TTL_S)))  # fmt: skip
@@ -126,14 +126,14 @@ async def callback(request: Request) -> Response:
         with transaction(app.state.engine) as session:
             pending = session.get(ExternalSignIn, _hash(q.get("state", "")))
             if pending is None or pending.expires_at <= utcnow():
-                return page("Cannot sign in", "<p class='error'>This sign-in is unknown or expired; start again.</p>", 400)
+                return refused("This sign-in is unknown or expired; start again.")
             session.delete(pending)  # one-time
             if "error" in q:
                 why = q.get("error_description") or q["error"]
-                return page("Sign-in refused", f"<p class='error'>The provider said: {html.escape(why)}</p>", 403)
+                return refused(f"The provider said: {why}", 403, "Sign-in refused")
             found = verifier_.external(pending.issuer)
             if found is None:
-                return page("Cannot sign in", "<p class='error'>That provider is no longer configured.</p>", 400)
+                return refused("That provider is no longer configured.")
             cfg, jwks = found
             form = {
                 "grant_type": "authorization_code",
@@ -147,9 +147,9 @@ async def callback(request: Request) -> Response:
             try:
                 r = httpx.post(str(cfg.token_endpoint), data=form, timeout=15)
             except httpx.HTTPError as exc:
-                return page("Cannot sign in", f"<p class='error'>The provider did not answer: {html.escape(str(exc))}</p>", 502)
+                return refused(f"The provider did not answer: {exc}", 502)
             if r.status_code != 200 or "id_token" not in r.text:
-                return page("Cannot sign in", f"<p class='error'>The provider refused the code ({r.status_code}).</p>", 403)
+                return refused(f"The provider refused the code ({r.status_code}).", 403)
             try:
                 claims = verifier_.verify_id_token(str(r.json()["id_token"]), cfg, jwks)
                 if claims.get("nonce") != pending.nonce:
@@ -158,13 +158,13 @@ async def callback(request: Request) -> Response:
             except (CryomeshError, PermissionError) as exc:
                 session.commit()  # the one-time state is spent either way
                 why = getattr(exc, "detail", None) or str(exc)
-                return page("Sign-in refused", f"<p class='error'>{html.escape(why)}</p>", 403)
+                return refused(why, 403, "Sign-in refused")
             server = _server(session, request)
             oauth = StarletteOAuth2Request("GET", str(request.url), request.headers, dict(pending.params))
             try:
                 grant = server.get_consent_grant(oauth)
             except OAuth2Error as exc:
-                return page("Cannot sign in", f"<p class='error'>{html.escape(exc.description or exc.error)}</p>", 400)
+                return oauth_refused(exc)
             response: Response = server.create_authorization_response(oauth, PersonUser(person), grant)
             return response
 

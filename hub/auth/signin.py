@@ -47,6 +47,15 @@ def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(doc, status_code=status, headers=PAGE_HEADERS)
 
 
+def refused(message: str, status: int = 400, title: str = "Cannot sign in") -> HTMLResponse:
+    """A sign-in page that says what went wrong (the message is escaped here)."""
+    return page(title, f"<p class='error'>{html.escape(message)}</p>", status)
+
+
+def oauth_refused(exc: OAuth2Error) -> HTMLResponse:
+    return refused(exc.description or exc.error)
+
+
 def _hidden(params: dict[str, str]) -> str:
     return "".join(
         f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in params.items() if k in OAUTH_PARAMS
@@ -78,7 +87,7 @@ async def authorize_page(request: Request) -> Response:
                 # The consent check, then the full one (PKCE's hook runs only in the latter).
                 server.get_consent_grant(_oauth_request(request, params)).validate_authorization_request()
             except OAuth2Error as exc:
-                return page("Cannot sign in", f"<p class='error'>{html.escape(exc.description or exc.error)}</p>", 400)
+                return oauth_refused(exc)
         from hub.auth.external_signin import provider_links
 
         return page("Sign in", _signin_form("/oauth/authorize", params) + provider_links(app.state.settings, params))
@@ -100,7 +109,7 @@ async def authorize(request: Request) -> Response:
             try:
                 consent = server.get_consent_grant(oauth_request)
             except OAuth2Error as exc:
-                return page("Cannot sign in", f"<p class='error'>{html.escape(exc.description or exc.error)}</p>", 400)
+                return oauth_refused(exc)
             person = authenticate(session, form.get("username", ""), form.get("password", ""))
             if person is None:
                 return page("Sign in", _signin_form("/oauth/authorize", params, "Wrong username or password."), 401)
