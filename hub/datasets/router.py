@@ -4,7 +4,11 @@ Who may call:
 - register (``POST /api/v1/datasets``): a site's agent, for its own site;
 - replicas at a site and audit reports: that site's agent only (another agent or a person: 403);
 - list, show, manifest: anyone signed in, within visibility (a private dataset of another
-  institution answers 404).
+  institution answers 404);
+- change visibility (``PATCH``): the owner site's admin and network admins (others who can
+  see the dataset: 403).
+
+A dataset id in a path may also be an EMPIAR/EMDB accession the dataset lists (hub.datasets.refs).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from shared.schemas.datasets import (
     AuditReport,
     DatasetCreate,
     DatasetPublic,
+    DatasetUpdate,
     ExperimentType,
     ReplicaPublic,
     ReplicaState,
@@ -35,9 +40,10 @@ router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 sites_router = APIRouter(prefix="/api/v1/sites", tags=["datasets"])
 
 
-@router.post("", status_code=201, responses=responses(*AUTH_ERRORS))
+@router.post("", status_code=201, responses=responses(*AUTH_ERRORS, Conflict))
 def register_dataset(data: DatasetCreate, session: SessionDep, principal: CurrentPrincipal) -> DatasetPublic:
-    """Register a dataset held at the calling agent's site, with its manifest; its first replica is AVAILABLE there."""
+    """Register a dataset held at the calling agent's site, with its manifest; its first replica is AVAILABLE there.
+    A directory already registered at the site is refused (409 naming its dataset)."""
     return service.to_public(session, [service.register(session, principal, data)])[0]
 
 
@@ -75,13 +81,19 @@ def list_datasets(
     return Page[DatasetPublic](items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{dataset_id}", responses=responses(*AUTH_ERRORS, NotFound))
+@router.get("/{dataset_id}", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
 def show_dataset(dataset_id: str, session: SessionDep, principal: CurrentPrincipal) -> DatasetPublic:
-    """One dataset with its replicas."""
+    """One dataset with its replicas, by id or by an EMPIAR/EMDB accession it lists (409 if several do)."""
     return service.to_public(session, [service.get_visible(session, principal, dataset_id)])[0]
 
 
-@router.get("/{dataset_id}/manifest", responses=responses(*AUTH_ERRORS, NotFound))
+@router.patch("/{dataset_id}", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
+def update_dataset(dataset_id: str, data: DatasetUpdate, session: SessionDep, principal: CurrentPrincipal) -> DatasetPublic:
+    """Change a dataset's visibility (the owner site's admin; network admins). Datasets are private when registered."""
+    return service.to_public(session, [service.set_visibility(session, principal, dataset_id, data)])[0]
+
+
+@router.get("/{dataset_id}/manifest", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
 def dataset_manifest(dataset_id: str, session: SessionDep, principal: CurrentPrincipal) -> dict[str, Any]:
     """Every file's path, size and checksum, and the digest over them."""
     return dict(service.get_visible(session, principal, dataset_id).manifest)

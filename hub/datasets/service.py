@@ -15,12 +15,20 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
+from hub.datasets import refs
 from hub.datasets.models import Dataset, Replica
-from hub.errors import Forbidden, NotFound
+from hub.errors import Conflict, Forbidden, NotFound
 from hub.sites.models import Site
 from hub.types import utcnow
 from shared.schemas.auth import Role
-from shared.schemas.datasets import DatasetCreate, DatasetMetadata, DatasetPublic, ReplicaPublic, ReplicaState
+from shared.schemas.datasets import (
+    DatasetCreate,
+    DatasetMetadata,
+    DatasetPublic,
+    DatasetUpdate,
+    ReplicaPublic,
+    ReplicaState,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
         raise Forbidden("datasets are registered by a site's agent (cryomesh datasets register on the site)")
     site = session.get(Site, principal.site_id)
     assert site is not None and site.id is not None
+    _refuse_duplicate(session, site, data.location)
     meta = data.model_dump(
         mode="json", include={"sample", "instrument", "detector", "acquisition", "image_sets", "cross_references"}
     )
@@ -87,7 +96,47 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
     return ds
 
 
+def _refuse_duplicate(session: Session, site: Site, location: str) -> None:
+    """One dataset per directory at a site: registering it again (say, with another visibility) is a 409
+    naming the dataset already there, not a silent second copy in the catalog."""
+    existing = session.exec(
+        select(Dataset)
+        .join(Replica, col(Replica.dataset_id) == Dataset.id)
+        .where(Replica.site_id == site.id, Replica.location == location, Replica.state != ReplicaState.DELETING.value)
+    ).first()
+    if existing is not None:
+        raise Conflict(
+            f"{location} at site {site.name} is already registered as {existing.id} ({existing.title!r}, "
+            f"{existing.visibility}); to change who may see it: cryomesh datasets set-visibility {existing.id} <visibility>"
+        )
+
+
+def set_visibility(session: Session, principal: Principal, dataset_id: str, data: DatasetUpdate) -> Dataset:
+    """Change a dataset's metadata: the owner site's admin or a network admin (others who can see it: 403)."""
+    ds = get_visible(session, principal, dataset_id)
+    if principal.role is not Role.NETWORK_ADMIN and not (
+        principal.role is Role.SITE_ADMIN and principal.site_id == ds.owner_site_id
+    ):
+        owner = session.get(Site, ds.owner_site_id)
+        raise Forbidden(
+            f"only an admin of {owner.name if owner else 'the owner site'} or a network admin may change dataset {ds.id}"
+        )
+    if data.visibility is not None and data.visibility.value != ds.visibility:
+        ds.visibility = data.visibility.value
+        session.add(ds)
+        session.flush()
+    return ds
+
+
+def resolve_id(session: Session, principal: Principal, ref: str) -> str:
+    """The id of the dataset ``ref`` names: a ``ds-…`` id, or an EMPIAR/EMDB accession the caller
+    can see exactly one dataset list (see hub.datasets.refs)."""
+    return refs.resolve(session, _visible_clause(principal), ref)
+
+
 def get_visible(session: Session, principal: Principal, dataset_id: str) -> Dataset:
+    """The dataset named by id or accession, if the caller may see it (404 otherwise)."""
+    dataset_id = resolve_id(session, principal, dataset_id)
     ds = session.get(Dataset, dataset_id)
     if ds is None:
         raise NotFound(f"no dataset {dataset_id!r}")

@@ -105,6 +105,18 @@ def list_jobs(
 # ---------------------------------------------------------------- submit, cancel
 
 
+def _resolve_inputs(session: Session, principal: Principal, spec: JobSpec) -> JobSpec:
+    """The spec with each input named by its dataset id (an EMPIAR/EMDB accession resolved; 409 if ambiguous)."""
+    inputs = []
+    for ref in spec.inputs:
+        try:
+            ds = get_visible_dataset(session, principal, ref.dataset)
+        except NotFound:
+            raise BadRequest(f"input dataset {ref.dataset!r} does not exist or is not visible to you") from None
+        inputs.append(ref.model_copy(update={"dataset": ds.id}))
+    return spec.model_copy(update={"inputs": inputs}) if spec.inputs else spec
+
+
 def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None) -> tuple[Job, bool]:
     """(job, created). The same idempotency key from the same owner returns the first job."""
     if principal.role is Role.AGENT:
@@ -112,17 +124,13 @@ def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Noti
     if not principal.institution:
         raise Forbidden("submitting a job needs an account bound to an institution")
     owner = principal.label()
+    spec = _resolve_inputs(session, principal, spec)
     if spec.idempotency_key:
         existing = session.exec(select(Job).where(Job.owner == owner, Job.idempotency_key == spec.idempotency_key)).first()
         if existing is not None:
             if JobSpec.model_validate(existing.spec) != spec:
                 raise Conflict(f"idempotency key {spec.idempotency_key!r} was used for a different job ({existing.id})")
             return existing, False
-    for ref in spec.inputs:
-        try:
-            get_visible_dataset(session, principal, ref.dataset)
-        except NotFound:
-            raise BadRequest(f"input dataset {ref.dataset!r} does not exist or is not visible to you") from None
     now = utcnow()
     views = load_site_views(session, now)
     ensure_possible(views, spec, principal.institution)

@@ -24,12 +24,14 @@ from shared.schemas.transfers import TransferFailure, TransferProgress, Transfer
 router = APIRouter(prefix="/api/v1", tags=["transfers"])
 
 
-@router.get("/transfers", responses=responses(*AUTH_ERRORS))
+@router.get("/transfers", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
 def list_transfers(
     session: SessionDep,
     principal: Person,
     state: TransferState | None = None,
-    dataset: str | None = None,
+    dataset: Annotated[
+        str | None, Query(max_length=200, description="A dataset id or its EMPIAR/EMDB accession, e.g. 'EMPIAR-10028'")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[TransferPublic]:
     """Transfers the caller asked for or whose sites they administer, newest first."""

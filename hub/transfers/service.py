@@ -18,6 +18,7 @@ from sqlmodel import Session, and_, col, or_, select
 
 from hub.auth.principal import Principal
 from hub.datasets.models import Dataset, Replica
+from hub.datasets.service import resolve_id as resolve_dataset_id
 from hub.errors import Conflict, Forbidden, NotFound
 from hub.metrics import TRANSFER_BYTES
 from hub.settings import HubSettings
@@ -300,7 +301,7 @@ def list_for(session: Session, principal: Principal, state: str | None, dataset:
     if state:
         stmt = stmt.where(Transfer.state == state)
     if dataset:
-        stmt = stmt.where(Transfer.dataset_id == dataset)
+        stmt = stmt.where(Transfer.dataset_id == resolve_dataset_id(session, principal, dataset))
     return list(session.exec(stmt.order_by(col(Transfer.created_at).desc()).limit(limit)))
 
 

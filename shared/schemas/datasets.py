@@ -226,6 +226,14 @@ class DatasetPublic(DatasetMetadata):
 DatasetPage = Page[DatasetPublic]
 
 
+class DatasetUpdate(BaseModel):
+    """What the owner site's admin (or a network admin) may change after registration."""
+
+    visibility: Visibility | None = Field(
+        default=None, description="private: the owner's institution only; network: everyone signed in; public: everyone"
+    )
+
+
 class ShareState(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
