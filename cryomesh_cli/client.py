@@ -31,6 +31,19 @@ class Profile:
     access_token: str | None = None  # from `cryomesh login` (a person's sign-in session)
 
 
+_API_SUFFIXES = ("/api/v1", "/api", "/docs", "/dashboard")
+
+
+def normalise_hub_url(url: str) -> str:
+    """The hub's base URL: people paste ``https://hub.example.org/api/v1`` (or ``/docs``); the
+    CLI adds the paths itself."""
+    url = url.strip().rstrip("/")
+    for suffix in _API_SUFFIXES:
+        if url.lower().endswith(suffix):
+            return url[: -len(suffix)].rstrip("/")
+    return url
+
+
 def token_path() -> Path:
     env = os.environ.get("CRYOMESH_TOKEN_FILE")
     return Path(env) if env else Path(platformdirs.user_config_dir("cryomesh", appauthor=False)) / "token.json"
@@ -53,7 +66,7 @@ def saved_token(hub: str | None) -> tuple[str, str] | None:
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
-    if saved.get("expires_at", 0) <= time.time() + 30 or (hub and saved["hub_url"] != hub.rstrip("/")):
+    if saved.get("expires_at", 0) <= time.time() + 30 or (hub and saved["hub_url"] != normalise_hub_url(hub)):
         return None
     return str(saved["hub_url"]), str(saved["access_token"])
 
@@ -93,17 +106,32 @@ def load_profile(hub: str | None = None, client_id: str | None = None, client_se
             "no credentials: run `cryomesh login --hub URL`, pass --hub, --client-id and --client-secret, set "
             f"CRYOMESH_HUB_URL, CRYOMESH_CLIENT_ID and CRYOMESH_CLIENT_SECRET, or save them in {credentials_path()}"
         )
-    return Profile(hub.rstrip("/"), client_id, client_secret)
+    return Profile(normalise_hub_url(hub), client_id, client_secret)
 
 
 def describe_error(resp: httpx.Response) -> str:
+    """The hub's refusal as text a person can act on: one line per problem, no internals."""
     try:
         body = resp.json()
     except ValueError:
-        return f"{resp.status_code}: {resp.text[:300]}"
-    error = body.get("error", "")
+        body = None
+    if not isinstance(body, dict):
+        text = " ".join(resp.text.split())[:300]
+        return f"{resp.status_code} from {resp.request.url}: {text or resp.reason_phrase}"
+    error = str(body.get("error", ""))
     detail = body.get("detail") or body.get("error_description") or ""
-    return f"{resp.status_code} {error}: {detail}"
+    if not isinstance(detail, str):  # a framework's list of problems, not the hub's own body
+        detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    if resp.status_code == 404 and detail in ("Not Found", "") and error in ("NotFound", ""):
+        base = str(resp.request.url).split("/api/")[0].split("/oauth/")[0]
+        return (
+            f"404: {base} has no {resp.request.url.path}; is that the hub? "
+            "The hub URL should be the base, e.g. https://hub.example.org"
+        )
+    if error == "ValidationError" and "; " in detail:
+        problems = "\n".join(f"  {p}" for p in detail.split("; "))
+        return f"{resp.status_code} {error}: the hub refused the request:\n{problems}"
+    return f"{resp.status_code} {error}: {detail}" if error else f"{resp.status_code}: {detail}"
 
 
 class HubSession:
@@ -155,7 +183,7 @@ class HubSession:
 
 def device_login(hub_url: str, show: Any, timeout_s: float = 600) -> dict[str, Any]:
     """RFC 8628: ask for a device code, show the person where to approve it, poll for the token."""
-    hub_url = hub_url.rstrip("/")
+    hub_url = normalise_hub_url(hub_url)
     with httpx.Client(base_url=hub_url, timeout=15) as http:
         try:
             d = http.post("/oauth/device_authorization", data={"client_id": "cryomesh-cli"})

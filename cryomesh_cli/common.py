@@ -7,6 +7,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from cryomesh_cli.client import CliError, HubSession, load_profile
 from cryomesh_cli.render import console
@@ -49,3 +50,15 @@ def load_document(path: Path) -> Any:
         return yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         fail(f"cannot read {path}: {exc}")
+
+
+def validation_text(exc: ValidationError, what: str) -> str:
+    """A pydantic error as one line per problem (where: what is wrong), without its URLs or input dumps."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        msg = "missing" if err.get("type") == "missing" else str(err.get("msg", "invalid"))
+        lines.append(f"  {where}: {msg}" if where else f"  {msg}")
+    if len(lines) == 1:
+        return f"{what}: {lines[0].strip()}"
+    return f"{what}:\n" + "\n".join(lines)

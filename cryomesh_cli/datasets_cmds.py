@@ -9,8 +9,19 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cryomesh_cli.common import ConfigOpt, HubOpt, IdOpt, JsonOpt, SecretOpt, fail, hub_call, load_document
-from cryomesh_cli.render import console, print_json
+from cryomesh_cli.common import (
+    ConfigOpt,
+    HubOpt,
+    IdOpt,
+    JsonOpt,
+    SecretOpt,
+    fail,
+    hub_call,
+    load_document,
+    validation_text,
+)
+from cryomesh_cli.render import Col, console, fitted_table, print_json
+from shared.schemas.datasets import Visibility
 
 datasets_app = typer.Typer(help="The dataset registry.", no_args_is_help=True)
 
@@ -29,12 +40,16 @@ def register(
     path: Annotated[Path, typer.Option("--path", help="The dataset's directory, on this site")],
     title: Annotated[str | None, typer.Option(help="Title (or in --metadata)")] = None,
     metadata: Annotated[Path | None, typer.Option(help="YAML/JSON with sample, instrument, detector, acquisition, ...")] = None,
-    visibility: Annotated[str | None, typer.Option(help="private, network or public")] = None,
+    visibility: Annotated[
+        Visibility | None, typer.Option(help="Who may see it; default private (your institution only)")
+    ] = None,
     checksum: Annotated[str, typer.Option(help="crc64nvme (fast, S3's) or sha256")] = "crc64nvme",
     as_json: JsonOpt = False,
 ) -> None:
     """Scan a directory on this site, checksum every file, read MRC headers, and register it
-    with the hub through this site's agent credentials."""
+    with the hub through this site's agent credentials. It is private to your institution
+    unless --visibility (or visibility: in --metadata) says network or public; change it
+    later with `cryomesh datasets set-visibility`. A directory is registered once: again is refused."""
     from pydantic import ValidationError
 
     from shared.schemas.datasets import ChecksumAlgorithm
@@ -48,12 +63,21 @@ def register(
     if title:
         meta["title"] = title
     if visibility:
-        meta["visibility"] = visibility
+        meta["visibility"] = visibility.value
+    if not meta.get("title"):
+        fail('a dataset needs a title: give --title "Apoferritin, Krios G4" or put title: in the --metadata file')
+    if checksum not in {a.value for a in ChecksumAlgorithm}:
+        fail(f"--checksum {checksum!r}: use crc64nvme or sha256")
     try:
         settings = load_settings(config)
+    except ValidationError as exc:
+        fail(validation_text(exc, f"{config} is not valid"))
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    try:
         body = describe(path, meta, ChecksumAlgorithm(checksum))
     except ValidationError as exc:
-        fail(f"the dataset description is not valid: {exc}")
+        fail(validation_text(exc, "the dataset description is not valid" + (f" (from {metadata})" if metadata else "")))
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         fail(str(exc))
 
@@ -81,26 +105,37 @@ def register(
 
 
 def datasets_table(items: list[dict[str, Any]]) -> Table:
-    t = Table(
-        "id", "title", "type", "sample", "pixel Å", "files", "size", "visibility", "replicas", title=f"{len(items)} dataset(s)"
+    cols = (
+        Col("id", keep=True),
+        Col("title"),
+        Col("type", drop=4),
+        Col("sample", drop=3),
+        Col("pixel Å", drop=3),
+        Col("files", drop=5),
+        Col("size", drop=2),
+        Col("visibility", drop=1),
+        Col("replicas", drop=1),
     )
+    rows = []
     for d in items:
         reps = ", ".join(f"{r['site']} {r['state']}" for r in d["replicas"])
         px = d["acquisition"].get("pixel_size_a") or next(
             (s.get("pixel_size_a") for s in d["image_sets"] if s.get("pixel_size_a")), None
         )
-        t.add_row(
-            d["id"],
-            d["title"],
-            d["experiment_type"],
-            (d.get("sample") or {}).get("name", "-"),
-            f"{px:g}" if px else "-",
-            str(d["file_count"]),
-            human_bytes(d["total_bytes"]),
-            d["visibility"],
-            reps,
+        rows.append(
+            (
+                d["id"],
+                d["title"],
+                d["experiment_type"],
+                (d.get("sample") or {}).get("name", "-"),
+                f"{px:g}" if px else "-",
+                str(d["file_count"]),
+                human_bytes(d["total_bytes"]),
+                d["visibility"],
+                reps,
+            )
         )
-    return t
+    return fitted_table(cols, rows, title=f"{len(items)} dataset(s)")
 
 
 @datasets_app.command("list")
@@ -152,6 +187,27 @@ def show(
     console.print(sets)
 
 
+@datasets_app.command("set-visibility")
+def set_visibility(
+    dataset_id: Annotated[str, typer.Argument(help="Dataset id, or its EMPIAR/EMDB accession")],
+    visibility: Annotated[
+        Visibility, typer.Argument(help="private: your institution only; network: everyone signed in; public: everyone")
+    ],
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change who may see a dataset (the owner site's admin; network admins)."""
+    d = hub_call(
+        (hub, client_id, client_secret), "PATCH", f"/api/v1/datasets/{dataset_id}", json_body={"visibility": visibility.value}
+    )
+    if as_json:
+        print_json(d)
+        return
+    console.print(f"dataset [bold]{d['id']}[/bold] '{d['title']}' is now {d['visibility']}")
+
+
 @datasets_app.command("request")
 def request(
     dataset_id: str,
@@ -177,21 +233,22 @@ shares_app = typer.Typer(help="Share requests: who asked for which data, and who
 
 
 def shares_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(
-        "id", "dataset", "from", "to", "requested by", "state", "decided by", "purpose", title=f"{len(rows)} share request(s)"
+    cols = (
+        Col("id", keep=True),
+        Col("dataset", keep=True, drop=2),
+        Col("from", keep=True, drop=3),
+        Col("to", keep=True, drop=3),
+        Col("requested by", drop=4),
+        Col("state"),
+        Col("decided by", drop=5),
+        Col("purpose", drop=1),
     )
-    for r in rows:
-        t.add_row(
-            r["id"],
-            r["dataset"],
-            r["owner_site"],
-            r["dest_site"],
-            r["requested_by"],
-            r["state"],
-            r["decided_by"] or "-",
-            r["purpose"][:40],
-        )
-    return t
+    cells = [
+        (r["id"], r["dataset"], r["owner_site"], r["dest_site"], r["requested_by"], r["state"], r["decided_by"] or "-",
+         r["purpose"][:120])
+        for r in rows
+    ]  # fmt: skip
+    return fitted_table(cols, cells, title=f"{len(rows)} share request(s)")
 
 
 @shares_app.command("list")

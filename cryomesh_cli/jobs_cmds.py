@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cryomesh_cli.client import CliError, HubSession
 from cryomesh_cli.common import HubOpt, IdOpt, JsonOpt, SecretOpt, call, fail, hub_call, load_document, session
-from cryomesh_cli.render import console, print_json
+from cryomesh_cli.render import Col, console, fitted_table, print_json
 
 jobs_app = typer.Typer(help="Submit and follow jobs.", no_args_is_help=True)
 
@@ -20,21 +20,33 @@ FINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
 def jobs_table(items: list[dict[str, Any]]) -> Table:
-    table = Table("id", "name", "kind", "state", "site", "attempt", "institution", "submitted", title=f"{len(items)} job(s)")
+    cols = (
+        Col("id", keep=True),
+        Col("name", drop=1),
+        Col("kind", drop=3),
+        Col("state"),
+        Col("site", keep=True),
+        Col("attempt", drop=5),
+        Col("institution", drop=4),
+        Col("submitted", drop=2),
+    )
     colours = {"COMPLETE": "green", "RUNNING": "cyan", "EXECUTOR_ERROR": "red", "SYSTEM_ERROR": "red", "CANCELED": "yellow"}
+    rows = []
     for j in items:
         c = colours.get(j["state"], "white")
-        table.add_row(
-            j["id"][:12],
-            j["name"],
-            j["kind"],
-            f"[{c}]{j['state']}[/{c}]",
-            j["site"] or "-",
-            str(j["attempt"]),
-            j["institution"],
-            j["created_at"][:19],
+        rows.append(
+            (
+                j["id"],
+                j["name"],
+                j["kind"],
+                f"[{c}]{j['state']}[/{c}]",
+                j["site"] or "-",
+                str(j["attempt"]),
+                j["institution"],
+                j["created_at"][:19].replace("T", " "),
+            )
         )
-    return table
+    return fitted_table(cols, rows, title=f"{len(items)} job(s)")
 
 
 def placement_text(p: dict[str, Any]) -> Table:

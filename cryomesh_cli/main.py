@@ -10,11 +10,24 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from cryomesh_cli.client import CliError, Profile, load_profile, save_profile
-from cryomesh_cli.common import ConfigOpt, HubOpt, IdOpt, JsonOpt, SecretOpt, call, fail, hub_call, load_document, session
+from cryomesh_cli.client import CliError, Profile, load_profile, normalise_hub_url, save_profile
+from cryomesh_cli.common import (
+    ConfigOpt,
+    HubOpt,
+    IdOpt,
+    JsonOpt,
+    SecretOpt,
+    call,
+    fail,
+    hub_call,
+    load_document,
+    session,
+    validation_text,
+)
 from cryomesh_cli.datasets_cmds import datasets_app, shares_app
 from cryomesh_cli.jobs_cmds import jobs_app, usage
 from cryomesh_cli.render import console, print_json, site_detail, sites_table, summary_table
+from cryomesh_cli.sites_cmds import policy_app, sites_edit
 from cryomesh_cli.transfers_cmds import transfers_app
 
 app = typer.Typer(help="cryomesh: a federated coordinator for cryo-EM centres.", no_args_is_help=True)
@@ -36,6 +49,8 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 app.command("usage")(usage)
+sites_app.command("edit")(sites_edit)
+sites_app.add_typer(policy_app, name="policy")
 
 # ---------------------------------------------------------------- hub
 
@@ -128,14 +143,16 @@ def admin_create_site(
 @admin_app.command("enrollment-code")
 def admin_enrollment_code(
     site: Annotated[str, typer.Argument(help="Site name")],
-    ttl: Annotated[int | None, typer.Option(help="Seconds the code stays valid")] = None,
+    ttl: Annotated[int | None, typer.Option(help="Seconds the code stays valid (60 to 2592000; default 24 h)")] = None,
     hub: HubOpt = None,
     client_id: IdOpt = None,
     client_secret: SecretOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a one-time enrollment code for a site's agent."""
-    body = {"ttl_s": ttl} if ttl else {}
+    if ttl is not None and not 60 <= ttl <= 30 * 86_400:
+        fail(f"--ttl {ttl}: give the code's life in seconds, from 60 to 2592000 (30 days), or leave it out for 24 h")
+    body = {"ttl_s": ttl} if ttl is not None else {}
     code = hub_call((hub, client_id, client_secret), "POST", f"/api/v1/sites/{site}/enrollment-codes", json_body=body)
     if as_json:
         print_json(code)
@@ -201,19 +218,40 @@ def admin_create_account(
     institution: Annotated[str | None, typer.Option(help="Institution (researchers)")] = None,
     site: Annotated[str | None, typer.Option(help="Site (site admins)")] = None,
     service: Annotated[bool, typer.Option("--service", help="A service account, not a person")] = False,
+    username: Annotated[
+        str | None,
+        typer.Option(help="Lets the person sign in to the dashboard and `cryomesh login` (they set a password)"),
+    ] = None,
     hub: HubOpt = None,
     client_id: IdOpt = None,
     client_secret: SecretOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a researcher, site admin, network admin or service account."""
+    """Create a researcher, site admin, network admin or service account. Every account gets a
+    client id and secret (for scripts and the CLI); with --username a person also signs in with a password."""
+    if username and service:
+        fail("--username is for people who sign in; a --service account uses its client id and secret")
     body = {"name": name, "role": role, "institution": institution, "site": site, "kind": "service" if service else "person"}
+    if username:
+        body["username"] = username
     acct = hub_call((hub, client_id, client_secret), "POST", "/api/v1/accounts", json_body=body)
     if as_json:
         print_json(acct)
         return
     console.print(f"{acct['role']} account for {acct['name']}: client id {acct['client_id']}")
     console.print(f"client secret: {acct['client_secret']}   (shown once; hand it over securely)")
+    hub_url = load_profile(hub, client_id, client_secret).hub_url
+    console.print(
+        f"use it: CRYOMESH_HUB_URL={hub_url} CRYOMESH_CLIENT_ID={acct['client_id']} "
+        "CRYOMESH_CLIENT_SECRET=<secret> cryomesh sites list",
+        highlight=False,
+    )
+    if acct.get("setup_code"):
+        console.print(
+            f"dashboard sign-in: username [bold]{username}[/bold]; setup code {acct['setup_code']} (valid 7 days). "
+            f"They set a password at {hub_url}/dashboard/#/setup, then sign in there or with `cryomesh login --hub {hub_url}`",
+            highlight=False,
+        )
 
 
 @admin_app.command("suspend-site")
@@ -247,7 +285,9 @@ def _agent_settings(config: Path | None) -> Any:
 
     try:
         return load_settings(config)
-    except (FileNotFoundError, ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        fail(validation_text(exc, f"{config or 'site.toml'} is not valid"))
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
 
 
@@ -393,7 +433,7 @@ def login(hub: Annotated[str, typer.Option("--hub", help="Hub URL", envvar="CRYO
         )
 
     token = device_login(hub, show)
-    path = save_token(hub.rstrip("/"), token)
+    path = save_token(normalise_hub_url(hub), token)
     with session(hub, None, None) as s:
         me = call(s, "GET", "/api/v1/session")
     console.print(f"signed in as {me['client_id']} ({me['role']}) until {me['expires_at']}; token saved in {path}")
@@ -434,10 +474,15 @@ def demo(
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
     try:
         app()
     except CliError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except ValidationError as exc:  # a local file or option the schemas refuse: no traceback, no pydantic URL
+        console.print(f"[red]error:[/red] {validation_text(exc, 'not valid')}", highlight=False)
         sys.exit(1)
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cryomesh_cli.common import HubOpt, IdOpt, JsonOpt, SecretOpt, call, hub_call, session
 from cryomesh_cli.datasets_cmds import human_bytes
-from cryomesh_cli.render import console, print_json
+from cryomesh_cli.render import Col, console, fitted_table, print_json
 
 transfers_app = typer.Typer(help="Transfers: copies of datasets between sites, with their progress.", no_args_is_help=True)
 
@@ -28,24 +28,35 @@ def _done(t: dict[str, Any]) -> tuple[int, int]:
 
 
 def transfers_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(
-        "id", "dataset", "from -> to", "state", "try", "progress", "bytes", "files", "rate", title=f"{len(rows)} transfer(s)"
+    cols = (
+        Col("id", keep=True),
+        Col("dataset", keep=True, drop=1),
+        Col("from -> to"),
+        Col("state"),
+        Col("try", drop=4),
+        Col("progress", drop=3),
+        Col("bytes", drop=2),
+        Col("files", drop=5),
+        Col("rate", drop=3),
     )
+    cells = []
     for t in rows:
         done, files = _done(t)
         total = max(t["bytes_total"], 1)
-        table.add_row(
-            t["id"],
-            t["dataset"],
-            f"{t['source_site']} -> {t['dest_site']}",
-            t["state"],
-            f"{t['attempt']}/{t['max_attempts']}",
-            ProgressBar(total=total, completed=total if t["state"] == "DONE" else done, width=20),
-            f"{human_bytes(done)} / {human_bytes(t['bytes_total'])}",
-            f"{files}/{t['files_total']}",
-            f"{human_bytes(t['rate_bps'])}/s" if t["rate_bps"] else "-",
+        cells.append(
+            (
+                t["id"],
+                t["dataset"],
+                f"{t['source_site']} -> {t['dest_site']}",
+                t["state"] if t["state"] in FINAL else f"{t['state']} {100 * done // total}%",
+                f"{t['attempt']}/{t['max_attempts']}",
+                ProgressBar(total=total, completed=total if t["state"] == "DONE" else done, width=12),
+                f"{human_bytes(done)} / {human_bytes(t['bytes_total'])}",
+                f"{files}/{t['files_total']}",
+                f"{human_bytes(t['rate_bps'])}/s" if t["rate_bps"] else "-",
+            )
         )
-    return table
+    return fitted_table(cols, cells, title=f"{len(rows)} transfer(s)")
 
 
 def _details(t: dict[str, Any]) -> Group:
