@@ -40,9 +40,7 @@ def register(
     path: Annotated[Path, typer.Option("--path", help="The dataset's directory, on this site")],
     title: Annotated[str | None, typer.Option(help="Title (or in --metadata)")] = None,
     metadata: Annotated[Path | None, typer.Option(help="YAML/JSON with sample, instrument, detector, acquisition, ...")] = None,
-    visibility: Annotated[
-        Visibility | None, typer.Option(help="Who may see it; default private (your institution only)")
-    ] = None,
+    visibility: Annotated[Visibility | None, typer.Option(help="Who may see it; default private (your institution only)")] = None,
     checksum: Annotated[str, typer.Option(help="crc64nvme (fast, S3's) or sha256")] = "crc64nvme",
     as_json: JsonOpt = False,
 ) -> None:

@@ -34,9 +34,8 @@ def sites_edit(
     description: Annotated[str | None, typer.Option()] = None,
     file: Annotated[
         Path | None,
-        typer.Option("--file", "-f", help="YAML/JSON with fields to change; lists (contacts, partitions, software, "
-                     "storage) replace the site's whole list"),
-    ] = None,  # fmt: skip
+        typer.Option("--file", "-f", help="YAML/JSON of fields to change; a list given replaces the site's whole list"),
+    ] = None,
     hub: HubOpt = None,
     client_id: IdOpt = None,
     client_secret: SecretOpt = None,

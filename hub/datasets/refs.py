@@ -12,7 +12,7 @@ the candidate ids, because guessing would pick someone else's data.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import String, cast
@@ -31,7 +31,7 @@ def parse_accession(text: str) -> tuple[str, int] | None:
     return (_ARCHIVE[m.group(1).upper()], int(m.group(2))) if m else None
 
 
-def _listed(meta: dict[str, Any], archive: str, number: int) -> bool:
+def _listed(meta: Mapping[str, Any], archive: str, number: int) -> bool:
     refs = (meta.get("cross_references") or {}).get(archive) or []
     for ref in refs:
         parsed = parse_accession(ref) if not str(ref).strip().isdigit() else (archive, int(str(ref).strip()))
@@ -45,7 +45,7 @@ def matching(session: Session, visible: Any, archive: str, number: int) -> list[
     stmt = select(Dataset.id, Dataset.meta).where(cast(Dataset.meta, String).like(f"%{number}%"))
     if visible is not None:
         stmt = stmt.where(visible)
-    rows: Iterable[tuple[str, dict[str, Any]]] = session.exec(stmt.order_by(col(Dataset.created_at), col(Dataset.id)))
+    rows: Iterable[tuple[str, Mapping[str, Any]]] = session.exec(stmt.order_by(col(Dataset.created_at), col(Dataset.id)))
     return [ds_id for ds_id, meta in rows if _listed(meta, archive, number)]
 
 

@@ -75,12 +75,11 @@ def test_accounts_with_usernames_and_client_credentials(sqlite_hub: Hub) -> None
               "--username", "sato")  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert "username sato" in out.stdout and "/dashboard/#/setup" in out.stdout and "CRYOMESH_CLIENT_ID=user-" in out.stdout
-    acct = json.loads(
-        run(sqlite_hub, "admin", "create-account", "--name", "Dr Ito", "--role", "researcher", "--institution", "kek",
-            "--username", "ito", "--json").stdout  # fmt: skip
-    )
+    args = ("--name", "Dr Ito", "--role", "researcher", "--institution", "kek", "--username", "ito", "--json")
+    acct = json.loads(run(sqlite_hub, "admin", "create-account", *args).stdout)
+    setup = {"username": "ito", "code": acct["setup_code"], "password": "a long passphrase"}
     with sqlite_hub.http() as c:
-        r = c.post("/api/v1/accounts/setup", json={"username": "ito", "code": acct["setup_code"], "password": "a long passphrase"})
+        r = c.post("/api/v1/accounts/setup", json=setup)
     assert r.status_code == 204, r.text
     # the client id and secret work from the CLI through the documented variables
     as_ito = Account(acct["client_id"], acct["client_secret"], "researcher")
