@@ -55,7 +55,7 @@ def register(
     from site_agent.config import load_settings
     from site_agent.credentials import load_credentials, load_key
     from site_agent.datasets import describe
-    from site_agent.errors import HubError
+    from site_agent.errors import HubError, HubRefused
 
     meta: dict[str, Any] = dict(load_document(metadata) or {}) if metadata else {}
     if title:
@@ -91,6 +91,10 @@ def register(
 
     try:
         ds = asyncio.run(send())
+    except HubRefused as exc:
+        problems = exc.detail.split("; ") if exc.error == "ValidationError" else [exc.detail]
+        head = f"registration refused ({exc.status} {exc.error})"
+        fail(f"{head}: {problems[0]}" if len(problems) == 1 else head + ":" + "".join(f"\n  {p}" for p in problems))
     except (HubError, FileNotFoundError) as exc:
         fail(f"registration refused: {exc}")
     if as_json:
