@@ -154,18 +154,18 @@ def admin_enrollments(
     as_json: JsonOpt = False,
 ) -> None:
     """List enrollments (default: those waiting for approval)."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     rows = hub_call((hub, client_id, client_secret), "GET", "/api/v1/enrollments", params={"status": status})
     if as_json:
         print_json(rows)
         return
-    table = Table(
-        "id", "site", "client id", "hostname", "key thumbprint", "status", "requested", title=f"{len(rows)} enrollment(s)"
-    )
+    # The thumbprint is what the admin compares with the site's: shown whole, never cut.
+    thumbprint = Column("key thumbprint", no_wrap=True, overflow="fold")
+    table = Table("id", "site", "client id", "hostname", thumbprint, "status", "requested", title=f"{len(rows)} enrollment(s)")
     for e in rows:
         table.add_row(
-            str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"][:16], e["status"], e["created_at"]
+            str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"], e["status"], e["created_at"]
         )
     console.print(table)
 
@@ -257,21 +257,34 @@ def agent_enroll(
     code: Annotated[str, typer.Option("--code", help="The one-time enrollment code from a network admin")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="site.toml (for state_dir)")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="Where to keep the key and credentials")] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace the key already in the state directory (needs a new approval)"),
+    ] = False,
 ) -> None:
-    """Make this site's key pair (private key stays here, 0600) and ask the hub to enroll it."""
-    from site_agent.credentials import KEY_FILE
-    from site_agent.enroll import enroll
+    """Make this site's key pair (private key stays here, 0600) and ask the hub to enroll it.
+
+    Refuses to replace a key already in the state directory unless --force."""
+    from site_agent.credentials import KEY_FILE, load_key
+    from site_agent.enroll import AlreadyEnrolled, current_identity, enroll
     from site_agent.errors import HubError
 
     directory = state_dir or _agent_settings(config).agent.state_dir
+    replaced = current_identity(directory) if force else None
     try:
-        creds = enroll(hub, code, directory)
+        creds = enroll(hub, code, directory, force=force)
+    except AlreadyEnrolled as exc:
+        fail(str(exc))
     except HubError as exc:
         fail(f"enrollment refused: {exc}")
     except Exception as exc:
         fail(f"enrollment failed: {exc}")
+    if replaced:
+        console.print(f"replaced {replaced}; a network admin may now revoke that agent", highlight=False)
     console.print(f"enrolled as [bold]{creds.client_id}[/bold] for site {creds.site} (enrollment {creds.enrollment_id})")
-    console.print(f"private key: {directory / KEY_FILE} (mode 0600; it never leaves this machine)")
+    console.print(f"key thumbprint: {load_key(directory).thumbprint()}", highlight=False, soft_wrap=True)
+    console.print("  the admin checks that `cryomesh admin enrollments` shows this same thumbprint before approving")
+    console.print(f"private key: {directory / KEY_FILE} (mode 0600; it never leaves this machine)", soft_wrap=True)
     console.print("waiting for a network admin: cryomesh admin approve " + str(creds.enrollment_id))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -9,10 +10,55 @@ import httpx
 
 from shared.version import __version__
 from site_agent.client import raise_for
-from site_agent.credentials import Credentials, generate_key, public_jwk, save_credentials, save_key
+from site_agent.credentials import (
+    CREDENTIALS_FILE,
+    KEY_FILE,
+    Credentials,
+    generate_key,
+    load_credentials,
+    load_key,
+    public_jwk,
+    save_credentials,
+    save_key,
+)
 
 
-def enroll(hub_url: str, code: str, state_dir: Path, hostname: str | None = None) -> Credentials:
+class AlreadyEnrolled(Exception):
+    """The state directory already holds an agent's key; enrolling again would replace it."""
+
+
+def current_identity(state_dir: Path) -> str | None:
+    """Describe the agent whose key is in ``state_dir``, or None when there is none."""
+    if not (state_dir / KEY_FILE).exists() and not (state_dir / CREDENTIALS_FILE).exists():
+        return None
+    parts: list[str] = []
+    try:
+        creds = load_credentials(state_dir)
+        parts.append(f"agent {creds.client_id} of site {creds.site} (enrollment {creds.enrollment_id})")
+    except (OSError, ValueError, TypeError):
+        parts.append("an agent key")
+    try:
+        parts.append(f"key thumbprint {load_key(state_dir).thumbprint()}")
+    except (OSError, ValueError, json.JSONDecodeError):
+        pass
+    return ", ".join(parts)
+
+
+def refuse_if_enrolled(state_dir: Path) -> None:
+    who = current_identity(state_dir)
+    if who is None:
+        return
+    raise AlreadyEnrolled(
+        f"{state_dir} already holds the identity of {who}. Enrolling again replaces that key with a new one "
+        "that a network admin must approve; until then the agent cannot sign in and the site is offline. "
+        "If that is what you want, run the command again with --force."
+    )
+
+
+def enroll(hub_url: str, code: str, state_dir: Path, hostname: str | None = None, *, force: bool = False) -> Credentials:
+    """Enroll a new key with the hub; refuse to replace an existing one unless ``force``."""
+    if not force:
+        refuse_if_enrolled(state_dir)
     hub_url = hub_url.rstrip("/")
     with httpx.Client(base_url=hub_url, timeout=15) as http:
         meta = http.get("/.well-known/oauth-authorization-server")
