@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
@@ -34,14 +33,14 @@ def current_identity(state_dir: Path) -> str | None:
     parts: list[str] = []
     try:
         creds = load_credentials(state_dir)
-        parts.append(f"agent {creds.client_id} of site {creds.site} (enrollment {creds.enrollment_id})")
+        parts.append(f"agent {creds.client_id} of site {creds.site} (enrollment {creds.enrollment_id}")
     except (OSError, ValueError, TypeError):
-        parts.append("an agent key")
+        parts.append("an agent (no readable credentials")
     try:
         parts.append(f"key thumbprint {load_key(state_dir).thumbprint()}")
-    except (OSError, ValueError, json.JSONDecodeError):
+    except (OSError, ValueError):
         pass
-    return ", ".join(parts)
+    return ", ".join(parts) + ")"
 
 
 def refuse_if_enrolled(state_dir: Path) -> None:
@@ -49,9 +48,8 @@ def refuse_if_enrolled(state_dir: Path) -> None:
     if who is None:
         return
     raise AlreadyEnrolled(
-        f"{state_dir} already holds the identity of {who}. Enrolling again replaces that key with a new one "
-        "that a network admin must approve; until then the agent cannot sign in and the site is offline. "
-        "If that is what you want, run the command again with --force."
+        f"{state_dir} already holds the key of {who}. Enrolling again makes a new key that needs a network "
+        "admin's approval; the site is offline until then. Add --force to do it anyway."
     )
 
 
