@@ -50,14 +50,21 @@ def hub_serve(
     import uvicorn
 
     from hub.app import create_app
+    from hub.db import DatabaseUnavailable, check_database, database_errors_explained
     from hub.db import migrate as run_migrations
     from hub.logging import configure_logging
     from hub.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    if migrate:
-        run_migrations(settings.resolved_database_url)
+    url = settings.resolved_database_url
+    try:
+        check_database(url)
+        if migrate:
+            with database_errors_explained(url):
+                run_migrations(url)
+    except DatabaseUnavailable as exc:
+        fail(str(exc))
     config = uvicorn.Config(
         create_app(settings),
         host=host or settings.host,
@@ -72,11 +79,16 @@ def hub_serve(
 @hub_app.command("migrate")
 def hub_migrate(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply the database migrations (SQLite or PostgreSQL, from settings)."""
-    from hub.db import migrate
+    from hub.db import DatabaseUnavailable, check_database, database_errors_explained, migrate
     from hub.settings import get_settings
 
     url = get_settings().resolved_database_url
-    migrate(url, revision)
+    try:
+        check_database(url)
+        with database_errors_explained(url):
+            migrate(url, revision)
+    except DatabaseUnavailable as exc:
+        fail(str(exc))
     console.print(f"database at {url.split('@')[-1]} is at revision {revision}")
 
 
@@ -90,12 +102,17 @@ def admin_bootstrap(
 ) -> None:
     """Create the first network admin on this hub's database (run on the hub host)."""
     from hub.accounts.service import bootstrap_admin
-    from hub.db import make_engine, migrate, transaction
+    from hub.db import DatabaseUnavailable, check_database, database_errors_explained, make_engine, migrate, transaction
     from hub.errors import CryomeshError
     from hub.settings import get_settings
 
     settings = get_settings()
-    migrate(settings.resolved_database_url)
+    try:
+        check_database(settings.resolved_database_url)
+        with database_errors_explained(settings.resolved_database_url):
+            migrate(settings.resolved_database_url)
+    except DatabaseUnavailable as exc:
+        fail(str(exc))
     engine = make_engine(settings.resolved_database_url)
     try:
         with transaction(engine) as s:
