@@ -181,9 +181,7 @@ def admin_enrollments(
     thumbprint = Column("key thumbprint", no_wrap=True, overflow="fold")
     table = Table("id", "site", "client id", "hostname", thumbprint, "status", "requested", title=f"{len(rows)} enrollment(s)")
     for e in rows:
-        table.add_row(
-            str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"], e["status"], e["created_at"]
-        )
+        table.add_row(str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"], e["status"], e["created_at"])
     console.print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -36,10 +37,8 @@ def current_identity(state_dir: Path) -> str | None:
         parts.append(f"agent {creds.client_id} of site {creds.site} (enrollment {creds.enrollment_id}")
     except (OSError, ValueError, TypeError):
         parts.append("an agent (no readable credentials")
-    try:
+    with contextlib.suppress(OSError, ValueError):
         parts.append(f"key thumbprint {load_key(state_dir).thumbprint()}")
-    except (OSError, ValueError):
-        pass
     return ", ".join(parts) + ")"
 
 

@@ -54,7 +54,8 @@ def test_postgresql_nobody_listens_on(tmp_path: Path, command: list[str]) -> Non
     url = f"postgresql+psycopg://cryomesh:{PASSWORD}@127.0.0.1:{port}/cryomesh"
     message = one_error_line(cli(*command, tmp=tmp_path, CRYOMESH_DATABASE_URL=url))
     assert PASSWORD not in message
-    assert message.startswith(f"cannot reach the database at postgresql+psycopg://cryomesh:***@127.0.0.1:{port}/cryomesh"), message
+    shown = f"postgresql+psycopg://cryomesh:***@127.0.0.1:{port}/cryomesh"
+    assert message.startswith(f"cannot reach the database at {shown} "), message
     assert "(connection refused)" in message and "is PostgreSQL running" in message
     assert "CRYOMESH_DATABASE_URL" in message
 

@@ -21,9 +21,7 @@ def cli(hub: Hub, *args: str, columns: int = 80) -> subprocess.CompletedProcess[
         "CRYOMESH_CLIENT_SECRET": hub.admin.client_secret,
         "COLUMNS": str(columns),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "cryomesh_cli.main", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([sys.executable, "-m", "cryomesh_cli.main", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def enroll(hub: Hub, state: Path, *extra: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
