@@ -20,7 +20,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The agent's sit
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, even when piped
     raise typer.Exit(code)
 
 

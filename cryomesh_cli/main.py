@@ -65,14 +65,21 @@ def hub_serve(
     import uvicorn
 
     from hub.app import create_app
+    from hub.db import DatabaseUnavailable, check_database, database_errors_explained
     from hub.db import migrate as run_migrations
     from hub.logging import configure_logging
     from hub.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    if migrate:
-        run_migrations(settings.resolved_database_url)
+    url = settings.resolved_database_url
+    try:
+        check_database(url)
+        if migrate:
+            with database_errors_explained(url):
+                run_migrations(url)
+    except DatabaseUnavailable as exc:
+        fail(str(exc))
     config = uvicorn.Config(
         create_app(settings),
         host=host or settings.host,
@@ -87,11 +94,16 @@ def hub_serve(
 @hub_app.command("migrate")
 def hub_migrate(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply the database migrations (SQLite or PostgreSQL, from settings)."""
-    from hub.db import migrate
+    from hub.db import DatabaseUnavailable, check_database, database_errors_explained, migrate
     from hub.settings import get_settings
 
     url = get_settings().resolved_database_url
-    migrate(url, revision)
+    try:
+        check_database(url)
+        with database_errors_explained(url):
+            migrate(url, revision)
+    except DatabaseUnavailable as exc:
+        fail(str(exc))
     console.print(f"database at {url.split('@')[-1]} is at revision {revision}")
 
 
@@ -105,12 +117,17 @@ def admin_bootstrap(
 ) -> None:
     """Create the first network admin on this hub's database (run on the hub host)."""
     from hub.accounts.service import bootstrap_admin
-    from hub.db import make_engine, migrate, transaction
+    from hub.db import DatabaseUnavailable, check_database, database_errors_explained, make_engine, migrate, transaction
     from hub.errors import CryomeshError
     from hub.settings import get_settings
 
     settings = get_settings()
-    migrate(settings.resolved_database_url)
+    try:
+        check_database(settings.resolved_database_url)
+        with database_errors_explained(settings.resolved_database_url):
+            migrate(settings.resolved_database_url)
+    except DatabaseUnavailable as exc:
+        fail(str(exc))
     engine = make_engine(settings.resolved_database_url)
     try:
         with transaction(engine) as s:
@@ -171,19 +188,17 @@ def admin_enrollments(
     as_json: JsonOpt = False,
 ) -> None:
     """List enrollments (default: those waiting for approval)."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     rows = hub_call((hub, client_id, client_secret), "GET", "/api/v1/enrollments", params={"status": status})
     if as_json:
         print_json(rows)
         return
-    table = Table(
-        "id", "site", "client id", "hostname", "key thumbprint", "status", "requested", title=f"{len(rows)} enrollment(s)"
-    )
+    # The thumbprint is what the admin compares with the site's: shown whole, never cut.
+    thumbprint = Column("key thumbprint", no_wrap=True, overflow="fold")
+    table = Table("id", "site", "client id", "hostname", thumbprint, "status", "requested", title=f"{len(rows)} enrollment(s)")
     for e in rows:
-        table.add_row(
-            str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"][:16], e["status"], e["created_at"]
-        )
+        table.add_row(str(e["id"]), e["site"], e["client_id"], e["hostname"], e["key_thumbprint"], e["status"], e["created_at"])
     console.print(table)
 
 
@@ -297,21 +312,34 @@ def agent_enroll(
     code: Annotated[str, typer.Option("--code", help="The one-time enrollment code from a network admin")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="site.toml (for state_dir)")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="Where to keep the key and credentials")] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace the key already in the state directory (needs a new approval)"),
+    ] = False,
 ) -> None:
-    """Make this site's key pair (private key stays here, 0600) and ask the hub to enroll it."""
-    from site_agent.credentials import KEY_FILE
-    from site_agent.enroll import enroll
+    """Make this site's key pair (private key stays here, 0600) and ask the hub to enroll it.
+
+    Refuses to replace a key already in the state directory unless --force."""
+    from site_agent.credentials import KEY_FILE, load_key
+    from site_agent.enroll import AlreadyEnrolled, current_identity, enroll
     from site_agent.errors import HubError
 
     directory = state_dir or _agent_settings(config).agent.state_dir
+    replaced = current_identity(directory) if force else None
     try:
-        creds = enroll(hub, code, directory)
+        creds = enroll(hub, code, directory, force=force)
+    except AlreadyEnrolled as exc:
+        fail(str(exc))
     except HubError as exc:
         fail(f"enrollment refused: {exc}")
     except Exception as exc:
         fail(f"enrollment failed: {exc}")
+    if replaced:
+        console.print(f"replaced {replaced}; a network admin may now revoke that agent", highlight=False)
     console.print(f"enrolled as [bold]{creds.client_id}[/bold] for site {creds.site} (enrollment {creds.enrollment_id})")
-    console.print(f"private key: {directory / KEY_FILE} (mode 0600; it never leaves this machine)")
+    console.print(f"key thumbprint: {load_key(directory).thumbprint()}", highlight=False, soft_wrap=True)
+    console.print("  the admin checks that `cryomesh admin enrollments` shows this same thumbprint before approving")
+    console.print(f"private key: {directory / KEY_FILE} (mode 0600; it never leaves this machine)", soft_wrap=True)
     console.print("waiting for a network admin: cryomesh admin approve " + str(creds.enrollment_id))
 
 

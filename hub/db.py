@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlmodel import Session, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -84,3 +86,78 @@ def migrate(url: str, revision: str = "head") -> None:
     if is_sqlite(url) and url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), revision)
+
+
+# ---------------------------------------------------------------- when the database is away
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or opened; the message (one line, no password) says
+    what to do."""
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be shown: the password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, FileExistsError):  # mkdir of the database's folder: a file is in the way
+        return f"not a directory: {exc.filename}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror.lower()}: {exc.filename}" if exc.filename else exc.strerror.lower()
+    raw = str(getattr(exc, "orig", None) or exc).strip()
+    text = raw.splitlines()[0] if raw else type(exc).__name__
+    text = re.sub(r"^connection failed: ", "", text)
+    text = re.sub(r"^connection to server (at|on) .*? failed: ", "", text)  # the URL already says where
+    text = re.sub(r"^FATAL:\s+|\[Errno -?\d+\]\s*", "", text).strip()
+    return text[:1].lower() + text[1:]
+
+
+def describe_database_error(url: str, exc: BaseException) -> str:
+    """One line: which database, what went wrong, what to do."""
+    reason = _reason(exc)
+    password = make_url(url).password if not is_sqlite(url) else None
+    if password:
+        reason = reason.replace(str(password), "***")
+    if is_sqlite(url):
+        where = url.removeprefix("sqlite:///") or url
+        return (
+            f"cannot open the SQLite database at {where} ({reason}); choose a writable place with "
+            "CRYOMESH_DATA_DIR or CRYOMESH_DATABASE_URL"
+        )
+    if "password" in reason or "authentication" in reason:
+        hint = "check the user name and password in CRYOMESH_DATABASE_URL"
+    elif "does not exist" in reason:
+        hint = "create that database (createdb) or set CRYOMESH_DATABASE_URL to one that exists"
+    else:
+        hint = "is PostgreSQL running there and accepting connections? set CRYOMESH_DATABASE_URL to the right URL"
+    return f"cannot reach the database at {safe_url(url)} ({reason}); {hint}"
+
+
+@contextmanager
+def database_errors_explained(url: str) -> Iterator[None]:
+    """Turn a database that cannot be reached or opened into :class:`DatabaseUnavailable`."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailable(describe_database_error(url, exc)) from exc
+    except OSError as exc:
+        if not is_sqlite(url):
+            raise
+        raise DatabaseUnavailable(describe_database_error(url, exc)) from exc
+
+
+def check_database(url: str, timeout_s: int = 10) -> None:
+    """Connect once (waiting at most ``timeout_s`` for a server); raise
+    :class:`DatabaseUnavailable` if that fails."""
+    with database_errors_explained(url):
+        engine = make_engine(url) if is_sqlite(url) else create_engine(url, connect_args={"connect_timeout": timeout_s})
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        finally:
+            engine.dispose()

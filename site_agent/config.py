@@ -16,6 +16,7 @@ path = "/data/cryomesh"
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -153,5 +154,20 @@ def load_settings(config: Path | None) -> AgentSettings:
     if not config.is_file():
         raise FileNotFoundError(f"agent config {config} does not exist")
     with config.open("rb") as fh:
-        data = tomllib.load(fh)
+        try:
+            data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(toml_error(config, exc)) from None
     return AgentSettings(**data)
+
+
+def toml_error(path: Path, exc: tomllib.TOMLDecodeError) -> str:
+    """``<path>: line N: <what>``, from tomllib's "<what> (at line N, column C)"."""
+    message = str(exc)
+    if found := re.fullmatch(r"(?s)(.*) \(at line (\d+), column (\d+)\)", message):
+        what, where = found[1], f"line {found[2]}"
+    elif found := re.fullmatch(r"(?s)(.*) \(at end of document\)", message):
+        what, where = found[1], f"line {len(path.read_bytes().splitlines()) or 1} (end of file)"
+    else:
+        what, where = message, "syntax error"
+    return f"{path}: {where}: {what[:1].lower()}{what[1:]}"

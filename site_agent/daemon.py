@@ -38,12 +38,17 @@ log = logging.getLogger("cryomesh.agent")
 EXIT_OK = 0
 EXIT_REVOKED = 3
 
+#: While the enrollment waits for approval: first and longest pause between checks, seconds.
+APPROVAL_POLL_S = 2.0
+APPROVAL_POLL_MAX_S = 5.0
+
 
 class Agent:
     def __init__(self, settings: AgentSettings, discovery: Discovery | None = None) -> None:
         self.settings = settings
         creds = load_credentials(settings.agent.state_dir)
         self.site = creds.site
+        self.enrollment_id = creds.enrollment_id
         hub_url = settings.agent.hub_url or creds.hub_url
         token_endpoint = creds.token_endpoint
         if settings.agent.hub_url and settings.agent.hub_url.rstrip("/") != creds.hub_url.rstrip("/"):
@@ -88,8 +93,8 @@ class Agent:
                 await self._sleep(delay)
                 continue
             except AuthRefused as exc:
-                if exc.pending:
-                    delay = backoff.next_delay()
+                if exc.pending:  # only if the hub was away when the agent started: see wait_for_approval
+                    delay = min(backoff.next_delay(), APPROVAL_POLL_MAX_S)
                     log.info("enrollment not approved yet; checking again in %.1f s", delay)
                     await self._sleep(delay)
                     continue
@@ -117,6 +122,41 @@ class Agent:
             self.heartbeats_sent += 1
             await self._sleep(interval)
 
+    async def wait_for_approval(self) -> bool:
+        """Wait until the hub gives this agent a token; False if the agent should stop.
+
+        An agent may start before its enrollment is approved (the site-admin guide says to).
+        That is a normal state, not an error: say so once, check again every few seconds
+        without logging each check, and start the loops as soon as the approval comes. If
+        the hub cannot be reached, start the loops anyway: they wait for the hub themselves
+        and meanwhile the agent watches the jobs it already runs."""
+        checks = 0
+        while not self.stopping.is_set():
+            try:
+                await self.client.token()
+            except HubUnavailable:
+                return True
+            except AuthRefused as exc:
+                if not exc.pending:
+                    log.error("the hub refused this agent's credentials: %s; stopping", exc.detail)
+                    self.exit_code = EXIT_REVOKED
+                    return False
+                if checks == 0:
+                    log.info(
+                        "waiting for the hub to approve enrollment %s (thumbprint %s); a network admin runs "
+                        "`cryomesh admin approve %s`",
+                        self.enrollment_id, self.client.key.thumbprint(), self.enrollment_id,
+                    )  # fmt: skip
+                else:
+                    log.debug("enrollment %s still waiting for approval", self.enrollment_id)
+                checks += 1
+                await self._sleep(min(APPROVAL_POLL_S + 0.5 * (checks - 1), APPROVAL_POLL_MAX_S))
+                continue
+            if checks:
+                log.info("enrollment %s approved; starting work", self.enrollment_id)
+            return True
+        return False
+
     async def _until_stopped(self, loop: Coroutine[Any, Any, None]) -> None:
         """Run a loop that may be blocked in a long-poll, and cut it off at shutdown."""
         task = asyncio.ensure_future(loop)
@@ -141,6 +181,8 @@ class Agent:
             log.info("metrics at http://%s/metrics", self.settings.agent.metrics_address)
         await asyncio.to_thread(self.worker.adopt_existing)
         try:
+            if not await self.wait_for_approval():
+                return self.exit_code
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.heartbeat_loop())
                 tg.create_task(self._until_stopped(self.worker.work_loop()))

@@ -22,7 +22,7 @@ from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
 from site_agent.datasets import describe
-from site_agent.errors import HubRefused, HubUnavailable
+from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import Executor
 from site_agent.executors.base import tail
 from site_agent.jobstore import JobHandle, JobStore
@@ -120,6 +120,10 @@ class Worker:
                 await self._sleep(delay)
                 continue
             except HubRefused as exc:
+                if isinstance(exc, AuthRefused) and exc.pending:
+                    # Only when the hub was away as the agent started; the heartbeat loop says so.
+                    await self._sleep(5)
+                    continue
                 log.error("polling for work refused: %s", exc)
                 await self._sleep(self.settings.agent.max_backoff_s)
                 continue
