@@ -327,7 +327,7 @@ def agent_enroll(
     directory = state_dir or _agent_settings(config).agent.state_dir
     replaced = current_identity(directory) if force else None
     try:
-        creds = enroll(hub, code, directory, force=force)
+        creds = enroll(normalise_hub_url(hub), code, directory, force=force)
     except AlreadyEnrolled as exc:
         fail(str(exc))
     except HubError as exc:
