@@ -37,7 +37,8 @@ def register(
     with the hub through this site's agent credentials."""
     from pydantic import ValidationError
 
-    from shared.schemas.datasets import ChecksumAlgorithm
+    from shared.schemas.datasets import ChecksumAlgorithm, DatasetCreate
+    from shared.validation import describe_errors
     from site_agent.client import HubClient
     from site_agent.config import load_settings
     from site_agent.credentials import load_credentials, load_key
@@ -53,7 +54,7 @@ def register(
         settings = load_settings(config)
         body = describe(path, meta, ChecksumAlgorithm(checksum))
     except ValidationError as exc:
-        fail(f"the dataset description is not valid: {exc}")
+        fail(f"{metadata or 'the dataset description'}: {describe_errors(exc, DatasetCreate)}")
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         fail(str(exc))
 
