@@ -107,10 +107,8 @@ def error_lines(errors: Iterable[Mapping[str, Any]], root: Any = None, top: str 
     lines = []
     for err in errors:
         loc = tuple(err.get("loc", ()))
-        if err.get("type") == "extra_forbidden":
-            problem = unknown_field(root, loc)
-        else:
-            problem = str(err.get("msg", "invalid"))
+        unknown = err.get("type") == "extra_forbidden"
+        problem = unknown_field(root, loc) if unknown else str(err.get("msg", "invalid"))
         at = where(loc) or top
         lines.append(f"{at}: {problem}" if at else problem)
     return lines
