@@ -22,7 +22,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The agent's sit
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 
