@@ -12,10 +12,13 @@ partitions = ["gpu", "cpu"]  # slurm: which partitions to report (default: all)
 [[storage]]
 name = "scratch"
 path = "/data/cryomesh"
+
+A key that is not a setting (a typo) is refused with the key probably meant.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -168,4 +171,7 @@ def load_settings(config: Path | None) -> AgentSettings:
     try:
         return AgentSettings(**data)
     except ValidationError as exc:
-        raise ConfigError(f"{config}: {describe_errors(exc, AgentSettings)}") from None
+        source = str(config)
+        if any(k.startswith("CRYOMESH_AGENT_") for k in os.environ):
+            source += " (or the CRYOMESH_AGENT_* environment variables)"
+        raise ConfigError(f"{source}: {describe_errors(exc, AgentSettings)}") from None

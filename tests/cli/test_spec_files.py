@@ -18,8 +18,7 @@ NOWHERE = "http://127.0.0.1:9"
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYOMESH_")}
     env |= {"CRYOMESH_HUB_URL": NOWHERE, "CRYOMESH_CLIENT_ID": "someone", "CRYOMESH_CLIENT_SECRET": "secret"}
-    return subprocess.run([sys.executable, "-m", "cryomesh_cli.main", *args], env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "cryomesh_cli.main", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def one_error_line(out: subprocess.CompletedProcess[str], expected: str) -> None:
@@ -40,11 +39,10 @@ def test_a_job_spec_typo_names_the_file_and_the_field(tmp_path: Path) -> None:
 
 def test_a_site_description_typo_names_the_file_and_the_field(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
-    site.write_text(
-        (REPO / "deploy" / "examples" / "site-kek.yaml").read_text().replace("gpus_per_node: 4", "gpus_per_nodes: 4")
-    )
+    site.write_text((REPO / "deploy" / "examples" / "site-kek.yaml").read_text().replace("gpus_per_node: 4", "gpus_per_nodes: 4"))
     one_error_line(
-        cli("admin", "create-site", str(site)), f"{site}: partitions.0.gpus_per_nodes: unknown field; did you mean 'gpus_per_node'?"
+        cli("admin", "create-site", str(site)),
+        f"{site}: partitions.0.gpus_per_nodes: unknown field; did you mean 'gpus_per_node'?",
     )
     shipped = cli("admin", "create-site", str(REPO / "deploy" / "examples" / "site-kek.yaml"))
     assert "cannot reach the hub" in shipped.stdout, "the shipped example passes the check and is sent"

@@ -28,9 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
         ),
     ],
 )
-def test_an_unknown_key_in_the_file_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, problem: str
-) -> None:
+def test_an_unknown_key_in_the_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, problem: str) -> None:
     config = tmp_path / "hub.toml"
     config.write_text(toml)
     monkeypatch.setenv("CRYOMESH_CONFIG", str(config))

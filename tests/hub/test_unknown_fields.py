@@ -40,12 +40,23 @@ def test_job_spec_typos_are_refused_with_the_field_meant(shub: Hub) -> None:
     shub.create_site()
     researcher = shub.account("researcher", institution="kek")
     with shub.as_(researcher) as c:
-        refused(c.post("/api/v1/jobs", json={**JOB, "resources": {"cpu": 4}}), "resources.cpu: unknown field; did you mean 'cpus'?")
-        refused(c.post("/api/v1/jobs", json={**JOB, "placment": {"countries": ["JP"]}}), "placment: unknown field; did you mean 'placement'?")  # fmt: skip
+        refused(
+            c.post("/api/v1/jobs", json={**JOB, "resources": {"cpu": 4}}), "resources.cpu: unknown field; did you mean 'cpus'?"
+        )
+        refused(
+            c.post("/api/v1/jobs", json={**JOB, "placment": {"countries": ["JP"]}}),
+            "placment: unknown field; did you mean 'placement'?",
+        )
         refused(c.post("/api/v1/jobs", json={**JOB, "cpus": 4}), "cpus: unknown field; did you mean 'resources.cpus'?")
         refused(
-            c.post("/api/v1/jobs", json={**JOB, "inputs": [{"dataset": "ds-1", "path": ["a.mrc"]}],
-                                         "software": [{"name": "relion", "versoin": ">=5"}]}),  # fmt: skip
+            c.post(
+                "/api/v1/jobs",
+                json={
+                    **JOB,
+                    "inputs": [{"dataset": "ds-1", "path": ["a.mrc"]}],
+                    "software": [{"name": "relion", "versoin": ">=5"}],
+                },
+            ),
             "inputs.0.path: unknown field; did you mean 'paths'?",
             "software.0.versoin: unknown field; did you mean 'version'?",
         )
@@ -67,7 +78,10 @@ def test_site_create_and_edit_refuse_typos(shub: Hub) -> None:
         )
         assert c.get("/api/v1/sites/typo-site").status_code == 404
         site = shub.create_site()
-        refused(c.patch(f"/api/v1/sites/{site['name']}", json={"locaton": "Kyoto"}), "locaton: unknown field; did you mean 'location'?")  # fmt: skip
+        refused(
+            c.patch(f"/api/v1/sites/{site['name']}", json={"locaton": "Kyoto"}),
+            "locaton: unknown field; did you mean 'location'?",
+        )
         assert c.get(f"/api/v1/sites/{site['name']}").json()["location"] == "Tsukuba"
 
 
@@ -81,7 +95,10 @@ def test_lending_and_sharing_policies_refuse_typos(shub: Hub) -> None:
         policy = c.get(f"/api/v1/sites/{site}/policy").json()
         assert policy["allowed_institutions"] is None and policy["cpu_share"] == 1.0, "nothing of the refused policy applies"
         refused(
-            c.put(f"/api/v1/sites/{site}/policy", json={"windows": [{"days": ["mon"], "start": "19:00", "end": "07:00", "ends": "x"}]}),  # fmt: skip
+            c.put(
+                f"/api/v1/sites/{site}/policy",
+                json={"windows": [{"days": ["mon"], "start": "19:00", "end": "07:00", "ends": "x"}]},
+            ),
             "windows.0.ends: unknown field; did you mean 'end'?",
         )
         refused(
@@ -122,7 +139,9 @@ def test_share_requests_decisions_and_accounts_refuse_typos(shub: Hub) -> None:
             "lifetime: unknown field; did you mean 'lifetime_days'?",
         )
     with shub.as_admin() as c:
-        refused(c.post("/api/v1/share-requests/sr-0000/approve", json={"reson": "ok"}), "reson: unknown field; did you mean 'reason'?")  # fmt: skip
+        refused(
+            c.post("/api/v1/share-requests/sr-0000/approve", json={"reson": "ok"}), "reson: unknown field; did you mean 'reason'?"
+        )
         refused(
             c.post("/api/v1/accounts", json={"name": "Dr Typo", "role": "researcher", "institution": "kek", "usename": "typo"}),
             "usename: unknown field; did you mean 'username'?",

@@ -17,7 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     ("toml", "problem"),
     [
-        ('[policy]\nallowed_institution = ["kek"]\n', "policy.allowed_institution: unknown field; did you mean 'allowed_institutions'?"),  # fmt: skip
+        (
+            '[policy]\nallowed_institution = ["kek"]\n',
+            "policy.allowed_institution: unknown field; did you mean 'allowed_institutions'?",
+        ),
         ('[agent]\nhub_ulr = "https://hub.example.org"\n', "agent.hub_ulr: unknown field; did you mean 'hub_url'?"),
         ('[discovery]\nbackend = "slurm"\npartiton = ["gpu"]\n', "discovery.partiton: unknown field; did you mean 'partition'?"),
         (
@@ -29,8 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
         ('[transfers]\nexchange = "s3"\nbuckett = "x"\n', "transfers.buckett: unknown field; did you mean 'bucket'?"),
         ("[audit]\nsample_fracton = 0.5\n", "audit.sample_fracton: unknown field; did you mean 'sample_fraction'?"),
         ('[[storage]]\nname = "scratch"\npth = "/data"\n', "storage.0.pth: unknown field; did you mean 'path'?"),
-        ('[polcy]\nmax_cpus = 4\n', "polcy: unknown field; did you mean 'policy'?"),
-        ('[agent]\nmax_cpus = 4\n', "agent.max_cpus: unknown field"),
+        ("[polcy]\nmax_cpus = 4\n", "polcy: unknown field; did you mean 'policy'?"),
+        ("[agent]\nmax_cpus = 4\n", "agent.max_cpus: unknown field"),
     ],
 )
 def test_a_typo_in_any_section_is_refused(tmp_path: Path, toml: str, problem: str) -> None:
