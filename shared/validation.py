@@ -70,11 +70,14 @@ def models_at(root: Any, loc: Loc) -> list[type[BaseModel]]:
 
 
 def field_names(model: type[BaseModel]) -> list[str]:
-    """The keys a model accepts: field names and string aliases."""
+    """The keys a model accepts: its string aliases, and the field names where no alias
+    stands in for them (or the model accepts names too)."""
+    by_name = bool(model.model_config.get("validate_by_name") or model.model_config.get("populate_by_name"))
     names: list[str] = []
     for name, info in model.model_fields.items():
-        for key in (name, info.alias, info.validation_alias):
-            if isinstance(key, str) and key not in names:
+        aliases = [a for a in (info.validation_alias, info.alias) if isinstance(a, str)]
+        for key in aliases + ([name] if by_name or not aliases else []):
+            if key not in names:
                 names.append(key)
     return names
 
