@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 import yaml
@@ -11,6 +11,9 @@ from pydantic import ValidationError
 
 from cryomesh_cli.client import CliError, HubSession, load_profile
 from cryomesh_cli.render import console
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 HubOpt = Annotated[str | None, typer.Option("--hub", help="Hub URL (or CRYOMESH_HUB_URL)")]
 IdOpt = Annotated[str | None, typer.Option("--client-id", help="Client id (or CRYOMESH_CLIENT_ID)")]
@@ -20,7 +23,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The agent's sit
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, even when piped
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 
@@ -44,12 +47,24 @@ def hub_call(creds: tuple[str | None, str | None, str | None], method: str, path
         return call(s, method, path, **kwargs)
 
 
-def load_document(path: Path) -> Any:
-    """A YAML or JSON file (JSON is YAML)."""
+def load_document(path: Path, schema: type[BaseModel] | None = None) -> Any:
+    """A YAML or JSON file (JSON is YAML). With ``schema``, it is checked here first, so a
+    typo is one line naming the file and the field (``spec.yaml: resources.cpu: unknown
+    field; did you mean 'cpus'?``) before anything is sent; the hub checks it again."""
     try:
-        return yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         fail(f"cannot read {path}: {exc}")
+    if schema is not None:
+        from pydantic import ValidationError
+
+        from shared.validation import describe_errors
+
+        try:
+            schema.model_validate(document)
+        except ValidationError as exc:
+            fail(f"{path}: {describe_errors(exc, schema)}")
+    return document
 
 
 def validation_text(exc: ValidationError, what: str) -> str:

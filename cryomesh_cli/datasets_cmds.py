@@ -50,7 +50,8 @@ def register(
     later with `cryomesh datasets set-visibility`. A directory is registered once: again is refused."""
     from pydantic import ValidationError
 
-    from shared.schemas.datasets import ChecksumAlgorithm
+    from shared.schemas.datasets import ChecksumAlgorithm, DatasetCreate
+    from shared.validation import describe_errors
     from site_agent.client import HubClient
     from site_agent.config import load_settings
     from site_agent.credentials import load_credentials, load_key
@@ -75,7 +76,7 @@ def register(
     try:
         body = describe(path, meta, ChecksumAlgorithm(checksum))
     except ValidationError as exc:
-        fail(validation_text(exc, "the dataset description is not valid" + (f" (from {metadata})" if metadata else "")))
+        fail(f"{metadata or 'the dataset description'}: {describe_errors(exc, DatasetCreate)}")
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         fail(str(exc))
 

@@ -105,7 +105,9 @@ def submit(
     if (spec_file is None) == (command is None):
         fail("give a spec file or --command, not both")
     if spec_file is not None:
-        body = load_document(spec_file)
+        from shared.schemas.jobs import JobSpec
+
+        body = load_document(spec_file, JobSpec)
     else:
         assert command is not None
         resources: dict[str, Any] = {"cpus": cpus, "gpus": gpus, "memory_gb": memory_gb, "walltime_s": walltime}

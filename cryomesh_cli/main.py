@@ -55,6 +55,16 @@ sites_app.add_typer(policy_app, name="policy")
 # ---------------------------------------------------------------- hub
 
 
+def _hub_settings() -> Any:
+    """The hub's settings, or one line naming the file and the key that is wrong."""
+    from hub.settings import SettingsError, get_settings
+
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+
+
 @hub_app.command("serve")
 def hub_serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default: settings)")] = None,
@@ -68,9 +78,8 @@ def hub_serve(
     from hub.db import DatabaseUnavailable, check_database, database_errors_explained
     from hub.db import migrate as run_migrations
     from hub.logging import configure_logging
-    from hub.settings import get_settings
 
-    settings = get_settings()
+    settings = _hub_settings()
     configure_logging(settings.log_level, settings.log_json)
     url = settings.resolved_database_url
     try:
@@ -95,9 +104,8 @@ def hub_serve(
 def hub_migrate(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply the database migrations (SQLite or PostgreSQL, from settings)."""
     from hub.db import DatabaseUnavailable, check_database, database_errors_explained, migrate
-    from hub.settings import get_settings
 
-    url = get_settings().resolved_database_url
+    url = _hub_settings().resolved_database_url
     try:
         check_database(url)
         with database_errors_explained(url):
@@ -119,9 +127,8 @@ def admin_bootstrap(
     from hub.accounts.service import bootstrap_admin
     from hub.db import DatabaseUnavailable, check_database, database_errors_explained, make_engine, migrate, transaction
     from hub.errors import CryomeshError
-    from hub.settings import get_settings
 
-    settings = get_settings()
+    settings = _hub_settings()
     try:
         check_database(settings.resolved_database_url)
         with database_errors_explained(settings.resolved_database_url):
@@ -153,7 +160,9 @@ def admin_create_site(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a site from a YAML or JSON file."""
-    site = hub_call((hub, client_id, client_secret), "POST", "/api/v1/sites", json_body=load_document(file))
+    from shared.schemas.sites import SiteCreate
+
+    site = hub_call((hub, client_id, client_secret), "POST", "/api/v1/sites", json_body=load_document(file, SiteCreate))
     print_json(site) if as_json else console.print(f"site [bold]{site['name']}[/bold] registered ({site['status']})")
 
 

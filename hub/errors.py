@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.schemas.common import ErrorBody
+from shared.validation import error_lines
 
 log = logging.getLogger("cryomesh.hub")
 
@@ -64,6 +65,25 @@ def _body(name: str, detail: str) -> dict[str, str]:
     return {"error": name, "detail": detail}
 
 
+def _body_type(request: Request) -> Any:
+    """The type the route validates its JSON body as (None when unknown), so an unknown
+    field can be matched against the fields of the model where it was found."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    field_info = getattr(body_field, "field_info", None)
+    return getattr(field_info, "annotation", None)
+
+
+def validation_detail(request: Request, exc: RequestValidationError) -> str:
+    """``where: what`` for each problem, joined by '; '; unknown fields name the one probably meant."""
+    root = _body_type(request)
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        in_body = bool(loc) and loc[0] == "body"
+        problems += error_lines([{**err, "loc": loc[1:] if in_body else loc}], root if in_body else None, top="body")
+    return "; ".join(problems)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CryomeshError)
     async def _cryomesh_error(request: Request, exc: CryomeshError) -> JSONResponse:
@@ -71,11 +91,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append(f"{where or 'body'}: {err.get('msg')}")
-        return JSONResponse(_body("ValidationError", "; ".join(problems)), 422)
+        return JSONResponse(_body("ValidationError", validation_detail(request, exc)), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

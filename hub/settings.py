@@ -1,6 +1,8 @@
 """Hub settings: environment variables ``CRYOMESH_*``, an optional TOML file, defaults.
 
-The TOML file is named by ``CRYOMESH_CONFIG``; environment variables win over it.
+The TOML file is named by ``CRYOMESH_CONFIG``; environment variables win over it. A key
+in the file that is not a setting (a typo) is refused, naming the setting probably meant;
+``CRYOMESH_*`` variables that are not settings are left alone (other programs use the prefix).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,8 +20,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from shared.schemas.common import StrictModel
+from shared.validation import describe_errors
 
-class ExternalIssuer(BaseModel):
+
+class ExternalIssuer(StrictModel):
     """An OpenID Connect provider whose access tokens the hub accepts."""
 
     issuer: str = Field(description="The provider's issuer identifier (the 'iss' claim)")
@@ -56,7 +61,9 @@ DEFAULT_TRANSFER_ATTEMPTS = 5
 
 
 class HubSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CRYOMESH_", env_nested_delimiter="__", extra="ignore")
+    # extra="forbid" refuses unknown keys of the file; the environment source only reads the
+    # variables that name settings, so other CRYOMESH_* variables never reach validation.
+    model_config = SettingsConfigDict(env_prefix="CRYOMESH_", env_nested_delimiter="__", extra="forbid")
 
     environment: str = Field(default="development", description="'development' or 'production'")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the embedded SQLite database lives")
@@ -135,6 +142,23 @@ class HubSettings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'hub.db'}"
 
 
+class SettingsError(ValueError):
+    """Hub settings that cannot be used, said in one line naming the file and the key."""
+
+
+def load_settings() -> HubSettings:
+    """``HubSettings()`` with a readable :class:`SettingsError` instead of pydantic's dump."""
+    try:
+        return HubSettings()
+    except ValidationError as exc:
+        source = os.environ.get("CRYOMESH_CONFIG")
+        if not source:
+            source = "hub settings (CRYOMESH_* environment variables)"
+        elif any(e["type"] != "extra_forbidden" for e in exc.errors()):
+            source += " (or the CRYOMESH_* environment variables)"
+        raise SettingsError(f"{source}: {describe_errors(exc, HubSettings)}") from None
+
+
 @lru_cache
 def get_settings() -> HubSettings:
-    return HubSettings()
+    return load_settings()

@@ -12,21 +12,31 @@ partitions = ["gpu", "cpu"]  # slurm: which partitions to report (default: all)
 [[storage]]
 name = "scratch"
 path = "/data/cryomesh"
+
+A key that is not a setting (a typo) is refused with the key probably meant.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.schemas.common import StrictModel
+from shared.validation import describe_errors
 
-class AgentSection(BaseModel):
+
+class ConfigError(ValueError):
+    """A site.toml the agent cannot use, said in one line that names the file and the key."""
+
+
+class AgentSection(StrictModel):
     hub_url: str | None = Field(default=None, description="Hub URL; default: the one saved at enrollment")
     state_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_state_dir("cryomesh-agent", appauthor=False)),
@@ -40,7 +50,7 @@ class AgentSection(BaseModel):
     )
 
 
-class DeclaredPartition(BaseModel):
+class DeclaredPartition(StrictModel):
     """A partition whose nodes exist only while work runs (a cloud queue scaling from zero)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -51,7 +61,7 @@ class DeclaredPartition(BaseModel):
     gpus_per_node: int = Field(default=0, ge=0)
 
 
-class DiscoverySection(BaseModel):
+class DiscoverySection(StrictModel):
     backend: Literal["local", "slurm", "declared"] = "local"
     declared: list[DeclaredPartition] = Field(
         default_factory=list, description="declared: the partitions and their scaling limits"
@@ -63,7 +73,7 @@ class DiscoverySection(BaseModel):
     gpu: Literal["auto", "nvml", "nvidia-smi", "none"] = Field(default="auto", description="local: how to find GPUs")
 
 
-class ExecutorSection(BaseModel):
+class ExecutorSection(StrictModel):
     type: Literal["local", "slurm"] = Field(default="local", description="Where jobs run")
     workdir: Path | None = Field(default=None, description="Base directory of job work dirs (default: <state_dir>/work)")
     max_concurrent: int = Field(default=4, ge=1, description="local: jobs run at once on this machine")
@@ -75,7 +85,7 @@ class ExecutorSection(BaseModel):
     cancel_grace_s: float = Field(default=10, ge=0, description="local: SIGTERM, then SIGKILL after this long")
 
 
-class PolicySection(BaseModel):
+class PolicySection(StrictModel):
     """The site's own last word: assignments outside these limits are refused with a reason."""
 
     allowed_kinds: list[str] | None = None
@@ -85,7 +95,7 @@ class PolicySection(BaseModel):
     max_gpus: int | None = Field(default=None, ge=0)
 
 
-class TransfersSection(BaseModel):
+class TransfersSection(StrictModel):
     """How this site moves dataset copies: the exchange store it publishes to, where copies land."""
 
     exchange: Literal["fs", "s3"] = Field(default="fs", description="fs: a directory the other site can read; s3: a bucket")
@@ -108,7 +118,7 @@ class TransfersSection(BaseModel):
     progress_interval_s: float = Field(default=2, gt=0, description="How often progress is reported while moving data")
 
 
-class AuditSection(BaseModel):
+class AuditSection(StrictModel):
     """Periodic integrity audits of the replicas at this site."""
 
     enabled: bool = True
@@ -118,7 +128,7 @@ class AuditSection(BaseModel):
     min_sample: int = Field(default=3, ge=0, description="At least this many files are checksummed per replica")
 
 
-class StorageSection(BaseModel):
+class StorageSection(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     path: Path
 
@@ -148,17 +158,27 @@ class AgentSettings(BaseSettings):
 
 
 def load_settings(config: Path | None) -> AgentSettings:
-    """Read ``config`` (a site.toml); a missing file is an error, not an empty config."""
+    """Read ``config`` (a site.toml); a missing file is an error, not an empty config, and
+    an unknown key (a typo) is refused with the key probably meant (:class:`ConfigError`)."""
     if config is None:
-        return AgentSettings()
+        try:
+            return AgentSettings()
+        except ValidationError as exc:
+            raise ConfigError(f"agent settings (CRYOMESH_AGENT_*): {describe_errors(exc, AgentSettings)}") from None
     if not config.is_file():
         raise FileNotFoundError(f"agent config {config} does not exist")
     with config.open("rb") as fh:
         try:
             data = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(toml_error(config, exc)) from None
-    return AgentSettings(**data)
+            raise ConfigError(toml_error(config, exc)) from None
+    try:
+        return AgentSettings(**data)
+    except ValidationError as exc:
+        source = str(config)
+        if any(k.startswith("CRYOMESH_AGENT_") for k in os.environ):
+            source += " (or the CRYOMESH_AGENT_* environment variables)"
+        raise ConfigError(f"{source}: {describe_errors(exc, AgentSettings)}") from None
 
 
 def toml_error(path: Path, exc: tomllib.TOMLDecodeError) -> str:

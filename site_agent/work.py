@@ -128,7 +128,7 @@ class Worker:
                 await self._sleep(self.settings.agent.max_backoff_s)
                 continue
             busy = False
-            for a in AssignmentBatch.model_validate(data).assignments:
+            for a in AssignmentBatch.model_validate(data, extra="ignore").assignments:
                 if a.action == "cancel":
                     self.request_cancel(a.attempt_id)
                 elif a.attempt_id in self.active:

@@ -28,6 +28,7 @@ from hub.db import transaction
 from hub.deps import CurrentPrincipal, SessionDep
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Unauthorized, responses
 from hub.types import utcnow
+from shared.schemas.common import StrictModel
 
 router = APIRouter(tags=["sign-in"])
 
@@ -173,7 +174,7 @@ async def device_decide(request: Request) -> Response:
     return await run_in_threadpool(decide)
 
 
-class PasswordSetup(BaseModel):
+class PasswordSetup(StrictModel):
     username: str = Field(min_length=1, max_length=100)
     code: str = Field(min_length=1, max_length=200)
     password: str = Field(min_length=1, max_length=1000)

@@ -23,7 +23,7 @@ RELIABILITY_WINDOW = timedelta(days=7)
 def policy_of(row: SitePolicyRow | None) -> SitePolicy:
     if row is None:
         return SitePolicy()
-    return SitePolicy.model_validate(row.model_dump(exclude={"site_id", "updated_at"}))
+    return SitePolicy.model_validate(row.model_dump(exclude={"site_id", "updated_at"}), extra="ignore")
 
 
 def reported_partitions(snap: CapacityLatest) -> list[PartitionView]:

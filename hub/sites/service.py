@@ -110,7 +110,8 @@ def to_public(session: Session, sites: Sequence[Site]) -> list[SitePublic]:
                     "partitions": [p.model_dump() for p in parts[s.id]],
                     "software": [x.model_dump() for x in soft[s.id]],
                     "storage": [e.model_dump() for e in store[s.id]],
-                }
+                },
+                extra="ignore",  # the rows carry ids and foreign keys the schema does not show
             )
         )
     return out

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from shared.schemas.common import StrictModel
+
 
 class Role(StrEnum):
     NETWORK_ADMIN = "network_admin"
@@ -27,7 +29,7 @@ class ClientStatus(StrEnum):
     DISABLED = "disabled"
 
 
-class AccountCreate(BaseModel):
+class AccountCreate(StrictModel):
     name: str = Field(min_length=1, max_length=200, description="Person's name or service name")
     kind: AccountKind = AccountKind.PERSON
     role: Role
@@ -70,7 +72,7 @@ class AccountCredentials(ClientPublic):
     setup_code: str | None = Field(default=None, description="One-time code to set the first password (with a username)")
 
 
-class EnrollmentCodeCreate(BaseModel):
+class EnrollmentCodeCreate(StrictModel):
     ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400, description="How long the code stays valid")
 
 

@@ -7,9 +7,9 @@ import re
 from datetime import date, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.schemas.common import Page
+from shared.schemas.common import Page, StrictModel
 
 
 class ExperimentType(StrEnum):
@@ -40,25 +40,25 @@ class ChecksumAlgorithm(StrEnum):
     SHA256 = "sha256"
 
 
-class Sample(BaseModel):
+class Sample(StrictModel):
     name: str = Field(min_length=1, max_length=300)
     organism: str | None = Field(default=None, max_length=300)
     molecular_weight_kda: float | None = Field(default=None, gt=0)
 
 
-class Instrument(BaseModel):
+class Instrument(StrictModel):
     microscope: str | None = Field(default=None, max_length=200, description="e.g. 'Titan Krios G4'")
     voltage_kv: float | None = Field(default=None, gt=0, le=3000)
     cs_mm: float | None = Field(default=None, ge=0, le=100)
     energy_filter: str | None = Field(default=None, max_length=200)
 
 
-class Detector(BaseModel):
+class Detector(StrictModel):
     model: str | None = Field(default=None, max_length=200, description="e.g. 'Falcon 4i', 'K3'")
     mode: str | None = Field(default=None, pattern=r"^(counting|super-resolution|eer|integrating)$")
 
 
-class Acquisition(BaseModel):
+class Acquisition(StrictModel):
     pixel_size_a: float | None = Field(default=None, gt=0, le=100, description="Ångström per pixel")
     total_dose_e_per_a2: float | None = Field(default=None, gt=0)
     dose_per_frame: float | None = Field(default=None, gt=0)
@@ -70,7 +70,7 @@ class Acquisition(BaseModel):
     tilt_step_deg: float | None = Field(default=None, gt=0, le=90)
 
 
-class ImageSet(BaseModel):
+class ImageSet(StrictModel):
     category: str = Field(pattern=r"^(raw_movies|micrographs|particle_stacks|maps|tilt_series|other)$")
     format: str = Field(pattern=r"^(mrc|mrcs|tiff|eer|star|other)$")
     count: int = Field(ge=0)
@@ -81,7 +81,7 @@ class ImageSet(BaseModel):
     file_pattern: str | None = Field(default=None, max_length=500)
 
 
-class CrossReferences(BaseModel):
+class CrossReferences(StrictModel):
     emdb: list[str] = Field(default_factory=list, max_length=50)
     empiar: list[str] = Field(default_factory=list, max_length=50)
     pdb: list[str] = Field(default_factory=list, max_length=50)
@@ -141,7 +141,7 @@ class Manifest(BaseModel):
         return sum(f.size for f in self.files)
 
 
-class DatasetMetadata(BaseModel):
+class DatasetMetadata(StrictModel):
     title: str = Field(min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=20_000)
     experiment_type: ExperimentType = ExperimentType.SPA
@@ -209,6 +209,8 @@ class AuditReport(BaseModel):
 
 
 class DatasetPublic(DatasetMetadata):
+    model_config = ConfigDict(extra="ignore")  # a response: readers tolerate a newer hub's fields
+
     id: str
     owner_site: str
     institution: str
@@ -242,13 +244,13 @@ class ShareState(StrEnum):
     EXPIRED = "expired"
 
 
-class ShareRequestCreate(BaseModel):
+class ShareRequestCreate(StrictModel):
     dest_site: str = Field(description="The site the dataset should be copied to")
     purpose: str = Field(min_length=3, max_length=2000)
     lifetime_days: int = Field(default=90, ge=1, le=3650, description="How long the copy may be kept once approved")
 
 
-class ShareDecision(BaseModel):
+class ShareDecision(StrictModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
@@ -279,7 +281,7 @@ class ShareRequestPublic(BaseModel):
     events: list[ShareEvent]
 
 
-class SharePolicy(BaseModel):
+class SharePolicy(StrictModel):
     """When the owner site approves requests without a person deciding."""
 
     auto_approve_public: bool = Field(default=False, description="Approve requests for public datasets")

@@ -10,7 +10,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from shared.schemas.common import Page
+from shared.schemas.common import Page, StrictModel
 from shared.schemas.datasets import ExperimentType, Visibility, check_relative_path
 
 
@@ -61,7 +61,7 @@ FINAL_STATES = frozenset({JobState.COMPLETE, JobState.EXECUTOR_ERROR, JobState.S
 _ARCH = re.compile(r"^\d{1,2}\.\d$")
 
 
-class Resources(BaseModel):
+class Resources(StrictModel):
     cpus: int = Field(default=1, ge=1, le=100_000, description="CPU cores in all")
     gpus: int = Field(default=0, ge=0, le=1024)
     gpu_model: str | None = Field(default=None, max_length=100, description="e.g. 'a100'; lower case")
@@ -95,7 +95,7 @@ class Resources(BaseModel):
         return self
 
 
-class SoftwareRequirement(BaseModel):
+class SoftwareRequirement(StrictModel):
     name: str = Field(min_length=1, max_length=100)
     version: str = Field(default="", max_length=100, description="A version range, e.g. '>=5.0,<6'")
     cuda_arch: str | None = Field(default=None, description="Build for this CUDA architecture, e.g. '8.6'")
@@ -113,7 +113,7 @@ class SoftwareRequirement(BaseModel):
 _DATASET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 
 
-class DatasetRef(BaseModel):
+class DatasetRef(StrictModel):
     """An input dataset: the job runs where it is AVAILABLE, or waits while it is copied there."""
 
     dataset: str = Field(description="Dataset id, e.g. 'ds-1234' or 'EMPIAR-10028'")
@@ -135,7 +135,7 @@ class DatasetRef(BaseModel):
         return v
 
 
-class PlacementConstraints(BaseModel):
+class PlacementConstraints(StrictModel):
     allowed_sites: list[str] | None = Field(default=None, max_length=1000, description="Only these sites")
     excluded_sites: list[str] = Field(default_factory=list, max_length=1000)
     countries: list[str] | None = Field(
@@ -154,7 +154,7 @@ class PlacementConstraints(BaseModel):
         return out
 
 
-class OutputDataset(BaseModel):
+class OutputDataset(StrictModel):
     """Register what the job leaves in ``$CRYOMESH_OUTPUT_DIR`` as a dataset of the running site,
     with provenance: its input datasets and this job."""
 
@@ -170,7 +170,7 @@ class OutputDataset(BaseModel):
         return check_relative_path(v)
 
 
-class JobSpec(BaseModel):
+class JobSpec(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     kind: JobKind
     command: list[str] | None = Field(default=None, min_length=1, max_length=1000, description="argv; no shell")

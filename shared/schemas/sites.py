@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from shared.schemas.common import Page, Slug
+from shared.schemas.common import Page, Slug, StrictModel
 
 
 class SiteStatus(StrEnum):
@@ -26,13 +26,13 @@ class Reachability(StrEnum):
     UNREACHABLE = "unreachable"  # missed too many heartbeats
 
 
-class Contact(BaseModel):
+class Contact(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     role: str | None = Field(default=None, max_length=100, description="e.g. 'facility manager'")
 
 
-class Partition(BaseModel):
+class Partition(StrictModel):
     """A homogeneous group of nodes offered by a site (a Slurm partition, a cloud queue)."""
 
     name: Slug
@@ -51,7 +51,7 @@ class Partition(BaseModel):
         return self
 
 
-class Software(BaseModel):
+class Software(StrictModel):
     """A package a site offers to federated work."""
 
     name: str = Field(min_length=1, max_length=100, description="e.g. 'relion', 'cryosparc', 'motioncor2'")
@@ -60,14 +60,14 @@ class Software(BaseModel):
     notes: str | None = Field(default=None, max_length=500)
 
 
-class StorageEndpoint(BaseModel):
+class StorageEndpoint(StrictModel):
     name: Slug
     kind: str = Field(default="posix", pattern=r"^(posix|s3)$")
     path: str = Field(min_length=1, max_length=1000, description="A directory, or s3://bucket/prefix")
     capacity_tb: float | None = Field(default=None, ge=0)
 
 
-class SiteBase(BaseModel):
+class SiteBase(StrictModel):
     institution: str = Field(min_length=1, max_length=200, description="Institution slug, e.g. 'kek'")
     display_name: str = Field(min_length=1, max_length=200)
     country: str = Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
@@ -94,7 +94,7 @@ class SiteCreate(SiteBase):
     name: Slug = Field(description="Short unique name of the site, e.g. 'kek-cryo'")
 
 
-class SiteUpdate(BaseModel):
+class SiteUpdate(StrictModel):
     """Fields to change; lists given here replace the site's lists whole."""
 
     display_name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -109,6 +109,8 @@ class SiteUpdate(BaseModel):
 
 
 class SitePublic(SiteBase):
+    model_config = ConfigDict(extra="ignore")  # a response: readers tolerate a newer hub's fields
+
     name: str
     status: SiteStatus
     reachability: Reachability
@@ -122,7 +124,7 @@ class SitePublic(SiteBase):
 SitePage = Page[SitePublic]
 
 
-class TimeWindow(BaseModel):
+class TimeWindow(StrictModel):
     """A weekly window in the site's time zone, e.g. weeknights 19:00-07:00."""
 
     days: list[str] = Field(min_length=1, description="mon, tue, wed, thu, fri, sat, sun")
@@ -142,7 +144,7 @@ class TimeWindow(BaseModel):
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-class SitePolicy(BaseModel):
+class SitePolicy(StrictModel):
     """What a site lends to federated work. Defaults lend everything to everyone, always."""
 
     cpu_share: float = Field(default=1.0, ge=0, le=1, description="Share of the site's CPUs federated jobs may hold")
