@@ -44,7 +44,7 @@ def test_visibility_from_the_cli_and_a_second_registration_refused(sqlite_hub: H
     bad_meta = tmp_path / "meta.yaml"
     bad_meta.write_text("title: x\nacquisition: {pixel_size_a: -1}\nsample: {}\n")
     out = register_cli(config, data, "--metadata", str(bad_meta))
-    assert_one_clear_error(out, "acquisition.pixel_size_a:", "sample.name: missing")
+    assert_one_clear_error(out, "acquisition.pixel_size_a:", "sample.name: Field required")
 
     first = register_cli(config, data, "--title", "Apoferritin", "--json")
     assert first.returncode == 0, first.stdout + first.stderr
