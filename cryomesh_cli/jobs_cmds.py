@@ -209,10 +209,18 @@ def explain(
 
 
 def usage_tables(report: dict[str, Any]) -> list[Table]:
-    out = []
+    window = f"{report['since'][:10]} .. {report['until'][:10]}"
+    balance = Table(
+        "institution", "lent CPU h", "borrowed CPU h", "own use CPU h", "lent GPU h", "borrowed GPU h", "own use GPU h",
+        title=f"lent and borrowed, by institution ({window}); own use is neither",
+    )  # fmt: skip
+    keys = ("lent_cpu_hours", "borrowed_cpu_hours", "own_cpu_hours", "lent_gpu_hours", "borrowed_gpu_hours", "own_gpu_hours")
+    for b in report.get("balance_by_institution", []):
+        balance.add_row(b["institution"], *(f"{b[k]:.3f}" for k in keys))
+    out = [balance]
     for title, rows in (
-        ("consumed, by institution", report["consumed_by_institution"]),
-        ("provided, by site", report["provided_by_site"]),
+        ("consumed, by institution, own use included", report["consumed_by_institution"]),
+        ("provided, by site, own institution included", report["provided_by_site"]),
     ):
         t = Table(
             "who",
@@ -220,7 +228,7 @@ def usage_tables(report: dict[str, Any]) -> list[Table]:
             "wall h",
             "CPU h",
             "GPU h",
-            title=f"usage {title} ({report['since'][:10]} .. {report['until'][:10]})",
+            title=f"usage {title} ({window})",
         )
         for r in rows:
             gpu = ", ".join(f"{m} {h:.2f}" for m, h in r["gpu_hours"].items()) or "-"

@@ -25,7 +25,7 @@ from hub.deps import Person, SessionDep
 from hub.errors import AUTH_ERRORS, NotFound, responses
 from hub.jobs import service as jobs
 from hub.jobs import usage
-from hub.jobs.models import Attempt, UsageEntry
+from hub.jobs.models import Attempt
 from hub.network.service import summary
 from hub.sites.models import Site
 from hub.transfers import service as transfers
@@ -152,27 +152,10 @@ def data(
 def lent_and_borrowed(
     session: SessionDep, principal: Person, days: Annotated[float, Query(gt=0, le=3660)] = 30
 ) -> dict[str, Any]:
-    """CPU- and GPU-hours consumed versus contributed, per institution (network admins: all;
-    others: their own institution)."""
+    """CPU- and GPU-hours lent to others, borrowed from others and used of one's own, per institution
+    (network admins: all; others: their own institution). Own use is neither lent nor borrowed."""
     until = utcnow()
     since = until - timedelta(days=days)
     report = usage.report(session, principal, since, until)
-    site_inst = {s.name: s.institution for s in session.exec(select(Site))}
-    entries = session.exec(select(UsageEntry).where(col(UsageEntry.ended_at) >= since)).all()
-    per: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for e in entries:
-        gpu_h = e.wall_s * e.gpus / 3600
-        cpu_h = e.wall_s * e.cpus / 3600
-        per[e.institution]["consumed_cpu_h"] += cpu_h
-        per[e.institution]["consumed_gpu_h"] += gpu_h
-        lender = site_inst.get(e.site, e.site)
-        per[lender]["contributed_cpu_h"] += cpu_h
-        per[lender]["contributed_gpu_h"] += gpu_h
-    if principal.role is not Role.NETWORK_ADMIN:
-        per = defaultdict(lambda: defaultdict(float), {k: v for k, v in per.items() if k == principal.institution})
-    rows = [
-        {"institution": inst, **{k: round(v[k], 4) for k in ("consumed_cpu_h", "consumed_gpu_h", "contributed_cpu_h",
-                                                              "contributed_gpu_h")}}
-        for inst, v in sorted(per.items())
-    ]  # fmt: skip
+    rows = [b.model_dump(mode="json") for b in report.balance_by_institution]
     return {"since": since, "until": until, "institutions": rows, "report": report.model_dump(mode="json")}

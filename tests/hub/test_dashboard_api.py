@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -61,3 +62,48 @@ def test_the_page_is_served_with_a_strict_policy(sqlite_hub: Hub) -> None:
     js = httpx.get(f"{sqlite_hub.url}/dashboard/app.js")
     assert js.status_code == 200 and "code_challenge_method" in js.text
     assert "http://" not in js.text and "https://" not in js.text, "nothing is loaded from elsewhere"
+
+
+def _run_one(c: httpx.Client, site: str, hours: float) -> None:
+    """Play the site's agent over HTTP: take the one job offered, report it ran for ``hours``."""
+    [offer] = c.get(f"/api/v1/sites/{site}/assignments", params={"wait": 0}).json()["assignments"]
+    aid = offer["attempt_id"]
+    assert c.post(f"/api/v1/attempts/{aid}/claim").status_code == 200
+    end = datetime.now(UTC)
+    report = {"seq": 1, "state": "COMPLETE", "exit_code": 0, "started_at": (end - timedelta(hours=hours)).isoformat(),
+              "ended_at": end.isoformat()}  # fmt: skip
+    r = c.post(f"/api/v1/attempts/{aid}/reports", json=report)
+    assert r.status_code == 200 and r.json()["job_state"] == "COMPLETE", r.text
+
+
+def test_own_use_is_neither_lent_nor_borrowed(sqlite_hub: Hub, tmp_path: Path) -> None:
+    agents = {}
+    for site, inst in (("kek-cryo", "kek"), ("osaka-gpu", "osaka-u")):
+        sqlite_hub.create_site(site, institution=inst)
+        agents[site] = sqlite_hub.http(sqlite_hub.agent_token(sqlite_hub.enroll_agent(site, tmp_path / site)))
+        assert agents[site].post(f"/api/v1/sites/{site}/heartbeat", json=heartbeat_body()).status_code == 200
+    kek = sqlite_hub.account("researcher", institution="kek")
+    job = {"kind": "generic.command", "command": ["true"], "resources": {"cpus": 4, "gpus": 1, "gpu_model": "a100"}}
+    # kek's researcher runs 2 h at kek's own site, then 1 h at Osaka's.
+    for site, hours in (("kek-cryo", 2.0), ("osaka-gpu", 1.0)):
+        with sqlite_hub.as_(kek) as c:
+            assert (
+                c.post("/api/v1/jobs", json={**job, "name": f"at-{site}", "placement": {"allowed_sites": [site]}}).status_code
+                == 201
+            )
+        _run_one(agents[site], site, hours)
+    for a in agents.values():
+        a.close()
+
+    with sqlite_hub.as_admin() as c:
+        rows = {r["institution"]: r for r in c.get("/api/v1/dashboard/usage").json()["institutions"]}
+        report = c.get("/api/v1/usage").json()
+    assert rows["kek"]["own_cpu_hours"] == 8.0 and rows["kek"]["own_gpu_hours"] == 2.0
+    assert rows["kek"]["borrowed_cpu_hours"] == 4.0 and rows["kek"]["borrowed_gpu_hours"] == 1.0
+    assert rows["kek"]["lent_cpu_hours"] == 0, "kek's own job at kek's own site is not lending"
+    assert rows["osaka-u"]["lent_cpu_hours"] == 4.0 and rows["osaka-u"]["borrowed_cpu_hours"] == 0
+    assert rows["osaka-u"]["own_cpu_hours"] == 0
+    assert {b["institution"]: b for b in report["balance_by_institution"]} == rows, "the CLI's report says the same"
+    with sqlite_hub.as_(kek) as c:
+        mine = c.get("/api/v1/dashboard/usage").json()["institutions"]
+    assert [r["institution"] for r in mine] == ["kek"], "a researcher sees their own institution only"

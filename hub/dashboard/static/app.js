@@ -199,20 +199,24 @@ async function dataPage() {
 async function usagePage() {
   const d = await api("/api/v1/dashboard/usage?days=30");
   const rows = d.institutions;
-  const max = Math.max(0.0001, ...rows.flatMap((r) => [r.consumed_cpu_h, r.contributed_cpu_h]));
-  const w = 900, rowH = 44, h = Math.max(80, rows.length * rowH + 30), left = 140;
+  // Own use (an institution's jobs on its own sites) is neither lent nor borrowed: a bar of its own.
+  const kinds = [["lent", "#1f8a4c", "lent to others"], ["borrowed", "#2458c6", "borrowed from others"], ["own", "#9aa3b2", "own use"]];
+  const max = Math.max(0.0001, ...rows.flatMap((r) => kinds.map(([k]) => r[`${k}_cpu_hours`])));
+  const w = 900, rowH = 60, h = Math.max(80, rows.length * rowH + 30), left = 140;
   const bars = rows.map((r, i) => {
     const y = 20 + i * rowH, sc = (v) => ((w - left - 20) * v) / max;
-    return `<text x="4" y="${y + 18}">${esc(r.institution)}</text>
-      <rect x="${left}" y="${y}" width="${sc(r.contributed_cpu_h).toFixed(1)}" height="16" fill="#1f8a4c"><title>lent ${r.contributed_cpu_h} CPU-h</title></rect>
-      <rect x="${left}" y="${y + 18}" width="${sc(r.consumed_cpu_h).toFixed(1)}" height="16" fill="#2458c6"><title>borrowed ${r.consumed_cpu_h} CPU-h</title></rect>`;
+    return `<text x="4" y="${y + 26}">${esc(r.institution)}</text>${kinds.map(([k, color, label], j) =>
+      `<rect x="${left}" y="${y + j * 17}" width="${sc(r[`${k}_cpu_hours`]).toFixed(1)}" height="15" fill="${color}"><title>${label} ${r[`${k}_cpu_hours`]} CPU-h</title></rect>`).join("")}`;
   }).join("");
-  const table = rows.map((r) => `<tr data-testid="usage-row"><td>${esc(r.institution)}</td><td>${r.contributed_cpu_h}</td><td>${r.consumed_cpu_h}</td>
-    <td>${r.contributed_gpu_h}</td><td>${r.consumed_gpu_h}</td></tr>`).join("");
+  const table = rows.map((r) => `<tr data-testid="usage-row" data-institution="${esc(r.institution)}"><td>${esc(r.institution)}</td>
+    <td>${r.lent_cpu_hours}</td><td>${r.borrowed_cpu_hours}</td><td>${r.own_cpu_hours}</td>
+    <td>${r.lent_gpu_hours}</td><td>${r.borrowed_gpu_hours}</td><td>${r.own_gpu_hours}</td></tr>`).join("");
+  const legend = kinds.map(([, color, label]) => `<span><i class="swatch" style="background:${color}"></i>${label}</span>`).join("");
   return `<h2>Lent versus borrowed, last 30 days (CPU-hours)</h2>
     <svg class="chart" viewBox="0 0 ${w} ${h}" style="height:${h}px" data-testid="usage-chart">${bars}</svg>
-    <div class="legend"><span><i class="swatch" style="background:#1f8a4c"></i>lent (contributed)</span><span><i class="swatch" style="background:#2458c6"></i>borrowed (consumed)</span></div>
-    <table><tr><th>institution</th><th>lent CPU-h</th><th>borrowed CPU-h</th><th>lent GPU-h</th><th>borrowed GPU-h</th></tr>${table}</table>`;
+    <div class="legend">${legend}</div>
+    <table data-testid="usage"><tr><th>institution</th><th>lent CPU-h</th><th>borrowed CPU-h</th><th>own use CPU-h</th>
+      <th>lent GPU-h</th><th>borrowed GPU-h</th><th>own use GPU-h</th></tr>${table}</table>`;
 }
 
 function setupPage() {
