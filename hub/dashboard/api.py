@@ -21,7 +21,7 @@ from hub.datasets import service as datasets
 from hub.datasets import shares
 from hub.datasets.models import Dataset
 from hub.datasets.service import DatasetFilter
-from hub.deps import Person, SessionDep
+from hub.deps import Person, SessionDep, SettingsDep
 from hub.errors import AUTH_ERRORS, NotFound, responses
 from hub.jobs import service as jobs
 from hub.jobs import usage
@@ -47,11 +47,16 @@ def overview(session: SessionDep, principal: Person) -> NetworkSummary:
 def capacity(
     session: SessionDep,
     principal: Person,
+    settings: SettingsDep,
     hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24,
     site: str | None = None,
 ) -> dict[str, Any]:
-    """Capacity over time, per history bucket: one site, or the whole network (summed)."""
-    since = utcnow() - timedelta(hours=hours)
+    """Capacity over time, per history bucket: one site, or the whole network (summed).
+
+    ``hours`` is the window asked for; ``span_s`` is what the points cover (first to last
+    point), ``age_s`` how old the last point is, ``bucket_s`` the time between points."""
+    now = utcnow()
+    since = now - timedelta(hours=hours)
     stmt = select(CapacityBucket, Site.name).join(Site, col(Site.id) == CapacityBucket.site_id)
     stmt = stmt.where(col(CapacityBucket.bucket_start) >= since)
     if site:
@@ -65,7 +70,17 @@ def capacity(
             q = p["gpus"].setdefault(model, {"total": 0, "free": 0.0})
             q["total"] += g["total"]
             q["free"] += g["free_sum"] / b.samples if b.samples else 0
-    return {"site": site, "hours": hours, "points": [points[t] for t in sorted(points)]}
+    times = sorted(points)
+    return {
+        "site": site,
+        "hours": hours,
+        "bucket_s": settings.history_bucket_s,
+        "first": times[0] if times else None,
+        "last": times[-1] if times else None,
+        "span_s": (times[-1] - times[0]).total_seconds() if times else 0.0,
+        "age_s": round((now - times[-1]).total_seconds(), 1) if times else None,
+        "points": [points[t] for t in times],
+    }
 
 
 @router.get("/jobs")
