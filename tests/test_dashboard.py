@@ -34,8 +34,8 @@ def person(hub: HubProcess, username: str, **kw: Any) -> dict[str, Any]:
     return dict(acct)
 
 
-# osaka-gpu declares a GPU partition (this machine has none), so the capacity chart has CPUs
-# (hundreds) and GPUs (a handful) to draw on their own axes.
+# kek-krios declares a GPU partition (this machine has none), so the capacity chart has CPUs
+# (over a hundred) and GPUs (a handful) to draw on their own axes.
 DECLARED_GPUS = """backend = "declared"
 
 [[discovery.declared]]
@@ -70,8 +70,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     hub.start()
     net = Network(hub, tmp_path)
     try:
-        src = net.agent("kek-krios", "kek")
-        dst = gpu_agent(net, "osaka-gpu", "osaka-u")
+        src = gpu_agent(net, "kek-krios", "kek")
+        dst = net.agent("osaka-gpu", "osaka-u")
         ds = net.register(src, make_data(tmp_path / "ds", {"movies/m1.mrc": 3_000_000, "run.star": 100}))
         net.register(src, make_data(tmp_path / "secret", {"unpublished.mrc": 1000}), visibility="private", title="kek-only")
         net.start(src)

@@ -10,13 +10,13 @@ network admins.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
-from hub.capacity.models import CapacityBucket
+from hub.capacity.chart import summed_history
 from hub.datasets import service as datasets
 from hub.datasets import shares
 from hub.datasets.models import Dataset
@@ -57,20 +57,8 @@ def capacity(
     point), ``age_s`` how old the last point is, ``bucket_s`` the time between points."""
     now = utcnow()
     since = now - timedelta(hours=hours)
-    stmt = select(CapacityBucket, Site.name).join(Site, col(Site.id) == CapacityBucket.site_id)
-    stmt = stmt.where(col(CapacityBucket.bucket_start) >= since)
-    if site:
-        stmt = stmt.where(Site.name == site)
-    points: dict[datetime, dict[str, Any]] = {}
-    for b, _name in session.exec(stmt.order_by(col(CapacityBucket.bucket_start))):
-        p = points.setdefault(b.bucket_start, {"t": b.bucket_start, "cpus_total": 0, "cpus_free": 0.0, "gpus": {}})
-        p["cpus_total"] += b.cpus_total
-        p["cpus_free"] += b.cpus_free_sum / b.samples if b.samples else 0
-        for model, g in b.gpus.items():
-            q = p["gpus"].setdefault(model, {"total": 0, "free": 0.0})
-            q["total"] += g["total"]
-            q["free"] += g["free_sum"] / b.samples if b.samples else 0
-    times = sorted(points)
+    points = summed_history(session, since, site, settings.history_bucket_s)
+    times = [p["t"] for p in points]
     return {
         "site": site,
         "hours": hours,
@@ -79,7 +67,7 @@ def capacity(
         "last": times[-1] if times else None,
         "span_s": (times[-1] - times[0]).total_seconds() if times else 0.0,
         "age_s": round((now - times[-1]).total_seconds(), 1) if times else None,
-        "points": [points[t] for t in times],
+        "points": points,
     }
 
 
