@@ -191,6 +191,8 @@ def test_coordinator_flow_in_a_real_browser(world: dict[str, Any], chromium: Any
 
     page.click("nav a[data-page=usage]")
     page.wait_for_selector("[data-testid=usage-chart]")
+    heads = page.inner_text("[data-testid=usage]")
+    assert "LENT CPU-H" in heads.upper() and "OWN USE CPU-H" in heads.upper(), "own use is apart from lent and borrowed"
     page.screenshot(path=str(out / "dashboard-usage.png"), full_page=True)
 
     # Sign out: the page says so and the token no longer works anywhere.
