@@ -101,7 +101,8 @@ class DataStory:
                 "outputs": {"title": "2D average of the synthetic particles", "visibility": "network"},
             },
         )
-        say(f"2D-average job {self.job['id'][:8]} for {DEST}: {self.job['state']} — {self.job['state_reason']}")
+        why = self.job["state_reason"] or self.researcher.call("GET", f"/api/v1/jobs/{self.job['id']}/placement")["explanation"]
+        say(f"2D-average job {self.job['id'][:8]} for {DEST}: {self.job['state']} — {why}")
 
     def refresh(self) -> None:
         if self.job:
