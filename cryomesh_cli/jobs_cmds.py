@@ -211,12 +211,13 @@ def explain(
 def usage_tables(report: dict[str, Any]) -> list[Table]:
     window = f"{report['since'][:10]} .. {report['until'][:10]}"
     balance = Table(
-        "institution", "lent CPU h", "borrowed CPU h", "own use CPU h", "lent GPU h", "borrowed GPU h", "own use GPU h",
+        "institution", "lent (CPU h / GPU h)", "borrowed (CPU h / GPU h)", "own use (CPU h / GPU h)",
         title=f"lent and borrowed, by institution ({window}); own use is neither",
     )  # fmt: skip
-    keys = ("lent_cpu_hours", "borrowed_cpu_hours", "own_cpu_hours", "lent_gpu_hours", "borrowed_gpu_hours", "own_gpu_hours")
     for b in report.get("balance_by_institution", []):
-        balance.add_row(b["institution"], *(f"{b[k]:.3f}" for k in keys))
+        balance.add_row(
+            b["institution"], *(f"{b[f'{k}_cpu_hours']:.3f} / {b[f'{k}_gpu_hours']:.3f}" for k in ("lent", "borrowed", "own"))
+        )
     out = [balance]
     for title, rows in (
         ("consumed, by institution, own use included", report["consumed_by_institution"]),

@@ -28,8 +28,8 @@ def summed_history(session: Session, since: datetime, site: str | None, bucket_s
     if site:
         stmt = stmt.where(Site.name == site)
     by_site: dict[int, dict[datetime, CapacityBucket]] = defaultdict(dict)
-    for b in session.exec(stmt):
-        by_site[b.site_id][b.bucket_start] = b
+    for row in session.exec(stmt):
+        by_site[row.site_id][row.bucket_start] = row
     step = timedelta(seconds=bucket_s)
     points = []
     for t in sorted({t for buckets in by_site.values() for t in buckets}):
