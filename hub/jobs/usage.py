@@ -51,9 +51,7 @@ def _balance(entries: list[UsageEntry], site_institution: dict[str, str]) -> lis
         acc[lender]["lent_cpu_hours"] += cpu_h
         acc[lender]["lent_gpu_hours"] += gpu_h
     fields = [f for f in InstitutionBalance.model_fields if f != "institution"]
-    return [
-        InstitutionBalance(institution=inst, **{f: round(v[f], 4) for f in fields}) for inst, v in sorted(acc.items())
-    ]
+    return [InstitutionBalance(institution=inst, **{f: round(v[f], 4) for f in fields}) for inst, v in sorted(acc.items())]
 
 
 def report(session: Session, principal: Principal, since: datetime, until: datetime) -> UsageReport:
