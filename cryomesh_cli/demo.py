@@ -330,8 +330,8 @@ def _job_entry(researcher: HubSession, j: dict[str, Any]) -> dict[str, Any]:
 
 
 FINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
-#: Seconds a whole run takes on an idle 2-core machine, from start to the story's end (measured; see the README).
-TYPICAL_RUN_S = 60
+#: Seconds a whole run took on a busy 2-core machine, from start to the story's end (measured; see the README).
+TYPICAL_RUN_S = 90
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -556,7 +556,7 @@ def _run(workdir: Path, duration: float | None, report: Path | None, heartbeat_s
         for line in problems:
             console.print(f"  {line}", highlight=False, markup=False)
         console.print(
-            f"A whole run takes about {TYPICAL_RUN_S} s on an idle 2-core machine, longer on a busy one: give it more "
+            f"A whole run took {TYPICAL_RUN_S} s on a busy 2-core machine: give it more "
             f"(--duration {2 * TYPICAL_RUN_S}) or none (it then runs until Ctrl-C). With --keep the hub's and agents' "
             "logs stay for a look.",
             highlight=False,
