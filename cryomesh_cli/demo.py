@@ -370,10 +370,11 @@ def _run_demo(duration: float | None, report: Path | None, heartbeat_s: float, e
                     f"the coordinator's credentials in coordinator.json, each site's state, data and log); "
                     f"remove it when done",
                     highlight=False,
+                    soft_wrap=True,  # the path stays whole for copying
                 )
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
-                console.print(f"removed the working directory {workdir} (--keep keeps it)", highlight=False)
+                console.print(f"removed the working directory {workdir} (--keep keeps it)", highlight=False, soft_wrap=True)
     return 1
 
 
@@ -403,6 +404,7 @@ def _run(workdir: Path, duration: float | None, report: Path | None, heartbeat_s
         f"coordinator's credentials, the sites' state, data and logs; about 60 MB). It is removed when the demo ends; "
         f"--keep keeps it.",
         highlight=False,
+        soft_wrap=True,  # the path stays whole for copying
     )
     try:
         boot = subprocess.run(_cli("admin", "bootstrap", "--name", "demo-coordinator"), env=env, capture_output=True, text=True)
