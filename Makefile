@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-## demo: an embedded hub and three enrolled site agents on loopback (DEMO_ARGS="--duration 30")
+## demo: an embedded hub and three enrolled site agents on loopback (DEMO_ARGS="--duration 180 --keep")
 demo: install
 	$(VENV)/bin/cryomesh demo $(DEMO_ARGS)
 

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from rich.live import Live
 
 from cryomesh_cli.client import CliError, HubSession, Profile
 from cryomesh_cli.demo_data import DataStory, transfers_section
+from cryomesh_cli.demo_outcome import unfinished
 from cryomesh_cli.devslurm import free_port
 from cryomesh_cli.jobs_cmds import jobs_table, usage_tables
 from cryomesh_cli.render import console, summary_table
@@ -328,9 +330,25 @@ def _job_entry(researcher: HubSession, j: dict[str, Any]) -> dict[str, Any]:
 
 
 FINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+#: Seconds a whole run took on a busy 2-core machine, from start to the story's end (measured; see the README).
+TYPICAL_RUN_S = 90
 
 
-def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2.0, executor: str = "local") -> int:
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo(
+    duration: float | None, report: Path | None, heartbeat_s: float = 2.0, executor: str = "local", keep: bool = False
+) -> int:
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM cleans up like Ctrl-C
+    try:
+        return _run_demo(duration, report, heartbeat_s, executor, keep)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_demo(duration: float | None, report: Path | None, heartbeat_s: float, executor: str, keep: bool) -> int:
     with contextlib.ExitStack() as stack:
         cluster = None
         if executor == "slurm":
@@ -342,12 +360,29 @@ def run_demo(duration: float | None, report: Path | None, heartbeat_s: float = 2
                 return 1
             console.print("starting a local Slurm cluster (munged, slurmctld, slurmd; 4 A100s emulated through GRES)…")
             cluster = stack.enter_context(slurm_cluster(gpus=4, gpu_type="a100"))
-        return _run(duration, report, heartbeat_s, cluster)
+        workdir = Path(tempfile.mkdtemp(prefix="cryomesh-demo-"))
+        try:
+            return _run(workdir, duration, report, heartbeat_s, cluster)
+        finally:
+            if keep:
+                console.print(
+                    f"kept the working directory [bold]{workdir}[/bold] ({_size_mb(workdir):.0f} MB: the hub's database and log, "
+                    f"the coordinator's credentials in coordinator.json, each site's state, data and log); "
+                    f"remove it when done",
+                    highlight=False,
+                    soft_wrap=True,  # the path stays whole for copying
+                )
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+                console.print(f"removed the working directory {workdir} (--keep keeps it)", highlight=False, soft_wrap=True)
     return 1
 
 
-def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluster: Any) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="cryomesh-demo-"))
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+
+
+def _run(workdir: Path, duration: float | None, report: Path | None, heartbeat_s: float, cluster: Any) -> int:
     port = free_port()
     hub_url = f"http://127.0.0.1:{port}"
     env = {
@@ -364,7 +399,13 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
     env.pop("CRYOMESH_CONFIG", None)
     procs: list[subprocess.Popen[bytes]] = []
     started = time.monotonic()
-    console.print(f"[bold]cryomesh demo[/bold] — working directory {workdir}")
+    console.print(
+        f"[bold]cryomesh demo[/bold] — working directory [bold]{workdir}[/bold] (the hub's database and log, the "
+        f"coordinator's credentials, the sites' state, data and logs; about 60 MB). It is removed when the demo ends; "
+        f"--keep keeps it.",
+        highlight=False,
+        soft_wrap=True,  # the path stays whole for copying
+    )
     try:
         boot = subprocess.run(_cli("admin", "bootstrap", "--name", "demo-coordinator"), env=env, capture_output=True, text=True)
         if boot.returncode != 0:
@@ -388,7 +429,7 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
             f"[bold]{password}[/bold]",
             highlight=False,
         )
-        agents: list[subprocess.Popen[bytes]] = []
+        agents: dict[str, subprocess.Popen[bytes]] = {}
         for spec in SITES:
             name = spec["site"]["name"]
             admin.call("POST", "/api/v1/sites", json_body=spec["site"])
@@ -434,7 +475,7 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
                     _cli("agent", "run", "--config", str(config)), env=env, stdout=agent_log, stderr=subprocess.STDOUT
                 )
             procs.append(agent)
-            agents.append(agent)
+            agents[name] = agent
 
         researcher_acct = admin.call(
             "POST", "/api/v1/accounts", json_body={"name": "demo researcher", "role": "researcher", "institution": "osaka-u"}
@@ -448,6 +489,7 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
         summary: dict[str, Any] = admin.call("GET", "/api/v1/network/summary")
         deadline = started + duration if duration else None
         done_at: float | None = None
+        exited: list[str] = []
         with Live(summary_table(summary), console=console, refresh_per_second=2, transient=False) as live:
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -476,32 +518,52 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
                     done_at = time.monotonic()
                     if deadline is None or duration is None:
                         live.console.print(f"all {len(jobs)} jobs finished; still serving (Ctrl-C to stop)")
-                if any(a.poll() is not None for a in agents):
-                    live.console.print("[red]an agent exited; see its log[/red]")
+                exited = [name for name, a in agents.items() if a.poll() is not None]
+                if exited:
+                    live.console.print(f"[red]the agent of {', '.join(exited)} exited; see its log[/red]")
                     break
         console.print(
             f"all {len(SITES)} sites online after {all_online_after} s"
             if all_online_after
             else "[red]not every site came online[/red]"
         )
+        summary = admin.call("GET", "/api/v1/network/summary")
         entries = [_job_entry(researcher, researcher.call("GET", f"/api/v1/jobs/{j['id']}")) for j in submitted]
         for e in entries:
-            console.print(f"  {e['name']}: {e['state']} at {e['site']} — {e['placement']['summary']}")
+            reason = e["placement"]["summary"] or e["placement"]["explanation"]
+            console.print(f"  {e['name']}: {e['state']} at {e['site'] or '-'} — {reason}")
         data = story.report()
+        outcome = story.outcome()
         if story.job:
-            dj = data["data_job"]
-            a = dj["analysis"]
-            console.print(
-                f"  2d-average: {dj['state']} at {dj['site']} — {dj['state_reason']}; {a['images']} images, correlation with "
-                f"the clean projection {a.get('average_correlation')} (one image alone: {a['single_image_correlation']})"
+            dj, a = data["data_job"], data["data_job"]["analysis"]
+            found = (
+                f"; {a['images']} images, correlation with the clean projection {a['average_correlation']} (one image "
+                f"alone: {a['single_image_correlation']})"
+                if "average_correlation" in a
+                else ""
             )
+            console.print(f"  2d-average: {dj['state']} at {dj['site'] or '-'} — {outcome['job_explanation']}{found}")
         for table in usage_tables(admin.call("GET", "/api/v1/usage", params={"days": 1})):
             console.print(table)
         if report:
             full = {**build_report(hub_url, summary, started, all_online_after, entries), **data, "dashboard": dashboard}
             report.write_text(json.dumps(full, indent=2))
             console.print(f"report written to {report}")
-        return 0 if all_online_after else 1
+        problems = unfinished(summary, [spec["site"]["name"] for spec in SITES], entries, outcome)
+        if not problems:
+            console.print(f"the demo's story finished in {done_at - started if done_at else time.monotonic() - started:.0f} s")
+            return 0
+        why = f"the agent of {', '.join(exited)} exited" if exited else f"the time was up: --duration {duration or 0:g}"
+        console.print(f"[red]the demo's story did not finish[/red] ({why}):", highlight=False)
+        for line in problems:
+            console.print(f"  {line}", highlight=False, markup=False)
+        console.print(
+            f"A whole run took {TYPICAL_RUN_S} s on a busy 2-core machine: give it more "
+            f"(--duration {2 * TYPICAL_RUN_S}) or none (it then runs until Ctrl-C). With --keep the hub's and agents' "
+            "logs stay for a look.",
+            highlight=False,
+        )
+        return 1
     except KeyboardInterrupt:
         console.print("stopping (Ctrl-C)")
         return 0

@@ -101,7 +101,8 @@ class DataStory:
                 "outputs": {"title": "2D average of the synthetic particles", "visibility": "network"},
             },
         )
-        say(f"2D-average job {self.job['id'][:8]} for {DEST}: {self.job['state']} — {self.job['state_reason']}")
+        why = self.job["state_reason"] or self.researcher.call("GET", f"/api/v1/jobs/{self.job['id']}/placement")["explanation"]
+        say(f"2D-average job {self.job['id'][:8]} for {DEST}: {self.job['state']} — {why}")
 
     def refresh(self) -> None:
         if self.job:
@@ -110,6 +111,19 @@ class DataStory:
     @property
     def finished(self) -> bool:
         return not self.job or self.job["state"] in FINAL
+
+    def outcome(self) -> dict[str, Any]:
+        """Where the story stands, for ``demo_outcome.unfinished``."""
+        out: dict[str, Any] = {"dataset": self.dataset, "request": self.request, "job": self.job, "transfers": []}
+        if self.dataset:
+            out["transfers"] = self.transfers()
+            if self.request:
+                out["request"] = self.admin.call("GET", f"/api/v1/share-requests/{self.request['id']}")
+        if self.job:
+            self.refresh()
+            out["job"] = self.job
+            out["job_explanation"] = self.researcher.call("GET", f"/api/v1/jobs/{self.job['id']}/placement")["explanation"]
+        return out
 
     def transfers(self) -> list[dict[str, Any]]:
         return list(self.admin.call("GET", "/api/v1/transfers")) if self.dataset else []

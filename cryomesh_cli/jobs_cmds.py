@@ -223,10 +223,19 @@ def explain(
 
 
 def usage_tables(report: dict[str, Any]) -> list[Table]:
-    out = []
+    window = f"{report['since'][:10]} .. {report['until'][:10]}"
+    balance = Table(
+        "institution", "lent (CPU h / GPU h)", "borrowed (CPU h / GPU h)", "own use (CPU h / GPU h)",
+        title=f"lent and borrowed, by institution ({window}); own use is neither",
+    )  # fmt: skip
+    for b in report.get("balance_by_institution", []):
+        balance.add_row(
+            b["institution"], *(f"{b[f'{k}_cpu_hours']:.3f} / {b[f'{k}_gpu_hours']:.3f}" for k in ("lent", "borrowed", "own"))
+        )
+    out = [balance]
     for title, rows in (
-        ("consumed, by institution", report["consumed_by_institution"]),
-        ("provided, by site", report["provided_by_site"]),
+        ("consumed, by institution, own use included", report["consumed_by_institution"]),
+        ("provided, by site, own institution included", report["provided_by_site"]),
     ):
         t = Table(
             "who",
@@ -234,7 +243,7 @@ def usage_tables(report: dict[str, Any]) -> list[Table]:
             "wall h",
             "CPU h",
             "GPU h",
-            title=f"usage {title} ({report['since'][:10]} .. {report['until'][:10]})",
+            title=f"usage {title} ({window})",
         )
         for r in rows:
             gpu = ", ".join(f"{m} {h:.2f}" for m, h in r["gpu_hours"].items()) or "-"

@@ -500,14 +500,19 @@ def demo(
     executor: Annotated[
         str, typer.Option(help="Where the sites run jobs: 'local' processes or a real local 'slurm' cluster")
     ] = "local",
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the working directory (database, credentials, data, logs) at the end")
+    ] = False,
 ) -> None:
     """Run a small network on this machine: an embedded hub, three enrolled site agents, and a
-    batch of jobs placed by the broker and run by the sites."""
+    batch of jobs placed by the broker and run by the sites. Everything lives in a fresh
+    directory under the system's temp directory, removed at the end unless --keep. Exits
+    non-zero, saying what did not finish and why, when the story did not finish in --duration."""
     from cryomesh_cli.demo import run_demo
 
     if executor not in ("local", "slurm"):
         fail("--executor is 'local' or 'slurm'")
-    raise typer.Exit(run_demo(duration=duration, report=report, heartbeat_s=heartbeat, executor=executor))
+    raise typer.Exit(run_demo(duration=duration, report=report, heartbeat_s=heartbeat, executor=executor, keep=keep))
 
 
 def main() -> None:

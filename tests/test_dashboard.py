@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ import httpx
 import pytest
 
 from tests.helpers import Account
-from tests.processes import HubProcess
+from tests.processes import AgentProcess, HubProcess, enrolled_agent
 from tests.services import wait_for
-from tests.test_transfers_e2e import Network, make_data
+from tests.test_transfers_e2e import Network, make_data, transfers_section
 
 pytestmark = pytest.mark.slow
 PASSWORD = "dashboard password 1"
@@ -33,6 +34,34 @@ def person(hub: HubProcess, username: str, **kw: Any) -> dict[str, Any]:
     return dict(acct)
 
 
+# kek-krios declares a GPU partition (this machine has none), so the capacity chart has CPUs
+# (over a hundred) and GPUs (a handful) to draw on their own axes.
+DECLARED_GPUS = """backend = "declared"
+
+[[discovery.declared]]
+name = "gpu"
+max_nodes = 2
+cpus_per_node = 64
+memory_gb_per_node = 256
+gpu_model = "a100"
+gpus_per_node = 4
+"""
+
+
+def gpu_agent(net: Network, name: str, institution: str) -> AgentProcess:
+    """Like ``Network.agent``, with declared GPUs."""
+    a = enrolled_agent(net.hub, net.tmp, name, discovery=DECLARED_GPUS, extra=transfers_section(net.tmp, name),
+                       institution=institution)  # fmt: skip
+    a.env = {**net.hub.env}  # type: ignore[attr-defined]
+    net.hub.api("POST", f"/api/v1/sites/{name}/activate")
+    return a
+
+
+def duration(s: float) -> str:
+    """The dashboard's words for a span (app.js ``duration``), for spans a test can produce."""
+    return f"{round(s)} s" if round(s) < 90 else f"{round(s / 60)} min"
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One network for this module's tests (a hub and two agent processes take a while to start)."""
@@ -41,14 +70,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     hub.start()
     net = Network(hub, tmp_path)
     try:
-        src = net.agent("kek-krios", "kek")
+        src = gpu_agent(net, "kek-krios", "kek")
         dst = net.agent("osaka-gpu", "osaka-u")
         ds = net.register(src, make_data(tmp_path / "ds", {"movies/m1.mrc": 3_000_000, "run.star": 100}))
         net.register(src, make_data(tmp_path / "secret", {"unpublished.mrc": 1000}), visibility="private", title="kek-only")
         net.start(src)
         net.start(dst)
         wait_for(lambda: hub.api("GET", "/api/v1/network/summary")["sites_by_reachability"].get("online") == 2, 30, "sites")
-        person(hub, "kek-admin", role="site_admin", site="kek-krios")
+        person(hub, "kek-admin", role="site_admin", site="kek-krios", name="Aiko Sato")
         person(hub, "osaka-admin", role="site_admin", site="osaka-gpu")
         rin = person(hub, "rin", role="researcher", institution="osaka-u")
         ken = hub.account("researcher", institution="kek")
@@ -98,11 +127,33 @@ def test_coordinator_flow_in_a_real_browser(world: dict[str, Any], chromium: Any
     # The owner site's admin signs in and sees the sites, live, with capacity.
     sign_in(page, hub, "kek-admin")
     page.wait_for_selector("[data-testid=site-row][data-site=kek-krios]")
-    assert "site_admin of kek-krios" in page.inner_text("[data-testid=who]")
+    who = page.inner_text("[data-testid=who]")
+    assert page.inner_text("[data-testid=who-name]") == "Aiko Sato", "the header names the person, not their client id"
+    assert "(kek-admin)" in who and "site_admin of kek-krios" in who and "user-" not in who, who
     assert page.inner_text("[data-testid=sites-online]") == "2 / 2"
     rows = page.inner_text("[data-testid=sites]")
     assert "kek-krios" in rows and "osaka-gpu" in rows and "online" in rows and "CPUs free" in rows
-    page.wait_for_selector("[data-testid=capacity-chart]")
+    # Capacity: CPUs and GPUs each on their own labelled axis, under a title that says what
+    # span the points cover (not the 6-hour window asked for). Wait for a few points first.
+    wait_for(lambda: len(hub.api("GET", "/api/v1/dashboard/capacity", params={"hours": 6})["points"]) >= 4, 60, "history")
+    page.reload()
+    page.wait_for_selector("[data-testid=capacity-chart-gpus]")
+    assert page.locator("[data-testid=capacity-chart-cpus] [data-testid=y-axis]").text_content() == "CPUs"
+    assert page.locator("[data-testid=capacity-chart-gpus] [data-testid=y-axis]").text_content() == "GPUs"
+    # One read of the label and the points it describes (the page re-renders every 5 s).
+    text, first, last = page.eval_on_selector("[data-testid=chart-span]", "e => [e.textContent, e.dataset.first, e.dataset.last]")
+    cap = hub.api("GET", "/api/v1/dashboard/capacity", params={"hours": 6})
+    times = [p["t"] for p in cap["points"]]
+    assert first == times[0] and last in times, "the label is about the points the chart drew"
+    span = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+    assert text == f"last {duration(span)}" and "hour" not in text, (text, span)
+    cpu_max = float(page.get_attribute("[data-testid=capacity-chart-cpus]", "data-max") or 0)
+    gpu_max = float(page.get_attribute("[data-testid=capacity-chart-gpus]", "data-max") or 0)
+    most_cpus = max(p["cpus_total"] for p in cap["points"])
+    most_gpus = max(g["total"] for p in cap["points"] for g in p["gpus"].values())
+    assert most_cpus <= cpu_max <= 2.5 * most_cpus and most_gpus <= gpu_max <= 2.5 * most_gpus, (cpu_max, gpu_max)
+    ticks = page.locator("[data-testid=capacity-chart-gpus] [data-testid=y-tick]").all_text_contents()
+    assert ticks[-1] == f"{gpu_max:g}", "the GPU axis is scaled to GPUs, not to CPUs"
     page.screenshot(path=str(out / "dashboard-overview.png"), full_page=True)
 
     # One site's capacity over time.
@@ -140,6 +191,8 @@ def test_coordinator_flow_in_a_real_browser(world: dict[str, Any], chromium: Any
 
     page.click("nav a[data-page=usage]")
     page.wait_for_selector("[data-testid=usage-chart]")
+    heads = page.inner_text("[data-testid=usage]")
+    assert "LENT CPU-H" in heads.upper() and "OWN USE CPU-H" in heads.upper(), "own use is apart from lent and borrowed"
     page.screenshot(path=str(out / "dashboard-usage.png"), full_page=True)
 
     # Sign out: the page says so and the token no longer works anywhere.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +13,29 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def temp_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The demo's temp directory, where the test can see what it leaves behind."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return tmp, {**os.environ, "TMPDIR": str(tmp)}
+
+
 def test_demo_brings_three_sites_online(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
+    tmp, env = temp_env(tmp_path)
     out = subprocess.run(
-        [sys.executable, "-m", "cryomesh_cli.main", "demo", "--duration", "30", "--report", str(report)],
+        [sys.executable, "-m", "cryomesh_cli.main", "demo", "--duration", "30", "--report", str(report), "--keep"],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "all 3 sites online" in out.stdout
+    assert "all 3 sites online" in out.stdout and "the demo's story finished in" in out.stdout
+    (kept,) = tmp.glob("cryomesh-demo-*")
+    said = " ".join(out.stdout.split())  # rich wraps long lines
+    assert f"working directory {kept}" in said and f"kept the working directory {kept}" in said, "named at start and end"
+    assert (kept / "coordinator.json").is_file() and (kept / "hub.log").is_file()
     data = json.loads(report.read_text())
     assert data["hub_url"].startswith("http://127.0.0.1:")
     sites = {s["name"]: s for s in data["sites"]}
@@ -31,8 +45,6 @@ def test_demo_brings_three_sites_online(tmp_path: Path) -> None:
         assert s["cpus_total"] > 0 and 0 <= s["cpus_free"] <= s["cpus_total"]
     assert sites["kyoto-gpu"]["gpus"]["a100"]["total"] == 32 and sites["kyoto-gpu"]["gpus"]["h100"]["total"] == 16
     assert sites["aws-tokyo"]["gpus"]["a10g"]["total"] == 40
-    import os
-
     assert sites["osaka-cpu"]["cpus_total"] == os.cpu_count(), "the local site measured this machine"
     assert data["network"]["sites_by_reachability"] == {"online": 3}
 
@@ -68,15 +80,32 @@ def test_demo_brings_three_sites_online(tmp_path: Path) -> None:
     assert a["images"] == 800 and a["average_correlation"] > 0.9 > a["single_image_correlation"]
 
 
+def test_demo_cut_short_says_what_did_not_finish(tmp_path: Path) -> None:
+    tmp, env = temp_env(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "cryomesh_cli.main", "demo", "--duration", "3"], capture_output=True, text=True, timeout=120,
+        env=env,
+    )  # fmt: skip
+    said = " ".join(out.stdout.split())
+    assert out.returncode == 1, said
+    assert "the demo's story did not finish (the time was up: --duration 3):" in said, said
+    assert "job batch: not submitted" in said and "data story: not started" in said, "it names what did not happen"
+    assert "None" not in said
+    assert list(tmp.glob("cryomesh-demo-*")) == [], "the working directory is removed"
+    assert "removed the working directory" in said
+
+
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     import signal
     import time
 
     import psutil
 
+    tmp, env = temp_env(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cryomesh_cli.main", "demo"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+        [sys.executable, "-m", "cryomesh_cli.main", "demo"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+    )  # fmt: skip
     children: list[psutil.Process] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(children) < 4:  # the hub and three agents
@@ -90,3 +119,4 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert "stopping" in out
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], "no hub or agent process is left behind"
+    assert list(tmp.glob("cryomesh-demo-*")) == [], "nor its working directory"

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
-from hub.auth.models import DeviceCodeRow, SignInSession
+from hub.auth.models import DeviceCodeRow, OAuthClient, SignInSession
 from hub.auth.people import authenticate, end_session, set_first_password
 from hub.auth.server import HubAuthorizationServer, PersonUser, StarletteOAuth2Request, person_scope
 from hub.db import transaction
@@ -188,6 +188,8 @@ def setup_password(body: PasswordSetup, session: SessionDep) -> None:
 
 class SessionInfo(BaseModel):
     client_id: str | None
+    name: str | None = Field(default=None, description="The account's display name (a person's name)")
+    username: str | None = Field(default=None, description="The username a person signs in with, if any")
     role: str
     site: str | None
     institution: str | None
@@ -199,8 +201,11 @@ class SessionInfo(BaseModel):
 def current_session(session: SessionDep, principal: CurrentPrincipal) -> SessionInfo:
     """Who is signed in, and until when."""
     s = session.get(SignInSession, principal.session_id) if principal.session_id else None
+    account = session.get(OAuthClient, principal.client_id) if principal.client_id else None
     return SessionInfo(
         client_id=principal.client_id,
+        name=account.name if account else None,
+        username=account.username if account else None,
         role=principal.role.value,
         site=principal.site,
         institution=principal.institution,

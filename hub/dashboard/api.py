@@ -10,22 +10,22 @@ network admins.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
-from hub.capacity.models import CapacityBucket
+from hub.capacity.chart import summed_history
 from hub.datasets import service as datasets
 from hub.datasets import shares
 from hub.datasets.models import Dataset
 from hub.datasets.service import DatasetFilter
-from hub.deps import Person, SessionDep
+from hub.deps import Person, SessionDep, SettingsDep
 from hub.errors import AUTH_ERRORS, NotFound, responses
 from hub.jobs import service as jobs
 from hub.jobs import usage
-from hub.jobs.models import Attempt, UsageEntry
+from hub.jobs.models import Attempt
 from hub.network.service import summary
 from hub.sites.models import Site
 from hub.transfers import service as transfers
@@ -47,25 +47,28 @@ def overview(session: SessionDep, principal: Person) -> NetworkSummary:
 def capacity(
     session: SessionDep,
     principal: Person,
+    settings: SettingsDep,
     hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24,
     site: str | None = None,
 ) -> dict[str, Any]:
-    """Capacity over time, per history bucket: one site, or the whole network (summed)."""
-    since = utcnow() - timedelta(hours=hours)
-    stmt = select(CapacityBucket, Site.name).join(Site, col(Site.id) == CapacityBucket.site_id)
-    stmt = stmt.where(col(CapacityBucket.bucket_start) >= since)
-    if site:
-        stmt = stmt.where(Site.name == site)
-    points: dict[datetime, dict[str, Any]] = {}
-    for b, _name in session.exec(stmt.order_by(col(CapacityBucket.bucket_start))):
-        p = points.setdefault(b.bucket_start, {"t": b.bucket_start, "cpus_total": 0, "cpus_free": 0.0, "gpus": {}})
-        p["cpus_total"] += b.cpus_total
-        p["cpus_free"] += b.cpus_free_sum / b.samples if b.samples else 0
-        for model, g in b.gpus.items():
-            q = p["gpus"].setdefault(model, {"total": 0, "free": 0.0})
-            q["total"] += g["total"]
-            q["free"] += g["free_sum"] / b.samples if b.samples else 0
-    return {"site": site, "hours": hours, "points": [points[t] for t in sorted(points)]}
+    """Capacity over time, per history bucket: one site, or the whole network (summed).
+
+    ``hours`` is the window asked for; ``span_s`` is what the points cover (first to last
+    point), ``age_s`` how old the last point is, ``bucket_s`` the time between points."""
+    now = utcnow()
+    since = now - timedelta(hours=hours)
+    points = summed_history(session, since, site, settings.history_bucket_s)
+    times = [p["t"] for p in points]
+    return {
+        "site": site,
+        "hours": hours,
+        "bucket_s": settings.history_bucket_s,
+        "first": times[0] if times else None,
+        "last": times[-1] if times else None,
+        "span_s": (times[-1] - times[0]).total_seconds() if times else 0.0,
+        "age_s": round((now - times[-1]).total_seconds(), 1) if times else None,
+        "points": points,
+    }
 
 
 @router.get("/jobs")
@@ -152,27 +155,10 @@ def data(
 def lent_and_borrowed(
     session: SessionDep, principal: Person, days: Annotated[float, Query(gt=0, le=3660)] = 30
 ) -> dict[str, Any]:
-    """CPU- and GPU-hours consumed versus contributed, per institution (network admins: all;
-    others: their own institution)."""
+    """CPU- and GPU-hours lent to others, borrowed from others and used of one's own, per institution
+    (network admins: all; others: their own institution). Own use is neither lent nor borrowed."""
     until = utcnow()
     since = until - timedelta(days=days)
     report = usage.report(session, principal, since, until)
-    site_inst = {s.name: s.institution for s in session.exec(select(Site))}
-    entries = session.exec(select(UsageEntry).where(col(UsageEntry.ended_at) >= since)).all()
-    per: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for e in entries:
-        gpu_h = e.wall_s * e.gpus / 3600
-        cpu_h = e.wall_s * e.cpus / 3600
-        per[e.institution]["consumed_cpu_h"] += cpu_h
-        per[e.institution]["consumed_gpu_h"] += gpu_h
-        lender = site_inst.get(e.site, e.site)
-        per[lender]["contributed_cpu_h"] += cpu_h
-        per[lender]["contributed_gpu_h"] += gpu_h
-    if principal.role is not Role.NETWORK_ADMIN:
-        per = defaultdict(lambda: defaultdict(float), {k: v for k, v in per.items() if k == principal.institution})
-    rows = [
-        {"institution": inst, **{k: round(v[k], 4) for k in ("consumed_cpu_h", "consumed_gpu_h", "contributed_cpu_h",
-                                                              "contributed_gpu_h")}}
-        for inst, v in sorted(per.items())
-    ]  # fmt: skip
+    rows = [b.model_dump(mode="json") for b in report.balance_by_institution]
     return {"since": since, "until": until, "institutions": rows, "report": report.model_dump(mode="json")}

@@ -313,8 +313,24 @@ class UsageRow(BaseModel):
     gpu_hours: dict[str, float] = Field(description="GPU model -> GPU-hours")
 
 
+class InstitutionBalance(BaseModel):
+    """What an institution lent to others and borrowed from others. A job an institution's own
+    site ran for its own people is own use: neither lent nor borrowed."""
+
+    institution: str
+    lent_cpu_hours: float = Field(description="CPU-hours its sites gave to other institutions' jobs")
+    lent_gpu_hours: float = Field(description="GPU-hours its sites gave to other institutions' jobs")
+    borrowed_cpu_hours: float = Field(description="CPU-hours its jobs used at other institutions' sites")
+    borrowed_gpu_hours: float = Field(description="GPU-hours its jobs used at other institutions' sites")
+    own_cpu_hours: float = Field(description="CPU-hours its jobs used at its own sites")
+    own_gpu_hours: float = Field(description="GPU-hours its jobs used at its own sites")
+
+
 class UsageReport(BaseModel):
     since: datetime
     until: datetime
-    consumed_by_institution: list[UsageRow]
-    provided_by_site: list[UsageRow]
+    consumed_by_institution: list[UsageRow] = Field(description="Everything each institution's jobs used, own use included")
+    provided_by_site: list[UsageRow] = Field(description="Everything each site ran, its own institution's jobs included")
+    balance_by_institution: list[InstitutionBalance] = Field(
+        description="Lent, borrowed and own use per institution (network admins: all; others: their own institution)"
+    )

@@ -106,6 +106,7 @@ def test_authorization_code_with_pkce(sqlite_hub: Hub) -> None:
         me = c.get("/api/v1/session").json()
         assert (me["client_id"], me["role"], me["institution"]) == (acct["client_id"], "researcher", "osaka-u")
         assert me["session"] and me["expires_at"]
+        assert (me["name"], me["username"]) == ("Rin Tanaka", "rin"), "the dashboard's header shows who this is"
         assert c.get("/api/v1/jobs").status_code == 200
 
 

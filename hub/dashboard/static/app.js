@@ -79,21 +79,60 @@ async function signOut() {
 
 // ---------------------------------------------------------------- pages
 
-function lineChart(points, series, height = 220) {
-  if (!points.length) return `<p class="muted">No capacity history yet.</p>`;
-  const w = 900, h = height, pad = 34;
-  const t0 = new Date(points[0].t).getTime(), t1 = new Date(points[points.length - 1].t).getTime() || t0 + 1;
-  const max = Math.max(1, ...points.flatMap((p) => series.map((s) => s.get(p))));
-  const x = (t) => pad + ((w - 2 * pad) * (new Date(t).getTime() - t0)) / Math.max(1, t1 - t0);
-  const y = (v) => h - pad - ((h - 2 * pad) * v) / max;
-  const lines = series.map((s) => `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${
-    points.map((p) => `${x(p.t).toFixed(1)},${y(s.get(p)).toFixed(1)}`).join(" ")}"/>${
-    points.map((p) => `<circle cx="${x(p.t).toFixed(1)}" cy="${y(s.get(p)).toFixed(1)}" r="3" fill="${s.color}"/>`).join("")}`).join("");
-  const labels = `<text x="${pad}" y="${pad - 10}">${max.toFixed(0)}</text><text x="${pad}" y="${h - 10}">${
-    new Date(t0).toLocaleTimeString()}</text><text x="${w - pad - 60}" y="${h - 10}">${new Date(t1).toLocaleTimeString()}</text>`;
-  const legend = series.map((s) => `<span><i class="swatch" style="background:${s.color}"></i>${esc(s.name)}</span>`).join("");
-  return `<svg class="chart" viewBox="0 0 ${w} ${h}" role="img" data-testid="capacity-chart">
-    <line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" stroke="#ccd"/>${lines}${labels}</svg><div class="legend">${legend}</div>`;
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const e = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 2.5, 5, 10].map((m) => m * e).find((m) => m >= v);
+}
+function num(v) { return (Math.round(v * 10) / 10).toLocaleString("en-US"); }
+function duration(s) {
+  s = Math.round(s);
+  if (s < 90) return `${s} s`;
+  if (s < 90 * 60) return `${Math.round(s / 60)} min`;
+  if (s < 48 * 3600) return `${+(s / 3600).toFixed(1)} h`;
+  return `${+(s / 86400).toFixed(1)} days`;
+}
+function clock(t) { return new Date(t).toLocaleTimeString(); }
+
+// One quantity over time on its own labelled axis: each series' free count (solid) and total (dashed).
+function lineChart(points, series, axis, testid, height = 190) {
+  const w = 900, h = height, left = 70, right = 16, top = 14, bottom = 26;
+  const t0 = new Date(points[0].t).getTime(), t1 = new Date(points[points.length - 1].t).getTime();
+  const max = niceMax(Math.max(...points.flatMap((p) => series.flatMap((s) => [s.free(p), s.total(p)]))));
+  const x = (t) => left + ((w - left - right) * (new Date(t).getTime() - t0)) / Math.max(1, t1 - t0);
+  const y = (v) => h - bottom - ((h - top - bottom) * v) / max;
+  const grid = [0, max / 2, max].map((v) => `<line x1="${left}" y1="${y(v)}" x2="${w - right}" y2="${y(v)}" stroke="#e3e6ec"/>
+    <text x="${left - 6}" y="${y(v) + 4}" text-anchor="end" data-testid="y-tick">${num(v)}</text>`).join("");
+  const line = (s, get, dashed) => `<polyline fill="none" stroke="${s.color}" stroke-width="${dashed ? 1 : 2}" ${
+    dashed ? 'stroke-dasharray="5 4" opacity="0.7"' : ""} points="${points.map((p) => `${x(p.t).toFixed(1)},${y(get(p)).toFixed(1)}`).join(" ")}"/>`;
+  const lines = series.map((s) => `${line(s, s.total, true)}${line(s, s.free, false)}${
+    points.map((p) => `<circle cx="${x(p.t).toFixed(1)}" cy="${y(s.free(p)).toFixed(1)}" r="2.5" fill="${s.color}"/>`).join("")}`).join("");
+  const mid = (top + h - bottom) / 2;
+  const labels = `<text x="14" y="${mid}" text-anchor="middle" transform="rotate(-90 14 ${mid})" class="axis-title" data-testid="y-axis">${esc(axis)}</text>
+    <text x="${left}" y="${h - 8}">${clock(t0)}</text><text x="${w - right}" y="${h - 8}" text-anchor="end">${clock(t1)}</text>`;
+  const legend = series.map((s) => `<span><i class="swatch" style="background:${s.color}"></i>${esc(s.name)} free</span>`).join("");
+  return `<svg class="chart" viewBox="0 0 ${w} ${h}" style="height:${h}px" role="img" aria-label="${esc(axis)} over time"
+    data-testid="${testid}" data-max="${max}">${grid}${lines}${labels}</svg>
+    <div class="legend">${legend}<span class="muted">dashed: total</span></div>`;
+}
+
+// What the chart's points cover, in words: "last 20 s" while they are current.
+function spanLabel(cap) {
+  if (!cap.points.length) return `no history in the last ${duration(cap.hours * 3600)}`;
+  if (cap.points.length === 1) return `one point, at ${clock(cap.last)}`;
+  if (cap.age_s <= 2 * cap.bucket_s + 30) return `last ${duration(cap.span_s)}`;
+  return `${duration(cap.span_s)} until ${clock(cap.last)} (${duration(cap.age_s)} ago)`;
+}
+
+function capacityCharts(cap) {
+  if (!cap.points.length) return `<p class="muted">No capacity history yet.</p>`;
+  const gpuModels = [...new Set(cap.points.flatMap((p) => Object.keys(p.gpus)))];
+  const colors = ["#2458c6", "#1f8a4c", "#b7791f", "#8e44ad", "#c0392b"];
+  const cpus = lineChart(cap.points, [{ name: "CPUs", color: "#5d6677", free: (p) => p.cpus_free, total: (p) => p.cpus_total }],
+    "CPUs", "capacity-chart-cpus");
+  const gpus = gpuModels.length ? lineChart(cap.points, gpuModels.map((m, i) => ({ name: `${m} GPUs`, color: colors[i % colors.length],
+    free: (p) => p.gpus[m]?.free || 0, total: (p) => p.gpus[m]?.total || 0 })), "GPUs", "capacity-chart-gpus") : "";
+  return `${cpus}${gpus}<p class="muted">one point per ${duration(cap.bucket_s)} (the average of the heartbeats in it)</p>`;
 }
 
 async function overview(params) {
@@ -110,18 +149,15 @@ async function overview(params) {
       <td>${c ? bar(c.cpus_free, c.cpus_total, `${c.cpus_free}/${c.cpus_total} CPUs free`) : '<span class="muted">no report</span>'}</td>
       <td>${gpus || '<span class="muted">—</span>'}</td></tr>`;
   }).join("");
-  const gpuModels = [...new Set(cap.points.flatMap((p) => Object.keys(p.gpus)))];
-  const colors = ["#2458c6", "#1f8a4c", "#b7791f", "#8e44ad", "#c0392b"];
-  const series = [{ name: "CPUs free", color: "#5d6677", get: (p) => p.cpus_free }]
-    .concat(gpuModels.map((m, i) => ({ name: `${m} GPUs free`, color: colors[i % colors.length], get: (p) => p.gpus[m]?.free || 0 })));
   return `<div class="cards">
       <div class="card">Sites online<b data-testid="sites-online">${s.sites_by_reachability.online || 0} / ${s.sites.length}</b></div>
       <div class="card">CPUs free<b>${s.cpus_free} / ${s.cpus_total}</b></div>${gpuCards}</div>
     <h2>Sites</h2><table data-testid="sites"><tr><th>site</th><th>institution</th><th>status</th><th>heartbeat</th><th>CPUs</th><th>GPUs</th></tr>${rows}</table>
-    <h2>${site ? `${esc(site)}: capacity` : "Network capacity"}, last 6 hours
+    <h2>${site ? `${esc(site)}: capacity` : "Network capacity"}, <span data-testid="chart-span" data-first="${esc(cap.first)}"
+      data-last="${esc(cap.last)}">${esc(spanLabel(cap))}</span>
       <select id="chart-site" data-testid="chart-site"><option value="">whole network</option>${s.sites.map((x) =>
       `<option value="${esc(x.name)}" ${x.name === site ? "selected" : ""}>${esc(x.name)}</option>`).join("")}</select></h2>
-    ${lineChart(cap.points, series)}`;
+    <div data-testid="capacity-chart">${capacityCharts(cap)}</div>`;
 }
 
 async function jobsPage(params) {
@@ -199,20 +235,24 @@ async function dataPage() {
 async function usagePage() {
   const d = await api("/api/v1/dashboard/usage?days=30");
   const rows = d.institutions;
-  const max = Math.max(0.0001, ...rows.flatMap((r) => [r.consumed_cpu_h, r.contributed_cpu_h]));
-  const w = 900, rowH = 44, h = Math.max(80, rows.length * rowH + 30), left = 140;
+  // Own use (an institution's jobs on its own sites) is neither lent nor borrowed: a bar of its own.
+  const kinds = [["lent", "#1f8a4c", "lent to others"], ["borrowed", "#2458c6", "borrowed from others"], ["own", "#9aa3b2", "own use"]];
+  const max = Math.max(0.0001, ...rows.flatMap((r) => kinds.map(([k]) => r[`${k}_cpu_hours`])));
+  const w = 900, rowH = 60, h = Math.max(80, rows.length * rowH + 30), left = 140;
   const bars = rows.map((r, i) => {
     const y = 20 + i * rowH, sc = (v) => ((w - left - 20) * v) / max;
-    return `<text x="4" y="${y + 18}">${esc(r.institution)}</text>
-      <rect x="${left}" y="${y}" width="${sc(r.contributed_cpu_h).toFixed(1)}" height="16" fill="#1f8a4c"><title>lent ${r.contributed_cpu_h} CPU-h</title></rect>
-      <rect x="${left}" y="${y + 18}" width="${sc(r.consumed_cpu_h).toFixed(1)}" height="16" fill="#2458c6"><title>borrowed ${r.consumed_cpu_h} CPU-h</title></rect>`;
+    return `<text x="4" y="${y + 26}">${esc(r.institution)}</text>${kinds.map(([k, color, label], j) =>
+      `<rect x="${left}" y="${y + j * 17}" width="${sc(r[`${k}_cpu_hours`]).toFixed(1)}" height="15" fill="${color}"><title>${label} ${r[`${k}_cpu_hours`]} CPU-h</title></rect>`).join("")}`;
   }).join("");
-  const table = rows.map((r) => `<tr data-testid="usage-row"><td>${esc(r.institution)}</td><td>${r.contributed_cpu_h}</td><td>${r.consumed_cpu_h}</td>
-    <td>${r.contributed_gpu_h}</td><td>${r.consumed_gpu_h}</td></tr>`).join("");
+  const table = rows.map((r) => `<tr data-testid="usage-row" data-institution="${esc(r.institution)}"><td>${esc(r.institution)}</td>
+    <td>${r.lent_cpu_hours}</td><td>${r.borrowed_cpu_hours}</td><td>${r.own_cpu_hours}</td>
+    <td>${r.lent_gpu_hours}</td><td>${r.borrowed_gpu_hours}</td><td>${r.own_gpu_hours}</td></tr>`).join("");
+  const legend = kinds.map(([, color, label]) => `<span><i class="swatch" style="background:${color}"></i>${label}</span>`).join("");
   return `<h2>Lent versus borrowed, last 30 days (CPU-hours)</h2>
     <svg class="chart" viewBox="0 0 ${w} ${h}" style="height:${h}px" data-testid="usage-chart">${bars}</svg>
-    <div class="legend"><span><i class="swatch" style="background:#1f8a4c"></i>lent (contributed)</span><span><i class="swatch" style="background:#2458c6"></i>borrowed (consumed)</span></div>
-    <table><tr><th>institution</th><th>lent CPU-h</th><th>borrowed CPU-h</th><th>lent GPU-h</th><th>borrowed GPU-h</th></tr>${table}</table>`;
+    <div class="legend">${legend}</div>
+    <table data-testid="usage"><tr><th>institution</th><th>lent CPU-h</th><th>borrowed CPU-h</th><th>own use CPU-h</th>
+      <th>lent GPU-h</th><th>borrowed GPU-h</th><th>own use GPU-h</th></tr>${table}</table>`;
 }
 
 function setupPage() {
@@ -258,7 +298,10 @@ async function start() {
   try { await finishSignIn(); } catch (e) { document.getElementById("main").innerHTML = `<p class="error">${esc(e.message)}</p>`; return; }
   if (!store.getItem("token")) { await signIn(); return; }
   const me = await api("/api/v1/session");
-  document.getElementById("who").textContent = `${me.client_id} · ${me.role}${me.site ? ` of ${me.site}` : ""}${me.institution ? ` · ${me.institution}` : ""}`;
+  // The person's name, then their username (what they sign in with); a client id only for accounts without either.
+  const name = me.name || me.username || me.client_id, login = me.username && me.username !== name ? ` (${me.username})` : "";
+  document.getElementById("who").innerHTML = `<b data-testid="who-name">${esc(name)}</b>${esc(login)} · ${esc(me.role)}${
+    me.site ? ` of ${esc(me.site)}` : ""}${me.institution ? ` · ${esc(me.institution)}` : ""}`;
   const out = document.getElementById("signout");
   out.hidden = false;
   out.addEventListener("click", signOut);
