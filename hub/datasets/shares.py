@@ -73,6 +73,7 @@ class ShareRequest(SQLModel, table=True):
     requester_institution: str | None = Field(default=None, max_length=200)
     purpose: str = Field(sa_column=Column(Text, nullable=False))
     lifetime_days: int
+    job_id: str | None = Field(default=None, max_length=40, description="The job whose input this copy is (staging)")
     state: str = Field(default="pending", max_length=20, index=True)
     # The owner site's decision.
     owner_decision: str = Field(default=PENDING, max_length=20)
@@ -172,16 +173,16 @@ def _settle(session: Session, req: ShareRequest, ds: Dataset, max_attempts: int)
     req.state, req.expires_at = "approved", utcnow() + timedelta(days=req.lifetime_days)
     session.add(req)
     session.flush()
-    transfers.start(session, ds, req.dest_site_id, req.requested_by, max_attempts, request_id=req.id)
+    transfers.start(session, ds, req.dest_site_id, req.requested_by, max_attempts, request_id=req.id, job_id=req.job_id)
 
 
-def _receiver_policy(session: Session, req: ShareRequest, dest: Site, for_job: str | None) -> str | None:
+def _receiver_policy(session: Session, req: ShareRequest, dest: Site) -> str | None:
     """Why the receiving site's policy accepts the copy, or None when its admin must decide."""
     assert dest.id is not None
     policy = share_policy(session, dest.id)
     inst = req.requester_institution
-    if for_job is not None and policy.accept_job_inputs:
-        return f"input of job {for_job}, which the broker placed here under the site's lending policy"
+    if req.job_id is not None and policy.accept_job_inputs:
+        return f"input of job {req.job_id}, which the broker placed here under the site's lending policy"
     if policy.accept_own_institution and inst is not None and inst == dest.institution:
         return f"asked for by its own institution {inst}"
     if inst is not None and inst in policy.accept_institutions:
@@ -239,13 +240,14 @@ def create_request(
         requester_institution=institution,
         purpose=purpose,
         lifetime_days=lifetime_days,
+        job_id=for_job,
     )
     session.add(req)
     session.flush()
     _event(session, req, requested_by, "requested", purpose)
     dest = session.get(Site, dest_site_id)
     assert dest is not None
-    accepted = _receiver_policy(session, req, dest, for_job)
+    accepted = _receiver_policy(session, req, dest)
     if accepted is not None:
         _record(session, req, RECEIVER, True, f"policy of site {dest.name}", accepted, auto=True)
     else:
@@ -403,7 +405,8 @@ def to_public(session: Session, req: ShareRequest) -> ShareRequestPublic:
     assert ds is not None and owner is not None and dest is not None
     events = session.exec(select(ShareEventRow).where(ShareEventRow.request_id == req.id).order_by(col(ShareEventRow.id))).all()
     data: dict[str, Any] = {
-        **req.model_dump(exclude={"dataset_id", "dest_site_id"}),
+        **req.model_dump(exclude={"dataset_id", "dest_site_id", "job_id"}),
+        "job": req.job_id,
         "dataset": ds.id,
         "dataset_title": ds.title,
         "owner_site": owner.name,

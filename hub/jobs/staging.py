@@ -106,9 +106,6 @@ def stage(session: Session, job: Job, attempt: Attempt, spec: JobSpec, site_name
                 session, ds, attempt.site_id, job.owner, job.institution, f"input of job {job.id}", INPUT_COPY_DAYS,
                 DEFAULT_TRANSFER_ATTEMPTS, for_job=job.id,
             )  # fmt: skip
-            for t in session.exec(select(Transfer).where(Transfer.request_id == req.id)):
-                t.job_id = job.id
-                session.add(t)
             note = _copy_under_way(session, ds.id, attempt.site_id) or f"{ds.id}: share request {req.id} is {req.state}"
         notes.append(note)
     attempt.state = "staging"

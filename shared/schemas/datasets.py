@@ -277,6 +277,7 @@ class ShareRequestPublic(BaseModel):
     requester_institution: str | None
     purpose: str
     lifetime_days: int
+    job: str | None = Field(default=None, description="The job whose input this copy is, for a copy the broker asked for")
     state: ShareState = Field(description="approved only once both the owner and the receiving site consented")
     owner_decision: ShareConsent
     auto_approved: bool = Field(description="The owner's decision was its share policy's")

@@ -3,6 +3,7 @@ owner's; its admin may deny and revoke; who may not gets a clear 403/404/409."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,85 @@ def test_the_dashboard_shows_the_receiving_admin_what_waits_for_them(hub: Hub, t
     (owner_row,) = views["owner_admin"]["share_requests"]
     assert not owner_row["can_decide"] and views["owner_admin"]["awaiting_me"] == 0
     assert not views["researcher"]["share_requests"][0]["can_decide"]
+
+
+def _insert(conn: Any, table: str, **row: Any) -> None:
+    import sqlalchemy as sa
+
+    from hub.types import UTCDateTime
+
+    def typed(k: str, v: Any) -> Any:
+        if isinstance(v, datetime):
+            return sa.column(k, UTCDateTime())
+        return sa.column(k, sa.JSON()) if isinstance(v, dict | list) else sa.column(k)
+
+    conn.execute(sa.table(table, *(typed(k, v) for k, v in row.items())).insert().values(**row))
+
+
+def test_migration_0009_counts_approved_shares_as_consented_and_applies_the_default_policy(db_url: str) -> None:
+    import sqlalchemy as sa
+
+    from hub.db import make_engine, migrate
+    from hub.types import utcnow
+
+    migrate(db_url, "0008")
+    now = utcnow()
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for sid, name, inst in ((1, "owner", "kek"), (2, "dest", "osaka-u"), (3, "other", "embl")):
+                _insert(conn, "sites", id=sid, name=name, institution=inst, display_name=name, country="JP", contacts=[],
+                        status="active", reachability="online", created_at=now, updated_at=now)  # fmt: skip
+            _insert(conn, "datasets", id="ds-1", owner_site_id=1, institution="kek", title="t", experiment_type="spa",
+                    visibility="network", meta={}, checksum_algorithm="sha256", manifest={}, manifest_digest="0" * 64,
+                    file_count=1, total_bytes=1, source_datasets=[], registered_by="agent", created_at=now)  # fmt: skip
+            _insert(conn, "jobs", id="job-1", owner="rin", institution="osaka-u", name="j", kind="generic.command", spec={},
+                    state="INITIALIZING", attempt=1, priority=0, cancel_requested=False, stdout_tail="", stderr_tail="",
+                    created_at=now, updated_at=now)  # fmt: skip
+            _insert(conn, "attempts", id="at-1", job_id="job-1", number=1, site_id=3, state="staging", cpus=1, gpus=0,
+                    offered_at=now, last_seq=0)  # fmt: skip
+            _insert(conn, "share_policies", site_id=1, auto_approve_public=False, auto_approve_institutions=["osaka-u"],
+                    updated_at=now)  # fmt: skip
+            rows = {  # id: (dest, state, decided_by, purpose)
+                "sr-approved": (3, "approved", "kek-admin", "refine"),
+                "sr-expired": (3, "expired", "policy of site owner", "refine"),
+                "sr-revoked-after": (3, "revoked", "kek-admin", "refine"),
+                "sr-revoked-before": (3, "revoked", None, "refine"),
+                "sr-denied": (3, "denied", "kek-admin", "refine"),
+                "sr-pending-own": (2, "pending", None, "refine"),
+                "sr-pending-third": (3, "pending", None, "refine"),
+                "sr-pending-job": (3, "pending", None, "input of job job-1"),
+            }
+            for rid, (dest, state, by, purpose) in rows.items():
+                _insert(conn, "share_requests", id=rid, dataset_id="ds-1", dest_site_id=dest, requested_by="rin",
+                        requester_institution="osaka-u", purpose=purpose, lifetime_days=30, state=state,
+                        auto_approved=False, decided_by=by, decided_at=now if by else None, created_at=now)  # fmt: skip
+        migrate(db_url)
+        with engine.connect() as conn:
+            got = {
+                r.id: (r.owner_decision, r.receiver_decision, r.receiver_decided_by, r.job_id)
+                for r in conn.execute(sa.text("SELECT * FROM share_requests"))
+            }
+            events = {(r.request_id, r.action, r.actor) for r in conn.execute(sa.text("SELECT * FROM share_events"))}
+            policy = conn.execute(sa.text("SELECT * FROM share_policies")).one()
+    finally:
+        engine.dispose()
+    assert got == {
+        "sr-approved": ("approved", "approved", "hub", None),
+        "sr-expired": ("approved", "approved", "hub", None),
+        "sr-revoked-after": ("approved", "approved", "hub", None),
+        "sr-revoked-before": ("pending", "pending", None, None),
+        "sr-denied": ("denied", "pending", None, None),
+        "sr-pending-own": ("pending", "approved", "policy of site dest", None),
+        "sr-pending-third": ("pending", "pending", None, None),
+        "sr-pending-job": ("pending", "approved", "policy of site other", "job-1"),
+    }
+    assert events == {
+        ("sr-approved", "receiver-auto-approved", "hub"),
+        ("sr-expired", "receiver-auto-approved", "hub"),
+        ("sr-revoked-after", "receiver-auto-approved", "hub"),
+        ("sr-pending-own", "receiver-auto-approved", "policy of site dest"),
+        ("sr-pending-job", "receiver-auto-approved", "policy of site other"),
+        ("sr-pending-third", "receiver-held", "policy of site other"),
+    }
+    assert (bool(policy.accept_own_institution), bool(policy.accept_job_inputs)) == (True, True)

@@ -1,10 +1,12 @@
 """receiving site consent
 
 A share request now needs two decisions: the owner site's and the receiving site's. Adds
-the receiving side's decision to ``share_requests`` (and an explicit ``owner_decision``),
-and the receiving rules to ``share_policies``.
+the receiving side's decision to ``share_requests`` (and an explicit ``owner_decision``,
+and ``job_id`` for the copies the broker asks for to stage a job's input), and the
+receiving rules to ``share_policies``.
 
 Existing rows:
+- ``job_id``: from the purpose ``input of job <id>`` that staging wrote, where that job exists.
 - ``owner_decision``: ``approved`` where the owner decided and did not deny (approved,
   expired, and revoked-after-approval rows), ``denied`` for denied rows, else ``pending``.
 - ``receiver_decision``: rows that were approved (approved, expired, revoked after the
@@ -44,6 +46,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('accept_institutions', sa.JSON(), nullable=False, server_default='[]'))
         batch_op.add_column(sa.Column('accept_job_inputs', sa.Boolean(), nullable=False, server_default=sa.true()))
     with op.batch_alter_table('share_requests', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('job_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True))
         batch_op.add_column(sa.Column('owner_decision', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False,
                                       server_default='pending'))
         batch_op.add_column(sa.Column('receiver_decision', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False,
@@ -74,8 +77,9 @@ def _migrate_rows() -> None:
         sa.column('purpose', sa.Text), sa.column('dest_site_id', sa.Integer), sa.column('owner_decision', sa.String),
         sa.column('receiver_decision', sa.String), sa.column('receiver_auto_approved', sa.Boolean),
         sa.column('receiver_decided_by', sa.String), sa.column('receiver_decided_at', hub.types.UTCDateTime(timezone=True)),
-        sa.column('receiver_decision_reason', sa.Text),
+        sa.column('receiver_decision_reason', sa.Text), sa.column('job_id', sa.String),
     )
+    jobs = sa.table('jobs', sa.column('id', sa.String))
     sites = sa.table('sites', sa.column('id', sa.Integer), sa.column('name', sa.String), sa.column('institution', sa.String))
     attempts = sa.table('attempts', sa.column('job_id', sa.String), sa.column('site_id', sa.Integer),
                         sa.column('state', sa.String))
@@ -89,6 +93,7 @@ def _migrate_rows() -> None:
     conn.execute(
         reqs.update().where(reqs.c.state != 'denied', reqs.c.decided_by.is_not(None)).values(owner_decision='approved')
     )
+    known_jobs = {job_id for (job_id,) in conn.execute(sa.select(jobs.c.id))}
     staging = {
         (job_id, site_id)
         for job_id, site_id in conn.execute(sa.select(attempts.c.job_id, attempts.c.site_id).where(attempts.c.state == 'staging'))
@@ -99,11 +104,13 @@ def _migrate_rows() -> None:
         .select_from(reqs.join(sites, sites.c.id == reqs.c.dest_site_id))
     ).all()
     for rid, state, decided_by, decided_at, inst, purpose, dest_id, dest_name, dest_inst in rows:
+        job = purpose[len('input of job '):] if purpose.startswith('input of job ') else None
+        if job is not None and job in known_jobs:
+            conn.execute(reqs.update().where(reqs.c.id == rid).values(job_id=job))
         actor, reason = None, None
         if state in ('approved', 'expired') or (state == 'revoked' and decided_by is not None):
             actor, reason, at = 'hub', MIGRATED, decided_at or now
         elif state == 'pending':
-            job = purpose[len('input of job '):] if purpose.startswith('input of job ') else None
             if job is not None and (job, dest_id) in staging:
                 reason = f"input of job {job}, which the broker placed here under the site's lending policy"
             elif inst is not None and inst == dest_inst:
@@ -135,6 +142,7 @@ def downgrade() -> None:
         batch_op.drop_column('receiver_auto_approved')
         batch_op.drop_column('receiver_decision')
         batch_op.drop_column('owner_decision')
+        batch_op.drop_column('job_id')
     with op.batch_alter_table('share_policies', schema=None) as batch_op:
         batch_op.drop_column('accept_job_inputs')
         batch_op.drop_column('accept_institutions')
