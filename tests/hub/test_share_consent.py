@@ -272,3 +272,19 @@ def test_migration_0009_counts_approved_shares_as_consented_and_applies_the_defa
         ("sr-pending-third", "receiver-held", "policy of site other"),
     }
     assert (bool(policy.accept_own_institution), bool(policy.accept_job_inputs)) == (True, True)
+
+
+def test_the_receiving_admin_decides_from_the_cli(sqlite_hub: Hub, tmp_path: Path) -> None:
+    from tests.cli.test_cli import run
+
+    n = third_site_network(sqlite_hub, tmp_path)
+    req = ask(sqlite_hub, n["researcher"], n["ds"]["id"], dest="other").json()
+    listed = run(sqlite_hub, "shares", "list", "--awaiting-me", account=n["other_admin"])
+    assert req["id"] in listed.stdout and "pending: receiver" in listed.stdout
+    assert req["id"] not in run(sqlite_hub, "shares", "list", "--awaiting-me", account=n["owner_admin"]).stdout
+    refused = run(sqlite_hub, "shares", "approve", req["id"], "--side", "receiver", account=n["owner_admin"])
+    assert refused.returncode == 1 and "403 Forbidden" in refused.stdout and "receiving site's admin" in refused.stdout
+    wrong = run(sqlite_hub, "shares", "approve", req["id"], "--side", "dest", account=n["other_admin"])
+    assert wrong.returncode != 0 and "--side is owner or receiver" in wrong.stdout + wrong.stderr
+    ok = run(sqlite_hub, "shares", "deny", req["id"], "--reason", "no storage", account=n["other_admin"])
+    assert ok.returncode == 0 and f"share request {req['id']}: denied" in ok.stdout
