@@ -222,17 +222,25 @@ def request(
     client_secret: SecretOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ask for a dataset to be copied to a site; its owner site decides (or its policy does)."""
+    """Ask for a dataset to be copied to a site; its owner site and the receiving site decide
+    (each by its admin or its share policy)."""
     body = {"dest_site": to, "purpose": purpose, "lifetime_days": lifetime_days}
     req = hub_call((hub, client_id, client_secret), "POST", f"/api/v1/datasets/{dataset_id}/share-requests", json_body=body)
     if as_json:
         print_json(req)
         return
-    how = " by the owner's policy" if req["auto_approved"] else ""
-    console.print(f"share request [bold]{req['id']}[/bold]: {req['state']}{how} ({req['dataset']} -> {req['dest_site']})")
+    console.print(f"share request [bold]{req['id']}[/bold]: {share_state(req)} ({req['dataset']} -> {req['dest_site']})")
 
 
 shares_app = typer.Typer(help="Share requests: who asked for which data, and who decided.", no_args_is_help=True)
+
+
+def share_state(r: dict[str, Any]) -> str:
+    """The state, and for a pending request whose decision it waits for (owner, receiver)."""
+    if r["state"] != "pending":
+        return str(r["state"])
+    waiting = [side for side in ("owner", "receiver") if r[f"{side}_decision"] == "pending"]
+    return f"pending: {', '.join(waiting)}"
 
 
 def shares_table(rows: list[dict[str, Any]]) -> Table:
@@ -247,7 +255,7 @@ def shares_table(rows: list[dict[str, Any]]) -> Table:
         Col("purpose", drop=1),
     )
     cells = [
-        (r["id"], r["dataset"], r["owner_site"], r["dest_site"], r["requested_by"], r["state"], r["decided_by"] or "-",
+        (r["id"], r["dataset"], r["owner_site"], r["dest_site"], r["requested_by"], share_state(r), r["decided_by"] or "-",
          r["purpose"][:120])
         for r in rows
     ]  # fmt: skip
@@ -257,7 +265,7 @@ def shares_table(rows: list[dict[str, Any]]) -> Table:
 @shares_app.command("list")
 def shares_list(
     state: Annotated[str | None, typer.Option(help="pending, approved, denied, revoked, expired")] = None,
-    awaiting_me: Annotated[bool, typer.Option("--awaiting-me", help="Only requests you may decide")] = False,
+    awaiting_me: Annotated[bool, typer.Option("--awaiting-me", help="Only requests waiting for your decision")] = False,
     hub: HubOpt = None,
     client_id: IdOpt = None,
     client_secret: SecretOpt = None,
@@ -269,33 +277,61 @@ def shares_list(
     print_json(rows) if as_json else console.print(shares_table(rows))
 
 
-def _decide(request_id: str, verb: str, reason: str | None, creds: tuple[str | None, str | None, str | None]) -> None:
-    r = hub_call(creds, "POST", f"/api/v1/share-requests/{request_id}/{verb}", json_body={"reason": reason})
-    console.print(f"share request {r['id']}: {r['state']}")
+def _decide(
+    request_id: str,
+    verb: str,
+    reason: str | None,
+    creds: tuple[str | None, str | None, str | None],
+    side: str | None = None,
+) -> None:
+    if side not in (None, "owner", "receiver"):
+        fail(f"--side is owner or receiver, not {side!r}")
+    params = {"side": side} if side else None
+    r = hub_call(creds, "POST", f"/api/v1/share-requests/{request_id}/{verb}", json_body={"reason": reason}, params=params)
+    console.print(f"share request {r['id']}: {share_state(r)}")
 
 
 ReasonOpt = Annotated[str | None, typer.Option(help="Why (kept in the audit trail)")]
+SideOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--side",
+        help="owner or receiver: decide only for this side (a network admin decides for both, a site admin for their site's)",
+    ),
+]
 
 
 @shares_app.command("approve")
 def shares_approve(
-    request_id: str, reason: ReasonOpt = None, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None
+    request_id: str,
+    reason: ReasonOpt = None,
+    side: SideOpt = None,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
 ) -> None:
-    """Approve (the owner site's admin; network admins)."""
-    _decide(request_id, "approve", reason, (hub, client_id, client_secret))
+    """Approve for your side: the owner site's admin for the owner, the receiving site's admin
+    for the receiver, network admins for both. The copy starts once both have approved."""
+    _decide(request_id, "approve", reason, (hub, client_id, client_secret), side)
 
 
 @shares_app.command("deny")
 def shares_deny(
-    request_id: str, reason: ReasonOpt = None, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None
+    request_id: str,
+    reason: ReasonOpt = None,
+    side: SideOpt = None,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
 ) -> None:
-    """Deny (the owner site's admin; network admins)."""
-    _decide(request_id, "deny", reason, (hub, client_id, client_secret))
+    """Deny for your side (the owner or receiving site's admin; network admins)."""
+    _decide(request_id, "deny", reason, (hub, client_id, client_secret), side)
 
 
 @shares_app.command("revoke")
 def shares_revoke(
     request_id: str, reason: ReasonOpt = None, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None
 ) -> None:
-    """Withdraw a request or an approval."""
+    """Withdraw a request or an approval (the requester, either site's admin, network admins);
+    the transfer is cancelled and the copy retired."""
     _decide(request_id, "revoke", reason, (hub, client_id, client_secret))

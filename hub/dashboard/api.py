@@ -3,8 +3,9 @@
 Who may call: people signed in (network admins, site admins, researchers), through the
 dashboard's sign-in or any other token of theirs. Agents: 403. No token: 401. Within each
 view the usual rules hold: a researcher sees their institution's jobs and the datasets
-they may see; share requests carry ``can_decide`` only for the owner site's admins and
-network admins.
+they may see; share requests carry ``can_decide`` where a decision of the caller is
+awaited (the owner site's admin for the owner, the receiving site's admin for the
+receiver, network admins for both) and ``awaiting``, the sites whose decision is missing.
 """
 
 from __future__ import annotations
@@ -133,8 +134,10 @@ def data(
     for req in shares.list_requests(session, principal, None, awaiting_me=False):
         pub = shares.to_public(session, req).model_dump(mode="json")
         ds = session.get(Dataset, req.dataset_id)
-        owner_admin = principal.role is Role.SITE_ADMIN and ds is not None and principal.site_id == ds.owner_site_id
-        pub["can_decide"] = req.state == "pending" and (principal.role is Role.NETWORK_ADMIN or owner_admin)
+        assert ds is not None
+        pub["can_decide"] = shares.may_decide(principal, req, ds)
+        site_of = {"owner": pub["owner_site"], "receiver": pub["dest_site"]}
+        pub["awaiting"] = [f"{side.value} {site_of[side.value]}" for side in shares.awaiting(req)]
         requests.append(pub)
     moving = []
     names = transfers.site_names(session)

@@ -1,12 +1,21 @@
 """Share requests: asking for a dataset to be copied to another site.
 
-The owner site decides: its site admin (or a network admin) approves or denies, or the
-site's share policy approves automatically (public datasets, named partner
-institutions). An embargoed dataset is never approved automatically before its date; only
-an explicit decision by the owner can share it. Every step is an audit event.
+A copy needs the consent of both sites, each recorded on its own:
 
-An approval starts the transfer that carries it out (``hub.transfers``); a revoke or an
-expiry cancels it.
+- the **owner** site (``owner_decision``): its site admin (or a network admin) approves
+  or denies, or its share policy approves automatically (public datasets, named partner
+  institutions). An embargoed dataset is never approved automatically before its date;
+  only an explicit decision by the owner can share it.
+- the **receiving** site (``receiver_decision``): its site admin (or a network admin)
+  approves or denies, or its share policy accepts automatically (people of its own
+  institution, named institutions, inputs of jobs the broker placed there).
+
+The request stays ``pending`` until both have approved, then it is ``approved`` and the
+transfer that carries it out starts (``hub.transfers``); a denial by either side makes it
+``denied``. Either site's admin, the requester or a network admin may revoke it; a revoke
+or an expiry cancels the transfer and retires the copy. Every decision is an audit event:
+the owner's are ``approved``/``auto-approved``/``denied``/``held``, the receiving site's
+``receiver-approved``/``receiver-auto-approved``/``receiver-denied``/``receiver-held``.
 """
 
 from __future__ import annotations
@@ -27,7 +36,17 @@ from hub.sites.queries import get_site_by_name
 from hub.transfers import service as transfers
 from hub.types import UTCDateTime, utcnow
 from shared.schemas.auth import Role
-from shared.schemas.datasets import ShareEvent, SharePolicy, ShareRequestCreate, ShareRequestPublic
+from shared.schemas.datasets import (
+    ShareConsent,
+    ShareEvent,
+    SharePolicy,
+    ShareRequestCreate,
+    ShareRequestPublic,
+    ShareSide,
+)
+
+OWNER, RECEIVER = ShareSide.OWNER, ShareSide.RECEIVER
+PENDING, APPROVED, DENIED = ShareConsent.PENDING.value, ShareConsent.APPROVED.value, ShareConsent.DENIED.value
 
 
 class SharePolicyRow(SQLModel, table=True):
@@ -36,6 +55,9 @@ class SharePolicyRow(SQLModel, table=True):
     site_id: int = Field(sa_column=Column(Integer, ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True))
     auto_approve_public: bool = False
     auto_approve_institutions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    accept_own_institution: bool = True
+    accept_institutions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    accept_job_inputs: bool = True
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -51,11 +73,20 @@ class ShareRequest(SQLModel, table=True):
     requester_institution: str | None = Field(default=None, max_length=200)
     purpose: str = Field(sa_column=Column(Text, nullable=False))
     lifetime_days: int
+    job_id: str | None = Field(default=None, max_length=40, description="The job whose input this copy is (staging)")
     state: str = Field(default="pending", max_length=20, index=True)
+    # The owner site's decision.
+    owner_decision: str = Field(default=PENDING, max_length=20)
     auto_approved: bool = False
     decided_by: str | None = Field(default=None, max_length=300)
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     decision_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The receiving site's decision.
+    receiver_decision: str = Field(default=PENDING, max_length=20)
+    receiver_auto_approved: bool = False
+    receiver_decided_by: str | None = Field(default=None, max_length=300)
+    receiver_decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    receiver_decision_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -73,22 +104,25 @@ class ShareEventRow(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
+_POLICY_FIELDS = (
+    "auto_approve_public",
+    "auto_approve_institutions",
+    "accept_own_institution",
+    "accept_institutions",
+    "accept_job_inputs",
+)
+
+
 def share_policy(session: Session, site_id: int) -> SharePolicy:
     row = session.get(SharePolicyRow, site_id)
-    return (
-        SharePolicy()
-        if row is None
-        else SharePolicy(auto_approve_public=row.auto_approve_public, auto_approve_institutions=row.auto_approve_institutions)
-    )
+    return SharePolicy() if row is None else SharePolicy.model_validate({f: getattr(row, f) for f in _POLICY_FIELDS})
 
 
 def set_share_policy(session: Session, site_id: int, policy: SharePolicy) -> SharePolicy:
     row = session.get(SharePolicyRow, site_id) or SharePolicyRow(site_id=site_id)
-    row.auto_approve_public, row.auto_approve_institutions, row.updated_at = (
-        policy.auto_approve_public,
-        policy.auto_approve_institutions,
-        utcnow(),
-    )
+    for f in _POLICY_FIELDS:
+        setattr(row, f, getattr(policy, f))
+    row.updated_at = utcnow()
     session.add(row)
     session.flush()
     return share_policy(session, site_id)
@@ -102,16 +136,58 @@ def _embargoed(ds: Dataset, today: date) -> bool:
     return ds.embargo_until is not None and ds.embargo_until > today
 
 
-def _approve(
-    session: Session, req: ShareRequest, ds: Dataset, actor: str, reason: str | None, auto: bool, max_attempts: int
+# -- the state machine: every decision and transition of a request goes through here -----
+
+
+def decision(req: ShareRequest, side: ShareSide) -> str:
+    return req.owner_decision if side is OWNER else req.receiver_decision
+
+
+def awaiting(req: ShareRequest) -> list[ShareSide]:
+    """The sides whose decision a pending request still waits for."""
+    return [s for s in (OWNER, RECEIVER) if req.state == "pending" and decision(req, s) == PENDING]
+
+
+def _record(
+    session: Session, req: ShareRequest, side: ShareSide, approve: bool, actor: str, reason: str | None, auto: bool
 ) -> None:
-    now = utcnow()
-    req.state, req.decided_by, req.decided_at, req.decision_reason, req.auto_approved = "approved", actor, now, reason, auto
-    req.expires_at = now + timedelta(days=req.lifetime_days)
+    """One side's decision, audited; a denial by either side ends the request."""
+    verdict, now = (APPROVED if approve else DENIED), utcnow()
+    if side is OWNER:
+        req.owner_decision, req.decided_by, req.decided_at, req.decision_reason = verdict, actor, now, reason
+        req.auto_approved = auto
+    else:
+        req.receiver_decision, req.receiver_decided_by, req.receiver_decided_at = verdict, actor, now
+        req.receiver_decision_reason, req.receiver_auto_approved = reason, auto
+    action = ("auto-approved" if auto else "approved") if approve else "denied"
+    _event(session, req, actor, action if side is OWNER else f"receiver-{action}", reason)
+    if not approve:
+        req.state = "denied"
     session.add(req)
-    _event(session, req, actor, "auto-approved" if auto else "approved", reason)
+
+
+def _settle(session: Session, req: ShareRequest, ds: Dataset, max_attempts: int) -> None:
+    """A pending request both sides approved becomes ``approved`` and its transfer starts."""
+    if req.state != "pending" or req.owner_decision != APPROVED or req.receiver_decision != APPROVED:
+        return
+    req.state, req.expires_at = "approved", utcnow() + timedelta(days=req.lifetime_days)
+    session.add(req)
     session.flush()
-    transfers.start(session, ds, req.dest_site_id, req.requested_by, max_attempts, request_id=req.id)
+    transfers.start(session, ds, req.dest_site_id, req.requested_by, max_attempts, request_id=req.id, job_id=req.job_id)
+
+
+def _receiver_policy(session: Session, req: ShareRequest, dest: Site) -> str | None:
+    """Why the receiving site's policy accepts the copy, or None when its admin must decide."""
+    assert dest.id is not None
+    policy = share_policy(session, dest.id)
+    inst = req.requester_institution
+    if req.job_id is not None and policy.accept_job_inputs:
+        return f"input of job {req.job_id}, which the broker placed here under the site's lending policy"
+    if policy.accept_own_institution and inst is not None and inst == dest.institution:
+        return f"asked for by its own institution {inst}"
+    if inst is not None and inst in policy.accept_institutions:
+        return f"accepted institution {inst}"
+    return None
 
 
 def request_share(
@@ -152,8 +228,10 @@ def create_request(
     purpose: str,
     lifetime_days: int,
     max_attempts: int,
+    for_job: str | None = None,
 ) -> ShareRequest:
-    """A new request, approved at once where the owner's policy says so (never under embargo)."""
+    """A new request, consented to at once by each side whose policy says so: the receiving
+    site's (for ``for_job``: the inputs of a job placed there), the owner's (never under embargo)."""
     req = ShareRequest(
         id=f"sr-{uuid.uuid4().hex[:16]}",
         dataset_id=ds.id,
@@ -162,10 +240,19 @@ def create_request(
         requester_institution=institution,
         purpose=purpose,
         lifetime_days=lifetime_days,
+        job_id=for_job,
     )
     session.add(req)
     session.flush()
     _event(session, req, requested_by, "requested", purpose)
+    dest = session.get(Site, dest_site_id)
+    assert dest is not None
+    accepted = _receiver_policy(session, req, dest)
+    if accepted is not None:
+        _record(session, req, RECEIVER, True, f"policy of site {dest.name}", accepted, auto=True)
+    else:
+        why = f"its policy does not accept copies asked for by institution {institution or '(none)'}"
+        _event(session, req, f"policy of site {dest.name}", "receiver-held", f"{why}; the receiving site's admin must decide")
     owner = session.get(Site, ds.owner_site_id)
     assert owner is not None
     policy = share_policy(session, ds.owner_site_id)
@@ -174,13 +261,15 @@ def create_request(
     elif (policy.auto_approve_public and ds.visibility == "public") or (institution in policy.auto_approve_institutions):
         public = ds.visibility == "public" and policy.auto_approve_public
         why = "public dataset" if public else f"partner institution {institution}"
-        _approve(session, req, ds, f"policy of site {owner.name}", why, auto=True, max_attempts=max_attempts)
+        _record(session, req, OWNER, True, f"policy of site {owner.name}", why, auto=True)
+    _settle(session, req, ds, max_attempts)
     session.flush()
     return req
 
 
-def _get(session: Session, request_id: str) -> tuple[ShareRequest, Dataset]:
-    req = session.get(ShareRequest, request_id)
+def _get(session: Session, request_id: str, lock: bool = False) -> tuple[ShareRequest, Dataset]:
+    stmt = select(ShareRequest).where(ShareRequest.id == request_id)
+    req = session.exec(stmt.with_for_update() if lock else stmt).first()
     if req is None:
         raise NotFound(f"no share request {request_id!r}")
     ds = session.get(Dataset, req.dataset_id)
@@ -203,23 +292,49 @@ def get_request(session: Session, principal: Principal, request_id: str) -> Shar
     return req
 
 
+def deciding_sides(principal: Principal, req: ShareRequest, ds: Dataset) -> list[ShareSide]:
+    """The sides ``principal`` decides for: a site admin for their own site's side, a network admin for both."""
+    if principal.role is Role.NETWORK_ADMIN:
+        return [OWNER, RECEIVER]
+    if principal.role is not Role.SITE_ADMIN or principal.site_id is None:
+        return []
+    return [s for s, site_id in ((OWNER, ds.owner_site_id), (RECEIVER, req.dest_site_id)) if site_id == principal.site_id]
+
+
 def decide(
-    session: Session, principal: Principal, request_id: str, approve: bool, reason: str | None, max_attempts: int
+    session: Session,
+    principal: Principal,
+    request_id: str,
+    approve: bool,
+    reason: str | None,
+    max_attempts: int,
+    side: ShareSide | None = None,
 ) -> ShareRequest:
-    req, ds = _get(session, request_id)
+    """Record the caller's decision for each side they decide for (only ``side`` if given)
+    that is still pending; the transfer starts once both sides have approved."""
+    req, ds = _get(session, request_id, lock=True)
     if not _may_see(principal, req, ds) and principal.role is not Role.SITE_ADMIN:
         raise NotFound(f"no share request {request_id!r}")
-    owner_admin = principal.role is Role.SITE_ADMIN and principal.site_id == ds.owner_site_id
-    if not (principal.role is Role.NETWORK_ADMIN or owner_admin):
-        raise Forbidden("only the owner site's admin or a network admin decides on a share request")
+    mine = deciding_sides(principal, req, ds)
+    if not mine:
+        raise Forbidden("only the owner site's admin, the receiving site's admin or a network admin decides on a share request")
+    if side is not None:
+        if side not in mine:
+            whose = "owner site's" if side is OWNER else "receiving site's"
+            raise Forbidden(f"only the {whose} admin or a network admin decides for the {side.value} of share request {req.id}")
+        mine = [side]
     if req.state != "pending":
         raise Conflict(f"share request {req.id} is {req.state}, not pending")
-    if approve:
-        _approve(session, req, ds, principal.label(), reason, auto=False, max_attempts=max_attempts)
-    else:
-        req.state, req.decided_by, req.decided_at, req.decision_reason = "denied", principal.label(), utcnow(), reason
-        session.add(req)
-        _event(session, req, principal.label(), "denied", reason)
+    todo = [s for s in mine if decision(req, s) == PENDING]
+    if not todo:
+        done = ", ".join(f"the {s.value} has {decision(req, s)}" for s in mine)
+        left = " and ".join(s.value for s in awaiting(req))
+        raise Conflict(f"share request {req.id}: {done}; it waits for the {left}")
+    for s in todo:
+        _record(session, req, s, approve, principal.label(), reason, auto=False)
+        if not approve:
+            break
+    _settle(session, req, ds, max_attempts)
     session.flush()
     return req
 
@@ -236,11 +351,10 @@ def _retire_replica(session: Session, req: ShareRequest) -> None:
 
 
 def revoke(session: Session, principal: Principal, request_id: str, reason: str | None) -> ShareRequest:
-    req, ds = _get(session, request_id)
+    """Withdraw a request or an approval: the requester, either site's admin, a network admin."""
+    req, ds = _get(session, request_id, lock=True)
     if not _may_see(principal, req, ds):
         raise NotFound(f"no share request {request_id!r}")
-    if principal.role is Role.SITE_ADMIN and principal.site_id == req.dest_site_id and req.requested_by != principal.label():
-        raise Forbidden("the receiving site's admin cannot revoke; the requester or the owner site can")
     if req.state not in ("pending", "approved"):
         raise Conflict(f"share request {req.id} is {req.state}; there is nothing to revoke")
     req.state = "revoked"
@@ -264,6 +378,11 @@ def expire_shares(session: Session, now: datetime | None = None) -> list[str]:
     return out
 
 
+def may_decide(principal: Principal, req: ShareRequest, ds: Dataset) -> bool:
+    """Whether a decision of ``principal`` is awaited on ``req`` now."""
+    return any(s in awaiting(req) for s in deciding_sides(principal, req, ds))
+
+
 def list_requests(session: Session, principal: Principal, state: str | None, awaiting_me: bool) -> list[ShareRequest]:
     stmt = select(ShareRequest, Dataset).join(Dataset, col(Dataset.id) == ShareRequest.dataset_id)
     if state:
@@ -272,10 +391,7 @@ def list_requests(session: Session, principal: Principal, state: str | None, awa
     out = []
     for req, ds in rows:
         if awaiting_me:
-            deciding = principal.role is Role.NETWORK_ADMIN or (
-                principal.role is Role.SITE_ADMIN and principal.site_id == ds.owner_site_id
-            )
-            if deciding and req.state == "pending":
+            if may_decide(principal, req, ds):
                 out.append(req)
         elif _may_see(principal, req, ds):
             out.append(req)
@@ -289,7 +405,8 @@ def to_public(session: Session, req: ShareRequest) -> ShareRequestPublic:
     assert ds is not None and owner is not None and dest is not None
     events = session.exec(select(ShareEventRow).where(ShareEventRow.request_id == req.id).order_by(col(ShareEventRow.id))).all()
     data: dict[str, Any] = {
-        **req.model_dump(exclude={"dataset_id", "dest_site_id"}),
+        **req.model_dump(exclude={"dataset_id", "dest_site_id", "job_id"}),
+        "job": req.job_id,
         "dataset": ds.id,
         "dataset_title": ds.title,
         "owner_site": owner.name,

@@ -3,7 +3,12 @@
 The broker prefers sites holding the inputs (``locality`` in the score). When it places a
 job elsewhere, the attempt is ``staging`` and the job ``INITIALIZING``: a share request
 per missing dataset goes to the owner site, in the job owner's name, approved at once
-only where the owner's share policy allows; otherwise it waits for the owner's admin. Each
+only where the owner's share policy allows; otherwise it waits for the owner's admin.
+
+The site the job was placed on is the receiving site of that request. The broker placed
+the job there only because the site's lending policy admits the job's institution, so by
+default the site accepts the job's inputs with it (``accept_job_inputs`` in its share
+policy); a site that sets it to false has each such copy wait for its own admin too. Each
 sweep looks again: once every input is AVAILABLE at the site, the attempt becomes an
 ordinary offer and the agent starts it. If a copy is refused or fails for good (request
 denied, revoked or expired; transfer suspended or cancelled), the attempt ends as refused
@@ -18,7 +23,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from hub.datasets.models import Dataset, Replica
-from hub.datasets.shares import ShareRequest, create_request
+from hub.datasets.shares import ShareRequest, awaiting, create_request
 from hub.db import after_commit
 from hub.jobs import states
 from hub.jobs.models import Attempt, Job
@@ -83,7 +88,8 @@ def _copy_under_way(session: Session, ds_id: str, site_id: int) -> str | None:
         )
     ).first()
     if req is not None:
-        return f"{ds_id} waits for its owner site to approve share request {req.id}"
+        whose = " and ".join({"owner": "its owner site", "receiver": "the receiving site"}[s.value] for s in awaiting(req))
+        return f"{ds_id} waits for {whose} to approve share request {req.id}"
     return None
 
 
@@ -98,11 +104,8 @@ def stage(session: Session, job: Job, attempt: Attempt, spec: JobSpec, site_name
         if note is None:
             req = create_request(
                 session, ds, attempt.site_id, job.owner, job.institution, f"input of job {job.id}", INPUT_COPY_DAYS,
-                DEFAULT_TRANSFER_ATTEMPTS,
+                DEFAULT_TRANSFER_ATTEMPTS, for_job=job.id,
             )  # fmt: skip
-            for t in session.exec(select(Transfer).where(Transfer.request_id == req.id)):
-                t.job_id = job.id
-                session.add(t)
             note = _copy_under_way(session, ds.id, attempt.site_id) or f"{ds.id}: share request {req.id} is {req.state}"
         notes.append(note)
     attempt.state = "staging"
@@ -127,7 +130,10 @@ def _dead_end(session: Session, ds_id: str, site_id: int) -> str | None:
         .order_by(col(ShareRequest.created_at).desc())
     ).first()
     if req is not None and req.state in ("denied", "revoked", "expired"):
-        return f"the share request for {ds_id} was {req.state}" + (f": {req.decision_reason}" if req.decision_reason else "")
+        by, why = "", req.decision_reason
+        if req.receiver_decision == "denied":
+            by, why = " by the receiving site", req.receiver_decision_reason
+        return f"the share request for {ds_id} was {req.state}{by}" + (f": {why}" if why else "")
     if t is not None and t.state in ("SUSPENDED", "CANCELLED"):
         return f"the copy of {ds_id} was {t.state.lower()}: {t.reason}"
     return f"no copy of {ds_id} is under way"

@@ -6,6 +6,7 @@ import hashlib
 import re
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -244,6 +245,21 @@ class ShareState(StrEnum):
     EXPIRED = "expired"
 
 
+class ShareSide(StrEnum):
+    """The two sites that must consent to a copy: the one that owns the data and the one that receives it."""
+
+    OWNER = "owner"
+    RECEIVER = "receiver"
+
+
+class ShareConsent(StrEnum):
+    """One side's decision on a share request."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
 class ShareRequestCreate(StrictModel):
     dest_site: str = Field(description="The site the dataset should be copied to")
     purpose: str = Field(min_length=3, max_length=2000)
@@ -271,18 +287,37 @@ class ShareRequestPublic(BaseModel):
     requester_institution: str | None
     purpose: str
     lifetime_days: int
-    state: ShareState
-    auto_approved: bool
-    decided_by: str | None
+    job: str | None = Field(default=None, description="The job whose input this copy is, for a copy the broker asked for")
+    state: ShareState = Field(description="approved only once both the owner and the receiving site consented")
+    owner_decision: ShareConsent
+    auto_approved: bool = Field(description="The owner's decision was its share policy's")
+    decided_by: str | None = Field(description="Who decided for the owner site")
     decided_at: datetime | None
     decision_reason: str | None
+    receiver_decision: ShareConsent
+    receiver_auto_approved: bool = Field(description="The receiving site's consent was its share policy's")
+    receiver_decided_by: str | None = Field(description="Who decided for the receiving site")
+    receiver_decided_at: datetime | None
+    receiver_decision_reason: str | None
     expires_at: datetime | None
     created_at: datetime
     events: list[ShareEvent]
 
 
 class SharePolicy(StrictModel):
-    """When the owner site approves requests without a person deciding."""
+    """When the site decides on share requests without a person deciding: as the owner of the
+    data (``auto_approve_*``) and as the site receiving a copy (``accept_*``)."""
 
     auto_approve_public: bool = Field(default=False, description="Approve requests for public datasets")
     auto_approve_institutions: list[str] = Field(default_factory=list, description="Approve requests from these institutions")
+    accept_own_institution: bool = Field(
+        default=True, description="Receiving: accept copies to this site asked for by people of the site's own institution"
+    )
+    accept_institutions: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=1000, description="Receiving: accept copies asked for by people of these institutions"
+    )
+    accept_job_inputs: bool = Field(
+        default=True,
+        description="Receiving: accept copies of the inputs of jobs the broker placed at this site (which its lending "
+        "policy admits); if false, each such copy waits for the site's admin",
+    )

@@ -1,4 +1,5 @@
-"""Share requests: the owner decides, or its policy does; embargo; revoke; expiry; audit."""
+"""Share requests: the owner decides, or its policy does; embargo; revoke; expiry; audit.
+The receiving site's consent is in tests/hub/test_share_consent.py."""
 
 from __future__ import annotations
 
@@ -50,11 +51,15 @@ def test_owner_admin_decides_and_everything_is_audited(hub: Hub, tmp_path: Path)
     assert r.status_code == 201, r.text
     req = r.json()
     assert req["state"] == "pending" and req["owner_site"] == "owner" and req["dest_site"] == "dest"
-    for who in (n["researcher"], n["other_admin"], n["dest_admin"]):
+    assert (req["owner_decision"], req["receiver_decision"]) == ("pending", "approved"), "dest accepts its own institution"
+    for who in (n["researcher"], n["other_admin"]):
         refused = act(hub, who, req["id"], "approve")
         assert refused.status_code in (403, 404), who.role
         assert refused.json()["error"] in ("Forbidden", "NotFound")
     assert act(hub, n["other_admin"], req["id"], "approve").status_code == 403, "an admin of another site: 403"
+    dest = act(hub, n["dest_admin"], req["id"], "approve")
+    assert dest.status_code == 409, "the receiving site has consented already; only the owner is awaited"
+    assert dest.json()["detail"] == f"share request {req['id']}: the receiver has approved; it waits for the owner"
     with hub.as_(n["owner_admin"]) as c:
         awaiting = c.get("/api/v1/share-requests", params={"awaiting": "me"}).json()
     assert [x["id"] for x in awaiting] == [req["id"]]
@@ -63,6 +68,7 @@ def test_owner_admin_decides_and_everything_is_audited(hub: Hub, tmp_path: Path)
     assert done["expires_at"] is not None
     assert [(e["action"], e["actor"]) for e in done["events"]] == [
         ("requested", n["researcher"].client_id),
+        ("receiver-auto-approved", "policy of site dest"),
         ("approved", n["owner_admin"].client_id),
     ]
     again = act(hub, n["owner_admin"], req["id"], "deny")
@@ -116,7 +122,7 @@ def test_revoke_and_expiry_retire_the_request(hub: Hub, tmp_path: Path) -> None:
     n = setup_network(hub, tmp_path)
     req = ask(hub, n["researcher"], n["ds"]["id"]).json()
     act(hub, n["owner_admin"], req["id"], "approve")
-    assert act(hub, n["dest_admin"], req["id"], "revoke").status_code == 403
+    assert act(hub, n["other_admin"], req["id"], "revoke").status_code == 404, "an unrelated site's admin"
     revoked = act(hub, n["researcher"], req["id"], "revoke", "no longer needed").json()
     assert revoked["state"] == "revoked" and revoked["events"][-1]["action"] == "revoked"
     assert act(hub, n["researcher"], req["id"], "revoke").status_code == 409

@@ -130,3 +130,64 @@ def test_a_policy_approved_copy_starts_at_once_and_a_staged_job_can_be_canceled(
     with jhub.as_(n["me"]) as c:
         canceled = c.post(f"/api/v1/jobs/{job['id']}/cancel").json()
     assert canceled["state"] == "CANCELED"
+
+
+def test_a_site_lending_to_the_jobs_institution_accepts_its_inputs_unless_its_policy_says_no(jhub: Hub, tmp_path: Path) -> None:
+    """The receiving site's consent for a staged copy: embl's site lends to everyone, so it takes
+    osaka-u's job and, by default, its input; with ``accept_job_inputs`` off its admin decides."""
+    n = network(jhub, tmp_path)
+    add_site(jhub, tmp_path, "embl", CPU_SITE, institution="embl")
+    with jhub.as_admin() as c:
+        c.post("/api/v1/sites/embl/activate")
+    embl_agent = jhub.enroll_agent("embl", tmp_path / "embl-data-agent")
+    with jhub.as_(n["owner_admin"]) as c:
+        c.put("/api/v1/sites/holder/share-policy", json={"auto_approve_institutions": ["osaka-u"]})
+    body = spec(inputs=[{"dataset": n["ds"]["id"]}], placement={"allowed_sites": ["embl"]})
+    job = submit(jhub, n["me"], body).json()
+    assert job["state"] == "INITIALIZING" and "is being copied" in job["state_reason"]
+    with jhub.as_admin() as c:
+        (req,) = c.get("/api/v1/share-requests").json()
+    assert req["receiver_auto_approved"] and req["receiver_decided_by"] == "policy of site embl" and req["job"] == job["id"]
+    assert (
+        req["receiver_decision_reason"]
+        == f"input of job {job['id']}, which the broker placed here under the site's lending policy"
+    )
+    with jhub.as_(n["me"]) as c:
+        c.post(f"/api/v1/jobs/{job['id']}/cancel")
+        c.post(f"/api/v1/share-requests/{req['id']}/revoke", json={})
+
+    embl_admin = jhub.account("site_admin", site="embl")
+    with jhub.as_(embl_admin) as c:
+        assert c.put("/api/v1/sites/embl/share-policy", json={"accept_job_inputs": False}).status_code == 200
+    job = submit(jhub, n["me"], body).json()
+    assert (job["state"], job["site"]) == ("INITIALIZING", "embl")
+    assert "waits for the receiving site to approve share request" in job["state_reason"]
+    with jhub.as_(embl_admin) as c:
+        (req,) = c.get("/api/v1/share-requests", params={"awaiting": "me"}).json()
+    assert req["purpose"] == f"input of job {job['id']}" and req["owner_decision"] == "approved"
+    with jhub.as_admin() as c:
+        assert [t["state"] for t in c.get("/api/v1/transfers").json()] == ["CANCELLED"], "only the first job's copy"
+    assert tick(jhub) == [], "waits for embl's admin"
+    with jhub.as_(embl_admin) as c:
+        assert c.post(f"/api/v1/share-requests/{req['id']}/approve", json={}).json()["state"] == "approved"
+        (w,) = [t for t in c.get("/api/v1/transfers").json() if t["state"] != "CANCELLED"]
+    assert w["job"] == job["id"] and w["dest_site"] == "embl"
+    assert agent_call(jhub, embl_agent, "GET", "/api/v1/sites/embl/transfers").json() == [], "nothing to fetch yet"
+
+
+def test_a_copy_the_receiving_site_denies_sends_the_job_back_to_the_broker(jhub: Hub, tmp_path: Path) -> None:
+    n = network(jhub, tmp_path)
+    add_site(jhub, tmp_path, "embl", CPU_SITE, institution="embl")
+    with jhub.as_admin() as c:
+        c.post("/api/v1/sites/embl/activate")
+    embl_admin = jhub.account("site_admin", site="embl")
+    with jhub.as_(embl_admin) as c:
+        c.put("/api/v1/sites/embl/share-policy", json={"accept_job_inputs": False})
+    job = submit(jhub, n["me"], spec(inputs=[{"dataset": n["ds"]["id"]}], placement={"allowed_sites": ["embl"]})).json()
+    with jhub.as_(embl_admin) as c:
+        (req,) = c.get("/api/v1/share-requests", params={"awaiting": "me"}).json()
+        assert c.post(f"/api/v1/share-requests/{req['id']}/deny", json={"reason": "no room"}).status_code == 200
+    assert tick(jhub) == [job["id"]]
+    with jhub.as_(n["me"]) as c:
+        now = c.get(f"/api/v1/jobs/{job['id']}").json()
+    assert now["state"] == "QUEUED" and "was denied by the receiving site: no room" in now["state_reason"]

@@ -210,8 +210,8 @@ async function dataPage() {
     <td>${esc(x.owner_site)}</td><td>${x.file_count}</td><td>${bytes(x.total_bytes)}</td><td>${esc(x.visibility)}</td>
     <td>${x.replicas.map((r) => `${esc(r.site)} ${pill(r.state)}`).join("<br>")}</td></tr>`).join("");
   const reqs = d.share_requests.map((r) => `<tr data-testid="share-row" data-request="${esc(r.id)}"><td>${esc(r.dataset_title)}</td>
-    <td>${esc(r.owner_site)} → ${esc(r.dest_site)}</td><td>${esc(r.requested_by)}</td><td>${esc(r.purpose)}</td><td>${pill(r.state)}</td>
-    <td>${esc(r.decided_by || "")}</td><td>${r.can_decide ? `<button data-testid="approve" data-act="approve" data-id="${esc(r.id)}">Approve</button>
+    <td>${esc(r.owner_site)} → ${esc(r.dest_site)}</td><td>${esc(r.requested_by)}</td><td>${esc(r.purpose)}</td><td>${pill(r.state)}${r.awaiting.length ? ` <span class="muted" data-testid="awaiting">waiting for ${esc(r.awaiting.join(", "))}</span>` : ""}</td>
+    <td>${esc([r.decided_by, r.receiver_decided_by].filter(Boolean).join(" · "))}</td><td>${r.can_decide ? `<button data-testid="approve" data-act="approve" data-id="${esc(r.id)}">Approve</button>
       <button class="secondary" data-testid="deny" data-act="deny" data-id="${esc(r.id)}">Deny</button>` : ""}</td></tr>`).join("");
   const moving = d.transfers.map((t) => {
     const publishing = ["QUEUED", "PUBLISHING"].includes(t.state);
