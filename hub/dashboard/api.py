@@ -31,7 +31,6 @@ from hub.network.service import summary
 from hub.sites.models import Site
 from hub.transfers import service as transfers
 from hub.types import utcnow
-from shared.schemas.auth import Role
 from shared.schemas.jobs import JobState
 from shared.schemas.network import NetworkSummary
 
