@@ -10,8 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import func, or_
+from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
@@ -87,8 +89,13 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
     return ds
 
 
+#: A manifest lists every file (340k files: ~57 MB); it is loaded only where it is used
+#: (``.manifest`` on a row loads it then), never for listings or a dataset's summary.
+WITHOUT_MANIFEST = defer(cast("QueryableAttribute[Any]", Dataset.manifest))
+
+
 def get_visible(session: Session, principal: Principal, dataset_id: str) -> Dataset:
-    ds = session.get(Dataset, dataset_id)
+    ds = session.get(Dataset, dataset_id, options=[WITHOUT_MANIFEST])
     if ds is None:
         raise NotFound(f"no dataset {dataset_id!r}")
     if principal.role is not Role.NETWORK_ADMIN and ds.visibility == "private" and ds.institution != principal.institution:
@@ -97,7 +104,7 @@ def get_visible(session: Session, principal: Principal, dataset_id: str) -> Data
 
 
 def search(session: Session, principal: Principal, f: DatasetFilter, limit: int, offset: int) -> tuple[list[DatasetPublic], int]:
-    stmt = select(Dataset)
+    stmt = select(Dataset).options(WITHOUT_MANIFEST)
     visible = _visible_clause(principal)
     if visible is not None:
         stmt = stmt.where(visible)

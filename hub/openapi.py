@@ -1,0 +1,56 @@
+"""The OpenAPI document says what the hub sends: every refusal is an ``ErrorBody``.
+
+FastAPI declares its own 422 body (``HTTPValidationError``) for every operation with
+parameters; the hub renders validation errors as ``{"error": "ValidationError", "detail"}``
+like any other refusal (hub/errors.py). This replaces those declarations, and adds the
+refusals every operation of a kind can make: 422 for a malformed URL, 400/413 for a body
+that cannot be read or is too large (hub/limits.py), 401 where a token is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from shared.schemas.common import ErrorBody
+
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_REF}}}
+
+
+def _describe(op: dict[str, Any]) -> None:
+    responses: dict[str, Any] = op.setdefault("responses", {})
+    responses["422"] = _error("ValidationError: a parameter or the body is malformed")
+    if "requestBody" in op:
+        responses.setdefault("400", _error("BadRequest: the body cannot be read (not UTF-8 JSON)"))
+        responses.setdefault("413", _error("PayloadTooLarge: the body is larger than this endpoint accepts"))
+    if op.get("security"):
+        responses.setdefault("401", _error("Unauthorized: no valid bearer token"))
+
+
+def document(app: FastAPI) -> dict[str, Any]:
+    """The hub's OpenAPI document, built once."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes, servers=app.servers
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    components.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
+    for item in schema.get("paths", {}).values():
+        for method, op in item.items():
+            if method in ("get", "put", "post", "delete", "patch"):
+                _describe(op)
+    app.openapi_schema = schema
+    return schema
+
+
+def install(app: FastAPI) -> None:
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]
