@@ -138,7 +138,7 @@ def search(session: Session, principal: Principal, f: DatasetFilter, limit: int,
             .where(Site.name == f.site, Replica.state == "AVAILABLE")
         )
         stmt = stmt.where(col(Dataset.id).in_(held))
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    total = session.exec(select(func.count()).select_from(stmt.with_only_columns(col(Dataset.id)).subquery())).one()
     rows = session.exec(stmt.order_by(col(Dataset.created_at).desc(), col(Dataset.id)).limit(limit).offset(offset)).all()
     return to_public(session, rows), total
 
