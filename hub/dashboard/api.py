@@ -20,7 +20,7 @@ from hub.capacity.models import CapacityBucket
 from hub.datasets import service as datasets
 from hub.datasets import shares
 from hub.datasets.models import Dataset
-from hub.datasets.service import WITHOUT_MANIFEST, DatasetFilter
+from hub.datasets.service import DatasetFilter
 from hub.deps import Person, SessionDep
 from hub.errors import AUTH_ERRORS, NotFound, responses
 from hub.jobs import service as jobs
@@ -129,7 +129,7 @@ def data(
     requests = []
     for req in shares.list_requests(session, principal, None, awaiting_me=False):
         pub = shares.to_public(session, req).model_dump(mode="json")
-        ds = session.get(Dataset, req.dataset_id, options=[WITHOUT_MANIFEST])
+        ds = session.get(Dataset, req.dataset_id)
         owner_admin = principal.role is Role.SITE_ADMIN and ds is not None and principal.site_id == ds.owner_site_id
         pub["can_decide"] = req.state == "pending" and (principal.role is Role.NETWORK_ADMIN or owner_admin)
         requests.append(pub)

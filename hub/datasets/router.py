@@ -84,7 +84,7 @@ def show_dataset(dataset_id: str, session: SessionDep, principal: CurrentPrincip
 @router.get("/{dataset_id}/manifest", responses=responses(*AUTH_ERRORS, NotFound))
 def dataset_manifest(dataset_id: str, session: SessionDep, principal: CurrentPrincipal) -> dict[str, Any]:
     """Every file's path, size and checksum, and the digest over them."""
-    return dict(service.get_visible(session, principal, dataset_id).manifest)
+    return service.manifest_of(session, service.get_visible(session, principal, dataset_id).id)
 
 
 @sites_router.get("/{name}/replicas", responses=responses(*AUTH_ERRORS, NotFound))

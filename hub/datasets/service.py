@@ -10,14 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import func, or_
-from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
-from hub.datasets.models import Dataset, Replica
+from hub.datasets.models import Dataset, DatasetManifest, Replica
 from hub.errors import Forbidden, NotFound
 from hub.sites.models import Site
 from hub.types import utcnow
@@ -71,7 +70,6 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
         pixel_size_a=data.acquisition.pixel_size_a or next((s.pixel_size_a for s in data.image_sets if s.pixel_size_a), None),
         meta=meta,
         checksum_algorithm=data.manifest.algorithm.value,
-        manifest=data.manifest.model_dump(mode="json"),
         manifest_digest=data.manifest.digest,
         file_count=len(data.manifest.files),
         total_bytes=data.manifest.total_bytes,
@@ -81,6 +79,7 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
     )
     session.add(ds)
     session.flush()
+    session.add(DatasetManifest(dataset_id=ds.id, manifest=data.manifest.model_dump(mode="json")))
     now = utcnow()
     session.add(
         Replica(dataset_id=ds.id, site_id=site.id, state=ReplicaState.AVAILABLE.value, location=data.location, verified_at=now)
@@ -89,13 +88,15 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
     return ds
 
 
-#: A manifest lists every file (340k files: ~57 MB); it is loaded only where it is used
-#: (``.manifest`` on a row loads it then), never for listings or a dataset's summary.
-WITHOUT_MANIFEST = defer(cast("QueryableAttribute[Any]", Dataset.manifest))
+def manifest_of(session: Session, dataset_id: str) -> dict[str, Any]:
+    """A dataset's manifest (kept in its own table, read only where it is needed)."""
+    row = session.get(DatasetManifest, dataset_id)
+    assert row is not None, f"dataset {dataset_id} has no manifest"
+    return row.manifest
 
 
 def get_visible(session: Session, principal: Principal, dataset_id: str) -> Dataset:
-    ds = session.get(Dataset, dataset_id, options=[WITHOUT_MANIFEST])
+    ds = session.get(Dataset, dataset_id)
     if ds is None:
         raise NotFound(f"no dataset {dataset_id!r}")
     if principal.role is not Role.NETWORK_ADMIN and ds.visibility == "private" and ds.institution != principal.institution:
@@ -104,7 +105,7 @@ def get_visible(session: Session, principal: Principal, dataset_id: str) -> Data
 
 
 def search(session: Session, principal: Principal, f: DatasetFilter, limit: int, offset: int) -> tuple[list[DatasetPublic], int]:
-    stmt = select(Dataset).options(WITHOUT_MANIFEST)
+    stmt = select(Dataset)
     visible = _visible_clause(principal)
     if visible is not None:
         stmt = stmt.where(visible)

@@ -20,7 +20,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from hub.auth.principal import Principal
 from hub.datasets.models import Dataset, Replica
-from hub.datasets.service import WITHOUT_MANIFEST, get_visible
+from hub.datasets.service import get_visible
 from hub.errors import Conflict, Forbidden, NotFound
 from hub.sites.models import Site
 from hub.sites.queries import get_site_by_name
@@ -183,7 +183,7 @@ def _get(session: Session, request_id: str) -> tuple[ShareRequest, Dataset]:
     req = session.get(ShareRequest, request_id)
     if req is None:
         raise NotFound(f"no share request {request_id!r}")
-    ds = session.get(Dataset, req.dataset_id, options=[WITHOUT_MANIFEST])
+    ds = session.get(Dataset, req.dataset_id)
     assert ds is not None
     return req, ds
 
@@ -283,7 +283,7 @@ def list_requests(session: Session, principal: Principal, state: str | None, awa
 
 
 def to_public(session: Session, req: ShareRequest) -> ShareRequestPublic:
-    ds = session.get(Dataset, req.dataset_id, options=[WITHOUT_MANIFEST])
+    ds = session.get(Dataset, req.dataset_id)
     owner = session.get(Site, ds.owner_site_id) if ds else None
     dest = session.get(Site, req.dest_site_id)
     assert ds is not None and owner is not None and dest is not None

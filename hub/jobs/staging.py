@@ -18,7 +18,6 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from hub.datasets.models import Dataset, Replica
-from hub.datasets.service import WITHOUT_MANIFEST
 from hub.datasets.shares import ShareRequest, create_request
 from hub.db import after_commit
 from hub.jobs import states
@@ -53,7 +52,7 @@ def missing_inputs(session: Session, spec: JobSpec, site_id: int) -> list[Datase
     out = []
     for ds_id in dict.fromkeys(ids):
         if ds_id not in held:
-            ds = session.get(Dataset, ds_id, options=[WITHOUT_MANIFEST])
+            ds = session.get(Dataset, ds_id)
             if ds is not None:
                 out.append(ds)
     return out
