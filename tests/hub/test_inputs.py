@@ -197,3 +197,33 @@ def test_the_openapi_document_describes_the_error_bodies_the_hub_sends(sqlite_hu
     assert with_body > 20
     offset = next(p for p in doc["paths"]["/api/v1/datasets"]["get"]["parameters"] if p["name"] == "offset")
     assert offset["schema"]["maximum"] <= 2**63 - 1
+
+
+def test_the_manifest_table_migration_keeps_every_manifest(db_url: str, tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from hub.datasets.service import manifest_of
+    from hub.db import alembic_config, make_engine, migrate, transaction
+    from tests.helpers import running_hub
+
+    with running_hub(db_url, tmp_path / "data") as hub:
+        hub.create_site("alpha")
+        token = hub.agent_token(hub.enroll_agent("alpha", tmp_path / "a"))
+        ds = register(hub, token, manifest=manifest(("a.mrc", 9), ("b.mrc", 10))).json()
+    command.downgrade(alembic_config(db_url), "0008")
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT manifest FROM datasets WHERE id = :id"), {"id": ds["id"]}).scalar_one()
+        assert [f["path"] for f in (json.loads(row) if isinstance(row, str) else row)["files"]] == ["a.mrc", "b.mrc"]
+    finally:
+        engine.dispose()
+    migrate(db_url)
+    engine = make_engine(db_url)
+    try:
+        with transaction(engine) as session:
+            files = manifest_of(session, ds["id"])["files"]
+        assert [(f["path"], f["size"]) for f in files] == [("a.mrc", 9), ("b.mrc", 10)]
+    finally:
+        engine.dispose()
