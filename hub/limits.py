@@ -2,8 +2,8 @@
 
 - ``BodyLimit``: a body over the route's limit is refused with 413 ``PayloadTooLarge``, from
   its Content-Length before a byte is read, or while it streams in (chunked bodies, or a
-  Content-Length that lies). Dataset registration has its own, larger limit: a manifest
-  lists every file.
+  Content-Length that lies). Agents' reports that list files (a dataset's manifest,
+  transfer progress with one URL per file, audits) have their own, larger limit.
 - ``UrlGuard``: a NUL in the path or query string is refused with 422 (PostgreSQL cannot
   hold NUL in text, and no name or filter contains one).
 """
@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: Routes whose bodies may be larger than ``max_body_bytes``: (method, path).
-MANIFEST_ROUTES = frozenset({("POST", "/api/v1/datasets")})
+#: Agents' reports that list files, whose bodies may be larger than ``max_body_bytes``:
+#: dataset registration (the manifest), transfer progress (one presigned URL per file,
+#: files sent again or found corrupt), transfer failures and audits (per-file findings).
+FILE_LIST_ROUTES = re.compile(r"^/api/v1/(datasets|transfers/[^/]+/(progress|fail)|sites/[^/]+/replicas/[^/]+/audit)/?$")
 
 
 async def _send_error(send: Send, status: int, name: str, detail: str) -> None:
@@ -38,7 +41,7 @@ class BodyLimit:
         self.max_manifest_body_bytes = max_manifest_body_bytes
 
     def limit_for(self, scope: Scope) -> int:
-        if (scope["method"], scope["path"].rstrip("/")) in MANIFEST_ROUTES:
+        if scope["method"] == "POST" and FILE_LIST_ROUTES.match(scope["path"]):
             return self.max_manifest_body_bytes
         return self.max_body_bytes
 

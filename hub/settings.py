@@ -96,7 +96,8 @@ class HubSettings(BaseSettings):
     max_manifest_body_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024,
-        description="Largest dataset registration body, in bytes (its manifest lists every file: ~170 bytes a file)",
+        description="Largest body of an agent's report that lists files, in bytes: dataset registration "
+        "(the manifest: ~170 bytes a file), transfer progress and failures, audits",
     )
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
     log_level: str = Field(default="INFO")

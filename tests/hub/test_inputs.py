@@ -154,6 +154,11 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read(tmp_path: Path) 
         r = register(hub, token, manifest=manifest(*files))
         assert r.status_code == 201, r.text
         assert r.json()["file_count"] == 8000
+        # So do transfer progress reports (one presigned URL per file): a 200 KiB one is read.
+        urls = {f"Movies/movie_{i:06d}.tiff": f"https://s3.example/b/{i}?X-Amz-Signature={'0' * 64}" for i in range(2000)}
+        r = raw_post(hub, token, "/api/v1/transfers/tr-none/progress",
+                     {"attempt": 1, "bytes_done": 0, "files_done": 0, "access": {"kind": "s3", "urls": urls}})  # fmt: skip
+        refused(r, 404, where="tr-none")
         files = [(f"Movies/a_much_longer_name_for_each_movie_{i:08d}.tiff", i) for i in range(40_000)]
         refused(register(hub, token, manifest=manifest(*files)), 413, where=str(4 * 1024 * 1024))
 
