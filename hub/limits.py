@@ -58,7 +58,8 @@ class BodyLimit:
 
         received = 0
         exceeded = False
-        answered = False
+        answered = False  # the 413 was sent
+        started = False  # the application's own answer began before the limit was passed
 
         async def counting_receive() -> Message:
             nonlocal received, exceeded
@@ -75,20 +76,21 @@ class BodyLimit:
             return message
 
         async def guarded_send(message: Message) -> None:
-            nonlocal answered
-            if exceeded:
+            nonlocal answered, started
+            if exceeded and not started:
                 if not answered:
                     answered = True
                     await _send_error(send, 413, "PayloadTooLarge", detail)
                 return
+            started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if not exceeded or started:
                 raise
-        if exceeded and not answered:
+        if exceeded and not answered and not started:
             await _send_error(send, 413, "PayloadTooLarge", detail)
 
 
