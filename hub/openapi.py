@@ -33,6 +33,28 @@ def _describe(op: dict[str, Any]) -> None:
         responses.setdefault("401", _error("Unauthorized: no valid bearer token"))
 
 
+_RAW_BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
+
+
+def _standard_bounds(node: Any) -> None:
+    """Pydantic writes a field's own bounds as raw ``ge``/``le`` keys beside a validated
+    type's (``Int64 | None = Field(ge=1)``); the field's are the ones that hold."""
+    if isinstance(node, dict):
+        if node.get("type") in ("integer", "number"):
+            for raw, name in _RAW_BOUNDS.items():
+                if raw in node:
+                    node[name] = node.pop(raw)
+                    if name == "minimum":
+                        node.pop("exclusiveMinimum", None)
+                    elif name == "maximum":
+                        node.pop("exclusiveMaximum", None)
+        for value in node.values():
+            _standard_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _standard_bounds(value)
+
+
 def document(app: FastAPI) -> dict[str, Any]:
     """The hub's OpenAPI document, built once."""
     if app.openapi_schema:
@@ -48,6 +70,7 @@ def document(app: FastAPI) -> dict[str, Any]:
         for method, op in item.items():
             if method in ("get", "put", "post", "delete", "patch"):
                 _describe(op)
+    _standard_bounds(schema)
     app.openapi_schema = schema
     return schema
 
