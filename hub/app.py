@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub import metrics
+from hub import metrics, openapi
 from hub.accounts.router import router as accounts_router
 from hub.agents.router import router as agents_router
 from hub.auth.external_signin import router as external_signin_router
@@ -31,6 +31,7 @@ from hub.errors import install_error_handlers
 from hub.jobs.notify import Notifier
 from hub.jobs.router import router as jobs_router
 from hub.jobs.service import restart_grace
+from hub.limits import BodyLimit, UrlGuard
 from hub.logging import RequestIdMiddleware
 from hub.network.router import router as network_router
 from hub.settings import HubSettings, get_settings
@@ -71,10 +72,17 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.verifier = TokenVerifier(settings, app.state.keys)
     app.state.notifier = Notifier()
     app.state.metrics = metrics.make_registry(engine)
+    # Innermost first: limits are checked before anything reads the request, inside the
+    # request id and timing so a refusal is logged and counted like any other answer.
+    app.add_middleware(
+        BodyLimit, max_body_bytes=settings.max_body_bytes, max_manifest_body_bytes=settings.max_manifest_body_bytes
+    )
+    app.add_middleware(UrlGuard)
     app.add_middleware(metrics.TimingMiddleware)
     app.add_middleware(DashboardHeaders)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    openapi.install(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

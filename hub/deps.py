@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -15,6 +15,16 @@ from hub.db import transaction
 from hub.errors import Forbidden, Unauthorized
 from hub.settings import HubSettings
 from shared.schemas.auth import Role
+from shared.schemas.common import MAX_INT64
+
+#: Deepest a list may be paged; past it, narrow the list with its filters.
+MAX_OFFSET = 1_000_000
+#: ``?offset=``: items to skip (bounded so it fits the database).
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")]
+#: A byte count in a query (``?min_bytes=``): no larger than the database holds.
+ByteCount = Annotated[int | None, Query(ge=0, le=MAX_INT64)]
+#: A numeric row id in a path (``/enrollments/{id}``).
+RowId = Annotated[int, Path(ge=1, le=MAX_INT64)]
 
 
 def get_session(request: Request) -> Iterator[Session]:

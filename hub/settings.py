@@ -95,6 +95,17 @@ class HubSettings(BaseSettings):
     session_lifetime_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400, description="A person's sign-in lasts this long")
     setup_code_ttl_s: int = Field(default=7 * 86_400, ge=60, description="Life of a new person's one-time password-setup code")
     enrollment_code_ttl_s: int = Field(default=86_400, ge=60, description="Default life of an enrollment code")
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted, in bytes; a larger one is refused with 413 before it is read",
+    )
+    max_manifest_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of an agent's report that lists files, in bytes: dataset registration "
+        "(the manifest: ~170 bytes a file), transfer progress and failures, audits",
+    )
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: plain text)")

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 
 from hub.accounts.service import client_public
 from hub.agents import service
-from hub.deps import Admin, CurrentAgent, NetworkAdmin, SessionDep, SettingsDep, require_scopes
+from hub.deps import Admin, CurrentAgent, NetworkAdmin, RowId, SessionDep, SettingsDep, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Gone, NotFound, responses
 from shared.schemas.auth import (
     ClientPublic,
@@ -58,13 +58,13 @@ def list_enrollments(
 
 
 @router.post("/enrollments/{enrollment_id}/approve", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
-def approve_enrollment(enrollment_id: int, session: SessionDep, principal: NetworkAdmin) -> EnrollmentPublic:
+def approve_enrollment(enrollment_id: RowId, session: SessionDep, principal: NetworkAdmin) -> EnrollmentPublic:
     """Approve an enrollment: the agent can get tokens from now on (network admins)."""
     return service.decide(session, principal, enrollment_id, approve=True)
 
 
 @router.post("/enrollments/{enrollment_id}/reject", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
-def reject_enrollment(enrollment_id: int, session: SessionDep, principal: NetworkAdmin) -> EnrollmentPublic:
+def reject_enrollment(enrollment_id: RowId, session: SessionDep, principal: NetworkAdmin) -> EnrollmentPublic:
     """Reject an enrollment (network admins)."""
     return service.decide(session, principal, enrollment_id, approve=False)
 

@@ -28,7 +28,7 @@ from hub.db import transaction
 from hub.deps import CurrentPrincipal, SessionDep
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Unauthorized, responses
 from hub.types import utcnow
-from shared.schemas.common import StrictModel
+from shared.schemas.common import SafeStr, StrictModel
 
 router = APIRouter(tags=["sign-in"])
 
@@ -38,6 +38,13 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
+}
+
+
+#: The refusals a sign-in form answers, as pages a browser shows (documented in the OpenAPI).
+HTML_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A page saying what was wrong with the form", "content": {"text/html": {}}},
+    401: {"description": "A page saying the username or password is wrong", "content": {"text/html": {}}},
 }
 
 
@@ -152,7 +159,7 @@ def device_page(user_code: str = "") -> Response:
     return page("Approve a CLI sign-in", _device_form(user_code))
 
 
-@router.post("/device", response_class=HTMLResponse)
+@router.post("/device", response_class=HTMLResponse, responses=HTML_REFUSALS)
 async def device_decide(request: Request) -> Response:
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     user_code = form.get("user_code", "").strip().upper()
@@ -175,9 +182,9 @@ async def device_decide(request: Request) -> Response:
 
 
 class PasswordSetup(StrictModel):
-    username: str = Field(min_length=1, max_length=100)
-    code: str = Field(min_length=1, max_length=200)
-    password: str = Field(min_length=1, max_length=1000)
+    username: SafeStr = Field(min_length=1, max_length=100)
+    code: SafeStr = Field(min_length=1, max_length=200)
+    password: SafeStr = Field(min_length=1, max_length=1000)
 
 
 @router.post("/api/v1/accounts/setup", status_code=204, responses=responses(BadRequest, Unauthorized))

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
 from hub.datasets.models import Dataset, Replica
+from hub.datasets.service import manifest_of
 from hub.errors import Conflict, NotFound
 from hub.sites.models import Site
 from hub.types import utcnow
@@ -36,7 +37,7 @@ def replicas_at(session: Session, site: Site, states: tuple[str, ...] = AUDITED)
             state=ReplicaState(rep.state),
             location=rep.location,
             verified_at=rep.verified_at,
-            manifest=Manifest.model_validate(ds.manifest),
+            manifest=Manifest.model_validate(manifest_of(session, ds.id)),
         )
         for rep, ds in rows
     ]

@@ -29,7 +29,6 @@ class Dataset(SQLModel, table=True):
     pixel_size_a: float | None = Field(default=None, index=True)
     meta: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     checksum_algorithm: str = Field(max_length=20)
-    manifest: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     manifest_digest: str = Field(max_length=64)
     file_count: int
     total_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -54,3 +53,14 @@ class Replica(SQLModel, table=True):
     state_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     audited_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DatasetManifest(SQLModel, table=True):
+    """A dataset's manifest, apart from its row: it lists every file (340k files: ~57 MB of
+    JSON), and listings and dataset pages must not read it (on SQLite, a column after a large
+    one in the same row is reached only by walking the large one's overflow pages)."""
+
+    __tablename__ = "dataset_manifests"
+
+    dataset_id: str = Field(sa_column=Column(String(40), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True))
+    manifest: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query
 from hub.auth.policy import ensure_agent_of
 from hub.datasets import audits, service
 from hub.datasets.service import DatasetFilter
-from hub.deps import CurrentAgent, CurrentPrincipal, SessionDep
+from hub.deps import ByteCount, CurrentAgent, CurrentPrincipal, Offset, SessionDep
 from hub.errors import AUTH_ERRORS, Conflict, NotFound, responses
 from hub.sites.queries import get_site_by_name
 from shared.schemas.common import Page
@@ -54,15 +54,15 @@ def list_datasets(
     q: Annotated[str | None, Query(max_length=200, description="Text in the title, sample or description")] = None,
     experiment_type: ExperimentType | None = None,
     detector: str | None = None,
-    pixel_size_min: Annotated[float | None, Query(gt=0)] = None,
-    pixel_size_max: Annotated[float | None, Query(gt=0)] = None,
+    pixel_size_min: Annotated[float | None, Query(gt=0, le=1000, allow_inf_nan=False)] = None,
+    pixel_size_max: Annotated[float | None, Query(gt=0, le=1000, allow_inf_nan=False)] = None,
     site: Annotated[str | None, Query(description="Datasets with an AVAILABLE replica at this site")] = None,
-    min_bytes: Annotated[int | None, Query(ge=0)] = None,
-    max_bytes: Annotated[int | None, Query(ge=0)] = None,
+    min_bytes: ByteCount = None,
+    max_bytes: ByteCount = None,
     visibility: Visibility | None = None,
     source_job: Annotated[str | None, Query(max_length=40, description="Datasets produced by this job")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[DatasetPublic]:
     """Datasets the caller may see, newest first."""
     f = DatasetFilter(
@@ -96,7 +96,7 @@ def update_dataset(dataset_id: str, data: DatasetUpdate, session: SessionDep, pr
 @router.get("/{dataset_id}/manifest", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
 def dataset_manifest(dataset_id: str, session: SessionDep, principal: CurrentPrincipal) -> dict[str, Any]:
     """Every file's path, size and checksum, and the digest over them."""
-    return dict(service.get_visible(session, principal, dataset_id).manifest)
+    return service.manifest_of(session, service.get_visible(session, principal, dataset_id).id)
 
 
 @sites_router.get("/{name}/replicas", responses=responses(*AUTH_ERRORS, NotFound))

@@ -10,13 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
 from hub.datasets import refs
-from hub.datasets.models import Dataset, Replica
+from hub.datasets.models import Dataset, DatasetManifest, Replica
 from hub.errors import Conflict, Forbidden, NotFound
 from hub.sites.models import Site
 from hub.types import utcnow
@@ -78,7 +79,6 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
         pixel_size_a=data.acquisition.pixel_size_a or next((s.pixel_size_a for s in data.image_sets if s.pixel_size_a), None),
         meta=meta,
         checksum_algorithm=data.manifest.algorithm.value,
-        manifest=data.manifest.model_dump(mode="json"),
         manifest_digest=data.manifest.digest,
         file_count=len(data.manifest.files),
         total_bytes=data.manifest.total_bytes,
@@ -88,6 +88,7 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
     )
     session.add(ds)
     session.flush()
+    session.add(DatasetManifest(dataset_id=ds.id, manifest=data.manifest.model_dump(mode="json")))
     now = utcnow()
     session.add(
         Replica(dataset_id=ds.id, site_id=site.id, state=ReplicaState.AVAILABLE.value, location=data.location, verified_at=now)
@@ -132,6 +133,13 @@ def resolve_id(session: Session, principal: Principal, ref: str) -> str:
     """The id of the dataset ``ref`` names: a ``ds-…`` id, or an EMPIAR/EMDB accession the caller
     can see exactly one dataset list (see hub.datasets.refs)."""
     return refs.resolve(session, _visible_clause(principal), ref)
+
+
+def manifest_of(session: Session, dataset_id: str) -> dict[str, Any]:
+    """A dataset's manifest (kept in its own table, read only where it is needed)."""
+    row = session.get(DatasetManifest, dataset_id)
+    assert row is not None, f"dataset {dataset_id} has no manifest"
+    return row.manifest
 
 
 def get_visible(session: Session, principal: Principal, dataset_id: str) -> Dataset:
@@ -180,7 +188,7 @@ def search(session: Session, principal: Principal, f: DatasetFilter, limit: int,
             .where(Site.name == f.site, Replica.state == "AVAILABLE")
         )
         stmt = stmt.where(col(Dataset.id).in_(held))
-    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    total = session.exec(select(func.count()).select_from(stmt.with_only_columns(col(Dataset.id)).subquery())).one()
     rows = session.exec(stmt.order_by(col(Dataset.created_at).desc(), col(Dataset.id)).limit(limit).offset(offset)).all()
     return to_public(session, rows), total
 

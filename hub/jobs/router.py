@@ -25,7 +25,7 @@ from hub.auth.policy import ensure_agent_of, ensure_can_edit_site, ensure_can_re
 from hub.auth.principal import Principal
 from hub.broker.views import policy_of
 from hub.db import transaction
-from hub.deps import CurrentAgent, CurrentPrincipal, Person, SessionDep, SettingsDep, _bearer, require_scopes
+from hub.deps import CurrentAgent, CurrentPrincipal, Offset, Person, SessionDep, SettingsDep, _bearer, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, responses
 from hub.jobs import service, usage
 from hub.jobs.models import SitePolicyRow
@@ -73,7 +73,7 @@ def submit_job(spec: JobSpec, request: Request, session: SessionDep, principal: 
 @router.get("/jobs", responses=responses(*AUTH_ERRORS))
 def list_jobs(
     session: SessionDep, principal: CurrentPrincipal, state: JobState | None = None, site: str | None = None,
-    institution: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    institution: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0,
 ) -> Page[JobPublic]:  # fmt: skip
     """Jobs the caller may see, newest first."""
     items, total = service.list_jobs(session, principal, state, site, institution, limit, offset)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from hub.deps import CurrentPrincipal, NetworkAdmin, SessionDep, require_scopes
+from hub.deps import CurrentPrincipal, NetworkAdmin, Offset, SessionDep, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, NotFound, responses
 from hub.sites import service
 from hub.sites.queries import SiteFilter
@@ -44,7 +44,7 @@ def list_sites(
     software: str | None = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in the name, display name or description")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[SitePublic]:
     """List sites, filtered; agents see only their own site."""
     f = SiteFilter(

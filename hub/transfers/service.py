@@ -18,6 +18,7 @@ from sqlmodel import Session, and_, col, or_, select
 
 from hub.auth.principal import Principal
 from hub.datasets.models import Dataset, Replica
+from hub.datasets.service import manifest_of
 from hub.datasets.service import resolve_id as resolve_dataset_id
 from hub.errors import Conflict, Forbidden, NotFound
 from hub.metrics import TRANSFER_BYTES
@@ -342,7 +343,7 @@ def work_for(session: Session, principal: Principal, site: Site) -> list[Transfe
     for t in rows:
         ds = session.get(Dataset, t.dataset_id)
         assert ds is not None
-        manifest = Manifest.model_validate(ds.manifest)
+        manifest = Manifest.model_validate(manifest_of(session, ds.id))
         public = to_public(session, t, names)
         if t.source_site_id == site.id:
             out.append(

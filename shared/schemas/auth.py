@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from shared.schemas.common import StrictModel
+from shared.schemas.common import Int64, SafeStr, StrictModel
 
 
 class Role(StrEnum):
@@ -30,12 +29,12 @@ class ClientStatus(StrEnum):
 
 
 class AccountCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=200, description="Person's name or service name")
+    name: SafeStr = Field(min_length=1, max_length=200, description="Person's name or service name")
     kind: AccountKind = AccountKind.PERSON
     role: Role
-    site: str | None = Field(default=None, description="Required for site_admin")
-    institution: str | None = Field(default=None, max_length=200, description="Required for researcher")
-    username: str | None = Field(
+    site: SafeStr | None = Field(default=None, description="Required for site_admin")
+    institution: SafeStr | None = Field(default=None, max_length=200, description="Required for researcher")
+    username: SafeStr | None = Field(
         default=None,
         pattern=r"^[a-z0-9][a-z0-9._@-]{1,99}$",
         description="A person who signs in to the dashboard or with `cryomesh login`; they set a password with the setup code",
@@ -73,7 +72,7 @@ class AccountCredentials(ClientPublic):
 
 
 class EnrollmentCodeCreate(StrictModel):
-    ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400, description="How long the code stays valid")
+    ttl_s: Int64 = Field(default=86_400, ge=60, le=30 * 86_400, description="How long the code stays valid")
 
 
 class EnrollmentCode(BaseModel):
@@ -85,10 +84,12 @@ class EnrollmentCode(BaseModel):
 class EnrollmentRequest(BaseModel):
     """Sent by ``cryomesh agent enroll``: only the public key leaves the site."""
 
-    code: str = Field(min_length=8, max_length=100)
-    public_jwk: dict[str, Any] = Field(description="The agent's public key as a JWK (EC P-256 or RSA)")
-    hostname: str = Field(min_length=1, max_length=255)
-    agent_version: str = Field(min_length=1, max_length=50)
+    code: SafeStr = Field(min_length=8, max_length=100)
+    public_jwk: dict[SafeStr, SafeStr | bool | list[SafeStr]] = Field(
+        max_length=30, description="The agent's public key as a JWK (EC P-256 or RSA)"
+    )
+    hostname: SafeStr = Field(min_length=1, max_length=255)
+    agent_version: SafeStr = Field(min_length=1, max_length=50)
 
 
 class EnrollmentStatus(StrEnum):
@@ -110,7 +111,7 @@ class EnrollmentPublic(BaseModel):
 
 
 class KeyRotation(BaseModel):
-    public_jwk: dict[str, Any]
+    public_jwk: dict[SafeStr, SafeStr | bool | list[SafeStr]] = Field(max_length=30)
 
 
 class WhoAmI(BaseModel):

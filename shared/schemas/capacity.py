@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, FiniteFloat, model_validator
 
-from shared.schemas.common import Slug
+from shared.schemas.common import Int64, SafeStr, Slug
 
 
 class GpuCapacity(BaseModel):
-    model: str = Field(min_length=1, max_length=100, description="GPU model, e.g. 'a100', lower case")
-    total: int = Field(ge=0, le=100_000)
-    free: int = Field(ge=0, le=100_000)
+    model: SafeStr = Field(min_length=1, max_length=100, description="GPU model, e.g. 'a100', lower case")
+    total: Int64 = Field(ge=0, le=100_000)
+    free: Int64 = Field(ge=0, le=100_000)
 
     @model_validator(mode="after")
     def _free_within_total(self) -> GpuCapacity:
@@ -23,16 +23,16 @@ class GpuCapacity(BaseModel):
 
 class PartitionCapacity(BaseModel):
     name: Slug
-    cpus_total: int = Field(ge=0, le=10_000_000)
-    cpus_allocated: int = Field(ge=0, le=10_000_000)
-    cpus_idle: int = Field(ge=0, le=10_000_000)
-    memory_total_mb: int = Field(ge=0)
-    memory_free_mb: int = Field(ge=0)
+    cpus_total: Int64 = Field(ge=0, le=10_000_000)
+    cpus_allocated: Int64 = Field(ge=0, le=10_000_000)
+    cpus_idle: Int64 = Field(ge=0, le=10_000_000)
+    memory_total_mb: Int64 = Field(ge=0)
+    memory_free_mb: Int64 = Field(ge=0)
     gpus: list[GpuCapacity] = Field(default_factory=list, max_length=64)
-    nodes_total: int = Field(default=1, ge=0)
-    nodes_available: int = Field(default=1, ge=0, description="Nodes up and accepting work")
-    jobs_pending: int = Field(default=0, ge=0, description="Jobs waiting in the local queue")
-    jobs_running: int = Field(default=0, ge=0)
+    nodes_total: Int64 = Field(default=1, ge=0)
+    nodes_available: Int64 = Field(default=1, ge=0, description="Nodes up and accepting work")
+    jobs_pending: Int64 = Field(default=0, ge=0, description="Jobs waiting in the local queue")
+    jobs_running: Int64 = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> PartitionCapacity:
@@ -51,25 +51,25 @@ class PartitionCapacity(BaseModel):
 
 class StorageCapacity(BaseModel):
     name: Slug
-    path: str = Field(max_length=1000)
-    total_bytes: int = Field(ge=0)
-    free_bytes: int = Field(ge=0)
+    path: SafeStr = Field(max_length=1000)
+    total_bytes: Int64 = Field(ge=0)
+    free_bytes: Int64 = Field(ge=0)
 
 
 class GpuCount(BaseModel):
-    total: int = Field(default=0, ge=0)
-    free: int = Field(default=0, ge=0)
+    total: Int64 = Field(default=0, ge=0)
+    free: Int64 = Field(default=0, ge=0)
 
 
 class CapacityTotals(BaseModel):
     """Site-wide CPU and GPU counts, each node counted once."""
 
-    cpus_total: int = Field(default=0, ge=0)
-    cpus_free: int = Field(default=0, ge=0)
-    memory_total_mb: int = Field(default=0, ge=0)
-    memory_free_mb: int = Field(default=0, ge=0)
-    gpus: dict[str, GpuCount] = Field(default_factory=dict, description="GPU model -> counts")
-    jobs_pending: int = Field(default=0, ge=0)
+    cpus_total: Int64 = Field(default=0, ge=0)
+    cpus_free: Int64 = Field(default=0, ge=0)
+    memory_total_mb: Int64 = Field(default=0, ge=0)
+    memory_free_mb: Int64 = Field(default=0, ge=0)
+    gpus: dict[SafeStr, GpuCount] = Field(default_factory=dict, max_length=200, description="GPU model -> counts")
+    jobs_pending: Int64 = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> CapacityTotals:
@@ -84,13 +84,13 @@ class CapacityTotals(BaseModel):
 class Heartbeat(BaseModel):
     """The body of ``POST /api/v1/sites/{site}/heartbeat``."""
 
-    agent_version: str = Field(min_length=1, max_length=50)
-    interval_s: float = Field(gt=0, le=3600, description="How often this agent sends heartbeats")
+    agent_version: SafeStr = Field(min_length=1, max_length=50)
+    interval_s: FiniteFloat = Field(gt=0, le=3600, description="How often this agent sends heartbeats")
     sampled_at: datetime = Field(description="When the agent took the snapshot (UTC)")
-    backend: str = Field(min_length=1, max_length=20, description="Discovery backend: 'local' or 'slurm'")
+    backend: SafeStr = Field(min_length=1, max_length=20, description="Discovery backend: 'local' or 'slurm'")
     partitions: list[PartitionCapacity] = Field(min_length=1, max_length=200)
     storage: list[StorageCapacity] = Field(default_factory=list, max_length=50)
-    attempts: list[str] = Field(
+    attempts: list[SafeStr] = Field(
         default_factory=list, max_length=10_000, description="Attempts this agent holds; their leases are renewed"
     )
     totals: CapacityTotals | None = Field(

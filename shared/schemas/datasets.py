@@ -8,9 +8,9 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
-from shared.schemas.common import Page, StrictModel
+from shared.schemas.common import Int64, Page, SafeStr, StrictModel
 
 
 class ExperimentType(StrEnum):
@@ -42,50 +42,50 @@ class ChecksumAlgorithm(StrEnum):
 
 
 class Sample(StrictModel):
-    name: str = Field(min_length=1, max_length=300)
-    organism: str | None = Field(default=None, max_length=300)
-    molecular_weight_kda: float | None = Field(default=None, gt=0)
+    name: SafeStr = Field(min_length=1, max_length=300)
+    organism: SafeStr | None = Field(default=None, max_length=300)
+    molecular_weight_kda: FiniteFloat | None = Field(default=None, gt=0)
 
 
 class Instrument(StrictModel):
-    microscope: str | None = Field(default=None, max_length=200, description="e.g. 'Titan Krios G4'")
-    voltage_kv: float | None = Field(default=None, gt=0, le=3000)
-    cs_mm: float | None = Field(default=None, ge=0, le=100)
-    energy_filter: str | None = Field(default=None, max_length=200)
+    microscope: SafeStr | None = Field(default=None, max_length=200, description="e.g. 'Titan Krios G4'")
+    voltage_kv: FiniteFloat | None = Field(default=None, gt=0, le=3000)
+    cs_mm: FiniteFloat | None = Field(default=None, ge=0, le=100)
+    energy_filter: SafeStr | None = Field(default=None, max_length=200)
 
 
 class Detector(StrictModel):
-    model: str | None = Field(default=None, max_length=200, description="e.g. 'Falcon 4i', 'K3'")
-    mode: str | None = Field(default=None, pattern=r"^(counting|super-resolution|eer|integrating)$")
+    model: SafeStr | None = Field(default=None, max_length=200, description="e.g. 'Falcon 4i', 'K3'")
+    mode: SafeStr | None = Field(default=None, pattern=r"^(counting|super-resolution|eer|integrating)$")
 
 
 class Acquisition(StrictModel):
-    pixel_size_a: float | None = Field(default=None, gt=0, le=100, description="Ångström per pixel")
-    total_dose_e_per_a2: float | None = Field(default=None, gt=0)
-    dose_per_frame: float | None = Field(default=None, gt=0)
-    exposure_s: float | None = Field(default=None, gt=0)
-    defocus_min_um: float | None = None
-    defocus_max_um: float | None = None
-    tilt_min_deg: float | None = Field(default=None, ge=-90, le=90)
-    tilt_max_deg: float | None = Field(default=None, ge=-90, le=90)
-    tilt_step_deg: float | None = Field(default=None, gt=0, le=90)
+    pixel_size_a: FiniteFloat | None = Field(default=None, gt=0, le=100, description="Ångström per pixel")
+    total_dose_e_per_a2: FiniteFloat | None = Field(default=None, gt=0)
+    dose_per_frame: FiniteFloat | None = Field(default=None, gt=0)
+    exposure_s: FiniteFloat | None = Field(default=None, gt=0)
+    defocus_min_um: FiniteFloat | None = None
+    defocus_max_um: FiniteFloat | None = None
+    tilt_min_deg: FiniteFloat | None = Field(default=None, ge=-90, le=90)
+    tilt_max_deg: FiniteFloat | None = Field(default=None, ge=-90, le=90)
+    tilt_step_deg: FiniteFloat | None = Field(default=None, gt=0, le=90)
 
 
 class ImageSet(StrictModel):
-    category: str = Field(pattern=r"^(raw_movies|micrographs|particle_stacks|maps|tilt_series|other)$")
-    format: str = Field(pattern=r"^(mrc|mrcs|tiff|eer|star|other)$")
-    count: int = Field(ge=0)
-    frames_per_image: int | None = Field(default=None, ge=1)
-    width: int | None = Field(default=None, ge=1)
-    height: int | None = Field(default=None, ge=1)
-    pixel_size_a: float | None = Field(default=None, gt=0)
-    file_pattern: str | None = Field(default=None, max_length=500)
+    category: SafeStr = Field(pattern=r"^(raw_movies|micrographs|particle_stacks|maps|tilt_series|other)$")
+    format: SafeStr = Field(pattern=r"^(mrc|mrcs|tiff|eer|star|other)$")
+    count: Int64 = Field(ge=0)
+    frames_per_image: Int64 | None = Field(default=None, ge=1)
+    width: Int64 | None = Field(default=None, ge=1)
+    height: Int64 | None = Field(default=None, ge=1)
+    pixel_size_a: FiniteFloat | None = Field(default=None, gt=0)
+    file_pattern: SafeStr | None = Field(default=None, max_length=500)
 
 
 class CrossReferences(StrictModel):
-    emdb: list[str] = Field(default_factory=list, max_length=50)
-    empiar: list[str] = Field(default_factory=list, max_length=50)
-    pdb: list[str] = Field(default_factory=list, max_length=50)
+    emdb: list[SafeStr] = Field(default_factory=list, max_length=50)
+    empiar: list[SafeStr] = Field(default_factory=list, max_length=50)
+    pdb: list[SafeStr] = Field(default_factory=list, max_length=50)
 
 
 _BAD_SEGMENT = {"", ".", ".."}
@@ -97,17 +97,17 @@ def check_relative_path(path: str) -> str:
         raise ValueError("a file path must be 1 to 1024 characters")
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or "\\" in path:
         raise ValueError(f"{path!r} is not a relative POSIX path")
-    if any(ord(c) < 32 for c in path):
-        raise ValueError(f"{path!r} contains control characters")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in path):
+        raise ValueError(f"{path!r} contains control characters (C0, DEL or C1) or a lone surrogate")
     if any(seg in _BAD_SEGMENT for seg in path.split("/")):
         raise ValueError(f"{path!r} has an empty, '.' or '..' segment; paths must stay inside the dataset")
     return path
 
 
 class ManifestFile(BaseModel):
-    path: str
-    size: int = Field(ge=0)
-    checksum: str = Field(min_length=1, max_length=200, description="base64 CRC64NVME (S3's form) or hex SHA-256")
+    path: SafeStr
+    size: Int64 = Field(ge=0)
+    checksum: SafeStr = Field(min_length=1, max_length=200, description="base64 CRC64NVME (S3's form) or hex SHA-256")
 
     @field_validator("path")
     @classmethod
@@ -126,7 +126,7 @@ def manifest_digest(algorithm: str, files: list[ManifestFile]) -> str:
 class Manifest(BaseModel):
     algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC64NVME
     files: list[ManifestFile] = Field(min_length=1, max_length=1_000_000)
-    digest: str = Field(description="manifest_digest(algorithm, files); checked by the hub")
+    digest: SafeStr = Field(description="manifest_digest(algorithm, files); checked by the hub")
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -143,15 +143,15 @@ class Manifest(BaseModel):
 
 
 class DatasetMetadata(StrictModel):
-    title: str = Field(min_length=1, max_length=500)
-    description: str | None = Field(default=None, max_length=20_000)
+    title: SafeStr = Field(min_length=1, max_length=500)
+    description: SafeStr | None = Field(default=None, max_length=20_000)
     experiment_type: ExperimentType = ExperimentType.SPA
     sample: Sample | None = None
     instrument: Instrument = Field(default_factory=Instrument)
     detector: Detector = Field(default_factory=Detector)
     acquisition: Acquisition = Field(default_factory=Acquisition)
     image_sets: list[ImageSet] = Field(default_factory=list, max_length=100)
-    owner_group: str | None = Field(default=None, max_length=200, description="The lab or group at the owner site")
+    owner_group: SafeStr | None = Field(default=None, max_length=200, description="The lab or group at the owner site")
     visibility: Visibility = Visibility.PRIVATE
     embargo_until: date | None = None
     cross_references: CrossReferences = Field(default_factory=CrossReferences)
@@ -161,9 +161,11 @@ class DatasetCreate(DatasetMetadata):
     """Sent by a site's agent: the owner site is the agent's own; the first replica is there."""
 
     manifest: Manifest
-    location: str = Field(min_length=1, max_length=2000, description="Where the replica lives at the site")
-    source_datasets: list[str] = Field(default_factory=list, max_length=100, description="Provenance: datasets it derives from")
-    source_job: str | None = Field(default=None, max_length=40, description="Provenance: the job that produced it")
+    location: SafeStr = Field(min_length=1, max_length=2000, description="Where the replica lives at the site")
+    source_datasets: list[SafeStr] = Field(
+        default_factory=list, max_length=100, description="Provenance: datasets it derives from"
+    )
+    source_job: SafeStr | None = Field(default=None, max_length=40, description="Provenance: the job that produced it")
 
 
 class ReplicaPublic(BaseModel):
@@ -188,12 +190,12 @@ class ReplicaWork(BaseModel):
 class AuditReport(BaseModel):
     """What an agent found comparing a replica on storage with the catalog."""
 
-    files_checked: int = Field(ge=0, description="Files whose presence and size were checked (all of them)")
-    checksums_verified: int = Field(ge=0, description="Files in the sample whose checksum was recomputed")
-    missing: list[str] = Field(default_factory=list, max_length=10_000)
-    unexpected: list[str] = Field(default_factory=list, max_length=10_000)
-    wrong_size: list[str] = Field(default_factory=list, max_length=10_000)
-    corrupt: list[str] = Field(default_factory=list, max_length=10_000)
+    files_checked: Int64 = Field(ge=0, description="Files whose presence and size were checked (all of them)")
+    checksums_verified: Int64 = Field(ge=0, description="Files in the sample whose checksum was recomputed")
+    missing: list[SafeStr] = Field(default_factory=list, max_length=10_000)
+    unexpected: list[SafeStr] = Field(default_factory=list, max_length=10_000)
+    wrong_size: list[SafeStr] = Field(default_factory=list, max_length=10_000)
+    corrupt: list[SafeStr] = Field(default_factory=list, max_length=10_000)
 
     @property
     def clean(self) -> bool:
@@ -261,13 +263,13 @@ class ShareConsent(StrEnum):
 
 
 class ShareRequestCreate(StrictModel):
-    dest_site: str = Field(description="The site the dataset should be copied to")
-    purpose: str = Field(min_length=3, max_length=2000)
-    lifetime_days: int = Field(default=90, ge=1, le=3650, description="How long the copy may be kept once approved")
+    dest_site: SafeStr = Field(description="The site the dataset should be copied to")
+    purpose: SafeStr = Field(min_length=3, max_length=2000)
+    lifetime_days: Int64 = Field(default=90, ge=1, le=3650, description="How long the copy may be kept once approved")
 
 
 class ShareDecision(StrictModel):
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: SafeStr | None = Field(default=None, max_length=2000)
 
 
 class ShareEvent(BaseModel):
@@ -309,11 +311,13 @@ class SharePolicy(StrictModel):
     data (``auto_approve_*``) and as the site receiving a copy (``accept_*``)."""
 
     auto_approve_public: bool = Field(default=False, description="Approve requests for public datasets")
-    auto_approve_institutions: list[str] = Field(default_factory=list, description="Approve requests from these institutions")
+    auto_approve_institutions: list[SafeStr] = Field(
+        default_factory=list, max_length=1000, description="Approve requests from these institutions"
+    )
     accept_own_institution: bool = Field(
         default=True, description="Receiving: accept copies to this site asked for by people of the site's own institution"
     )
-    accept_institutions: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+    accept_institutions: list[Annotated[SafeStr, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=1000, description="Receiving: accept copies asked for by people of these institutions"
     )
     accept_job_inputs: bool = Field(

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, FiniteFloat, field_validator, model_validator
 
-from shared.schemas.common import Page, StrictModel
+from shared.schemas.common import Int64, Page, SafeStr, StrictModel
 from shared.schemas.datasets import ExperimentType, Visibility, check_relative_path
 
 
@@ -62,15 +61,15 @@ _ARCH = re.compile(r"^\d{1,2}\.\d$")
 
 
 class Resources(StrictModel):
-    cpus: int = Field(default=1, ge=1, le=100_000, description="CPU cores in all")
-    gpus: int = Field(default=0, ge=0, le=1024)
-    gpu_model: str | None = Field(default=None, max_length=100, description="e.g. 'a100'; lower case")
-    min_cuda_arch: str | None = Field(default=None, description="Minimum CUDA compute capability, e.g. '8.0'")
-    memory_gb: float = Field(default=4, gt=0, le=100_000)
-    scratch_gb: float = Field(default=0, ge=0, le=1_000_000)
-    walltime_s: int = Field(default=3600, ge=1, le=30 * 86_400)
-    mpi_ranks: int = Field(default=1, ge=1, le=100_000)
-    threads_per_rank: int = Field(default=1, ge=1, le=1024)
+    cpus: Int64 = Field(default=1, ge=1, le=100_000, description="CPU cores in all")
+    gpus: Int64 = Field(default=0, ge=0, le=1024)
+    gpu_model: SafeStr | None = Field(default=None, max_length=100, description="e.g. 'a100'; lower case")
+    min_cuda_arch: SafeStr | None = Field(default=None, description="Minimum CUDA compute capability, e.g. '8.0'")
+    memory_gb: FiniteFloat = Field(default=4, gt=0, le=100_000)
+    scratch_gb: FiniteFloat = Field(default=0, ge=0, le=1_000_000)
+    walltime_s: Int64 = Field(default=3600, ge=1, le=30 * 86_400)
+    mpi_ranks: Int64 = Field(default=1, ge=1, le=100_000)
+    threads_per_rank: Int64 = Field(default=1, ge=1, le=1024)
 
     @field_validator("gpu_model")
     @classmethod
@@ -96,9 +95,9 @@ class Resources(StrictModel):
 
 
 class SoftwareRequirement(StrictModel):
-    name: str = Field(min_length=1, max_length=100)
-    version: str = Field(default="", max_length=100, description="A version range, e.g. '>=5.0,<6'")
-    cuda_arch: str | None = Field(default=None, description="Build for this CUDA architecture, e.g. '8.6'")
+    name: SafeStr = Field(min_length=1, max_length=100)
+    version: SafeStr = Field(default="", max_length=100, description="A version range, e.g. '>=5.0,<6'")
+    cuda_arch: SafeStr | None = Field(default=None, description="Build for this CUDA architecture, e.g. '8.6'")
 
     @field_validator("version")
     @classmethod
@@ -116,8 +115,8 @@ _DATASET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 class DatasetRef(StrictModel):
     """An input dataset: the job runs where it is AVAILABLE, or waits while it is copied there."""
 
-    dataset: str = Field(description="Dataset id, e.g. 'ds-1234' or 'EMPIAR-10028'")
-    paths: list[str] = Field(default_factory=list, max_length=1000, description="Files or globs within it; all if empty")
+    dataset: SafeStr = Field(description="Dataset id, e.g. 'ds-1234' or 'EMPIAR-10028'")
+    paths: list[SafeStr] = Field(default_factory=list, max_length=1000, description="Files or globs within it; all if empty")
 
     @field_validator("dataset")
     @classmethod
@@ -136,9 +135,9 @@ class DatasetRef(StrictModel):
 
 
 class PlacementConstraints(StrictModel):
-    allowed_sites: list[str] | None = Field(default=None, max_length=1000, description="Only these sites")
-    excluded_sites: list[str] = Field(default_factory=list, max_length=1000)
-    countries: list[str] | None = Field(
+    allowed_sites: list[SafeStr] | None = Field(default=None, max_length=1000, description="Only these sites")
+    excluded_sites: list[SafeStr] = Field(default_factory=list, max_length=1000)
+    countries: list[SafeStr] | None = Field(
         default=None, max_length=300, description="Data residency: only sites in these countries (ISO 3166-1 alpha-2)"
     )
 
@@ -158,11 +157,11 @@ class OutputDataset(StrictModel):
     """Register what the job leaves in ``$CRYOMESH_OUTPUT_DIR`` as a dataset of the running site,
     with provenance: its input datasets and this job."""
 
-    title: str = Field(min_length=1, max_length=500)
-    description: str | None = Field(default=None, max_length=20_000)
+    title: SafeStr = Field(min_length=1, max_length=500)
+    description: SafeStr | None = Field(default=None, max_length=20_000)
     experiment_type: ExperimentType = ExperimentType.OTHER
     visibility: Visibility = Visibility.PRIVATE
-    path: str = Field(default="output", description="Directory inside the job's work dir")
+    path: SafeStr = Field(default="output", description="Directory inside the job's work dir")
 
     @field_validator("path")
     @classmethod
@@ -171,18 +170,20 @@ class OutputDataset(StrictModel):
 
 
 class JobSpec(StrictModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: SafeStr = Field(min_length=1, max_length=200)
     kind: JobKind
-    command: list[str] | None = Field(default=None, min_length=1, max_length=1000, description="argv; no shell")
-    parameters: dict[str, Any] = Field(default_factory=dict, description="Kind parameters, passed as --key value")
+    command: list[SafeStr] | None = Field(default=None, min_length=1, max_length=1000, description="argv; no shell")
+    parameters: dict[SafeStr, SafeStr | bool | Int64 | FiniteFloat] = Field(
+        default_factory=dict, max_length=200, description="Kind parameters, passed as --key value"
+    )
     resources: Resources = Field(default_factory=Resources)
     software: list[SoftwareRequirement] = Field(default_factory=list, max_length=20)
     inputs: list[DatasetRef] = Field(default_factory=list, max_length=100)
     outputs: OutputDataset | None = Field(default=None, description="Register the job's output as a derived dataset")
     placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
-    priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first")
-    tags: list[str] = Field(default_factory=list, max_length=20)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: Int64 = Field(default=0, ge=-100, le=100, description="Higher runs first")
+    tags: list[SafeStr] = Field(default_factory=list, max_length=20)
+    idempotency_key: SafeStr | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _runnable(self) -> JobSpec:
@@ -268,13 +269,13 @@ class AssignmentBatch(BaseModel):
 class AttemptReport(BaseModel):
     """An agent's report on one attempt; ``seq`` increases with each report of the attempt."""
 
-    seq: int = Field(ge=1)
+    seq: Int64 = Field(ge=1)
     state: JobState
-    local_id: str | None = Field(default=None, max_length=100, description="e.g. the Slurm job id")
-    exit_code: int | None = None
-    reason: str | None = Field(default=None, max_length=2000)
-    stdout_tail: str | None = Field(default=None, max_length=65_536)
-    stderr_tail: str | None = Field(default=None, max_length=65_536)
+    local_id: SafeStr | None = Field(default=None, max_length=100, description="e.g. the Slurm job id")
+    exit_code: Int64 | None = None
+    reason: SafeStr | None = Field(default=None, max_length=2000)
+    stdout_tail: SafeStr | None = Field(default=None, max_length=65_536)
+    stderr_tail: SafeStr | None = Field(default=None, max_length=65_536)
     started_at: datetime | None = None
     ended_at: datetime | None = None
 
@@ -294,7 +295,7 @@ class ReportAck(BaseModel):
 
 
 class Refusal(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: SafeStr = Field(min_length=1, max_length=2000)
 
 
 class JobLogs(BaseModel):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, FiniteFloat, model_validator
 
-from shared.schemas.common import Page, Slug, StrictModel
+from shared.schemas.common import Int64, Page, SafeStr, Slug, StrictModel
 
 
 class SiteStatus(StrEnum):
@@ -27,22 +27,22 @@ class Reachability(StrEnum):
 
 
 class Contact(StrictModel):
-    name: str = Field(min_length=1, max_length=200)
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    role: str | None = Field(default=None, max_length=100, description="e.g. 'facility manager'")
+    name: SafeStr = Field(min_length=1, max_length=200)
+    email: SafeStr = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    role: SafeStr | None = Field(default=None, max_length=100, description="e.g. 'facility manager'")
 
 
 class Partition(StrictModel):
     """A homogeneous group of nodes offered by a site (a Slurm partition, a cloud queue)."""
 
     name: Slug
-    cpu_model: str | None = Field(default=None, max_length=200)
-    node_count: int = Field(ge=0, le=100_000)
-    cores_per_node: int = Field(ge=1, le=4096)
-    memory_gb_per_node: float = Field(ge=0, le=65_536)
-    gpu_model: str | None = Field(default=None, max_length=100, description="e.g. 'a100'")
-    gpus_per_node: int = Field(default=0, ge=0, le=64)
-    interconnect: str | None = Field(default=None, max_length=100, description="e.g. 'HDR InfiniBand'")
+    cpu_model: SafeStr | None = Field(default=None, max_length=200)
+    node_count: Int64 = Field(ge=0, le=100_000)
+    cores_per_node: Int64 = Field(ge=1, le=4096)
+    memory_gb_per_node: FiniteFloat = Field(ge=0, le=65_536)
+    gpu_model: SafeStr | None = Field(default=None, max_length=100, description="e.g. 'a100'")
+    gpus_per_node: Int64 = Field(default=0, ge=0, le=64)
+    interconnect: SafeStr | None = Field(default=None, max_length=100, description="e.g. 'HDR InfiniBand'")
 
     @model_validator(mode="after")
     def _gpu_model_with_gpus(self) -> Partition:
@@ -54,25 +54,25 @@ class Partition(StrictModel):
 class Software(StrictModel):
     """A package a site offers to federated work."""
 
-    name: str = Field(min_length=1, max_length=100, description="e.g. 'relion', 'cryosparc', 'motioncor2'")
-    version: str = Field(min_length=1, max_length=50)
-    cuda_arch: str | None = Field(default=None, max_length=20, description="CUDA compute capability, e.g. '8.6'")
-    notes: str | None = Field(default=None, max_length=500)
+    name: SafeStr = Field(min_length=1, max_length=100, description="e.g. 'relion', 'cryosparc', 'motioncor2'")
+    version: SafeStr = Field(min_length=1, max_length=50)
+    cuda_arch: SafeStr | None = Field(default=None, max_length=20, description="CUDA compute capability, e.g. '8.6'")
+    notes: SafeStr | None = Field(default=None, max_length=500)
 
 
 class StorageEndpoint(StrictModel):
     name: Slug
-    kind: str = Field(default="posix", pattern=r"^(posix|s3)$")
-    path: str = Field(min_length=1, max_length=1000, description="A directory, or s3://bucket/prefix")
-    capacity_tb: float | None = Field(default=None, ge=0)
+    kind: SafeStr = Field(default="posix", pattern=r"^(posix|s3)$")
+    path: SafeStr = Field(min_length=1, max_length=1000, description="A directory, or s3://bucket/prefix")
+    capacity_tb: FiniteFloat | None = Field(default=None, ge=0)
 
 
 class SiteBase(StrictModel):
-    institution: str = Field(min_length=1, max_length=200, description="Institution slug, e.g. 'kek'")
-    display_name: str = Field(min_length=1, max_length=200)
-    country: str = Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
-    location: str | None = Field(default=None, max_length=200, description="City or region")
-    description: str | None = Field(default=None, max_length=5000)
+    institution: SafeStr = Field(min_length=1, max_length=200, description="Institution slug, e.g. 'kek'")
+    display_name: SafeStr = Field(min_length=1, max_length=200)
+    country: SafeStr = Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    location: SafeStr | None = Field(default=None, max_length=200, description="City or region")
+    description: SafeStr | None = Field(default=None, max_length=5000)
     contacts: list[Contact] = Field(default_factory=list, max_length=20)
     partitions: list[Partition] = Field(default_factory=list, max_length=200)
     software: list[Software] = Field(default_factory=list, max_length=500)
@@ -97,11 +97,11 @@ class SiteCreate(SiteBase):
 class SiteUpdate(StrictModel):
     """Fields to change; lists given here replace the site's lists whole."""
 
-    display_name: str | None = Field(default=None, min_length=1, max_length=200)
-    institution: str | None = Field(default=None, min_length=1, max_length=200)
-    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-    location: str | None = Field(default=None, max_length=200)
-    description: str | None = Field(default=None, max_length=5000)
+    display_name: SafeStr | None = Field(default=None, min_length=1, max_length=200)
+    institution: SafeStr | None = Field(default=None, min_length=1, max_length=200)
+    country: SafeStr | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    location: SafeStr | None = Field(default=None, max_length=200)
+    description: SafeStr | None = Field(default=None, max_length=5000)
     contacts: list[Contact] | None = Field(default=None, max_length=20)
     partitions: list[Partition] | None = Field(default=None, max_length=200)
     software: list[Software] | None = Field(default=None, max_length=500)
@@ -127,9 +127,9 @@ SitePage = Page[SitePublic]
 class TimeWindow(StrictModel):
     """A weekly window in the site's time zone, e.g. weeknights 19:00-07:00."""
 
-    days: list[str] = Field(min_length=1, description="mon, tue, wed, thu, fri, sat, sun")
-    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
-    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$", description="HH:MM; before start means overnight")
+    days: list[SafeStr] = Field(min_length=1, max_length=7, description="mon, tue, wed, thu, fri, sat, sun")
+    start: SafeStr = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
+    end: SafeStr = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$", description="HH:MM; before start means overnight")
 
     @model_validator(mode="after")
     def _days(self) -> TimeWindow:
@@ -147,13 +147,17 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 class SitePolicy(StrictModel):
     """What a site lends to federated work. Defaults lend everything to everyone, always."""
 
-    cpu_share: float = Field(default=1.0, ge=0, le=1, description="Share of the site's CPUs federated jobs may hold")
-    gpu_share: float = Field(default=1.0, ge=0, le=1, description="Share of the site's GPUs federated jobs may hold")
-    allowed_institutions: list[str] | None = Field(default=None, description="Only these institutions; null: all")
-    allowed_kinds: list[str] | None = Field(default=None, description="Only these job kinds; null: all")
-    max_walltime_s: int | None = Field(default=None, ge=60, description="Longest walltime accepted")
-    windows: list[TimeWindow] = Field(default_factory=list, description="When federated work may start; empty: always")
-    timezone: str = Field(default="UTC", description="IANA zone the windows are in, e.g. 'Asia/Tokyo'")
+    cpu_share: FiniteFloat = Field(default=1.0, ge=0, le=1, description="Share of the site's CPUs federated jobs may hold")
+    gpu_share: FiniteFloat = Field(default=1.0, ge=0, le=1, description="Share of the site's GPUs federated jobs may hold")
+    allowed_institutions: list[SafeStr] | None = Field(
+        default=None, max_length=1000, description="Only these institutions; null: all"
+    )
+    allowed_kinds: list[SafeStr] | None = Field(default=None, max_length=100, description="Only these job kinds; null: all")
+    max_walltime_s: Int64 | None = Field(default=None, ge=60, description="Longest walltime accepted")
+    windows: list[TimeWindow] = Field(
+        default_factory=list, max_length=100, description="When federated work may start; empty: always"
+    )
+    timezone: SafeStr = Field(default="UTC", description="IANA zone the windows are in, e.g. 'Asia/Tokyo'")
 
     @model_validator(mode="after")
     def _zone_and_kinds(self) -> SitePolicy:

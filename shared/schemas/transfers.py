@@ -15,8 +15,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, FiniteFloat, field_validator
 
+from shared.schemas.common import Int64, SafeStr
 from shared.schemas.datasets import Manifest, check_relative_path
 
 
@@ -44,8 +45,10 @@ class ExchangeAccess(BaseModel):
     the source's bucket."""
 
     kind: Literal["fs", "s3"]
-    root: str | None = Field(default=None, max_length=4000, description="fs: the published directory")
-    urls: dict[str, str] = Field(default_factory=dict, description="s3: manifest path -> presigned GET URL")
+    root: SafeStr | None = Field(default=None, max_length=4000, description="fs: the published directory")
+    urls: dict[SafeStr, SafeStr] = Field(
+        default_factory=dict, max_length=1_000_000, description="s3: manifest path -> presigned GET URL"
+    )
     expires_at: datetime | None = Field(default=None, description="s3: when the URLs stop working")
 
     @field_validator("urls")
@@ -57,24 +60,24 @@ class ExchangeAccess(BaseModel):
 
 
 class FileError(BaseModel):
-    path: str = Field(max_length=1024)
-    error: str = Field(max_length=2000)
+    path: SafeStr = Field(max_length=1024)
+    error: SafeStr = Field(max_length=2000)
     at: datetime | None = None
 
 
 class TransferProgress(BaseModel):
     """An agent's report on its side of a transfer. Reports for an older attempt are refused."""
 
-    attempt: int = Field(ge=1)
-    bytes_done: int = Field(ge=0, description="Bytes of the dataset this side has finished (resumed parts included)")
-    files_done: int = Field(ge=0)
-    rate_bps: float = Field(default=0, ge=0, description="Recent throughput, bytes per second")
-    resent_bytes: int = Field(default=0, ge=0, description="Bytes sent again after a restart (parts started, not recorded)")
+    attempt: Int64 = Field(ge=1)
+    bytes_done: Int64 = Field(ge=0, description="Bytes of the dataset this side has finished (resumed parts included)")
+    files_done: Int64 = Field(ge=0)
+    rate_bps: FiniteFloat = Field(default=0, ge=0, description="Recent throughput, bytes per second")
+    resent_bytes: Int64 = Field(default=0, ge=0, description="Bytes sent again after a restart (parts started, not recorded)")
     done: bool = Field(default=False, description="source: all files published; destination: all verified and in place")
     access: ExchangeAccess | None = Field(default=None, description="source: how to read the published files")
-    republished: list[str] = Field(default_factory=list, max_length=100_000, description="source: files sent again")
-    corrupt: list[str] = Field(default_factory=list, max_length=100_000, description="destination: files that failed checks")
-    location: str | None = Field(default=None, max_length=2000, description="destination: where the replica now lives")
+    republished: list[SafeStr] = Field(default_factory=list, max_length=100_000, description="source: files sent again")
+    corrupt: list[SafeStr] = Field(default_factory=list, max_length=100_000, description="destination: files that failed checks")
+    location: SafeStr | None = Field(default=None, max_length=2000, description="destination: where the replica now lives")
     file_errors: list[FileError] = Field(default_factory=list, max_length=1000)
 
     @field_validator("republished", "corrupt")
@@ -88,8 +91,8 @@ class TransferProgress(BaseModel):
 class TransferFailure(BaseModel):
     """An agent gives up on this attempt; the hub retries or suspends."""
 
-    attempt: int = Field(ge=1)
-    reason: str = Field(min_length=1, max_length=2000)
+    attempt: Int64 = Field(ge=1)
+    reason: SafeStr = Field(min_length=1, max_length=2000)
     file_errors: list[FileError] = Field(default_factory=list, max_length=1000)
 
 
