@@ -6,6 +6,7 @@ devices run on the real Slurm cluster with emulated GPUs (tests/test_slurm_jobs.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import busy_cpus
 from tests.processes import AgentProcess, HubProcess, enrolled_agent
 from tests.services import wait_for
 
@@ -102,6 +104,42 @@ def test_jobs_run_where_hardware_and_policy_allow(hub: HubProcess, tmp_path: Pat
     assert {r["key"] for r in usage["consumed_by_institution"]} == {"kek"}
     assert sum(r["attempts"] for r in usage["provided_by_site"]) == 7
     assert "closed-site" not in {r["key"] for r in usage["provided_by_site"]}
+
+
+def test_a_local_site_runs_jobs_while_its_cpus_are_busy(hub: HubProcess, tmp_path: Path) -> None:
+    """Every CPU kept busy by other programs, the load average above the CPU count: the
+    local site still lends all its CPUs, because no job holds them, and jobs run there.
+    What the site then reports as allocated is what its jobs hold."""
+    cpus = os.cpu_count() or 1
+    release = tmp_path / "release"
+    with busy_cpus(load_at_least=cpus + 0.5, timeout=180):
+        start(hub, enrolled_agent(hub, tmp_path, "busy"), "busy")
+        me = hub.account("researcher", institution="kek")
+        held = [
+            hub.call(
+                "POST",
+                "/api/v1/jobs",
+                me,
+                json=job(f"held-{i}", command=["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.2; done"]),
+            )
+            for i in range(cpus)
+        ]
+        for j in held:
+            assert wait_state(hub, j["id"], {"RUNNING"}, timeout=120)["site"] == "busy"
+        seen: dict[str, Any] = {}
+
+        def allocated_to_the_jobs() -> bool:
+            seen.update(hub.api("GET", "/api/v1/sites/busy/capacity")["partitions"][0])
+            return bool(seen["cpus_allocated"] == cpus)
+
+        wait_for(allocated_to_the_jobs, 60, f"the site to report its {cpus} CPUs held by the jobs (last {seen})")
+        assert seen["cpus_idle"] == 0 and seen["jobs_running"] == cpus
+        assert seen["load_1m"] >= cpus, "the load is reported, as information"
+        waiting = hub.call("POST", "/api/v1/jobs", me, json=job("next"))
+        assert waiting["state"] == "QUEUED", "every CPU is held by a job: the next one waits for a free CPU"
+        release.touch()
+        for j in [*held, waiting]:
+            assert wait_state(hub, j["id"], {"COMPLETE"}, timeout=120)["site"] == "busy"
 
 
 def test_agent_refuses_what_its_own_policy_forbids(hub: HubProcess, tmp_path: Path) -> None:
