@@ -112,7 +112,7 @@ def test_a_local_site_runs_jobs_while_its_cpus_are_busy(hub: HubProcess, tmp_pat
     What the site then reports as allocated is what its jobs hold."""
     cpus = os.cpu_count() or 1
     release = tmp_path / "release"
-    with busy_cpus(load_at_least=cpus + 0.5, timeout=180):
+    with busy_cpus(load_at_least=cpus + 0.5, timeout=60):
         start(hub, enrolled_agent(hub, tmp_path, "busy"), "busy")
         me = hub.account("researcher", institution="kek")
         held = [
@@ -125,7 +125,7 @@ def test_a_local_site_runs_jobs_while_its_cpus_are_busy(hub: HubProcess, tmp_pat
             for i in range(cpus)
         ]
         for j in held:
-            assert wait_state(hub, j["id"], {"RUNNING"}, timeout=120)["site"] == "busy"
+            assert wait_state(hub, j["id"], {"RUNNING"}, timeout=60)["site"] == "busy"
         seen: dict[str, Any] = {}
 
         def allocated_to_the_jobs() -> bool:
@@ -139,7 +139,7 @@ def test_a_local_site_runs_jobs_while_its_cpus_are_busy(hub: HubProcess, tmp_pat
         assert waiting["state"] == "QUEUED", "every CPU is held by a job: the next one waits for a free CPU"
         release.touch()
         for j in [*held, waiting]:
-            assert wait_state(hub, j["id"], {"COMPLETE"}, timeout=120)["site"] == "busy"
+            assert wait_state(hub, j["id"], {"COMPLETE"}, timeout=60)["site"] == "busy"
 
 
 def test_agent_refuses_what_its_own_policy_forbids(hub: HubProcess, tmp_path: Path) -> None:
