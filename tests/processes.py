@@ -49,12 +49,16 @@ class HubProcess:
             self.proc = subprocess.Popen(cli("hub", "serve"), env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
         def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the hub process exited with {self.proc.returncode}; see {self.tmp / 'hub.log'}")
             try:
                 return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
             except httpx.TransportError:
                 return False
 
-        wait_for(ready, 30, "the hub process")
+        # Generous: a hub starting beside other work on a busy machine takes its time.
+        wait_for(ready, 90, "the hub process")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
