@@ -249,7 +249,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "cryomesh_cli.main", *args]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -476,6 +476,9 @@ def _run(duration: float | None, report: Path | None, heartbeat_s: float, cluste
                     done_at = time.monotonic()
                     if deadline is None or duration is None:
                         live.console.print(f"all {len(jobs)} jobs finished; still serving (Ctrl-C to stop)")
+                    else:  # with --duration, stop as soon as the story is told, however fast the machine
+                        live.console.print(f"all {len(jobs)} jobs finished after {done_at - started:.0f} s")
+                        break
                 if any(a.poll() is not None for a in agents):
                     live.console.print("[red]an agent exited; see its log[/red]")
                     break

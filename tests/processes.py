@@ -58,7 +58,12 @@ class HubProcess:
                 return False
 
         # Generous: a hub starting beside other work on a busy machine takes its time.
-        wait_for(ready, 90, "the hub process")
+        try:
+            wait_for(ready, 90, "the hub process")
+        except BaseException:
+            self.proc.kill()  # never leave a hub behind that did not start
+            self.proc.wait()
+            raise
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

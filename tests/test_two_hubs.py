@@ -19,11 +19,11 @@ JOBS = 24
 def test_no_attempt_runs_twice(pg_url: str, tmp_path: Path) -> None:
     hub_a = HubProcess(tmp_path / "hub-a", db_url=pg_url)
     hub_b = HubProcess(tmp_path / "hub-b", db_url=pg_url, admin=hub_a.admin)
-    hub_a.start()
-    hub_b.start()
     agents: list[AgentProcess] = []
     runs = tmp_path / "runs.log"
     try:
+        hub_a.start()
+        hub_b.start()
         for site in ("alpha", "beta"):
             register_site(hub_a, site)
             for i, hub in enumerate((hub_a, hub_b, hub_a)):
