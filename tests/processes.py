@@ -82,6 +82,9 @@ class HubProcess:
         if account is None:
             self._token = token
         r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
+        if r.status_code == 401 and account is None:  # the cached admin token expired (short lifetimes, a slow machine)
+            self._token = token = self.token(self.admin)
+            r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
         if expect is not None:
             assert r.status_code == expect, r.text
         else:
