@@ -11,8 +11,10 @@ if ! command -v stress-ng >/dev/null 2>&1; then
 fi
 cpus="${BUSY_CPUS:-$(nproc)}"
 # In its own session, so stopping it stops all of its workers.
-setsid stress-ng --cpu "$cpus" --quiet &
+setsid stress-ng --cpu "$cpus" --quiet >/dev/null 2>&1 &
 stressor=$!
+sleep 1
+kill -0 "$stressor" 2>/dev/null || { echo "test-busy: stress-ng did not start" >&2; exit 2; }
 stop() { kill -TERM -- "-$stressor" 2>/dev/null || true; wait "$stressor" 2>/dev/null || true; }
 trap stop EXIT
 echo "test-busy: stress-ng --cpu $cpus running beside the tests (pid $stressor)"
