@@ -5,7 +5,7 @@ VENV := .venv
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install system-deps demo test lint format bench clean
+.PHONY: install system-deps demo test test-busy lint format bench clean
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml uv.lock
 ## install: Python dependencies into .venv, exactly as locked in uv.lock
 install: $(VENV)/.installed
 
-## system-deps: PostgreSQL, Slurm and munge from Debian's packages (as root, when missing)
+## system-deps: PostgreSQL, Slurm, munge, Chromium and stress-ng from Debian's packages (as root, when missing)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
@@ -27,6 +27,12 @@ demo: install
 ## test: the whole suite, against real PostgreSQL and Slurm started by the tests
 test: install system-deps
 	$(VENV)/bin/pytest --durations=20 $(PYTEST_ARGS)
+
+## test-busy: the process-level tests with every CPU kept busy by stress-ng (BUSY_TESTS=..., BUSY_CPUS=N)
+BUSY_TESTS ?= tests/test_jobs_e2e.py tests/test_agent_process.py tests/test_slurm_jobs.py \
+	tests/test_transfers_e2e.py tests/test_demo.py tests/test_two_hubs.py
+test-busy: install system-deps
+	@bash scripts/test-busy.sh --durations=20 $(BUSY_TESTS) $(PYTEST_ARGS)
 
 ## lint: ruff (lint and format check) and mypy (strict)
 lint: install

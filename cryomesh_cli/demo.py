@@ -251,7 +251,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "cryomesh_cli.main", *args]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -518,6 +518,9 @@ def _run(workdir: Path, duration: float | None, report: Path | None, heartbeat_s
                     done_at = time.monotonic()
                     if deadline is None or duration is None:
                         live.console.print(f"all {len(jobs)} jobs finished; still serving (Ctrl-C to stop)")
+                    else:  # with --duration, stop as soon as the story is told, however fast the machine
+                        live.console.print(f"all {len(jobs)} jobs finished after {done_at - started:.0f} s")
+                        break
                 exited = [name for name, a in agents.items() if a.poll() is not None]
                 if exited:
                     live.console.print(f"[red]the agent of {', '.join(exited)} exited; see its log[/red]")

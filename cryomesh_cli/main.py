@@ -494,7 +494,10 @@ def logout() -> None:
 
 @app.command("demo")
 def demo(
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C)")] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Stop once every job has finished, or after this many seconds (default: serve until Ctrl-C)"),
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="Write a JSON report of what the demo saw")] = None,
     heartbeat: Annotated[float, typer.Option(help="Agents' heartbeat interval, seconds")] = 2.0,
     executor: Annotated[

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the test suite runs against: PostgreSQL, Slurm with munge, and Chromium (driven
-# headless by Playwright for the dashboard's browser tests; never downloaded). Installed
+# What the test suite runs against: PostgreSQL, Slurm with munge, Chromium (driven
+# headless by Playwright for the dashboard's browser tests; never downloaded), and
+# stress-ng (keeps every CPU busy for `make test-busy`). Installed
 # from Debian's packages when running as root and missing. The tests start their own
 # instances on loopback in temp dirs; nothing here starts a service.
 # Under CI=true a component that cannot be installed is an error, never a silent skip.
@@ -14,6 +15,7 @@ have_pg || need+=(postgresql)
 have slurmctld && have slurmd || need+=(slurm-wlm)
 have munged || need+=(munge)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+have stress-ng || need+=(stress-ng)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -56,20 +56,23 @@ class Agent:
         self.client = HubClient(
             hub_url, creds.client_id, load_key(settings.agent.state_dir), token_endpoint, settings.agent.request_timeout_s
         )
-        self.discovery = discovery or make_discovery(settings.discovery)
+        executor = make_executor(settings.executor)
+        self.discovery = discovery or make_discovery(settings.discovery, executor.allocated)
         self.stopping = asyncio.Event()
-        self.worker = Worker(settings, self.client, self.site, make_executor(settings.executor), self.stopping)
+        self.worker = Worker(settings, self.client, self.site, executor, self.stopping)
         self.transfers = TransferWorker(settings, self.client, self.site, self.stopping)
         self.exit_code = EXIT_OK
         self.last_heartbeat_ok: datetime | None = None
         self.heartbeats_sent = 0
 
     def snapshot(self) -> Heartbeat:
+        # Stamped before reading, so a job started during the read counts as not yet seen.
+        sampled_at = datetime.now(UTC)
         partitions = self.discovery.partitions()
         return Heartbeat(
             agent_version=__version__,
             interval_s=self.settings.agent.heartbeat_interval_s,
-            sampled_at=datetime.now(UTC),
+            sampled_at=sampled_at,
             backend=self.discovery.name,
             partitions=partitions,
             storage=storage_capacity(self.settings.storage),

@@ -89,3 +89,15 @@ def sqlite_hub(tmp_path: Path) -> Iterator[Hub]:
     """A real hub over HTTP on SQLite, for tests where the database makes no difference."""
     with running_hub(f"sqlite:///{tmp_path / 'hub.db'}", tmp_path / "data") as h:
         yield h
+
+
+#: Tests that start real processes get longer than the default per-test timeout: on a
+#: busy machine (`make test-busy`) they take several times as long; their own deadlines,
+#: on events and states, are what tell a failure.
+SLOW_TIMEOUT_S = 360
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))

@@ -3,6 +3,9 @@ all made through the hub's own API."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import uvicorn
 from joserfc.jwk import ECKey
 
@@ -217,3 +221,28 @@ def running_hub(db_url: str, data_dir: Path, **overrides: Any) -> Iterator[Hub]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@contextmanager
+def busy_cpus(per_cpu: int = 4, load_at_least: float | None = None, timeout: float = 120) -> Iterator[list[int]]:
+    """Real programs keeping every CPU busy: ``per_cpu`` busy loops per CPU, at nice 19 so
+    the hub and agents under test still get their turn. With ``load_at_least``, waits until
+    the one-minute load average shows it (it follows real load with a lag of about a minute).
+    Yields the burners' pids, once each has run."""
+    cpus = os.cpu_count() or 1
+    burners = [subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"]) for _ in range(per_cpu * cpus)]
+    try:
+
+        def burning() -> bool:
+            return all(sum(psutil.Process(b.pid).cpu_times()[:2]) > 0.05 for b in burners)
+
+        wait_for(burning, timeout, "the busy loops to run")
+        if load_at_least is not None:
+            target = load_at_least
+            wait_for(lambda: os.getloadavg()[0] >= target, timeout, f"the load average to reach {target}", interval=0.5)
+        yield [b.pid for b in burners]
+    finally:
+        for b in burners:
+            b.kill()
+        for b in burners:
+            b.wait()

@@ -49,12 +49,21 @@ class HubProcess:
             self.proc = subprocess.Popen(cli("hub", "serve"), env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
         def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the hub process exited with {self.proc.returncode}; see {self.tmp / 'hub.log'}")
             try:
                 return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
             except httpx.TransportError:
                 return False
 
-        wait_for(ready, 30, "the hub process")
+        # Generous: a hub starting beside other work on a busy machine takes its time.
+        try:
+            wait_for(ready, 90, "the hub process")
+        except BaseException:
+            self.proc.kill()  # never leave a hub behind that did not start
+            self.proc.wait()
+            raise
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -73,6 +82,9 @@ class HubProcess:
         if account is None:
             self._token = token
         r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
+        if r.status_code == 401 and account is None:  # the cached admin token expired (short lifetimes, a slow machine)
+            self._token = token = self.token(self.admin)
+            r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
         if expect is not None:
             assert r.status_code == expect, r.text
         else:

@@ -6,6 +6,7 @@ devices run on the real Slurm cluster with emulated GPUs (tests/test_slurm_jobs.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import busy_cpus
 from tests.processes import AgentProcess, HubProcess, enrolled_agent
 from tests.services import wait_for
 
@@ -41,7 +43,7 @@ def job(name: str = "job", seconds: float = 0.5, **kw: Any) -> dict[str, Any]:
     return body
 
 
-def wait_state(hub: HubProcess, job_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:
+def wait_state(hub: HubProcess, job_id: str, states: set[str], timeout: float = 120) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def done() -> bool:
@@ -67,7 +69,7 @@ def hub(tmp_path: Path) -> Iterator[HubProcess]:
 def start(hub: HubProcess, agent: AgentProcess, name: str) -> AgentProcess:
     agent.start(hub.env)
     hub.agents.append(agent)  # type: ignore[attr-defined]
-    wait_for(lambda: hub.site(name)["reachability"] == "online", 30, f"{name} to come online")
+    wait_for(lambda: hub.site(name)["reachability"] == "online", 60, f"{name} to come online")
     return agent
 
 
@@ -104,6 +106,42 @@ def test_jobs_run_where_hardware_and_policy_allow(hub: HubProcess, tmp_path: Pat
     assert "closed-site" not in {r["key"] for r in usage["provided_by_site"]}
 
 
+def test_a_local_site_runs_jobs_while_its_cpus_are_busy(hub: HubProcess, tmp_path: Path) -> None:
+    """Every CPU kept busy by other programs, the load average above the CPU count: the
+    local site still lends all its CPUs, because no job holds them, and jobs run there.
+    What the site then reports as allocated is what its jobs hold."""
+    cpus = os.cpu_count() or 1
+    release = tmp_path / "release"
+    with busy_cpus(load_at_least=cpus + 0.5, timeout=60):
+        start(hub, enrolled_agent(hub, tmp_path, "busy"), "busy")
+        me = hub.account("researcher", institution="kek")
+        held = [
+            hub.call(
+                "POST",
+                "/api/v1/jobs",
+                me,
+                json=job(f"held-{i}", command=["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.2; done"]),
+            )
+            for i in range(cpus)
+        ]
+        for j in held:
+            assert wait_state(hub, j["id"], {"RUNNING"}, timeout=60)["site"] == "busy"
+        seen: dict[str, Any] = {}
+
+        def allocated_to_the_jobs() -> bool:
+            seen.update(hub.api("GET", "/api/v1/sites/busy/capacity")["partitions"][0])
+            return bool(seen["cpus_allocated"] == cpus)
+
+        wait_for(allocated_to_the_jobs, 60, f"the site to report its {cpus} CPUs held by the jobs (last {seen})")
+        assert seen["cpus_idle"] == 0 and seen["jobs_running"] == cpus
+        assert seen["load_1m"] >= cpus, "the load is reported, as information"
+        waiting = hub.call("POST", "/api/v1/jobs", me, json=job("next"))
+        assert waiting["state"] == "QUEUED", "every CPU is held by a job: the next one waits for a free CPU"
+        release.touch()
+        for j in [*held, waiting]:
+            assert wait_state(hub, j["id"], {"COMPLETE"}, timeout=60)["site"] == "busy"
+
+
 def test_agent_refuses_what_its_own_policy_forbids(hub: HubProcess, tmp_path: Path) -> None:
     picky = enrolled_agent(hub, tmp_path, "picky", extra='[policy]\nallowed_institutions = ["partner-u"]\n', software=RELION)
     start(hub, picky, "picky")
@@ -115,7 +153,7 @@ def test_agent_refuses_what_its_own_policy_forbids(hub: HubProcess, tmp_path: Pa
     def refused() -> bool:
         return "refused by picky" in (hub.api("GET", f"/api/v1/jobs/{j['id']}").get("state_reason") or "")
 
-    wait_for(refused, 30, "picky's agent to refuse")
+    wait_for(refused, 60, "picky's agent to refuse")
     start(hub, other, "other")
     done = wait_state(hub, j["id"], {"COMPLETE"})
     assert done["site"] == "other" and done["attempt"] == 2
@@ -131,7 +169,7 @@ def test_cancel_a_running_local_job(hub: HubProcess, tmp_path: Path) -> None:
     j = hub.call("POST", "/api/v1/jobs", me, json=job(command=["sh", "-c", f"sleep 60; touch {marker}"]))
     wait_state(hub, j["id"], {"RUNNING"})
     assert hub.call("POST", f"/api/v1/jobs/{j['id']}/cancel", me)["state"] == "CANCELING"
-    done = wait_state(hub, j["id"], {"CANCELED"}, timeout=30)
+    done = wait_state(hub, j["id"], {"CANCELED"}, timeout=60)
     assert done["finished_at"]
     time.sleep(0.5)
     assert not marker.exists(), "the job's process group was really stopped"
@@ -163,11 +201,11 @@ def test_killed_agent_mid_job_requeues_and_late_report_is_refused(hub: HubProces
     for c in children:
         c.kill()
     start(hub, second, "second")
-    done = wait_state(hub, j["id"], {"COMPLETE", "SYSTEM_ERROR", "EXECUTOR_ERROR"}, timeout=60)
+    done = wait_state(hub, j["id"], {"COMPLETE", "SYSTEM_ERROR", "EXECUTOR_ERROR"})
     assert done["state"] == "COMPLETE" and done["site"] == "second" and done["attempt"] == 2
     # The first agent comes back, finds its job gone, and reports it: the hub refuses that report.
     first.start(hub.env)
-    wait_for(lambda: any("refused" in m for m in first.messages()), 30, "the stale report to be refused")
+    wait_for(lambda: any("refused" in m for m in first.messages()), 60, "the stale report to be refused")
     again = hub.api("GET", f"/api/v1/jobs/{j['id']}")
     assert again["state"] == "COMPLETE" and again["attempt"] == 2 and again["finished_at"] == done["finished_at"]
     first.stop()
@@ -183,7 +221,7 @@ def test_hub_restart_mid_run_loses_no_job(hub: HubProcess, tmp_path: Path) -> No
     hub.start()
     hub._token = None
     for j in jobs:
-        assert wait_state(hub, j["id"], {"COMPLETE"}, timeout=60)["state"] == "COMPLETE"
+        assert wait_state(hub, j["id"], {"COMPLETE"})["state"] == "COMPLETE"
 
 
 def test_cli_submit_wait_logs_explain_usage(hub: HubProcess, tmp_path: Path) -> None:
@@ -229,13 +267,17 @@ def test_cli_submit_wait_logs_explain_usage(hub: HubProcess, tmp_path: Path) -> 
 def test_output_streams_while_the_job_runs(hub: HubProcess, tmp_path: Path) -> None:
     start(hub, enrolled_agent(hub, tmp_path, "alpha"), "alpha")
     me = hub.account("researcher", institution="kek")
-    j = hub.call("POST", "/api/v1/jobs", me, json=job(command=["sh", "-c", "echo halfway there; sleep 12; echo done"]))
+    never = tmp_path / "never-made"  # the job runs until canceled, however slow the machine
+    j = hub.call(
+        "POST", "/api/v1/jobs", me,
+        json=job(command=["sh", "-c", f"echo halfway there; while [ ! -e {never} ]; do sleep 0.2; done; echo done"]),
+    )  # fmt: skip
     wait_state(hub, j["id"], {"RUNNING"})
 
     def streamed() -> bool:
         return "halfway there" in hub.call("GET", f"/api/v1/jobs/{j['id']}/logs", me)["stdout_tail"]
 
-    wait_for(streamed, 10, "the running job's output to reach the hub")
+    wait_for(streamed, 60, "the running job's output to reach the hub")
     assert hub.api("GET", f"/api/v1/jobs/{j['id']}")["state"] == "RUNNING", "seen before the job ended"
     hub.call("POST", f"/api/v1/jobs/{j['id']}/cancel", me)
     wait_state(hub, j["id"], {"CANCELED"})

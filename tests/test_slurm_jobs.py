@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def slurm_site(tmp_path: Path, slurm: SlurmCluster) -> Iterator[tuple[HubProcess, AgentProcess]]:
     slurm.cancel_all()
-    hub = HubProcess(tmp_path / "hub")
+    # Leases of a minute, not 3 s: an agent restarted on a busy machine takes a while to
+    # start, and its job must still be its own when it comes back.
+    hub = HubProcess(tmp_path / "hub", missed_heartbeats=60)
     hub.start()
     agent = enrolled_agent(
         hub, tmp_path, "slurm-site",
@@ -28,7 +30,7 @@ def slurm_site(tmp_path: Path, slurm: SlurmCluster) -> Iterator[tuple[HubProcess
         'partition = "cpu"\ngpu_partition = "gpu"\npoll_interval_s = 0.5\n',
     )  # fmt: skip
     agent.start(hub.env)
-    wait_for(lambda: hub.site("slurm-site")["reachability"] == "online", 30, "the Slurm site to come online")
+    wait_for(lambda: hub.site("slurm-site")["reachability"] == "online", 60, "the Slurm site to come online")
     yield hub, agent
     agent.stop()
     hub.stop()
@@ -66,8 +68,8 @@ def test_cancel_reaches_slurm(slurm_site: tuple[HubProcess, AgentProcess], slurm
     wait_state(hub, j["id"], {"RUNNING"})
     assert slurm.run("squeue", "-h", "-o", "%i").strip(), "the job is in Slurm"
     hub.call("POST", f"/api/v1/jobs/{j['id']}/cancel", me)
-    wait_state(hub, j["id"], {"CANCELED"}, timeout=30)
-    wait_for(lambda: not slurm.run("squeue", "-h", "-o", "%i").strip(), 15, "Slurm to drop the canceled job")
+    wait_state(hub, j["id"], {"CANCELED"})
+    wait_for(lambda: not slurm.run("squeue", "-h", "-o", "%i").strip(), 60, "Slurm to drop the canceled job")
 
 
 def test_restarted_agent_readopts_its_slurm_job(slurm_site: tuple[HubProcess, AgentProcess], slurm: SlurmCluster) -> None:
@@ -84,7 +86,7 @@ def test_restarted_agent_readopts_its_slurm_job(slurm_site: tuple[HubProcess, Ag
     agent.kill()  # SIGKILL: no chance to tidy up
     time.sleep(1)
     agent.start(hub.env)
-    done = wait_state(hub, j["id"], {"COMPLETE", "SYSTEM_ERROR", "EXECUTOR_ERROR", "QUEUED"}, timeout=60)
+    done = wait_state(hub, j["id"], {"COMPLETE", "SYSTEM_ERROR", "EXECUTOR_ERROR", "QUEUED"})
     assert done["state"] == "COMPLETE" and done["attempt"] == 1, "the same attempt finished; nothing was re-run"
     assert "finished" in hub.call("GET", f"/api/v1/jobs/{j['id']}/logs", me)["stdout_tail"]
     assert any("re-adopted attempt" in m and slurm_ids[0] in m for m in agent.messages())

@@ -73,7 +73,7 @@ class Network:
         out = subprocess.run(
             cli("datasets", "register", "--config", str(a.config), "--path", str(path), "--title", title,
                 "--visibility", visibility, "--json"),
-            env=self.hub.env, capture_output=True, text=True, timeout=60,
+            env=self.hub.env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr
         return dict(json.loads(out.stdout))
@@ -88,7 +88,7 @@ class Network:
     def transfer(self, tid: str) -> dict[str, Any]:
         return dict(self.hub.api("GET", f"/api/v1/transfers/{tid}"))
 
-    def wait(self, tid: str, cond: Any, what: str, timeout: float = 60) -> dict[str, Any]:
+    def wait(self, tid: str, cond: Any, what: str, timeout: float = 120) -> dict[str, Any]:
         seen: dict[str, Any] = {}
 
         def check() -> bool:
@@ -140,7 +140,7 @@ def test_a_share_is_copied_and_verified_through_a_filesystem_exchange(net: Netwo
     reps = {r["site"]: r["state"] for r in net.hub.api("GET", f"/api/v1/datasets/{ds['id']}")["replicas"]}
     assert reps == {"kek-krios": "AVAILABLE", "osaka-gpu": "AVAILABLE"}
     # The source removes its published copy once the transfer is over.
-    wait_for(lambda: not (tmp_path / "exchange" / t["id"]).exists(), 20, "the exchange copy to be removed")
+    wait_for(lambda: not (tmp_path / "exchange" / t["id"]).exists(), 60, "the exchange copy to be removed")
     listed = net.hub.call("GET", "/api/v1/datasets", account=net.researcher, params={"site": "osaka-gpu"})
     assert [d["id"] for d in listed["items"]] == [ds["id"]]
 
@@ -152,13 +152,13 @@ def test_a_share_is_copied_and_verified_through_a_filesystem_exchange(net: Netwo
     def replica() -> dict[str, Any]:
         return next(r for r in net.hub.api("GET", f"/api/v1/datasets/{ds['id']}")["replicas"] if r["site"] == "osaka-gpu")
 
-    wait_for(lambda: replica()["state"] == "BAD", 20, "the audit to mark the copy BAD")
+    wait_for(lambda: replica()["state"] == "BAD", 60, "the audit to mark the copy BAD")
     assert "1 corrupt (e.g. movies/m2.mrc)" in replica()["state_reason"]
 
     # Revoking the request retires the copy: the destination's agent removes it, then the replica.
     net.hub.call("POST", f"/api/v1/share-requests/{t['share_request']}/revoke", account=net.researcher, json={})
     sites = lambda: {r["site"] for r in net.hub.api("GET", f"/api/v1/datasets/{ds['id']}")["replicas"]}  # noqa: E731
-    wait_for(lambda: sites() == {"kek-krios"}, 20, "the retired copy to be removed")
+    wait_for(lambda: sites() == {"kek-krios"}, 60, "the retired copy to be removed")
     assert not copy.exists() and data.exists(), "the copy is gone, the owner's data untouched"
 
 
@@ -183,7 +183,7 @@ def test_s3_exchange_catches_a_flipped_byte_and_sends_the_file_again(net: Networ
     assert any(e["path"] == "stack.mrcs" and "checksum" in e["error"] for e in done["file_errors"])
     copy = tmp_path / "osaka-gpu" / "datasets" / ds["id"]
     assert digests(copy) == digests(data), "only verified data became the replica"
-    wait_for(lambda: "Contents" not in s3.client().list_objects_v2(Bucket=bucket), 20, "the bucket to be emptied")
+    wait_for(lambda: "Contents" not in s3.client().list_objects_v2(Bucket=bucket), 60, "the bucket to be emptied")
 
 
 def test_an_agent_killed_mid_transfer_resumes_where_it_stopped(net: Network, tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ def test_an_agent_killed_mid_transfer_resumes_where_it_stopped(net: Network, tmp
     dst.kill()
     net.agents.remove(dst)
     net.start(dst)
-    done = net.wait(t["id"], lambda x: x["state"] == "DONE", "DONE", timeout=90)
+    done = net.wait(t["id"], lambda x: x["state"] == "DONE", "DONE", timeout=120)
     resent = done["resent_bytes"]
     assert resent <= conc * part_mb * 2**20, f"re-sent {resent} bytes, more than concurrency x part size"
     assert digests(tmp_path / "osaka-gpu" / "datasets" / ds["id"]) == digests(data)
@@ -228,7 +228,7 @@ def test_a_job_whose_input_is_elsewhere_runs_after_the_copy_on_verified_data(net
     net.hub.api("PUT", "/api/v1/sites/kek-krios/share-policy", json={"auto_approve_institutions": ["osaka-u"]})
     net.start(src)
     net.start(dst)
-    wait_for(lambda: all(net.hub.site(s)["reachability"] == "online" for s in ("kek-krios", "osaka-gpu")), 30, "sites online")
+    wait_for(lambda: all(net.hub.site(s)["reachability"] == "online" for s in ("kek-krios", "osaka-gpu")), 60, "sites online")
     job = net.hub.call("POST", "/api/v1/jobs", account=net.researcher, json={
         "name": "2d-average", "kind": "generic.command", "command": [sys.executable, "-m", "cryomesh_cli.synthetic", "average"],
         "resources": {"cpus": 1, "memory_gb": 2}, "inputs": [{"dataset": ds["id"]}],
@@ -240,7 +240,7 @@ def test_a_job_whose_input_is_elsewhere_runs_after_the_copy_on_verified_data(net
     def state() -> dict[str, Any]:
         return dict(net.hub.call("GET", f"/api/v1/jobs/{job['id']}", account=net.researcher))
 
-    wait_for(lambda: state()["state"] == "COMPLETE", 90, "the job to complete")
+    wait_for(lambda: state()["state"] == "COMPLETE", 120, "the job to complete")
     done = state()
     (t,) = net.hub.api("GET", "/api/v1/transfers", params={"dataset": ds["id"]})
     assert t["state"] == "DONE" and t["job"] == job["id"]

@@ -19,11 +19,11 @@ JOBS = 24
 def test_no_attempt_runs_twice(pg_url: str, tmp_path: Path) -> None:
     hub_a = HubProcess(tmp_path / "hub-a", db_url=pg_url)
     hub_b = HubProcess(tmp_path / "hub-b", db_url=pg_url, admin=hub_a.admin)
-    hub_a.start()
-    hub_b.start()
     agents: list[AgentProcess] = []
     runs = tmp_path / "runs.log"
     try:
+        hub_a.start()
+        hub_b.start()
         for site in ("alpha", "beta"):
             register_site(hub_a, site)
             for i, hub in enumerate((hub_a, hub_b, hub_a)):
@@ -32,7 +32,7 @@ def test_no_attempt_runs_twice(pg_url: str, tmp_path: Path) -> None:
                 agent.start(hub.env)
                 agents.append(agent)
         for site in ("alpha", "beta"):
-            wait_for(lambda site=site: hub_a.site(site)["reachability"] == "online", 30, f"{site} online")  # type: ignore[misc]
+            wait_for(lambda site=site: hub_a.site(site)["reachability"] == "online", 60, f"{site} online")  # type: ignore[misc]
         me = hub_a.account("researcher", institution="kek")
         ids = []
         for i in range(JOBS):
@@ -45,7 +45,7 @@ def test_no_attempt_runs_twice(pg_url: str, tmp_path: Path) -> None:
             page = hub_a.api("GET", "/api/v1/jobs", params={"limit": 100})
             return sum(j["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR") for j in page["items"]) == JOBS
 
-        wait_for(all_final, 120, "every job to finish", interval=0.5)
+        wait_for(all_final, 180, "every job to finish", interval=0.5)
         page = hub_a.api("GET", "/api/v1/jobs", params={"limit": 100})
         assert Counter(j["state"] for j in page["items"]) == {"COMPLETE": JOBS}
         ran = Counter(runs.read_text().split())

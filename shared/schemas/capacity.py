@@ -33,6 +33,20 @@ class PartitionCapacity(BaseModel):
     nodes_available: Int64 = Field(default=1, ge=0, description="Nodes up and accepting work")
     jobs_pending: Int64 = Field(default=0, ge=0, description="Jobs waiting in the local queue")
     jobs_running: Int64 = Field(default=0, ge=0)
+    load_1m: float | None = Field(
+        default=None,
+        ge=0,
+        le=10_000_000,
+        allow_inf_nan=False,
+        description="Information only: the one-minute load average (local backend). Free capacity is "
+        "cpus_idle, what is not allocated to jobs; load from other programs is never counted as allocated",
+    )
+    memory_available_mb: Int64 | None = Field(
+        default=None,
+        ge=0,
+        description="Information only: memory the operating system reports available (local backend); "
+        "memory_free_mb is the total minus what jobs hold",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> PartitionCapacity:

@@ -8,7 +8,7 @@ re-adopt a job it did not start in this life and still learn how it ended.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +43,27 @@ class Status:
     reason: str | None = None
 
 
+@dataclass
+class Allocation:
+    """What the jobs an executor runs hold: CPUs, memory and GPUs (by model; ``None``
+    when the job named no model). This, not the machine's load, is what ``local``
+    discovery reports as allocated."""
+
+    cpus: int = 0
+    memory_mb: int = 0
+    gpus: dict[str | None, int] = field(default_factory=dict)
+    jobs: int = 0
+
+    def add(self, spec: JobSpec, gpu_model: str | None = None) -> None:
+        r = spec.resources
+        self.cpus += r.cpus
+        self.memory_mb += int(r.memory_gb * 1024)
+        if r.gpus:
+            model = gpu_model or r.gpu_model
+            self.gpus[model] = self.gpus.get(model, 0) + r.gpus
+        self.jobs += 1
+
+
 class Executor(Protocol):
     name: str
 
@@ -56,6 +77,10 @@ class Executor(Protocol):
 
     def adopt(self, h: JobHandle) -> bool:
         """After an agent restart: True if the job can still be followed."""
+        ...
+
+    def allocated(self) -> Allocation:
+        """What the jobs this executor started (or adopted) and that have not ended hold now."""
         ...
 
 

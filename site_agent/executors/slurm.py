@@ -11,7 +11,7 @@ from pathlib import Path
 from shared.schemas.jobs import JobSpec, JobState
 from site_agent.commands import argv_for, shell_line
 from site_agent.config import ExecutorSection
-from site_agent.executors.base import Status, exit_code, finished, job_env
+from site_agent.executors.base import Allocation, Status, exit_code, finished, job_env
 from site_agent.jobstore import JobHandle
 from site_agent.slurmcli import run_slurm
 
@@ -116,6 +116,11 @@ class SlurmExecutor:
     def cancel(self, h: JobHandle) -> None:
         if h.local_id:
             self._run("scancel", h.local_id, check=False)
+
+    def allocated(self) -> Allocation:
+        """Nothing of its own to add: Slurm accounts for its jobs, and ``slurm`` discovery
+        reads that allocation (``CPUAlloc``, ``AllocMem``, ``GresUsed``) from Slurm itself."""
+        return Allocation()
 
     def adopt(self, h: JobHandle) -> bool:
         if not h.local_id:
