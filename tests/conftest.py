@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Hub, running_hub
+from hub.db import migrate
+from tests.helpers import Hub, prepare_database, running_hub
 from tests.services import (
     CHROMIUM,
     PostgresServer,
@@ -53,24 +54,49 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
-def _pg_database(pg: PostgresServer) -> Iterator[str]:
+def _pg_database(pg: PostgresServer, template: str | None = None) -> Iterator[str]:
     name = f"cm_{uuid.uuid4().hex[:12]}"
-    pg.admin(f"CREATE DATABASE {name}")
+    pg.admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
     try:
         yield pg.url(name)
     finally:
         pg.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture(scope="session")
+def pg_template(pg: PostgresServer) -> Iterator[str]:
+    """A PostgreSQL database migrated to head once per test process; each test's database
+    is a copy (CREATE DATABASE ... TEMPLATE takes a fraction of a second, migrating seconds)."""
+    name = f"cm_template_{uuid.uuid4().hex[:8]}"  # per process: xdist workers may share one server
+    pg.admin(f"CREATE DATABASE {name}")
+    migrate(pg.url(name))  # alembic's engine uses NullPool: no connection is left on the template
+    try:
+        yield name
+    finally:
+        pg.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
-def pg_url(pg: PostgresServer) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database."""
-    yield from _pg_database(pg)
+def pg_url(pg: PostgresServer, pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database, migrated to head."""
+    yield from _pg_database(pg, pg_template)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The same test on the embedded SQLite default and on PostgreSQL."""
+    """The same test on the embedded SQLite default and on PostgreSQL: a fresh database,
+    migrated to head (a copy of a template migrated once per test process)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'hub.db'}"
+        prepare_database(url)
+        yield url
+    else:
+        yield from _pg_database(request.getfixturevalue("pg"), request.getfixturevalue("pg_template"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on SQLite and on PostgreSQL (for the migrations themselves)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hub.db'}"
     else:
@@ -89,3 +115,30 @@ def sqlite_hub(tmp_path: Path) -> Iterator[Hub]:
     """A real hub over HTTP on SQLite, for tests where the database makes no difference."""
     with running_hub(f"sqlite:///{tmp_path / 'hub.db'}", tmp_path / "data") as h:
         yield h
+
+
+# ---------------------------------------------------------------- running in parallel
+# `make test` runs the suite on several pytest-xdist workers with --dist loadgroup; each
+# worker is its own pytest session, so session fixtures (PostgreSQL, S3, Chromium, the
+# database templates) are per worker, on free ports and in their own temp dirs.
+
+
+def _shares_a_fixture_beyond_one_test(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(d.scope in ("module", "package", "class") for defs in info.name2fixturedefs.values() for d in defs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "slurm" in item.fixturenames:
+            # One Slurm cluster for the run: every test that uses it goes to the same worker.
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif _shares_a_fixture_beyond_one_test(item):
+            # Tests sharing a module-scoped fixture (one network for a module) stay together,
+            # so the fixture is built once, not once per worker.
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    # Slow tests first: workers then finish together instead of one running a long test alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
