@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +15,12 @@ from tests.test_jobs_e2e import job, wait_state
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def slurm_site(tmp_path: Path, slurm: SlurmCluster) -> Iterator[tuple[HubProcess, AgentProcess]]:
+@pytest.fixture(scope="module")
+def slurm_network(tmp_path_factory: pytest.TempPathFactory, slurm: SlurmCluster) -> Iterator[tuple[HubProcess, AgentProcess]]:
+    """One hub and one enrolled Slurm site for the module (starting them takes longer than
+    most of these tests): each test submits its own jobs as its own researcher."""
     slurm.cancel_all()
+    tmp_path = tmp_path_factory.mktemp("slurm-site")
     hub = HubProcess(tmp_path / "hub")
     hub.start()
     agent = enrolled_agent(
@@ -33,6 +35,13 @@ def slurm_site(tmp_path: Path, slurm: SlurmCluster) -> Iterator[tuple[HubProcess
     agent.stop()
     hub.stop()
     slurm.cancel_all()
+
+
+@pytest.fixture
+def slurm_site(slurm_network: tuple[HubProcess, AgentProcess], slurm: SlurmCluster) -> tuple[HubProcess, AgentProcess]:
+    """The module's site, with Slurm's queue empty: nothing left from an earlier test."""
+    slurm.cancel_all()
+    return slurm_network
 
 
 def test_gpu_job_gets_its_gpus_from_slurm(slurm_site: tuple[HubProcess, AgentProcess]) -> None:
