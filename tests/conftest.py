@@ -130,8 +130,8 @@ def _shares_a_fixture_beyond_one_test(item: pytest.Item) -> bool:
     return any(d.scope in ("module", "package", "class") for defs in info.name2fixturedefs.values() for d in defs)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
     for item in items:
         if "slurm" in item.fixturenames:
             # One Slurm cluster for the run: every test that uses it goes to the same worker.
@@ -142,3 +142,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     # Slow tests first: workers then finish together instead of one running a long test alone at the end.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    yield  # every other plugin's hook, xdist's among them
+    if getattr(config.option, "loadgroup", False):
+        _group_suffix_on_node_ids(items)
+
+
+def _group_suffix_on_node_ids(items: list[pytest.Item]) -> None:
+    """pytest-xdist sends a grouped test to its group's worker by appending ``@group`` to its
+    node id, which pytest 9.2 no longer lets it do (pytest-dev/pytest-xdist#1386): groups are
+    silently ignored. Until xdist is fixed, append it here (a no-op where xdist did it)."""
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = type(item._id).parse(item.nodeid + suffix)
