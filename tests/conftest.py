@@ -41,9 +41,12 @@ def s3() -> Iterator[S3Server]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser).
+    Per module, not per session: Playwright's sync API holds an asyncio loop running in the
+    main thread while it is open, and a later test on the same worker that calls
+    ``asyncio.run`` would fail."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
