@@ -24,9 +24,11 @@ system-deps:
 demo: install
 	$(VENV)/bin/cryomesh demo $(DEMO_ARGS)
 
-## test: the whole suite, against real PostgreSQL and Slurm started by the tests
+## test: the whole suite, against real PostgreSQL and Slurm started by the tests, on TEST_WORKERS
+##       pytest-xdist workers at once (TEST_WORKERS=0: one process); prints the 20 slowest tests
+TEST_WORKERS ?= 4
 test: install system-deps
-	$(VENV)/bin/pytest --durations=20 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --durations=20 $(PYTEST_ARGS)
 
 ## test-busy: the process-level tests with every CPU kept busy by stress-ng (BUSY_TESTS=..., BUSY_CPUS=N)
 BUSY_TESTS ?= tests/test_jobs_e2e.py tests/test_agent_process.py tests/test_slurm_jobs.py \

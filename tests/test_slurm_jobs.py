@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,11 +15,14 @@ from tests.test_jobs_e2e import job, wait_state
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def slurm_site(tmp_path: Path, slurm: SlurmCluster) -> Iterator[tuple[HubProcess, AgentProcess]]:
+@pytest.fixture(scope="module")
+def slurm_network(tmp_path_factory: pytest.TempPathFactory, slurm: SlurmCluster) -> Iterator[tuple[HubProcess, AgentProcess]]:
+    """One hub and one enrolled Slurm site for the module (starting them takes longer than
+    most of these tests): each test submits its own jobs as its own researcher."""
     slurm.cancel_all()
     # Leases of a minute, not 3 s: an agent restarted on a busy machine takes a while to
     # start, and its job must still be its own when it comes back.
+    tmp_path = tmp_path_factory.mktemp("slurm-site")
     hub = HubProcess(tmp_path / "hub", missed_heartbeats=60)
     hub.start()
     agent = enrolled_agent(
@@ -35,6 +37,13 @@ def slurm_site(tmp_path: Path, slurm: SlurmCluster) -> Iterator[tuple[HubProcess
     agent.stop()
     hub.stop()
     slurm.cancel_all()
+
+
+@pytest.fixture
+def slurm_site(slurm_network: tuple[HubProcess, AgentProcess], slurm: SlurmCluster) -> tuple[HubProcess, AgentProcess]:
+    """The module's site, with Slurm's queue empty: nothing left from an earlier test."""
+    slurm.cancel_all()
+    return slurm_network
 
 
 def test_gpu_job_gets_its_gpus_from_slurm(slurm_site: tuple[HubProcess, AgentProcess]) -> None:

@@ -10,9 +10,9 @@ import hub.models  # noqa: F401
 from hub.db import make_engine, migrate
 
 
-def test_migrations_match_the_models(db_url: str) -> None:
-    migrate(db_url)
-    engine = make_engine(db_url)
+def test_migrations_match_the_models(empty_db_url: str) -> None:
+    migrate(empty_db_url)
+    engine = make_engine(empty_db_url)
     try:
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
@@ -21,18 +21,18 @@ def test_migrations_match_the_models(db_url: str) -> None:
     assert diff == [], f"models and migrations differ; add a migration: {diff}"
 
 
-def test_downgrade_and_upgrade_again(db_url: str) -> None:
+def test_downgrade_and_upgrade_again(empty_db_url: str) -> None:
     from alembic import command
     from sqlalchemy import inspect
 
     from hub.db import alembic_config
 
-    migrate(db_url)
-    command.downgrade(alembic_config(db_url), "base")
-    engine = make_engine(db_url)
+    migrate(empty_db_url)
+    command.downgrade(alembic_config(empty_db_url), "base")
+    engine = make_engine(empty_db_url)
     try:
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
-        migrate(db_url)
+        migrate(empty_db_url)
         assert "sites" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
