@@ -205,7 +205,8 @@ def _insert(conn: Any, table: str, **row: Any) -> None:
     conn.execute(sa.table(table, *(typed(k, v) for k, v in row.items())).insert().values(**row))
 
 
-def test_migration_0009_counts_approved_shares_as_consented_and_applies_the_default_policy(db_url: str) -> None:
+def test_migration_0009_counts_approved_shares_as_consented_and_applies_the_default_policy(empty_db_url: str) -> None:
+    db_url = empty_db_url
     import sqlalchemy as sa
 
     from hub.db import make_engine, migrate
