@@ -70,7 +70,11 @@ class HubProcess:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(15)
+            try:
+                self.proc.wait(60)  # a graceful stop takes seconds; on a busy machine, longer
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def token(self, account: Account) -> str:
         """A token for ``account``, reused for half its lifetime (tests poll the hub several
@@ -143,7 +147,11 @@ class AgentProcess:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(20)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def kill(self) -> None:
         assert self.proc is not None

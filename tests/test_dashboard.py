@@ -23,6 +23,9 @@ from tests.test_transfers_e2e import Network, make_data, transfers_section
 
 pytestmark = pytest.mark.slow
 PASSWORD = "dashboard password 1"
+#: Playwright waits: they end as soon as the page shows what is awaited, so a generous
+#: limit only matters when something is wrong (or the machine is very busy).
+PAGE_TIMEOUT_MS = 60_000
 
 
 def person(hub: HubProcess, username: str, **kw: Any) -> dict[str, Any]:
@@ -107,12 +110,13 @@ def sign_in(page: Any, hub: HubProcess, username: str) -> None:
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("[data-testid=signout]:visible", timeout=15_000)
+    page.wait_for_selector("[data-testid=signout]:visible", timeout=PAGE_TIMEOUT_MS)
 
 
 def test_coordinator_flow_in_a_real_browser(world: dict[str, Any], chromium: Any, tmp_path: Path) -> None:
     hub, out = world["hub"], shots(tmp_path)
     page = chromium.new_page(viewport={"width": 1280, "height": 860})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     # An unsigned visitor is sent to sign in; the dashboard API refuses them.
     page.goto(f"{hub.url}/dashboard/#/overview")
     page.wait_for_url(re.compile(r".*/oauth/authorize\?.*code_challenge_method=S256.*"))
@@ -210,6 +214,7 @@ def test_coordinator_flow_in_a_real_browser(world: dict[str, Any], chromium: Any
 def test_each_person_sees_what_they_may(world: dict[str, Any], chromium: Any) -> None:
     hub = world["hub"]
     page = chromium.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     sign_in(page, hub, "rin")
     page.click("nav a[data-page=jobs]")
     page.wait_for_selector("[data-testid=job-row]")
@@ -223,6 +228,7 @@ def test_each_person_sees_what_they_may(world: dict[str, Any], chromium: Any) ->
     page.close()
     # The receiving site's admin sees the request but may not decide it; agents may not use the API.
     page = chromium.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     sign_in(page, hub, "osaka-admin")
     page.click("nav a[data-page=data]")
     page.wait_for_selector("[data-testid=share-row]")
