@@ -21,6 +21,10 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "cryomesh_cli.main", *args]
 
 
+class _PortTaken(RuntimeError):
+    """The hub process exited while starting (most often: its port was taken meanwhile)."""
+
+
 class HubProcess:
     """`cryomesh hub serve` in its own process, restartable on the same port and database."""
 
@@ -45,19 +49,44 @@ class HubProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._token: str | None = None
         self._tokens: dict[str, tuple[str, float]] = {}
+        self._started = False
 
     def start(self) -> None:
+        # Ports come from free_port(), so another test process may take ours between the pick
+        # and the bind. The hub then exits at once; on a first start, pick another port.
+        for attempt in range(3):
+            try:
+                self._start()
+                break
+            except _PortTaken:
+                if self._started or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.env.update(CRYOMESH_PUBLIC_URL=self.url, CRYOMESH_PORT=str(self.port))
+        self._started = True
+
+    def _start(self) -> None:
         with (self.tmp / "hub.log").open("ab") as log:
             self.proc = subprocess.Popen(cli("hub", "serve"), env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the hub process exited with {self.proc.returncode}; see {self.tmp / 'hub.log'}")
+                raise _PortTaken(f"the hub process exited with {self.proc.returncode}; see {self.tmp / 'hub.log'}")
             try:
-                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code != 200:
+                    return False
+                # Ours, not another test's hub on a port we were also given: our admin can sign in.
+                r = httpx.post(
+                    f"{self.url}/oauth/token",
+                    data={"grant_type": "client_credentials"},
+                    auth=(self.admin.client_id, self.admin.client_secret),
+                    timeout=5,
+                )
             except httpx.TransportError:
                 return False
+            return r.status_code == 200 and self.proc.poll() is None
 
         # Generous: a hub starting beside other work on a busy machine takes its time.
         try:
