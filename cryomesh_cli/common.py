@@ -67,6 +67,17 @@ def load_document(path: Path, schema: type[BaseModel] | None = None) -> Any:
     return document
 
 
+def agent_settings(config: Path | None) -> Any:
+    """The agent's settings from site.toml (or CRYOMESH_AGENT_*); a file that is missing or
+    wrong is one line (site_agent.config names the file, the line or the key)."""
+    from site_agent.config import load_settings
+
+    try:
+        return load_settings(config)
+    except (FileNotFoundError, ValueError) as exc:  # ConfigError is a ValueError
+        fail(str(exc))
+
+
 def validation_text(exc: ValidationError, what: str) -> str:
     """A pydantic error as one line per problem (where: what is wrong), without its URLs or input dumps."""
     lines = []

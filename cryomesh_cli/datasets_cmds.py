@@ -15,10 +15,10 @@ from cryomesh_cli.common import (
     IdOpt,
     JsonOpt,
     SecretOpt,
+    agent_settings,
     fail,
     hub_call,
     load_document,
-    validation_text,
 )
 from cryomesh_cli.render import Col, console, fitted_table, print_json
 from shared.schemas.datasets import Visibility
@@ -53,7 +53,6 @@ def register(
     from shared.schemas.datasets import ChecksumAlgorithm, DatasetCreate
     from shared.validation import describe_errors
     from site_agent.client import HubClient
-    from site_agent.config import load_settings
     from site_agent.credentials import load_credentials, load_key
     from site_agent.datasets import describe
     from site_agent.errors import HubError, HubRefused
@@ -67,12 +66,7 @@ def register(
         fail('a dataset needs a title: give --title "Apoferritin, Krios G4" or put title: in the --metadata file')
     if checksum not in {a.value for a in ChecksumAlgorithm}:
         fail(f"--checksum {checksum!r}: use crc64nvme or sha256")
-    try:
-        settings = load_settings(config)
-    except ValidationError as exc:
-        fail(validation_text(exc, f"{config} is not valid"))
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    settings = agent_settings(config)
     try:
         body = describe(path, meta, ChecksumAlgorithm(checksum))
     except ValidationError as exc:

@@ -17,6 +17,7 @@ from cryomesh_cli.common import (
     IdOpt,
     JsonOpt,
     SecretOpt,
+    agent_settings,
     call,
     fail,
     hub_call,
@@ -302,19 +303,6 @@ def admin_rotate_signing_key(hub: HubOpt = None, client_id: IdOpt = None, client
 # ---------------------------------------------------------------- agent
 
 
-def _agent_settings(config: Path | None) -> Any:
-    from pydantic import ValidationError
-
-    from site_agent.config import load_settings
-
-    try:
-        return load_settings(config)
-    except ValidationError as exc:
-        fail(validation_text(exc, f"{config or 'site.toml'} is not valid"))
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-
-
 @agent_app.command("enroll")
 def agent_enroll(
     hub: Annotated[str, typer.Option("--hub", help="Hub URL")],
@@ -333,7 +321,7 @@ def agent_enroll(
     from site_agent.enroll import AlreadyEnrolled, current_identity, enroll
     from site_agent.errors import HubError
 
-    directory = state_dir or _agent_settings(config).agent.state_dir
+    directory = state_dir or agent_settings(config).agent.state_dir
     replaced = current_identity(directory) if force else None
     try:
         creds = enroll(normalise_hub_url(hub), code, directory, force=force)
@@ -358,7 +346,7 @@ def agent_run(config: ConfigOpt) -> None:
     from shared.logging import configure_logging
     from site_agent.daemon import run_agent
 
-    settings = _agent_settings(config)
+    settings = agent_settings(config)
     configure_logging("INFO", json_lines=True)
     try:
         code = run_agent(settings)
@@ -373,7 +361,7 @@ def agent_discover(config: ConfigOpt, as_json: JsonOpt = False) -> None:
     from site_agent.discovery import make_discovery
     from site_agent.discovery.base import storage_capacity
 
-    settings = _agent_settings(config)
+    settings = agent_settings(config)
     try:
         parts = make_discovery(settings.discovery).partitions()
     except Exception as exc:
@@ -388,7 +376,7 @@ def agent_rotate_key(config: ConfigOpt) -> None:
     """Replace the agent's key pair; the new public key is sent, signed for with the old one."""
     from site_agent.keys import rotate_key
 
-    settings = _agent_settings(config)
+    settings = agent_settings(config)
     try:
         thumbprint = rotate_key(settings)
     except Exception as exc:
