@@ -12,7 +12,7 @@ from hub.auth.models import (
     UsedAssertion,
 )
 from hub.capacity.models import CapacityBucket, CapacityLatest
-from hub.datasets.models import Dataset, DatasetManifest, Replica
+from hub.datasets.models import Dataset, DatasetFile, DatasetUpload, DatasetUploadFile, Replica
 from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
 from hub.sites.models import PartitionRow, Site, SoftwareRow, StorageRow
@@ -24,7 +24,9 @@ __all__ = [
     "CapacityBucket",
     "CapacityLatest",
     "Dataset",
-    "DatasetManifest",
+    "DatasetFile",
+    "DatasetUpload",
+    "DatasetUploadFile",
     "DeviceCodeRow",
     "EnrollmentCodeRow",
     "EnrollmentRow",

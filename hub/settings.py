@@ -106,6 +106,12 @@ class HubSettings(BaseSettings):
         description="Largest body of an agent's report that lists files, in bytes: dataset registration "
         "(the manifest: ~170 bytes a file), transfer progress and failures, audits",
     )
+    dataset_upload_ttl_s: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86_400,
+        description="A paged dataset registration with no new page for this long is discarded by the sweep",
+    )
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: plain text)")

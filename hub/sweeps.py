@@ -19,6 +19,7 @@ from hub.auth.server import prune_used_assertions
 from hub.broker.service import place_queued
 from hub.capacity.service import mark_unreachable, prune_history
 from hub.datasets.shares import expire_shares
+from hub.datasets.uploads import expire as expire_uploads
 from hub.db import transaction
 from hub.jobs.notify import Notifier
 from hub.jobs.service import expire
@@ -50,6 +51,7 @@ def sweep(engine: Engine, settings: HubSettings, notifier: Notifier | None = Non
         staged = advance(session, notifier)
         placed = place_queued(session, notifier)
         expire_shares(session)
+        uploads_expired = expire_uploads(session)
         retried = stalled(session, settings)
         for name in unreachable:
             log.warning("site %s is unreachable: no heartbeat for %d intervals", name, settings.missed_heartbeats)
@@ -67,6 +69,7 @@ def sweep(engine: Engine, settings: HubSettings, notifier: Notifier | None = Non
         "transfers_retried": retried,
         "rotated": rotated.kid if rotated else None,
         "pruned": pruned,
+        "uploads_expired": uploads_expired,
     }
 
 

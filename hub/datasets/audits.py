@@ -12,12 +12,12 @@ import logging
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
+from hub.datasets.files import manifest_of
 from hub.datasets.models import Dataset, Replica
-from hub.datasets.service import manifest_of
 from hub.errors import Conflict, NotFound
 from hub.sites.models import Site
 from hub.types import utcnow
-from shared.schemas.datasets import AuditReport, Manifest, ReplicaState, ReplicaWork
+from shared.schemas.datasets import AuditReport, ReplicaState, ReplicaWork
 
 log = logging.getLogger("cryomesh.hub.audits")
 
@@ -37,7 +37,7 @@ def replicas_at(session: Session, site: Site, states: tuple[str, ...] = AUDITED)
             state=ReplicaState(rep.state),
             location=rep.location,
             verified_at=rep.verified_at,
-            manifest=Manifest.model_validate(manifest_of(session, ds.id)),
+            manifest=manifest_of(session, ds),
         )
         for rep, ds in rows
     ]

@@ -55,12 +55,53 @@ class Replica(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class DatasetManifest(SQLModel, table=True):
-    """A dataset's manifest, apart from its row: it lists every file (340k files: ~57 MB of
-    JSON), and listings and dataset pages must not read it (on SQLite, a column after a large
-    one in the same row is reached only by walking the large one's overflow pages)."""
+#: A manifest path: on PostgreSQL in the "C" collation (UTF-8 byte order, which is code point
+#: order), so the primary key's index gives files in the order the manifest digest is taken in.
+#: SQLite compares text bytewise already.
+ManifestPath = String(1024).with_variant(String(1024, collation="C"), "postgresql")
 
-    __tablename__ = "dataset_manifests"
+
+class DatasetFile(SQLModel, table=True):
+    """One file of a dataset's manifest. A manifest lives in rows, not one blob, so it can be
+    written a page at a time and read a page at a time; listings and dataset pages never
+    touch this table."""
+
+    __tablename__ = "dataset_files"
 
     dataset_id: str = Field(sa_column=Column(String(40), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True))
-    manifest: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    path: str = Field(sa_column=Column(ManifestPath, primary_key=True))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    checksum: str = Field(max_length=200)
+
+
+class DatasetUpload(SQLModel, table=True):
+    """A paged registration under way: the dataset's description, waiting for its files.
+    It is no dataset yet: nothing lists it; completing it makes the dataset."""
+
+    __tablename__ = "dataset_uploads"
+
+    id: str = Field(primary_key=True, max_length=40)
+    site_id: int = Field(sa_column=Column(Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False, index=True))
+    client_id: str = Field(max_length=300, description="The agent that started it; only it may add to it")
+    body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # the DatasetUploadCreate
+    location: str = Field(max_length=2000)
+    algorithm: str = Field(max_length=20)
+    file_count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    total_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    received_files: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    received_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    next_page: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DatasetUploadFile(SQLModel, table=True):
+    """A file received for an upload, with the page it came in (to recognise a page sent again)."""
+
+    __tablename__ = "dataset_upload_files"
+
+    upload_id: str = Field(sa_column=Column(String(40), ForeignKey("dataset_uploads.id", ondelete="CASCADE"), primary_key=True))
+    path: str = Field(sa_column=Column(ManifestPath, primary_key=True))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    checksum: str = Field(max_length=200)
+    page: int = Field(sa_column=Column(BigInteger, nullable=False))

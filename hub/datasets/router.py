@@ -2,8 +2,11 @@
 
 Who may call:
 - register (``POST /api/v1/datasets``): a site's agent, for its own site;
+- paged registration (``/api/v1/datasets/uploads...``, hub.datasets.uploads): a site's agent
+  starts an upload; only that agent may see, add to, complete or cancel it (a person: 403,
+  any other agent: 404);
 - replicas at a site and audit reports: that site's agent only (another agent or a person: 403);
-- list, show, manifest: anyone signed in, within visibility (a private dataset of another
+- list, show, manifest (whole, streamed; or in pages by path): anyone signed in, within visibility (a private dataset of another
   institution answers 404);
 - change visibility (``PATCH``): the owner site's admin and network admins (others who can
   see the dataset: 403).
@@ -13,14 +16,15 @@ A dataset id in a path may also be an EMPIAR/EMDB accession the dataset lists (h
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
 from hub.auth.policy import ensure_agent_of
-from hub.datasets import audits, service
+from hub.datasets import audits, files, service, uploads
 from hub.datasets.service import DatasetFilter
-from hub.deps import ByteCount, CurrentAgent, CurrentPrincipal, Offset, SessionDep
+from hub.deps import ByteCount, CurrentAgent, CurrentPrincipal, Offset, SessionDep, SettingsDep
 from hub.errors import AUTH_ERRORS, Conflict, NotFound, responses
 from hub.sites.queries import get_site_by_name
 from shared.schemas.common import Page
@@ -29,10 +33,16 @@ from shared.schemas.datasets import (
     DatasetCreate,
     DatasetPublic,
     DatasetUpdate,
+    DatasetUploadCreate,
+    DatasetUploadPublic,
     ExperimentType,
+    Manifest,
+    ManifestFilesPage,
+    ManifestPageIn,
     ReplicaPublic,
     ReplicaState,
     ReplicaWork,
+    UploadComplete,
     Visibility,
 )
 
@@ -45,6 +55,43 @@ def register_dataset(data: DatasetCreate, session: SessionDep, principal: Curren
     """Register a dataset held at the calling agent's site, with its manifest; its first replica is AVAILABLE there.
     A directory already registered at the site is refused (409 naming its dataset)."""
     return service.to_public(session, [service.register(session, principal, data)])[0]
+
+
+@router.post("/uploads", status_code=201, responses=responses(*AUTH_ERRORS, Conflict))
+def start_upload(
+    data: DatasetUploadCreate, session: SessionDep, principal: CurrentPrincipal, settings: SettingsDep
+) -> DatasetUploadPublic:
+    """Start a paged registration (a site's agent): the description and how many files and bytes
+    will follow. Nothing is listed until it completes; with no page for a while it expires."""
+    return uploads.to_public(uploads.start(session, principal, data, settings), settings)
+
+
+@router.get("/uploads/{upload_id}", responses=responses(*AUTH_ERRORS, NotFound))
+def show_upload(upload_id: str, session: SessionDep, principal: CurrentPrincipal, settings: SettingsDep) -> DatasetUploadPublic:
+    """Where the caller's upload stands: files received and the page to send next."""
+    return uploads.to_public(uploads.get_own(session, principal, upload_id), settings)
+
+
+@router.post("/uploads/{upload_id}/files", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
+def upload_page(
+    upload_id: str, data: ManifestPageIn, session: SessionDep, principal: CurrentPrincipal, settings: SettingsDep
+) -> DatasetUploadPublic:
+    """Add the next page of files (at most 10,000, and at most ``max_body_bytes``: 413). A path
+    already received is refused (409 naming it); the same page sent again is accepted."""
+    return uploads.to_public(uploads.add_page(session, principal, upload_id, data, settings), settings)
+
+
+@router.post("/uploads/{upload_id}/complete", status_code=201, responses=responses(*AUTH_ERRORS, NotFound, Conflict))
+def complete_upload(upload_id: str, data: UploadComplete, session: SessionDep, principal: CurrentPrincipal) -> DatasetPublic:
+    """Check the files received against the count, bytes and digest, and register the dataset
+    with its AVAILABLE replica at the caller's site (409, and nothing registered, if they differ)."""
+    return service.to_public(session, [uploads.complete(session, principal, upload_id, data)])[0]
+
+
+@router.delete("/uploads/{upload_id}", status_code=204, responses=responses(*AUTH_ERRORS, NotFound))
+def cancel_upload(upload_id: str, session: SessionDep, principal: CurrentPrincipal) -> None:
+    """Discard an upload and the files received for it."""
+    uploads.cancel(session, principal, upload_id)
 
 
 @router.get("", responses=responses(*AUTH_ERRORS))
@@ -93,10 +140,26 @@ def update_dataset(dataset_id: str, data: DatasetUpdate, session: SessionDep, pr
     return service.to_public(session, [service.set_visibility(session, principal, dataset_id, data)])[0]
 
 
-@router.get("/{dataset_id}/manifest", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
-def dataset_manifest(dataset_id: str, session: SessionDep, principal: CurrentPrincipal) -> dict[str, Any]:
-    """Every file's path, size and checksum, and the digest over them."""
-    return service.manifest_of(session, service.get_visible(session, principal, dataset_id).id)
+@router.get("/{dataset_id}/manifest", response_model=Manifest, responses=responses(*AUTH_ERRORS, NotFound, Conflict))
+def dataset_manifest(dataset_id: str, request: Request, session: SessionDep, principal: CurrentPrincipal) -> StreamingResponse:
+    """Every file's path, size and checksum, and the digest over them, streamed from the rows a
+    batch at a time (for a large manifest, ``/manifest/files`` gives it in pages)."""
+    ds = service.get_visible(session, principal, dataset_id)
+    return StreamingResponse(files.stream_json(request.app.state.engine, ds), media_type="application/json")
+
+
+@router.get("/{dataset_id}/manifest/files", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
+def dataset_manifest_page(
+    dataset_id: str,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    after: Annotated[
+        str | None, Query(max_length=1024, description="Files whose path sorts after this (a page's next_after)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> ManifestFilesPage:
+    """A page of the manifest in path order (byte order of the UTF-8 paths)."""
+    return files.page(session, service.get_visible(session, principal, dataset_id), after, limit)
 
 
 @sites_router.get("/{name}/replicas", responses=responses(*AUTH_ERRORS, NotFound))

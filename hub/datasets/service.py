@@ -10,14 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
-from hub.datasets import refs
-from hub.datasets.models import Dataset, DatasetManifest, Replica
+from hub.datasets import files, refs
+from hub.datasets.models import Dataset, Replica
 from hub.errors import Conflict, Forbidden, NotFound
 from hub.sites.models import Site
 from hub.types import utcnow
@@ -27,6 +26,7 @@ from shared.schemas.datasets import (
     DatasetMetadata,
     DatasetPublic,
     DatasetUpdate,
+    DatasetUploadCreate,
     ReplicaPublic,
     ReplicaState,
 )
@@ -56,11 +56,37 @@ def _visible_clause(principal: Principal):  # type: ignore[no-untyped-def]
 
 
 def register(session: Session, principal: Principal, data: DatasetCreate) -> Dataset:
+    """The one-shot registration: the whole manifest in one body (up to ``max_manifest_body_bytes``;
+    larger ones go through hub.datasets.uploads)."""
+    site = agent_site(session, principal)
+    refuse_duplicate(session, site, data.location)
+    ds = create(session, principal, site, data, data.manifest.algorithm.value, data.manifest.digest,
+                len(data.manifest.files), data.manifest.total_bytes)  # fmt: skip
+    files.add(session, ds.id, ((f.path, f.size, f.checksum) for f in data.manifest.files))
+    return ds
+
+
+def agent_site(session: Session, principal: Principal) -> Site:
+    """The calling agent's site; datasets are registered by agents only (others: 403)."""
     if principal.role is not Role.AGENT or principal.site_id is None:
         raise Forbidden("datasets are registered by a site's agent (cryomesh datasets register on the site)")
     site = session.get(Site, principal.site_id)
     assert site is not None and site.id is not None
-    _refuse_duplicate(session, site, data.location)
+    return site
+
+
+def create(
+    session: Session,
+    principal: Principal,
+    site: Site,
+    data: DatasetCreate | DatasetUploadCreate,
+    algorithm: str,
+    digest: str,
+    file_count: int,
+    total_bytes: int,
+) -> Dataset:
+    """The dataset row and its first replica, AVAILABLE at ``site``; the caller writes its files."""
+    assert site.id is not None
     meta = data.model_dump(
         mode="json", include={"sample", "instrument", "detector", "acquisition", "image_sets", "cross_references"}
     )
@@ -78,17 +104,16 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
         detector_model=data.detector.model,
         pixel_size_a=data.acquisition.pixel_size_a or next((s.pixel_size_a for s in data.image_sets if s.pixel_size_a), None),
         meta=meta,
-        checksum_algorithm=data.manifest.algorithm.value,
-        manifest_digest=data.manifest.digest,
-        file_count=len(data.manifest.files),
-        total_bytes=data.manifest.total_bytes,
+        checksum_algorithm=algorithm,
+        manifest_digest=digest,
+        file_count=file_count,
+        total_bytes=total_bytes,
         source_datasets=data.source_datasets,
         source_job=data.source_job,
         registered_by=principal.label(),
     )
     session.add(ds)
     session.flush()
-    session.add(DatasetManifest(dataset_id=ds.id, manifest=data.manifest.model_dump(mode="json")))
     now = utcnow()
     session.add(
         Replica(dataset_id=ds.id, site_id=site.id, state=ReplicaState.AVAILABLE.value, location=data.location, verified_at=now)
@@ -97,7 +122,7 @@ def register(session: Session, principal: Principal, data: DatasetCreate) -> Dat
     return ds
 
 
-def _refuse_duplicate(session: Session, site: Site, location: str) -> None:
+def refuse_duplicate(session: Session, site: Site, location: str) -> None:
     """One dataset per directory at a site: registering it again (say, with another visibility) is a 409
     naming the dataset already there, not a silent second copy in the catalog."""
     existing = session.exec(
@@ -133,13 +158,6 @@ def resolve_id(session: Session, principal: Principal, ref: str) -> str:
     """The id of the dataset ``ref`` names: a ``ds-…`` id, or an EMPIAR/EMDB accession the caller
     can see exactly one dataset list (see hub.datasets.refs)."""
     return refs.resolve(session, _visible_clause(principal), ref)
-
-
-def manifest_of(session: Session, dataset_id: str) -> dict[str, Any]:
-    """A dataset's manifest (kept in its own table, read only where it is needed)."""
-    row = session.get(DatasetManifest, dataset_id)
-    assert row is not None, f"dataset {dataset_id} has no manifest"
-    return row.manifest
 
 
 def get_visible(session: Session, principal: Principal, dataset_id: str) -> Dataset:

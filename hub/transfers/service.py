@@ -17,8 +17,8 @@ from typing import Any
 from sqlmodel import Session, and_, col, or_, select
 
 from hub.auth.principal import Principal
+from hub.datasets.files import manifest_of
 from hub.datasets.models import Dataset, Replica
-from hub.datasets.service import manifest_of
 from hub.datasets.service import resolve_id as resolve_dataset_id
 from hub.errors import Conflict, Forbidden, NotFound
 from hub.metrics import TRANSFER_BYTES
@@ -27,7 +27,7 @@ from hub.sites.models import Site
 from hub.transfers.models import Transfer
 from hub.types import utcnow
 from shared.schemas.auth import Role
-from shared.schemas.datasets import Manifest, ReplicaState
+from shared.schemas.datasets import ReplicaState
 from shared.schemas.transfers import (
     ACTIVE_TRANSFER_STATES,
     ExchangeAccess,
@@ -343,7 +343,7 @@ def work_for(session: Session, principal: Principal, site: Site) -> list[Transfe
     for t in rows:
         ds = session.get(Dataset, t.dataset_id)
         assert ds is not None
-        manifest = Manifest.model_validate(manifest_of(session, ds.id))
+        manifest = manifest_of(session, ds)
         public = to_public(session, t, names)
         if t.source_site_id == site.id:
             out.append(

@@ -115,18 +115,45 @@ class ManifestFile(BaseModel):
         return check_relative_path(v)
 
 
+class ManifestDigest:
+    """``manifest_digest`` computed a file at a time, for manifests too large to hold at once.
+
+    Files must be added in path order (Python's ``str`` order: by code point, which is also
+    UTF-8 byte order and PostgreSQL's ``COLLATE "C"``); one out of order or listed twice
+    raises ValueError rather than giving a digest that matches nothing."""
+
+    def __init__(self, algorithm: str) -> None:
+        self._h = hashlib.sha256(f"cryomesh-manifest-v1 {algorithm}\n".encode())
+        self._last: str | None = None
+        self.file_count = 0
+        self.total_bytes = 0
+
+    def add(self, path: str, size: int, checksum: str) -> None:
+        if self._last is not None and path <= self._last:
+            raise ValueError(f"{path!r} comes after {self._last!r}: files must be added once each, in path order")
+        self._last = path
+        self._h.update(f"{path}\t{size}\t{checksum}\n".encode())
+        self.file_count += 1
+        self.total_bytes += size
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
 def manifest_digest(algorithm: str, files: list[ManifestFile]) -> str:
     """SHA-256 over the sorted manifest lines: one value that names exactly this content."""
-    h = hashlib.sha256(f"cryomesh-manifest-v1 {algorithm}\n".encode())
+    digest = ManifestDigest(algorithm)
     for f in sorted(files, key=lambda f: f.path):
-        h.update(f"{f.path}\t{f.size}\t{f.checksum}\n".encode())
-    return h.hexdigest()
+        digest.add(f.path, f.size, f.checksum)
+    return digest.hexdigest()
 
 
 class Manifest(BaseModel):
     algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC64NVME
     files: list[ManifestFile] = Field(min_length=1, max_length=1_000_000)
     digest: SafeStr = Field(description="manifest_digest(algorithm, files); checked by the hub")
+    # (One request holds at most 1,000,000 files; larger manifests are registered in pages:
+    # DatasetUploadCreate, ManifestPageIn.)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -166,6 +193,79 @@ class DatasetCreate(DatasetMetadata):
         default_factory=list, max_length=100, description="Provenance: datasets it derives from"
     )
     source_job: SafeStr | None = Field(default=None, max_length=40, description="Provenance: the job that produced it")
+
+
+#: Most files in one page of a paged upload or a paged manifest.
+MAX_PAGE_FILES = 10_000
+#: Most files in one manifest (one-shot or paged).
+MAX_MANIFEST_FILES = 10_000_000
+#: Digests are lowercase hex SHA-256.
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="manifest_digest over every file, hex SHA-256")]
+
+
+class DatasetUploadCreate(DatasetMetadata):
+    """Starts a paged registration (a site's agent): everything ``DatasetCreate`` says except
+    the files, which follow in pages; the hub checks the count and bytes announced here, and
+    the digest given at completion, against the files it received."""
+
+    location: SafeStr = Field(min_length=1, max_length=2000, description="Where the replica lives at the site")
+    source_datasets: list[SafeStr] = Field(
+        default_factory=list, max_length=100, description="Provenance: datasets it derives from"
+    )
+    source_job: SafeStr | None = Field(default=None, max_length=40, description="Provenance: the job that produced it")
+    algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC64NVME
+    file_count: Int64 = Field(ge=1, le=MAX_MANIFEST_FILES, description="How many files the pages will list")
+    total_bytes: Int64 = Field(ge=0, description="The sum of their sizes")
+
+
+class ManifestPageIn(StrictModel):
+    """One page of a paged upload. Pages are numbered from 0 and sent in order; sending a page
+    again (say, after a lost answer) is accepted if it lists the same files."""
+
+    page: Int64 = Field(ge=0, le=MAX_MANIFEST_FILES, description="This page's number, from 0")
+    files: list[ManifestFile] = Field(min_length=1, max_length=MAX_PAGE_FILES)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ManifestPageIn:
+        seen: set[str] = set()
+        for f in self.files:
+            if f.path in seen:
+                raise ValueError(f"{f.path!r} is listed twice in the page")
+            seen.add(f.path)
+        return self
+
+
+class UploadComplete(StrictModel):
+    digest: Digest
+
+
+class DatasetUploadPublic(BaseModel):
+    """Where a paged upload stands; ``next_page`` is the page to send next (resume there)."""
+
+    id: str
+    location: str
+    algorithm: ChecksumAlgorithm
+    file_count: int
+    total_bytes: int
+    received_files: int
+    received_bytes: int
+    next_page: int
+    max_page_files: int = Field(description="Most files a page may list")
+    max_page_bytes: int = Field(description="Largest page body the hub accepts, in bytes")
+    expires_at: datetime = Field(description="Discarded if no page arrives before then (each page extends it)")
+    created_at: datetime
+
+
+class ManifestFilesPage(BaseModel):
+    """A slice of a dataset's manifest in path order; pass ``next_after`` as ``after`` for the next."""
+
+    dataset: str
+    algorithm: ChecksumAlgorithm
+    digest: str
+    file_count: int
+    total_bytes: int
+    files: list[ManifestFile]
+    next_after: str | None = Field(description="The last path of this page, or null at the end")
 
 
 class ReplicaPublic(BaseModel):
