@@ -45,16 +45,19 @@ def register(
     as_json: JsonOpt = False,
 ) -> None:
     """Scan a directory on this site, checksum every file, read MRC headers, and register it
-    with the hub through this site's agent credentials. It is private to your institution
-    unless --visibility (or visibility: in --metadata) says network or public; change it
-    later with `cryomesh datasets set-visibility`. A directory is registered once: again is refused."""
+    with the hub through this site's agent credentials. The manifest goes in pages (of up to
+    10,000 files), sent as the files are checksummed, so a directory of any size registers
+    in bounded memory. It is private to your institution unless --visibility (or visibility:
+    in --metadata) says network or public; change it later with `cryomesh datasets
+    set-visibility`. A directory is registered once: again is refused."""
     from pydantic import ValidationError
+    from rich.console import Console
 
-    from shared.schemas.datasets import ChecksumAlgorithm, DatasetCreate
+    from shared.schemas.datasets import ChecksumAlgorithm, DatasetUploadCreate
     from shared.validation import describe_errors
     from site_agent.client import HubClient
     from site_agent.credentials import load_credentials, load_key
-    from site_agent.datasets import describe
+    from site_agent.dataset_upload import register as register_in_pages
     from site_agent.errors import HubError, HubRefused
 
     meta: dict[str, Any] = dict(load_document(metadata) or {}) if metadata else {}
@@ -67,12 +70,11 @@ def register(
     if checksum not in {a.value for a in ChecksumAlgorithm}:
         fail(f"--checksum {checksum!r}: use crc64nvme or sha256")
     settings = agent_settings(config)
-    try:
-        body = describe(path, meta, ChecksumAlgorithm(checksum))
-    except ValidationError as exc:
-        fail(f"{metadata or 'the dataset description'}: {describe_errors(exc, DatasetCreate)}")
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
-        fail(str(exc))
+    progress = Console(stderr=True)
+
+    def show_progress(up: dict[str, Any]) -> None:
+        if up["file_count"] > up["max_page_files"]:
+            progress.print(f"sent {up['received_files']}/{up['file_count']} files ({human_bytes(up['received_bytes'])})")
 
     async def send() -> Any:
         creds = load_credentials(settings.agent.state_dir)
@@ -80,18 +82,22 @@ def register(
             settings.agent.hub_url or creds.hub_url, creds.client_id, load_key(settings.agent.state_dir), creds.token_endpoint
         )
         try:
-            return await client.request("POST", "/api/v1/datasets", json=body.model_dump(mode="json"))
+            return await register_in_pages(client, path, meta, ChecksumAlgorithm(checksum), on_page=show_progress)
         finally:
             await client.aclose()
 
     try:
         ds = asyncio.run(send())
+    except ValidationError as exc:
+        fail(f"{metadata or 'the dataset description'}: {describe_errors(exc, DatasetUploadCreate)}")
     except HubRefused as exc:
         problems = exc.detail.split("; ") if exc.error == "ValidationError" else [exc.detail]
         head = f"registration refused ({exc.status} {exc.error})"
         fail(f"{head}: {problems[0]}" if len(problems) == 1 else head + ":" + "".join(f"\n  {p}" for p in problems))
     except (HubError, FileNotFoundError) as exc:
         fail(f"registration refused: {exc}")
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
     if as_json:
         print_json(ds)
         return

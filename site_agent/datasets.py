@@ -7,7 +7,8 @@ import base64
 import hashlib
 import os
 import warnings
-from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +46,38 @@ def file_checksum(path: Path, algorithm: ChecksumAlgorithm) -> str:
     return crc64nvme_b64(crc)
 
 
-def scan(root: Path, algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC64NVME) -> Manifest:
-    """Every regular file under ``root`` (symlinks are not followed: a link could point
-    outside the dataset), with its size and checksum."""
-    root = root.resolve()
+def walk(root: Path) -> Iterator[tuple[str, Path]]:
+    """Every regular file under ``root`` as (relative path, full path), in the order of the
+    relative paths as strings: the manifest digest's order, so a manifest can be hashed and
+    sent as it is read. (A directory ``d`` sorts among its siblings as ``d/``: every path under
+    it begins so.) Symlinks are not followed: a link could point outside the dataset."""
+
+    def entries(rel: str, here: Path) -> Iterator[tuple[str, Path]]:
+        with os.scandir(here) as it:
+            listed = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]
+        for key, e in sorted(listed, key=lambda k: k[0]):
+            if key.endswith("/"):
+                yield from entries(rel + key, Path(e.path))
+            elif e.is_file(follow_symlinks=False):
+                yield check_relative_path(rel + e.name), Path(e.path)
+
+    return entries("", root)
+
+
+def resolve_root(path: Path) -> Path:
+    """The dataset's directory, absolute (its location in the catalog)."""
+    root = path.resolve()
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a directory")
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            if full.is_symlink() or not full.is_file():
-                continue
-            rel = full.relative_to(root).as_posix()
-            check_relative_path(rel)
-            files.append(ManifestFile(path=rel, size=full.stat().st_size, checksum=file_checksum(full, algorithm)))
+    return root
+
+
+def scan(root: Path, algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC64NVME) -> Manifest:
+    """Every regular file under ``root`` (see ``walk``), with its size and checksum."""
+    root = resolve_root(root)
+    files = [
+        ManifestFile(path=rel, size=full.stat().st_size, checksum=file_checksum(full, algorithm)) for rel, full in walk(root)
+    ]
     if not files:
         raise ValueError(f"{root} holds no files")
     return Manifest(algorithm=algorithm, files=files, digest=manifest_digest(algorithm.value, files))
@@ -71,21 +88,40 @@ _FORMATS = {".mrc": "mrc", ".mrcs": "mrcs", ".tif": "tiff", ".tiff": "tiff", ".e
 
 def image_sets(root: Path, manifest: Manifest) -> list[ImageSet]:
     """Group image files by format and read dimensions and pixel size from MRC headers."""
+    return image_sets_of(root, (f.path for f in manifest.files))
+
+
+@dataclass
+class _Group:
+    count: int
+    first: str
+    prefix: str
+
+
+def image_sets_of(root: Path, paths: Iterable[str]) -> list[ImageSet]:
+    """``image_sets`` over paths as they come, keeping per format only a count, the first path
+    and the common prefix (so a scan of any size describes its image sets in little memory)."""
     import mrcfile
 
-    groups: dict[str, list[str]] = defaultdict(list)
-    for f in manifest.files:
-        fmt = _FORMATS.get(Path(f.path).suffix.lower())
-        if fmt and fmt != "star":
-            groups[fmt].append(f.path)
+    groups: dict[str, _Group] = {}
+    for path in paths:
+        fmt = _FORMATS.get(Path(path).suffix.lower())
+        if not fmt or fmt == "star":
+            continue
+        g = groups.get(fmt)
+        if g is None:
+            groups[fmt] = _Group(1, path, path)
+        else:
+            g.count += 1
+            g.prefix = os.path.commonprefix([g.prefix, path])  # noqa: RUF071 (a name prefix for the file pattern)
     out = []
-    for fmt, paths in sorted(groups.items()):
+    for fmt, g in sorted(groups.items()):
         header: dict[str, Any] = {}
         if fmt in ("mrc", "mrcs"):
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    with mrcfile.open(root / paths[0], header_only=True, permissive=True) as m:
+                    with mrcfile.open(root / g.first, header_only=True, permissive=True) as m:
                         h = m.header
                         dims = (int(h.nx), int(h.ny), int(h.nz))
                         px = float(m.voxel_size.x)
@@ -111,17 +147,16 @@ def image_sets(root: Path, manifest: Manifest) -> list[ImageSet]:
             category, frames = "micrographs", None
         else:
             category, frames = "raw_movies", None
-        common = os.path.commonprefix(paths)  # noqa: RUF071 (a name prefix for the file pattern, e.g. "movie_00*")
         out.append(
             ImageSet(
                 category=category,
                 format=fmt,
-                count=len(paths),
+                count=g.count,
                 frames_per_image=frames,
                 width=header.get("width"),
                 height=header.get("height"),
                 pixel_size_a=header.get("pixel_size_a"),
-                file_pattern=f"{common}*{Path(paths[0]).suffix}",
+                file_pattern=f"{g.prefix}*{Path(g.first).suffix}",
             )
         )
     return out

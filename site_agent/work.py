@@ -21,7 +21,7 @@ from shared.schemas.jobs import Assignment, AssignmentBatch, JobSpec, JobState
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
-from site_agent.datasets import describe
+from site_agent.dataset_upload import register as register_dataset
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import Executor
 from site_agent.executors.base import tail
@@ -227,8 +227,7 @@ class Worker:
             "source_job": h.job_id,
         }
         try:
-            body = await asyncio.to_thread(describe, Path(h.workdir) / out.path, meta)
-            ds = await self.client.request("POST", "/api/v1/datasets", json=body.model_dump(mode="json"))
+            ds = await register_dataset(self.client, Path(h.workdir) / out.path, meta)
         except (OSError, ValueError, HubRefused, HubUnavailable) as exc:
             log.warning("output of job %s not registered: %s", h.job_id, exc)
             return f"completed; its output was not registered as a dataset: {exc}"[:2000]
