@@ -1,20 +1,16 @@
 """Paged dataset registration (issue 9, part 3): a manifest of any size arrives as pages of
 rows, is checked against its digest at completion, and only then becomes a dataset; the
-manifest is read back whole (streamed) or in pages; listings never read it."""
+manifest is read back whole (streamed) or in pages. (That listings never read files:
+tests/hub/test_inputs.py::test_dataset_listings_do_not_load_manifests.)"""
 
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 from hub.db import make_engine
 from shared.schemas.datasets import ManifestFile, manifest_digest
@@ -266,38 +262,3 @@ def test_abandoned_uploads_expire(sqlite_hub: Hub, tmp_path: Path) -> None:
         60,
         "the sweep to discard the expired upload",
     )
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """The SQL every engine in this process runs meanwhile (the hub serves from a thread here)."""
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
-
-
-def test_listings_and_dataset_pages_never_read_files(sqlite_hub: Hub, tmp_path: Path) -> None:
-    sqlite_hub.create_site("alpha")
-    agent = sqlite_hub.enroll_agent("alpha", tmp_path / "a")
-    files = files_for(PATHS)
-    with agent_client(sqlite_hub, agent) as c:
-        up = start(c, files)
-        send_pages(c, up["id"], files, 5)
-        ds = c.post(f"{UPLOADS}/{up['id']}/complete", json={"digest": digest_of(files)}).json()
-    with sqlite_hub.as_admin() as admin:
-        admin.get("/api/v1/datasets")  # a token and a warm connection first
-        with statements() as seen:
-            assert admin.get("/api/v1/datasets", params={"min_bytes": 1}).json()["total"] == 1
-            assert admin.get(f"/api/v1/datasets/{ds['id']}").json()["file_count"] == len(files)
-        assert seen, "the listener saw the hub's queries"
-        assert not [s for s in seen if re.search(r"dataset_(upload_)?files", s)], seen
-        with statements() as seen:
-            assert len(admin.get(f"/api/v1/datasets/{ds['id']}/manifest").json()["files"]) == len(files)
-        assert any("dataset_files" in s for s in seen), "the listener would have seen a read of the files"

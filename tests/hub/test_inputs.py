@@ -182,8 +182,8 @@ def test_dataset_listings_do_not_load_manifests(sqlite_hub: Hub, tmp_path: Path)
             assert len(c.get(f"/api/v1/datasets/{ds['id']}/manifest").json()["files"]) == 50
     finally:
         event.remove(Engine, "before_cursor_execute", seen)
-    assert listed and not any("dataset_manifests" in s for s in listed), "\n\n".join(listed)
-    assert any("dataset_manifests" in s for s in statements[len(listed) :]), "the manifest route loads it"
+    assert listed and not any("dataset_files" in s for s in listed), "\n\n".join(listed)
+    assert any("dataset_files" in s for s in statements[len(listed) :]), "the manifest route loads it"
 
 
 def test_the_openapi_document_describes_the_error_bodies_the_hub_sends(sqlite_hub: Hub) -> None:
@@ -208,7 +208,8 @@ def test_the_manifest_table_migration_keeps_every_manifest(db_url: str, tmp_path
     from alembic import command
     from sqlalchemy import text
 
-    from hub.datasets.service import manifest_of
+    from hub.datasets.files import manifest_of
+    from hub.datasets.models import Dataset
     from hub.db import alembic_config, make_engine, migrate, transaction
     from tests.helpers import running_hub
 
@@ -228,7 +229,9 @@ def test_the_manifest_table_migration_keeps_every_manifest(db_url: str, tmp_path
     engine = make_engine(db_url)
     try:
         with transaction(engine) as session:
-            files = manifest_of(session, ds["id"])["files"]
-        assert [(f["path"], f["size"]) for f in files] == [("a.mrc", 9), ("b.mrc", 10)]
+            dataset = session.get(Dataset, ds["id"])
+            assert dataset is not None
+            files = manifest_of(session, dataset).files
+        assert [(f.path, f.size) for f in files] == [("a.mrc", 9), ("b.mrc", 10)]
     finally:
         engine.dispose()

@@ -73,7 +73,7 @@ def upgrade() -> None:
         raw = conn.execute(sa.text("SELECT manifest FROM dataset_manifests WHERE dataset_id = :d"), {"d": dataset_id}).scalar()
         manifest = json.loads(raw) if isinstance(raw, str) else raw
         rows = [{"dataset_id": dataset_id, "path": f["path"], "size": f["size"], "checksum": f["checksum"]}
-                for f in manifest["files"]]
+                for f in (manifest or {}).get("files", [])]
         for i in range(0, len(rows), BATCH):
             conn.execute(files.insert(), rows[i:i + BATCH])
     op.drop_table('dataset_manifests')
