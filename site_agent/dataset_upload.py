@@ -77,11 +77,13 @@ class Pages:
         if self._held is not None:
             entry, self._held = self._held, None
             return entry
-        for rel, full in self._files:
-            entry = {"path": rel, "size": full.stat().st_size, "checksum": file_checksum(full, self._algorithm)}
-            self.digest.add(entry["path"], entry["size"], entry["checksum"])
-            return entry
-        return None
+        item = next(self._files, None)
+        if item is None:
+            return None
+        rel, full = item
+        entry = {"path": rel, "size": full.stat().st_size, "checksum": file_checksum(full, self._algorithm)}
+        self.digest.add(entry["path"], entry["size"], entry["checksum"])
+        return entry
 
     def next(self) -> list[dict[str, Any]] | None:
         """The next page, or None when every file has been handed out."""

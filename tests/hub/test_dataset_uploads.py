@@ -165,6 +165,8 @@ def test_pages_are_checked(sqlite_hub: Hub, tmp_path: Path) -> None:
     agent = sqlite_hub.enroll_agent("alpha", tmp_path / "a")
     files = files_for(PATHS)
     with agent_client(sqlite_hub, agent) as c:
+        r = c.post(UPLOADS, json={**head(files), "file_cont": 3})
+        assert r.status_code == 422 and "file_cont" in r.json()["detail"], r.text
         up = start(c, files)
         pages = f"{UPLOADS}/{up['id']}/files"
         assert c.post(pages, json={"page": 0, "files": files[:3]}).status_code == 200
