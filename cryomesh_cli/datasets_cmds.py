@@ -57,7 +57,8 @@ def register(
     from shared.validation import describe_errors
     from site_agent.client import HubClient
     from site_agent.credentials import load_credentials, load_key
-    from site_agent.dataset_upload import register as register_in_pages
+    from site_agent.dataset_upload import survey, upload
+    from site_agent.datasets import resolve_root
     from site_agent.errors import HubError, HubRefused
 
     meta: dict[str, Any] = dict(load_document(metadata) or {}) if metadata else {}
@@ -70,6 +71,14 @@ def register(
     if checksum not in {a.value for a in ChecksumAlgorithm}:
         fail(f"--checksum {checksum!r}: use crc64nvme or sha256")
     settings = agent_settings(config)
+    algorithm = ChecksumAlgorithm(checksum)
+    try:
+        root = resolve_root(path)
+        head = survey(root, meta, algorithm)
+    except ValidationError as exc:
+        fail(f"{metadata or 'the dataset description'}: {describe_errors(exc, DatasetUploadCreate)}")
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
     progress = Console(stderr=True)
 
     def show_progress(up: dict[str, Any]) -> None:
@@ -82,18 +91,16 @@ def register(
             settings.agent.hub_url or creds.hub_url, creds.client_id, load_key(settings.agent.state_dir), creds.token_endpoint
         )
         try:
-            return await register_in_pages(client, path, meta, ChecksumAlgorithm(checksum), on_page=show_progress)
+            return await upload(client, root, head, on_page=show_progress)
         finally:
             await client.aclose()
 
     try:
         ds = asyncio.run(send())
-    except ValidationError as exc:
-        fail(f"{metadata or 'the dataset description'}: {describe_errors(exc, DatasetUploadCreate)}")
     except HubRefused as exc:
         problems = exc.detail.split("; ") if exc.error == "ValidationError" else [exc.detail]
-        head = f"registration refused ({exc.status} {exc.error})"
-        fail(f"{head}: {problems[0]}" if len(problems) == 1 else head + ":" + "".join(f"\n  {p}" for p in problems))
+        said = f"registration refused ({exc.status} {exc.error})"
+        fail(f"{said}: {problems[0]}" if len(problems) == 1 else said + ":" + "".join(f"\n  {p}" for p in problems))
     except (HubError, FileNotFoundError) as exc:
         fail(f"registration refused: {exc}")
     except (OSError, ValueError) as exc:

@@ -130,9 +130,17 @@ async def register(
     (``DatasetPublic``). ``on_page`` is told the upload's state after each page."""
     root = resolve_root(path)
     head = await asyncio.to_thread(survey, root, meta, algorithm)
+    return await upload(client, root, head, on_page)
+
+
+async def upload(
+    client: HubClient, root: Path, head: DatasetUploadCreate, on_page: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Start the upload ``head`` describes (``survey``), send the files under ``root`` in pages
+    and complete it; on any failure the upload is cancelled."""
     up = await client.request("POST", UPLOADS, json=head.model_dump(mode="json"))
     try:
-        pages = Pages(root, algorithm, up["max_page_files"], up["max_page_bytes"])
+        pages = Pages(root, head.algorithm, up["max_page_files"], up["max_page_bytes"])
         while (files := await asyncio.to_thread(pages.next)) is not None:
             state = await _send_page(client, up["id"], pages.number, files)
             if on_page:
