@@ -37,6 +37,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +48,7 @@ import pytest
 from bench import loadgen
 from bench.loadhub import LoadHub, raise_on_sigterm, workers_supported
 from bench.loadreport import section
-from bench.loadseed import seed
+from bench.loadseed import SimAgent, seed
 from tests.helpers import hub_settings
 from tests.services import free_port, postgres_server
 
@@ -65,9 +66,11 @@ def database(kind: str, tmp: Path, name: str) -> Iterator[str]:
         yield pg.url(name)
 
 
-def phase(hub: LoadHub, name: str, coro: Any) -> dict[str, Any]:
-    """Run one load phase; hub CPU per request and RSS around it."""
+def phase(hub: LoadHub, name: str, coro: Any, recover_s: float) -> dict[str, Any]:
+    """Run one load phase; hub CPU per request and RSS around it; then the hub must answer
+    ``/healthz`` within ``recover_s``, or it is restarted."""
     before = hub.usage()
+    client_cpu = time.process_time()
     hub.peak_rss_mb = before.rss_mb
     stop = False
 
@@ -89,6 +92,7 @@ def phase(hub: LoadHub, name: str, coro: Any) -> dict[str, Any]:
     after = hub.usage()
     stats = result.stats if isinstance(result, loadgen.BurstResult) else result
     out = {"phase": name, **stats.summary()}
+    out["client_cpu_share"] = (time.process_time() - client_cpu) / stats.elapsed_s if stats.elapsed_s else None
     out["hub_cpu_ms_per_req"] = (after.cpu_s - before.cpu_s) * 1000 / stats.answered if stats.answered else None
     out["hub_rss_peak_mb"] = hub.peak_rss_mb
     out["hub_rss_after_mb"] = after.rss_mb
@@ -100,14 +104,43 @@ def phase(hub: LoadHub, name: str, coro: Any) -> dict[str, Any]:
             refused=result.refused,
             unanswered=result.unanswered,
         )
-    health = hub.healthy(30)
+    health = hub.healthy(recover_s)
     out["healthz_after_s"] = health
-    if health is None:
-        hub.stop()
+    if health is None:  # the hub did not recover by itself: restart it so the next phase measures something
         out["hub_restarted"] = True
+        out["hub_stop_s"] = hub.stop(grace_s=recover_s)
         hub.start()
     print(json.dumps(out), flush=True)
     return out
+
+
+def measure(args: argparse.Namespace, hub: LoadHub, agents: list[SimAgent], result: dict[str, Any]) -> None:
+    phases: list[dict[str, Any]] = result["phases"]
+    url, t, recover = hub.url, args.timeout, args.recover
+    warm = loadgen.closed_loop(url, loadgen.heartbeats(agents), 16, 600, t, count=len(agents))
+    phases.append({**phase(hub, "warm-up (each agent once)", warm, recover), "senders": 16})
+    admin_token = hub.admin_token()
+    result["views"] = {
+        path: asyncio.run(loadgen.timed_get(url, path, admin_token, args.view_requests, t))
+        for path in ("/api/v1/network/summary", "/api/v1/dashboard/overview")
+    }
+    print(json.dumps(result["views"]), flush=True)
+    kinds = (("healthz", loadgen.healthz), ("whoami", loadgen.whoami(agents)), ("heartbeat", loadgen.heartbeats(agents)))
+    for c in args.senders:
+        for name, make in kinds:
+            phases.append({**phase(hub, name, loadgen.closed_loop(url, make, c, args.duration, t), recover), "senders": c})
+    if args.open_loop:
+        rate = args.open_rate or len(agents) / 15
+        run = loadgen.open_loop(url, loadgen.heartbeats(agents), rate, args.open_duration, args.max_in_flight, t)
+        phases.append({**phase(hub, "open-loop heartbeat", run, recover), "rate": rate, "max_in_flight": args.max_in_flight})
+    if args.burst:
+        result["stop_before_burst_s"] = hub.stop()
+        hub.start()
+        token_endpoint = hub.settings.token_endpoint if args.burst_new_tokens else None
+        connections = min(len(agents), args.burst_connections)
+        storm = loadgen.burst(url, agents, connections, args.burst_deadline, t, args.backoff_cap, token_endpoint)
+        name = "burst (new tokens first)" if token_endpoint else "burst"
+        phases.append({**phase(hub, name, storm, max(recover, 30)), "connections": connections})
 
 
 def run_network(args: argparse.Namespace, db: str, workers: int, n: int) -> dict[str, Any]:
@@ -123,35 +156,7 @@ def run_network(args: argparse.Namespace, db: str, workers: int, n: int) -> dict
             result: dict[str, Any] = {"db": db, "workers": workers, "sites": n, "seed_s": seeded.seed_s, "phases": []}
             try:
                 result["start_s"] = hub.start()
-                phases = result["phases"]
-                url_ = hub.url
-                agents, t = seeded.agents, args.timeout
-                warm = loadgen.closed_loop(url_, loadgen.heartbeats(agents), 16, 600, t, count=n)
-                phases.append({**phase(hub, "warm-up (each agent once)", warm), "senders": 16})
-                admin_token = hub.admin_token()
-                result["views"] = {
-                    path: asyncio.run(loadgen.timed_get(url_, path, admin_token, args.view_requests, t))
-                    for path in ("/api/v1/network/summary", "/api/v1/dashboard/overview")
-                }
-                print(json.dumps(result["views"]), flush=True)
-                for c in args.senders:
-                    for name, make in (("healthz", loadgen.healthz), ("whoami", loadgen.whoami(agents)),
-                                       ("heartbeat", loadgen.heartbeats(agents))):  # fmt: skip
-                        p = phase(hub, name, loadgen.closed_loop(url_, make, c, args.duration, t))
-                        phases.append({**p, "senders": c})
-                if args.open_loop:
-                    rate = args.open_rate or n / 15
-                    p = phase(hub, "open-loop heartbeat",
-                              loadgen.open_loop(url_, loadgen.heartbeats(agents), rate, args.open_duration,
-                                                args.max_in_flight, t))  # fmt: skip
-                    phases.append({**p, "rate": rate, "max_in_flight": args.max_in_flight})
-                if args.burst:
-                    graceful = hub.stop()
-                    result["stop_before_burst_s"] = graceful
-                    hub.start()
-                    p = phase(hub, "burst", loadgen.burst(url_, agents, min(n, args.burst_connections), args.burst_deadline,
-                                                          t, args.backoff_cap))  # fmt: skip
-                    phases.append(p)
+                measure(args, hub, seeded.agents, result)
             finally:
                 result["stop_s"] = hub.stop()
             return result
@@ -189,13 +194,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--burst-deadline", type=float, default=300, help="give up on agents not answered by then, seconds")
     parser.add_argument("--burst-connections", type=int, default=1000, help="client connections the burst may open")
     parser.add_argument("--backoff-cap", type=float, default=60, help="longest retry wait (the agent's max_backoff_s)")
+    parser.add_argument(
+        "--burst-new-tokens",
+        action="store_true",
+        help="in the burst, each agent first fetches a new token (private_key_jwt), as a restarted agent does",
+    )
+    parser.add_argument("--recover", type=float, default=30, help="after each phase, wait this long for /healthz, seconds")
     parser.add_argument("--view-requests", type=int, default=20)
     parser.add_argument("--json", type=Path, help="write every result here")
     args = parser.parse_args(argv)
     if args.quick:
         args.sites, args.senders, args.duration, args.timeout = [1000], [16, 64], 5.0, 10.0
         args.open_loop, args.open_duration, args.burst, args.burst_deadline = True, 15.0, True, 60.0
-        args.view_requests = 5
+        args.view_requests, args.recover = 5, 10.0
     raise_on_sigterm()
     results = []
     for db in args.db:

@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
+from authlib.oauth2.rfc7523 import private_key_jwt_sign
 
 from bench.loadseed import SimAgent
 from site_agent.backoff import Backoff
@@ -85,11 +87,28 @@ def heartbeat_payload(i: int) -> dict[str, Any]:
     }
 
 
+def heartbeat_request(a: SimAgent, token: str, i: int) -> Request:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return "POST", f"/api/v1/sites/{a.site}/heartbeat", headers, json.dumps(heartbeat_payload(i)).encode()
+
+
+def token_request(a: SimAgent, token_endpoint: str) -> Request:
+    """``POST /oauth/token`` with a ``private_key_jwt`` assertion, as ``site_agent.client`` sends it."""
+    assertion = private_key_jwt_sign(
+        a.key, client_id=a.client_id, token_endpoint=token_endpoint, alg="ES256", claims={"exp": int(time.time()) + 60}
+    )
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion.decode() if isinstance(assertion, bytes) else assertion,
+    }
+    return "POST", "/oauth/token", {"Content-Type": "application/x-www-form-urlencoded"}, urlencode(form).encode()
+
+
 def heartbeats(agents: list[SimAgent]) -> MakeRequest:
     def make(i: int) -> Request:
         a = agents[i % len(agents)]
-        headers = {"Authorization": f"Bearer {a.token}", "Content-Type": "application/json"}
-        return "POST", f"/api/v1/sites/{a.site}/heartbeat", headers, json.dumps(heartbeat_payload(i)).encode()
+        return heartbeat_request(a, a.token, i)
 
     return make
 
@@ -221,34 +240,59 @@ class BurstResult:
 
 
 async def burst(
-    url: str, agents: list[SimAgent], connections: int, deadline_s: float, timeout_s: float, backoff_cap_s: float
+    url: str,
+    agents: list[SimAgent],
+    connections: int,
+    deadline_s: float,
+    timeout_s: float,
+    backoff_cap_s: float,
+    token_endpoint: str | None = None,
 ) -> BurstResult:
+    """Every agent at once until each has had a 2xx heartbeat answer; with ``token_endpoint``,
+    each first fetches a new token by ``private_key_jwt`` (an agent process that restarted)."""
     stats = Stats()
     answered: list[float] = []
     refused = 0
-    make = heartbeats(agents)
     async with _client(url, connections, timeout_s) as http:
         t0 = time.perf_counter()
 
+        async def until_answered(make: Callable[[], Request], backoff: Backoff) -> httpx.Response | None:
+            """Retry as the agent does until an answer it does not retry (returned) or the deadline (None)."""
+            while (left := deadline_s - (time.perf_counter() - t0)) > 0:
+                r = await _send(http, make(), stats)
+                if r is not None and r.status_code not in RETRYABLE_STATUS:
+                    return r
+                await asyncio.sleep(min(backoff.next_delay(_retry_after(r)), left))
+            return None
+
         async def agent(i: int) -> None:
             nonlocal refused
-            backoff = Backoff(base=1.0, cap=backoff_cap_s)  # as site_agent.daemon: base min(1, interval)
-            while time.perf_counter() - t0 < deadline_s:
-                r = await _send(http, make(i), stats)
-                if r is not None and r.is_success:
-                    answered.append(time.perf_counter() - t0)
+            a, token = agents[i], agents[i].token
+            backoff = Backoff(base=1.0, cap=backoff_cap_s)  # as site_agent.daemon: base min(1 s, interval)
+            if token_endpoint:
+                r = await until_answered(lambda: token_request(a, token_endpoint), backoff)
+                if r is None or not r.is_success:
+                    refused += r is not None
                     return
-                if r is not None and r.status_code not in RETRYABLE_STATUS:
-                    refused += 1
-                    return
-                hint = r.headers.get("Retry-After") if r is not None else None
-                delay = backoff.next_delay(float(hint) if hint and hint.replace(".", "", 1).isdigit() else None)
-                await asyncio.sleep(min(delay, max(0.0, deadline_s - (time.perf_counter() - t0))))
+                token = str(r.json()["access_token"])
+                backoff.reset()
+            r = await until_answered(lambda: heartbeat_request(a, token, i), backoff)
+            if r is not None and r.is_success:
+                answered.append(time.perf_counter() - t0)
+            elif r is not None:
+                refused += 1
 
         await asyncio.gather(*(agent(i) for i in range(len(agents))))
         elapsed = time.perf_counter() - t0
     stats.elapsed_s = elapsed
     return BurstResult(stats, sorted(answered), refused, len(agents) - len(answered) - refused, elapsed)
+
+
+def _retry_after(r: httpx.Response | None) -> float | None:
+    try:
+        return float(r.headers["Retry-After"]) if r is not None and "Retry-After" in r.headers else None
+    except ValueError:
+        return None
 
 
 async def timed_get(url: str, path: str, token: str, n: int, timeout_s: float) -> dict[str, float]:

@@ -25,7 +25,7 @@ def _phase_row(p: dict[str, Any]) -> str:
         notes.append(f"{p['dropped']} not sent (in-flight cap)")
     if p.get("hub_restarted"):
         notes.append("**hub unresponsive 30 s after; restarted**")
-    if p["phase"] == "burst":
+    if p["phase"].startswith("burst"):
         notes.append(
             f"all {p['agents']} answered in {p['all_answered_s']:.1f} s" if p.get("all_answered_s") is not None
             else f"{p['unanswered']} never answered, {p['refused']} refused"
