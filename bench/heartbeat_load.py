@@ -202,7 +202,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--recover", type=float, default=30, help="after each phase, wait this long for /healthz, seconds")
     parser.add_argument("--view-requests", type=int, default=20)
     parser.add_argument("--json", type=Path, help="write every result here")
+    parser.add_argument("--report", type=Path, help="only print the Markdown section for results saved with --json")
     args = parser.parse_args(argv)
+    if args.report:
+        print(section(json.loads(args.report.read_text()), f"python -m bench.heartbeat_load (results in {args.report})"))
+        return []
     if args.quick:
         args.sites, args.senders, args.duration, args.timeout = [1000], [16, 64], 5.0, 10.0
         args.open_loop, args.open_duration, args.burst, args.burst_deadline = True, 15.0, True, 60.0

@@ -14,6 +14,10 @@ def _cpu(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
+def _share(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
 def _codes(d: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in d.items()) or "—"
 
@@ -24,7 +28,9 @@ def _phase_row(p: dict[str, Any]) -> str:
     if p.get("dropped"):
         notes.append(f"{p['dropped']} not sent (in-flight cap)")
     if p.get("hub_restarted"):
-        notes.append("**hub unresponsive 30 s after; restarted**")
+        stop = p.get("hub_stop_s")
+        how = f"stopped in {stop:.0f} s" if stop is not None else "did not stop on SIGTERM; killed"
+        notes.append(f"**no /healthz answer after the phase; restarted ({how})**")
     if p["phase"].startswith("burst"):
         notes.append(
             f"all {p['agents']} answered in {p['all_answered_s']:.1f} s" if p.get("all_answered_s") is not None
@@ -35,7 +41,7 @@ def _phase_row(p: dict[str, Any]) -> str:
     return (
         f"| {p['phase']} | {who} | {p['requests']} | {p['req_per_s']:.0f} | {_ms(p['p50_ms'])} | {_ms(p['p99_ms'])} | "
         f"{_ms(p['max_ms'])} | {_codes(p['statuses'])} | {_codes(p['client_errors'])} | {_cpu(p['hub_cpu_ms_per_req'])} | "
-        f"{p['hub_rss_peak_mb']:.0f} / {p['hub_rss_after_mb']:.0f} | {'; '.join(notes)} |"
+        f"{p['hub_rss_peak_mb']:.0f} / {p['hub_rss_after_mb']:.0f} | {_share(p.get('client_cpu_share'))} | {'; '.join(notes)} |"
     )
 
 
@@ -58,12 +64,20 @@ def _ratios(phases: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def _stops(r: dict[str, Any]) -> str:
+    def took(x: float | None) -> str:
+        return f"{x:.1f} s" if x is not None else "no exit on SIGTERM, killed"
+
+    out = f" Hub stop before the burst: {took(r['stop_before_burst_s'])}." if "stop_before_burst_s" in r else ""
+    return out + (f" Hub stop at the end: {took(r['stop_s'])}." if "stop_s" in r else "")
+
+
 def network_table(r: dict[str, Any]) -> str:
     head = (
         f"### {r['db']}, {r['workers']} hub process(es), {r['sites']:,} sites\n\n"
-        f"Seeded in {r['seed_s']:.1f} s; hub ready in {r.get('start_s', float('nan')):.1f} s.\n\n"
+        f"Seeded in {r['seed_s']:.1f} s; hub ready in {r.get('start_s', float('nan')):.1f} s.{_stops(r)}\n\n"
         "| phase | senders | requests | 2xx/s | p50 ms | p99 ms | max ms | status codes | client errors | "
-        "hub CPU ms/req | hub RSS MB peak / after | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "hub CPU ms/req | hub RSS MB peak / after | client CPU | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = "\n".join(_phase_row(p) for p in r["phases"])
     ratios = _ratios(r["phases"])
