@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     results.append(run_network(args, db, workers, n))
                 except pytest.skip.Exception as exc:
                     print(f"# skipped {db}: {exc.msg}")
+                except RuntimeError as exc:  # the hub would not start (e.g. several workers on SQLite)
+                    print(f"# {db}, {workers} worker(s), {n} sites: {exc}")
+                    results.append({"db": db, "workers": workers, "sites": n, "error": str(exc)})
                 if args.json:
                     args.json.write_text(json.dumps(results, indent=1))
     if argv is None:  # from the command line; bench.run prints the section itself

@@ -82,13 +82,18 @@ class LoadHub:
             self.proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         while time.monotonic() - t0 < timeout_s:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the hub exited with {self.proc.returncode} while starting; see {self.tmp / 'hub.log'}")
+                raise RuntimeError(f"the hub exited with {self.proc.returncode} while starting: {self.log_tail()}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200 and self.admin_token(timeout=5):
                     return time.monotonic() - t0
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"the hub did not become ready in {timeout_s:.0f} s; see {self.tmp / 'hub.log'}")
+        raise RuntimeError(f"the hub did not become ready in {timeout_s:.0f} s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        """The hub log's last line (the temp dir holding it is removed at the end)."""
+        lines = (self.tmp / "hub.log").read_text(errors="replace").strip().splitlines()
+        return lines[-1][-300:] if lines else "(the hub wrote nothing)"
 
     def admin_token(self, timeout: float = 30) -> str:
         r = httpx.post(

@@ -73,6 +73,8 @@ def _stops(r: dict[str, Any]) -> str:
 
 
 def network_table(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"### {r['db']}, {r['workers']} hub process(es), {r['sites']:,} sites\n\nNot measured: {r['error']}\n"
     head = (
         f"### {r['db']}, {r['workers']} hub process(es), {r['sites']:,} sites\n\n"
         f"Seeded in {r['seed_s']:.1f} s; hub ready in {r.get('start_s', float('nan')):.1f} s.{_stops(r)}\n\n"
