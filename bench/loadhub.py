@@ -143,12 +143,13 @@ class LoadHub:
         self.peak_rss_mb = max(self.peak_rss_mb, mb)
         return Usage(cpu, mb)
 
-    def healthy(self, within_s: float) -> float | None:
-        """Seconds until ``/healthz`` answered 200, or None if it did not within ``within_s``."""
+    def answers(self, path: str, within_s: float, token: str | None = None) -> float | None:
+        """Seconds until ``GET path`` answered 200, or None if it did not within ``within_s``."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         t0 = time.monotonic()
-        while time.monotonic() - t0 < within_s:
+        while (left := within_s - (time.monotonic() - t0)) > 0:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=max(0.1, within_s - (time.monotonic() - t0))).status_code == 200:
+                if httpx.get(f"{self.url}{path}", headers=headers, timeout=max(0.1, left)).status_code == 200:
                     return time.monotonic() - t0
             time.sleep(0.2)
         return None

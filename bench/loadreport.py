@@ -30,14 +30,18 @@ def _phase_row(p: dict[str, Any]) -> str:
     if p.get("hub_restarted"):
         stop = p.get("hub_stop_s")
         how = f"stopped in {stop:.0f} s" if stop is not None else "did not stop on SIGTERM; killed"
-        notes.append(f"**no /healthz answer after the phase; restarted ({how})**")
+        what = "/healthz" if p.get("healthz_after_s") is None else "an agent's /api/v1/whoami"
+        notes.append(f"**no answer to {what} after the phase; restarted ({how})**")
     if p["phase"].startswith("burst"):
         notes.append(
             f"all {p['agents']} answered in {p['all_answered_s']:.1f} s" if p.get("all_answered_s") is not None
             else f"{p['unanswered']} never answered, {p['refused']} refused"
         )  # fmt: skip
         after = p["healthz_after_s"]
-        notes.append(f"healthz after: {after:.1f} s" if after is not None else "no healthz within 30 s after")
+        notes.append(f"/healthz answered {after:.1f} s after" if after is not None else "no /healthz answer after")
+        if after is not None:
+            who = p.get("whoami_after_s")
+            notes.append(f"/api/v1/whoami {who:.1f} s after" if who is not None else "no /api/v1/whoami answer after")
     return (
         f"| {p['phase']} | {who} | {p['requests']} | {p['req_per_s']:.0f} | {_ms(p['p50_ms'])} | {_ms(p['p99_ms'])} | "
         f"{_ms(p['max_ms'])} | {_codes(p['statuses'])} | {_codes(p['client_errors'])} | {_cpu(p['hub_cpu_ms_per_req'])} | "
