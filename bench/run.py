@@ -87,8 +87,9 @@ def main() -> None:
         "--hub-load",
         choices=["quick", "full", "skip"],
         default="quick",
-        help="the heartbeat load test (bench/heartbeat_load.py): quick (about two minutes), full (1,000 and 10,000 "
-        "sites, 16/64/256 senders, open loop, burst; an hour or more) or skip",
+        help="the heartbeat load test (bench/heartbeat_load.py): quick (1,000 sites; a few minutes, more when the hub "
+        "stalls, as each stuck phase waits out its timeouts), full (1,000 and 10,000 sites, 16/64/256 senders, "
+        "open loop, burst, SQLite and PostgreSQL, 1 and 4 processes; an hour or more) or skip",
     )
     args = parser.parse_args()
 
