@@ -256,14 +256,19 @@ async def burst(
     async with _client(url, connections, timeout_s) as http:
         t0 = time.perf_counter()
 
+        slots = asyncio.Semaphore(connections)  # waiting for one of our connections is not part of a request's latency
+
         async def until_answered(make: Callable[[], Request], backoff: Backoff) -> httpx.Response | None:
             """Retry as the agent does until an answer it does not retry (returned) or the deadline (None)."""
-            while (left := deadline_s - (time.perf_counter() - t0)) > 0:
-                r = await _send(http, make(), stats)
+            while True:
+                async with slots:
+                    if time.perf_counter() - t0 >= deadline_s:
+                        return None
+                    r = await _send(http, make(), stats)
                 if r is not None and r.status_code not in RETRYABLE_STATUS:
                     return r
-                await asyncio.sleep(min(backoff.next_delay(_retry_after(r)), left))
-            return None
+                left = deadline_s - (time.perf_counter() - t0)
+                await asyncio.sleep(max(0.0, min(backoff.next_delay(_retry_after(r)), left)))
 
         async def agent(i: int) -> None:
             nonlocal refused

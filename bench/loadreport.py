@@ -23,7 +23,12 @@ def _codes(d: dict[str, int]) -> str:
 
 
 def _phase_row(p: dict[str, Any]) -> str:
-    who = p.get("senders") or (f"{p['rate']:.1f}/s ≤{p['max_in_flight']}" if "rate" in p else p.get("agents", ""))
+    if "rate" in p:
+        who = f"{p['rate']:.1f}/s, ≤{p['max_in_flight']} in flight"
+    elif "agents" in p:
+        who = f"{p['agents']} agents, {p.get('connections', '?')} connections"
+    else:
+        who = str(p.get("senders", ""))
     notes = []
     if p.get("dropped"):
         notes.append(f"{p['dropped']} not sent (in-flight cap)")
@@ -40,8 +45,8 @@ def _phase_row(p: dict[str, Any]) -> str:
         after = p["healthz_after_s"]
         notes.append(f"/healthz answered {after:.1f} s after" if after is not None else "no /healthz answer after")
         if after is not None:
-            who = p.get("whoami_after_s")
-            notes.append(f"/api/v1/whoami {who:.1f} s after" if who is not None else "no /api/v1/whoami answer after")
+            auth = p.get("whoami_after_s")
+            notes.append(f"/api/v1/whoami {auth:.1f} s after" if auth is not None else "no /api/v1/whoami answer after")
     return (
         f"| {p['phase']} | {who} | {p['requests']} | {p['req_per_s']:.0f} | {_ms(p['p50_ms'])} | {_ms(p['p99_ms'])} | "
         f"{_ms(p['max_ms'])} | {_codes(p['statuses'])} | {_codes(p['client_errors'])} | {_cpu(p['hub_cpu_ms_per_req'])} | "
