@@ -168,8 +168,23 @@ def main() -> None:
         from bench import heartbeat_load
 
         text += "\n" + heartbeat_load.docs_section(heartbeat_load.QUICK if args.hub_load == "quick" else heartbeat_load.FULL)
-    args.out.write_text(text)
+    args.out.write_text(keep_other_sections(args.out, text))
     print(text)
+
+
+def keep_other_sections(path: Path, text: str) -> str:
+    """The new text, followed by the sections of the file at ``path`` this run did not write
+    (benchmarks run on their own, e.g. ``python -m bench.manifest_memory``, keep their numbers)."""
+    if not path.exists():
+        return text
+    written = {line for line in text.splitlines() if line.startswith("## ")}
+    kept, keep = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            keep = line not in written
+        if keep:
+            kept.append(line)
+    return text.rstrip("\n") + "\n\n" + "\n".join(kept) + "\n" if kept else text
 
 
 def header(args: argparse.Namespace) -> str:
