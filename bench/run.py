@@ -83,6 +83,14 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=100)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument(
+        "--hub-load",
+        choices=["quick", "full", "skip"],
+        default="quick",
+        help="the heartbeat load test (bench/heartbeat_load.py): quick (1,000 sites; a few minutes, more when the hub "
+        "stalls, as each stuck phase waits out its timeouts), full (1,000 and 10,000 sites, 16/64/256 senders, "
+        "open loop, burst, SQLite and PostgreSQL, 1 and 4 processes; an hour or more) or skip",
+    )
     args = parser.parse_args()
 
     with bench_hub("cryomesh-bench-") as bh:
@@ -156,8 +164,27 @@ def main() -> None:
     b_mem = broker.in_memory()
     b_db = broker.through_database()
     text = header(args) + hot + dispatch_section(d) + broker_section(b_mem, b_db) + transfer.section(transfer.run())
-    args.out.write_text(text)
+    if args.hub_load != "skip":
+        from bench import heartbeat_load
+
+        text += "\n" + heartbeat_load.docs_section(heartbeat_load.QUICK if args.hub_load == "quick" else heartbeat_load.FULL)
+    args.out.write_text(keep_other_sections(args.out, text))
     print(text)
+
+
+def keep_other_sections(path: Path, text: str) -> str:
+    """The new text, followed by the sections of the file at ``path`` this run did not write
+    (benchmarks run on their own, e.g. ``python -m bench.manifest_memory``, keep their numbers)."""
+    if not path.exists():
+        return text
+    written = {line for line in text.splitlines() if line.startswith("## ")}
+    kept, keep = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            keep = line not in written
+        if keep:
+            kept.append(line)
+    return text.rstrip("\n") + "\n\n" + "\n".join(kept) + "\n" if kept else text
 
 
 def header(args: argparse.Namespace) -> str:
