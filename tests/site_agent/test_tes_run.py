@@ -44,7 +44,7 @@ def test_glob_outputs_directory_inputs_and_env(tmp_path: Path) -> None:
                 "command": ["sh", "-c", "mkdir -p /out/d && cp /in/sub/a.txt /out/d/1.txt && echo $WHERE > /out/d/2.txt"],
                 "env": {"WHERE": "/in/sub"},
             },
-        ],  # fmt: skip
+        ],
         "outputs": [{"path": "/out/d/*.txt", "path_prefix": "/out", "url": f"file://{exported / 'res'}"}],
     }
     r, code = run(tmp_path, work, [exported])
