@@ -20,7 +20,7 @@ from hub.auth.models import OAuthClient
 from hub.auth.principal import ROLE_SCOPES, Principal
 from hub.auth.server import check_secret
 from hub.deps import SessionDep
-from hub.errors import CryomeshError
+from hub import errors
 from hub.sites.models import Site
 from shared.schemas.auth import Role
 
@@ -28,28 +28,27 @@ CHALLENGE = 'Bearer, Basic realm="cryomesh"'
 _PLACEHOLDERS = {"", "none", "null"}
 
 
-class NeedsCredentials(CryomeshError):
-    """401 that offers both schemes, so a Basic-only client knows it may retry with Basic."""
-
-    status_code = 401
+class Unauthorized(errors.Unauthorized):
+    """The hub's 401 (same name on the wire), offering both schemes, so a Basic-only client
+    knows it may retry with Basic."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": CHALLENGE})
+        errors.CryomeshError.__init__(self, detail, headers={"WWW-Authenticate": CHALLENGE})
 
 
 def _basic(session: Session, encoded: str) -> Principal:
     try:
         client_id, sep, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        raise NeedsCredentials("the Basic credentials are not base64 of 'client_id:secret'") from None
+        raise Unauthorized("the Basic credentials are not base64 of 'client_id:secret'") from None
     if not sep or client_id.strip().lower() in _PLACEHOLDERS or secret.strip().lower() in _PLACEHOLDERS:
-        raise NeedsCredentials("no credentials: send a bearer token, or a client id and secret over Basic")
+        raise Unauthorized("no credentials: send a bearer token, or a client id and secret over Basic")
     client = session.get(OAuthClient, client_id)
     if client is None or not check_secret(secret, client.secret_hash) or client.status != "active":
-        raise NeedsCredentials("unknown client id or wrong secret")
+        raise Unauthorized("unknown client id or wrong secret")
     role = Role(client.role)
     if role is Role.AGENT:
-        raise NeedsCredentials("agents authenticate with signed assertions, not Basic")
+        raise Unauthorized("agents authenticate with signed assertions, not Basic")
     site = session.get(Site, client.site_id) if client.site_id is not None else None
     return Principal(
         subject=client.client_id, role=role, issuer="basic", client_id=client.client_id,
@@ -67,7 +66,7 @@ def ga4gh_principal(request: Request, session: SessionDep) -> Principal:
         return principal
     if scheme.lower() == "basic":
         return _basic(session, value)
-    raise NeedsCredentials("this endpoint needs a bearer token or Basic client credentials")
+    raise Unauthorized("this endpoint needs a bearer token or Basic client credentials")
 
 
 Ga4ghCaller = Annotated[Principal, Depends(ga4gh_principal)]

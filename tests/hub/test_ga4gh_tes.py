@@ -145,7 +145,7 @@ def test_basic_credentials_and_placeholders(hub: Hub, net: dict[str, Account]) -
     for headers in ({}, _basic("None", "None"), _basic(alice.client_id, "wrong"), {"Authorization": "Basic !!"}):
         r = httpx.get(f"{hub.url}{BASE}/tasks", headers=headers)
         assert r.status_code == 401, r.text
-        assert r.json()["error"] == "NeedsCredentials" and "Basic" in r.headers["www-authenticate"]
+        assert r.json()["error"] == "Unauthorized" and "Basic" in r.headers["www-authenticate"]
     r = httpx.post(f"{hub.url}/v1/tasks", json=task("basic"), headers=_basic(alice.client_id, alice.client_secret))
     assert r.status_code == 200, r.text
     with hub.as_(alice) as c:
