@@ -16,11 +16,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel import Session
 
+from hub import errors
 from hub.auth.models import OAuthClient
 from hub.auth.principal import ROLE_SCOPES, Principal
 from hub.auth.server import check_secret
 from hub.deps import SessionDep
-from hub import errors
 from hub.sites.models import Site
 from shared.schemas.auth import Role
 
