@@ -8,12 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import json
+import subprocess
+
 import httpx
 import pytest
 import tes
 
 from tests import ga4gh_schemas
-from tests.processes import AgentProcess, HubProcess, enrolled_agent
+from tests.processes import AgentProcess, HubProcess, cli, enrolled_agent
 from tests.services import wait_for
 
 pytestmark = pytest.mark.slow
@@ -105,6 +108,32 @@ def test_py_tes_runs_lists_and_cancels_tasks_on_a_real_agent(hub: HubProcess, ag
 
     listed = client.list_tasks(view="MINIMAL")
     assert {t.id for t in listed.tasks} == {task_id, failing}
+
+    # drs:// inputs: a file of a dataset registered at the site, and the whole dataset.
+    data = tmp_path / "dataset"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "a.txt").write_text("particles\n")
+    out = subprocess.run(
+        cli("datasets", "register", "--config", str(agent.config), "--path", str(data), "--title", "t", "--json"),
+        env=hub.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    ds_id = json.loads(out.stdout)["id"]
+    bundle = httpx.get(f"{hub.url}/ga4gh/drs/v1/objects/{ds_id}", headers={"Authorization": f"Bearer {token}"}).json()
+    (item,) = bundle["contents"]
+    with_drs = client.create_task(
+        tes.Task(
+            name="drs",
+            inputs=[
+                tes.Input(path="/in/a.txt", url=item["drs_uri"][0]),
+                tes.Input(path="/in/all", url=bundle["self_uri"], type="DIRECTORY"),
+            ],
+            outputs=[tes.Output(path="/out/x.txt", url=f"file://{exports}/results/x.txt")],
+            executors=[tes.Executor(image=IMAGE, command=["sh", "-c", "cat /in/a.txt /in/all/sub/a.txt > /out/x.txt"])],
+        )
+    )
+    assert client.wait(with_drs, timeout=180).state == "COMPLETE"
+    assert (exports / "results" / "x.txt").read_text() == "particles\nparticles\n"
 
     sleeper = client.create_task(tes.Task(name="sleeper", executors=[tes.Executor(image=IMAGE, command=["sleep", "300"])]))
     wait_for(lambda: client.get_task(sleeper, view="MINIMAL").state == "RUNNING", 120, "the sleeper to run")
