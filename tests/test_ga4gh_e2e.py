@@ -5,11 +5,10 @@ running task. Every response is validated against the official TES 1.1 OpenAPI."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import json
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
