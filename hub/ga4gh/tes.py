@@ -79,7 +79,13 @@ def list_tasks(
         stmt = stmt.where(or_(col(Job.created_at) < created, and_(col(Job.created_at) == created, col(Job.id) > job_id)))
     rows = session.exec(stmt.order_by(col(Job.created_at).desc(), col(Job.id)).limit(page_size + 1)).all()
     page = rows[:page_size]
-    out: dict[str, Any] = {"tasks": [render(session, job, row, view) for job, row in page]}
+    ids = [job.id for job, _ in page]
+    page_tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+    if view != "MINIMAL" and ids:  # one query for the page's tags and one for the site names, not one per task
+        for t in session.exec(select(TesTagRow).where(col(TesTagRow.job_id).in_(ids))):
+            page_tags[t.job_id][t.key] = t.value
+    sites = _site_names(session) if view != "MINIMAL" else {}
+    out: dict[str, Any] = {"tasks": [render(session, job, row, view, page_tags[job.id], sites) for job, row in page]}
     if len(rows) > page_size:
         out["next_page_token"] = _token(page[-1][0].created_at, page[-1][0].id)
     return out
@@ -102,13 +108,16 @@ def _time(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
-def _task_logs(session: Session, job: Job, row: TesTaskRow, full: bool) -> list[dict[str, Any]]:
+def _site_names(session: Session) -> dict[int, str]:
+    return {s.id: s.name for s in session.exec(select(Site)) if s.id is not None}
+
+
+def _task_logs(session: Session, job: Job, row: TesTaskRow, full: bool, sites: dict[int, str]) -> list[dict[str, Any]]:
     """One TaskLog per attempt that a site took (the last one always, with the placement story)."""
     attempts = session.exec(select(Attempt).where(Attempt.job_id == job.id).order_by(col(Attempt.number))).all()
     decisions = session.exec(
         select(PlacementRecord).where(PlacementRecord.job_id == job.id).order_by(col(PlacementRecord.id))
     ).all()
-    sites = {s.id: s.name for s in session.exec(select(Site)) if s.id is not None}
     result = row.result or {}
     logs = []
     taken: list[Attempt | None] = [a for a in attempts if a.claimed_at is not None]
@@ -139,7 +148,10 @@ def _task_logs(session: Session, job: Job, row: TesTaskRow, full: bool) -> list[
     return logs
 
 
-def render(session: Session, job: Job, row: TesTaskRow, view: str) -> dict[str, Any]:
+def render(
+    session: Session, job: Job, row: TesTaskRow, view: str, tags: dict[str, str] | None = None,
+    sites: dict[int, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The task in one of the TES views: MINIMAL is id and state; BASIC leaves out input
     contents, executors' stdout/stderr and system logs; FULL has everything."""
     out: dict[str, Any] = {"id": job.id, "state": job.state}
@@ -147,12 +159,14 @@ def render(session: Session, job: Job, row: TesTaskRow, view: str) -> dict[str, 
         return out
     full = view == "FULL"
     sent = row.task
+    if tags is None:
+        tags = {t.key: t.value for t in session.exec(select(TesTagRow).where(TesTagRow.job_id == job.id))}
     inputs = [i if full else {k: v for k, v in i.items() if k != "content"} for i in sent.get("inputs", [])]
     out.update(
         {k: v for k, v in (("name", row.name), ("description", row.description)) if v is not None},
         inputs=inputs, outputs=sent.get("outputs", []), executors=sent["executors"], volumes=sent.get("volumes", []),
-        tags={t.key: t.value for t in session.exec(select(TesTagRow).where(TesTagRow.job_id == job.id))},
-        logs=_task_logs(session, job, row, full), creation_time=_time(job.created_at),
+        tags=tags, logs=_task_logs(session, job, row, full, sites if sites is not None else _site_names(session)),
+        creation_time=_time(job.created_at),
     )  # fmt: skip
     if "resources" in sent:
         out["resources"] = sent["resources"]
