@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -79,13 +80,8 @@ def list_tasks(
         stmt = stmt.where(or_(col(Job.created_at) < created, and_(col(Job.created_at) == created, col(Job.id) > job_id)))
     rows = session.exec(stmt.order_by(col(Job.created_at).desc(), col(Job.id)).limit(page_size + 1)).all()
     page = rows[:page_size]
-    ids = [job.id for job, _ in page]
-    page_tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-    if view != "MINIMAL" and ids:  # one query for the page's tags and one for the site names, not one per task
-        for t in session.exec(select(TesTagRow).where(col(TesTagRow.job_id).in_(ids))):
-            page_tags[t.job_id][t.key] = t.value
-    sites = _site_names(session) if view != "MINIMAL" else {}
-    out: dict[str, Any] = {"tasks": [render(session, job, row, view, page_tags[job.id], sites) for job, row in page]}
+    known = _Known.load(session, [job.id for job, _ in page]) if view != "MINIMAL" else None
+    out: dict[str, Any] = {"tasks": [render(session, job, row, view, known) for job, row in page]}
     if len(rows) > page_size:
         out["next_page_token"] = _token(page[-1][0].created_at, page[-1][0].id)
     return out
@@ -108,16 +104,35 @@ def _time(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
-def _site_names(session: Session) -> dict[int, str]:
-    return {s.id: s.name for s in session.exec(select(Site)) if s.id is not None}
+@dataclass
+class _Known:
+    """What the BASIC and FULL views of a page of tasks need, in four queries for the page
+    (not four per task): tags, attempts, placement decisions, site names."""
+
+    tags: dict[str, dict[str, str]]
+    attempts: dict[str, list[Attempt]]
+    decisions: dict[str, list[PlacementRecord]]
+    sites: dict[int, str]
+
+    @classmethod
+    def load(cls, session: Session, ids: list[str]) -> _Known:
+        known = cls({i: {} for i in ids}, {i: [] for i in ids}, {i: [] for i in ids}, {})
+        if not ids:
+            return known
+        for t in session.exec(select(TesTagRow).where(col(TesTagRow.job_id).in_(ids))):
+            known.tags[t.job_id][t.key] = t.value
+        for a in session.exec(select(Attempt).where(col(Attempt.job_id).in_(ids)).order_by(col(Attempt.number))):
+            known.attempts[a.job_id].append(a)
+        query = select(PlacementRecord).where(col(PlacementRecord.job_id).in_(ids)).order_by(col(PlacementRecord.id))
+        for d in session.exec(query):
+            known.decisions[d.job_id].append(d)
+        known.sites = {site.id: site.name for site in session.exec(select(Site)) if site.id is not None}
+        return known
 
 
-def _task_logs(session: Session, job: Job, row: TesTaskRow, full: bool, sites: dict[int, str]) -> list[dict[str, Any]]:
+def _task_logs(job: Job, row: TesTaskRow, full: bool, known: _Known) -> list[dict[str, Any]]:
     """One TaskLog per attempt that a site took (the last one always, with the placement story)."""
-    attempts = session.exec(select(Attempt).where(Attempt.job_id == job.id).order_by(col(Attempt.number))).all()
-    decisions = session.exec(
-        select(PlacementRecord).where(PlacementRecord.job_id == job.id).order_by(col(PlacementRecord.id))
-    ).all()
+    attempts, decisions, sites = known.attempts[job.id], known.decisions[job.id], known.sites
     result = row.result or {}
     logs = []
     taken: list[Attempt | None] = [a for a in attempts if a.claimed_at is not None]
@@ -148,10 +163,7 @@ def _task_logs(session: Session, job: Job, row: TesTaskRow, full: bool, sites: d
     return logs
 
 
-def render(
-    session: Session, job: Job, row: TesTaskRow, view: str, tags: dict[str, str] | None = None,
-    sites: dict[int, str] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+def render(session: Session, job: Job, row: TesTaskRow, view: str, known: _Known | None = None) -> dict[str, Any]:
     """The task in one of the TES views: MINIMAL is id and state; BASIC leaves out input
     contents, executors' stdout/stderr and system logs; FULL has everything."""
     out: dict[str, Any] = {"id": job.id, "state": job.state}
@@ -159,13 +171,12 @@ def render(
         return out
     full = view == "FULL"
     sent = row.task
-    if tags is None:
-        tags = {t.key: t.value for t in session.exec(select(TesTagRow).where(TesTagRow.job_id == job.id))}
+    known = known or _Known.load(session, [job.id])
     inputs = [i if full else {k: v for k, v in i.items() if k != "content"} for i in sent.get("inputs", [])]
     out.update(
         {k: v for k, v in (("name", row.name), ("description", row.description)) if v is not None},
         inputs=inputs, outputs=sent.get("outputs", []), executors=sent["executors"], volumes=sent.get("volumes", []),
-        tags=tags, logs=_task_logs(session, job, row, full, sites if sites is not None else _site_names(session)),
+        tags=known.tags[job.id], logs=_task_logs(job, row, full, known),
         creation_time=_time(job.created_at),
     )  # fmt: skip
     if "resources" in sent:
