@@ -28,6 +28,8 @@ from hub.datasets.router import sites_router as dataset_sites_router
 from hub.datasets.shares_router import router as shares_router
 from hub.db import make_engine, transaction
 from hub.errors import install_error_handlers
+from hub.ga4gh.drs_router import router as drs_router
+from hub.ga4gh.tes_router import routers as tes_routers
 from hub.jobs.notify import Notifier
 from hub.jobs.router import router as jobs_router
 from hub.jobs.service import restart_grace
@@ -116,6 +118,8 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         transfers_router,
         metrics.router,
         dashboard_api,
+        *tes_routers,
+        drs_router,
     ):
         app.include_router(router)
     app.mount("/dashboard", StaticFiles(directory=Path(__file__).parent / "dashboard" / "static", html=True), name="dashboard")

@@ -14,6 +14,7 @@ from hub.auth.models import (
 from hub.capacity.models import CapacityBucket, CapacityLatest
 from hub.datasets.models import Dataset, DatasetFile, DatasetUpload, DatasetUploadFile, Replica
 from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
+from hub.ga4gh.models import TesTagRow, TesTaskRow
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
 from hub.sites.models import PartitionRow, Site, SoftwareRow, StorageRow
 from hub.transfers.models import Transfer
@@ -45,6 +46,8 @@ __all__ = [
     "SitePolicyRow",
     "SoftwareRow",
     "StorageRow",
+    "TesTagRow",
+    "TesTaskRow",
     "Transfer",
     "UsageEntry",
     "UsedAssertion",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 
 from shared.schemas.jobs import JobKind, JobSpec
 
@@ -22,6 +23,8 @@ PROGRAMS: dict[JobKind, str] = {
 
 
 def argv_for(spec: JobSpec) -> list[str]:
+    if spec.tes is not None:  # a GA4GH TES task: the runner stages, runs the executors, collects
+        return [sys.executable, "-m", "site_agent.tes_run", "tes_task.json"]
     if spec.command:
         return list(spec.command)
     program = PROGRAMS[spec.kind]

@@ -128,6 +128,18 @@ class AuditSection(StrictModel):
     min_sample: int = Field(default=3, ge=0, description="At least this many files are checksummed per replica")
 
 
+class TesSection(StrictModel):
+    """GA4GH TES tasks: which images run here and which directories tasks may read and write."""
+
+    host_images: list[str] = Field(
+        default_factory=list,
+        description="Images whose tasks run directly on this site's hosts (no container runtime); '*' for any",
+    )
+    exported_dirs: list[Path] = Field(
+        default_factory=list, description="Directories file:// inputs may come from and outputs may go to"
+    )
+
+
 class StorageSection(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     path: Path
@@ -143,6 +155,7 @@ class AgentSettings(BaseSettings):
     policy: PolicySection = Field(default_factory=PolicySection)
     transfers: TransfersSection = Field(default_factory=TransfersSection)
     audit: AuditSection = Field(default_factory=AuditSection)
+    tes: TesSection = Field(default_factory=TesSection)
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.schemas.jobs import Assignment, AssignmentBatch, JobSpec, JobState
+from site_agent import tes_work
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
@@ -45,7 +46,7 @@ def policy_refusal(settings: AgentSettings, a: Assignment) -> str | None:
         return f"{r.cpus} CPUs exceed this site's per-job limit of {p.max_cpus}"
     if p.max_gpus is not None and r.gpus > p.max_gpus:
         return f"{r.gpus} GPUs exceed this site's per-job limit of {p.max_gpus}"
-    return None
+    return tes_work.refusal(settings, a.spec)
 
 
 class Worker:
@@ -165,6 +166,7 @@ class Worker:
         h.extra["inputs"] = a.inputs
         self.store.save(h)  # held on disk before anything starts, so a restart finds it
         try:
+            tes_work.prepare(self.settings, h, a.spec)
             h.local_id = await asyncio.to_thread(self.executor.submit, h, JobSpec.model_validate(h.spec))
         except Exception as exc:  # the site could not start it: a system error, retried elsewhere
             log.exception("could not start attempt %s", a.attempt_id)
@@ -203,10 +205,11 @@ class Worker:
                     continue
                 if status.state is JobState.RUNNING and not h.started_at:
                     h.started_at = datetime.now(UTC).isoformat()
+                status, tes = tes_work.finish(h, status)
                 reason = status.reason
                 if status.state is JobState.COMPLETE:
                     reason = await self._register_output(h) or reason
-                self._report(h, status.state, exit_code=status.exit_code, reason=reason)
+                self._report(h, status.state, exit_code=status.exit_code, reason=reason, tes=tes)
                 if status.state.final or status.state in (JobState.SYSTEM_ERROR, JobState.PREEMPTED):
                     log.info("attempt %s ended: %s", h.attempt_id, status.state.value)
                     self._close(h)

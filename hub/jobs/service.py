@@ -15,6 +15,7 @@ from hub.broker.views import load_site_views
 from hub.datasets.service import get_visible as get_visible_dataset
 from hub.db import after_commit
 from hub.errors import BadRequest, Conflict, Forbidden, NotFound
+from hub.ga4gh.results import record_tes_result
 from hub.jobs import states
 from hub.jobs.models import Attempt, Job, PlacementRecord, UsageEntry
 from hub.jobs.notify import Notifier
@@ -344,6 +345,8 @@ def report(session: Session, principal: Principal, attempt_id: str, r: AttemptRe
     attempt.lease_expires_at = now + timedelta(seconds=lease_for(site, settings))
     if r.started_at and attempt.started_at is None:
         attempt.started_at = r.started_at
+    if r.tes is not None:
+        record_tes_result(session, job.id, attempt.number, r.tes)
     job.stdout_tail = _tail(job.stdout_tail, r.stdout_tail)
     job.stderr_tail = _tail(job.stderr_tail, r.stderr_tail)
     session.add_all([attempt, job])

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, FiniteFloat, field_validator, model_valid
 
 from shared.schemas.common import Int64, Page, SafeStr, StrictModel
 from shared.schemas.datasets import ExperimentType, Visibility, check_relative_path
+from shared.schemas.tes import TesResult, TesWork
 
 
 class JobKind(StrEnum):
@@ -184,11 +185,14 @@ class JobSpec(StrictModel):
     priority: Int64 = Field(default=0, ge=-100, le=100, description="Higher runs first")
     tags: list[SafeStr] = Field(default_factory=list, max_length=20)
     idempotency_key: SafeStr | None = Field(default=None, min_length=1, max_length=200)
+    tes: TesWork | None = Field(default=None, description="A GA4GH TES task's executors, inputs and outputs (hub/ga4gh)")
 
     @model_validator(mode="after")
     def _runnable(self) -> JobSpec:
-        if self.kind is JobKind.GENERIC_COMMAND and not self.command:
+        if self.kind is JobKind.GENERIC_COMMAND and not self.command and self.tes is None:
             raise ValueError("a generic.command job needs a command (argv)")
+        if self.tes is not None and (self.command or self.parameters):
+            raise ValueError("a TES task runs its executors: it has no command or parameters of its own")
         if self.command is not None and any(not isinstance(a, str) or "\x00" in a for a in self.command):
             raise ValueError("command arguments must be strings without NUL bytes")
         for key, value in self.parameters.items():
@@ -278,6 +282,7 @@ class AttemptReport(BaseModel):
     stderr_tail: SafeStr | None = Field(default=None, max_length=65_536)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    tes: TesResult | None = Field(default=None, description="TES tasks: executors' logs and outputs, with the end")
 
     @model_validator(mode="after")
     def _reportable(self) -> AttemptReport:

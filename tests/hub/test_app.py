@@ -30,6 +30,8 @@ OPEN = {
     ("GET", "/oauth/external/start"),  # browser sign-in through an external provider
     ("GET", "/oauth/external/callback"),
     ("GET", "/metrics"),  # open unless metrics_token is set (tests/hub/test_metrics.py)
+    ("GET", "/ga4gh/tes/v1/service-info"),  # GA4GH service descriptions: what clients read first
+    ("GET", "/ga4gh/drs/v1/service-info"),
 }
 
 

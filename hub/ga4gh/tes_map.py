@@ -1,0 +1,178 @@
+"""A TES task as a cryomesh job spec: resources, zones, backend parameters, images, inputs.
+
+What TES lacks (GPUs, walltime, cryo-EM kind, software) comes in ``backend_parameters``;
+``BACKEND_PARAMETERS`` is the list service-info publishes. An unknown key is refused (400)
+when the client set ``backend_parameters_strict``, else it becomes a warning in the task's
+``system_logs``. A malformed value is always refused: a wrong walltime must not run as the
+default.
+
+Images: a site lists the images it runs as software named ``image:<image>`` in its
+description (version ``host`` where its admin maps the image to running on the host), so
+the broker rules out sites without the image, and a task no site can run is refused with
+each site's verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+from sqlmodel import Session, col, select
+
+from hub.auth.principal import Principal
+from hub.datasets.service import get_visible as get_visible_dataset
+from hub.datasets.service import manifest_of
+from hub.errors import BadRequest, NotFound
+from hub.sites.models import Site
+from shared.schemas.jobs import DatasetRef, JobKind, JobSpec, PlacementConstraints, Resources, SoftwareRequirement
+from shared.schemas.tes import TesTaskCreate, TesWork, TesWorkInput
+from shared.validation import describe_errors
+
+#: backend_parameters cryomesh reads: key -> what it means (published in service-info).
+BACKEND_PARAMETERS: dict[str, str] = {
+    "gpus": "GPUs per task (integer)",
+    "gpu_model": "GPU model, e.g. 'a100' (needs gpus)",
+    "min_cuda_arch": "minimum CUDA compute capability, e.g. '8.0' (needs gpus)",
+    "walltime_s": "longest run time in seconds (default 3600)",
+    "kind": "cryo-EM job kind, e.g. 'relion.class2d' (default 'generic.command'); site policies on kinds apply",
+    "software": "required packages, ';'-separated, each a name and an optional version range: 'relion>=5.0;ctffind'",
+    "priority": "-100..100, higher runs first",
+    "exclude_sites": "','-separated sites never to use",
+}
+IMAGE_PREFIX = "image:"
+_SOFTWARE_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.+-]{0,99})\s*([<>=!~].*)?$")
+
+
+@dataclass
+class Mapped:
+    spec: JobSpec
+    warnings: list[str] = field(default_factory=list)
+
+
+def file_object_id(dataset_id: str, path: str) -> str:
+    """The DRS id of one file of a dataset: ``<dataset>_<16 hex of sha-256(path)>`` ('_' never
+    occurs in dataset ids, so the two kinds of id cannot be confused)."""
+    return f"{dataset_id}_{hashlib.sha256(path.encode()).hexdigest()[:16]}"
+
+
+def find_file(session: Session, dataset_id: str, object_id: str) -> dict[str, object] | None:
+    """The manifest entry whose DRS id is ``object_id``."""
+    for f in manifest_of(session, dataset_id).get("files", []):
+        if file_object_id(dataset_id, f["path"]) == object_id:
+            return dict(f)
+    return None
+
+
+def _int(key: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"backend_parameters.{key}: {value!r} is not an integer") from None
+
+
+def _software(value: str) -> list[SoftwareRequirement]:
+    out = []
+    for item in filter(None, (s.strip() for s in value.split(";"))):
+        m = _SOFTWARE_ITEM.match(item)
+        if not m:
+            raise BadRequest(f"backend_parameters.software: {item!r} is not 'name' or 'name<version range>'")
+        out.append(SoftwareRequirement(name=m.group(1), version=(m.group(2) or "").strip()))
+    return out
+
+
+def _zones(session: Session, zones: list[str]) -> tuple[list[str] | None, list[str] | None]:
+    """(allowed sites, countries): a zone is a site name or a country code; either matches (OR)."""
+    if not zones:
+        return None, None
+    names = {s.name: s.country for s in session.exec(select(Site).where(col(Site.name).in_(zones)))}
+    countries = [z.upper() for z in zones if z not in names and re.fullmatch(r"[A-Za-z]{2}", z)]
+    unknown = [z for z in zones if z not in names and not re.fullmatch(r"[A-Za-z]{2}", z)]
+    if unknown:
+        raise BadRequest(f"resources.zones: {', '.join(unknown)} is neither a site of this network nor a country code")
+    if names and countries:  # one list of sites: those named and those in the countries
+        in_countries = session.exec(select(Site.name).where(col(Site.country).in_(countries))).all()
+        return sorted(set(names) | set(in_countries)), None
+    return (sorted(names) or None), (countries or None)
+
+
+def _input(session: Session, principal: Principal, i: TesWorkInput, url: str, refs: dict[str, DatasetRef]) -> TesWorkInput:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        return i.model_copy(update={"url": url})
+    if scheme == "file" or (not scheme and url.startswith("/")):
+        path = parts.path if scheme else url
+        if not path.startswith("/") or ".." in path.split("/"):
+            raise BadRequest(f"input {i.path}: {url!r} must be an absolute path without '..'")
+        return i.model_copy(update={"url": f"file://{path}"})
+    if scheme == "drs":
+        object_id = parts.path.lstrip("/")
+        dataset_id, _, _ = object_id.partition("_")
+        try:
+            ds = get_visible_dataset(session, principal, dataset_id)
+        except NotFound:
+            raise BadRequest(f"input {i.path}: {url} names no dataset you may see") from None
+        rel = ""
+        if "_" in object_id:
+            entry = find_file(session, ds.id, object_id)
+            if entry is None:
+                raise BadRequest(f"input {i.path}: dataset {ds.id} has no file with DRS id {object_id}")
+            rel = str(entry["path"])
+        refs.setdefault(ds.id, DatasetRef(dataset=ds.id))
+        return i.model_copy(update={"dataset": ds.id, "dataset_path": rel, "url": None})
+    raise BadRequest(f"input {i.path}: {scheme or 'this'}:// URLs are not supported (use http(s)://, file:// or drs://)")
+
+
+def to_spec(session: Session, principal: Principal, task: TesTaskCreate) -> Mapped:
+    """The job spec for ``task``; 400 names what cannot be mapped."""
+    res = task.resources
+    params = dict(res.backend_parameters or {}) if res else {}
+    warnings = []
+    unknown = sorted(k for k in params if k not in BACKEND_PARAMETERS)
+    if unknown:
+        if res is not None and res.backend_parameters_strict:
+            raise BadRequest(
+                f"backend_parameters: unknown key(s) {', '.join(unknown)} (backend_parameters_strict is set); "
+                f"cryomesh reads {', '.join(BACKEND_PARAMETERS)}"
+            )
+        warnings.append(f"backend_parameters ignored (cryomesh does not read them): {', '.join(unknown)}")
+    if res is not None and res.preemptible:
+        warnings.append("preemptible has no effect: cryomesh places tasks on any capacity a site lends")
+    allowed, countries = _zones(session, list(res.zones or [])) if res else (None, None)
+    software = _software(params.get("software", ""))
+    for image in dict.fromkeys(e.image for e in task.executors):
+        if len(image) + len(IMAGE_PREFIX) > 100:
+            raise BadRequest(f"executor image {image[:60]!r}...: image names are at most {100 - len(IMAGE_PREFIX)} characters")
+        software.append(SoftwareRequirement(name=IMAGE_PREFIX + image.lower()))
+    refs: dict[str, DatasetRef] = {}
+    inputs = []
+    for i in task.inputs or []:
+        base = TesWorkInput(path=i.path, type=i.type, content=i.content)
+        inputs.append(base if i.url is None else _input(session, principal, base, i.url, refs))
+    for o in task.outputs or []:
+        if urlsplit(o.url).scheme.lower() != "file":
+            raise BadRequest(f"output {o.path}: only file:// outputs (into a directory the site exports) are supported")
+    kind = params.get("kind", JobKind.GENERIC_COMMAND.value)
+    if kind not in {k.value for k in JobKind}:
+        raise BadRequest(f"backend_parameters.kind: {kind!r} is not one of {', '.join(k.value for k in JobKind)}")
+    try:
+        gpus = _int("gpus", params["gpus"]) if "gpus" in params else 0
+        resources = Resources(
+            cpus=(res.cpu_cores or 1) if res else 1, memory_gb=(res.ram_gb if res and res.ram_gb else 4),
+            scratch_gb=(res.disk_gb if res and res.disk_gb else 0), gpus=gpus, gpu_model=params.get("gpu_model"),
+            min_cuda_arch=params.get("min_cuda_arch"),
+            walltime_s=_int("walltime_s", params["walltime_s"]) if "walltime_s" in params else 3600,
+        )  # fmt: skip
+        excluded = [s.strip() for s in params.get("exclude_sites", "").split(",") if s.strip()]
+        spec = JobSpec(
+            name=task.name or "tes-task", kind=JobKind(kind), resources=resources, software=software, inputs=list(refs.values()),
+            placement=PlacementConstraints(allowed_sites=allowed, excluded_sites=excluded, countries=countries),
+            priority=_int("priority", params["priority"]) if "priority" in params else 0,
+            tes=TesWork(executors=task.executors, inputs=inputs, outputs=task.outputs or [], volumes=task.volumes or []),
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise BadRequest("the task cannot run as a cryomesh job: " + describe_errors(exc, JobSpec)) from None
+    return Mapped(spec, warnings)

@@ -1,0 +1,227 @@
+"""Runs one GA4GH TES task inside its job's work dir: stage inputs, run the executors in
+order, collect outputs, and leave ``tes_result.json`` for the agent to report.
+
+Started by the job wrapper as ``python -m site_agent.tes_run tes_task.json`` (see
+``site_agent.commands.argv_for``), so the local and Slurm executors run it like any job and
+its exit code is the task's: the first failing executor's code (unless it has
+``ignore_error``), 0 when all went well.
+
+There is no container runtime here: a site runs only the images its admin maps to the host
+(``[tes] host_images``). The task's absolute paths (inputs, outputs, volumes, workdirs,
+stdin/stdout/stderr) are placed under ``<work dir>/root`` and every mention of them in the
+executors' commands and environment is rewritten to that place, so nothing the task names
+lands outside its own directory. ``file://`` inputs and outputs must lie inside the
+directories the site exports (``[tes] exported_dirs``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from shared.schemas.tes import TesExecutorLog, TesFileType, TesOutputFileLog, TesResult, TesWork
+from site_agent.executors.base import tail
+
+TASK_FILE = "tes_task.json"
+RESULT_FILE = "tes_result.json"
+#: Exit code when the task failed for a reason of the system (staging, outputs), not of an executor.
+SYSTEM_EXIT = 97
+
+
+class StagingError(Exception):
+    """An input or output could not be moved; the task ends as a system error."""
+
+
+def inside(path: Path, dirs: list[Path]) -> bool:
+    real = path.resolve()
+    return any(real == d.resolve() or real.is_relative_to(d.resolve()) for d in dirs)
+
+
+def file_url_path(url: str) -> Path:
+    return Path(urlsplit(url).path)
+
+
+class Runner:
+    def __init__(self, workdir: Path, task: dict[str, Any]) -> None:
+        self.workdir = workdir
+        self.root = workdir / "root"
+        self.work = TesWork.model_validate(task["work"])
+        self.exported = [Path(d) for d in task.get("exported_dirs", [])]
+        self.inputs: dict[str, str] = task.get("inputs", {})
+        self.result = TesResult()
+        paths = {i.path for i in self.work.inputs} | {o.path for o in self.work.outputs} | set(self.work.volumes)
+        paths |= {o.path_prefix for o in self.work.outputs if o.path_prefix}
+        paths |= {p for e in self.work.executors for p in (e.workdir, e.stdin, e.stdout, e.stderr) if p}
+        paths = {_static_part(p) for p in paths} - {""}
+        # Longest first, at path boundaries: '/data/in' must not rewrite '/data/input'.
+        self._pattern = (
+            re.compile("|".join(rf"(?<![\w.-]){re.escape(p)}(?=$|[^\w.-])" for p in sorted(paths, key=len, reverse=True)))
+            if paths
+            else None
+        )
+
+    def local(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def rewrite(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda m: str(self.local(m.group(0))), text)
+
+    # -- inputs -------------------------------------------------------------------
+
+    def stage_inputs(self) -> None:
+        for i in self.work.inputs:
+            dest = self.local(i.path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if i.content is not None:
+                dest.write_text(i.content)
+            elif i.dataset is not None:
+                base = Path(self.inputs.get(i.dataset, ""))
+                if not self.inputs.get(i.dataset) or not base.is_dir():
+                    raise StagingError(f"input {i.path}: dataset {i.dataset} is not at this site")
+                src = base / (i.dataset_path or "")
+                if not inside(src, [base]):
+                    raise StagingError(f"input {i.path}: {i.dataset_path} leaves dataset {i.dataset}")
+                self._copy(src, dest, i.type)
+            elif i.url and i.url.startswith("file://"):
+                src = file_url_path(i.url)
+                if not inside(src, self.exported):
+                    raise StagingError(f"input {i.path}: {src} is not inside a directory this site exports")
+                self._copy(src, dest, i.type)
+            elif i.url:
+                self._download(i.url, dest)
+        for v in self.work.volumes:
+            self.local(v).mkdir(parents=True, exist_ok=True)
+        for o in self.work.outputs:
+            self.local(_static_part(o.path)).parent.mkdir(parents=True, exist_ok=True)
+
+    def _copy(self, src: Path, dest: Path, kind: TesFileType) -> None:
+        if kind is TesFileType.DIRECTORY or src.is_dir():
+            if not src.is_dir():
+                raise StagingError(f"{src} is not a directory")
+            shutil.copytree(src, dest, symlinks=False, dirs_exist_ok=True)
+        elif src.is_file():
+            shutil.copyfile(src, dest)
+        else:
+            raise StagingError(f"{src} does not exist")
+
+    def _download(self, url: str, dest: Path) -> None:
+        try:
+            with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp:
+                resp.raise_for_status()
+                with dest.open("wb") as fh:
+                    for chunk in resp.iter_bytes():
+                        fh.write(chunk)
+        except httpx.HTTPError as exc:
+            raise StagingError(f"could not download {url}: {exc}") from exc
+
+    # -- executors ----------------------------------------------------------------
+
+    def run_executors(self) -> int:
+        logs_dir = self.workdir / "tes_logs"
+        logs_dir.mkdir(exist_ok=True)
+        for n, e in enumerate(self.work.executors):
+            cwd = self.local(e.workdir) if e.workdir else self.root
+            cwd.mkdir(parents=True, exist_ok=True)
+            out = self.local(e.stdout) if e.stdout else logs_dir / f"{n}.stdout"
+            err = self.local(e.stderr) if e.stderr else logs_dir / f"{n}.stderr"
+            for f in (out, err):
+                f.parent.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, **{k: self.rewrite(v) for k, v in (e.env or {}).items()}}
+            started = datetime.now(UTC).isoformat()
+            with out.open("wb") as o, err.open("wb") as r:
+                stdin = self.local(e.stdin).open("rb") if e.stdin else subprocess.DEVNULL
+                try:
+                    code = subprocess.call(
+                        [self.rewrite(a) for a in e.command], cwd=cwd, env=env, stdin=stdin, stdout=o, stderr=r
+                    )
+                except OSError as exc:  # no such program: the executor's failure, as a shell would say it
+                    r.write(f"{e.command[0]}: {exc.strerror}\n".encode())
+                    code = 127
+                finally:
+                    if stdin is not subprocess.DEVNULL:
+                        stdin.close()  # type: ignore[union-attr]
+            self.result.executors.append(
+                TesExecutorLog(
+                    start_time=started, end_time=datetime.now(UTC).isoformat(), stdout=tail(out), stderr=tail(err), exit_code=code
+                )
+            )
+            if code != 0 and not e.ignore_error:
+                return code
+        return 0
+
+    # -- outputs ------------------------------------------------------------------
+
+    def collect_outputs(self) -> None:
+        for o in self.work.outputs:
+            dest = file_url_path(o.url)
+            if not inside(dest.parent if not dest.exists() else dest, self.exported):
+                raise StagingError(f"output {o.path}: {dest} is not inside a directory this site exports")
+            if any(c in o.path for c in "*?["):
+                prefix = self.local(o.path_prefix or _static_part(o.path))
+                for match in sorted(self.root.glob(o.path.lstrip("/"))):
+                    if match.is_file():
+                        self._put(
+                            match, dest / match.relative_to(prefix), o.url.rstrip("/") + "/" + str(match.relative_to(prefix))
+                        )
+                continue
+            src = self.local(o.path)
+            if o.type is TesFileType.DIRECTORY:
+                if not src.is_dir():
+                    raise StagingError(f"output {o.path} is not a directory")
+                for f in sorted(p for p in src.rglob("*") if p.is_file()):
+                    self._put(f, dest / f.relative_to(src), o.url.rstrip("/") + "/" + str(f.relative_to(src)))
+            elif src.is_file():
+                self._put(src, dest, o.url)
+            else:
+                raise StagingError(f"output {o.path} was not written")
+
+    def _put(self, src: Path, dest: Path, url: str) -> None:
+        if not src.resolve().is_relative_to(self.root.resolve()):
+            raise StagingError(f"{src} leaves the task's directory")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        task_path = "/" + str(src.relative_to(self.root))
+        self.result.outputs.append(TesOutputFileLog(url=url, path=task_path, size_bytes=str(dest.stat().st_size)))
+
+    def run(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.stage_inputs()
+            code = self.run_executors()
+            if code == 0:
+                self.collect_outputs()
+        except (StagingError, OSError) as exc:
+            self.result.system_logs.append(f"system error: {exc}")
+            code = SYSTEM_EXIT
+        (self.workdir / RESULT_FILE).write_text(self.result.model_dump_json())
+        return code
+
+
+def _static_part(path: str) -> str:
+    """A path up to its first glob character's directory ('/out/*.txt' -> '/out')."""
+    if not any(c in path for c in "*?["):
+        return path
+    head = re.split(r"[*?\[]", path, maxsplit=1)[0]
+    return head.rsplit("/", 1)[0]
+
+
+def main() -> int:
+    workdir = Path.cwd()
+    task = json.loads((workdir / sys.argv[1]).read_text())
+    return Runner(workdir, task).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

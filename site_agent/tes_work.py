@@ -1,0 +1,66 @@
+"""The agent's side of GA4GH TES tasks: refuse what this site does not allow, prepare the
+task file the runner reads (``site_agent.tes_run``), and read back what it left.
+
+A site refuses (before claiming) a task whose image its admin did not map to the host, or
+whose ``file://`` inputs or outputs lie outside the directories it exports: the broker then
+avoids the site for that task.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.schemas.jobs import JobSpec, JobState
+from shared.schemas.tes import TesResult
+from site_agent.config import AgentSettings
+from site_agent.executors.base import Status
+from site_agent.jobstore import JobHandle
+from site_agent.tes_run import RESULT_FILE, SYSTEM_EXIT, TASK_FILE, file_url_path, inside
+
+
+def refusal(settings: AgentSettings, spec: JobSpec) -> str | None:
+    if spec.tes is None:
+        return None
+    cfg = settings.tes
+    for e in spec.tes.executors:
+        if not any(fnmatch.fnmatchcase(e.image, pattern) for pattern in cfg.host_images):
+            return f"image {e.image} is not allowed at this site (its [tes] host_images)"
+    urls = [i.url for i in spec.tes.inputs if i.url] + [o.url for o in spec.tes.outputs]
+    for url in urls:
+        if url.startswith("file://") and not inside(file_url_path(url), cfg.exported_dirs):
+            return f"{file_url_path(url)} is not inside a directory this site exports (its [tes] exported_dirs)"
+    return None
+
+
+def prepare(settings: AgentSettings, h: JobHandle, spec: JobSpec) -> None:
+    """Write the task file into the job's work dir (before the executor starts the runner)."""
+    if spec.tes is None:
+        return
+    workdir = Path(h.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    task = {
+        "work": spec.tes.model_dump(mode="json"),
+        "exported_dirs": [str(d) for d in settings.tes.exported_dirs],
+        "inputs": h.extra.get("inputs", {}),
+    }
+    (workdir / TASK_FILE).write_text(json.dumps(task))
+
+
+def finish(h: JobHandle, status: Status) -> tuple[Status, dict[str, Any] | None]:
+    """The status to report (a runner's staging failure is a system error) and the executors'
+    logs and outputs, for a TES task that ended; (status, None) for anything else."""
+    if not h.spec.get("tes") or not (status.state.final or status.state is JobState.SYSTEM_ERROR):
+        return status, None
+    try:
+        result = TesResult.model_validate_json((Path(h.workdir) / RESULT_FILE).read_text())
+    except (OSError, ValidationError):
+        return status, None
+    if status.exit_code == SYSTEM_EXIT and status.state is JobState.EXECUTOR_ERROR:
+        reason = "; ".join(result.system_logs) or "the task's inputs or outputs could not be moved"
+        status = Status(JobState.SYSTEM_ERROR, status.exit_code, reason[:2000])
+    return status, result.model_dump(mode="json")

@@ -1,0 +1,88 @@
+"""The agent's TES runner and checks, on real files and real processes: paths are rewritten
+under the task's root at path boundaries only, nothing leaves the task or the exported
+directories, glob outputs keep their path under path_prefix, and a site refuses images and
+directories its admin did not allow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shared.schemas.jobs import JobKind, JobSpec
+from shared.schemas.tes import TesWork
+from site_agent.config import AgentSettings, TesSection
+from site_agent.tes_run import RESULT_FILE, SYSTEM_EXIT, Runner
+from site_agent.tes_work import refusal
+
+
+def run(
+    tmp_path: Path, work: dict[str, Any], exported: list[Path] | None = None, inputs: dict[str, str] | None = None
+) -> tuple[Runner, int]:
+    workdir = tmp_path / "job"
+    workdir.mkdir(exist_ok=True)
+    runner = Runner(workdir, {"work": work, "exported_dirs": [str(d) for d in exported or []], "inputs": inputs or {}})
+    return runner, runner.run()
+
+
+def test_paths_are_rewritten_at_boundaries_only(tmp_path: Path) -> None:
+    r, _ = run(tmp_path, {"executors": [{"image": "x", "command": ["true"]}], "inputs": [{"path": "/data/in", "content": "x"}]})
+    root = tmp_path / "job" / "root"
+    assert r.rewrite("cat /data/in > /data/input") == f"cat {root}/data/in > /data/input"
+    assert r.rewrite("/data/in/x;/data/in") == f"{root}/data/in/x;{root}/data/in"
+    assert r.rewrite("/other/data/in") == "/other/data/in"
+
+
+def test_glob_outputs_directory_inputs_and_env(tmp_path: Path) -> None:
+    exported = tmp_path / "exports"
+    (exported / "src" / "sub").mkdir(parents=True)
+    (exported / "src" / "sub" / "a.txt").write_text("a")
+    work = {
+        "inputs": [{"path": "/in", "url": f"file://{exported / 'src'}", "type": "DIRECTORY"}],
+        "executors": [
+            {
+                "image": "x",
+                "command": ["sh", "-c", "mkdir -p /out/d && cp /in/sub/a.txt /out/d/1.txt && echo $WHERE > /out/d/2.txt"],
+                "env": {"WHERE": "/in/sub"},
+            },
+        ],
+        "outputs": [{"path": "/out/d/*.txt", "path_prefix": "/out", "url": f"file://{exported / 'res'}"}],
+    }
+    r, code = run(tmp_path, work, [exported])
+    assert code == 0, r.result
+    assert (exported / "res" / "d" / "1.txt").read_text() == "a"
+    assert (exported / "res" / "d" / "2.txt").read_text().strip() == str(tmp_path / "job" / "root" / "in" / "sub")
+    assert [o.path for o in r.result.outputs] == ["/out/d/1.txt", "/out/d/2.txt"]
+
+
+def test_nothing_leaves_the_task_or_the_exported_dirs(tmp_path: Path) -> None:
+    exported = tmp_path / "exports"
+    exported.mkdir()
+    (tmp_path / "secret").write_text("no")
+    (exported / "link").symlink_to(tmp_path / "secret")
+    for work in (
+        {"inputs": [{"path": "/x", "url": f"file://{tmp_path / 'secret'}"}]},  # outside the exports
+        {"inputs": [{"path": "/x", "url": f"file://{exported / 'link'}"}]},  # a link out of them
+        {"outputs": [{"path": "/o", "url": f"file://{tmp_path / 'elsewhere'}"}]},
+        {"inputs": [{"path": "/x", "dataset": "ds-1", "dataset_path": "../../secret"}]},
+    ):
+        r, code = run(tmp_path, {"executors": [{"image": "x", "command": ["sh", "-c", "echo hi > /o"]}], **work}, [exported],
+                {"ds-1": str(exported)})  # fmt: skip
+        assert code == SYSTEM_EXIT, work
+        assert "system error" in r.result.system_logs[0]
+        assert (tmp_path / "job" / RESULT_FILE).exists()
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_site_refuses_images_and_dirs_its_admin_did_not_allow(tmp_path: Path) -> None:
+    settings = AgentSettings(tes=TesSection(host_images=["python:3.*"], exported_dirs=[tmp_path]))
+
+    def spec(image: str, url: str = "http://example.org/x") -> JobSpec:
+        work = TesWork.model_validate(
+            {"executors": [{"image": image, "command": ["true"]}], "inputs": [{"path": "/i", "url": url}]}
+        )
+        return JobSpec(name="t", kind=JobKind.GENERIC_COMMAND, tes=work)
+
+    assert refusal(settings, spec("python:3.11-slim")) is None
+    assert "ubuntu:24.04 is not allowed" in str(refusal(settings, spec("ubuntu:24.04")))
+    assert refusal(settings, spec("python:3.11", f"file://{tmp_path}/f")) is None
+    assert "not inside a directory this site exports" in str(refusal(settings, spec("python:3.11", "file:///etc/passwd")))
