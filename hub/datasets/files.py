@@ -53,6 +53,12 @@ def iter_rows(session: Session, dataset_id: str) -> Iterator[Row]:
         after = rows[-1][0]
 
 
+def entries(session: Session, dataset_id: str) -> Iterator[dict[str, Any]]:
+    """Every file of the dataset as a manifest entry (path, size, checksum), in path order, streamed."""
+    for path, size, checksum in iter_rows(session, dataset_id):
+        yield {"path": path, "size": size, "checksum": checksum}
+
+
 def page(session: Session, ds: Dataset, after: str | None, limit: int) -> ManifestFilesPage:
     rows = batch_after(session, ds.id, after, limit)
     return ManifestFilesPage(

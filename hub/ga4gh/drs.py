@@ -25,8 +25,9 @@ from awscrt import checksums
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
+from hub.datasets.files import entries
 from hub.datasets.models import Dataset, Replica
-from hub.datasets.service import get_visible, manifest_of
+from hub.datasets.service import get_visible
 from hub.errors import NotFound
 from hub.ga4gh.tes_map import file_object_id
 from hub.sites.models import Site
@@ -71,7 +72,7 @@ def _resolve(session: Session, principal: Principal, object_id: str) -> tuple[Da
         raise NotFound(f"no DRS object {object_id!r}") from None
     if not sep:
         return ds, None
-    for f in manifest_of(session, ds.id).get("files", []):
+    for f in entries(session, ds.id):
         if file_object_id(ds.id, f["path"]) == object_id:
             return ds, dict(f)
     raise NotFound(f"no DRS object {object_id!r}")
@@ -112,7 +113,7 @@ def _blob(session: Session, principal: Principal, ds: Dataset, f: dict[str, Any]
 
 
 def _bundle(session: Session, ds: Dataset, host: str) -> dict[str, Any]:
-    files = manifest_of(session, ds.id).get("files", [])
+    files = entries(session, ds.id)
     contents = [
         {"name": f["path"], "id": file_object_id(ds.id, f["path"]),
          "drs_uri": [f"drs://{host}/{file_object_id(ds.id, f['path'])}"]}

@@ -23,8 +23,8 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
+from hub.datasets.files import entries
 from hub.datasets.service import get_visible as get_visible_dataset
-from hub.datasets.service import manifest_of
 from hub.errors import BadRequest, NotFound
 from hub.sites.models import Site
 from shared.schemas.jobs import DatasetRef, JobKind, JobSpec, PlacementConstraints, Resources, SoftwareRequirement
@@ -60,7 +60,7 @@ def file_object_id(dataset_id: str, path: str) -> str:
 
 def find_file(session: Session, dataset_id: str, object_id: str) -> dict[str, object] | None:
     """The manifest entry whose DRS id is ``object_id``."""
-    for f in manifest_of(session, dataset_id).get("files", []):
+    for f in entries(session, dataset_id):
         if file_object_id(dataset_id, f["path"]) == object_id:
             return dict(f)
     return None
