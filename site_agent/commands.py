@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 
 from shared.schemas.jobs import JobKind, JobSpec
 
@@ -22,6 +23,8 @@ PROGRAMS: dict[JobKind, str] = {
 
 
 def argv_for(spec: JobSpec) -> list[str]:
+    if spec.relion is not None:  # the runner stages the project files, runs the commands, returns the output
+        return [sys.executable, "-m", "site_agent.relion_runner", "relion.json"]
     if spec.command:
         return list(spec.command)
     program = PROGRAMS[spec.kind]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, FiniteFloat, field_validator, model_valid
 
 from shared.schemas.common import Int64, Page, SafeStr, StrictModel
 from shared.schemas.datasets import ExperimentType, Visibility, check_relative_path
+from shared.schemas.relion import RelionRun
 
 
 class JobKind(StrEnum):
@@ -180,6 +181,9 @@ class JobSpec(StrictModel):
     software: list[SoftwareRequirement] = Field(default_factory=list, max_length=20)
     inputs: list[DatasetRef] = Field(default_factory=list, max_length=100)
     outputs: OutputDataset | None = Field(default=None, description="Register the job's output as a derived dataset")
+    relion: RelionRun | None = Field(
+        default=None, description="RELION commands from a researcher's project (`cryomesh relion submit`); replaces command"
+    )
     placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
     priority: Int64 = Field(default=0, ge=-100, le=100, description="Higher runs first")
     tags: list[SafeStr] = Field(default_factory=list, max_length=20)
@@ -189,6 +193,8 @@ class JobSpec(StrictModel):
     def _runnable(self) -> JobSpec:
         if self.kind is JobKind.GENERIC_COMMAND and not self.command:
             raise ValueError("a generic.command job needs a command (argv)")
+        if self.relion is not None and (self.command or self.parameters or not self.kind.value.startswith("relion.")):
+            raise ValueError("a job with relion commands is of a relion.* kind and has no command or parameters")
         if self.command is not None and any(not isinstance(a, str) or "\x00" in a for a in self.command):
             raise ValueError("command arguments must be strings without NUL bytes")
         for key, value in self.parameters.items():
