@@ -112,8 +112,12 @@ def submit(
     total = sum(f["size"] for f in files)
     console.print(f"{len(files)} project files read by the job ({total} bytes); {sent} bytes published to {store}")
     run = RelionRun.model_validate(
-        {"commands": [c.model_dump() for c in script.commands], "files": files, "output_dir": script.output_dir,
-         "exchange": str(store)}  # fmt: skip
+        {
+            "commands": [c.model_dump() for c in script.commands],
+            "files": files,
+            "output_dir": script.output_dir,
+            "exchange": str(store),
+        }
     )
     key = hashlib.sha256(f"{project}\0{script.output_dir}\0{text}".encode()).hexdigest()[:40]
     spec: dict[str, Any] = {

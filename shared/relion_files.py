@@ -51,7 +51,9 @@ def copy_checked(src: Path, dest: Path, size: int, sha256: str) -> None:
             fout.flush()
             os.fsync(fout.fileno())
         if n != size or h.hexdigest() != sha256:
-            raise ChecksumMismatch(f"{src}: expected {size} bytes with sha256 {sha256[:12]}…, got {n} bytes {h.hexdigest()[:12]}…")
+            raise ChecksumMismatch(
+                f"{src}: expected {size} bytes with sha256 {sha256[:12]}…, got {n} bytes {h.hexdigest()[:12]}…"
+            )
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

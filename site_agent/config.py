@@ -139,7 +139,8 @@ class RelionSection(StrictModel):
         "(a shared filesystem); a job naming another is refused",
     )
     cache_dir: Path | None = Field(
-        default=None, description="Project files kept by checksum, so a later job needs no copy (default: <state_dir>/relion-cache)"
+        default=None,
+        description="Project files kept by checksum, so a later job needs no copy (default: <state_dir>/relion-cache)",
     )
 
 

@@ -58,14 +58,18 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"cryomesh: could not stage the project files: {exc}", file=sys.stderr, flush=True)
         return 2
-    print(f"cryomesh: staged {len(plan['files'])} project files: {fetched} bytes fetched, {reused} bytes already here", flush=True)
+    print(
+        f"cryomesh: staged {len(plan['files'])} project files: {fetched} bytes fetched, {reused} bytes already here", flush=True
+    )
     out = inside(project, plan["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     code = 0
     for cmd in plan["commands"]:
         print(f"cryomesh: running {' '.join(cmd)}", flush=True)
         with (out / "run.out").open("ab") as stdout, (out / "run.err").open("ab") as stderr:
-            code = subprocess.run(cmd, cwd=project, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, check=False).returncode
+            code = subprocess.run(
+                cmd, cwd=project, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, check=False
+            ).returncode
         if code != 0:
             print(f"cryomesh: {Path(cmd[0]).name} failed with exit code {code}", file=sys.stderr, flush=True)
             sys.stderr.write((out / "run.err").read_text(errors="replace")[-4000:])
