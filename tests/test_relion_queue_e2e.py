@@ -11,6 +11,7 @@ synthetic map made with ``relion_project``, so a Class2D takes seconds.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,3 +142,104 @@ def test_class2d_from_relion_runs_at_a_partner_and_comes_home(network: dict[str,
     data = (project / "Class2D" / "job001" / "run_it002_data.star").stat().st_size
     assert f"{data} bytes fetched, {stack} bytes already here" in logs, logs
     print(f"second job: {data} bytes fetched, {stack} bytes reused from the partner's cache")
+
+
+@pytest.mark.timeout(600)
+def test_outside_files_are_refused_and_a_failing_command_fails(network: dict[str, Any], tmp_path: Path) -> None:
+    hub, env, me = network["hub"], network["env"], network["me"]
+    project = make_project(tmp_path / "project")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(project / "Particles" / "particles.mrcs", elsewhere / "particles.mrcs")
+    star = (project / "particles.star").read_text()
+    (project / "outside.star").write_text(star.replace("@Particles/particles.mrcs", f"@{elsewhere}/particles.mrcs"))
+    add_class2d(project, env, fn_img="outside.star")
+    out = pipeliner(project, env, "--RunJobs", "Class2D/job001/")
+    assert out.returncode == 0, out.stdout + out.stderr
+    job1 = project / "Class2D" / "job001"
+    assert (job1 / "RELION_JOB_EXIT_FAILURE").exists()
+    err = (job1 / "run.err").read_text()
+    assert f"outside.star (_rlnImageName) names {elsewhere}/particles.mrcs, which is outside the project" in err
+    assert hub.call("GET", "/api/v1/jobs", me)["items"] == [], "nothing was sent to the network"
+    assert not (network["exchange"] / "relion").exists(), "nothing was published"
+
+    # A STAR file naming images the stack does not have: relion_refine itself fails at the partner.
+    (project / "broken.star").write_text(star.replace("000001@Particles", "009999@Particles"))
+    add_class2d(project, env, fn_img="broken.star", queue="partner")
+    out = pipeliner(project, env, "--RunJobs", "Class2D/job002/")
+    assert out.returncode == 0, out.stdout + out.stderr
+    job2 = project / "Class2D" / "job002"
+    assert (job2 / "RELION_JOB_EXIT_FAILURE").exists() and not (job2 / "RELION_JOB_EXIT_SUCCESS").exists()
+    remote = hub.call("GET", f"/api/v1/jobs/{job_of(project, 'Class2D/job002')}", me)
+    assert remote["state"] == "EXECUTOR_ERROR" and remote["site"] == "partner"
+    err = (job2 / "run.err").read_text()
+    assert "ERROR" in err and "009999@Particles/particles.mrcs" in err, err
+    pipeline = (project / "default_pipeline.star").read_text()
+    assert re.search(r"Class2D/job002/\s+None\s+8\s+3\s", pipeline), f"RELION marks the job failed: {pipeline}"
+
+
+@pytest.mark.timeout(600)
+def test_relion_abort_now_cancels_the_job_in_the_network(network: dict[str, Any], tmp_path: Path) -> None:
+    hub, env, me = network["hub"], network["env"], network["me"]
+    project = make_project(tmp_path / "project")
+    add_class2d(project, env, queue="partner", nr_iter=500)  # runs until aborted, however fast the machine
+    runner = subprocess.Popen(["relion_pipeliner", "--RunJobs", "Class2D/job001/"], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        job1 = project / "Class2D" / "job001"
+        wait_for(lambda: (job1 / ".cryomesh-relion.json").exists(), 120, "the job to be sent")
+        job_id = job_of(project, "Class2D/job001")
+        wait_for(lambda: hub.call("GET", f"/api/v1/jobs/{job_id}", me)["state"] == "RUNNING", 120, "the job to run")
+        (job1 / "RELION_JOB_ABORT_NOW").touch()  # what RELION's Abort button does
+        runner.wait(300)
+    finally:
+        runner.kill()
+        runner.wait()
+    assert (job1 / "RELION_JOB_EXIT_ABORTED").exists()
+    assert hub.call("GET", f"/api/v1/jobs/{job_id}", me)["state"] == "CANCELED"
+    pipeline = (project / "default_pipeline.star").read_text()
+    assert re.search(r"Class2D/job001/\s+None\s+8\s+4\s", pipeline), f"RELION marks the job aborted: {pipeline}"
+
+
+@pytest.mark.timeout(600)
+def test_results_come_home_after_the_submit_command_is_killed(network: dict[str, Any], tmp_path: Path) -> None:
+    import json
+
+    import psutil
+
+    hub, env, me = network["hub"], network["env"], network["me"]
+    project = make_project(tmp_path / "project")
+    release = project / "Class2D" / "job001"
+    add_class2d(project, env, queue="partner", nr_iter=3)
+    runner = subprocess.Popen(["relion_pipeliner", "--RunJobs", "Class2D/job001/"], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: (release / ".cryomesh-relion.json").exists(), 120, "the job to be sent")
+        job_id = job_of(project, "Class2D/job001")
+        # The submit command RELION started (in the background, so not the pipeliner's child):
+        # found by its arguments and its working directory, this test's project.
+        submit = [
+            p for p in psutil.process_iter(["cmdline", "cwd"])
+            if p.info["cwd"] == str(project) and "submit" in (p.info["cmdline"] or []) and "relion" in (p.info["cmdline"] or [])
+        ]  # fmt: skip
+        assert len(submit) == 1, submit
+        submit[0].kill()
+        submit[0].wait(30)
+        done = wait_for(lambda: hub.call("GET", f"/api/v1/jobs/{job_id}", me)["state"] == "COMPLETE", 300, "the job to end")
+        assert done is None or done
+        assert not (release / "RELION_JOB_EXIT_SUCCESS").exists(), "nobody brought the output home yet"
+        sync = subprocess.run([*SUBMIT.split()[:1], "relion", "sync", "Class2D/job001"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        runner.wait(120)  # RELION's pipeliner sees the exit file and ends
+    finally:
+        runner.kill()
+        runner.wait()
+    assert (release / "RELION_JOB_EXIT_SUCCESS").exists()
+    assert (release / "run_it003_classes.mrcs").is_file() and (release / "run_it003_model.star").is_file()
+    state = json.loads((release / ".cryomesh-relion.json").read_text())
+    sizes = sum((release / p).stat().st_size for p in state["fetched"])
+    assert state["fetched_bytes"] == sizes, "every output file was fetched exactly once"
+    again = subprocess.run([*SUBMIT.split()[:1], "relion", "sync", "Class2D/job001"], cwd=project, env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 0 and "already ended (RELION_JOB_EXIT_SUCCESS)" in again.stdout
