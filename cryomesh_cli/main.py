@@ -25,6 +25,7 @@ from cryomesh_cli.common import (
     session,
     validation_text,
 )
+from cryomesh_cli.cryosparc_cmds import cryosparc_app
 from cryomesh_cli.datasets_cmds import datasets_app, shares_app
 from cryomesh_cli.jobs_cmds import jobs_app, usage
 from cryomesh_cli.relion_cmds import relion_app
@@ -49,6 +50,7 @@ for sub, name in (
     (shares_app, "shares"),
     (transfers_app, "transfers"),
     (relion_app, "relion"),
+    (cryosparc_app, "cryosparc"),
 ):
     app.add_typer(sub, name=name)
 app.command("usage")(usage)

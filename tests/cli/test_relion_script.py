@@ -119,5 +119,5 @@ def test_a_star_file_naming_files_outside_the_project_is_refused(tmp_path: Path)
     star.write_text(PARTICLES)
     (p / "Extract/job002/mic2.mrcs").unlink()
     (p / "Extract/job002/mic2.mrcs").symlink_to(outside)
-    with pytest.raises(OutsideProject, match="mic2.mrcs, which is outside the project"):
+    with pytest.raises(OutsideProject, match=r"mic2\.mrcs, which is outside the project"):
         project_inputs(p, parse(rendered()).commands, "Class2D/job003")
