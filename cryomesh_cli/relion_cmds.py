@@ -100,8 +100,9 @@ def submit(
     jobdir = project / script.output_dir
     if not jobdir.resolve().is_relative_to(project) or not jobdir.is_dir():
         fail(f"{script.output_dir} is not a job directory inside the project {project} (run this from the project directory)")
-    if (jobdir / STATE).exists():  # submitted before (a second press, or a retry after a crash): follow that job
-        console.print(f"{script.output_dir} was already sent to the network; following it")
+    earlier = load_state(jobdir)
+    if earlier is not None and not earlier.get("done"):  # sent and not ended (a retry after a crash): follow that job
+        console.print(f"{script.output_dir} was already sent to the network as job {earlier['job_id']}; following it")
         raise typer.Exit(follow(jobdir, (hub, client_id, client_secret)))
     store = _exchange(exchange)
     try:
@@ -119,7 +120,10 @@ def submit(
             "exchange": str(store),
         }
     )
-    key = hashlib.sha256(f"{project}\0{script.output_dir}\0{text}".encode()).hexdigest()[:40]
+    # The same script written at the same moment is the same submission (a retry after a crash
+    # between the hub's answer and the state file); RELION writes the script anew on each Run!.
+    written = script_path.stat().st_mtime_ns
+    key = hashlib.sha256(f"{project}\0{script.output_dir}\0{written}\0{text}".encode()).hexdigest()[:40]
     spec: dict[str, Any] = {
         "name": f"relion {script.output_dir}"[:200],
         "kind": script.kind,
