@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -54,16 +55,19 @@ class _Hub:
         self.s: HubSession | None = None
 
     def call(self, method: str, path: str) -> Any:
-        delay = 1.0
+        delay, refused = 1.0, 0
         while True:
             if self.s is None:
                 self.s = HubSession(self.profile)
             try:
                 return self.s.call(method, path)
             except CliError as exc:
-                if "404" in str(exc) or "403" in str(exc):
+                text = str(exc)
+                refused = refused + 1 if text.startswith(("401", "sign-in refused")) else 0
+                transient = text.startswith("cannot reach") or re.match(r"(5\d\d|408|429)\b", text) or 0 < refused < 3
+                if not transient:
                     raise
-                console.print(f"hub: {exc}; retrying in {delay:.0f}s")
+                console.print(f"hub: {text}; retrying in {delay:.0f}s")
                 self.s.http.close()
                 self.s = None
                 time.sleep(delay)
@@ -106,10 +110,13 @@ def follow(jobdir: Path, creds: tuple[str | None, str | None, str | None]) -> in
         console.print(f"{state['output_dir']}: already ended ({state['done']})")
         return 0 if state["done"] == "RELION_JOB_EXIT_SUCCESS" else 1
     try:
-        hub = _Hub(creds)
-    except CliError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        return _follow(jobdir, state, _Hub(creds))
+    except CliError as exc:  # the job goes on in the network; its output waits in the exchange
+        console.print(f"[red]error:[/red] {exc}; resume with `cryomesh relion sync {state['output_dir']}`")
         return 1
+
+
+def _follow(jobdir: Path, state: dict[str, Any], hub: _Hub) -> int:
     job_id = state["job_id"]
     while True:
         if (jobdir / "RELION_JOB_ABORT_NOW").exists() and not state.get("cancel_sent"):
