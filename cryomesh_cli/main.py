@@ -25,8 +25,10 @@ from cryomesh_cli.common import (
     session,
     validation_text,
 )
+from cryomesh_cli.cryosparc_cmds import cryosparc_app
 from cryomesh_cli.datasets_cmds import datasets_app, shares_app
 from cryomesh_cli.jobs_cmds import jobs_app, usage
+from cryomesh_cli.relion_cmds import relion_app
 from cryomesh_cli.render import console, print_json, site_detail, sites_table, summary_table
 from cryomesh_cli.sites_cmds import policy_app, sites_edit
 from cryomesh_cli.transfers_cmds import transfers_app
@@ -47,6 +49,8 @@ for sub, name in (
     (datasets_app, "datasets"),
     (shares_app, "shares"),
     (transfers_app, "transfers"),
+    (relion_app, "relion"),
+    (cryosparc_app, "cryosparc"),
 ):
     app.add_typer(sub, name=name)
 app.command("usage")(usage)

@@ -25,6 +25,8 @@ PROGRAMS: dict[JobKind, str] = {
 def argv_for(spec: JobSpec) -> list[str]:
     if spec.tes is not None:  # a GA4GH TES task: the runner stages, runs the executors, collects
         return [sys.executable, "-m", "site_agent.tes_run", "tes_task.json"]
+    if spec.relion is not None:  # the runner stages the project files, runs the commands, returns the output
+        return [sys.executable, "-m", "site_agent.relion_runner", "relion.json"]
     if spec.command:
         return list(spec.command)
     program = PROGRAMS[spec.kind]

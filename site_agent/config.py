@@ -140,6 +140,22 @@ class TesSection(StrictModel):
     )
 
 
+class RelionSection(StrictModel):
+    """How this site runs RELION jobs sent from other sites' projects (``cryomesh relion submit``)."""
+
+    bin_dir: Path | None = Field(default=None, description="Where this site's RELION programs are (default: PATH)")
+    mpirun: str = Field(default="mpirun", description="The MPI launcher for relion_*_mpi programs (run as: mpirun -n N ...)")
+    exchanges: list[Path] = Field(
+        default_factory=list,
+        description="Exchange directories of home sites this site reads project files from and returns results to "
+        "(a shared filesystem); a job naming another is refused",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Project files kept by checksum, so a later job needs no copy (default: <state_dir>/relion-cache)",
+    )
+
+
 class StorageSection(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     path: Path
@@ -156,6 +172,7 @@ class AgentSettings(BaseSettings):
     transfers: TransfersSection = Field(default_factory=TransfersSection)
     audit: AuditSection = Field(default_factory=AuditSection)
     tes: TesSection = Field(default_factory=TesSection)
+    relion: RelionSection = Field(default_factory=RelionSection)
 
     @classmethod
     def settings_customise_sources(

@@ -27,6 +27,8 @@ from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import Executor
 from site_agent.executors.base import tail
 from site_agent.jobstore import JobHandle, JobStore
+from site_agent.relion_site import refusal as relion_refusal
+from site_agent.relion_site import write_plan
 
 log = logging.getLogger("cryomesh.agent.work")
 
@@ -146,7 +148,7 @@ class Worker:
         return self.executor.name == "local" and len(self.active) >= self.settings.executor.max_concurrent
 
     async def take(self, a: Assignment) -> None:
-        refusal = policy_refusal(self.settings, a)
+        refusal = policy_refusal(self.settings, a) or relion_refusal(self.settings, a.spec)
         try:
             if refusal:
                 log.info("refusing attempt %s: %s", a.attempt_id, refusal)
@@ -167,6 +169,8 @@ class Worker:
         self.store.save(h)  # held on disk before anything starts, so a restart finds it
         try:
             tes_work.prepare(self.settings, h, a.spec)
+            if a.spec.relion is not None:
+                write_plan(self.settings, Path(h.workdir), a.spec)
             h.local_id = await asyncio.to_thread(self.executor.submit, h, JobSpec.model_validate(h.spec))
         except Exception as exc:  # the site could not start it: a system error, retried elsewhere
             log.exception("could not start attempt %s", a.attempt_id)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, FiniteFloat, field_validator, model_valid
 
 from shared.schemas.common import Int64, Page, SafeStr, StrictModel
 from shared.schemas.datasets import ExperimentType, Visibility, check_relative_path
+from shared.schemas.relion import RelionRun
 from shared.schemas.tes import TesResult, TesWork
 
 
@@ -181,6 +182,9 @@ class JobSpec(StrictModel):
     software: list[SoftwareRequirement] = Field(default_factory=list, max_length=20)
     inputs: list[DatasetRef] = Field(default_factory=list, max_length=100)
     outputs: OutputDataset | None = Field(default=None, description="Register the job's output as a derived dataset")
+    relion: RelionRun | None = Field(
+        default=None, description="RELION commands from a researcher's project (`cryomesh relion submit`); replaces command"
+    )
     placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
     priority: Int64 = Field(default=0, ge=-100, le=100, description="Higher runs first")
     tags: list[SafeStr] = Field(default_factory=list, max_length=20)
@@ -193,6 +197,8 @@ class JobSpec(StrictModel):
             raise ValueError("a generic.command job needs a command (argv)")
         if self.tes is not None and (self.command or self.parameters):
             raise ValueError("a TES task runs its executors: it has no command or parameters of its own")
+        if self.relion is not None and (self.command or self.parameters or not self.kind.value.startswith("relion.")):
+            raise ValueError("a job with relion commands is of a relion.* kind and has no command or parameters")
         if self.command is not None and any(not isinstance(a, str) or "\x00" in a for a in self.command):
             raise ValueError("command arguments must be strings without NUL bytes")
         for key, value in self.parameters.items():

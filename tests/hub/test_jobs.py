@@ -92,6 +92,11 @@ def spec(**kw: Any) -> dict[str, Any]:
     return body
 
 
+def relion_run(program: str = "relion_refine", args: list[str] | None = None) -> dict[str, Any]:
+    return {"commands": [{"program": program, "args": args or ["--i", "particles.star"]}], "output_dir": "Class2D/job001",
+            "exchange": "/srv/exchange", "files": []}  # fmt: skip
+
+
 def sweep_now(hub: Hub) -> None:
     engine = make_engine(hub.settings.resolved_database_url)
     try:
@@ -179,6 +184,11 @@ def test_malformed_spec_names_the_field(jhub: Hub) -> None:
         (spec(software=[{"name": "relion", "version": "five"}]), "software.0.version"),
         (spec(inputs=[{"dataset": "ds-1", "paths": ["../etc/passwd"]}]), "inputs.0.paths"),
         (spec(resources={"cpus": 2, "mpi_ranks": 4}), "mpi_ranks x threads_per_rank"),
+        # RELION commands from a project (`cryomesh relion submit`): RELION programs only, inside the project.
+        (spec(kind="relion.class2d", command=None, relion=relion_run(program="rm")), "'rm' is not a RELION program"),
+        (spec(kind="relion.class2d", command=None, relion=relion_run(args=["--i", "/etc/passwd"])), "leads outside the project"),
+        (spec(kind="relion.class2d", command=None, relion=relion_run(args=["--i", "1@../x.mrcs"])), "leads outside the project"),
+        (spec(relion=relion_run()), "a job with relion commands is of a relion.* kind"),
     ]
     for body, words in cases:
         r = submit(jhub, me, body)

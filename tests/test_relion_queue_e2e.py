@@ -1,0 +1,245 @@
+"""RELION's "Submit to queue" into the network, driven by RELION itself.
+
+A RELION project at the home site; ``relion_pipeliner`` (RELION 3.1's own job runner, which
+does what the GUI's Run! button does) writes ``run_submit.script`` from
+``deploy/relion/cryomesh_submit.sh`` and runs ``cryomesh relion submit`` on it. A real hub
+and two real agents (local executors); the job runs real ``relion_refine`` at the partner
+site and its output comes back into the project. Particles are projections of a small
+synthetic map made with ``relion_project``, so a Class2D takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.processes import AgentProcess, HubProcess, enrolled_agent
+from tests.services import missing, wait_for
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "deploy" / "relion" / "cryomesh_submit.sh"
+SUBMIT = f"{Path(sys.executable).parent / 'cryomesh'} relion submit"
+RELION = [{"name": "relion", "version": "3.1.3"}]
+
+
+def make_project(root: Path, particles: int = 120, box: int = 32) -> Path:
+    """A RELION project: particles.star naming Particles/particles.mrcs (relion_project
+    projections of a two-blob map, with noise), and files the job does not read."""
+    import mrcfile
+
+    (root / "Particles").mkdir(parents=True)
+    n = box
+    z, y, x = np.mgrid[:n, :n, :n] - n / 2
+    vol = np.exp(-((x - 4) ** 2 + y**2 + z**2) / 18) + 0.7 * np.exp(-((x + 5) ** 2 + (y - 3) ** 2 + (z + 2) ** 2) / 10)
+    with mrcfile.new(root / "map.mrc") as m:
+        m.set_data(vol.astype(np.float32))
+        m.voxel_size = 3.0
+    out = subprocess.run(
+        ["relion_project", "--i", "map.mrc", "--o", "Particles/particles", "--nr_uniform", str(particles), "--angpix", "3",
+         "--add_noise", "--white_noise", "0.5"],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    (root / "Particles" / "particles.star").rename(root / "particles.star")
+    (root / "Movies").mkdir()
+    (root / "Movies" / "session1.mrc").write_bytes(os.urandom(3 * 2**20))  # in the project, not read by the job
+    (root / "default_pipeline.star").write_text("data_pipeline_general\n_rlnPipeLineJobCounter 1\n")
+    return root
+
+
+def pipeliner(project: Path, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["relion_pipeliner", *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def add_class2d(project: Path, env: dict[str, str], fn_img: str = "particles.star", queue: str = "auto", **opts: Any) -> None:
+    options = {"fn_img": fn_img, "nr_classes": 2, "nr_iter": 2, "do_queue": "Yes", "queuename": queue, "qsub": SUBMIT,
+               "qsubscript": str(TEMPLATE), "nr_mpi": 1, "nr_threads": 2, "particle_diameter": 90,
+               "do_ctf_correction": "No", "nr_pool": 3, **opts}  # fmt: skip
+    text = ";".join(f"{k} == {v}" for k, v in options.items())
+    out = pipeliner(project, env, "--addJob", "Class2D", "--addJobOptions", text)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    if shutil.which("relion_refine") is None or shutil.which("relion_pipeliner") is None:
+        missing("RELION (relion_refine, relion_pipeliner)")
+    hub = HubProcess(tmp_path / "hub")
+    hub.start()
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    agents: list[AgentProcess] = []
+    try:
+        relion = f'\n[relion]\nexchanges = ["{exchange}"]\n'
+        for name, inst in (("home", "kek"), ("partner", "partner-u")):
+            agent = enrolled_agent(hub, tmp_path, name, extra=relion if name == "partner" else "", software=RELION,
+                                   institution=inst)  # fmt: skip
+            agent.start(hub.env)
+            agents.append(agent)
+            wait_for(lambda n=name: hub.site(n)["reachability"] == "online", 60, f"{name} to come online")
+        me = hub.account("researcher", institution="kek")
+        env = {**os.environ, "CRYOMESH_HUB_URL": hub.url, "CRYOMESH_CLIENT_ID": me.client_id,
+               "CRYOMESH_CLIENT_SECRET": me.client_secret, "CRYOMESH_RELION_EXCHANGE": str(exchange),
+               "CRYOMESH_RELION_POLL_S": "0.3", "COLUMNS": "200"}  # fmt: skip
+        yield {"hub": hub, "me": me, "env": env, "exchange": exchange, "agents": agents}
+    finally:
+        for a in agents:
+            a.stop()
+        hub.stop()
+
+
+def job_of(project: Path, jobdir: str) -> str:
+    import json
+
+    return str(json.loads((project / jobdir / ".cryomesh-relion.json").read_text())["job_id"])
+
+
+@pytest.mark.timeout(600)
+def test_class2d_from_relion_runs_at_a_partner_and_comes_home(network: dict[str, Any], tmp_path: Path) -> None:
+    hub, env = network["hub"], network["env"]
+    project = make_project(tmp_path / "project")
+    project_bytes = du(project)
+    add_class2d(project, env, queue="partner")
+    out = pipeliner(project, env, "--RunJobs", "Class2D/job001/")
+    assert out.returncode == 0, out.stdout + out.stderr
+    job1 = project / "Class2D" / "job001"
+    assert (job1 / "RELION_JOB_EXIT_SUCCESS").exists(), (job1 / "run.err").read_text() if (job1 / "run.err").exists() else ""
+    for name in ("run_it002_classes.mrcs", "run_it002_data.star", "run_it002_model.star", "run.out"):
+        assert (job1 / name).is_file(), f"{name} came home"
+    job = hub.call("GET", f"/api/v1/jobs/{job_of(project, 'Class2D/job001')}", network["me"])
+    assert job["state"] == "COMPLETE" and job["site"] == "partner" and job["kind"] == "relion.class2d"
+    logs = hub.call("GET", f"/api/v1/jobs/{job['id']}/logs", network["me"])["stdout_tail"]
+    stack = (project / "Particles" / "particles.mrcs").stat().st_size
+    star = (project / "particles.star").stat().st_size
+    assert f"staged 2 project files: {stack + star} bytes fetched, 0 bytes already here" in logs, logs
+    pipeline = (project / "default_pipeline.star").read_text()
+    assert "Class2D/job001/run_it002_data.star" in pipeline, "RELION's pipeline knows the job's outputs"
+    print(f"\nproject {project_bytes} bytes; inputs sent {stack + star} bytes ({(stack + star) / project_bytes:.1%})")
+
+    # RELION continues from the output: the next job reads the first one's particles. The
+    # stack is already at the partner (same checksum): only the new STAR file moves.
+    add_class2d(project, env, fn_img="Class2D/job001/run_it002_data.star", queue="partner", nr_iter=1)
+    out = pipeliner(project, env, "--RunJobs", "Class2D/job002/")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (project / "Class2D" / "job002" / "RELION_JOB_EXIT_SUCCESS").exists()
+    assert (project / "Class2D" / "job002" / "run_it001_classes.mrcs").is_file()
+    logs = hub.call("GET", f"/api/v1/jobs/{job_of(project, 'Class2D/job002')}/logs", network["me"])["stdout_tail"]
+    data = (project / "Class2D" / "job001" / "run_it002_data.star").stat().st_size
+    assert f"{data} bytes fetched, {stack} bytes already here" in logs, logs
+    print(f"second job: {data} bytes fetched, {stack} bytes reused from the partner's cache")
+
+
+@pytest.mark.timeout(600)
+def test_outside_files_are_refused_and_a_failing_command_fails(network: dict[str, Any], tmp_path: Path) -> None:
+    hub, env, me = network["hub"], network["env"], network["me"]
+    project = make_project(tmp_path / "project")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(project / "Particles" / "particles.mrcs", elsewhere / "particles.mrcs")
+    star = (project / "particles.star").read_text()
+    (project / "outside.star").write_text(star.replace("@Particles/particles.mrcs", f"@{elsewhere}/particles.mrcs"))
+    add_class2d(project, env, fn_img="outside.star")
+    out = pipeliner(project, env, "--RunJobs", "Class2D/job001/")
+    assert out.returncode == 0, out.stdout + out.stderr
+    job1 = project / "Class2D" / "job001"
+    assert (job1 / "RELION_JOB_EXIT_FAILURE").exists()
+    err = (job1 / "run.err").read_text()
+    assert f"outside.star (_rlnImageName) names {elsewhere}/particles.mrcs, which is outside the project" in err
+    assert hub.call("GET", "/api/v1/jobs", me)["items"] == [], "nothing was sent to the network"
+    assert not (network["exchange"] / "relion").exists(), "nothing was published"
+
+    # A STAR file naming images the stack does not have: relion_refine itself fails at the partner.
+    (project / "broken.star").write_text(star.replace("000001@Particles", "009999@Particles"))
+    add_class2d(project, env, fn_img="broken.star", queue="partner")
+    out = pipeliner(project, env, "--RunJobs", "Class2D/job002/")
+    assert out.returncode == 0, out.stdout + out.stderr
+    job2 = project / "Class2D" / "job002"
+    assert (job2 / "RELION_JOB_EXIT_FAILURE").exists() and not (job2 / "RELION_JOB_EXIT_SUCCESS").exists()
+    remote = hub.call("GET", f"/api/v1/jobs/{job_of(project, 'Class2D/job002')}", me)
+    assert remote["state"] == "EXECUTOR_ERROR" and remote["site"] == "partner"
+    err = (job2 / "run.err").read_text()
+    assert "ERROR" in err and "009999@Particles/particles.mrcs" in err, err
+    pipeline = (project / "default_pipeline.star").read_text()
+    assert re.search(r"Class2D/job002/\s+None\s+8\s+3\s", pipeline), f"RELION marks the job failed: {pipeline}"
+
+
+@pytest.mark.timeout(600)
+def test_relion_abort_now_cancels_the_job_in_the_network(network: dict[str, Any], tmp_path: Path) -> None:
+    hub, env, me = network["hub"], network["env"], network["me"]
+    project = make_project(tmp_path / "project")
+    add_class2d(project, env, queue="partner", nr_iter=500)  # runs until aborted, however fast the machine
+    runner = subprocess.Popen(["relion_pipeliner", "--RunJobs", "Class2D/job001/"], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        job1 = project / "Class2D" / "job001"
+        wait_for(lambda: (job1 / ".cryomesh-relion.json").exists(), 120, "the job to be sent")
+        job_id = job_of(project, "Class2D/job001")
+        wait_for(lambda: hub.call("GET", f"/api/v1/jobs/{job_id}", me)["state"] == "RUNNING", 120, "the job to run")
+        (job1 / "RELION_JOB_ABORT_NOW").touch()  # what RELION's Abort button does
+        runner.wait(300)
+    finally:
+        runner.kill()
+        runner.wait()
+    assert (job1 / "RELION_JOB_EXIT_ABORTED").exists()
+    assert hub.call("GET", f"/api/v1/jobs/{job_id}", me)["state"] == "CANCELED"
+    pipeline = (project / "default_pipeline.star").read_text()
+    assert re.search(r"Class2D/job001/\s+None\s+8\s+4\s", pipeline), f"RELION marks the job aborted: {pipeline}"
+
+
+@pytest.mark.timeout(600)
+def test_results_come_home_after_the_submit_command_is_killed(network: dict[str, Any], tmp_path: Path) -> None:
+    import json
+
+    import psutil
+
+    hub, env, me = network["hub"], network["env"], network["me"]
+    project = make_project(tmp_path / "project")
+    release = project / "Class2D" / "job001"
+    add_class2d(project, env, queue="partner", nr_iter=3)
+    runner = subprocess.Popen(["relion_pipeliner", "--RunJobs", "Class2D/job001/"], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: (release / ".cryomesh-relion.json").exists(), 120, "the job to be sent")
+        job_id = job_of(project, "Class2D/job001")
+        # The submit command RELION started (in the background, so not the pipeliner's child):
+        # found by its arguments and its working directory, this test's project.
+        submit = [
+            p for p in psutil.process_iter(["cmdline", "cwd"])
+            if p.info["cwd"] == str(project) and "submit" in (p.info["cmdline"] or []) and "relion" in (p.info["cmdline"] or [])
+        ]  # fmt: skip
+        assert len(submit) == 1, submit
+        submit[0].kill()
+        submit[0].wait(30)
+        done = wait_for(lambda: hub.call("GET", f"/api/v1/jobs/{job_id}", me)["state"] == "COMPLETE", 300, "the job to end")
+        assert done is None or done
+        assert not (release / "RELION_JOB_EXIT_SUCCESS").exists(), "nobody brought the output home yet"
+        sync = subprocess.run([*SUBMIT.split()[:1], "relion", "sync", "Class2D/job001"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        runner.wait(120)  # RELION's pipeliner sees the exit file and ends
+    finally:
+        runner.kill()
+        runner.wait()
+    assert (release / "RELION_JOB_EXIT_SUCCESS").exists()
+    assert (release / "run_it003_classes.mrcs").is_file() and (release / "run_it003_model.star").is_file()
+    state = json.loads((release / ".cryomesh-relion.json").read_text())
+    sizes = sum((release / p).stat().st_size for p in state["fetched"])
+    assert state["fetched_bytes"] == sizes, "every output file was fetched exactly once"
+    again = subprocess.run([*SUBMIT.split()[:1], "relion", "sync", "Class2D/job001"], cwd=project, env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 0 and "already ended (RELION_JOB_EXIT_SUCCESS)" in again.stdout
