@@ -15,6 +15,7 @@ from hub.capacity.models import CapacityBucket, CapacityLatest
 from hub.datasets.models import Dataset, DatasetManifest, Replica
 from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
+from hub.pictures.models import Picture
 from hub.sites.models import PartitionRow, Site, SoftwareRow, StorageRow
 from hub.transfers.models import Transfer
 
@@ -32,6 +33,7 @@ __all__ = [
     "Job",
     "OAuthClient",
     "PartitionRow",
+    "Picture",
     "PlacementRecord",
     "Replica",
     "ShareEventRow",

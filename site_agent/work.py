@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.schemas.jobs import Assignment, AssignmentBatch, JobSpec, JobState
+from shared.schemas.jobs import KIND_SOFTWARE, Assignment, AssignmentBatch, JobSpec, JobState
+from shared.schemas.software import MeasuredSoftware
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
@@ -26,6 +27,8 @@ from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import Executor
 from site_agent.executors.base import tail
 from site_agent.jobstore import JobHandle, JobStore
+from site_agent.software import choose_build
+from site_agent.staging import link_inputs
 
 log = logging.getLogger("cryomesh.agent.work")
 
@@ -61,6 +64,7 @@ class Worker:
         self.workdir = settings.executor.workdir or settings.agent.state_dir / "work"
         self.active: dict[str, JobHandle] = {}
         self.outbox_wakeup = asyncio.Event()
+        self.software: list[MeasuredSoftware] = []  # measured by the heartbeat loop
 
     # -- restart ----------------------------------------------------------------
 
@@ -163,8 +167,14 @@ class Worker:
             workdir=str(self.workdir / f"{a.job_id}-{a.attempt}"), spec=a.spec.model_dump(mode="json"), institution=a.institution,
         )  # fmt: skip
         h.extra["inputs"] = a.inputs
+        if KIND_SOFTWARE[a.spec.kind] == "relion" and (build := choose_build(self.software, a.spec)):
+            h.extra["software_path"] = build.path
         self.store.save(h)  # held on disk before anything starts, so a restart finds it
         try:
+            if KIND_SOFTWARE[a.spec.kind] == "relion":
+                await asyncio.to_thread(
+                    link_inputs, Path(h.workdir), [a.inputs[d.dataset] for d in a.spec.inputs if d.dataset in a.inputs]
+                )
             h.local_id = await asyncio.to_thread(self.executor.submit, h, JobSpec.model_validate(h.spec))
         except Exception as exc:  # the site could not start it: a system error, retried elsewhere
             log.exception("could not start attempt %s", a.attempt_id)
