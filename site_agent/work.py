@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.schemas.jobs import KIND_SOFTWARE, Assignment, AssignmentBatch, JobSpec, JobState
+from shared.schemas.pictures import PictureSet
 from shared.schemas.software import MeasuredSoftware
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
@@ -27,6 +28,7 @@ from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import Executor
 from site_agent.executors.base import tail
 from site_agent.jobstore import JobHandle, JobStore
+from site_agent.pictures import class_pictures, dataset_pictures
 from site_agent.software import choose_build
 from site_agent.staging import link_inputs
 
@@ -216,6 +218,7 @@ class Worker:
                 reason = status.reason
                 if status.state is JobState.COMPLETE:
                     reason = await self._register_output(h) or reason
+                    await self._send_pictures(h)
                 self._report(h, status.state, exit_code=status.exit_code, reason=reason)
                 if status.state.final or status.state in (JobState.SYSTEM_ERROR, JobState.PREEMPTED):
                     log.info("attempt %s ended: %s", h.attempt_id, status.state.value)
@@ -246,6 +249,30 @@ class Worker:
         self.store.save(h)
         log.info("output of job %s registered as dataset %s", h.job_id, ds["id"])
         return f"completed; output registered as dataset {ds['id']}"
+
+    async def _send_pictures(self, h: JobHandle) -> None:
+        """Thumbnails of a finished job's class averages, and of its output dataset, to the hub.
+
+        Made here from the output (``site_agent.pictures``); only small PNGs leave the site.
+        Pictures are a courtesy: a failure is logged and the job's result stands."""
+        if h.extra.get("pictures_sent"):
+            return
+        spec = JobSpec.model_validate(h.spec)
+        out = Path(h.workdir) / (spec.outputs.path if spec.outputs else "output")
+        sends: list[tuple[str, Any]] = [(f"/api/v1/jobs/{h.job_id}/pictures", class_pictures)]
+        if ds := h.extra.get("output_dataset"):
+            sends.append((f"/api/v1/datasets/{ds}/pictures", dataset_pictures))
+        for route, make in sends:
+            try:
+                pictures = await asyncio.to_thread(make, out)
+                if pictures:
+                    body = PictureSet(pictures=pictures).model_dump(mode="json")
+                    await self.client.request("PUT", route, json=body)
+                    log.info("sent %d picture(s) to %s", len(pictures), route)
+            except (OSError, ValueError, RuntimeError, HubRefused, HubUnavailable) as exc:
+                log.warning("pictures for %s not sent: %s", route, exc)
+        h.extra["pictures_sent"] = True
+        self.store.save(h)
 
     def _stream_tail(self, h: JobHandle) -> None:
         """While a job runs, send the tail of its output every ``LOG_EVERY_S`` if it grew."""
