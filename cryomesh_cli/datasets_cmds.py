@@ -34,7 +34,6 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} PB"
 
 
-@datasets_app.command("register")
 async def send_pictures(client: Any, dataset_id: str, path: Path) -> None:
     """A few thumbnails of the new dataset (particles, or class averages) for its page; made
     here, sent as small PNGs. A dataset without images, or a failure, leaves it without."""
@@ -51,6 +50,7 @@ async def send_pictures(client: Any, dataset_id: str, path: Path) -> None:
         typer.echo(f"registered, but its thumbnails were not sent: {exc}", err=True)
 
 
+@datasets_app.command("register")
 def register(
     config: ConfigOpt,
     path: Annotated[Path, typer.Option("--path", help="The dataset's directory, on this site")],
