@@ -25,7 +25,14 @@ MEASURED_GPU = {"name": "relion", "version": "5.0.0", "build": "cuda", "cuda_arc
 
 
 def report_software(agent: SiteAgent, software: list[dict[str, Any]]) -> None:
-    part = {"name": "cpu", "cpus_total": 256, "cpus_allocated": 0, "cpus_idle": 256, "memory_total_mb": 1000, "memory_free_mb": 500}
+    part = {
+        "name": "cpu",
+        "cpus_total": 256,
+        "cpus_allocated": 0,
+        "cpus_idle": 256,
+        "memory_total_mb": 1000,
+        "memory_free_mb": 500,
+    }
     body = {"agent_version": "t", "interval_s": 15, "sampled_at": "2026-01-01T00:00:00Z", "backend": "slurm",
             "partitions": [part], "software": software}  # fmt: skip
     r = agent.http.post(f"/api/v1/sites/{agent.name}/heartbeat", json=body)
