@@ -112,7 +112,7 @@ def running_job(hub: Hub, tmp_path: Path) -> tuple[SiteAgent, SiteAgent, dict[st
 
 
 def test_the_jobs_site_sends_pictures_and_its_people_see_them(jhub: Hub, tmp_path: Path) -> None:
-    alpha, beta, job, me = running_job(jhub, tmp_path)
+    alpha, _, job, me = running_job(jhub, tmp_path)
     route = f"/api/v1/jobs/{job['id']}/pictures"
     body = {"pictures": [picture("class-002", share=0.6, pixel_size_a=2.0), picture("class-001", share=0.4)]}
     r = alpha.http.put(route, json=body)
