@@ -211,5 +211,9 @@ class DataStory:
                 "id": self.job.get("id"), "state": self.job.get("state"), "site": self.job.get("site"),
                 "state_reason": self.job.get("state_reason"), "output_dataset": output["id"] if output else None,
                 "analysis": self.analysis(output),
+                "pictures": self.researcher.call("GET", f"/api/v1/jobs/{self.job['id']}/pictures") if self.job else [],
+            },
+            "measured_software": {
+                DEST: [s for s in self.admin.call("GET", f"/api/v1/sites/{DEST}")["software"] if s["source"] == "measured"]
             },
         }  # fmt: skip

@@ -193,14 +193,14 @@ def show(
     table.add_row(
         "resources", f"{r['cpus']} CPUs, {r['gpus']} GPUs {r.get('gpu_model') or ''}, {r['memory_gb']} GB, {r['walltime_s']} s"
     )
-    if pictures:
-        shares = [f"{p['share']:.0%}" for p in pictures if p.get("share") is not None]
-        table.add_row(
-            "pictures",
-            f"{len(pictures)} from {pictures[0]['site']}" + (f" (class shares {', '.join(shares)})" if shares else "")
-            + f": in the dashboard at {dashboard}; each PNG at {pictures[0]['url'].rsplit('/', 1)[0]}/<name>",
-        )  # fmt: skip
     console.print(table)
+    if pictures:  # after the table, so the addresses stay whole for copying
+        shares = [f"{p['share']:.0%}" for p in pictures if p.get("share") is not None]
+        console.print(
+            f"pictures: {len(pictures)} from {pictures[0]['site']}" + (f" (class shares {', '.join(shares)})" if shares else "")
+            + f"; in the dashboard at {dashboard} ; each PNG at {pictures[0]['url'].rsplit('/', 1)[0]}/<name>",
+            highlight=False, soft_wrap=True, markup=False,
+        )  # fmt: skip
 
 
 @jobs_app.command("logs")

@@ -95,10 +95,11 @@ def ensure_visible(session: Session, principal: Principal, subject: Subject, sub
 
 
 def listing(session: Session, subject: Subject, subject_id: str, base: str) -> list[PicturePublic]:
+    """The subject's pictures: largest share first (a classification's classes), then by name."""
     names = {s.id: s.name for s in session.exec(select(Site))}
-    rows = session.exec(
-        select(Picture).where(Picture.subject == subject, Picture.subject_id == subject_id).order_by(col(Picture.name))
-    ).all()
+    rows = session.exec(select(Picture).where(Picture.subject == subject, Picture.subject_id == subject_id)).all()
+    # Classes with the largest share of the particles first; pictures without a share by name.
+    rows = sorted(rows, key=lambda r: (r.share is None, -(r.share or 0.0), r.name))
     return [
         PicturePublic(name=r.name, caption=r.caption, share=r.share, pixel_size_a=r.pixel_size_a, width=r.width,
                       height=r.height, bytes=len(r.png), site=names.get(r.site_id, "?"),

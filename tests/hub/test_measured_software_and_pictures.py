@@ -122,7 +122,7 @@ def test_the_jobs_site_sends_pictures_and_its_people_see_them(jhub: Hub, tmp_pat
     assert listed["class-002"]["site"] == "alpha" and (listed["class-002"]["width"], listed["class-002"]["height"]) == (48, 48)
     assert listed["class-001"]["url"] == f"{jhub.url}{route}/class-001"
     with jhub.as_(me) as c:
-        assert [p["name"] for p in c.get(route).json()] == ["class-001", "class-002"]
+        assert [p["name"] for p in c.get(route).json()] == ["class-002", "class-001"], "largest share first"
         png = c.get(f"{route}/class-001")
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         assert png.content == base64.b64decode(body["pictures"][1]["png_base64"])

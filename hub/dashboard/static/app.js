@@ -209,7 +209,8 @@ async function jobPage(id) {
 function thumbs(pictures, testid) {
   return `<div class="thumbs" data-testid="${testid}">${pictures.map((p) => `<figure data-testid="thumb" data-name="${esc(p.name)}">
     <img src="${p.src}" width="${p.width}" height="${p.height}" alt="${esc(p.caption || p.name)}">
-    <figcaption>${p.share != null ? `<b>${(p.share * 100).toFixed(1)} %</b> ` : ""}${esc(p.caption || p.name)}</figcaption></figure>`).join("")}</div>`;
+    <figcaption>${p.share != null ? `<b>${(p.share * 100).toFixed(1)} %</b> of the particles<br>${esc(p.name)}`
+      : esc(p.caption || p.name)}</figcaption></figure>`).join("")}</div>`;
 }
 
 function classGrid(pictures) {
@@ -227,7 +228,7 @@ async function datasetPage(id) {
   return `<p><a href="#/data">← all data</a></p><h2>${esc(x.title)} <span class="muted">${esc(x.id)}</span></h2>
     <p class="muted">${esc(x.owner_site)} · ${x.file_count} files · ${bytes(x.total_bytes)} · ${esc(x.visibility)}${source ? ` · ${source}` : ""}</p>
     <p><b>Pixel size:</b> <span data-testid="pixel-size">${acq.pixel_size_a != null ? `${acq.pixel_size_a} Å` : "not given"}</span>
-      ${measured != null ? `<span class="muted">(in the images: ${measured} Å)</span>` : ""}
+      ${measured != null ? `<span class="muted" data-testid="pixel-size-measured">(in the images: ${measured} Å)</span>` : ""}
       ${x.instrument?.microscope ? ` · ${esc(x.instrument.microscope)}` : ""}${x.detector?.model ? ` · ${esc(x.detector.model)}` : ""}</p>
     ${x.description ? `<p>${esc(x.description)}</p>` : ""}
     <h2>Images <span class="muted">(thumbnails made at ${esc(x.owner_site)})</span></h2>
