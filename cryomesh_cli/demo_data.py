@@ -26,7 +26,7 @@ from cryomesh_cli.client import HubSession, Profile
 from cryomesh_cli.synthetic import RELION_PIXEL_A, best_correlation, clean_views, write_relion_particles
 
 OWNER, DEST = "kyoto-gpu", "osaka-cpu"
-PARTICLES = 300
+PARTICLES = 240
 CLASSES = 3
 #: relion_refine's options for the classification, as RELION's GUI writes them for Class2D
 #: (``--j``: two threads; the box is 40 px of 2 Å, the density about 60 Å across).
