@@ -95,6 +95,11 @@ def test_the_registry_lists_the_relion_the_agent_measured(world: dict[str, Any])
     debian = rows[("3.1.3", None)]
     assert debian["build"] == "cpu" and debian["path"] == str(Path(shutil.which("relion_refine") or "").parent)
     assert rows[("5.0.0", "8.6")]["build"] == "cuda" and rows[("5.0.0", "8.6")]["path"].endswith("relion-5.0-cuda/bin")
+    shown = subprocess.run(cli("sites", "show", "osaka-relion", "--hub", hub.url, "--client-id", hub.admin.client_id,
+                               "--client-secret", hub.admin.client_secret),
+                           env={**hub.env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = [line for line in shown.stdout.splitlines() if "relion" in line and "3.1.3" in line]
+    assert shown.returncode == 0 and lines and "measured" in lines[0] and "cpu" in lines[0], shown.stdout + shown.stderr
 
 
 def test_a_real_class2d_runs_with_the_sites_relion_and_its_output_is_a_derived_dataset(
