@@ -79,7 +79,10 @@ class Agent:
         now = time.monotonic()
         if self.software_probed_at is None or now - self.software_probed_at >= cfg.probe_interval_s:
             self.software_probed_at = now
-            self.worker.software = discover_software(cfg)
+            try:
+                self.worker.software = discover_software(cfg)
+            except Exception:  # measuring software must never stop the heartbeat; keep the last list
+                log.exception("could not measure the installed software; reporting the last measurement")
         return None if self.worker.software == self.software_acked else self.worker.software
 
     def snapshot(self) -> Heartbeat:

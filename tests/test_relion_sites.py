@@ -95,6 +95,11 @@ def test_the_registry_lists_the_relion_the_agent_measured(world: dict[str, Any])
     debian = rows[("3.1.3", None)]
     assert debian["build"] == "cpu" and debian["path"] == str(Path(shutil.which("relion_refine") or "").parent)
     assert rows[("5.0.0", "8.6")]["build"] == "cuda" and rows[("5.0.0", "8.6")]["path"].endswith("relion-5.0-cuda/bin")
+    # Sent when it changes, not with every heartbeat: later heartbeats leave it as it was.
+    first = {s["measured_at"] for s in measured(hub)}
+    beat = hub.api("GET", "/api/v1/sites/osaka-relion")["last_heartbeat_at"]
+    wait_for(lambda: hub.api("GET", "/api/v1/sites/osaka-relion")["last_heartbeat_at"] != beat, 60, "another heartbeat")
+    assert {s["measured_at"] for s in measured(hub)} == first and len(first) == 1
     shown = subprocess.run(cli("sites", "show", "osaka-relion", "--hub", hub.url, "--client-id", hub.admin.client_id,
                                "--client-secret", hub.admin.client_secret),
                            env={**hub.env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)  # fmt: skip
