@@ -33,7 +33,7 @@ CLASSES = 3
 CLASS2D: dict[str, str | int | float | bool] = {
     "i": "particles.star", "o": "output/run", "dont_combine_weights_via_disc": True, "ctf": True, "iter": 10,
     "tau2_fudge": 2, "particle_diameter": 70, "K": CLASSES, "flatten_solvent": True, "zero_mask": True,
-    "oversampling": 1, "psi_step": 12, "offset_range": 5, "offset_step": 2, "norm": True, "scale": True, "j": 2,
+    "oversampling": 1, "psi_step": 15, "offset_range": 4, "offset_step": 2, "norm": True, "scale": True, "j": 2,
     "pool": 30, "pad": 2,
 }  # fmt: skip
 METADATA = {
