@@ -16,12 +16,12 @@ $(VENV)/.installed: pyproject.toml uv.lock
 ## install: Python dependencies into .venv, exactly as locked in uv.lock
 install: $(VENV)/.installed
 
-## system-deps: PostgreSQL, Slurm, munge, Chromium and stress-ng from Debian's packages (as root, when missing)
+## system-deps: PostgreSQL, Slurm, munge, Chromium, stress-ng and RELION from Debian's packages (as root, when missing)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-## demo: an embedded hub and three enrolled site agents on loopback (DEMO_ARGS="--duration 180 --keep")
-demo: install
+## demo: an embedded hub and three enrolled site agents on loopback, a real RELION Class2D (DEMO_ARGS="--duration 180 --keep")
+demo: install system-deps
 	$(VENV)/bin/cryomesh demo $(DEMO_ARGS)
 
 ## test: the whole suite, against real PostgreSQL and Slurm started by the tests, on TEST_WORKERS

@@ -34,6 +34,22 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} PB"
 
 
+async def send_pictures(client: Any, dataset_id: str, path: Path) -> None:
+    """A few thumbnails of the new dataset (particles, or class averages) for its page; made
+    here, sent as small PNGs. A dataset without images, or a failure, leaves it without."""
+    from shared.schemas.pictures import PictureSet
+    from site_agent.errors import HubError
+    from site_agent.pictures import dataset_pictures
+
+    try:
+        pictures = dataset_pictures(path)
+        if pictures:
+            body = PictureSet(pictures=pictures).model_dump(mode="json")
+            await client.request("PUT", f"/api/v1/datasets/{dataset_id}/pictures", json=body)
+    except (OSError, ValueError, RuntimeError, HubError) as exc:
+        typer.echo(f"registered, but its thumbnails were not sent: {exc}", err=True)
+
+
 @datasets_app.command("register")
 def register(
     config: ConfigOpt,
@@ -91,7 +107,9 @@ def register(
             settings.agent.hub_url or creds.hub_url, creds.client_id, load_key(settings.agent.state_dir), creds.token_endpoint
         )
         try:
-            return await upload(client, root, head, on_page=show_progress)
+            ds = await upload(client, root, head, on_page=show_progress)
+            await send_pictures(client, ds["id"], root)
+            return ds
         finally:
             await client.aclose()
 

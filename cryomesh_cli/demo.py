@@ -9,9 +9,14 @@ The machine has no GPUs and no cluster, so two sites *declare* their partitions 
 ``declared`` backend, meant for cloud queues that scale from zero) and one measures this
 machine for real (the ``local`` backend). Each site's backend is shown.
 
-Then the data story (``demo_data``): a synthetic dataset registered at kyoto-gpu, shared
-with osaka-cpu on its admin's approval, copied and verified, and averaged there by a job
-that registers its output as a derived dataset.
+osaka-cpu's agent also measures the RELION it can run (Debian's ``relion``, found on PATH:
+version, CPU build, MPI) and reports it, so the registry lists that RELION as *measured*;
+the other two sites stand for remote clusters and only declare theirs.
+
+Then the data story (``demo_data``): a RELION data set made with ``relion_project`` at
+kyoto-gpu, shared with osaka-cpu on its admin's approval, copied and verified, and
+classified there by a real ``relion_refine`` Class2D whose output is registered as a
+derived dataset and whose class averages the dashboard shows.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ SITES: list[dict[str, Any]] = [
             ],
             "storage": [{"name": "scratch", "kind": "posix", "path": "/gpfs/cryoem", "capacity_tb": 800}],
         },
+        "software": {"probe": False},  # a remote cluster in the story: its RELION is declared, not on this machine
         "discovery": {
             "backend": "declared",
             "declared": [
@@ -111,7 +117,8 @@ SITES: list[dict[str, Any]] = [
             "location": "Suita",
             "description": "CPU cluster for CTF estimation, picking and extraction. Measured live: this machine.",
             "partitions": [{"name": "local", "node_count": 1, "cores_per_node": os.cpu_count() or 1, "memory_gb_per_node": 16}],
-            "software": [{"name": "relion", "version": "5.0"}, {"name": "ctffind", "version": "4.1.14"}],
+            # RELION is not declared: the agent measures it (``[software]`` in site.toml).
+            "software": [{"name": "ctffind", "version": "4.1.14"}],
             "storage": [{"name": "work", "kind": "posix", "path": tempfile.gettempdir()}],
         },
         "discovery": {"backend": "local", "partition": "local", "gpu": "auto"},
@@ -148,6 +155,7 @@ SITES: list[dict[str, Any]] = [
             "storage": [{"name": "s3", "kind": "s3", "path": "s3://gotocloud-exchange/"}],
         },
         "policy": {"allowed_institutions": ["kek"], "cpu_share": 0.5, "timezone": "Asia/Tokyo"},
+        "software": {"probe": False},  # a remote cluster in the story: its RELION is declared, not on this machine
         "discovery": {
             "backend": "declared",
             "declared": [
@@ -226,6 +234,21 @@ def _toml_value(v: Any) -> str:
     return str(v)
 
 
+#: Programs the demo runs: relion_project makes the data, relion_refine classifies it.
+RELION_PROGRAMS = ("relion_project", "relion_refine")
+
+
+def missing_relion() -> str | None:
+    """What is missing for the demo's RELION story, in words, or None."""
+    missing = [p for p in RELION_PROGRAMS if shutil.which(p) is None]
+    if not missing:
+        return None
+    return (
+        f"{' and '.join(missing)} not found on PATH: the demo makes its data with RELION and classifies it with RELION. "
+        "Install Debian's relion (as root: `make system-deps`, or apt-get install relion)"
+    )
+
+
 def site_toml(hub_url: str, state_dir: Path, heartbeat_s: float, spec: dict[str, Any], executor: dict[str, Any]) -> str:
     disc = dict(spec["discovery"])
     declared = disc.pop("declared", [])
@@ -244,6 +267,8 @@ def site_toml(hub_url: str, state_dir: Path, heartbeat_s: float, spec: dict[str,
     for st in spec.get("storage", []):
         lines += ["", "[[storage]]", *(f"{k} = {_toml_value(v)}" for k, v in st.items())]
     lines += ["", "[executor]", *(f"{k} = {_toml_value(v)}" for k, v in executor.items())]
+    if "software" in spec:
+        lines += ["", "[software]", *(f"{k} = {_toml_value(v)}" for k, v in spec["software"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -349,6 +374,9 @@ def run_demo(
 
 
 def _run_demo(duration: float | None, report: Path | None, heartbeat_s: float, executor: str, keep: bool) -> int:
+    if reason := missing_relion():
+        console.print(f"[red]cannot run the demo:[/red] {reason}", highlight=False)
+        return 1
     with contextlib.ExitStack() as stack:
         cluster = None
         if executor == "slurm":
@@ -540,12 +568,14 @@ def _run(workdir: Path, duration: float | None, report: Path | None, heartbeat_s
         if story.job:
             dj, a = data["data_job"], data["data_job"]["analysis"]
             found = (
-                f"; {a['images']} images, correlation with the clean projection {a['average_correlation']} (one image "
-                f"alone: {a['single_image_correlation']})"
-                if "average_correlation" in a
+                f"; {a['particles']} particles in {len(a['classes'])} classes, best class average's correlation with "
+                f"the clean view it shows {a['best_class_correlation']} (one particle alone: {a['single_image_correlation']})"
+                if "classes" in a
                 else ""
             )
-            console.print(f"  2d-average: {dj['state']} at {dj['site'] or '-'} — {outcome['job_explanation']}{found}")
+            console.print(f"  class2d: {dj['state']} at {dj['site'] or '-'} — {outcome['job_explanation']}{found}")
+            if dj["id"]:
+                console.print(f"  its class averages: {dashboard['url']}#/job/{dj['id']}", highlight=False, soft_wrap=True)
         for table in usage_tables(admin.call("GET", "/api/v1/usage", params={"days": 1})):
             console.print(table)
         if report:

@@ -53,9 +53,9 @@ def _story(story: dict[str, Any]) -> list[str]:
         out.append(f"transfer of {ds}: not started")
     job = story.get("job") or {}
     if not job:
-        out.append("2d-average: not submitted")
+        out.append("class2d: not submitted")
     elif job["state"] != "COMPLETE":
-        out.append(_job_line("job 2d-average", job, story.get("job_explanation")))
+        out.append(_job_line("job class2d", job, story.get("job_explanation")))
     return out
 
 

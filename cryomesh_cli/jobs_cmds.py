@@ -163,11 +163,14 @@ def _full_id(s: HubSession, job_id: str) -> str:
 def show(
     job_id: str, hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False
 ) -> None:
-    """One job (a unique prefix of its id is enough)."""
+    """One job (a unique prefix of its id is enough), and where its pictures are (a
+    classification's class averages, sent by the site as small PNGs)."""
     with session(hub, client_id, client_secret) as s:
         j = call(s, "GET", f"/api/v1/jobs/{_full_id(s, job_id)}")
+        pictures = call(s, "GET", f"/api/v1/jobs/{j['id']}/pictures")
+        dashboard = f"{s.profile.hub_url.rstrip('/')}/dashboard/#/job/{j['id']}"
     if as_json:
-        print_json(j)
+        print_json({**j, "pictures": pictures})
         return
     table = Table(title=f"job {j['id']}", show_header=False)
     table.add_column("field")
@@ -191,6 +194,13 @@ def show(
         "resources", f"{r['cpus']} CPUs, {r['gpus']} GPUs {r.get('gpu_model') or ''}, {r['memory_gb']} GB, {r['walltime_s']} s"
     )
     console.print(table)
+    if pictures:  # after the table, so the addresses stay whole for copying
+        shares = [f"{p['share']:.0%}" for p in pictures if p.get("share") is not None]
+        console.print(
+            f"pictures: {len(pictures)} from {pictures[0]['site']}" + (f" (class shares {', '.join(shares)})" if shares else "")
+            + f"; in the dashboard at {dashboard} ; each PNG at {pictures[0]['url'].rsplit('/', 1)[0]}/<name>",
+            highlight=False, soft_wrap=True, markup=False,
+        )  # fmt: skip
 
 
 @jobs_app.command("logs")

@@ -361,9 +361,11 @@ def agent_run(config: ConfigOpt) -> None:
 
 @agent_app.command("discover")
 def agent_discover(config: ConfigOpt, as_json: JsonOpt = False) -> None:
-    """Take one capacity snapshot now and print it (nothing is sent)."""
+    """Take one capacity snapshot now, with the software the agent measures (RELION builds
+    found on PATH and in [software] relion_dirs), and print it (nothing is sent)."""
     from site_agent.discovery import make_discovery
     from site_agent.discovery.base import storage_capacity
+    from site_agent.software import discover_software
 
     settings = agent_settings(config)
     try:
@@ -371,7 +373,9 @@ def agent_discover(config: ConfigOpt, as_json: JsonOpt = False) -> None:
     except Exception as exc:
         fail(f"discovery failed: {exc}")
     storage = storage_capacity(settings.storage)
-    print_json({"partitions": [p.model_dump() for p in parts], "storage": [s.model_dump() for s in storage]})
+    software = discover_software(settings.software) if settings.software.probe else []
+    print_json({"partitions": [p.model_dump() for p in parts], "storage": [s.model_dump() for s in storage],
+                "software": [m.model_dump() for m in software]})  # fmt: skip
     del as_json
 
 

@@ -211,9 +211,14 @@ def site_detail(site: dict[str, Any], capacity: dict[str, Any] | None) -> list[T
             p.get("cpu_model") or "-",
             p.get("interconnect") or "-",
         )
-    soft = Table("name", "version", "CUDA arch", "notes", title="software")
+    soft = Table(
+        "name", "version", "CUDA arch", "source", "build", "notes", title="software (declared, or measured by the agent)"
+    )
     for s in site["software"]:
-        soft.add_row(s["name"], s["version"], s.get("cuda_arch") or "-", s.get("notes") or "")
+        build = " ".join(x for x in (s.get("build"), "MPI" if s.get("mpi") else None, s.get("path")) if x)
+        soft.add_row(
+            s["name"], s["version"], s.get("cuda_arch") or "-", s.get("source", "declared"), build or "-", s.get("notes") or ""
+        )
     tables = [info, parts, soft]
     if capacity:
         cap = Table(title=f"capacity (reported {capacity['received_at']}, backend {capacity['backend']})")

@@ -1,4 +1,10 @@
-"""A small but real synthetic cryo-EM dataset, and a job that computes from it.
+"""Small but real synthetic cryo-EM datasets, and a job that computes from one.
+
+``write_relion_particles`` makes a RELION data set of the known density below: a
+``particles.star`` with an optics table and CTF parameters, and the particle images
+projected by RELION's own ``relion_project`` in a few views with random in-plane
+rotations, CTF applied and white noise added. ``best_correlation`` says how well an image
+(a 2D class average) matches a clean view, over in-plane rotations.
 
 ``write_particles`` projects a known 3D density (a handful of Gaussian blobs, a stand-in
 for a protein complex) along one axis, adds Gaussian noise far stronger than the signal,
@@ -15,13 +21,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import mrcfile
 import numpy as np
+from PIL import Image
 
 PIXEL_SIZE_A = 1.06
+#: The RELION data set: box, pixel size and the views (rot, tilt) its particles show.
+RELION_BOX = 40
+RELION_PIXEL_A = 2.0
+RELION_VIEWS = ((0, 0), (0, 90), (90, 90))
 
 
 def density(size: int = 64, seed: int = 7) -> np.ndarray:
@@ -62,6 +75,73 @@ def write_particles(root: Path, stacks: int = 4, per_stack: int = 64, size: int 
         + "".join(f"{i + 1:06d}@Particles/particles_{s:03d}.mrcs\n" for s in range(stacks) for i in range(per_stack))
     )
     return stacks * per_stack
+
+
+def _relion_project(*args: str, cwd: Path) -> None:
+    program = shutil.which("relion_project")
+    if program is None:
+        raise RuntimeError("relion_project is not installed (Debian: apt-get install relion; or `make system-deps` as root)")
+    out = subprocess.run([program, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"relion_project {' '.join(args)} failed: {(out.stdout + out.stderr)[-500:]}")
+
+
+def _optics(size: int) -> list[str]:
+    return ["data_optics", "loop_", "_rlnOpticsGroupName #1", "_rlnOpticsGroup #2", "_rlnImagePixelSize #3",
+            "_rlnVoltage #4", "_rlnSphericalAberration #5", "_rlnAmplitudeContrast #6", "_rlnImageSize #7",
+            "_rlnImageDimensionality #8", f"opticsGroup1 1 {RELION_PIXEL_A:.3f} 300 2.7 0.1 {size} 2", ""]  # fmt: skip
+
+
+def write_relion_particles(root: Path, truth: Path, count: int = 300, noise: float = 8.0, seed: int = 0) -> int:
+    """``count`` particles of ``density`` as a RELION data set under ``root`` (``particles.star``,
+    ``Particles/particles.mrcs``), each one of ``RELION_VIEWS`` in a random in-plane rotation,
+    with a CTF (defocus 1-2 µm, 300 kV) and white noise of std ``noise`` (the clean
+    projections' std is about 5). ``truth`` gets the density and each view's clean projection
+    (``view_<rot>_<tilt>.mrc``), which are not part of the data set. Returns ``count``."""
+    size = RELION_BOX
+    root.mkdir(parents=True, exist_ok=True)
+    truth.mkdir(parents=True, exist_ok=True)
+    with mrcfile.new(truth / "density.mrc", overwrite=True) as m:
+        m.set_data(density(size))
+        m.voxel_size = RELION_PIXEL_A
+    rng = np.random.default_rng(seed)
+    head = ["loop_", "_rlnAngleRot #1", "_rlnAngleTilt #2", "_rlnAnglePsi #3", "_rlnDefocusU #4", "_rlnDefocusV #5",
+            "_rlnDefocusAngle #6", "_rlnOpticsGroup #7"]  # fmt: skip
+    truths, particles = [], []
+    for i in range(count):
+        rot, tilt = RELION_VIEWS[i % len(RELION_VIEWS)]
+        defocus = rng.uniform(10_000, 20_000)
+        truths.append(f"{rot} {tilt} {rng.uniform(0, 360):.2f} {defocus:.1f} {defocus:.1f} 0 1")
+        particles.append(f"{i + 1:06d}@Particles/particles.mrcs {defocus:.1f} {defocus:.1f} 0 1")
+    (truth / "angles.star").write_text("\n".join([*_optics(size), "data_particles", *head, *truths]) + "\n")
+    (root / "Particles").mkdir(exist_ok=True)
+    _relion_project("--i", str(truth / "density.mrc"), "--ang", str(truth / "angles.star"), "--o", "Particles/particles",
+                    "--ctf", "--add_noise", "--white_noise", str(noise), "--angpix", str(RELION_PIXEL_A), cwd=root)  # fmt: skip
+    # The data set says what a microscope's would: images and CTF, not the orientations (kept in truth/).
+    (root / "Particles" / "particles.star").rename(truth / "projected.star")
+    loop = ["loop_", "_rlnImageName #1", "_rlnDefocusU #2", "_rlnDefocusV #3", "_rlnDefocusAngle #4", "_rlnOpticsGroup #5"]
+    (root / "particles.star").write_text("\n".join([*_optics(size), "data_particles", *loop, *particles]) + "\n")
+    for rot, tilt in RELION_VIEWS:
+        _relion_project("--i", str(truth / "density.mrc"), "--o", str(truth / f"view_{rot}_{tilt}.mrc"), "--rot", str(rot),
+                        "--tilt", str(tilt), "--angpix", str(RELION_PIXEL_A), cwd=truth)  # fmt: skip
+    return count
+
+
+def clean_views(truth: Path) -> dict[str, np.ndarray]:
+    """The clean projections ``write_relion_particles`` left in ``truth``, by view name."""
+    out = {}
+    for rot, tilt in RELION_VIEWS:
+        with mrcfile.open(truth / f"view_{rot}_{tilt}.mrc") as m:
+            out[f"rot {rot}, tilt {tilt}"] = np.asarray(m.data, dtype=np.float32).reshape(RELION_BOX, RELION_BOX)
+    return out
+
+
+def best_correlation(image: np.ndarray, clean: np.ndarray, step_deg: float = 3.0) -> float:
+    """The highest correlation of ``image`` with ``clean`` over in-plane rotations of ``image``
+    (a class average sits in whatever rotation the classification gave it)."""
+    src = Image.fromarray(np.asarray(image, dtype=np.float32), mode="F")
+    angles = np.arange(0.0, 360.0, step_deg)
+    return max(correlation(np.asarray(src.rotate(float(a), resample=Image.Resampling.BILINEAR)), clean) for a in angles)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -36,6 +36,7 @@ from hub.jobs.service import restart_grace
 from hub.limits import BodyLimit, UrlGuard
 from hub.logging import RequestIdMiddleware
 from hub.network.router import router as network_router
+from hub.pictures.router import router as pictures_router
 from hub.settings import HubSettings, get_settings
 from hub.sites.router import router as sites_router
 from hub.sweeps import start_scheduler
@@ -116,6 +117,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         dataset_sites_router,
         shares_router,
         transfers_router,
+        pictures_router,
         metrics.router,
         dashboard_api,
         *tes_routers,

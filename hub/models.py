@@ -16,6 +16,7 @@ from hub.datasets.models import Dataset, DatasetFile, DatasetUpload, DatasetUplo
 from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
 from hub.ga4gh.models import TesTagRow, TesTaskRow
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
+from hub.pictures.models import Picture
 from hub.sites.models import PartitionRow, Site, SoftwareRow, StorageRow
 from hub.transfers.models import Transfer
 
@@ -35,6 +36,7 @@ __all__ = [
     "Job",
     "OAuthClient",
     "PartitionRow",
+    "Picture",
     "PlacementRecord",
     "Replica",
     "ShareEventRow",

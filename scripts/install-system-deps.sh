@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# What the test suite runs against: PostgreSQL, Slurm with munge, Chromium (driven
-# headless by Playwright for the dashboard's browser tests; never downloaded), and
-# stress-ng (keeps every CPU busy for `make test-busy`). Installed
+# What the test suite and the demo run against: PostgreSQL, Slurm with munge, Chromium
+# (driven headless by Playwright for the dashboard's browser tests; never downloaded),
+# stress-ng (keeps every CPU busy for `make test-busy`), and RELION (Debian's relion: the
+# CPU build with MPI, whose relion_project makes the demo's data and whose relion_refine
+# classifies it at a site; the agent measures it and reports it). Installed
 # from Debian's packages when running as root and missing. The tests start their own
 # instances on loopback in temp dirs; nothing here starts a service.
 # Under CI=true a component that cannot be installed is an error, never a silent skip.
@@ -16,6 +18,7 @@ have slurmctld && have slurmd || need+=(slurm-wlm)
 have munged || need+=(munge)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 have stress-ng || need+=(stress-ng)
+have relion_refine && have relion_project && have mpirun || need+=(relion)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -13,6 +13,9 @@ partitions = ["gpu", "cpu"]  # slurm: which partitions to report (default: all)
 name = "scratch"
 path = "/data/cryomesh"
 
+[software]
+relion_dirs = ["/opt/relion-5.0-cuda/bin"]  # RELION installs beside the one on PATH
+
 A key that is not a setting (a typo) is refused with the key probably meant.
 """
 
@@ -156,6 +159,17 @@ class RelionSection(StrictModel):
     )
 
 
+class SoftwareSection(StrictModel):
+    """Where the agent looks for the software it measures and reports (``site_agent.software``)."""
+
+    probe: bool = Field(default=True, description="Measure installed software and report it with the capacity")
+    search_path: bool = Field(default=True, description="Look for RELION on the agent's PATH")
+    relion_dirs: list[Path] = Field(
+        default_factory=list, max_length=50, description="RELION install dirs (their bin/, or the prefix above it)"
+    )
+    probe_interval_s: float = Field(default=600, gt=0, description="How often installs are measured again")
+
+
 class StorageSection(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     path: Path
@@ -173,6 +187,7 @@ class AgentSettings(BaseSettings):
     audit: AuditSection = Field(default_factory=AuditSection)
     tes: TesSection = Field(default_factory=TesSection)
     relion: RelionSection = Field(default_factory=RelionSection)
+    software: SoftwareSection = Field(default_factory=SoftwareSection)
 
     @classmethod
     def settings_customise_sources(

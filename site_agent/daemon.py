@@ -1,7 +1,8 @@
 """``cryomesh agent run``: the agent's loops.
 
 Heartbeats; work (``site_agent.work``); transfers (``site_agent.transfers``). The
-heartbeat loop sends a capacity snapshot every interval, backs off with full jitter while
+heartbeat loop sends a capacity snapshot every interval (with the software measured at
+the site, ``site_agent.software``, whenever it differs from what the hub last acknowledged), backs off with full jitter while
 the hub is away (transport errors, 408/429/5xx, honouring Retry-After), re-fetches its
 token before it expires, and keeps going across hub restarts. The agent stops only on
 SIGTERM/SIGINT, or when the hub says this agent is revoked or unknown.
@@ -13,11 +14,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.schemas.capacity import Heartbeat
+from shared.schemas.software import MeasuredSoftware
 from shared.version import __version__
 from site_agent import metrics
 from site_agent.audit import audit_loop
@@ -29,6 +32,7 @@ from site_agent.discovery import Discovery, make_discovery
 from site_agent.discovery.base import storage_capacity
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import make_executor
+from site_agent.software import discover_software
 from site_agent.transfers.worker import TransferWorker
 from site_agent.work import Worker
 
@@ -64,11 +68,28 @@ class Agent:
         self.exit_code = EXIT_OK
         self.last_heartbeat_ok: datetime | None = None
         self.heartbeats_sent = 0
+        self.software_acked: list[MeasuredSoftware] | None = None  # what the hub has of our software
+        self.software_probed_at: float | None = None
+
+    def measured_software(self) -> list[MeasuredSoftware] | None:
+        """The software measured now, or None when unchanged since the hub acknowledged it."""
+        cfg = self.settings.software
+        if not cfg.probe:
+            return None
+        now = time.monotonic()
+        if self.software_probed_at is None or now - self.software_probed_at >= cfg.probe_interval_s:
+            self.software_probed_at = now
+            try:
+                self.worker.software = discover_software(cfg)
+            except Exception:  # measuring software must never stop the heartbeat; keep the last list
+                log.exception("could not measure the installed software; reporting the last measurement")
+        return None if self.worker.software == self.software_acked else self.worker.software
 
     def snapshot(self) -> Heartbeat:
         # Stamped before reading, so a job started during the read counts as not yet seen.
         sampled_at = datetime.now(UTC)
         partitions = self.discovery.partitions()
+        software = self.measured_software()
         return Heartbeat(
             agent_version=__version__,
             interval_s=self.settings.agent.heartbeat_interval_s,
@@ -78,6 +99,7 @@ class Agent:
             storage=storage_capacity(self.settings.storage),
             totals=self.discovery.site_totals(),
             attempts=self.worker.held(),
+            software=software,
         )
 
     async def _sleep(self, seconds: float) -> None:
@@ -118,6 +140,8 @@ class Agent:
                 log.exception("could not take a capacity snapshot; retrying in %.1f s", delay)
                 await self._sleep(delay)
                 continue
+            if hb.software is not None:
+                self.software_acked = hb.software
             if backoff.failures:
                 log.info("heartbeats flowing again after %d failure(s)", backoff.failures)
             backoff.reset()

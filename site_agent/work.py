@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.schemas.jobs import Assignment, AssignmentBatch, JobSpec, JobState
+from shared.schemas.jobs import KIND_SOFTWARE, Assignment, AssignmentBatch, JobSpec, JobState
+from shared.schemas.pictures import PictureSet
+from shared.schemas.software import MeasuredSoftware
 from site_agent import tes_work
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
@@ -27,8 +29,11 @@ from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import Executor
 from site_agent.executors.base import tail
 from site_agent.jobstore import JobHandle, JobStore
+from site_agent.pictures import class_pictures, dataset_pictures
 from site_agent.relion_site import refusal as relion_refusal
 from site_agent.relion_site import write_plan
+from site_agent.software import choose_build
+from site_agent.staging import link_inputs
 
 log = logging.getLogger("cryomesh.agent.work")
 
@@ -64,6 +69,7 @@ class Worker:
         self.workdir = settings.executor.workdir or settings.agent.state_dir / "work"
         self.active: dict[str, JobHandle] = {}
         self.outbox_wakeup = asyncio.Event()
+        self.software: list[MeasuredSoftware] = []  # measured by the heartbeat loop
 
     # -- restart ----------------------------------------------------------------
 
@@ -166,11 +172,17 @@ class Worker:
             workdir=str(self.workdir / f"{a.job_id}-{a.attempt}"), spec=a.spec.model_dump(mode="json"), institution=a.institution,
         )  # fmt: skip
         h.extra["inputs"] = a.inputs
+        if KIND_SOFTWARE[a.spec.kind] == "relion" and (build := choose_build(self.software, a.spec)):
+            h.extra["software_path"] = build.path
         self.store.save(h)  # held on disk before anything starts, so a restart finds it
         try:
             tes_work.prepare(self.settings, h, a.spec)
             if a.spec.relion is not None:
                 write_plan(self.settings, Path(h.workdir), a.spec)
+            if KIND_SOFTWARE[a.spec.kind] == "relion":
+                await asyncio.to_thread(
+                    link_inputs, Path(h.workdir), [a.inputs[d.dataset] for d in a.spec.inputs if d.dataset in a.inputs]
+                )
             h.local_id = await asyncio.to_thread(self.executor.submit, h, JobSpec.model_validate(h.spec))
         except Exception as exc:  # the site could not start it: a system error, retried elsewhere
             log.exception("could not start attempt %s", a.attempt_id)
@@ -213,6 +225,7 @@ class Worker:
                 reason = status.reason
                 if status.state is JobState.COMPLETE:
                     reason = await self._register_output(h) or reason
+                    await self._send_pictures(h)
                 self._report(h, status.state, exit_code=status.exit_code, reason=reason, tes=tes)
                 if status.state.final or status.state in (JobState.SYSTEM_ERROR, JobState.PREEMPTED):
                     log.info("attempt %s ended: %s", h.attempt_id, status.state.value)
@@ -242,6 +255,30 @@ class Worker:
         self.store.save(h)
         log.info("output of job %s registered as dataset %s", h.job_id, ds["id"])
         return f"completed; output registered as dataset {ds['id']}"
+
+    async def _send_pictures(self, h: JobHandle) -> None:
+        """Thumbnails of a finished job's class averages, and of its output dataset, to the hub.
+
+        Made here from the output (``site_agent.pictures``); only small PNGs leave the site.
+        Pictures are a courtesy: a failure is logged and the job's result stands."""
+        if h.extra.get("pictures_sent"):
+            return
+        spec = JobSpec.model_validate(h.spec)
+        out = Path(h.workdir) / (spec.outputs.path if spec.outputs else "output")
+        sends: list[tuple[str, Any]] = [(f"/api/v1/jobs/{h.job_id}/pictures", class_pictures)]
+        if ds := h.extra.get("output_dataset"):
+            sends.append((f"/api/v1/datasets/{ds}/pictures", dataset_pictures))
+        for route, make in sends:
+            try:
+                pictures = await asyncio.to_thread(make, out)
+                if pictures:
+                    body = PictureSet(pictures=pictures).model_dump(mode="json")
+                    await self.client.request("PUT", route, json=body)
+                    log.info("sent %d picture(s) to %s", len(pictures), route)
+            except (OSError, ValueError, RuntimeError, HubRefused, HubUnavailable) as exc:
+                log.warning("pictures for %s not sent: %s", route, exc)
+        h.extra["pictures_sent"] = True
+        self.store.save(h)
 
     def _stream_tail(self, h: JobHandle) -> None:
         """While a job runs, send the tail of its output every ``LOG_EVERY_S`` if it grew."""

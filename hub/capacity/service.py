@@ -11,6 +11,7 @@ from hub.capacity.models import CapacityBucket, CapacityLatest
 from hub.errors import NotFound
 from hub.settings import HubSettings
 from hub.sites.models import Site
+from hub.sites.service import record_measured_software
 from hub.types import utcnow
 from shared.schemas.capacity import (
     CapacityHistory,
@@ -90,6 +91,8 @@ def record_heartbeat(session: Session, site: Site, hb: Heartbeat, settings: HubS
     latest.storage = [s.model_dump() for s in hb.storage]
     session.add(latest)
     _fold_into_history(session, site.id, now, totals, settings.history_bucket_s)
+    if hb.software is not None:
+        record_measured_software(session, site.id, hb.software, now)
     site.last_heartbeat_at = now
     site.heartbeat_interval_s = hb.interval_s
     site.agent_version = hb.agent_version

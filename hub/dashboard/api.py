@@ -10,6 +10,7 @@ receiver, network admins for both) and ``awaiting``, the sites whose decision is
 
 from __future__ import annotations
 
+import base64
 from collections import defaultdict
 from datetime import timedelta
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from hub.jobs import service as jobs
 from hub.jobs import usage
 from hub.jobs.models import Attempt
 from hub.network.service import summary
+from hub.pictures import service as pictures
 from hub.sites.models import Site
 from hub.transfers import service as transfers
 from hub.types import utcnow
@@ -95,8 +97,9 @@ def job_list(
 
 
 @router.get("/jobs/{job_id}", responses=responses(NotFound))
-def job_detail(job_id: str, session: SessionDep, principal: Person) -> dict[str, Any]:
-    """One job: its spec, timeline (attempts), logs tail and placement reasons (why here / why still queued)."""
+def job_detail(job_id: str, session: SessionDep, principal: Person, settings: SettingsDep) -> dict[str, Any]:
+    """One job: its spec, timeline (attempts), logs tail, placement reasons (why here / why still
+    queued) and the pictures its site sent (a classification's class averages)."""
     job = jobs.get_visible(session, principal, job_id)
     names = {s.id: s.name for s in session.exec(select(Site))}
     attempts = session.exec(select(Attempt).where(Attempt.job_id == job.id).order_by(col(Attempt.number))).all()
@@ -111,7 +114,26 @@ def job_detail(job_id: str, session: SessionDep, principal: Person) -> dict[str,
         "timeline": timeline,
         "placement": jobs.placement(session, principal, job.id).model_dump(mode="json"),
         "logs": jobs.logs(session, principal, job.id).model_dump(mode="json"),
+        "pictures": _pictures(session, "job", job.id, settings.public_url),
     }
+
+
+def _pictures(session: SessionDep, subject: pictures.Subject, subject_id: str, base: str) -> list[dict[str, Any]]:
+    """The subject's pictures with each PNG inline as a data URL (an <img> cannot send the
+    page's bearer token; they are small and bounded, see ``shared.schemas.pictures``)."""
+    out = []
+    for p in pictures.listing(session, subject, subject_id, base.rstrip("/")):
+        data = base64.b64encode(pictures.png(session, subject, subject_id, p.name)).decode()
+        out.append({**p.model_dump(mode="json"), "src": f"data:image/png;base64,{data}"})
+    return out
+
+
+@router.get("/datasets/{dataset_id}", responses=responses(NotFound))
+def dataset_detail(dataset_id: str, session: SessionDep, principal: Person, settings: SettingsDep) -> dict[str, Any]:
+    """One dataset: its description (pixel size, instrument, ...), replicas, provenance and thumbnails."""
+    ds = datasets.get_visible(session, principal, dataset_id)
+    (public,) = datasets.to_public(session, [ds])
+    return {"dataset": public.model_dump(mode="json"), "pictures": _pictures(session, "dataset", ds.id, settings.public_url)}
 
 
 def _eta(t: dict[str, Any]) -> float | None:

@@ -52,6 +52,10 @@ class PartitionRow(SQLModel, table=True):
 
 
 class SoftwareRow(SQLModel, table=True):
+    """A package at a site: declared by its admin, or measured by its agent (``source``).
+
+    A measured GPU build has one row per CUDA architecture it was compiled for."""
+
     __tablename__ = "site_software"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -60,6 +64,11 @@ class SoftwareRow(SQLModel, table=True):
     version: str = Field(max_length=50)
     cuda_arch: str | None = Field(default=None, max_length=20)
     notes: str | None = Field(default=None, max_length=500)
+    source: str = Field(default="declared", max_length=10, sa_column_kwargs={"server_default": "declared"})
+    build: str | None = Field(default=None, max_length=20)
+    mpi: bool | None = None
+    path: str | None = Field(default=None, max_length=1000)
+    measured_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class StorageRow(SQLModel, table=True):

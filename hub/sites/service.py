@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,7 @@ from hub.sites.queries import SiteFilter, get_site_by_name, list_sites, site_chi
 from hub.types import utcnow
 from shared.schemas.auth import Role
 from shared.schemas.sites import Partition, SiteCreate, SitePublic, SiteStatus, SiteUpdate, Software, StorageEndpoint
+from shared.schemas.software import MeasuredSoftware
 
 
 def _replace_children(
@@ -28,12 +30,30 @@ def _replace_children(
     if partitions is not None:
         session.execute(delete(PartitionRow).where(PartitionRow.site_id == site_id))  # type: ignore[arg-type]
         session.add_all(PartitionRow(site_id=site_id, **p.model_dump()) for p in partitions)
-    if software is not None:
-        session.execute(delete(SoftwareRow).where(SoftwareRow.site_id == site_id))  # type: ignore[arg-type]
+    if software is not None:  # what the admin declares; what the agent measured stays
+        session.execute(
+            delete(SoftwareRow).where(SoftwareRow.site_id == site_id, SoftwareRow.source == "declared")  # type: ignore[arg-type]
+        )
         session.add_all(SoftwareRow(site_id=site_id, **s.model_dump()) for s in software)
     if storage is not None:
         session.execute(delete(StorageRow).where(StorageRow.site_id == site_id))  # type: ignore[arg-type]
         session.add_all(StorageRow(site_id=site_id, **e.model_dump()) for e in storage)
+
+
+def record_measured_software(session: Session, site_id: int, found: list[MeasuredSoftware], at: datetime) -> None:
+    """Replace the site's measured software with what its agent just reported (one row per
+    CUDA architecture of a GPU build, so the broker matches a job's ``cuda_arch`` as for
+    declared software). The agent reports only changes, so this runs rarely."""
+    session.execute(
+        delete(SoftwareRow).where(SoftwareRow.site_id == site_id, SoftwareRow.source == "measured")  # type: ignore[arg-type]
+    )
+    for m in found:
+        archs: list[str | None] = [*m.cuda_archs] or [None]
+        for arch in archs:
+            session.add(
+                SoftwareRow(site_id=site_id, name=m.name.lower(), version=m.version, cuda_arch=arch, notes=m.notes,
+                            source="measured", build=m.build, mpi=m.mpi, path=m.path, measured_at=at)
+            )  # fmt: skip
 
 
 def create_site(session: Session, data: SiteCreate) -> Site:

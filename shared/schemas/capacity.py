@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field, FiniteFloat, model_validator
 
 from shared.schemas.common import Int64, SafeStr, Slug
+from shared.schemas.software import MeasuredSoftware
 
 
 class GpuCapacity(BaseModel):
@@ -111,6 +112,12 @@ class Heartbeat(BaseModel):
         default=None,
         description="Site-wide totals with each node counted once, for schedulers whose partitions "
         "share nodes (Slurm); default: the sum over partitions",
+    )
+    software: list[MeasuredSoftware] | None = Field(
+        default=None,
+        max_length=200,
+        description="Software the agent measured (RELION builds found on PATH or in its configured dirs). "
+        "Sent when it changes; None: unchanged since the last heartbeat the hub acknowledged",
     )
 
     @model_validator(mode="after")

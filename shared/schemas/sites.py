@@ -60,6 +60,18 @@ class Software(StrictModel):
     notes: SafeStr | None = Field(default=None, max_length=500)
 
 
+class SoftwarePublic(Software):
+    """A package as the registry lists it: declared by the site's admin, or measured by its agent."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: str = Field(default="declared", description="'declared' (by the site's admin) or 'measured' (by its agent)")
+    build: str | None = Field(default=None, description="measured: 'cpu' or 'cuda'")
+    mpi: bool | None = Field(default=None, description="measured: an MPI build with a launcher was found")
+    path: str | None = Field(default=None, description="measured: where the programs are at the site")
+    measured_at: datetime | None = None
+
+
 class StorageEndpoint(StrictModel):
     name: Slug
     kind: SafeStr = Field(default="posix", pattern=r"^(posix|s3)$")
@@ -112,6 +124,7 @@ class SitePublic(SiteBase):
     model_config = ConfigDict(extra="ignore")  # a response: readers tolerate a newer hub's fields
 
     name: str
+    software: list[SoftwarePublic] = Field(default_factory=list)  # type: ignore[assignment]
     status: SiteStatus
     reachability: Reachability
     last_heartbeat_at: datetime | None

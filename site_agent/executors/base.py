@@ -8,6 +8,7 @@ re-adopt a job it did not start in this life and still learn how it ended.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +23,9 @@ def job_env(h: JobHandle, spec: JobSpec) -> dict[str, str]:
     """What every job sees: its id and attempt, where its inputs are, where to leave output.
 
     ``CRYOMESH_INPUTS`` is a JSON object, dataset id -> local directory; ``CRYOMESH_INPUT_DIR``
-    is the first input's directory (most jobs have one)."""
+    is the first input's directory (most jobs have one). A job run with one of the site's
+    measured software builds (``h.extra["software_path"]``, see ``site_agent.software``)
+    finds that build's programs first on its PATH."""
     inputs: dict[str, str] = h.extra.get("inputs", {})
     env = {
         "CRYOMESH_JOB_ID": h.job_id,
@@ -33,6 +36,8 @@ def job_env(h: JobHandle, spec: JobSpec) -> dict[str, str]:
     first = next((inputs[d.dataset] for d in spec.inputs if d.dataset in inputs), None)
     if first:
         env["CRYOMESH_INPUT_DIR"] = first
+    if build := h.extra.get("software_path"):
+        env["PATH"] = os.pathsep.join([build, os.environ.get("PATH", "")])
     return env
 
 

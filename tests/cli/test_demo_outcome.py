@@ -58,7 +58,7 @@ def test_each_unfinished_job_and_transfer_with_its_state_and_reason() -> None:
         "job refine3d-1: QUEUED — QUEUED: no site can run it now: osaka-cpu: has no a100 GPUs",
         "job motioncorr: EXECUTOR_ERROR at osaka-cpu — EXECUTOR_ERROR at osaka-cpu: exit code 1",
         "transfer tr-9 of ds-1 kyoto-gpu -> osaka-cpu: FETCHING, 12.0 MB of 30.0 MB",
-        "job 2d-average: QUEUED at osaka-cpu — QUEUED at osaka-cpu: waiting for ds-1 to arrive",
+        "job class2d: QUEUED at osaka-cpu — QUEUED at osaka-cpu: waiting for ds-1 to arrive",
     ]
 
 
@@ -67,5 +67,5 @@ def test_a_share_request_still_waiting() -> None:
     story = {**DONE_STORY, "request": {"state": "pending"}, "transfers": [], "job": {}}
     assert unfinished(summary, SITES, [job("ctf", "COMPLETE", "osaka-cpu", "placed")], story) == [
         "share request for ds-1: pending",
-        "2d-average: not submitted",
+        "class2d: not submitted",
     ]

@@ -200,13 +200,45 @@ async function jobPage(id) {
     <p class="muted">owner ${esc(j.owner)} · ${esc(j.institution)} · ${esc(j.kind)} · created ${esc(j.created_at)}${j.state_reason ? ` · ${esc(j.state_reason)}` : ""}</p>
     <h2>Placement: every site's verdict</h2><table data-testid="verdicts"><tr><th>site</th><th>eligible</th><th>score</th><th>reasons</th></tr>${verdicts}</table>
     <h2>Timeline</h2><table><tr><th>attempt</th><th>site</th><th>state</th><th>offered</th><th>started</th><th>ended</th><th>exit</th><th>reason</th></tr>${timeline}</table>
+    ${classGrid(d.pictures)}
     <h2>Output (tail)</h2><pre data-testid="stdout">${esc(d.logs.stdout_tail || "(nothing yet)")}</pre>
     ${d.logs.stderr_tail ? `<pre>${esc(d.logs.stderr_tail)}</pre>` : ""}`;
 }
 
+// Thumbnails made at the site by its agent (class averages, particles), inline as data URLs.
+function thumbs(pictures, testid) {
+  return `<div class="thumbs" data-testid="${testid}">${pictures.map((p) => `<figure data-testid="thumb" data-name="${esc(p.name)}">
+    <img src="${p.src}" width="${p.width}" height="${p.height}" alt="${esc(p.caption || p.name)}">
+    <figcaption>${p.share != null ? `<b>${(p.share * 100).toFixed(1)} %</b> of the particles<br>${esc(p.name)}`
+      : esc(p.caption || p.name)}</figcaption></figure>`).join("")}</div>`;
+}
+
+function classGrid(pictures) {
+  if (!pictures.length) return "";
+  const px = pictures[0].pixel_size_a;
+  return `<h2>2D class averages <span class="muted">(last iteration, largest share first${px ? `; ${px} Å/pixel` : ""}; made at ${esc(pictures[0].site)})</span></h2>
+    ${thumbs(pictures, "classes")}`;
+}
+
+async function datasetPage(id) {
+  const d = await api(`/api/v1/dashboard/datasets/${encodeURIComponent(id)}`);
+  const x = d.dataset, acq = x.acquisition || {};
+  const measured = d.pictures.find((p) => p.pixel_size_a)?.pixel_size_a;
+  const source = x.source_job ? `made by job <a href="#/job/${esc(x.source_job)}">${esc(x.source_job)}</a> from ${esc(x.source_datasets.join(", "))}` : "";
+  return `<p><a href="#/data">← all data</a></p><h2>${esc(x.title)} <span class="muted">${esc(x.id)}</span></h2>
+    <p class="muted">${esc(x.owner_site)} · ${x.file_count} files · ${bytes(x.total_bytes)} · ${esc(x.visibility)}${source ? ` · ${source}` : ""}</p>
+    <p><b>Pixel size:</b> <span data-testid="pixel-size">${acq.pixel_size_a != null ? `${acq.pixel_size_a} Å` : "not given"}</span>
+      ${measured != null ? `<span class="muted" data-testid="pixel-size-measured">(in the images: ${measured} Å)</span>` : ""}
+      ${x.instrument?.microscope ? ` · ${esc(x.instrument.microscope)}` : ""}${x.detector?.model ? ` · ${esc(x.detector.model)}` : ""}</p>
+    ${x.description ? `<p>${esc(x.description)}</p>` : ""}
+    <h2>Images <span class="muted">(thumbnails made at ${esc(x.owner_site)})</span></h2>
+    ${d.pictures.length ? thumbs(d.pictures, "dataset-thumbs") : `<p class="muted">no thumbnails (no images found, or none sent)</p>`}
+    <h2>Replicas</h2><table><tr><th>site</th><th>state</th><th>location</th></tr>${x.replicas.map((r) => `<tr><td>${esc(r.site)}</td><td>${pill(r.state)}</td><td>${esc(r.location)}</td></tr>`).join("")}</table>`;
+}
+
 async function dataPage() {
   const d = await api("/api/v1/dashboard/data");
-  const ds = d.datasets.map((x) => `<tr data-testid="dataset-row"><td><b>${esc(x.title)}</b><br><span class="muted">${esc(x.id)}</span></td>
+  const ds = d.datasets.map((x) => `<tr data-testid="dataset-row"><td><a href="#/dataset/${esc(x.id)}"><b>${esc(x.title)}</b></a><br><span class="muted">${esc(x.id)}</span></td>
     <td>${esc(x.owner_site)}</td><td>${x.file_count}</td><td>${bytes(x.total_bytes)}</td><td>${esc(x.visibility)}</td>
     <td>${x.replicas.map((r) => `${esc(r.site)} ${pill(r.state)}`).join("<br>")}</td></tr>`).join("");
   const reqs = d.share_requests.map((r) => `<tr data-testid="share-row" data-request="${esc(r.id)}"><td>${esc(r.dataset_title)}</td>
@@ -268,11 +300,11 @@ async function render() {
   const [path, query] = (location.hash.slice(1) || "/overview").split("?");
   const params = new URLSearchParams(query || "");
   const page = path.split("/")[1];
-  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === page || (page === "job" && a.dataset.page === "jobs")));
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === page || (page === "job" && a.dataset.page === "jobs") || (page === "dataset" && a.dataset.page === "data")));
   const main = document.getElementById("main");
   try {
     const html = page === "jobs" ? await jobsPage(params) : page === "job" ? await jobPage(path.split("/")[2])
-      : page === "data" ? await dataPage() : page === "usage" ? await usagePage() : await overview(params);
+      : page === "dataset" ? await datasetPage(path.split("/")[2]) : page === "data" ? await dataPage() : page === "usage" ? await usagePage() : await overview(params);
     main.innerHTML = html;
     document.getElementById("chart-site")?.addEventListener("change", (e) => {
       location.hash = e.target.value ? `#/overview?site=${encodeURIComponent(e.target.value)}` : "#/overview";
@@ -307,7 +339,7 @@ async function start() {
   out.addEventListener("click", signOut);
   window.addEventListener("hashchange", render);
   await render();
-  refreshTimer = setInterval(() => { if (!location.hash.startsWith("#/job/")) render(); }, REFRESH_MS);
+  refreshTimer = setInterval(() => { if (!location.hash.startsWith("#/job/") && !location.hash.startsWith("#/dataset/")) render(); }, REFRESH_MS);
 }
 
 start();

@@ -1,0 +1,1 @@
+"""Small PNGs of jobs' results and datasets' images, uploaded by the sites' agents."""
