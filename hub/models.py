@@ -12,6 +12,7 @@ from hub.auth.models import (
     UsedAssertion,
 )
 from hub.capacity.models import CapacityBucket, CapacityLatest
+from hub.costs.models import Budget
 from hub.datasets.models import Dataset, DatasetManifest, Replica
 from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
@@ -21,6 +22,7 @@ from hub.transfers.models import Transfer
 __all__ = [
     "Attempt",
     "AuthorizationCodeRow",
+    "Budget",
     "CapacityBucket",
     "CapacityLatest",
     "Dataset",

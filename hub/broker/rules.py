@@ -10,14 +10,15 @@ site rules out for good is refused at submission.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from hub.costs.pricing import Priced, cheapest
 from shared.schemas.jobs import KIND_SOFTWARE, JobKind, JobSpec
-from shared.schemas.sites import WEEKDAYS, SitePolicy
+from shared.schemas.sites import WEEKDAYS, PartitionCost, SitePolicy
 
 #: CUDA compute capability of common GPU models (lower-case names as agents report them).
 GPU_ARCH: dict[str, str] = {
@@ -46,6 +47,8 @@ class PartitionView:
     memory_gb_per_node: float
     gpu_model: str | None
     gpus_per_node: int
+    spot: bool = False
+    cost: PartitionCost | None = None
 
 
 @dataclass
@@ -212,6 +215,43 @@ def in_window(policy: SitePolicy, now: datetime) -> bool:
     return False
 
 
+def expected_runtime_s(spec: JobSpec, site: SiteView) -> float:
+    """How long the job is expected to run at the site. Until runtime models learn from
+    finished runs, this is the job's own walltime: an upper bound (the site stops the job
+    there), so a deadline the broker accepts is met and a cost it shows is the most the job
+    can cost."""
+    return float(spec.resources.walltime_s)
+
+
+def price(spec: JobSpec, site: SiteView, gpu_models: list[str]) -> Priced | None:
+    """The job priced on the cheapest of the site's partitions it fits (GPU jobs: with one of ``gpu_models``)."""
+    r = spec.resources
+    return cheapest(site.partitions, r.cpus, r.gpus, set(gpu_models) if r.gpus else None)
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} m" if minutes >= 60 else f"{minutes} m"
+
+
+def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:
+    """(reason the job would cost more than its max_cost here, the GPU models it stays within at)."""
+    if spec.max_cost is None:
+        return None, models
+    runtime = expected_runtime_s(spec, site)
+    candidates = [[m] for m in models] if spec.resources.gpus else [[]]
+    within = [c for c in candidates if (p := price(spec, site, c)) is not None and p.cost(runtime) <= spec.max_cost]
+    if within:
+        return None, [m for c in within for m in c]
+    best = price(spec, site, models)
+    if best is None:
+        return None, models  # no partition takes the footprint: the hardware check has said why
+    return (
+        f"would cost ≈ {best.cost(runtime):.2f} ({_duration(runtime)} on {best.partition}), above the job's max_cost "
+        f"{spec.max_cost:g}"
+    ), []
+
+
 def static_verdict(spec: JobSpec, institution: str | None, site: SiteView) -> tuple[str | None, list[str]]:
     """(reason the job can never run at the site, usable GPU models). With ``institution``
     None the institution check is left to the caller (the batch placer does it per job)."""
@@ -224,7 +264,10 @@ def static_verdict(spec: JobSpec, institution: str | None, site: SiteView) -> tu
     for check in checks:
         if check:
             return check, []
-    return _hardware_ok(spec, site)
+    never, models = _hardware_ok(spec, site)
+    if never:
+        return never, []
+    return _within_max_cost(spec, site, models)
 
 
 def evaluate(spec: JobSpec, institution: str, site: SiteView, now: datetime, avoid: set[str]) -> Verdict:
@@ -247,6 +290,14 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
         reasons.append(f"outside the site's lending hours ({site.policy.timezone})")
     if not site.has_snapshot:
         reasons.append("no capacity reported yet")
+    if spec.deadline is not None:
+        priced = price(spec, site, models)
+        finish = now + timedelta(seconds=expected_runtime_s(spec, site) + (priced.startup_s if priced else 0))
+        if finish > spec.deadline:
+            reasons.append(
+                f"would finish by {finish:%Y-%m-%d %H:%M} UTC at the latest (its walltime from now), after the "
+                f"deadline {spec.deadline.astimezone(finish.tzinfo):%Y-%m-%d %H:%M} UTC"
+            )
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
     r = spec.resources
@@ -283,6 +334,10 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     }
     score = round(sum(WEIGHTS[k] * v for k, v in parts.items()), 6)
     why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {chosen_model} GPUs"] if chosen_model else [])
+    priced = price(spec, site, [chosen_model] if chosen_model else [])
+    if priced is not None and priced.per_hour > 0:
+        runtime = expected_runtime_s(spec, site)
+        why.append(f"≈ {priced.cost(runtime):.2f} for {_duration(runtime)} on {priced.partition}")
     return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=chosen_model)
 
 

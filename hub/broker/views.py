@@ -15,7 +15,7 @@ from hub.sites.models import Site
 from hub.sites.queries import site_children
 from shared.schemas.capacity import CapacityTotals, PartitionCapacity
 from shared.schemas.datasets import ReplicaState
-from shared.schemas.sites import SitePolicy
+from shared.schemas.sites import PartitionCost, SitePolicy
 
 RELIABILITY_WINDOW = timedelta(days=7)
 
@@ -51,7 +51,8 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
             id=s.id, name=s.name, institution=s.institution, country=s.country, status=s.status,
             reachability=s.reachability,
             partitions=[PartitionView(p.name, p.node_count, p.cores_per_node, p.memory_gb_per_node,
-                                      p.gpu_model.lower() if p.gpu_model else None, p.gpus_per_node) for p in parts[s.id]],
+                                      p.gpu_model.lower() if p.gpu_model else None, p.gpus_per_node, p.spot,
+                                      PartitionCost.model_validate(p.cost) if p.cost else None) for p in parts[s.id]],
             software=[(x.name, x.version, x.cuda_arch) for x in soft[s.id]],
             policy=policy_of(policies.get(s.id)),
         )  # fmt: skip

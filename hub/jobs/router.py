@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from hub.auth.policy import ensure_agent_of, ensure_can_edit_site, ensure_can_read_site
 from hub.auth.principal import Principal
 from hub.broker.views import policy_of
+from hub.costs import service as budgets
 from hub.db import transaction
 from hub.deps import CurrentAgent, CurrentPrincipal, Offset, Person, SessionDep, SettingsDep, _bearer, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, responses
@@ -61,13 +62,17 @@ def _notifier(request: Request) -> Notifier:
 @router.post(
     "/jobs", status_code=201, responses=responses(*AUTH_ERRORS, Conflict), dependencies=[Depends(require_scopes("sites:read"))]
 )
-def submit_job(spec: JobSpec, request: Request, session: SessionDep, principal: Person) -> JSONResponse:
-    """Submit a job. 201 with the new job; 200 with the first one when the idempotency key was seen;
-    409 when no site in the network could ever run it (with the reason for each site)."""
-    job, created = service.submit(session, principal, spec, _notifier(request))
+def submit_job(spec: JobSpec, request: Request, session: SessionDep, principal: Person, settings: SettingsDep) -> JSONResponse:
+    """Submit a job. 201 with the new job (with ``warnings``, e.g. a budget nearly spent); 200 with
+    the first one when the idempotency key was seen; 409 when no site in the network could ever
+    run it (with the reason for each site), when its deadline has passed, or when the
+    institution's enforced monthly budget is spent."""
+    job, created = service.submit(session, principal, spec, _notifier(request), settings.currency)
     session.flush()
-    body = service.to_public(session, job).model_dump(mode="json")
-    return JSONResponse(body, status_code=201 if created else 200)
+    public = service.to_public(session, job)
+    if created and principal.institution:
+        public.warnings = budgets.warnings(session, principal.institution, settings.currency)
+    return JSONResponse(public.model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @router.get("/jobs", responses=responses(*AUTH_ERRORS))
@@ -188,9 +193,9 @@ def put_policy(name: str, body: SitePolicy, request: Request, session: SessionDe
 
 @router.get("/usage", responses=responses(*AUTH_ERRORS, BadRequest))
 def get_usage(
-    session: SessionDep, principal: Person, since: datetime | None = None, until: datetime | None = None,
-    days: Annotated[float, Query(gt=0, le=3660)] = 30,
+    session: SessionDep, principal: Person, settings: SettingsDep, since: datetime | None = None,
+    until: datetime | None = None, days: Annotated[float, Query(gt=0, le=3660)] = 30,
 ) -> UsageReport:  # fmt: skip
-    """CPU- and GPU-hours consumed by institution and provided by site, in a time window (default 30 days)."""
+    """CPU- and GPU-hours and cost consumed by institution and provided by site, in a time window (default 30 days)."""
     since, until = window(since, until, timedelta(days=days))
-    return usage.report(session, principal, since, until)
+    return usage.report(session, principal, since, until, settings.currency)

@@ -12,6 +12,8 @@ from sqlmodel import Session, col, select
 from hub.auth.principal import Principal
 from hub.broker.service import ensure_possible, place_job
 from hub.broker.views import load_site_views
+from hub.costs import service as budgets
+from hub.costs.service import attempt_cost
 from hub.datasets.service import get_visible as get_visible_dataset
 from hub.db import after_commit
 from hub.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -117,8 +119,12 @@ def _resolve_inputs(session: Session, principal: Principal, spec: JobSpec) -> Jo
     return spec.model_copy(update={"inputs": inputs}) if spec.inputs else spec
 
 
-def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None) -> tuple[Job, bool]:
-    """(job, created). The same idempotency key from the same owner returns the first job."""
+def submit(
+    session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None, currency: str = "USD"
+) -> tuple[Job, bool]:
+    """(job, created). The same idempotency key from the same owner returns the first job. A new
+    job is refused (409) when its institution's enforced budget is spent for the month, or when
+    its deadline has passed."""
     if principal.role is Role.AGENT:
         raise Forbidden("agents cannot submit jobs")
     if not principal.institution:
@@ -132,6 +138,9 @@ def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Noti
                 raise Conflict(f"idempotency key {spec.idempotency_key!r} was used for a different job ({existing.id})")
             return existing, False
     now = utcnow()
+    if spec.deadline is not None and spec.deadline <= now:
+        raise Conflict(f"the job's deadline {spec.deadline.isoformat()} has already passed")
+    budgets.refuse_if_exhausted(session, principal.institution, currency)
     views = load_site_views(session, now)
     ensure_possible(views, spec, principal.institution)
     job = Job(
@@ -309,10 +318,11 @@ def _tail(old: str, new: str | None) -> str:
 
 def _ledger(session: Session, attempt: Attempt, job: Job, site_name: str, ended: datetime, final: str) -> None:
     started = attempt.started_at or attempt.claimed_at or attempt.offered_at
+    wall_s = max(0.0, (ended - started).total_seconds())
     session.add(UsageEntry(
         attempt_id=attempt.id, job_id=job.id, site=site_name, institution=job.institution, started_at=started, ended_at=ended,
-        wall_s=max(0.0, (ended - started).total_seconds()), cpus=attempt.cpus, gpus=attempt.gpus, gpu_model=attempt.gpu_model,
-        final_state=final,
+        wall_s=wall_s, cpus=attempt.cpus, gpus=attempt.gpus, gpu_model=attempt.gpu_model, final_state=final,
+        cost=attempt_cost(session, attempt.site_id, attempt.cpus, attempt.gpus, attempt.gpu_model, wall_s),
     ))  # fmt: skip
 
 

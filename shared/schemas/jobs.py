@@ -182,6 +182,10 @@ class JobSpec(StrictModel):
     outputs: OutputDataset | None = Field(default=None, description="Register the job's output as a derived dataset")
     placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
     priority: Int64 = Field(default=0, ge=-100, le=100, description="Higher runs first")
+    max_cost: FiniteFloat | None = Field(
+        default=None, ge=0, le=1e9, description="Run only where the job's estimated cost stays within this (network currency)"
+    )
+    deadline: datetime | None = Field(default=None, description="Run only where the job is expected to finish by then")
     tags: list[SafeStr] = Field(default_factory=list, max_length=20)
     idempotency_key: SafeStr | None = Field(default=None, min_length=1, max_length=200)
 
@@ -196,6 +200,8 @@ class JobSpec(StrictModel):
                 raise ValueError(f"parameter names are words like 'i' or 'nr_iter': {key!r}")
             if not isinstance(value, str | int | float | bool):
                 raise ValueError(f"parameter {key} must be a string, number or boolean")
+        if self.deadline is not None and self.deadline.tzinfo is None:
+            raise ValueError("deadline needs a time zone, e.g. 2027-01-31T18:00:00Z")
         if len(set(self.tags)) != len(self.tags) or any(len(t) > 50 for t in self.tags):
             raise ValueError("tags must be unique and at most 50 characters")
         return self
@@ -218,6 +224,9 @@ class JobPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    warnings: list[str] = Field(
+        default_factory=list, description="Said once, when the job is accepted (e.g. its institution's budget nearly spent)"
+    )
 
 
 JobPage = Page[JobPublic]
@@ -312,6 +321,7 @@ class UsageRow(BaseModel):
     wall_hours: float
     cpu_hours: float
     gpu_hours: dict[str, float] = Field(description="GPU model -> GPU-hours")
+    cost: float = Field(default=0.0, description="What it cost, in the report's currency")
 
 
 class InstitutionBalance(BaseModel):
@@ -330,6 +340,7 @@ class InstitutionBalance(BaseModel):
 class UsageReport(BaseModel):
     since: datetime
     until: datetime
+    currency: str = Field(default="USD", description="ISO 4217 code of every cost in the report")
     consumed_by_institution: list[UsageRow] = Field(description="Everything each institution's jobs used, own use included")
     provided_by_site: list[UsageRow] = Field(description="Everything each site ran, its own institution's jobs included")
     balance_by_institution: list[InstitutionBalance] = Field(
