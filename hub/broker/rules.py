@@ -234,6 +234,12 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} m" if minutes >= 60 else f"{minutes} m"
 
 
+def _priced_run(priced: Priced, runtime: float) -> str:
+    """E.g. '2 h 00 m on c6i + 5 m start-up'."""
+    boot = f" + {_duration(priced.startup_s)} start-up" if priced.startup_s else ""
+    return f"{_duration(runtime)} on {priced.partition}{boot}"
+
+
 def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:
     """(reason the job would cost more than its max_cost here, the GPU models it stays within at)."""
     if spec.max_cost is None:
@@ -247,8 +253,7 @@ def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[
     if best is None:
         return None, models  # no partition takes the footprint: the hardware check has said why
     return (
-        f"would cost ≈ {best.cost(runtime):.2f} ({_duration(runtime)} on {best.partition}), above the job's max_cost "
-        f"{spec.max_cost:g}"
+        f"would cost ≈ {best.cost(runtime):.2f} ({_priced_run(best, runtime)}), above the job's max_cost {spec.max_cost:g}"
     ), []
 
 
@@ -337,7 +342,7 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     priced = price(spec, site, [chosen_model] if chosen_model else [])
     if priced is not None and priced.per_hour > 0:
         runtime = expected_runtime_s(spec, site)
-        why.append(f"≈ {priced.cost(runtime):.2f} for {_duration(runtime)} on {priced.partition}")
+        why.append(f"≈ {priced.cost(runtime):.2f} for {_priced_run(priced, runtime)}")
     return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=chosen_model)
 
 
