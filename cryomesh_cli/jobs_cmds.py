@@ -125,6 +125,8 @@ def submit(
             f"job [bold]{job['id']}[/bold] {job['state']}"
             + (f", placed on {job['site']}" if job["site"] else ", waiting for a site")
         )
+        for warning in job.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         if wait:
             try:
                 final = wait_for_job(s, job["id"], None)
@@ -243,11 +245,14 @@ def usage_tables(report: dict[str, Any]) -> list[Table]:
             "wall h",
             "CPU h",
             "GPU h",
+            f"cost ({report.get('currency', 'USD')})",
             title=f"usage {title} ({window})",
         )
         for r in rows:
             gpu = ", ".join(f"{m} {h:.2f}" for m, h in r["gpu_hours"].items()) or "-"
-            t.add_row(r["key"], str(r["attempts"]), f"{r['wall_hours']:.3f}", f"{r['cpu_hours']:.3f}", gpu)
+            t.add_row(
+                r["key"], str(r["attempts"]), f"{r['wall_hours']:.3f}", f"{r['cpu_hours']:.3f}", gpu, f"{r.get('cost', 0):.2f}"
+            )
         out.append(t)
     return out
 
@@ -259,7 +264,7 @@ def usage(
     client_secret: SecretOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Who borrowed and who lent: CPU- and GPU-hours by institution and by site."""
+    """Who borrowed and who lent: CPU- and GPU-hours and cost by institution and by site."""
     report = hub_call((hub, client_id, client_secret), "GET", "/api/v1/usage", params={"days": days})
     if as_json:
         print_json(report)

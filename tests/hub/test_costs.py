@@ -6,6 +6,7 @@ Agents are played by the test over real HTTP, as in tests/hub/test_jobs.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ import pytest
 from hub.broker.rules import PartitionView
 from hub.costs.pricing import cheapest
 from shared.schemas.sites import Partition, PartitionCost
-from tests.helpers import Hub
-from tests.hub.test_jobs import CPU_SITE, SiteAgent, add_site, jhub, spec, submit  # noqa: F401 (jhub is a fixture)
+from tests.helpers import Hub, running_hub
+from tests.hub.test_jobs import CPU_SITE, SiteAgent, add_site, spec, submit
 
 AS_OF = "2026-11-01"
 CHEAP = [{**CPU_SITE[0], "name": "cheap", "node_count": 1, "cores_per_node": 16,
@@ -24,6 +25,13 @@ CHEAP = [{**CPU_SITE[0], "name": "cheap", "node_count": 1, "cores_per_node": 16,
 CLOUD = [{"name": "c6i", "node_count": 10, "cores_per_node": 32, "memory_gb_per_node": 128,
           "cost": {"instance_type": "c6i.8xlarge", "on_demand_node_hour": 1.36, "spot_node_hour": 0.5, "node_startup_s": 300,
                    "as_of": AS_OF, "source": "https://aws.amazon.com/ec2/pricing/on-demand/"}}]  # fmt: skip
+
+
+@pytest.fixture
+def jhub(db_url: str, tmp_path: Path) -> Iterator[Hub]:
+    """A hub whose sweep the tests do not wait for (placement happens at submission)."""
+    with running_hub(db_url, tmp_path / "data", sweep_interval_s=3600, max_attempts=2) as h:
+        yield h
 
 
 def _now() -> datetime:
@@ -105,8 +113,9 @@ def test_rates_charge_what_is_held_and_nodes_charge_whole_nodes_with_start_up() 
 
 
 def test_gpu_jobs_are_priced_on_partitions_with_their_gpus() -> None:
+    price = {"instance_type": "g5.12xlarge", "on_demand_node_hour": 5.672, "as_of": AS_OF}
     gpus = _view({"name": "g5", "node_count": 4, "cores_per_node": 48, "memory_gb_per_node": 192, "gpu_model": "a10g",
-                  "gpus_per_node": 4, "cost": {"instance_type": "g5.12xlarge", "on_demand_node_hour": 5.672, "as_of": AS_OF}})  # fmt: skip
+                  "gpus_per_node": 4, "cost": price})  # fmt: skip
     cpus = _view(CHEAP[0])
     priced = cheapest([cpus, gpus], cpus=4, gpus=6, gpu_models={"a10g"})
     assert priced is not None and priced.partition == "g5" and priced.per_hour == pytest.approx(2 * 5.672), "6 GPUs: 2 nodes"
@@ -240,3 +249,29 @@ def test_a_spent_budget_refuses_new_jobs_and_warns_before(jhub: Hub, tmp_path: P
         assert c.put("/api/v1/budgets/kek", json={"monthly_limit": 0.2, "enforce": False}).status_code == 200
     allowed = submit(jhub, me, spec(resources={"cpus": 8}))
     assert allowed.status_code == 201 and "over budget; the limit is not enforced" in allowed.json()["warnings"][0]
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_cli_sets_and_shows_budgets_and_prints_submit_warnings(jhub: Hub, tmp_path: Path) -> None:
+    from tests.cli.test_cli import run
+
+    onprem = add_site(jhub, tmp_path, "onprem", CHEAP)
+    me = jhub.account("researcher", institution="kek")
+    out = run(jhub, "budgets", "set", "kek", "0.1", "--warn-at", "0.5")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kek" in out.stdout and "0.10 USD" in out.stdout and "50%" in out.stdout
+    denied = run(jhub, "budgets", "set", "kek", "1000", account=me)
+    assert denied.returncode == 1 and "only network admins set budgets" in denied.stdout
+    submit(jhub, me, spec(resources={"cpus": 8}))
+    _run(onprem, hours=1)  # 0.08 of 0.10
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("name: more\nkind: generic.command\ncommand: [echo, hi]\nresources: {cpus: 8}\n")
+    out = run(jhub, "jobs", "submit", str(job_file), account=me)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "warning: institution kek has spent 0.08 of its 0.10 USD budget" in out.stdout
+    shown = run(jhub, "budgets", "show", "kek", account=me)
+    assert shown.returncode == 0 and "warning" in shown.stdout and "0.08 USD" in shown.stdout
+    usage = run(jhub, "usage", account=me)
+    assert "cost (USD)" in usage.stdout and "0.08" in usage.stdout
