@@ -15,6 +15,7 @@ from hub.capacity.models import CapacityBucket, CapacityLatest
 from hub.costs.models import Budget
 from hub.datasets.models import Dataset, DatasetManifest, Replica
 from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
+from hub.estimates.models import RuntimeStat
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
 from hub.sites.models import PartitionRow, Site, SoftwareRow, StorageRow
 from hub.transfers.models import Transfer
@@ -36,6 +37,7 @@ __all__ = [
     "PartitionRow",
     "PlacementRecord",
     "Replica",
+    "RuntimeStat",
     "ShareEventRow",
     "SharePolicyRow",
     "ShareRequest",

@@ -17,6 +17,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from hub.costs.pricing import Priced, cheapest
+from hub.estimates.model import Estimate, Stat, estimate
 from shared.schemas.jobs import KIND_SOFTWARE, JobKind, JobSpec
 from shared.schemas.sites import WEEKDAYS, PartitionCost, SitePolicy
 
@@ -76,6 +77,7 @@ class SiteView:
     unseen_gpus: dict[str, int] = field(default_factory=dict)
     reliability: float = 1.0
     datasets: set[str] = field(default_factory=set)  # with an AVAILABLE replica here
+    runtime_stats: dict[str, Stat] = field(default_factory=dict)  # job kind -> what finished runs here taught
 
 
 @dataclass
@@ -215,12 +217,10 @@ def in_window(policy: SitePolicy, now: datetime) -> bool:
     return False
 
 
-def expected_runtime_s(spec: JobSpec, site: SiteView) -> float:
-    """How long the job is expected to run at the site. Until runtime models learn from
-    finished runs, this is the job's own walltime: an upper bound (the site stops the job
-    there), so a deadline the broker accepts is met and a cost it shows is the most the job
-    can cost."""
-    return float(spec.resources.walltime_s)
+def runtime(spec: JobSpec, site: SiteView, gpu_model: str | None) -> Estimate:
+    """How long the job would run at the site (hub/estimates/model.py): its p50 prices it, its
+    p90 decides whether a deadline is met; none exceeds the job's walltime."""
+    return estimate(spec, gpu_model, site.runtime_stats.get(spec.kind.value))
 
 
 def price(spec: JobSpec, site: SiteView, gpu_models: list[str]) -> Priced | None:
@@ -244,17 +244,20 @@ def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[
     """(reason the job would cost more than its max_cost here, the GPU models it stays within at)."""
     if spec.max_cost is None:
         return None, models
-    runtime = expected_runtime_s(spec, site)
     candidates = [[m] for m in models] if spec.resources.gpus else [[]]
-    within = [c for c in candidates if (p := price(spec, site, c)) is not None and p.cost(runtime) <= spec.max_cost]
+    costs = []
+    for c in candidates:
+        p = price(spec, site, c)
+        if p is not None:
+            run = runtime(spec, site, c[0] if c else None).p50
+            costs.append((p.cost(run), c, p, run))
+    within = [c for cost, c, _, _ in costs if cost <= spec.max_cost]
     if within:
         return None, [m for c in within for m in c]
-    best = price(spec, site, models)
-    if best is None:
+    if not costs:
         return None, models  # no partition takes the footprint: the hardware check has said why
-    return (
-        f"would cost ≈ {best.cost(runtime):.2f} ({_priced_run(best, runtime)}), above the job's max_cost {spec.max_cost:g}"
-    ), []
+    cost, _, best, run = min(costs, key=lambda x: x[0])
+    return f"would cost ≈ {cost:.2f} ({_priced_run(best, run)}), above the job's max_cost {spec.max_cost:g}", []
 
 
 def static_verdict(spec: JobSpec, institution: str | None, site: SiteView) -> tuple[str | None, list[str]]:
@@ -297,10 +300,11 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
         reasons.append("no capacity reported yet")
     if spec.deadline is not None:
         priced = price(spec, site, models)
-        finish = now + timedelta(seconds=expected_runtime_s(spec, site) + (priced.startup_s if priced else 0))
+        late = runtime(spec, site, models[0] if models else None).p90
+        finish = now + timedelta(seconds=late + (priced.startup_s if priced else 0))
         if finish > spec.deadline:
             reasons.append(
-                f"would finish by {finish:%Y-%m-%d %H:%M} UTC at the latest (its walltime from now), after the "
+                f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {_duration(late)}), after the "
                 f"deadline {spec.deadline.astimezone(finish.tzinfo):%Y-%m-%d %H:%M} UTC"
             )
     if reasons:
@@ -339,10 +343,11 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     }
     score = round(sum(WEIGHTS[k] * v for k, v in parts.items()), 6)
     why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {chosen_model} GPUs"] if chosen_model else [])
+    run = runtime(spec, site, chosen_model)
+    why.append(f"runs {run.describe()}")
     priced = price(spec, site, [chosen_model] if chosen_model else [])
     if priced is not None and priced.per_hour > 0:
-        runtime = expected_runtime_s(spec, site)
-        why.append(f"≈ {priced.cost(runtime):.2f} for {_priced_run(priced, runtime)}")
+        why.append(f"≈ {priced.cost(run.p50):.2f} for {_priced_run(priced, run.p50)}")
     return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=chosen_model)
 
 

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 from hub.broker.rules import PartitionView, SiteView
 from hub.capacity.models import CapacityLatest
 from hub.datasets.models import Replica
+from hub.estimates.service import stats_by_site
 from hub.jobs.models import Attempt, SitePolicyRow
 from hub.sites.models import Site
 from hub.sites.queries import site_children
@@ -99,4 +100,7 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
             good[site_id] += 1
     for site_id, v in views.items():
         v.reliability = (good[site_id] + 1) / (good[site_id] + bad[site_id] + 1)
+    for site_id, stats in stats_by_site(session).items():
+        if site_id in views:
+            views[site_id].runtime_stats = stats
     return list(views.values())

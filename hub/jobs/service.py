@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +18,7 @@ from hub.costs.service import attempt_cost
 from hub.datasets.service import get_visible as get_visible_dataset
 from hub.db import after_commit
 from hub.errors import BadRequest, Conflict, Forbidden, NotFound
+from hub.estimates.service import learn
 from hub.jobs import states
 from hub.jobs.models import Attempt, Job, PlacementRecord, UsageEntry
 from hub.jobs.notify import Notifier
@@ -116,7 +118,26 @@ def _resolve_inputs(session: Session, principal: Principal, spec: JobSpec) -> Jo
         except NotFound:
             raise BadRequest(f"input dataset {ref.dataset!r} does not exist or is not visible to you") from None
         inputs.append(ref.model_copy(update={"dataset": ds.id}))
+        sizes = _particle_sizes(ds.meta.get("image_sets", []))
+        if sizes:
+            filled = {k: v for k, v in sizes.items() if getattr(spec.workload, k) is None}
+            spec = spec.model_copy(update={"workload": spec.workload.model_copy(update=filled)})
     return spec.model_copy(update={"inputs": inputs}) if spec.inputs else spec
+
+
+def _particle_sizes(image_sets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Particle count, box and pixel size of a dataset's particle stacks (for run-time estimates)."""
+    stacks = [s for s in image_sets if s.get("category") == "particle_stacks"]
+    if not stacks:
+        return {}
+    out: dict[str, Any] = {}
+    if all(s.get("particles") for s in stacks):
+        out["particles"] = sum(int(s["particles"]) for s in stacks)
+    if stacks[0].get("width"):
+        out["box_px"] = int(stacks[0]["width"])
+    if stacks[0].get("pixel_size_a"):
+        out["pixel_size_a"] = float(stacks[0]["pixel_size_a"])
+    return out
 
 
 def submit(
@@ -319,6 +340,8 @@ def _tail(old: str, new: str | None) -> str:
 def _ledger(session: Session, attempt: Attempt, job: Job, site_name: str, ended: datetime, final: str) -> None:
     started = attempt.started_at or attempt.claimed_at or attempt.offered_at
     wall_s = max(0.0, (ended - started).total_seconds())
+    if final == JobState.COMPLETE.value:
+        learn(session, attempt.site_id, JobSpec.model_validate(job.spec), attempt.gpu_model, wall_s)
     session.add(UsageEntry(
         attempt_id=attempt.id, job_id=job.id, site=site_name, institution=job.institution, started_at=started, ended_at=ended,
         wall_s=wall_s, cpus=attempt.cpus, gpus=attempt.gpus, gpu_model=attempt.gpu_model, final_state=final,

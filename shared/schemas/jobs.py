@@ -169,6 +169,15 @@ class OutputDataset(StrictModel):
         return check_relative_path(v)
 
 
+class Workload(StrictModel):
+    """What the broker reads to estimate a job's run time. Filled at submission from the input
+    datasets' metadata (particle stacks: particle count, box size, pixel size) where left out."""
+
+    particles: Int64 | None = Field(default=None, ge=1, le=10**9, description="Particles the job processes")
+    box_px: Int64 | None = Field(default=None, ge=8, le=4096, description="Particle box size in pixels")
+    pixel_size_a: FiniteFloat | None = Field(default=None, gt=0, le=100, description="Pixel size in Å")
+
+
 class JobSpec(StrictModel):
     name: SafeStr = Field(min_length=1, max_length=200)
     kind: JobKind
@@ -186,6 +195,7 @@ class JobSpec(StrictModel):
         default=None, ge=0, le=1e9, description="Run only where the job's estimated cost stays within this (network currency)"
     )
     deadline: datetime | None = Field(default=None, description="Run only where the job is expected to finish by then")
+    workload: Workload = Field(default_factory=Workload, description="Sizes for run-time estimates")
     tags: list[SafeStr] = Field(default_factory=list, max_length=20)
     idempotency_key: SafeStr | None = Field(default=None, min_length=1, max_length=200)
 

@@ -137,11 +137,11 @@ def test_max_cost_keeps_a_job_off_the_dear_site_and_says_why(jhub: Hub, tmp_path
     with jhub.as_(me) as c:
         why = c.get(f"/api/v1/jobs/{capped['id']}/placement").json()
     verdicts = {v["site"]: v for v in why["latest"]["verdicts"]}
-    assert verdicts["cloud"]["reasons"] == ["would cost ≈ 2.83 (2 h 00 m on c6i + 5 m start-up), above the job's max_cost 1"]
-    assert "≈ 0.08 for 2 h 00 m on cheap" in verdicts["onprem"]["reasons"]
+    assert verdicts["cloud"]["reasons"] == ["would cost ≈ 1.47 (1 h 00 m on c6i + 5 m start-up), above the job's max_cost 1"]
+    assert "≈ 0.04 for 1 h 00 m on cheap" in verdicts["onprem"]["reasons"], "priced at the estimate's p50: half the walltime"
     r = submit(jhub, me, spec(resources={"cpus": 4, "walltime_s": 7200}, max_cost=0.01))
     assert r.status_code == 409
-    assert "onprem: would cost ≈ 0.08 (2 h 00 m on cheap), above the job's max_cost 0.01" in r.json()["detail"]
+    assert "onprem: would cost ≈ 0.04 (1 h 00 m on cheap), above the job's max_cost 0.01" in r.json()["detail"]
 
 
 def test_deadline_rules_out_sites_that_cannot_promise_it(jhub: Hub, tmp_path: Path) -> None:
