@@ -1,7 +1,7 @@
 """Job routes.
 
 Who may call:
-- submit: people bound to an institution (researchers, site admins, network admins with one);
+- submit, estimate: people bound to an institution (researchers, site admins, network admins with one);
 - list, show, placement, logs: people, for jobs of their own institution (site admins also
   for jobs placed at their site; network admins for all); other jobs answer 404;
 - cancel: the job's owner, a network admin, or the admin of the site running it;
@@ -23,11 +23,12 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from hub.auth.policy import ensure_agent_of, ensure_can_edit_site, ensure_can_read_site
 from hub.auth.principal import Principal
-from hub.broker.views import policy_of
+from hub.broker.views import load_site_views, policy_of
 from hub.costs import service as budgets
 from hub.db import transaction
 from hub.deps import CurrentAgent, CurrentPrincipal, Offset, Person, SessionDep, SettingsDep, _bearer, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, responses
+from hub.estimates import service as estimates
 from hub.jobs import service, usage
 from hub.jobs.models import SitePolicyRow
 from hub.jobs.notify import Notifier
@@ -40,6 +41,7 @@ from shared.schemas.jobs import (
     Assignment,
     AssignmentBatch,
     AttemptReport,
+    JobEstimate,
     JobLogs,
     JobPlacement,
     JobPublic,
@@ -73,6 +75,20 @@ def submit_job(spec: JobSpec, request: Request, session: SessionDep, principal: 
     if created and principal.institution:
         public.warnings = budgets.warnings(session, principal.institution, settings.currency)
     return JSONResponse(public.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@router.post(
+    "/jobs/estimate", responses=responses(*AUTH_ERRORS, BadRequest), dependencies=[Depends(require_scopes("sites:read"))]
+)
+def estimate_job(spec: JobSpec, session: SessionDep, principal: Person, settings: SettingsDep) -> JobEstimate:
+    """What the job would take at each site: the broker's verdict, the run-time estimate
+    (p10/p50/p90, what it learned from) and the cost. Nothing is submitted or stored.
+    People bound to an institution (the verdicts are for their institution)."""
+    if not principal.institution:
+        raise Forbidden("estimating a job needs an account bound to an institution")
+    spec = service.resolve_inputs(session, principal, spec)
+    now = utcnow()
+    return estimates.per_site(load_site_views(session, now), spec, principal.institution, now, settings.currency)
 
 
 @router.get("/jobs", responses=responses(*AUTH_ERRORS))

@@ -109,7 +109,7 @@ def list_jobs(
 # ---------------------------------------------------------------- submit, cancel
 
 
-def _resolve_inputs(session: Session, principal: Principal, spec: JobSpec) -> JobSpec:
+def resolve_inputs(session: Session, principal: Principal, spec: JobSpec) -> JobSpec:
     """The spec with each input named by its dataset id (an EMPIAR/EMDB accession resolved; 409 if ambiguous)."""
     inputs = []
     for ref in spec.inputs:
@@ -151,7 +151,7 @@ def submit(
     if not principal.institution:
         raise Forbidden("submitting a job needs an account bound to an institution")
     owner = principal.label()
-    spec = _resolve_inputs(session, principal, spec)
+    spec = resolve_inputs(session, principal, spec)
     if spec.idempotency_key:
         existing = session.exec(select(Job).where(Job.owner == owner, Job.idempotency_key == spec.idempotency_key)).first()
         if existing is not None:

@@ -250,6 +250,31 @@ class SiteVerdict(BaseModel):
     score_parts: dict[str, float] = Field(default_factory=dict)
 
 
+class RuntimeEstimate(BaseModel):
+    p10: float = Field(description="Seconds: 1 run in 10 is shorter")
+    p50: float = Field(description="Seconds: the median")
+    p90: float = Field(description="Seconds: 9 runs in 10 are shorter")
+    runs: int = Field(description="Finished runs of this kind at this site the estimate learned from")
+    basis: str = Field(description="What the estimate was built from")
+
+
+class SiteEstimate(BaseModel):
+    """What the job would take at one site, without submitting it."""
+
+    site: str
+    eligible: bool = Field(description="Whether the broker could place it there now")
+    reasons: list[str] = Field(description="Why the site is ruled out, or what counted for it")
+    runtime: RuntimeEstimate | None = Field(description="None where the site could never run it")
+    cost: float | None = Field(description="At the run time's p50, in the network's currency; None where it could never run")
+    startup_s: float = Field(default=0, description="Start-up of a fresh cloud node, charged and waited for")
+
+
+class JobEstimate(BaseModel):
+    currency: str
+    spec: JobSpec = Field(description="The spec as the broker reads it (inputs resolved, workload filled)")
+    sites: list[SiteEstimate] = Field(description="Eligible sites first, soonest finish first")
+
+
 class PlacementDecision(BaseModel):
     decided_at: datetime
     attempt: int

@@ -127,3 +127,37 @@ def test_particle_counts_come_from_the_input_dataset(jhub: Hub, tmp_path: Path) 
     told = submit(jhub, me, spec(kind="relion.class2d", command=["relion_refine"], workload={"particles": 1000},
                                  inputs=[{"dataset": r.json()["id"]}])).json()  # fmt: skip
     assert told["spec"]["workload"]["particles"] == 1000, "what the submitter says wins over the dataset"
+
+
+def test_estimate_shows_each_site_without_submitting(jhub: Hub, tmp_path: Path) -> None:
+    from tests.cli.test_cli import run
+    from tests.hub.test_costs import CHEAP, CLOUD
+
+    add_site(jhub, tmp_path, "onprem", CHEAP)
+    add_site(jhub, tmp_path, "cloud", CLOUD, institution="aws")
+    add_site(jhub, tmp_path, "tiny", [{**CPU_SITE[0], "node_count": 1, "cores_per_node": 2}])
+    me = jhub.account("researcher", institution="kek")
+    body = spec(resources={"cpus": 8, "walltime_s": 7200})
+    with jhub.as_(me) as c:
+        r = c.post("/api/v1/jobs/estimate", json=body)
+        assert r.status_code == 200, r.text
+        assert c.get("/api/v1/jobs").json()["total"] == 0, "nothing was submitted"
+    e = r.json()
+    by_site = {s["site"]: s for s in e["sites"]}
+    assert [s["site"] for s in e["sites"]][-1] == "tiny" and by_site["tiny"]["runtime"] is None
+    assert by_site["tiny"]["reasons"] == ["no partition fits: cpu: 2 cores per node < 8"]
+    assert by_site["onprem"]["runtime"]["p50"] == 3600 and by_site["onprem"]["cost"] == pytest.approx(0.08)
+    assert by_site["cloud"]["startup_s"] == 300 and by_site["cloud"]["cost"] == pytest.approx(1.36 * 3900 / 3600, abs=0.01)
+    assert e["currency"] == "USD"
+    with jhub.as_(me) as c:
+        bad = c.post("/api/v1/jobs/estimate", json={**body, "resources": {"cpu": 8}})
+    assert bad.status_code == 422 and "resources.cpu" in bad.json()["detail"]
+    agent = jhub.http(jhub.agent_token(jhub.enroll_agent("onprem", tmp_path / "agent")))
+    denied = agent.post("/api/v1/jobs/estimate", json=body)
+    agent.close()
+    assert denied.status_code == 403
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text("name: est\nkind: generic.command\ncommand: [echo]\nresources: {cpus: 8, walltime_s: 7200}\n")
+    out = run(jhub, "jobs", "estimate", str(spec_file), account=me)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "onprem" in out.stdout and "1 h 00 m" in out.stdout and "benchmarks" in out.stdout and "0.08" in out.stdout
