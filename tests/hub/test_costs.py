@@ -275,3 +275,16 @@ def test_cli_sets_and_shows_budgets_and_prints_submit_warnings(jhub: Hub, tmp_pa
     assert shown.returncode == 0 and "warning" in shown.stdout and "0.08 USD" in shown.stdout
     usage = run(jhub, "usage", account=me)
     assert "cost (USD)" in usage.stdout and "0.08" in usage.stdout
+
+
+def test_yaml_dates_and_times_reach_the_hub_as_iso_strings(tmp_path: Path) -> None:
+    from cryomesh_cli.common import load_document
+    from shared.schemas.jobs import JobSpec
+
+    f = tmp_path / "job.yaml"
+    f.write_text("name: j\nkind: generic.command\ncommand: [x]\ndeadline: 2027-01-31T18:00:00+09:00\n")
+    doc = load_document(f, JobSpec)
+    assert doc["deadline"] == "2027-01-31T18:00:00+09:00", "YAML parsed a datetime, which JSON cannot carry"
+    site = tmp_path / "site.yaml"
+    site.write_text("name: s\ncost: {cpu_hour: 1, as_of: 2026-11-01}\nnode_count: 1\ncores_per_node: 1\nmemory_gb_per_node: 1\n")
+    assert load_document(site, Partition)["cost"]["as_of"] == "2026-11-01"
