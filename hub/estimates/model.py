@@ -59,7 +59,7 @@ class Estimate:
 
     def describe(self) -> str:
         learned = f"learned from {self.runs} run{'s' if self.runs != 1 else ''} here" if self.runs else "no runs here yet"
-        return f"~{_dur(self.p50)} (p10 {_dur(self.p10)}, p90 {_dur(self.p90)}; {self.basis}; {learned})"
+        return f"{_dur(self.p50)} run (p10 {_dur(self.p10)}, p90 {_dur(self.p90)}; {self.basis}; {learned})"
 
 
 def _dur(seconds: float) -> str:

@@ -95,13 +95,14 @@ def test_the_hub_learns_from_finished_runs_and_says_so(jhub: Hub, tmp_path: Path
     first = submit(jhub, me, spec(resources={"cpus": 8, "walltime_s": 7200})).json()
     with jhub.as_(me) as c:
         why = c.get(f"/api/v1/jobs/{first['id']}/placement").json()
-    assert "runs ~1 h 00 m" in why["explanation"] and "no runs here yet" in why["explanation"], why["explanation"]
+    assert "finishes in ~1 h 00 m: no inputs, no wait, 1 h 00 m run (p10 23 m, p90 2 h 00 m; " in why["explanation"]
+    assert "no runs here yet" in why["explanation"], why["explanation"]
     _run(site, hours=0.25)
     second = submit(jhub, me, spec(resources={"cpus": 8, "walltime_s": 7200})).json()
     with jhub.as_(me) as c:
         why = c.get(f"/api/v1/jobs/{second['id']}/placement").json()
     assert "learned from 1 run here" in why["explanation"], why["explanation"]
-    p50 = int(why["explanation"].split("runs ~", 1)[1].split(" m (", 1)[0])
+    p50 = int(why["explanation"].split("no wait, ", 1)[1].split(" m run (", 1)[0])
     assert 15 < p50 < 25, "one 15-minute run pulls the 60-minute prior most of the way, not all of it"
 
 
