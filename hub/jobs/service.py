@@ -350,9 +350,18 @@ def _ledger(session: Session, attempt: Attempt, job: Job, site_name: str, ended:
 
 
 def _requeue_or_fail(session: Session, job: Job, settings: HubSettings, why: str) -> None:
+    """After an attempt that was not the job's fault. Preemptions (a spot node taken away) do
+    not count against ``max_attempts`` (they say nothing about the job or the site), only
+    against ``max_preemptions``."""
+    preempted = session.exec(
+        select(func.count()).where(Attempt.job_id == job.id, Attempt.tes_state == JobState.PREEMPTED.value)
+    ).one()
+    failed = job.attempt - preempted
     if job.cancel_requested:
         states.move(session, job, JobState.CANCELED, f"canceled ({why})", site_id=None)
-    elif job.attempt >= settings.max_attempts:
+    elif preempted > settings.max_preemptions:
+        states.move(session, job, JobState.SYSTEM_ERROR, f"{why}; gave up after {preempted} preemptions")
+    elif failed >= settings.max_attempts:
         states.move(session, job, JobState.SYSTEM_ERROR, f"{why}; gave up after {job.attempt} attempts")
     else:
         states.move(session, job, JobState.QUEUED, f"{why}; requeued", site_id=None)

@@ -17,7 +17,7 @@ import pytest
 from shared.schemas.datasets import ManifestFile, manifest_digest
 from tests.helpers import Hub, running_hub
 from tests.hub.test_datasets import register
-from tests.hub.test_jobs import add_site, spec, submit
+from tests.hub.test_jobs import add_site, spec, submit, sweep_now
 
 SMALL_CPU = [{"name": "cpu", "node_count": 1, "cores_per_node": 32, "memory_gb_per_node": 128}]
 BIG_GPU = [{"name": "gpu", "node_count": 4, "cores_per_node": 64, "memory_gb_per_node": 512, "gpu_model": "a100",
@@ -103,3 +103,44 @@ def test_a_job_goes_where_its_data_is_unless_another_site_finishes_sooner_even_w
     assert (
         ": 5 m copying 1.0 GB, no wait, " in line and "40,000 particles x 4 classes x 25 iterations, box 256 px on 2 h100" in line
     )
+
+
+def test_a_preempted_attempt_is_requeued_and_the_job_ends_once(jhub: Hub, tmp_path: Path) -> None:
+    """A spot node taken away mid-job: the agent reports PREEMPTED (Slurm's state, see
+    site_agent/executors/slurm.py); the job is requeued without counting it as a failure and
+    placed where it finishes first; it ends exactly once."""
+    spot_part = {"name": "c6i-spot", "node_count": 4, "cores_per_node": 32, "memory_gb_per_node": 128, "spot": True,
+                 "cost": {"instance_type": "c6i.8xlarge", "on_demand_node_hour": 1.36, "spot_node_hour": 0.5,
+                          "as_of": "2026-11-01"}}  # fmt: skip
+    spot = add_site(jhub, tmp_path, "cloud-spot", [spot_part], institution="aws")
+    me = jhub.account("researcher", institution="kek")
+    job = submit(jhub, me, spec(resources={"cpus": 8, "walltime_s": 3600})).json()
+    for n in range(1, 5):  # preempted more often than max_attempts (2 here): still requeued
+        [offer] = spot.poll()
+        aid = offer["attempt_id"]
+        assert spot.claim(aid).status_code == 200
+        assert spot.report(aid, 1, "RUNNING").status_code == 200
+        ack = spot.report(aid, 2, "PREEMPTED", reason="node reclaimed by the cloud provider")
+        assert ack.json()["job_state"] == "QUEUED", ack.text
+        sweep_now(jhub)
+        with jhub.as_(me) as c:
+            now = c.get(f"/api/v1/jobs/{job['id']}").json()
+        assert now["state"] == "QUEUED" and now["attempt"] == n + 1, now
+    _run_once(spot)
+    with jhub.as_(me) as c:
+        final = c.get(f"/api/v1/jobs/{job['id']}").json()
+        usage = c.get("/api/v1/usage").json()
+    assert final["state"] == "COMPLETE" and final["attempt"] == 5
+    [row] = usage["consumed_by_institution"]
+    assert row["attempts"] == 5, "every preempted attempt held a node and is booked"
+
+
+def _run_once(agent: Any) -> None:
+    [offer] = agent.poll()
+    aid = offer["attempt_id"]
+    assert agent.claim(aid).status_code == 200
+    assert agent.report(aid, 1, "RUNNING").status_code == 200
+    done = agent.report(aid, 2, "COMPLETE", exit_code=0)
+    assert done.json()["job_state"] == "COMPLETE", done.text
+    again = agent.report(aid, 3, "EXECUTOR_ERROR", exit_code=1)
+    assert again.status_code == 409, "a job ends once"
