@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -64,7 +65,13 @@ def load_document(path: Path, schema: type[BaseModel] | None = None) -> Any:
             schema.model_validate(document)
         except ValidationError as exc:
             fail(f"{path}: {describe_errors(exc, schema)}")
-    return document
+    return jsonable(document)
+
+
+def jsonable(document: Any) -> Any:
+    """The document as JSON can carry it: YAML's dates and times (``as_of: 2026-11-01``,
+    ``deadline: 2027-01-31T18:00:00+09:00``) become ISO 8601 strings."""
+    return json.loads(json.dumps(document, default=lambda o: o.isoformat() if hasattr(o, "isoformat") else str(o)))
 
 
 def agent_settings(config: Path | None) -> Any:

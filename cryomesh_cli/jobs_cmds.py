@@ -125,6 +125,8 @@ def submit(
             f"job [bold]{job['id']}[/bold] {job['state']}"
             + (f", placed on {job['site']}" if job["site"] else ", waiting for a site")
         )
+        for warning in job.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         if wait:
             try:
                 final = wait_for_job(s, job["id"], None)
@@ -232,6 +234,44 @@ def explain(
     print_json(p) if as_json else console.print(placement_text(p))
 
 
+def _dur(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    return f"{minutes // 60} h {minutes % 60:02d} m" if minutes >= 60 else f"{minutes} m"
+
+
+def estimate_table(e: dict[str, Any]) -> Table:
+    t = Table("site", "now", "run time p50", "p10 .. p90", "learned from", f"cost ({e['currency']})", "why",
+              title=f"estimate for {e['spec']['name']}: eligible sites first, soonest first")  # fmt: skip
+    for s in e["sites"]:
+        r = s["runtime"]
+        boot = f" + {_dur(s['startup_s'])} start-up" if s.get("startup_s") else ""
+        t.add_row(
+            s["site"], "eligible" if s["eligible"] else "no",
+            _dur(r["p50"]) + boot if r else "-", f"{_dur(r['p10'])} .. {_dur(r['p90'])}" if r else "-",
+            (f"{r['runs']} runs" if r["runs"] else "benchmarks") if r else "-",
+            f"{s['cost']:.2f}" if s.get("cost") is not None else "-", "; ".join(s["reasons"]),
+        )  # fmt: skip
+    return t
+
+
+@jobs_app.command("estimate")
+def estimate(
+    spec_file: Annotated[Path, typer.Argument(help="YAML or JSON job spec")],
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """How long and how much the job would take at each site, without submitting it."""
+    from shared.schemas.jobs import JobSpec
+
+    body = load_document(spec_file, JobSpec)
+    e = hub_call((hub, client_id, client_secret), "POST", "/api/v1/jobs/estimate", json_body=body)
+    print_json(e) if as_json else console.print(estimate_table(e))
+
+
 def usage_tables(report: dict[str, Any]) -> list[Table]:
     window = f"{report['since'][:10]} .. {report['until'][:10]}"
     balance = Table(
@@ -253,11 +293,14 @@ def usage_tables(report: dict[str, Any]) -> list[Table]:
             "wall h",
             "CPU h",
             "GPU h",
+            f"cost ({report.get('currency', 'USD')})",
             title=f"usage {title} ({window})",
         )
         for r in rows:
             gpu = ", ".join(f"{m} {h:.2f}" for m, h in r["gpu_hours"].items()) or "-"
-            t.add_row(r["key"], str(r["attempts"]), f"{r['wall_hours']:.3f}", f"{r['cpu_hours']:.3f}", gpu)
+            t.add_row(
+                r["key"], str(r["attempts"]), f"{r['wall_hours']:.3f}", f"{r['cpu_hours']:.3f}", gpu, f"{r.get('cost', 0):.2f}"
+            )
         out.append(t)
     return out
 
@@ -269,7 +312,7 @@ def usage(
     client_secret: SecretOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Who borrowed and who lent: CPU- and GPU-hours by institution and by site."""
+    """Who borrowed and who lent: CPU- and GPU-hours and cost by institution and by site."""
     report = hub_call((hub, client_id, client_secret), "GET", "/api/v1/usage", params={"days": days})
     if as_json:
         print_json(report)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from cryomesh_cli.budgets_cmds import budgets_app
 from cryomesh_cli.client import CliError, Profile, load_profile, normalise_hub_url, save_profile
 from cryomesh_cli.common import (
     ConfigOpt,
@@ -46,6 +47,7 @@ for sub, name in (
     (sites_app, "sites"),
     (network_app, "network"),
     (jobs_app, "jobs"),
+    (budgets_app, "budgets"),
     (datasets_app, "datasets"),
     (shares_app, "shares"),
     (transfers_app, "transfers"),

@@ -22,6 +22,7 @@ from hub.auth.router import router as auth_router
 from hub.auth.signin import router as signin_router
 from hub.auth.tokens import TokenVerifier
 from hub.capacity.router import router as capacity_router
+from hub.costs.router import router as budgets_router
 from hub.dashboard.api import router as dashboard_api
 from hub.datasets.router import router as datasets_router
 from hub.datasets.router import sites_router as dataset_sites_router
@@ -113,6 +114,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         accounts_router,
         network_router,
         jobs_router,
+        budgets_router,
         datasets_router,
         dataset_sites_router,
         shares_router,

@@ -12,8 +12,10 @@ from hub.auth.models import (
     UsedAssertion,
 )
 from hub.capacity.models import CapacityBucket, CapacityLatest
+from hub.costs.models import Budget
 from hub.datasets.models import Dataset, DatasetFile, DatasetUpload, DatasetUploadFile, Replica
 from hub.datasets.shares import ShareEventRow, SharePolicyRow, ShareRequest
+from hub.estimates.models import RuntimeStat
 from hub.ga4gh.models import TesTagRow, TesTaskRow
 from hub.jobs.models import Attempt, Job, PlacementRecord, SitePolicyRow, UsageEntry
 from hub.pictures.models import Picture
@@ -23,6 +25,7 @@ from hub.transfers.models import Transfer
 __all__ = [
     "Attempt",
     "AuthorizationCodeRow",
+    "Budget",
     "CapacityBucket",
     "CapacityLatest",
     "Dataset",
@@ -39,6 +42,7 @@ __all__ = [
     "Picture",
     "PlacementRecord",
     "Replica",
+    "RuntimeStat",
     "ShareEventRow",
     "SharePolicyRow",
     "ShareRequest",

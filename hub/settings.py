@@ -82,6 +82,12 @@ class HubSettings(BaseSettings):
     sweep_interval_s: float = Field(default=5, gt=0, description="How often the reachability sweep runs")
     history_bucket_s: int = Field(default=300, ge=1, description="Resolution of the capacity history")
     history_retention_days: float = Field(default=30, gt=0, description="How long capacity history is kept")
+    currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code of every price, cost and budget in the network"
+    )
+    max_preemptions: int = Field(
+        default=10, ge=0, le=1000, description="Preemptions per job (spot nodes taken away) before SYSTEM_ERROR"
+    )
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per job before SYSTEM_ERROR")
     transfer_stall_s: float = Field(default=300, gt=0, description="A transfer with no progress this long is retried")
     transfer_max_attempts: int = Field(

@@ -29,7 +29,14 @@ class BatchResult:
 
 def signature(spec: JobSpec) -> str:
     return json.dumps(
-        [spec.kind.value, spec.resources.model_dump(), [s.model_dump() for s in spec.software], spec.placement.model_dump()],
+        [
+            spec.kind.value,
+            spec.resources.model_dump(),
+            [s.model_dump() for s in spec.software],
+            spec.placement.model_dump(),
+            spec.max_cost,
+            spec.deadline.isoformat() if spec.deadline else None,
+        ],
         sort_keys=True,
     )
 

@@ -9,15 +9,18 @@ site rules out for good is refused at submission.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from hub.costs.pricing import Priced, cheapest
+from hub.estimates.model import Estimate, Stat, estimate
 from shared.schemas.jobs import KIND_SOFTWARE, JobKind, JobSpec
-from shared.schemas.sites import WEEKDAYS, SitePolicy
+from shared.schemas.sites import WEEKDAYS, PartitionCost, SitePolicy
 
 #: CUDA compute capability of common GPU models (lower-case names as agents report them).
 GPU_ARCH: dict[str, str] = {
@@ -27,10 +30,18 @@ GPU_ARCH: dict[str, str] = {
     "h100": "9.0", "h200": "9.0", "gh200": "9.0", "b200": "10.0", "b100": "10.0",
 }  # fmt: skip
 
-#: Locality outweighs capacity and queue together: copying a multi-terabyte input costs
-#: hours, an emptier site saves minutes. Reliability still separates a flaky site holding
-#: the data from a sound one that does not.
-WEIGHTS = {"capacity": 0.4, "queue": 0.2, "reliability": 0.3, "locality": 0.7}
+#: Sites are ranked by when the job would finish there (earliest first). Finish times within
+#: 10 % of each other are a near-tie, broken by TIE_WEIGHTS: cost first, then where the data
+#: already is, then headroom (so work spreads) and the local queue.
+TIE_BAND = 1.10
+TIE_WEIGHTS = {"cost": 0.4, "locality": 0.3, "capacity": 0.2, "queue": 0.1}
+#: A CPU-only job counts as finishing this much later at a site with GPUs: GPU sites are kept
+#: for GPU work when a CPU site would finish a CPU job about as soon.
+GPU_SITE_PENALTY = 1.25
+#: Until transfers between two sites have been measured (bytes/s), and the fixed time a copy
+#: takes to start (share approval, publishing): assumptions, corrected by measured transfers.
+DEFAULT_COPY_BPS = 100e6
+COPY_SETUP_S = 300.0
 
 
 def arch_at_least(model: str, minimum: str) -> bool:
@@ -46,6 +57,18 @@ class PartitionView:
     memory_gb_per_node: float
     gpu_model: str | None
     gpus_per_node: int
+    spot: bool = False
+    cost: PartitionCost | None = None
+
+
+@dataclass
+class Network:
+    """What every site's view shares: dataset sizes, where each dataset is, and the measured
+    throughput of past transfers between pairs of sites (source id, destination id) -> bytes/s."""
+
+    dataset_bytes: dict[str, int] = field(default_factory=dict)
+    holders: dict[str, set[int]] = field(default_factory=dict)
+    pair_bps: dict[tuple[int, int], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +96,8 @@ class SiteView:
     unseen_gpus: dict[str, int] = field(default_factory=dict)
     reliability: float = 1.0
     datasets: set[str] = field(default_factory=set)  # with an AVAILABLE replica here
+    runtime_stats: dict[str, Stat] = field(default_factory=dict)  # job kind -> what finished runs here taught
+    network: Network = field(default_factory=Network)
 
 
 @dataclass
@@ -212,6 +237,49 @@ def in_window(policy: SitePolicy, now: datetime) -> bool:
     return False
 
 
+def runtime(spec: JobSpec, site: SiteView, gpu_model: str | None) -> Estimate:
+    """How long the job would run at the site (hub/estimates/model.py): its p50 prices it, its
+    p90 decides whether a deadline is met; none exceeds the job's walltime."""
+    return estimate(spec, gpu_model, site.runtime_stats.get(spec.kind.value))
+
+
+def price(spec: JobSpec, site: SiteView, gpu_models: list[str]) -> Priced | None:
+    """The job priced on the cheapest of the site's partitions it fits (GPU jobs: with one of ``gpu_models``)."""
+    r = spec.resources
+    return cheapest(site.partitions, r.cpus, r.gpus, set(gpu_models) if r.gpus else None)
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} m" if minutes >= 60 else f"{minutes} m"
+
+
+def _priced_run(priced: Priced, runtime: float) -> str:
+    """E.g. '2 h 00 m on c6i + 5 m start-up'."""
+    boot = f" + {_duration(priced.startup_s)} start-up" if priced.startup_s else ""
+    return f"{_duration(runtime)} on {priced.partition}{boot}"
+
+
+def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:
+    """(reason the job would cost more than its max_cost here, the GPU models it stays within at)."""
+    if spec.max_cost is None:
+        return None, models
+    candidates = [[m] for m in models] if spec.resources.gpus else [[]]
+    costs = []
+    for c in candidates:
+        p = price(spec, site, c)
+        if p is not None:
+            run = runtime(spec, site, c[0] if c else None).p50
+            costs.append((p.cost(run), c, p, run))
+    within = [c for cost, c, _, _ in costs if cost <= spec.max_cost]
+    if within:
+        return None, [m for c in within for m in c]
+    if not costs:
+        return None, models  # no partition takes the footprint: the hardware check has said why
+    cost, _, best, run = min(costs, key=lambda x: x[0])
+    return f"would cost ≈ {cost:.2f} ({_priced_run(best, run)}), above the job's max_cost {spec.max_cost:g}", []
+
+
 def static_verdict(spec: JobSpec, institution: str | None, site: SiteView) -> tuple[str | None, list[str]]:
     """(reason the job can never run at the site, usable GPU models). With ``institution``
     None the institution check is left to the caller (the batch placer does it per job)."""
@@ -224,7 +292,10 @@ def static_verdict(spec: JobSpec, institution: str | None, site: SiteView) -> tu
     for check in checks:
         if check:
             return check, []
-    return _hardware_ok(spec, site)
+    never, models = _hardware_ok(spec, site)
+    if never:
+        return never, []
+    return _within_max_cost(spec, site, models)
 
 
 def evaluate(spec: JobSpec, institution: str, site: SiteView, now: datetime, avoid: set[str]) -> Verdict:
@@ -247,6 +318,15 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
         reasons.append(f"outside the site's lending hours ({site.policy.timezone})")
     if not site.has_snapshot:
         reasons.append("no capacity reported yet")
+    if spec.deadline is not None:
+        priced = price(spec, site, models)
+        late = runtime(spec, site, models[0] if models else None).p90
+        finish = now + timedelta(seconds=late + (priced.startup_s if priced else 0))
+        if finish > spec.deadline:
+            reasons.append(
+                f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {_duration(late)}), after the "
+                f"deadline {spec.deadline.astimezone(finish.tzinfo):%Y-%m-%d %H:%M} UTC"
+            )
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
     r = spec.resources
@@ -275,15 +355,63 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
     cpu_headroom = (min(free_cpus, lend_cpus) - r.cpus) / max(site.cpus_total, 1)
+    run = runtime(spec, site, chosen_model)
+    priced = price(spec, site, [chosen_model] if chosen_model else [])
+    startup = priced.startup_s if priced else 0
+    cost = priced.cost(run.p50) if priced else 0.0
+    copy_s, copy_bytes = copy_time(spec, site)
+    finish_s = copy_s + run.p50 + startup
+    # Expected time to an answer: a site that loses 1 attempt in 5 takes 1/0.8 as long, on average.
+    ranked = finish_s / max(site.reliability, 0.05) * (GPU_SITE_PENALTY if not r.gpus and site.gpus_total else 1.0)
     parts = {
+        "finish_s": round(finish_s, 1),
+        "copy_s": round(copy_s, 1),
+        "run_s": round(run.p50, 1),
+        "run_p90_s": round(run.p90, 1),
+        "startup_s": float(startup),
+        "cost": round(cost, 4),
         "capacity": round(gpu_headroom if r.gpus else cpu_headroom, 4),
         "queue": round(1 / (1 + site.jobs_pending), 4),
         "reliability": round(site.reliability, 4),
         "locality": round(locality(spec, site), 4),
     }
-    score = round(sum(WEIGHTS[k] * v for k, v in parts.items()), 6)
+    headroom = max(min(parts["capacity"], 1.0), 0.0)
+    tie = (TIE_WEIGHTS["cost"] * cost / (1 + cost) + TIE_WEIGHTS["locality"] * (1 - parts["locality"])
+           + TIE_WEIGHTS["capacity"] * (1 - headroom) + TIE_WEIGHTS["queue"] * (1 - parts["queue"]))  # fmt: skip
+    band = math.floor(math.log(max(ranked, 60.0)) / math.log(TIE_BAND))  # under a minute, all finish "now"
+    score = round(1000 - band - tie, 6)
     why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {chosen_model} GPUs"] if chosen_model else [])
+    copying = f"{_duration(copy_s)} copying {_bytes(copy_bytes)}" if copy_bytes else "inputs here" if spec.inputs else "no inputs"
+    boot = f", {_duration(startup)} start-up" if startup else ""
+    why.append(f"finishes in ~{_duration(finish_s)}: {copying}, no wait, {run.describe()}{boot}")
+    if priced is not None and priced.per_hour > 0:
+        why.append(f"≈ {cost:.2f} for {_priced_run(priced, run.p50)}")
+    if not r.gpus and site.gpus_total:
+        why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
     return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=chosen_model)
+
+
+def copy_time(spec: JobSpec, site: SiteView) -> tuple[float, int]:
+    """(seconds to bring the job's inputs here, bytes to bring): each missing dataset from the
+    holder with the fastest measured transfers to this site, copies one after another."""
+    net = site.network
+    seconds, moved = 0.0, 0
+    for ref in spec.inputs:
+        if ref.dataset in site.datasets:
+            continue
+        size = net.dataset_bytes.get(ref.dataset, 0)
+        bps = max((net.pair_bps.get((h, site.id), DEFAULT_COPY_BPS) for h in net.holders.get(ref.dataset, ())),
+                  default=DEFAULT_COPY_BPS)  # fmt: skip
+        seconds += COPY_SETUP_S + size / bps
+        moved += size
+    return seconds, moved
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def locality(spec: JobSpec, site: SiteView) -> float:

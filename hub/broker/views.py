@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from datetime import datetime, timedelta
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from hub.broker.rules import PartitionView, SiteView
+from hub.broker.rules import Network, PartitionView, SiteView
 from hub.capacity.models import CapacityLatest
-from hub.datasets.models import Replica
+from hub.datasets.models import Dataset, Replica
+from hub.estimates.service import stats_by_site
 from hub.jobs.models import Attempt, SitePolicyRow
 from hub.sites.models import Site
 from hub.sites.queries import site_children
+from hub.transfers.models import Transfer
 from shared.schemas.capacity import CapacityTotals, PartitionCapacity
 from shared.schemas.datasets import ReplicaState
-from shared.schemas.sites import SitePolicy
+from shared.schemas.sites import PartitionCost, SitePolicy
 
 RELIABILITY_WINDOW = timedelta(days=7)
+TRANSFER_WINDOW = timedelta(days=30)
 
 
 def policy_of(row: SitePolicyRow | None) -> SitePolicy:
@@ -38,6 +43,22 @@ def reported_partitions(snap: CapacityLatest) -> list[PartitionView]:
     return out
 
 
+def transfer_rates(session: Session, now: datetime) -> dict[tuple[int, int], float]:
+    """Median bytes/s of the finished transfers between each pair of sites over the last 30 days
+    (request to done: what bringing data there has taken, approval and publishing included)."""
+    samples: dict[tuple[int, int], list[float]] = defaultdict(list)
+    done = session.execute(
+        sa_select(col(Transfer.source_site_id), col(Transfer.dest_site_id), col(Transfer.bytes_total),
+                  col(Transfer.created_at), col(Transfer.finished_at))
+        .where(col(Transfer.state) == "DONE", col(Transfer.finished_at) >= now - TRANSFER_WINDOW)
+    )  # fmt: skip
+    for src, dst, size, started, finished in done:
+        seconds = (finished - started).total_seconds() if finished else 0
+        if size > 0 and seconds > 0:
+            samples[(src, dst)].append(size / seconds)
+    return {pair: statistics.median(rates) for pair, rates in samples.items()}
+
+
 def load_site_views(session: Session, now: datetime) -> list[SiteView]:
     sites = session.exec(select(Site).order_by(col(Site.name))).all()
     ids = [s.id for s in sites if s.id is not None]
@@ -51,7 +72,8 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
             id=s.id, name=s.name, institution=s.institution, country=s.country, status=s.status,
             reachability=s.reachability,
             partitions=[PartitionView(p.name, p.node_count, p.cores_per_node, p.memory_gb_per_node,
-                                      p.gpu_model.lower() if p.gpu_model else None, p.gpus_per_node) for p in parts[s.id]],
+                                      p.gpu_model.lower() if p.gpu_model else None, p.gpus_per_node, p.spot,
+                                      PartitionCost.model_validate(p.cost) if p.cost else None) for p in parts[s.id]],
             software=[(x.name, x.version, x.cuda_arch) for x in soft[s.id]],
             policy=policy_of(policies.get(s.id)),
         )  # fmt: skip
@@ -79,12 +101,18 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
             v.unseen_cpus += a.cpus
             if a.gpu_model:
                 v.unseen_gpus[a.gpu_model] = v.unseen_gpus.get(a.gpu_model, 0) + a.gpus
-    # Where the data is: datasets with an AVAILABLE replica at each site (for locality).
+    # Where the data is: datasets with an AVAILABLE replica at each site (for locality), and
+    # what copying the rest takes (shared by every view).
+    network = Network(dataset_bytes=dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all()),
+                      pair_bps=transfer_rates(session, now))  # fmt: skip
     for dataset_id, site_id in session.exec(
         select(Replica.dataset_id, Replica.site_id).where(Replica.state == ReplicaState.AVAILABLE.value)
     ):
+        network.holders.setdefault(dataset_id, set()).add(site_id)
         if site_id in views:
             views[site_id].datasets.add(dataset_id)
+    for v in views.values():
+        v.network = network
     # Reliability over the last week: lost attempts and system errors count against a site.
     good: dict[int, int] = defaultdict(int)
     bad: dict[int, int] = defaultdict(int)
@@ -98,4 +126,7 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
             good[site_id] += 1
     for site_id, v in views.items():
         v.reliability = (good[site_id] + 1) / (good[site_id] + bad[site_id] + 1)
+    for site_id, stats in stats_by_site(session).items():
+        if site_id in views:
+            views[site_id].runtime_stats = stats
     return list(views.values())

@@ -98,6 +98,7 @@ class UsageEntry(SQLModel, table=True):
     gpus: int
     gpu_model: str | None = Field(default=None, max_length=100)
     final_state: str = Field(max_length=20)
+    cost: float | None = Field(default=None, description="In the network's currency; null in rows from before prices")
 
 
 class SitePolicyRow(SQLModel, table=True):

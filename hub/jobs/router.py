@@ -1,7 +1,7 @@
 """Job routes.
 
 Who may call:
-- submit: people bound to an institution (researchers, site admins, network admins with one);
+- submit, estimate: people bound to an institution (researchers, site admins, network admins with one);
 - list, show, placement, logs: people, for jobs of their own institution (site admins also
   for jobs placed at their site; network admins for all); other jobs answer 404;
 - cancel: the job's owner, a network admin, or the admin of the site running it;
@@ -23,10 +23,12 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from hub.auth.policy import ensure_agent_of, ensure_can_edit_site, ensure_can_read_site
 from hub.auth.principal import Principal
-from hub.broker.views import policy_of
+from hub.broker.views import load_site_views, policy_of
+from hub.costs import service as budgets
 from hub.db import transaction
 from hub.deps import CurrentAgent, CurrentPrincipal, Offset, Person, SessionDep, SettingsDep, _bearer, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, responses
+from hub.estimates import service as estimates
 from hub.jobs import service, usage
 from hub.jobs.models import SitePolicyRow
 from hub.jobs.notify import Notifier
@@ -39,6 +41,7 @@ from shared.schemas.jobs import (
     Assignment,
     AssignmentBatch,
     AttemptReport,
+    JobEstimate,
     JobLogs,
     JobPlacement,
     JobPublic,
@@ -61,13 +64,31 @@ def _notifier(request: Request) -> Notifier:
 @router.post(
     "/jobs", status_code=201, responses=responses(*AUTH_ERRORS, Conflict), dependencies=[Depends(require_scopes("sites:read"))]
 )
-def submit_job(spec: JobSpec, request: Request, session: SessionDep, principal: Person) -> JSONResponse:
-    """Submit a job. 201 with the new job; 200 with the first one when the idempotency key was seen;
-    409 when no site in the network could ever run it (with the reason for each site)."""
-    job, created = service.submit(session, principal, spec, _notifier(request))
+def submit_job(spec: JobSpec, request: Request, session: SessionDep, principal: Person, settings: SettingsDep) -> JSONResponse:
+    """Submit a job. 201 with the new job (with ``warnings``, e.g. a budget nearly spent); 200 with
+    the first one when the idempotency key was seen; 409 when no site in the network could ever
+    run it (with the reason for each site), when its deadline has passed, or when the
+    institution's enforced monthly budget is spent."""
+    job, created = service.submit(session, principal, spec, _notifier(request), settings.currency)
     session.flush()
-    body = service.to_public(session, job).model_dump(mode="json")
-    return JSONResponse(body, status_code=201 if created else 200)
+    public = service.to_public(session, job)
+    if created and principal.institution:
+        public.warnings = budgets.warnings(session, principal.institution, settings.currency)
+    return JSONResponse(public.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@router.post(
+    "/jobs/estimate", responses=responses(*AUTH_ERRORS, BadRequest), dependencies=[Depends(require_scopes("sites:read"))]
+)
+def estimate_job(spec: JobSpec, session: SessionDep, principal: Person, settings: SettingsDep) -> JobEstimate:
+    """What the job would take at each site: the broker's verdict, the run-time estimate
+    (p10/p50/p90, what it learned from) and the cost. Nothing is submitted or stored.
+    People bound to an institution (the verdicts are for their institution)."""
+    if not principal.institution:
+        raise Forbidden("estimating a job needs an account bound to an institution")
+    spec = service.resolve_inputs(session, principal, spec)
+    now = utcnow()
+    return estimates.per_site(load_site_views(session, now), spec, principal.institution, now, settings.currency)
 
 
 @router.get("/jobs", responses=responses(*AUTH_ERRORS))
@@ -188,9 +209,9 @@ def put_policy(name: str, body: SitePolicy, request: Request, session: SessionDe
 
 @router.get("/usage", responses=responses(*AUTH_ERRORS, BadRequest))
 def get_usage(
-    session: SessionDep, principal: Person, since: datetime | None = None, until: datetime | None = None,
-    days: Annotated[float, Query(gt=0, le=3660)] = 30,
+    session: SessionDep, principal: Person, settings: SettingsDep, since: datetime | None = None,
+    until: datetime | None = None, days: Annotated[float, Query(gt=0, le=3660)] = 30,
 ) -> UsageReport:  # fmt: skip
-    """CPU- and GPU-hours consumed by institution and provided by site, in a time window (default 30 days)."""
+    """CPU- and GPU-hours and cost consumed by institution and provided by site, in a time window (default 30 days)."""
     since, until = window(since, until, timedelta(days=days))
-    return usage.report(session, principal, since, until)
+    return usage.report(session, principal, since, until, settings.currency)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_
 from sqlalchemy.exc import IntegrityError
@@ -12,9 +13,12 @@ from sqlmodel import Session, col, select
 from hub.auth.principal import Principal
 from hub.broker.service import ensure_possible, place_job
 from hub.broker.views import load_site_views
+from hub.costs import service as budgets
+from hub.costs.service import attempt_cost
 from hub.datasets.service import get_visible as get_visible_dataset
 from hub.db import after_commit
 from hub.errors import BadRequest, Conflict, Forbidden, NotFound
+from hub.estimates.service import learn
 from hub.ga4gh.results import record_tes_result
 from hub.jobs import states
 from hub.jobs.models import Attempt, Job, PlacementRecord, UsageEntry
@@ -106,7 +110,7 @@ def list_jobs(
 # ---------------------------------------------------------------- submit, cancel
 
 
-def _resolve_inputs(session: Session, principal: Principal, spec: JobSpec) -> JobSpec:
+def resolve_inputs(session: Session, principal: Principal, spec: JobSpec) -> JobSpec:
     """The spec with each input named by its dataset id (an EMPIAR/EMDB accession resolved; 409 if ambiguous)."""
     inputs = []
     for ref in spec.inputs:
@@ -115,17 +119,40 @@ def _resolve_inputs(session: Session, principal: Principal, spec: JobSpec) -> Jo
         except NotFound:
             raise BadRequest(f"input dataset {ref.dataset!r} does not exist or is not visible to you") from None
         inputs.append(ref.model_copy(update={"dataset": ds.id}))
+        sizes = _particle_sizes(ds.meta.get("image_sets", []))
+        if sizes:
+            filled = {k: v for k, v in sizes.items() if getattr(spec.workload, k) is None}
+            spec = spec.model_copy(update={"workload": spec.workload.model_copy(update=filled)})
     return spec.model_copy(update={"inputs": inputs}) if spec.inputs else spec
 
 
-def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None) -> tuple[Job, bool]:
-    """(job, created). The same idempotency key from the same owner returns the first job."""
+def _particle_sizes(image_sets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Particle count, box and pixel size of a dataset's particle stacks (for run-time estimates)."""
+    stacks = [s for s in image_sets if s.get("category") == "particle_stacks"]
+    if not stacks:
+        return {}
+    out: dict[str, Any] = {}
+    if all(s.get("particles") for s in stacks):
+        out["particles"] = sum(int(s["particles"]) for s in stacks)
+    if stacks[0].get("width"):
+        out["box_px"] = int(stacks[0]["width"])
+    if stacks[0].get("pixel_size_a"):
+        out["pixel_size_a"] = float(stacks[0]["pixel_size_a"])
+    return out
+
+
+def submit(
+    session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None, currency: str = "USD"
+) -> tuple[Job, bool]:
+    """(job, created). The same idempotency key from the same owner returns the first job. A new
+    job is refused (409) when its institution's enforced budget is spent for the month, or when
+    its deadline has passed."""
     if principal.role is Role.AGENT:
         raise Forbidden("agents cannot submit jobs")
     if not principal.institution:
         raise Forbidden("submitting a job needs an account bound to an institution")
     owner = principal.label()
-    spec = _resolve_inputs(session, principal, spec)
+    spec = resolve_inputs(session, principal, spec)
     if spec.idempotency_key:
         existing = session.exec(select(Job).where(Job.owner == owner, Job.idempotency_key == spec.idempotency_key)).first()
         if existing is not None:
@@ -133,6 +160,9 @@ def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Noti
                 raise Conflict(f"idempotency key {spec.idempotency_key!r} was used for a different job ({existing.id})")
             return existing, False
     now = utcnow()
+    if spec.deadline is not None and spec.deadline <= now:
+        raise Conflict(f"the job's deadline {spec.deadline.isoformat()} has already passed")
+    budgets.refuse_if_exhausted(session, principal.institution, currency)
     views = load_site_views(session, now)
     ensure_possible(views, spec, principal.institution)
     job = Job(
@@ -310,17 +340,29 @@ def _tail(old: str, new: str | None) -> str:
 
 def _ledger(session: Session, attempt: Attempt, job: Job, site_name: str, ended: datetime, final: str) -> None:
     started = attempt.started_at or attempt.claimed_at or attempt.offered_at
+    wall_s = max(0.0, (ended - started).total_seconds())
+    if final == JobState.COMPLETE.value:
+        learn(session, attempt.site_id, JobSpec.model_validate(job.spec), attempt.gpu_model, wall_s)
     session.add(UsageEntry(
         attempt_id=attempt.id, job_id=job.id, site=site_name, institution=job.institution, started_at=started, ended_at=ended,
-        wall_s=max(0.0, (ended - started).total_seconds()), cpus=attempt.cpus, gpus=attempt.gpus, gpu_model=attempt.gpu_model,
-        final_state=final,
+        wall_s=wall_s, cpus=attempt.cpus, gpus=attempt.gpus, gpu_model=attempt.gpu_model, final_state=final,
+        cost=attempt_cost(session, attempt.site_id, attempt.cpus, attempt.gpus, attempt.gpu_model, wall_s),
     ))  # fmt: skip
 
 
 def _requeue_or_fail(session: Session, job: Job, settings: HubSettings, why: str) -> None:
+    """After an attempt that was not the job's fault. Preemptions (a spot node taken away) do
+    not count against ``max_attempts`` (they say nothing about the job or the site), only
+    against ``max_preemptions``."""
+    preempted = session.exec(
+        select(func.count()).where(Attempt.job_id == job.id, Attempt.tes_state == JobState.PREEMPTED.value)
+    ).one()
+    failed = job.attempt - preempted
     if job.cancel_requested:
         states.move(session, job, JobState.CANCELED, f"canceled ({why})", site_id=None)
-    elif job.attempt >= settings.max_attempts:
+    elif preempted > settings.max_preemptions:
+        states.move(session, job, JobState.SYSTEM_ERROR, f"{why}; gave up after {preempted} preemptions")
+    elif failed >= settings.max_attempts:
         states.move(session, job, JobState.SYSTEM_ERROR, f"{why}; gave up after {job.attempt} attempts")
     else:
         states.move(session, job, JobState.QUEUED, f"{why}; requeued", site_id=None)

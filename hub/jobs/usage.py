@@ -28,11 +28,12 @@ def _rows(entries: list[UsageEntry], key: str) -> list[UsageRow]:
         acc[k]["attempts"] += 1
         acc[k]["wall"] += hours
         acc[k]["cpu"] += hours * e.cpus
+        acc[k]["cost"] += e.cost or 0.0
         if e.gpus and e.gpu_model:
             gpu[k][e.gpu_model] += hours * e.gpus
     return [
         UsageRow(key=k, attempts=int(v["attempts"]), wall_hours=round(v["wall"], 4), cpu_hours=round(v["cpu"], 4),
-                 gpu_hours={m: round(h, 4) for m, h in sorted(gpu[k].items())})
+                 gpu_hours={m: round(h, 4) for m, h in sorted(gpu[k].items())}, cost=round(v["cost"], 2))
         for k, v in sorted(acc.items())
     ]  # fmt: skip
 
@@ -54,7 +55,7 @@ def _balance(entries: list[UsageEntry], site_institution: dict[str, str]) -> lis
     return [InstitutionBalance(institution=inst, **{f: round(v[f], 4) for f in fields}) for inst, v in sorted(acc.items())]
 
 
-def report(session: Session, principal: Principal, since: datetime, until: datetime) -> UsageReport:
+def report(session: Session, principal: Principal, since: datetime, until: datetime, currency: str = "USD") -> UsageReport:
     stmt = select(UsageEntry).where(col(UsageEntry.ended_at) >= since, col(UsageEntry.ended_at) <= until)
     entries = list(session.exec(stmt))
     site_institution = {name: inst for name, inst in session.exec(select(Site.name, Site.institution))}
@@ -65,5 +66,5 @@ def report(session: Session, principal: Principal, since: datetime, until: datet
         consumed = [e for e in entries if e.institution == principal.institution]
         provided = [e for e in entries if principal.role is Role.SITE_ADMIN and e.site == principal.site]
         balance = [b for b in balance if b.institution == principal.institution]
-    return UsageReport(since=since, until=until, consumed_by_institution=_rows(consumed, "institution"),
+    return UsageReport(since=since, until=until, currency=currency, consumed_by_institution=_rows(consumed, "institution"),
                        provided_by_site=_rows(provided, "site"), balance_by_institution=balance)  # fmt: skip

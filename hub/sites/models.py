@@ -49,6 +49,8 @@ class PartitionRow(SQLModel, table=True):
     gpu_model: str | None = Field(default=None, max_length=100, index=True)
     gpus_per_node: int = 0
     interconnect: str | None = Field(default=None, max_length=100)
+    spot: bool = False
+    cost: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class SoftwareRow(SQLModel, table=True):

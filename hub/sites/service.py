@@ -29,7 +29,7 @@ def _replace_children(
 ) -> None:
     if partitions is not None:
         session.execute(delete(PartitionRow).where(PartitionRow.site_id == site_id))  # type: ignore[arg-type]
-        session.add_all(PartitionRow(site_id=site_id, **p.model_dump()) for p in partitions)
+        session.add_all(PartitionRow(site_id=site_id, **p.model_dump(mode="json")) for p in partitions)
     if software is not None:  # what the admin declares; what the agent measured stays
         session.execute(
             delete(SoftwareRow).where(SoftwareRow.site_id == site_id, SoftwareRow.source == "declared")  # type: ignore[arg-type]

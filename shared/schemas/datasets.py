@@ -80,6 +80,9 @@ class ImageSet(StrictModel):
     height: Int64 | None = Field(default=None, ge=1)
     pixel_size_a: FiniteFloat | None = Field(default=None, gt=0)
     file_pattern: SafeStr | None = Field(default=None, max_length=500)
+    particles: Int64 | None = Field(
+        default=None, ge=0, description="Particles in all stacks (RELION: rows of the particles STAR)"
+    )
 
 
 class CrossReferences(StrictModel):

@@ -171,6 +171,15 @@ class OutputDataset(StrictModel):
         return check_relative_path(v)
 
 
+class Workload(StrictModel):
+    """What the broker reads to estimate a job's run time. Filled at submission from the input
+    datasets' metadata (particle stacks: particle count, box size, pixel size) where left out."""
+
+    particles: Int64 | None = Field(default=None, ge=1, le=10**9, description="Particles the job processes")
+    box_px: Int64 | None = Field(default=None, ge=8, le=4096, description="Particle box size in pixels")
+    pixel_size_a: FiniteFloat | None = Field(default=None, gt=0, le=100, description="Pixel size in Å")
+
+
 class JobSpec(StrictModel):
     name: SafeStr = Field(min_length=1, max_length=200)
     kind: JobKind
@@ -187,6 +196,11 @@ class JobSpec(StrictModel):
     )
     placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
     priority: Int64 = Field(default=0, ge=-100, le=100, description="Higher runs first")
+    max_cost: FiniteFloat | None = Field(
+        default=None, ge=0, le=1e9, description="Run only where the job's estimated cost stays within this (network currency)"
+    )
+    deadline: datetime | None = Field(default=None, description="Run only where the job is expected to finish by then")
+    workload: Workload = Field(default_factory=Workload, description="Sizes for run-time estimates")
     tags: list[SafeStr] = Field(default_factory=list, max_length=20)
     idempotency_key: SafeStr | None = Field(default=None, min_length=1, max_length=200)
     tes: TesWork | None = Field(default=None, description="A GA4GH TES task's executors, inputs and outputs (hub/ga4gh)")
@@ -206,6 +220,8 @@ class JobSpec(StrictModel):
                 raise ValueError(f"parameter names are words like 'i' or 'nr_iter': {key!r}")
             if not isinstance(value, str | int | float | bool):
                 raise ValueError(f"parameter {key} must be a string, number or boolean")
+        if self.deadline is not None and self.deadline.tzinfo is None:
+            raise ValueError("deadline needs a time zone, e.g. 2027-01-31T18:00:00Z")
         if len(set(self.tags)) != len(self.tags) or any(len(t) > 50 for t in self.tags):
             raise ValueError("tags must be unique and at most 50 characters")
         return self
@@ -228,6 +244,9 @@ class JobPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    warnings: list[str] = Field(
+        default_factory=list, description="Said once, when the job is accepted (e.g. its institution's budget nearly spent)"
+    )
 
 
 JobPage = Page[JobPublic]
@@ -239,6 +258,31 @@ class SiteVerdict(BaseModel):
     reasons: list[str] = Field(description="Why the site was ruled out, or what counted for it")
     score: float | None = None
     score_parts: dict[str, float] = Field(default_factory=dict)
+
+
+class RuntimeEstimate(BaseModel):
+    p10: float = Field(description="Seconds: 1 run in 10 is shorter")
+    p50: float = Field(description="Seconds: the median")
+    p90: float = Field(description="Seconds: 9 runs in 10 are shorter")
+    runs: int = Field(description="Finished runs of this kind at this site the estimate learned from")
+    basis: str = Field(description="What the estimate was built from")
+
+
+class SiteEstimate(BaseModel):
+    """What the job would take at one site, without submitting it."""
+
+    site: str
+    eligible: bool = Field(description="Whether the broker could place it there now")
+    reasons: list[str] = Field(description="Why the site is ruled out, or what counted for it")
+    runtime: RuntimeEstimate | None = Field(description="None where the site could never run it")
+    cost: float | None = Field(description="At the run time's p50, in the network's currency; None where it could never run")
+    startup_s: float = Field(default=0, description="Start-up of a fresh cloud node, charged and waited for")
+
+
+class JobEstimate(BaseModel):
+    currency: str
+    spec: JobSpec = Field(description="The spec as the broker reads it (inputs resolved, workload filled)")
+    sites: list[SiteEstimate] = Field(description="Eligible sites first, soonest finish first")
 
 
 class PlacementDecision(BaseModel):
@@ -323,6 +367,7 @@ class UsageRow(BaseModel):
     wall_hours: float
     cpu_hours: float
     gpu_hours: dict[str, float] = Field(description="GPU model -> GPU-hours")
+    cost: float = Field(default=0.0, description="What it cost, in the report's currency")
 
 
 class InstitutionBalance(BaseModel):
@@ -341,6 +386,7 @@ class InstitutionBalance(BaseModel):
 class UsageReport(BaseModel):
     since: datetime
     until: datetime
+    currency: str = Field(default="USD", description="ISO 4217 code of every cost in the report")
     consumed_by_institution: list[UsageRow] = Field(description="Everything each institution's jobs used, own use included")
     provided_by_site: list[UsageRow] = Field(description="Everything each site ran, its own institution's jobs included")
     balance_by_institution: list[InstitutionBalance] = Field(

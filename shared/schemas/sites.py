@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from pydantic import ConfigDict, Field, FiniteFloat, model_validator
@@ -32,6 +32,37 @@ class Contact(StrictModel):
     role: SafeStr | None = Field(default=None, max_length=100, description="e.g. 'facility manager'")
 
 
+class PartitionCost(StrictModel):
+    """What an hour of a partition costs, in the network's currency (the hub's ``currency``).
+
+    On premises: an internal rate per CPU-hour and per GPU-hour (either may be left out: that
+    resource is not charged). In the cloud: the instance type and its price per node-hour on
+    demand and as spot; a node is paid for from the moment it starts booting, so
+    ``node_startup_s`` is charged with every job that needs a fresh node. Prices change:
+    ``as_of`` says when they were taken, ``source`` where from (e.g. a price list's URL)."""
+
+    cpu_hour: FiniteFloat | None = Field(default=None, ge=0, le=1e6, description="Internal rate per CPU-hour")
+    gpu_hour: FiniteFloat | None = Field(default=None, ge=0, le=1e6, description="Internal rate per GPU-hour")
+    instance_type: SafeStr | None = Field(default=None, max_length=100, description="Cloud instance type, e.g. 'g5.12xlarge'")
+    on_demand_node_hour: FiniteFloat | None = Field(default=None, ge=0, le=1e6, description="Price per node-hour on demand")
+    spot_node_hour: FiniteFloat | None = Field(default=None, ge=0, le=1e6, description="Price per node-hour as spot")
+    node_startup_s: Int64 = Field(default=0, ge=0, le=86_400, description="How long a fresh node takes to start")
+    as_of: date = Field(description="When these prices were taken")
+    source: SafeStr | None = Field(default=None, max_length=500, description="Where they were taken from")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PartitionCost:
+        rates = self.cpu_hour is not None or self.gpu_hour is not None
+        nodes = self.on_demand_node_hour is not None or self.spot_node_hour is not None
+        if rates and nodes:
+            raise ValueError("give either rates per CPU-/GPU-hour (on premises) or prices per node-hour (cloud), not both")
+        if not rates and not nodes:
+            raise ValueError("give cpu_hour/gpu_hour rates or on_demand_node_hour/spot_node_hour prices")
+        if nodes and not self.instance_type:
+            raise ValueError("prices per node-hour need the instance_type they are for")
+        return self
+
+
 class Partition(StrictModel):
     """A homogeneous group of nodes offered by a site (a Slurm partition, a cloud queue)."""
 
@@ -43,11 +74,20 @@ class Partition(StrictModel):
     gpu_model: SafeStr | None = Field(default=None, max_length=100, description="e.g. 'a100'")
     gpus_per_node: Int64 = Field(default=0, ge=0, le=64)
     interconnect: SafeStr | None = Field(default=None, max_length=100, description="e.g. 'HDR InfiniBand'")
+    spot: bool = Field(default=False, description="Cloud spot capacity: cheaper, and a node may be taken away mid-job")
+    cost: PartitionCost | None = Field(default=None, description="What an hour here costs; none: nothing is charged")
 
     @model_validator(mode="after")
     def _gpu_model_with_gpus(self) -> Partition:
         if self.gpus_per_node and not self.gpu_model:
             raise ValueError("gpu_model is required when gpus_per_node > 0")
+        if self.spot and (self.cost is None or self.cost.spot_node_hour is None):
+            raise ValueError("a spot partition needs cost.spot_node_hour")
+        on_demand_unpriced = (
+            self.cost is not None and self.cost.spot_node_hour is not None and self.cost.on_demand_node_hour is None
+        )
+        if not self.spot and on_demand_unpriced:
+            raise ValueError("an on-demand partition needs cost.on_demand_node_hour (or set spot = true)")
         return self
 
 

@@ -1,0 +1,1 @@
+"""What work costs: partition prices, the cost of an attempt, institutions' monthly budgets."""
