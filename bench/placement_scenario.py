@@ -70,31 +70,40 @@ def sites() -> list[SiteSpec]:
     return [
         SiteSpec("kek-cryo", "kek", 2, [part("gpu", 4, 48, "v100", 4, _rates(0.02, 0.4))]),
         SiteSpec("osaka-gpu", "osaka", 2, [part("gpu", 8, 64, "a100", 4, _rates(0.02, 0.6))]),
-        SiteSpec("utokyo-hpc", "utokyo", 2, [part("gpu", 2, 64, "h100", 8, _rates(0.02, 1.0)),
-                                             part("cpu", 16, 64, cost=_rates(0.02))]),  # fmt: skip
+        SiteSpec(
+            "utokyo-hpc", "utokyo", 2, [part("gpu", 2, 64, "h100", 8, _rates(0.02, 1.0)), part("cpu", 16, 64, cost=_rates(0.02))]
+        ),
         SiteSpec("kyoto-cpu", "kyoto", 0, [part("cpu", 24, 64, cost=_rates(0.015))]),
         SiteSpec("tohoku-lab", "tohoku", 1, [part("gpu", 2, 32, "rtx-3090", 4, _rates(0.02, 0.2))]),
         SiteSpec("nagoya-cpu", "nagoya", 0, [part("cpu", 8, 48, cost=_rates(0.015))]),
-        SiteSpec("riken-mix", "riken", 1, [part("gpu", 4, 64, "a40", 4, _rates(0.02, 0.5)),
-                                           part("cpu", 12, 128, cost=_rates(0.02))]),  # fmt: skip
-        SiteSpec("kek-aws", "kek", 0, [
-            part("g5-vcpu48-gpu4", 5, 48, "a10g", 4, _cloud("g5.12xlarge", 5.672, 2.27)),
-            part("g5-vcpu48-gpu4-spot", 5, 48, "a10g", 4, _cloud("g5.12xlarge", 5.672, 2.27), spot=True),
-            part("c6i-vcpu64", 5, 64, cost=_cloud("c6i.16xlarge", 2.72, 1.09)),
-            part("c6i-vcpu64-spot", 5, 64, cost=_cloud("c6i.16xlarge", 2.72, 1.09), spot=True),
-        ]),
-    ]  # fmt: skip
+        SiteSpec(
+            "riken-mix", "riken", 1, [part("gpu", 4, 64, "a40", 4, _rates(0.02, 0.5)), part("cpu", 12, 128, cost=_rates(0.02))]
+        ),
+        SiteSpec(
+            "kek-aws",
+            "kek",
+            0,
+            [
+                part("g5-vcpu48-gpu4", 5, 48, "a10g", 4, _cloud("g5.12xlarge", 5.672, 2.27)),
+                part("g5-vcpu48-gpu4-spot", 5, 48, "a10g", 4, _cloud("g5.12xlarge", 5.672, 2.27), spot=True),
+                part("c6i-vcpu64", 5, 64, cost=_cloud("c6i.16xlarge", 2.72, 1.09)),
+                part("c6i-vcpu64-spot", 5, 64, cost=_cloud("c6i.16xlarge", 2.72, 1.09), spot=True),
+            ],
+        ),
+    ]
 
 
 def is_cloud(site: SiteSpec) -> bool:
     return any(p.cost is not None and p.cost.node_startup_s > 0 for p in site.partitions)
 
 
-def view(i: int, s: SiteSpec) -> SiteView:
-    """A fresh broker view of the site: everything free, reported, online, lending all to all."""
+def view(i: int, s: SiteSpec, lend: float = 1.0) -> SiteView:
+    """A fresh broker view of the site: everything free, reported, online, lending to all. On-premises
+    sites lend ``lend`` of their CPUs and GPUs (their own users, not simulated, hold the rest)."""
+    share = 1.0 if is_cloud(s) else lend
     v = SiteView(id=i + 1, name=s.name, institution=s.institution, country="JP", status="active", reachability="online",
-                 partitions=list(s.partitions), software=[("relion", "4.1", None)], policy=SitePolicy(),
-                 has_snapshot=True)  # fmt: skip
+                 partitions=list(s.partitions), software=[("relion", "4.1", None)],
+                 policy=SitePolicy(cpu_share=share, gpu_share=share), has_snapshot=True)  # fmt: skip
     v.cpus_total = v.cpus_free = sum(p.node_count * p.cores_per_node for p in s.partitions)
     for p in s.partitions:
         if p.gpu_model:
@@ -120,6 +129,7 @@ class Scenario:
     speed: dict[str, float]  # site -> hidden factor on run times (>1: slower than the prior says)
     link_bps: dict[tuple[int, int], float]  # (source index, destination index) -> true bytes/s
     noise: dict[int, float] = field(default_factory=dict)  # job id -> run-to-run factor
+    lend: float = 1.0  # share of on-premises CPUs and GPUs lent to the simulated work
 
 
 def _loguniform(rng: random.Random, lo: float, hi: float) -> float:
@@ -147,11 +157,11 @@ def _relion(kind: str, name: str, particles: int, box: int, gpus: int, params: d
 
 def _cpu_job(kind: str, name: str, cpus: int, hours: float, dataset: str) -> JobSpec:
     """Kinds without a size model: the prior is half the walltime (priors.toml), so ask for twice the expected time."""
-    return JobSpec.model_validate({"name": name, "kind": kind, "inputs": [{"dataset": dataset}],
-                                   "resources": {"cpus": cpus, "memory_gb": 64, "walltime_s": _round_walltime(2 * hours * HOUR)}})  # fmt: skip
+    resources = {"cpus": cpus, "memory_gb": 64, "walltime_s": _round_walltime(2 * hours * HOUR)}
+    return JobSpec.model_validate({"name": name, "kind": kind, "inputs": [{"dataset": dataset}], "resources": resources})
 
 
-def build(seed: int, days: float = 30.0, session_every_h: float = 36.0) -> Scenario:
+def build(seed: int, days: float = 30.0, session_every_h: float = 36.0, lend: float = 1.0) -> Scenario:
     rng = random.Random(seed)
     ss = sites()
     speed = {s.name: math.exp(rng.gauss(0.0, 0.35)) for s in ss}
@@ -205,4 +215,4 @@ def build(seed: int, days: float = 30.0, session_every_h: float = 36.0) -> Scena
     for k, j in enumerate(jobs):
         j.id = k
     noise = {j.id: math.exp(rng.gauss(0.0, 0.25)) for j in jobs}
-    return Scenario(ss, jobs, sizes, home, speed, link, noise)
+    return Scenario(ss, jobs, sizes, home, speed, link, noise, lend)
