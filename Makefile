@@ -5,7 +5,7 @@ VENV := .venv
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install system-deps demo test test-busy lint format bench bench-load clean
+.PHONY: install system-deps demo test test-busy lint format bench bench-load bench-sim clean
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ format: install
 ## bench: benchmarks; results go into docs/benchmarks.md (BENCH_ARGS="--hub-load full|quick|skip")
 bench: install
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.placement_sim
+
+## bench-sim: only the placement simulation (issue 12): a month of the network under four placement policies
+bench-sim: install
+	$(VENV)/bin/python -m bench.placement_sim $(SIM_ARGS)
 
 ## bench-load: the hub's heartbeat load test alone (LOAD_ARGS="--quick", or see python -m bench.heartbeat_load -h)
 LOAD_ARGS ?= --quick

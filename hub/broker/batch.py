@@ -1,8 +1,9 @@
 """Placing many jobs at once, exactly as one-by-one placement would, but fast.
 
-Jobs with the same requirements (kind, resources, software, constraints, institution)
-share one pass of the static filters. Each such group keeps a heap of its candidate sites
-by score. A site's score only falls as work is reserved on it, so a popped entry is
+Jobs with the same requirements (kind, resources, software, constraints, inputs, sizes)
+share one pass of the static filters: inputs and sizes too, because a site's score
+(earliest completion) depends on where the job's data is and how long the job runs. Each
+such group keeps a heap of its candidate sites by score. A site's score only falls as work is reserved on it, so a popped entry is
 re-scored and taken only if it still beats the next one (lazy greedy): the result is the
 same site the full scan picks, with ties broken by name, at a fraction of the cost.
 """
@@ -36,6 +37,9 @@ def signature(spec: JobSpec) -> str:
             spec.placement.model_dump(),
             spec.max_cost,
             spec.deadline.isoformat() if spec.deadline else None,
+            [i.model_dump() for i in spec.inputs],
+            spec.workload.model_dump(),
+            sorted(spec.parameters.items()),
         ],
         sort_keys=True,
     )
