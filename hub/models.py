@@ -2,6 +2,7 @@
 
 from hub.auth.models import (
     AuthorizationCodeRow,
+    AuthVersion,
     DeviceCodeRow,
     EnrollmentCodeRow,
     EnrollmentRow,
@@ -20,6 +21,7 @@ from hub.transfers.models import Transfer
 
 __all__ = [
     "Attempt",
+    "AuthVersion",
     "AuthorizationCodeRow",
     "CapacityBucket",
     "CapacityLatest",

@@ -19,14 +19,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
 
 from hub.auth.policy import ensure_agent_of, ensure_can_edit_site, ensure_can_read_site
 from hub.auth.principal import Principal
 from hub.broker.views import policy_of
 from hub.db import transaction
-from hub.deps import CurrentAgent, CurrentPrincipal, Offset, Person, SessionDep, SettingsDep, _bearer, require_scopes
-from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, responses
+from hub.deps import CurrentAgent, CurrentPrincipal, Offset, Person, SessionDep, SettingsDep, TransactionRoute, require_scopes
+from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Forbidden, NotFound, responses
 from hub.jobs import service, usage
 from hub.jobs.models import SitePolicyRow
 from hub.jobs.notify import Notifier
@@ -50,7 +49,7 @@ from shared.schemas.jobs import (
 )
 from shared.schemas.sites import SitePolicy
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"])
+router = APIRouter(prefix="/api/v1", tags=["jobs"], route_class=TransactionRoute)
 
 
 def _notifier(request: Request) -> Notifier:
@@ -104,12 +103,8 @@ def cancel_job(job_id: str, request: Request, session: SessionDep, principal: Cu
     return service.to_public(session, service.cancel(session, principal, job_id, _notifier(request)))
 
 
-def _poll_principal(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-    """Authenticate in a short transaction of its own: a long-poll must not hold one open."""
-    if credentials is None or not credentials.credentials:
-        raise Unauthorized("this endpoint needs a bearer token (Authorization: Bearer <token>)")
-    with transaction(request.app.state.engine) as session:
-        principal: Principal = request.app.state.verifier.verify(credentials.credentials, session)
+async def _poll_principal(request: Request, principal: CurrentPrincipal) -> Principal:
+    """No session: a long-poll must not hold a transaction open while it waits."""
     if principal.role is not Role.AGENT:
         raise Forbidden("only agents poll for assignments")
     return principal
