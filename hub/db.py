@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,14 @@ BACKGROUND_CONNECTIONS = 4
 #: engine that ``reader`` returns.
 _READ_OPTION = "cryomesh_read"
 _readers: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+#: Key in a SQLite connection's ``info``: the process's writer lock, while it holds it.
+_WRITING = "cryomesh_writing"
+
+
+def _done_writing(info: dict[Any, Any]) -> None:
+    writers = info.pop(_WRITING, None)
+    if writers is not None:
+        writers.release()
 
 
 def is_sqlite(url: str) -> bool:
@@ -54,13 +64,34 @@ def make_engine(url: str, *, request_threads: int = 8, busy_timeout_s: float = 5
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
+        # SQLite has one writer at a time, and its busy handler polls (sleeping up to 100 ms
+        # between tries), so under load a waiting writer can starve past the busy timeout while
+        # others take the lock. This process's writers queue on a lock of their own instead,
+        # woken the moment it is free; SQLite's lock still guards against other processes.
+        writers = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # A writer takes the write lock at BEGIN, so concurrent writers queue (for at most
             # the busy timeout) instead of failing on lock upgrade; a reader (WAL) takes no lock
             # and is never blocked by a writer.
-            read = conn.get_execution_options().get(_READ_OPTION, False)
-            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+            if conn.get_execution_options().get(_READ_OPTION, False):
+                conn.exec_driver_sql("BEGIN")
+                return
+            if not writers.acquire(timeout=busy_timeout_s):
+                raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+            conn.info[_WRITING] = writers
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _done_writing(conn.info)
+                raise
+
+        for name in ("commit", "rollback"):  # the transaction's end, on the connection
+            event.listen(engine, name, lambda conn: _done_writing(conn.info))
+        @event.listens_for(engine.pool, "reset")
+        def _reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:  # back in the pool, however it got there
+            _done_writing(record.info)
 
         @event.listens_for(engine, "connect")
         def _no_pysqlite_autobegin(dbapi_conn: Any, _record: Any) -> None:
