@@ -24,7 +24,7 @@ from sqlmodel import Session
 
 from hub.accounts.service import bootstrap_admin
 from hub.agents.service import decide, enroll, issue_code
-from hub.auth.keys import KeyCache, ensure_active_key
+from hub.auth.keys import KeyCache
 from hub.auth.models import OAuthClient
 from hub.auth.principal import Principal
 from hub.auth.server import HubClient, HubTokenGenerator
@@ -100,17 +100,20 @@ def seed(settings: HubSettings, n_sites: int, token_lifetime_s: int) -> Seeded:
                 enrolled.append((site.name, e.client_id, key))
         seed_s = time.perf_counter() - t0
         t0 = time.perf_counter()
+        keys = KeyCache(engine, token_lifetime_s)
+        keys.ensure()
         with transaction(engine) as s:
-            agents = mint_tokens(s, settings, enrolled, token_lifetime_s)
+            agents = mint_tokens(s, settings, keys, enrolled, token_lifetime_s)
         token_s = time.perf_counter() - t0
     finally:
         engine.dispose()
     return Seeded(Account(creds.client_id, creds.client_secret, "network_admin"), agents, seed_s, token_s)
 
 
-def mint_tokens(s: Session, settings: HubSettings, enrolled: list[tuple[str, str, ECKey]], lifetime_s: int) -> list[SimAgent]:
-    ensure_active_key(s)
-    generator = HubTokenGenerator(settings.model_copy(update={"token_lifetime_s": lifetime_s}), KeyCache(lifetime_s), s)
+def mint_tokens(
+    s: Session, settings: HubSettings, keys: KeyCache, enrolled: list[tuple[str, str, ECKey]], lifetime_s: int
+) -> list[SimAgent]:
+    generator = HubTokenGenerator(settings.model_copy(update={"token_lifetime_s": lifetime_s}), keys, s)
     agents = []
     for site, client_id, key in enrolled:
         row = s.get(OAuthClient, client_id)

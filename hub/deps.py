@@ -9,7 +9,8 @@ How a request meets the database (docs/architecture.md, "Requests under load"):
    ``TransactionRoute`` in the same handler thread, before the response is sent: a
    transaction never waits for a thread while it holds a connection or a lock.
 3. A ``GET`` reads (on SQLite, a deferred ``BEGIN`` that takes no lock); other methods
-   write (``BEGIN IMMEDIATE``). A ``GET`` that must write takes ``WriteSessionDep``.
+   write (``BEGIN IMMEDIATE``). So a ``GET`` route must not write: on SQLite its deferred
+   transaction would have to upgrade, which fails at once (503) when a writer got there first.
 """
 
 from __future__ import annotations
@@ -96,19 +97,9 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         session.close()
 
 
-async def get_write_session(request: Request) -> AsyncIterator[Session]:
-    session = _session(request, write=True)
-    try:
-        yield session
-    finally:
-        session.close()
-
-
 # scope="function": the transaction ends before the response is sent, so a 2xx always
 # means the change is durable.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-#: For the few GET routes that write.
-WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
 
 
 def get_settings_dep(request: Request) -> HubSettings:
