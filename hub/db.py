@@ -89,6 +89,7 @@ def make_engine(url: str, *, request_threads: int = 8, busy_timeout_s: float = 5
 
         for name in ("commit", "rollback"):  # the transaction's end, on the connection
             event.listen(engine, name, lambda conn: _done_writing(conn.info))
+
         @event.listens_for(engine.pool, "reset")
         def _reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:  # back in the pool, however it got there
             _done_writing(record.info)

@@ -33,8 +33,9 @@ from hub.db import transaction
 
 #: Longest a hub process goes without re-reading the auth version.
 RECHECK_S = 1.0
-#: Cached callers per process; past it the cache starts afresh (10,000 sites need 10,000).
-MAX_ENTRIES = 100_000
+#: Cached callers per process (10,000 sites hold about 20,000 tokens: each agent's current
+#: one and its previous one until it expires); past it, stale entries are dropped.
+MAX_ENTRIES = 50_000
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class PrincipalCache:
 
     def put(self, token: str, principal: Principal, version: int, expires_at: float) -> None:
         self.advance(version)
-        if len(self._entries) >= MAX_ENTRIES:
-            self._entries = {}
+        if len(self._entries) >= MAX_ENTRIES:  # drop what no longer counts; if that is not enough, all
+            now = time.time()
+            kept = {t: e for t, e in self._entries.items() if e.version >= self.version and e.expires_at > now}
+            self._entries = kept if len(kept) < MAX_ENTRIES // 2 else {}
         self._entries[token] = _Entry(principal, version, expires_at)

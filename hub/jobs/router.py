@@ -121,7 +121,7 @@ async def poll_assignments(
     deadline = time.monotonic() + min(wait, app.state.settings.long_poll_max_s)
 
     def fetch() -> tuple[int, list[Assignment]]:
-        with transaction(app.state.engine) as session:
+        with transaction(app.state.engine, write=False) as session:  # reads only: no write lock per poll
             site = get_site_by_name(session, name)
             ensure_agent_of(principal, site)
             assert site.id is not None
