@@ -125,7 +125,7 @@ class HubSettings(BaseSettings):
         gt=0,
         le=60,
         description="Longest a request waits for a database lock (SQLite's write lock, a PostgreSQL row lock) or a "
-        "pooled connection; then it is answered 503 with Retry-After",
+        "pooled connection; then it is answered 503 with Retry-After. Keep it below the agents' request_timeout_s (10 s)",
     )
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
     log_level: str = Field(default="INFO")
