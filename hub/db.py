@@ -90,8 +90,19 @@ def make_engine(url: str, *, request_threads: int = 8, busy_timeout_s: float = 5
         for name in ("commit", "rollback"):  # the transaction's end, on the connection
             event.listen(engine, name, lambda conn: _done_writing(conn.info))
 
+        # However a connection leaves its transaction (back in the pool, invalidated after an
+        # error), the lock goes with it: a lock never released would refuse every writer.
         @event.listens_for(engine.pool, "reset")
-        def _reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:  # back in the pool, however it got there
+        def _reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:
+            _done_writing(record.info)
+
+        @event.listens_for(engine.pool, "checkin")
+        def _checkin(_dbapi_conn: Any, record: Any) -> None:
+            if record is not None:
+                _done_writing(record.info)
+
+        @event.listens_for(engine.pool, "invalidate")
+        def _invalidate(_dbapi_conn: Any, record: Any, _exc: Any) -> None:
             _done_writing(record.info)
 
         @event.listens_for(engine, "connect")
