@@ -31,7 +31,7 @@ from sqlmodel import Session
 
 from hub.accounts.service import bootstrap_admin
 from hub.agents.service import validate_public_jwk
-from hub.auth.keys import KeyCache, ensure_active_key
+from hub.auth.keys import KeyCache
 from hub.auth.models import EnrollmentCodeRow, EnrollmentRow, OAuthClient
 from hub.auth.server import PRIVATE_KEY_JWT, HubClient, HubTokenGenerator
 from hub.db import make_engine, transaction
@@ -97,8 +97,10 @@ def seed(settings: HubSettings, n_sites: int, token_lifetime_s: int) -> Seeded:
             enrolled = enroll_agents(s, [site_create(i) for i in range(n_sites)], creds.client_id)
         seed_s = time.perf_counter() - t0
         t0 = time.perf_counter()
+        keys = KeyCache(engine, token_lifetime_s)
+        keys.ensure()
         with transaction(engine) as s:
-            agents = mint_tokens(s, settings, enrolled, token_lifetime_s)
+            agents = mint_tokens(s, settings, keys, enrolled, token_lifetime_s)
         token_s = time.perf_counter() - t0
     finally:
         engine.dispose()
@@ -144,9 +146,10 @@ def enroll_agents(s: Session, sites: list[SiteCreate], admin: str) -> list[tuple
     return enrolled
 
 
-def mint_tokens(s: Session, settings: HubSettings, enrolled: list[tuple[str, str, ECKey]], lifetime_s: int) -> list[SimAgent]:
-    ensure_active_key(s)
-    generator = HubTokenGenerator(settings.model_copy(update={"token_lifetime_s": lifetime_s}), KeyCache(lifetime_s), s)
+def mint_tokens(
+    s: Session, settings: HubSettings, keys: KeyCache, enrolled: list[tuple[str, str, ECKey]], lifetime_s: int
+) -> list[SimAgent]:
+    generator = HubTokenGenerator(settings.model_copy(update={"token_lifetime_s": lifetime_s}), keys, s)
     agents = []
     for site, client_id, key in enrolled:
         row = s.get(OAuthClient, client_id)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -34,7 +35,7 @@ from hub.ga4gh.tes_router import routers as tes_routers
 from hub.jobs.notify import Notifier
 from hub.jobs.router import router as jobs_router
 from hub.jobs.service import restart_grace
-from hub.limits import BodyLimit, UrlGuard
+from hub.limits import BodyLimit, InFlightLimit, UrlGuard
 from hub.logging import RequestIdMiddleware
 from hub.network.router import router as network_router
 from hub.pictures.router import router as pictures_router
@@ -48,12 +49,18 @@ from shared.version import __version__
 def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) -> FastAPI:
     """Build the hub. The database must already be migrated (``cryomesh hub migrate``)."""
     settings = settings or get_settings()
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(
+        settings.resolved_database_url,
+        request_threads=settings.request_threads,
+        busy_timeout_s=settings.database_busy_timeout_s,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # As many handler threads as the pool has connections for them (make_engine).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+        app.state.keys.ensure()  # a signing key exists before the first request
         with transaction(engine) as session:
-            app.state.keys.signing_jwk(session)  # a signing key exists before the first request
             restart_grace(session, settings)  # the hub's own downtime is not the agents' fault
         app.state.notifier.bind(asyncio.get_running_loop())
         scheduler = start_scheduler(engine, settings, app.state.notifier) if run_sweeps else None
@@ -72,8 +79,8 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.keys = KeyCache(settings.token_lifetime_s)
-    app.state.verifier = TokenVerifier(settings, app.state.keys)
+    app.state.keys = KeyCache(engine, settings.token_lifetime_s)
+    app.state.verifier = TokenVerifier(settings, app.state.keys, engine)
     app.state.notifier = Notifier()
     app.state.metrics = metrics.make_registry(engine)
     # Innermost first: limits are checked before anything reads the request, inside the
@@ -82,6 +89,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         BodyLimit, max_body_bytes=settings.max_body_bytes, max_manifest_body_bytes=settings.max_manifest_body_bytes
     )
     app.add_middleware(UrlGuard)
+    app.add_middleware(InFlightLimit, max_in_flight=settings.max_requests_in_flight)
     app.add_middleware(metrics.TimingMiddleware)
     app.add_middleware(DashboardHeaders)
     app.add_middleware(RequestIdMiddleware)
@@ -89,17 +97,17 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     openapi.install(app)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """The process is up. Anyone may call."""
+    async def healthz() -> dict[str, str]:
+        """The process is up (answered on the event loop, however busy the handler threads are). Anyone may call."""
         return {"status": "ok", "version": __version__}
 
     @app.get("/readyz", tags=["health"])
     def readyz(request: Request) -> JSONResponse:
         """The database answers and a signing key is available. Anyone may call."""
         try:
-            with transaction(engine) as session:
+            with transaction(engine, write=False) as session:
                 session.execute(text("SELECT 1"))
-                request.app.state.keys.signing_jwk(session)
+            request.app.state.keys.signing_jwk()
         except Exception as exc:  # readiness reports any failure rather than raising
             return JSONResponse({"status": "unavailable", "detail": str(exc)[:200]}, status_code=503)
         return JSONResponse({"status": "ready"})

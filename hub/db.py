@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
@@ -18,15 +21,40 @@ from sqlmodel import Session, create_engine
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+#: Connections kept beside the request threads' own: the sweep, the key cache's and the
+#: revocation version's refreshes, start-up and readiness checks.
+BACKGROUND_CONNECTIONS = 4
+#: Execution option that makes a SQLite transaction begin DEFERRED (a reader): set on the
+#: engine that ``reader`` returns.
+_READ_OPTION = "cryomesh_read"
+_readers: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+#: Key in a SQLite connection's ``info``: the process's writer lock, while it holds it.
+_WRITING = "cryomesh_writing"
+
+
+def _done_writing(info: dict[Any, Any]) -> None:
+    writers = info.pop(_WRITING, None)
+    if writers is not None:
+        writers.release()
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, request_threads: int = 8, busy_timeout_s: float = 5.0) -> Engine:
+    """The engine, with a pool of ``request_threads + BACKGROUND_CONNECTIONS`` connections and
+    no overflow: a handler thread never waits for a connection another handler holds while it
+    waits for a thread (the pool is never smaller than the handlers that can hold one). Waiting
+    for a lock or a connection ends after ``busy_timeout_s`` with an ``OperationalError`` or a
+    pool ``TimeoutError``, which the API answers 503 with Retry-After."""
+    pool = {"pool_size": request_threads + BACKGROUND_CONNECTIONS, "max_overflow": 0, "pool_timeout": busy_timeout_s}
     if is_sqlite(url):
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if url.startswith("sqlite:///:memory:"):
+            pool = {}  # one shared connection (SingletonThreadPool); it takes no pool size
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -36,18 +64,64 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
+        # SQLite has one writer at a time, and its busy handler polls (sleeping up to 100 ms
+        # between tries), so under load a waiting writer can starve past the busy timeout while
+        # others take the lock. This process's writers queue on a lock of their own instead,
+        # woken the moment it is free; SQLite's lock still guards against other processes.
+        writers = threading.Lock()
+
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(conn: Any) -> None:
-            # Take the write lock at BEGIN so concurrent writers queue instead of failing
-            # on lock upgrade; SQLite serialises writers either way.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _sqlite_begin(conn: Any) -> None:
+            # A writer takes the write lock at BEGIN, so concurrent writers queue (for at most
+            # the busy timeout) instead of failing on lock upgrade; a reader (WAL) takes no lock
+            # and is never blocked by a writer.
+            if conn.get_execution_options().get(_READ_OPTION, False):
+                conn.exec_driver_sql("BEGIN")
+                return
+            if not writers.acquire(timeout=busy_timeout_s):
+                raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+            conn.info[_WRITING] = writers
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _done_writing(conn.info)
+                raise
+
+        for name in ("commit", "rollback"):  # the transaction's end, on the connection
+            event.listen(engine, name, lambda conn: _done_writing(conn.info))
+
+        # However a connection leaves its transaction (back in the pool, invalidated after an
+        # error), the lock goes with it: a lock never released would refuse every writer.
+        @event.listens_for(engine.pool, "reset")
+        def _reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:
+            _done_writing(record.info)
+
+        @event.listens_for(engine.pool, "checkin")
+        def _checkin(_dbapi_conn: Any, record: Any) -> None:
+            if record is not None:
+                _done_writing(record.info)
+
+        @event.listens_for(engine.pool, "invalidate")
+        def _invalidate(_dbapi_conn: Any, record: Any, _exc: Any) -> None:
+            _done_writing(record.info)
 
         @event.listens_for(engine, "connect")
         def _no_pysqlite_autobegin(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # lock_timeout: a statement waiting for a row lock gives up after the busy timeout.
+    options = f"-c lock_timeout={int(busy_timeout_s * 1000)}"
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": options}, **pool)
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine (pool, events) whose transactions only read: on SQLite they begin
+    DEFERRED and take no lock; on PostgreSQL nothing changes."""
+    found = _readers.get(engine)
+    if found is None:
+        found = _readers[engine] = engine.execution_options(**{_READ_OPTION: True})
+    return found
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
@@ -60,18 +134,32 @@ def run_after_commit(session: Session) -> None:
         callback()
 
 
+def commit(session: Session) -> None:
+    """Commit, then run the after-commit callbacks; on failure roll back and forget them."""
+    try:
+        session.commit()
+    except BaseException:
+        rollback(session)
+        raise
+    run_after_commit(session)
+
+
+def rollback(session: Session) -> None:
+    session.rollback()
+    session.info.pop("after_commit", None)
+
+
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
-    """A session that commits when the block ends and rolls back if it raises."""
-    with Session(engine, expire_on_commit=False) as session:
+def transaction(engine: Engine, *, write: bool = True) -> Iterator[Session]:
+    """A session that commits when the block ends and rolls back if it raises. With
+    ``write=False`` it only reads (see ``reader``)."""
+    with Session(engine if write else reader(engine), expire_on_commit=False) as session:
         try:
             yield session
-            session.commit()
         except BaseException:
-            session.rollback()
-            session.info.pop("after_commit", None)
+            rollback(session)
             raise
-        run_after_commit(session)
+        commit(session)
 
 
 def alembic_config(url: str) -> Config:

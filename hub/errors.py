@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.schemas.common import ErrorBody
@@ -100,8 +101,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _database_busy(request: Request, exc: OperationalError) -> JSONResponse:
+        # A lock not granted within database_busy_timeout_s ("database is locked", PostgreSQL's
+        # lock_timeout), or the database away: the caller retries.
         log.warning("database unavailable: %s", exc)
         return JSONResponse(_body("ServiceUnavailable", "the database is busy; retry"), 503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(PoolTimeout)
+    async def _no_connection(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # A backstop: the pool has a connection for every handler thread (hub/db.py).
+        log.warning("no database connection free: %s", exc)
+        return JSONResponse(_body("ServiceUnavailable", "the hub is busy; retry"), 503, headers={"Retry-After": "1"})
 
     @app.exception_handler(DataError)
     async def _unstorable(request: Request, exc: DataError) -> JSONResponse:

@@ -4,6 +4,12 @@
   its Content-Length before a byte is read, or while it streams in (chunked bodies, or a
   Content-Length that lies). Agents' reports that list files (a dataset's manifest,
   transfer progress with one URL per file, audits) have their own, larger limit.
+- ``InFlightLimit``: past ``max_requests_in_flight`` requests at once, a request is answered
+  503 ``ServiceUnavailable`` with ``Retry-After`` at once, before its body is read or its
+  token checked, so a burst costs the hub almost nothing and it recovers by itself; agents
+  back off with jitter. Not counted: ``/healthz`` (it must answer while the hub is busy) and
+  long-polls for work (``LONG_POLL_ROUTES``), which wait for most of their life holding
+  nothing; their short reads queue for handler threads like any request.
 - ``UrlGuard``: a NUL in the path or query string is refused with 422 (PostgreSQL cannot
   hold NUL in text, and no name or filter contains one).
 """
@@ -21,14 +27,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 FILE_LIST_ROUTES = re.compile(r"^/api/v1/(datasets|transfers/[^/]+/(progress|fail)|sites/[^/]+/replicas/[^/]+/audit)/?$")
 
 
-async def _send_error(send: Send, status: int, name: str, detail: str) -> None:
+async def _send_error(send: Send, status: int, name: str, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     body = json.dumps({"error": name, "detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")],
+                        (b"connection", b"close"), *headers],
         }
     )  # fmt: skip
     await send({"type": "http.response.body", "body": body})
@@ -108,3 +114,38 @@ class UrlGuard:
             await _send_error(send, 422, "ValidationError", "the URL contains a NUL character")
             return
         await self.app(scope, receive, send)
+
+
+#: Agents' long-polls, which spend most of their life waiting, holding no thread or connection.
+LONG_POLL_ROUTES = re.compile(r"^/api/v1/sites/[^/]+/assignments/?$")
+#: Always answered, however busy: liveness probes must not fail because the hub is loaded.
+UNLIMITED_PATHS = frozenset({"/healthz"})
+#: Seconds a refused caller is asked to wait (agents add jitter).
+RETRY_AFTER_S = 1
+
+
+class InFlightLimit:
+    def __init__(self, app: ASGIApp, *, max_in_flight: int) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # one event loop: no lock needed
+
+    def counted(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        if path in UNLIMITED_PATHS:
+            return False
+        return not (scope["method"] == "GET" and LONG_POLL_ROUTES.match(path))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.counted(scope):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            detail = f"the hub is busy ({self.in_flight} requests in flight); retry in {RETRY_AFTER_S} s"
+            await _send_error(send, 503, "ServiceUnavailable", detail, ((b"retry-after", str(RETRY_AFTER_S).encode()),))
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -19,8 +19,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.db import transaction
 
 REQUEST_SECONDS = Histogram(
     "cryomesh_hub_request_seconds",
@@ -51,7 +53,7 @@ class DatabaseCollector(Collector):
         from hub.sites.models import Site
         from hub.transfers.models import Transfer
 
-        with Session(self.engine) as session:
+        with transaction(self.engine, write=False) as session:
             sites = GaugeMetricFamily(
                 "cryomesh_hub_sites", "Sites by lifecycle status and reachability", labels=["status", "reachability"]
             )

@@ -2,6 +2,7 @@
 
 from hub.auth.models import (
     AuthorizationCodeRow,
+    AuthVersion,
     DeviceCodeRow,
     EnrollmentCodeRow,
     EnrollmentRow,
@@ -24,6 +25,7 @@ from hub.transfers.models import Transfer
 
 __all__ = [
     "Attempt",
+    "AuthVersion",
     "AuthorizationCodeRow",
     "Budget",
     "CapacityBucket",

@@ -118,6 +118,27 @@ class HubSettings(BaseSettings):
         le=7 * 86_400,
         description="A paged dataset registration with no new page for this long is discarded by the sweep",
     )
+    request_threads: int = Field(
+        default=32,
+        ge=2,
+        le=1000,
+        description="Threads that run requests' blocking work (every database transaction); the database pool "
+        "holds this many connections plus 4 for background work, so on PostgreSQL max_connections must allow "
+        "(request_threads + 4) per hub process",
+    )
+    max_requests_in_flight: int = Field(
+        default=256,
+        ge=1,
+        description="Requests a hub process works on at once (long-polls waiting for work and /healthz not counted); "
+        "past it a request is answered 503 with Retry-After at once, before its body is read",
+    )
+    database_busy_timeout_s: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="Longest a request waits for a database lock (SQLite's write lock, a PostgreSQL row lock) or a "
+        "pooled connection; then it is answered 503 with Retry-After. Keep it below the agents' request_timeout_s (10 s)",
+    )
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: plain text)")

@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from hub.accounts import service
-from hub.deps import NetworkAdmin, SessionDep, require_scopes
+from hub.deps import NetworkAdmin, SessionDep, TransactionRoute, require_scopes
 from hub.errors import AUTH_ERRORS, Conflict, NotFound, responses
 from shared.schemas.auth import AccountCreate, AccountCredentials, ClientPublic
 
-router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"], dependencies=[Depends(require_scopes("admin"))])
+router = APIRouter(
+    prefix="/api/v1/accounts", tags=["accounts"], dependencies=[Depends(require_scopes("admin"))], route_class=TransactionRoute
+)
 
 
 @router.post("", status_code=201, responses=responses(*AUTH_ERRORS, NotFound))

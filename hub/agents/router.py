@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 
 from hub.accounts.service import client_public
 from hub.agents import service
-from hub.deps import Admin, CurrentAgent, NetworkAdmin, RowId, SessionDep, SettingsDep, require_scopes
+from hub.deps import Admin, CurrentAgent, NetworkAdmin, RowId, SessionDep, SettingsDep, TransactionRoute, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Gone, NotFound, responses
 from shared.schemas.auth import (
     ClientPublic,
@@ -26,7 +26,7 @@ from shared.schemas.auth import (
     KeyRotation,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["agents"])
+router = APIRouter(prefix="/api/v1", tags=["agents"], route_class=TransactionRoute)
 
 
 @router.post(

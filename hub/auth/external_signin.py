@@ -33,11 +33,12 @@ from hub.auth.server import HubAuthorizationServer, PersonUser, StarletteOAuth2R
 from hub.auth.signin import OAUTH_PARAMS, oauth_refused, refused
 from hub.auth.tokens import TokenVerifier, map_claims
 from hub.db import transaction
+from hub.deps import TransactionRoute
 from hub.errors import CryomeshError
 from hub.settings import ExternalIssuer, HubSettings
 from hub.types import utcnow
 
-router = APIRouter(tags=["sign-in"])
+router = APIRouter(tags=["sign-in"], route_class=TransactionRoute)
 SIGNIN_TTL_S = 600
 
 

@@ -7,15 +7,17 @@ signed has expired, so rotation never invalidates a token in flight.
 from __future__ import annotations
 
 import secrets
-import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import ECKey, KeySet
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from hub.auth.models import SigningKey
+from hub.db import transaction
 from hub.types import utcnow
 
 ALG = "ES256"
@@ -74,53 +76,77 @@ def public_jwk(private: dict[str, Any]) -> dict[str, Any]:
     return ECKey.import_key(private).as_dict(private=False)
 
 
+@dataclass(frozen=True)
+class _Keys:
+    signing: dict[str, Any]  # private JWK
+    published: dict[str, dict[str, Any]]  # kid -> public JWK
+    verifying: KeySet
+    loaded_at: float
+
+
 class KeyCache:
     """Signing and verification keys, read from the database and cached briefly.
 
-    Loads go through the caller's session (on SQLite a second transaction would wait on
-    the first). Several hub processes may share one database; a token with an unknown
-    ``kid`` makes the cache reload at once, so another process's rotation is seen on first use.
+    Loads read in a short transaction of their own, never in a request's: the token endpoint
+    signs while it holds the database's write lock, and a load inside that transaction that
+    waited on a Python lock held by a reader waiting for the write lock was a deadlock. No
+    lock is held while reading: two threads that both find the cache stale both read, and
+    the last one's snapshot (immutable) wins. Several hub processes may share one database;
+    a token with an unknown ``kid`` makes the cache reload (at most once a second), so
+    another process's rotation is seen on first use.
     """
 
-    def __init__(self, token_lifetime_s: int, ttl_s: float = 10.0) -> None:
+    def __init__(self, engine: Engine, token_lifetime_s: int, ttl_s: float = 10.0) -> None:
+        self._engine = engine
         self._keep_for = timedelta(seconds=token_lifetime_s + 60)
         self._ttl = ttl_s
-        self._lock = threading.Lock()
-        self._loaded_at = 0.0
-        self._signing: dict[str, Any] | None = None  # private JWK
-        self._published: dict[str, dict[str, Any]] = {}  # kid -> public JWK
+        self._keys: _Keys | None = None
+        self._unknown_kid_at = 0.0
 
-    def _load(self, session: Session) -> None:
-        signing = ensure_active_key(session)
-        cutoff: datetime = utcnow() - self._keep_for
-        published = session.exec(
-            select(SigningKey).where(col(SigningKey.retired_at).is_(None) | (col(SigningKey.retired_at) >= cutoff))
-        ).all()
-        # Plain dicts, not rows: the cache outlives the session that read it.
-        self._signing = dict(signing.private_jwk)
-        self._published = {k.kid: public_jwk(k.private_jwk) for k in published}
-        self._loaded_at = time.monotonic()
+    def ensure(self) -> None:
+        """Create the first signing key if there is none (at start-up, in its own transaction)."""
+        with transaction(self._engine) as session:
+            ensure_active_key(session)
+        self.reload()
 
-    def _fresh(self, session: Session, force: bool = False) -> None:
-        with self._lock:
-            if force or time.monotonic() - self._loaded_at > self._ttl or self._signing is None:
-                self._load(session)
+    def reload(self) -> _Keys:
+        with transaction(self._engine, write=False) as session:
+            signing = active_key(session)
+            if signing is None:
+                raise RuntimeError("the hub has no active signing key (it makes one at start-up)")
+            cutoff: datetime = utcnow() - self._keep_for
+            rows = session.exec(
+                select(SigningKey).where(col(SigningKey.retired_at).is_(None) | (col(SigningKey.retired_at) >= cutoff))
+            ).all()
+            # Plain dicts, not rows: the cache outlives the session that read it.
+            published = {k.kid: public_jwk(k.private_jwk) for k in rows}
+            keys = _Keys(
+                dict(signing.private_jwk),
+                published,
+                KeySet.import_key_set({"keys": list(published.values())}),
+                time.monotonic(),
+            )
+        self._keys = keys
+        return keys
+
+    def _fresh(self) -> _Keys:
+        keys = self._keys
+        if keys is None or time.monotonic() - keys.loaded_at > self._ttl:
+            keys = self.reload()
+        return keys
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._loaded_at = 0.0
+        self._keys = None
 
-    def signing_jwk(self, session: Session) -> dict[str, Any]:
-        self._fresh(session)
-        assert self._signing is not None
-        return self._signing
+    def signing_jwk(self) -> dict[str, Any]:
+        return self._fresh().signing
 
-    def jwks(self, session: Session) -> dict[str, Any]:
-        self._fresh(session)
-        return {"keys": list(self._published.values())}
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": list(self._fresh().published.values())}
 
-    def verification_keys(self, session: Session, kid: str | None) -> KeySet:
-        self._fresh(session)
-        if kid is not None and kid not in self._published:
-            self._fresh(session, force=True)
-        return KeySet.import_key_set(self.jwks(session))  # type: ignore[arg-type]
+    def verification_keys(self, kid: str | None) -> KeySet:
+        keys = self._fresh()
+        if kid is not None and kid not in keys.published and time.monotonic() - self._unknown_kid_at > 1.0:
+            self._unknown_kid_at = time.monotonic()
+            keys = self.reload()
+        return keys.verifying

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Integer, String
 from sqlmodel import Field, SQLModel
 
 from hub.types import UTCDateTime, utcnow
@@ -152,3 +152,18 @@ class ExternalSignIn(SQLModel, table=True):
     nonce: str = Field(max_length=200)
     params: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class AuthVersion(SQLModel, table=True):
+    """One row: a counter raised by every change that can refuse a token already issued (a
+    client disabled or its role or site changed, a site suspended or renamed, a sign-in
+    ended). Each hub process caches callers' principals and drops them when it sees the
+    counter move, which it re-reads at most a second apart (``hub/auth/revocation.py``)."""
+
+    __tablename__ = "auth_version"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+from hub.auth import version as _version  # noqa: E402,F401  (registers the flush listener; needs the tables above)

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -91,12 +91,14 @@ def start_session(session: Session, person: OAuthClient, via: str, lifetime_s: i
     return s
 
 
-def check_session(session: Session, sid: str) -> None:
+def check_session(session: Session, sid: str) -> datetime:
+    """The live sign-in's end, or 401."""
     s = session.get(SignInSession, sid)
     if s is None or s.ended_at is not None:
         raise Unauthorized("this sign-in has ended; sign in again")
     if s.expires_at <= utcnow():
         raise Unauthorized("this sign-in has expired; sign in again")
+    return s.expires_at
 
 
 def end_session(session: Session, sid: str) -> None:

@@ -19,12 +19,12 @@ from hub.auth import keys as signing_keys
 from hub.auth.keys import KeyCache
 from hub.auth.principal import ROLE_SCOPES
 from hub.auth.server import HubAuthorizationServer, StarletteOAuth2Request
-from hub.db import transaction
-from hub.deps import CurrentPrincipal, NetworkAdmin, SessionDep, SettingsDep, require_scopes
+from hub.db import after_commit, transaction
+from hub.deps import CurrentPrincipal, NetworkAdmin, SessionDep, SettingsDep, TransactionRoute, require_scopes
 from hub.errors import AUTH_ERRORS, responses
 from shared.schemas.auth import WhoAmI
 
-router = APIRouter(tags=["oauth"])
+router = APIRouter(tags=["oauth"], route_class=TransactionRoute)
 
 
 @router.get("/.well-known/oauth-authorization-server")
@@ -47,10 +47,10 @@ def metadata(settings: SettingsDep) -> dict[str, Any]:
 
 
 @router.get("/.well-known/jwks.json")
-def jwks(request: Request, session: SessionDep) -> JSONResponse:
+def jwks(request: Request) -> JSONResponse:
     """The public keys that verify the hub's access tokens, retired keys included until their tokens expire."""
     cache: KeyCache = request.app.state.keys
-    return JSONResponse(cache.jwks(session), headers={"Cache-Control": "public, max-age=60"})
+    return JSONResponse(cache.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 
 @router.post("/oauth/token", response_class=Response)
@@ -63,6 +63,7 @@ async def token(request: Request) -> Response:
     oauth_request = StarletteOAuth2Request(request.method, app.state.settings.token_endpoint, request.headers, form)
 
     def issue() -> Response:
+        app.state.keys.signing_jwk()  # a stale key cache reloads now, before the write lock is taken
         with transaction(app.state.engine) as session:
             server = HubAuthorizationServer(session, app.state.settings, app.state.keys)
             response: Response = server.create_token_response(oauth_request)
@@ -97,5 +98,5 @@ def whoami(principal: CurrentPrincipal) -> WhoAmI:
 def rotate_signing_key(request: Request, session: SessionDep, principal: NetworkAdmin) -> dict[str, str]:
     """Start signing with a new key now. Tokens signed by the old key stay valid until they expire."""
     key = signing_keys.rotate(session)
-    request.app.state.keys.invalidate()
+    after_commit(session, request.app.state.keys.invalidate)
     return {"kid": key.kid}

@@ -360,8 +360,9 @@ class HubTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
         self._session = session
 
     def get_jwks(self) -> KeySet:
-        # A key set (not a bare key) makes joserfc put the key's ``kid`` in the header.
-        return KeySet([ECKey.import_key(self._keys.signing_jwk(self._session))])
+        # A key set (not a bare key) makes joserfc put the key's ``kid`` in the header. The
+        # cache reads in its own transaction, never in this request's (see KeyCache).
+        return KeySet([ECKey.import_key(self._keys.signing_jwk())])
 
     def get_audiences(self, client: HubClient, user: Any, scope: str) -> str:
         return self._settings.token_audience

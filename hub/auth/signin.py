@@ -25,12 +25,12 @@ from hub.auth.models import DeviceCodeRow, OAuthClient, SignInSession
 from hub.auth.people import authenticate, end_session, set_first_password
 from hub.auth.server import HubAuthorizationServer, PersonUser, StarletteOAuth2Request, person_scope
 from hub.db import transaction
-from hub.deps import CurrentPrincipal, SessionDep
+from hub.deps import CurrentPrincipal, SessionDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Unauthorized, responses
 from hub.types import utcnow
 from shared.schemas.common import SafeStr, StrictModel
 
-router = APIRouter(tags=["sign-in"])
+router = APIRouter(tags=["sign-in"], route_class=TransactionRoute)
 
 OAUTH_PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method")
 PAGE_HEADERS = {

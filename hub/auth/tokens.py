@@ -2,7 +2,8 @@
 
 Every check that can fail for a caller gives 401 with the reason; a token that is valid
 but whose client or site has since been disabled or suspended is refused at once, not
-when it expires, because the client's row is read on every request.
+when it expires: the caller's rows are read when this process first sees the token, and
+read again after any change that could refuse it (``hub/auth/revocation.py``).
 """
 
 from __future__ import annotations
@@ -11,18 +12,24 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+from fastapi.concurrency import run_in_threadpool
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from hub.auth.keys import ALG, KeyCache
 from hub.auth.models import OAuthClient
 from hub.auth.people import check_session
 from hub.auth.principal import ROLE_SCOPES, Principal
+from hub.auth.revocation import PrincipalCache
+from hub.auth.version import read_version
+from hub.db import transaction
 from hub.errors import Forbidden, Unauthorized
 from hub.settings import ExternalIssuer, HubSettings
 from hub.sites.models import Site
@@ -77,12 +84,25 @@ class RemoteJWKS:
 
 
 class TokenVerifier:
-    def __init__(self, settings: HubSettings, keys: KeyCache) -> None:
+    def __init__(self, settings: HubSettings, keys: KeyCache, engine: Engine) -> None:
         self._settings = settings
         self._keys = keys
+        self._engine = engine
+        self.principals = PrincipalCache(engine)
         self._external = {i.issuer.rstrip("/"): (i, RemoteJWKS(i.jwks_uri)) for i in settings.external_issuers}
 
-    def verify(self, token: str, session: Session) -> Principal:
+    async def authenticate(self, token: str) -> Principal:
+        """The caller a bearer token names, or 401/403. A token this process has verified is
+        a look-up (valid until the auth version moves, see ``hub/auth/revocation.py``);
+        a new one is verified in a handler thread, its rows read in a short read-only
+        transaction of its own."""
+        await self.principals.recheck()
+        found = self.principals.get(token)
+        if found is not None:
+            return found
+        return await run_in_threadpool(self._verify, token)
+
+    def _verify(self, token: str) -> Principal:
         try:
             header, claims = decode_unverified(token)
         except (JoseError, ValueError, UnicodeDecodeError) as exc:
@@ -91,11 +111,22 @@ class TokenVerifier:
         if not isinstance(alg, str) or alg.lower() == "none":
             raise Unauthorized("unsigned tokens (alg 'none') are refused")
         issuer = str(claims.get("iss", "")).rstrip("/")
+        # Pure checks first (signature, audience, expiry); the database only for a token that passed them.
         if issuer == self._settings.issuer:
-            return self._verify_local(token, header, session)
-        if issuer in self._external:
-            return self._verify_external(token, header, *self._external[issuer], session)
-        raise Unauthorized(f"tokens from issuer {issuer!r} are not trusted here")
+            claims = self._verify_local(token, header)
+            resolve: Callable[[Session], tuple[Principal, float]] = lambda s: self._resolve_local(claims, s)  # noqa: E731
+        elif issuer in self._external:
+            cfg, jwks = self._external[issuer]
+            claims = self._decode(token, jwks.keys(header.get("kid")), cfg.algorithms, cfg.issuer, cfg.audience)
+            resolve = lambda s: self._resolve_external(cfg, claims, s)  # noqa: E731
+        else:
+            raise Unauthorized(f"tokens from issuer {issuer!r} are not trusted here")
+        with transaction(self._engine, write=False) as session:
+            version = read_version(session)  # before the rows: a change after this read raises it past ours
+            principal, until = resolve(session)
+        expires_at = min(float(claims["exp"]) + LEEWAY_S, until)
+        self.principals.put(token, principal, version, expires_at)
+        return principal
 
     def _decode(self, token: str, keys: KeySet, algorithms: list[str], issuer: str, audience: str) -> dict[str, Any]:
         try:
@@ -115,13 +146,16 @@ class TokenVerifier:
             raise Unauthorized(f"the token was refused: {exc.description or exc.error}") from exc
         return dict(decoded.claims)
 
-    def _verify_local(self, token: str, header: dict[str, Any], session: Session) -> Principal:
+    def _verify_local(self, token: str, header: dict[str, Any]) -> dict[str, Any]:
         if header.get("typ") not in ("at+jwt", "application/at+jwt"):
             raise Unauthorized("the token is not an access token (typ must be 'at+jwt')")
-        keys = self._keys.verification_keys(session, header.get("kid"))
-        claims = self._decode(token, keys, [ALG], self._settings.issuer, self._settings.token_audience)
+        keys = self._keys.verification_keys(header.get("kid"))
+        return self._decode(token, keys, [ALG], self._settings.issuer, self._settings.token_audience)
+
+    def _resolve_local(self, claims: dict[str, Any], session: Session) -> tuple[Principal, float]:
+        until = float("inf")
         if claims.get("sid"):  # a person's sign-in: the account is the subject, the session must be live
-            check_session(session, str(claims["sid"]))
+            until = check_session(session, str(claims["sid"])).timestamp()
             client = session.get(OAuthClient, claims["sub"])
         else:
             client = session.get(OAuthClient, claims.get("client_id") or claims["sub"])
@@ -132,7 +166,7 @@ class TokenVerifier:
             raise Forbidden(f"site {site.name} is suspended")
         role = Role(client.role)
         granted = set(str(claims.get("scope") or "").split()) & set(ROLE_SCOPES[role])
-        return Principal(
+        principal = Principal(
             subject=claims["sub"],
             role=role,
             issuer=self._settings.issuer,
@@ -143,13 +177,11 @@ class TokenVerifier:
             scopes=frozenset(granted),
             session_id=str(claims["sid"]) if claims.get("sid") else None,
         )
+        return principal, until
 
-    def _verify_external(
-        self, token: str, header: dict[str, Any], cfg: ExternalIssuer, jwks: RemoteJWKS, session: Session
-    ) -> Principal:
-        claims = self._decode(token, jwks.keys(header.get("kid")), cfg.algorithms, cfg.issuer, cfg.audience)
+    def _resolve_external(self, cfg: ExternalIssuer, claims: dict[str, Any], session: Session) -> tuple[Principal, float]:
         role, institution, site = map_claims(cfg, claims, session)
-        return Principal(
+        principal = Principal(
             subject=f"{cfg.issuer}#{claims['sub']}",
             role=role,
             issuer=cfg.issuer,
@@ -158,6 +190,7 @@ class TokenVerifier:
             institution=institution,
             scopes=frozenset(ROLE_SCOPES[role]),
         )
+        return principal, float("inf")
 
     def external(self, issuer: str) -> tuple[ExternalIssuer, RemoteJWKS] | None:
         return self._external.get(issuer.rstrip("/"))

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query
 
 from hub.auth.policy import ensure_agent_of
 from hub.capacity import service
-from hub.deps import CurrentAgent, CurrentPrincipal, SessionDep, SettingsDep, require_scopes
+from hub.deps import CurrentAgent, CurrentPrincipal, SessionDep, SettingsDep, TransactionRoute, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, NotFound, responses
 from hub.jobs.service import renew_leases
 from hub.metrics import HEARTBEATS
@@ -23,7 +23,7 @@ from hub.sites.service import read_site
 from hub.timewindow import window
 from shared.schemas.capacity import CapacityHistory, Heartbeat, HeartbeatAck, SiteCapacity
 
-router = APIRouter(prefix="/api/v1/sites", tags=["capacity"])
+router = APIRouter(prefix="/api/v1/sites", tags=["capacity"], route_class=TransactionRoute)
 
 
 @router.post(

@@ -13,11 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from hub.costs import service
-from hub.deps import Person, SessionDep, SettingsDep
+from hub.deps import Person, SessionDep, SettingsDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, NotFound, responses
 from shared.schemas.costs import BudgetPublic, BudgetSet
 
-router = APIRouter(prefix="/api/v1/budgets", tags=["budgets"])
+router = APIRouter(prefix="/api/v1/budgets", tags=["budgets"], route_class=TransactionRoute)
 
 Institution = Annotated[str, Path(min_length=1, max_length=200, description="Institution slug, e.g. 'kek'")]
 

@@ -23,7 +23,7 @@ from hub.datasets import service as datasets
 from hub.datasets import shares
 from hub.datasets.models import Dataset
 from hub.datasets.service import DatasetFilter
-from hub.deps import Person, SessionDep, SettingsDep
+from hub.deps import Person, SessionDep, SettingsDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, NotFound, responses
 from hub.jobs import service as jobs
 from hub.jobs import usage
@@ -36,7 +36,9 @@ from hub.types import utcnow
 from shared.schemas.jobs import JobState
 from shared.schemas.network import NetworkSummary
 
-router = APIRouter(prefix="/api/v1/dashboard", tags=["dashboard"], responses=responses(*AUTH_ERRORS))
+router = APIRouter(
+    prefix="/api/v1/dashboard", tags=["dashboard"], responses=responses(*AUTH_ERRORS), route_class=TransactionRoute
+)
 
 
 @router.get("/overview")

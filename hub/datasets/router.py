@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from hub.auth.policy import ensure_agent_of
 from hub.datasets import audits, files, service, uploads
 from hub.datasets.service import DatasetFilter
-from hub.deps import ByteCount, CurrentAgent, CurrentPrincipal, Offset, SessionDep, SettingsDep
+from hub.deps import ByteCount, CurrentAgent, CurrentPrincipal, Offset, SessionDep, SettingsDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, Conflict, NotFound, responses
 from hub.sites.queries import get_site_by_name
 from shared.schemas.common import Page
@@ -46,8 +46,8 @@ from shared.schemas.datasets import (
     Visibility,
 )
 
-router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
-sites_router = APIRouter(prefix="/api/v1/sites", tags=["datasets"])
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], route_class=TransactionRoute)
+sites_router = APIRouter(prefix="/api/v1/sites", tags=["datasets"], route_class=TransactionRoute)
 
 
 @router.post("", status_code=201, responses=responses(*AUTH_ERRORS, Conflict))

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query
 
 from hub.auth.policy import ensure_can_edit_site
 from hub.datasets import shares
-from hub.deps import CurrentPrincipal, Person, SessionDep, SettingsDep, require_scopes
+from hub.deps import CurrentPrincipal, Person, SessionDep, SettingsDep, TransactionRoute, require_scopes
 from hub.errors import AUTH_ERRORS, Conflict, NotFound, responses
 from hub.sites.queries import get_site_by_name
 from shared.schemas.datasets import (
@@ -32,7 +32,7 @@ from shared.schemas.datasets import (
     ShareState,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["shares"])
+router = APIRouter(prefix="/api/v1", tags=["shares"], route_class=TransactionRoute)
 
 SideQuery = Annotated[
     ShareSide | None,

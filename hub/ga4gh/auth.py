@@ -13,6 +13,7 @@ import base64
 import binascii
 from typing import Annotated
 
+import anyio.from_thread
 from fastapi import Depends, Request
 from sqlmodel import Session
 
@@ -62,7 +63,8 @@ def ga4gh_principal(request: Request, session: SessionDep) -> Principal:
     scheme, _, value = header.partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer" and value:
-        principal: Principal = request.app.state.verifier.verify(value, session)
+        # This dependency runs in a worker thread (Basic needs the database): the verifier is async.
+        principal: Principal = anyio.from_thread.run(request.app.state.verifier.authenticate, value)
         return principal
     if scheme.lower() == "basic":
         return _basic(session, value)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 
 from hub.auth.principal import Principal
-from hub.deps import SessionDep
+from hub.deps import SessionDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, BadRequest, Forbidden, NotFound, responses
 from hub.ga4gh import drs
 from hub.ga4gh.auth import Ga4ghCaller
@@ -24,7 +24,7 @@ from shared.schemas.auth import Role
 from shared.schemas.common import SafeStr, StrictModel
 from shared.version import __version__
 
-router = APIRouter(prefix="/ga4gh/drs/v1", tags=["ga4gh-drs"])
+router = APIRouter(prefix="/ga4gh/drs/v1", tags=["ga4gh-drs"], route_class=TransactionRoute)
 
 
 class BulkObjects(StrictModel):

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from hub.deps import SessionDep
+from hub.deps import SessionDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, NotFound, responses
 from hub.ga4gh import tes
 from hub.ga4gh.auth import Ga4ghCaller
@@ -62,7 +62,7 @@ def _notifier(request: Request) -> Notifier:
 
 def make_router(prefix: str) -> APIRouter:
     """The TES routes under ``prefix``; only the canonical prefix is in the OpenAPI."""
-    router = APIRouter(prefix=prefix, tags=["ga4gh-tes"], include_in_schema=prefix == PREFIXES[0])
+    router = APIRouter(prefix=prefix, tags=["ga4gh-tes"], include_in_schema=prefix == PREFIXES[0], route_class=TransactionRoute)
 
     router.get("/service-info")(service_info)
 

@@ -19,15 +19,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
 
 from hub.auth.policy import ensure_agent_of, ensure_can_edit_site, ensure_can_read_site
 from hub.auth.principal import Principal
 from hub.broker.views import load_site_views, policy_of
 from hub.costs import service as budgets
 from hub.db import transaction
-from hub.deps import CurrentAgent, CurrentPrincipal, Offset, Person, SessionDep, SettingsDep, _bearer, require_scopes
-from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, responses
+from hub.deps import CurrentAgent, CurrentPrincipal, Offset, Person, SessionDep, SettingsDep, TransactionRoute, require_scopes
+from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Forbidden, NotFound, responses
 from hub.estimates import service as estimates
 from hub.jobs import service, usage
 from hub.jobs.models import SitePolicyRow
@@ -53,7 +52,7 @@ from shared.schemas.jobs import (
 )
 from shared.schemas.sites import SitePolicy
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"])
+router = APIRouter(prefix="/api/v1", tags=["jobs"], route_class=TransactionRoute)
 
 
 def _notifier(request: Request) -> Notifier:
@@ -125,12 +124,8 @@ def cancel_job(job_id: str, request: Request, session: SessionDep, principal: Cu
     return service.to_public(session, service.cancel(session, principal, job_id, _notifier(request)))
 
 
-def _poll_principal(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-    """Authenticate in a short transaction of its own: a long-poll must not hold one open."""
-    if credentials is None or not credentials.credentials:
-        raise Unauthorized("this endpoint needs a bearer token (Authorization: Bearer <token>)")
-    with transaction(request.app.state.engine) as session:
-        principal: Principal = request.app.state.verifier.verify(credentials.credentials, session)
+async def _poll_principal(request: Request, principal: CurrentPrincipal) -> Principal:
+    """No session: a long-poll must not hold a transaction open while it waits."""
     if principal.role is not Role.AGENT:
         raise Forbidden("only agents poll for assignments")
     return principal
@@ -147,7 +142,7 @@ async def poll_assignments(
     deadline = time.monotonic() + min(wait, app.state.settings.long_poll_max_s)
 
     def fetch() -> tuple[int, list[Assignment]]:
-        with transaction(app.state.engine) as session:
+        with transaction(app.state.engine, write=False) as session:  # reads only: no write lock per poll
             site = get_site_by_name(session, name)
             ensure_agent_of(principal, site)
             assert site.id is not None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from hub.deps import Person, SessionDep, require_scopes
+from hub.deps import Person, SessionDep, TransactionRoute, require_scopes
 from hub.errors import AUTH_ERRORS, responses
 from hub.network import service
 from shared.schemas.network import NetworkSummary
 
-router = APIRouter(prefix="/api/v1/network", tags=["network"])
+router = APIRouter(prefix="/api/v1/network", tags=["network"], route_class=TransactionRoute)
 
 
 @router.get("/summary", responses=responses(*AUTH_ERRORS), dependencies=[Depends(require_scopes("network:read"))])

@@ -13,12 +13,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
-from hub.deps import CurrentAgent, Person, SessionDep, SettingsDep
+from hub.deps import CurrentAgent, Person, SessionDep, SettingsDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, BadRequest, Forbidden, NotFound, responses
 from hub.pictures import service
 from shared.schemas.pictures import PicturePublic, PictureSet
 
-router = APIRouter(prefix="/api/v1", tags=["pictures"], responses=responses(*AUTH_ERRORS))
+router = APIRouter(prefix="/api/v1", tags=["pictures"], responses=responses(*AUTH_ERRORS), route_class=TransactionRoute)
 
 _NAME = Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 

@@ -12,14 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from hub.deps import CurrentPrincipal, NetworkAdmin, Offset, SessionDep, require_scopes
+from hub.deps import CurrentPrincipal, NetworkAdmin, Offset, SessionDep, TransactionRoute, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, NotFound, responses
 from hub.sites import service
 from hub.sites.queries import SiteFilter
 from shared.schemas.common import Page
 from shared.schemas.sites import Reachability, SiteCreate, SitePublic, SiteStatus, SiteUpdate
 
-router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
+router = APIRouter(prefix="/api/v1/sites", tags=["sites"], route_class=TransactionRoute)
 
 _read = Depends(require_scopes("sites:read"))
 _write = Depends(require_scopes("sites:write"))

@@ -15,13 +15,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from hub.auth.policy import ensure_agent_of
-from hub.deps import CurrentAgent, Person, SessionDep, SettingsDep
+from hub.deps import CurrentAgent, Person, SessionDep, SettingsDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, Conflict, NotFound, responses
 from hub.sites.queries import get_site_by_name
 from hub.transfers import service
 from shared.schemas.transfers import TransferFailure, TransferProgress, TransferPublic, TransferState, TransferWork
 
-router = APIRouter(prefix="/api/v1", tags=["transfers"])
+router = APIRouter(prefix="/api/v1", tags=["transfers"], route_class=TransactionRoute)
 
 
 @router.get("/transfers", responses=responses(*AUTH_ERRORS, NotFound, Conflict))
