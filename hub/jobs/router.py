@@ -64,7 +64,7 @@ def _notifier(request: Request) -> Notifier:
 def submit_job(spec: JobSpec, request: Request, session: SessionDep, principal: Person) -> JSONResponse:
     """Submit a job. 201 with the new job; 200 with the first one when the idempotency key was seen;
     409 when no site in the network could ever run it (with the reason for each site)."""
-    job, created = service.submit(session, principal, spec, _notifier(request))
+    job, created = service.submit(session, principal, spec, _notifier(request), request.app.state.site_views)
     session.flush()
     body = service.to_public(session, job).model_dump(mode="json")
     return JSONResponse(body, status_code=201 if created else 200)

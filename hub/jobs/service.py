@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_
@@ -10,6 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
+from hub.broker.cache import SiteViewCache
+from hub.broker.rules import SiteView
 from hub.broker.service import ensure_possible, place_job
 from hub.broker.views import load_site_views
 from hub.datasets.service import get_visible as get_visible_dataset
@@ -117,8 +120,11 @@ def _resolve_inputs(session: Session, principal: Principal, spec: JobSpec) -> Jo
     return spec.model_copy(update={"inputs": inputs}) if spec.inputs else spec
 
 
-def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None) -> tuple[Job, bool]:
-    """(job, created). The same idempotency key from the same owner returns the first job."""
+def submit(
+    session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None, site_views: SiteViewCache | None = None
+) -> tuple[Job, bool]:
+    """(job, created). The same idempotency key from the same owner returns the first job.
+    Placed on the process's ``site_views`` (see hub/broker/cache.py), or on views loaded now."""
     if principal.role is Role.AGENT:
         raise Forbidden("agents cannot submit jobs")
     if not principal.institution:
@@ -132,10 +138,17 @@ def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Noti
                 raise Conflict(f"idempotency key {spec.idempotency_key!r} was used for a different job ({existing.id})")
             return existing, False
     now = utcnow()
-    views = load_site_views(session, now)
+    with site_views.views(session, now) if site_views else nullcontext(load_site_views(session, now)) as views:
+        return _place_new(session, principal, spec, notifier, views, now), True
+
+
+def _place_new(
+    session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None, views: list[SiteView], now: datetime
+) -> Job:
+    assert principal.institution
     ensure_possible(views, spec, principal.institution)
     job = Job(
-        id=uuid.uuid4().hex, owner=owner, institution=principal.institution, name=spec.name, kind=spec.kind.value,
+        id=uuid.uuid4().hex, owner=principal.label(), institution=principal.institution, name=spec.name, kind=spec.kind.value,
         spec=spec.model_dump(mode="json"), priority=spec.priority, idempotency_key=spec.idempotency_key, created_at=now,
         updated_at=now,
     )  # fmt: skip
@@ -146,7 +159,7 @@ def submit(session: Session, principal: Principal, spec: JobSpec, notifier: Noti
         raise Conflict(f"idempotency key {spec.idempotency_key!r} is being used by a concurrent request; retry") from exc
     place_job(session, job, views, now, notifier)
     session.flush()
-    return job, True
+    return job
 
 
 def cancel(session: Session, principal: Principal, job_id: str, notifier: Notifier | None) -> Job:
