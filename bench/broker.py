@@ -98,10 +98,13 @@ def in_memory(n_jobs: int = 10_000, n_sites: int = 1_000, repeats: int = 3) -> d
     }
 
 
-def seed(url: str, n_jobs: int, n_sites: int, extra: list[tuple[JobSpec, str]] | None = None) -> None:
+def seed(
+    url: str, n_jobs: int, n_sites: int, extra: list[tuple[JobSpec, str]] | None = None, heard_at: datetime | None = None
+) -> None:
     """A migrated database with the simulated sites (registry rows and capacity) and queued jobs.
 
-    Job ids come from a seeded generator, so two databases seeded alike hold the same jobs."""
+    Job ids come from a seeded generator, so two databases seeded alike hold the same jobs.
+    ``heard_at``: the sites' last heartbeat, with a day's interval (so no sweep finds them silent)."""
     from hub.capacity.models import CapacityLatest
     from hub.db import make_engine, migrate, transaction
     from hub.jobs.models import Job
@@ -114,7 +117,8 @@ def seed(url: str, n_jobs: int, n_sites: int, extra: list[tuple[JobSpec, str]] |
     with transaction(engine) as s:
         for v in views:
             s.add(Site(id=v.id, name=v.name, institution=v.institution, display_name=v.name, country=v.country,
-                       status="active", reachability="online", contacts=[]))  # fmt: skip
+                       status="active", reachability="online", contacts=[], last_heartbeat_at=heard_at,
+                       heartbeat_interval_s=86_400 if heard_at else None))  # fmt: skip
         s.flush()
         for v in views:
             p = v.partitions[0]
