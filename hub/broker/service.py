@@ -277,10 +277,11 @@ def _place_queued(
     pending: list[Queued] = []
 
     specs_by_needs: dict[str, JobSpec] = {}
-    grouped: dict[tuple[tuple[str, int, int], ...], list[dict[str, Any]]] = {}
 
     def flush() -> None:
         nonlocal placed
+        # Per batch: its results keep the lists alive, so no id is reused while they are keys.
+        grouped: dict[tuple[tuple[str, int, int], ...], list[dict[str, Any]]] = {}
         specs = [_placement_spec(j.spec, specs_by_needs) for j in pending]
         for job, spec, result in zip(
             pending,
