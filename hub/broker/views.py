@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from hub.broker.rules import PartitionView, SiteView
@@ -53,9 +54,14 @@ def apply_snapshot(v: SiteView, snap: CapacityLatest, registry_partitions: bool)
 def active_attempts(session: Session) -> list[tuple[int, str, int, int, str | None, datetime | None, datetime]]:
     """Federated work holding resources: (site, state, cpus, gpus, gpu model, started, started or claimed or offered).
     A job waiting for its inputs to be copied ("staging") holds its place too."""
-    rows = session.exec(select(Attempt).where(col(Attempt.state).in_(("staging", "offered", "claimed")))).all()
-    return [(a.site_id, a.state, a.cpus, a.gpus, a.gpu_model, a.started_at, a.started_at or a.claimed_at or a.offered_at)
-            for a in rows]  # fmt: skip
+    a = Attempt
+    rows = session.execute(  # columns, not ORM objects: this runs for every submission (hub/broker/cache.py)
+        sa_select(
+            *(col(c) for c in (a.site_id, a.state, a.cpus, a.gpus, a.gpu_model, a.started_at, a.claimed_at, a.offered_at))
+        ).where(col(a.state).in_(("staging", "offered", "claimed")))
+    ).all()
+    return [(site, state, cpus, gpus, model, started, started or claimed or offered)
+            for site, state, cpus, gpus, model, started, claimed, offered in rows]  # fmt: skip
 
 
 def apply_attempts(
