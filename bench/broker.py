@@ -2,12 +2,14 @@
 
 In memory: ``place_batch`` against the one-by-one full scan (every job against every
 site) measured in the same run on a slice, as the baseline. Through the database: one
-real ``place_queued`` pass on SQLite, which also writes 10,000 attempts and decisions.
+real ``place_queued`` pass on SQLite, which also writes 10,000 attempts and decisions: in
+bulk, and one ORM object each (the previous path) as that part's baseline.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -96,79 +98,65 @@ def in_memory(n_jobs: int = 10_000, n_sites: int = 1_000, repeats: int = 3) -> d
     }
 
 
-def through_database(n_jobs: int = 10_000, n_sites: int = 1_000) -> dict[str, float]:
-    from hub.broker.service import place_queued
+def seed(
+    url: str, n_jobs: int, n_sites: int, extra: list[tuple[JobSpec, str]] | None = None, heard_at: datetime | None = None
+) -> None:
+    """A migrated database with the simulated sites (registry rows and capacity) and queued jobs.
+
+    Job ids come from a seeded generator, so two databases seeded alike hold the same jobs.
+    ``heard_at``: the sites' last heartbeat, with a day's interval (so no sweep finds them silent)."""
     from hub.capacity.models import CapacityLatest
     from hub.db import make_engine, migrate, transaction
     from hub.jobs.models import Job
     from hub.sites.models import PartitionRow, Site, SoftwareRow
 
-    url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"
     migrate(url)
     engine = make_engine(url)
     views = sites(n_sites)
+    rng = random.Random(3)
     with transaction(engine) as s:
         for v in views:
-            s.add(
-                Site(
-                    id=v.id,
-                    name=v.name,
-                    institution=v.institution,
-                    display_name=v.name,
-                    country=v.country,
-                    status="active",
-                    reachability="online",
-                    contacts=[],
-                )
-            )
+            s.add(Site(id=v.id, name=v.name, institution=v.institution, display_name=v.name, country=v.country,
+                       status="active", reachability="online", contacts=[], last_heartbeat_at=heard_at,
+                       heartbeat_interval_s=86_400 if heard_at else None))  # fmt: skip
         s.flush()
         for v in views:
             p = v.partitions[0]
-            s.add(
-                PartitionRow(
-                    site_id=v.id,
-                    name=p.name,
-                    node_count=p.node_count,
-                    cores_per_node=p.cores_per_node,
-                    memory_gb_per_node=p.memory_gb_per_node,
-                    gpu_model=p.gpu_model,
-                    gpus_per_node=p.gpus_per_node,
-                )
-            )
+            s.add(PartitionRow(site_id=v.id, name=p.name, node_count=p.node_count, cores_per_node=p.cores_per_node,
+                               memory_gb_per_node=p.memory_gb_per_node, gpu_model=p.gpu_model,
+                               gpus_per_node=p.gpus_per_node))  # fmt: skip
             s.add(SoftwareRow(site_id=v.id, name="relion", version=v.software[0][1]))
             gpus = {m: {"total": t, "free": v.gpus_free[m]} for m, t in v.gpus_total.items()}
             totals = {"cpus_total": v.cpus_total, "cpus_free": v.cpus_free, "gpus": gpus, "jobs_pending": v.jobs_pending}
-            s.add(
-                CapacityLatest(
-                    site_id=v.id,
-                    received_at=NOW,
-                    sampled_at=NOW,
-                    agent_version="b",
-                    backend="slurm",
-                    partitions=[],
-                    storage=[],
-                    totals=totals,
-                )
-            )
-        for spec, inst in jobs(n_jobs):
-            s.add(
-                Job(
-                    id=uuid.uuid4().hex,
-                    owner="bench",
-                    institution=inst,
-                    name=spec.name,
-                    kind=spec.kind.value,
-                    spec=spec.model_dump(mode="json"),
-                    created_at=NOW,
-                    updated_at=NOW,
-                )
-            )
-    t0 = time.perf_counter()
-    with transaction(engine) as s:
-        placed = place_queued(s, None, NOW)
-    elapsed = time.perf_counter() - t0
+            s.add(CapacityLatest(site_id=v.id, received_at=NOW, sampled_at=NOW, agent_version="b", backend="slurm",
+                                 partitions=[], storage=[], totals=totals))  # fmt: skip
+        for i, (spec, inst) in enumerate(jobs(n_jobs) + (extra or [])):
+            s.add(Job(id=uuid.UUID(int=rng.getrandbits(128)).hex, owner="bench", institution=inst, name=spec.name,
+                      kind=spec.kind.value, spec=spec.model_dump(mode="json"), created_at=NOW, updated_at=NOW,
+                      priority=i % 3))  # fmt: skip
     engine.dispose()
-    return {"pass_s": elapsed, "placed": placed}
+
+
+def through_database(n_jobs: int = 10_000, n_sites: int = 1_000) -> dict[str, float]:
+    """One ``place_queued`` pass on SQLite, its rows written in bulk and, as the baseline,
+    one ORM object each (``bulk=False``, the previous path), on two copies of one database."""
+    from hub.broker.service import place_queued
+    from hub.db import make_engine, transaction
+
+    tmp = Path(tempfile.mkdtemp())
+    seed(f"sqlite:///{tmp / 'bulk.db'}", n_jobs, n_sites)
+    shutil.copy(tmp / "bulk.db", tmp / "orm.db")
+    out: dict[str, float] = {}
+    for name, bulk in (("orm", False), ("bulk", True)):
+        engine = make_engine(f"sqlite:///{tmp / name}.db")
+        t0 = time.perf_counter()
+        with transaction(engine) as s:
+            out[f"{name}_placed"] = place_queued(s, None, NOW, bulk=bulk)
+        out[f"{name}_s"] = time.perf_counter() - t0
+        engine.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)
+    out["pass_s"], out["placed"] = out["bulk_s"], out["bulk_placed"]
+    return out
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ class BenchHub:
 
 
 @contextmanager
-def bench_hub(prefix: str, **settings: str) -> Iterator[BenchHub]:
+def bench_hub(prefix: str, python: str | None = None, **settings: str) -> Iterator[BenchHub]:
+    """``python``: another checkout's interpreter (its ``.venv``), run from that checkout."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -40,10 +41,13 @@ def bench_hub(prefix: str, **settings: str) -> Iterator[BenchHub]:
         "CRYOMESH_LOG_LEVEL": "WARNING",
         **{f"CRYOMESH_{k.upper()}": v for k, v in settings.items()},
     }
-    cli = [sys.executable, "-m", "cryomesh_cli.main"]
-    subprocess.run([*cli, "admin", "bootstrap", "--name", "bench"], env=env, check=True, capture_output=True)
+    cli = [python or sys.executable, "-m", "cryomesh_cli.main"]
+    cwd = Path(python).parent.parent.parent if python else None
+    if python:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave the other checkout as it is
+    subprocess.run([*cli, "admin", "bootstrap", "--name", "bench"], env=env, check=True, capture_output=True, cwd=cwd)
     admin = json.loads((tmp / "admin.json").read_text())
-    hub = subprocess.Popen([*cli, "hub", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hub = subprocess.Popen([*cli, "hub", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
     try:
         for _ in range(300):
             try:

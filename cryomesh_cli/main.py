@@ -444,10 +444,22 @@ def sites_show(
 
 @network_app.command("summary")
 def network_summary(
-    hub: HubOpt = None, client_id: IdOpt = None, client_secret: SecretOpt = None, as_json: JsonOpt = False
+    status: Annotated[str | None, typer.Option(help="List only sites pending, active or suspended")] = None,
+    reachability: Annotated[str | None, typer.Option(help="List only sites unknown, online or unreachable")] = None,
+    institution: Annotated[str | None, typer.Option(help="List only this institution's sites")] = None,
+    q: Annotated[str | None, typer.Option(help="List only sites with this text in their name or description")] = None,
+    limit: Annotated[int, typer.Option(help="Sites to list (at most 500); 0: the network's totals alone")] = 100,
+    offset: Annotated[int, typer.Option(help="Sites to skip, for the next page")] = 0,
+    hub: HubOpt = None,
+    client_id: IdOpt = None,
+    client_secret: SecretOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Sites by status, free and total CPUs and GPUs by model, heartbeat ages."""
-    summary = hub_call((hub, client_id, client_secret), "GET", "/api/v1/network/summary")
+    """Sites by status, free and total CPUs and GPUs by model (the whole network), and a page
+    of sites with their capacity and heartbeat age."""
+    params = {"status": status, "reachability": reachability, "institution": institution, "q": q, "limit": limit,
+              "offset": offset}  # fmt: skip
+    summary = hub_call((hub, client_id, client_secret), "GET", "/api/v1/network/summary", params=params)
     print_json(summary) if as_json else console.print(summary_table(summary))
 
 

@@ -152,6 +152,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
         f"GPUs free: {gpu_text(summary['gpus'])}; "
         f"sites: {', '.join(f'{k} {v}' for k, v in sorted(summary['sites_by_reachability'].items()))}"
     )
+    shown, matching = len(summary["sites"]), summary.get("sites_matching", len(summary["sites"]))
+    if shown < matching:
+        first = summary.get("offset", 0) + 1
+        caption += f"\nsites {first}-{first + shown - 1} of {matching} listed" if shown else f"\n{matching} site(s) match"
     cols = (
         Col("site", keep=True),
         Col("institution", keep=True, drop=3),

@@ -22,6 +22,7 @@ from hub.auth.keys import KeyCache
 from hub.auth.router import router as auth_router
 from hub.auth.signin import router as signin_router
 from hub.auth.tokens import TokenVerifier
+from hub.broker.cache import SiteViewCache
 from hub.capacity.router import router as capacity_router
 from hub.costs.router import router as budgets_router
 from hub.dashboard.api import router as dashboard_api
@@ -82,6 +83,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.keys = KeyCache(engine, settings.token_lifetime_s)
     app.state.verifier = TokenVerifier(settings, app.state.keys, engine)
     app.state.notifier = Notifier()
+    app.state.site_views = SiteViewCache(settings.site_view_max_age_s)
     app.state.metrics = metrics.make_registry(engine)
     # Innermost first: limits are checked before anything reads the request, inside the
     # request id and timing so a refusal is logged and counted like any other answer.

@@ -97,6 +97,12 @@ class HubSettings(BaseSettings):
         default=3, ge=1, le=20, description="Times one file may fail its checks and be sent again"
     )
     offer_ttl_s: float = Field(default=60, gt=0, description="An offer not claimed in this time goes back to the broker")
+    site_view_max_age_s: float = Field(
+        default=5,
+        ge=0,
+        description="Submissions are placed on site views each hub process keeps: a change of status, reachability "
+        "or policy and new capacity reports are read at once, the rest is reloaded at least this often (0: always)",
+    )
     long_poll_max_s: float = Field(default=30, gt=0, le=120, description="Longest an agent's poll for work is held")
     session_lifetime_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400, description="A person's sign-in lasts this long")
     setup_code_ttl_s: int = Field(default=7 * 86_400, ge=60, description="Life of a new person's one-time password-setup code")

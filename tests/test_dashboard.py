@@ -137,6 +137,15 @@ def test_coordinator_flow_in_a_real_browser(world: dict[str, Any], chromium: Any
     assert page.inner_text("[data-testid=sites-online]") == "2 / 2"
     rows = page.inner_text("[data-testid=sites]")
     assert "kek-krios" in rows and "osaka-gpu" in rows and "online" in rows and "CPUs free" in rows
+    # The sites come a filtered page at a time; the totals stay the network's.
+    assert page.inner_text("[data-testid=sites-shown]") == "1\u20132 of 2"
+    page.fill("[data-testid=sites-q]", "osaka")
+    page.press("[data-testid=sites-q]", "Enter")
+    page.wait_for_selector("[data-testid=site-row][data-site=kek-krios]", state="detached")
+    assert page.locator("[data-testid=site-row]").count() == 1 and page.inner_text("[data-testid=sites-shown]") == "1\u20131 of 1"
+    assert page.inner_text("[data-testid=sites-online]") == "2 / 2"
+    page.evaluate("location.hash = '#/overview'")
+    page.wait_for_selector("[data-testid=site-row][data-site=kek-krios]")
     # Capacity: CPUs and GPUs each on their own labelled axis, under a title that says what
     # span the points cover (not the 6-hour window asked for). Wait for a few points first.
     wait_for(lambda: len(hub.api("GET", "/api/v1/dashboard/capacity", params={"hours": 6})["points"]) >= 4, 60, "history")
@@ -220,6 +229,12 @@ def test_each_person_sees_what_they_may(world: dict[str, Any], chromium: Any) ->
     page.wait_for_selector("[data-testid=job-row]")
     jobs = page.inner_text("[data-testid=jobs]")
     assert "osaka-2d-average" in jobs and "kek-private-job" not in jobs, "only their institution's jobs"
+    # While no job changes, the 5 s refresh asks with If-None-Match and the hub answers 304;
+    # the page keeps showing what it had.
+    with page.expect_response(lambda r: "/api/v1/dashboard/jobs" in r.url and r.status == 304) as unchanged:
+        pass
+    assert unchanged.value.request.headers.get("if-none-match") == unchanged.value.headers["etag"]
+    assert "osaka-2d-average" in page.inner_text("[data-testid=jobs]")
     page.click("nav a[data-page=data]")
     page.wait_for_selector("[data-testid=share-row]")
     assert page.locator("[data-testid=approve]").count() == 0, "a researcher decides nothing"

@@ -83,9 +83,10 @@ class _Group:
 def place_batch(jobs: list[tuple[JobSpec, str]], views: list[SiteView], now: datetime) -> list[BatchResult]:
     """Place ``(spec, institution)`` pairs in order; views are reserved as jobs are placed."""
     groups: dict[str, _Group] = {}
+    keys: dict[int, str] = {}  # signature by spec object: callers often pass one spec for many jobs
     out = []
     for spec, institution in jobs:
-        key = signature(spec)
+        key = keys.get(id(spec)) or keys.setdefault(id(spec), signature(spec))
         group = groups.get(key)
         if group is None:
             group = groups[key] = _Group(spec, views, now)

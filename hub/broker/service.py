@@ -3,16 +3,19 @@ queued job, in priority order), so queued jobs are re-placed as capacity changes
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlmodel import Session, col, select
 
 from hub.broker.batch import place_batch
 from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
 from hub.broker.views import load_site_views
+from hub.broker.writes import PassWrites
 from hub.db import after_commit
 from hub.errors import Conflict
 from hub.jobs.models import Attempt, Job, PlacementRecord
@@ -53,6 +56,36 @@ def _grouped(groups: dict[str, list[str]]) -> list[dict[str, Any]]:
             label = f"{len(names)} sites ({', '.join(names[:10])}" + (f" and {len(names) - 10} more)" if len(names) > 10 else ")")
         out.append({"site": label, "eligible": False, "reasons": [reason], "score": None, "score_parts": {}})
     return out
+
+
+class Queued(NamedTuple):
+    """A queued job as a pass reads it."""
+
+    id: str
+    institution: str
+    attempt: int
+    spec: Mapping[str, Any]
+
+
+def _grouped_once(
+    groups: dict[str, list[str]], seen: dict[tuple[tuple[str, int, int], ...], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """``_grouped``, once per content: the batch placer hands many jobs the same lists of
+    sites (lists only grow, so a list's identity and length say what it holds)."""
+    key = tuple((reason, id(names), len(names)) for reason, names in groups.items())
+    if key not in seen:
+        seen[key] = _grouped(groups)
+    return seen[key]
+
+
+def _placement_spec(raw: Mapping[str, Any], seen: dict[str, JobSpec]) -> JobSpec:
+    """The job's spec as the broker reads it, validated once per distinct set of needs: jobs
+    that differ only in what the broker does not read (name, command, tags) share one."""
+    key = json.dumps([raw.get(k) for k in ("kind", "resources", "software", "placement", "inputs")], sort_keys=True)
+    spec = seen.get(key)
+    if spec is None:
+        spec = seen[key] = JobSpec.model_validate(raw)
+    return spec
 
 
 def _record(verdicts: list[Verdict], ranked: list[Verdict]) -> list[dict[str, Any]]:
@@ -187,27 +220,44 @@ def _offer(
     return attempt
 
 
-def place_queued(session: Session, notifier: Notifier | None, now: datetime | None = None, limit: int = 10_000) -> int:
+def place_queued(
+    session: Session, notifier: Notifier | None, now: datetime | None = None, limit: int = 10_000, bulk: bool = True
+) -> int:
     """One broker pass over queued, unplaced jobs, highest priority and oldest first.
 
     Jobs with no failed or refused attempt go through the batch placer; the others through
-    ``place_job``, which applies their avoid rules. Both reserve on the same views."""
+    ``place_job``, which applies their avoid rules. Both reserve on the same views. The batch
+    placer's attempts and decisions are written in bulk (``hub.broker.writes``); ``bulk=False``
+    writes them one ORM object each, as before (kept to show both write the same rows)."""
     with BROKER_SECONDS.labels("sweep").time():
-        return _place_queued(session, notifier, now, limit)
+        return _place_queued(session, notifier, now, limit, PassWrites() if bulk else None)
 
 
-def _place_queued(session: Session, notifier: Notifier | None, now: datetime | None, limit: int) -> int:
+def _place_queued(
+    session: Session, notifier: Notifier | None, now: datetime | None, limit: int, writes: PassWrites | None
+) -> int:
     now = now or utcnow()
-    jobs = session.exec(
-        select(Job)
-        .where(Job.state == "QUEUED", col(Job.site_id).is_(None))
-        .order_by(col(Job.priority).desc(), col(Job.created_at))
-        .limit(limit)
-    ).all()
+    # Only what placing needs, not ORM objects: the ORM loads the few jobs it writes itself.
+    jobs = [
+        Queued(*row)
+        for row in session.exec(
+            select(Job.id, Job.institution, Job.attempt, Job.spec)
+            .where(Job.state == "QUEUED", col(Job.site_id).is_(None))
+            .order_by(col(Job.priority).desc(), col(Job.created_at), col(Job.id))  # by id: the same order every pass
+            .limit(limit)
+        )
+    ]
     if not jobs:
         return 0
     views = load_site_views(session, now)
     ids = [j.id for j in jobs]
+    loaded = {} if writes else {j.id: j for j in session.exec(select(Job).where(col(Job.id).in_(ids)))}
+
+    def orm(q: Queued) -> Job:
+        job = loaded.get(q.id) or session.get(Job, q.id)
+        assert job is not None
+        return job
+
     last: dict[str, str] = {}
     for job_id, summary in session.exec(
         select(PlacementRecord.job_id, PlacementRecord.summary)
@@ -224,11 +274,15 @@ def _place_queued(session: Session, notifier: Notifier | None, now: datetime | N
         ).all()
     )
     placed = 0
-    pending: list[Job] = []
+    pending: list[Queued] = []
+
+    specs_by_needs: dict[str, JobSpec] = {}
 
     def flush() -> None:
         nonlocal placed
-        specs = [JobSpec.model_validate(j.spec) for j in pending]
+        # Per batch: its results keep the lists alive, so no id is reused while they are keys.
+        grouped: dict[tuple[tuple[str, int, int], ...], list[dict[str, Any]]] = {}
+        specs = [_placement_spec(j.spec, specs_by_needs) for j in pending]
         for job, spec, result in zip(
             pending,
             specs,
@@ -240,26 +294,35 @@ def _place_queued(session: Session, notifier: Notifier | None, now: datetime | N
                 counts[reason] += len(names)
             summary = _summary(result.verdict, counts, bool(result.never) and not result.not_now)
             verdicts = [_as_dict(result.verdict)] if result.verdict else []
-            verdicts += _grouped(result.not_now) + _grouped(result.never)
+            verdicts += _grouped_once(result.not_now, grouped) + _grouped_once(result.never, grouped)
             if result.site is not None and result.verdict is not None:
-                _offer(session, job, spec, result.site, result.verdict, now, notifier, summary, verdicts)
+                if writes is None or spec.inputs:  # inputs may need staging: the ORM path
+                    _offer(session, orm(job), spec, result.site, result.verdict, now, notifier, summary, verdicts)
+                else:
+                    writes.offer(job.id, job.attempt, spec, result.site, result.verdict, now, summary, verdicts)
                 placed += 1
             elif summary != last.get(job.id):
                 outcome = "impossible" if not result.not_now else "waiting"
-                session.add(
-                    PlacementRecord(
-                        job_id=job.id, attempt=job.attempt, decided_at=now, outcome=outcome, summary=summary, verdicts=verdicts
-                    )
-                )
+                if writes is not None:
+                    writes.decision(job.id, job.attempt, now, outcome, summary, verdicts)
+                else:
+                    session.add(
+                        PlacementRecord(
+                            job_id=job.id, attempt=job.attempt, decided_at=now, outcome=outcome, summary=summary,
+                            verdicts=verdicts,
+                        )
+                    )  # fmt: skip
         pending.clear()
 
     for job in jobs:
         if job.id in with_history:
             flush()
-            if place_job(session, job, views, now, notifier, last.get(job.id)) is not None:
+            if place_job(session, orm(job), views, now, notifier, last.get(job.id)) is not None:
                 placed += 1
         else:
             pending.append(job)
     flush()
+    if writes is not None:
+        writes.write(session, notifier)
     session.flush()
     return placed

@@ -43,6 +43,55 @@ def reported_partitions(snap: CapacityLatest) -> list[PartitionView]:
     return out
 
 
+def apply_snapshot(v: SiteView, snap: CapacityLatest, registry_partitions: bool) -> None:
+    """What the site's latest heartbeat says it has free (and its partitions, when the
+    registry describes none)."""
+    if not registry_partitions:
+        v.partitions = reported_partitions(snap)
+    totals = CapacityTotals.model_validate(snap.totals)
+    v.has_snapshot = True
+    v.cpus_total, v.cpus_free, v.jobs_pending = totals.cpus_total, totals.cpus_free, totals.jobs_pending
+    v.gpus_total = {m: g.total for m, g in totals.gpus.items()}
+    v.gpus_free = {m: g.free for m, g in totals.gpus.items()}
+
+
+def active_attempts(session: Session) -> list[tuple[int, str, int, int, str | None, datetime | None, datetime]]:
+    """Federated work holding resources: (site, state, cpus, gpus, gpu model, started, started or claimed or offered).
+    A job waiting for its inputs to be copied ("staging") holds its place too."""
+    a = Attempt
+    rows = session.execute(  # columns, not ORM objects: this runs for every submission (hub/broker/cache.py)
+        sa_select(
+            *(col(c) for c in (a.site_id, a.state, a.cpus, a.gpus, a.gpu_model, a.started_at, a.claimed_at, a.offered_at))
+        ).where(col(a.state).in_(("staging", "offered", "claimed")))
+    ).all()
+    return [(site, state, cpus, gpus, model, started, started or claimed or offered)
+            for site, state, cpus, gpus, model, started, claimed, offered in rows]  # fmt: skip
+
+
+def apply_attempts(
+    views: dict[int, SiteView],
+    attempts: list[tuple[int, str, int, int, str | None, datetime | None, datetime]],
+    sampled_at: dict[int, datetime],
+) -> set[int]:
+    """Add active attempts to the views, and what the latest snapshot cannot have seen yet
+    (sampled before the attempt started). The sites touched."""
+    touched = set()
+    for site_id, state, cpus, gpus, model, started_at, started in attempts:
+        v = views.get(site_id)
+        if v is None:
+            continue
+        touched.add(site_id)
+        v.fed_cpus += cpus
+        if model:
+            v.fed_gpus[model] = v.fed_gpus.get(model, 0) + gpus
+        seen_at = sampled_at.get(site_id)
+        if seen_at is None or state == "offered" or started_at is None or started > seen_at:
+            v.unseen_cpus += cpus
+            if model:
+                v.unseen_gpus[model] = v.unseen_gpus.get(model, 0) + gpus
+    return touched
+
+
 def transfer_rates(session: Session, now: datetime) -> dict[tuple[int, int], float]:
     """Median bytes/s of the finished transfers between each pair of sites over the last 30 days
     (request to done: what bringing data there has taken, approval and publishing included)."""
@@ -60,12 +109,19 @@ def transfer_rates(session: Session, now: datetime) -> dict[tuple[int, int], flo
 
 
 def load_site_views(session: Session, now: datetime) -> list[SiteView]:
+    return list(load_views(session, now)[0].values())
+
+
+def load_views(session: Session, now: datetime) -> tuple[dict[int, SiteView], dict[int, datetime], set[int]]:
+    """Every site's view by id, when each site's latest snapshot was sampled, and the sites
+    whose partitions the registry describes (the others are judged by what they report)."""
     sites = session.exec(select(Site).order_by(col(Site.name))).all()
     ids = [s.id for s in sites if s.id is not None]
     parts, soft, _ = site_children(session, ids)
     policies = {p.site_id: p for p in session.exec(select(SitePolicyRow))}
     latest = {c.site_id: c for c in session.exec(select(CapacityLatest))}
     views: dict[int, SiteView] = {}
+    described: set[int] = set()
     for s in sites:
         assert s.id is not None
         v = SiteView(
@@ -77,30 +133,14 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
             software=[(x.name, x.version, x.cuda_arch) for x in soft[s.id]],
             policy=policy_of(policies.get(s.id)),
         )  # fmt: skip
+        if v.partitions:
+            described.add(s.id)
         snap = latest.get(s.id)
-        if snap is not None and not v.partitions:
-            v.partitions = reported_partitions(snap)
         if snap is not None:
-            totals = CapacityTotals.model_validate(snap.totals)
-            v.has_snapshot = True
-            v.cpus_total, v.cpus_free, v.jobs_pending = totals.cpus_total, totals.cpus_free, totals.jobs_pending
-            v.gpus_total = {m: g.total for m, g in totals.gpus.items()}
-            v.gpus_free = {m: g.free for m, g in totals.gpus.items()}
+            apply_snapshot(v, snap, s.id in described)
         views[s.id] = v
-    # Federated work holding resources, and what the latest snapshot cannot have seen yet.
-    # A job waiting for its inputs to be copied ("staging") holds its place too.
-    active = session.exec(select(Attempt).where(col(Attempt.state).in_(("staging", "offered", "claimed")))).all()
-    for a in active:
-        v = views[a.site_id]
-        v.fed_cpus += a.cpus
-        if a.gpu_model:
-            v.fed_gpus[a.gpu_model] = v.fed_gpus.get(a.gpu_model, 0) + a.gpus
-        snap = latest.get(a.site_id)
-        started = a.started_at or a.claimed_at or a.offered_at
-        if snap is None or a.state == "offered" or a.started_at is None or started > snap.sampled_at:
-            v.unseen_cpus += a.cpus
-            if a.gpu_model:
-                v.unseen_gpus[a.gpu_model] = v.unseen_gpus.get(a.gpu_model, 0) + a.gpus
+    sampled_at = {site_id: snap.sampled_at for site_id, snap in latest.items()}
+    apply_attempts(views, active_attempts(session), sampled_at)
     # Where the data is: datasets with an AVAILABLE replica at each site (for locality), and
     # what copying the rest takes (shared by every view).
     network = Network(dataset_bytes=dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all()),
@@ -129,4 +169,4 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
     for site_id, stats in stats_by_site(session).items():
         if site_id in views:
             views[site_id].runtime_stats = stats
-    return list(views.values())
+    return views, sampled_at, described

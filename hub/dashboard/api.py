@@ -15,20 +15,22 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import col, select
 
 from hub.capacity.chart import summed_history
+from hub.dashboard.versions import capacity_version, jobs_version
 from hub.datasets import service as datasets
 from hub.datasets import shares
 from hub.datasets.models import Dataset
 from hub.datasets.service import DatasetFilter
 from hub.deps import Person, SessionDep, SettingsDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, NotFound, responses
+from hub.etag import NOT_MODIFIED, etag, not_modified
 from hub.jobs import service as jobs
 from hub.jobs import usage
 from hub.jobs.models import Attempt
-from hub.network.service import summary
+from hub.network.router import SitePage, conditional_summary
 from hub.pictures import service as pictures
 from hub.sites.models import Site
 from hub.transfers import service as transfers
@@ -41,25 +43,35 @@ router = APIRouter(
 )
 
 
-@router.get("/overview")
-def overview(session: SessionDep, principal: Person) -> NetworkSummary:
-    """Sites by status, free/total CPUs and GPUs by model, each site's capacity and heartbeat age."""
-    return summary(session)
+@router.get("/overview", response_model=NetworkSummary, responses=NOT_MODIFIED)
+def overview(request: Request, response: Response, session: SessionDep, principal: Person, page: SitePage) -> Any:
+    """Sites by status, free/total CPUs and GPUs by model (network-wide), and one page of sites
+    with their capacity and heartbeat age (``limit``, ``offset``, filters as in
+    ``/api/v1/network/summary``). ETag and 304 as there."""
+    return conditional_summary("overview", request, response, session, principal, page)
 
 
-@router.get("/capacity")
+@router.get("/capacity", responses=NOT_MODIFIED)
 def capacity(
+    request: Request,
+    response: Response,
     session: SessionDep,
     principal: Person,
     settings: SettingsDep,
     hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24,
     site: str | None = None,
-) -> dict[str, Any]:
+) -> Any:
     """Capacity over time, per history bucket: one site, or the whole network (summed).
 
     ``hours`` is the window asked for; ``span_s`` is what the points cover (first to last
-    point), ``age_s`` how old the last point is, ``bucket_s`` the time between points."""
+    point), ``age_s`` how old the last point is, ``bucket_s`` the time between points.
+    ETag and 304 while no capacity was reported and the window moved by less than a bucket
+    (so ``age_s`` in a 304'd copy may be up to one bucket old)."""
     now = utcnow()
+    window = int(now.timestamp() // settings.history_bucket_s)
+    tag = etag("capacity", principal, [hours, site, window], capacity_version(session))
+    if unchanged := not_modified(request, response, tag):
+        return unchanged
     since = now - timedelta(hours=hours)
     points = summed_history(session, since, site, settings.history_bucket_s)
     times = [p["t"] for p in points]
@@ -75,16 +87,22 @@ def capacity(
     }
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=NOT_MODIFIED)
 def job_list(
+    request: Request,
+    response: Response,
     session: SessionDep,
     principal: Person,
     state: JobState | None = None,
     site: str | None = None,
     institution: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> dict[str, Any]:
-    """Jobs the caller may see, newest first, with counts by state and site and why each is where it is."""
+) -> Any:
+    """Jobs the caller may see, newest first, with counts by state and site and why each is where it is.
+    ETag (per caller: what a person may see is part of it) and 304 while no job, attempt or decision changed."""
+    tag = etag("jobs", principal, [state, site, institution, limit], jobs_version(session))
+    if unchanged := not_modified(request, response, tag):
+        return unchanged
     items, total = jobs.list_jobs(session, principal, state, site, institution, limit, 0)
     rows: list[dict[str, Any]] = [
         {**j.model_dump(mode="json", exclude={"spec"}), "why": jobs.placement(session, principal, j.id).explanation}

@@ -68,7 +68,9 @@ def submit_job(spec: JobSpec, request: Request, session: SessionDep, principal: 
     the first one when the idempotency key was seen; 409 when no site in the network could ever
     run it (with the reason for each site), when its deadline has passed, or when the
     institution's enforced monthly budget is spent."""
-    job, created = service.submit(session, principal, spec, _notifier(request), settings.currency)
+    job, created = service.submit(
+        session, principal, spec, _notifier(request), request.app.state.site_views, currency=settings.currency
+    )
     session.flush()
     public = service.to_public(session, job)
     if created and principal.institution:

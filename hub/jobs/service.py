@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
+from hub.broker.cache import SiteViewCache
+from hub.broker.rules import SiteView
 from hub.broker.service import ensure_possible, place_job
 from hub.broker.views import load_site_views
 from hub.costs import service as budgets
@@ -142,11 +145,17 @@ def _particle_sizes(image_sets: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def submit(
-    session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None, currency: str = "USD"
+    session: Session,
+    principal: Principal,
+    spec: JobSpec,
+    notifier: Notifier | None,
+    site_views: SiteViewCache | None = None,
+    currency: str = "USD",
 ) -> tuple[Job, bool]:
-    """(job, created). The same idempotency key from the same owner returns the first job. A new
-    job is refused (409) when its institution's enforced budget is spent for the month, or when
-    its deadline has passed."""
+    """(job, created). The same idempotency key from the same owner returns the first job.
+    Placed on the process's ``site_views`` (see hub/broker/cache.py), or on views loaded now.
+    A new job is refused (409) when its institution's enforced budget is spent for the month,
+    or when its deadline has passed."""
     if principal.role is Role.AGENT:
         raise Forbidden("agents cannot submit jobs")
     if not principal.institution:
@@ -162,11 +171,18 @@ def submit(
     now = utcnow()
     if spec.deadline is not None and spec.deadline <= now:
         raise Conflict(f"the job's deadline {spec.deadline.isoformat()} has already passed")
-    budgets.refuse_if_exhausted(session, principal.institution, currency)
-    views = load_site_views(session, now)
+    budgets.refuse_if_exhausted(session, principal.institution, currency)  # reads only: before the views' lock
+    with site_views.views(session, now) if site_views else nullcontext(load_site_views(session, now)) as views:
+        return _place_new(session, principal, spec, notifier, views, now), True
+
+
+def _place_new(
+    session: Session, principal: Principal, spec: JobSpec, notifier: Notifier | None, views: list[SiteView], now: datetime
+) -> Job:
+    assert principal.institution
     ensure_possible(views, spec, principal.institution)
     job = Job(
-        id=uuid.uuid4().hex, owner=owner, institution=principal.institution, name=spec.name, kind=spec.kind.value,
+        id=uuid.uuid4().hex, owner=principal.label(), institution=principal.institution, name=spec.name, kind=spec.kind.value,
         spec=spec.model_dump(mode="json"), priority=spec.priority, idempotency_key=spec.idempotency_key, created_at=now,
         updated_at=now,
     )  # fmt: skip
@@ -177,7 +193,7 @@ def submit(
         raise Conflict(f"idempotency key {spec.idempotency_key!r} is being used by a concurrent request; retry") from exc
     place_job(session, job, views, now, notifier)
     session.flush()
-    return job, True
+    return job
 
 
 def cancel(session: Session, principal: Principal, job_id: str, notifier: Notifier | None) -> Job:

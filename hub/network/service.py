@@ -1,61 +1,54 @@
-"""What the whole network has and has free."""
+"""What the whole network has and has free: totals from SQL aggregates, sites one page at a time."""
 
 from __future__ import annotations
-
-from collections import Counter
 
 from sqlmodel import Session, col, select
 
 from hub.capacity.models import CapacityLatest
-from hub.sites.models import Site
+from hub.network.queries import SiteCounts, site_counts, usable_capacity
+from hub.sites.queries import SiteFilter, list_sites
 from hub.types import utcnow
-from shared.schemas.capacity import CapacityTotals, GpuCount
+from shared.schemas.capacity import CapacityTotals
 from shared.schemas.network import NetworkSummary, SiteSummary
 
 
-def summary(session: Session) -> NetworkSummary:
+def summary(session: Session, f: SiteFilter, limit: int, offset: int, counts: SiteCounts | None = None) -> NetworkSummary:
+    """Network-wide totals, and the sites matching ``f`` from ``offset`` (at most ``limit``;
+    none with ``limit=0``). ``counts`` when the caller already read them (for the ETag)."""
     now = utcnow()
-    rows = session.exec(
-        select(Site, CapacityLatest)
-        .join(CapacityLatest, col(CapacityLatest.site_id) == Site.id, isouter=True)
-        .order_by(col(Site.name))
-    ).all()
-    by_status: Counter[str] = Counter()
-    by_reach: Counter[str] = Counter()
-    cpus_total = cpus_free = 0
-    gpus: dict[str, GpuCount] = {}
-    sites = []
-    for site, latest in rows:
-        by_status[site.status] += 1
-        by_reach[site.reachability] += 1
-        totals = CapacityTotals.model_validate(latest.totals) if latest else None
-        # Only capacity the network can use right now counts toward the totals.
-        if totals and site.status == "active" and site.reachability == "online":
-            cpus_total += totals.cpus_total
-            cpus_free += totals.cpus_free
-            for model, c in totals.gpus.items():
-                agg = gpus.setdefault(model, GpuCount())
-                agg.total += c.total
-                agg.free += c.free
-        sites.append(
-            SiteSummary(
-                name=site.name,
-                display_name=site.display_name,
-                institution=site.institution,
-                country=site.country,
-                status=site.status,
-                reachability=site.reachability,
-                last_heartbeat_at=site.last_heartbeat_at,
-                heartbeat_age_s=(now - site.last_heartbeat_at).total_seconds() if site.last_heartbeat_at else None,
-                capacity=totals,
+    counts = counts or site_counts(session)
+    cpus_total, cpus_free, gpus = usable_capacity(session)
+    matching = counts.total
+    sites: list[SiteSummary] = []
+    if limit or f != SiteFilter():
+        rows, matching = list_sites(session, f, limit, offset)
+        ids = [s.id for s in rows]
+        latest = {c.site_id: c for c in session.exec(select(CapacityLatest).where(col(CapacityLatest.site_id).in_(ids)))}
+        for site in rows:
+            snap = latest.get(site.id) if site.id is not None else None
+            sites.append(
+                SiteSummary(
+                    name=site.name,
+                    display_name=site.display_name,
+                    institution=site.institution,
+                    country=site.country,
+                    status=site.status,
+                    reachability=site.reachability,
+                    last_heartbeat_at=site.last_heartbeat_at,
+                    heartbeat_age_s=(now - site.last_heartbeat_at).total_seconds() if site.last_heartbeat_at else None,
+                    capacity=CapacityTotals.model_validate(snap.totals) if snap else None,
+                )
             )
-        )
     return NetworkSummary(
         generated_at=now,
-        sites_by_status=dict(by_status),
-        sites_by_reachability=dict(by_reach),
+        sites_total=counts.total,
+        sites_by_status=counts.by_status,
+        sites_by_reachability=counts.by_reachability,
         cpus_total=cpus_total,
         cpus_free=cpus_free,
-        gpus=dict(sorted(gpus.items())),
+        gpus=gpus,
+        sites_matching=matching,
+        limit=limit,
+        offset=offset,
         sites=sites,
     )

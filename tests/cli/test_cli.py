@@ -86,6 +86,15 @@ def test_network_summary_table_and_json(sqlite_hub: Hub, tmp_path: Path) -> None
     assert summary["cpus_free"] == 40 and summary["gpus"]["a100"] == {"total": 8, "free": 3}
     shown = run(sqlite_hub, "sites", "show", "alpha")
     assert "capacity" in shown.stdout and "40/24/64" in shown.stdout
+    sqlite_hub.create_site("bravo")
+    page = run(sqlite_hub, "network", "summary", "--limit", "1", "--offset", "1")
+    assert page.returncode == 0 and "bravo" in page.stdout and "sites 2-2 of 2 listed" in page.stdout, page.stdout
+    totals = json.loads(run(sqlite_hub, "network", "summary", "--limit", "0", "--json").stdout)
+    assert totals["sites"] == [] and totals["sites_total"] == 2 and totals["cpus_free"] == 40
+    pending = json.loads(run(sqlite_hub, "network", "summary", "--status", "pending", "--json").stdout)
+    assert [s["name"] for s in pending["sites"]] == ["bravo"]
+    refused = run(sqlite_hub, "network", "summary", "--limit", "501")
+    assert refused.returncode != 0 and "limit" in refused.stderr + refused.stdout
 
 
 def test_bad_credentials_and_missing_credentials(sqlite_hub: Hub, tmp_path: Path) -> None:

@@ -57,19 +57,31 @@ async function finishSignIn() {
   return true;
 }
 
+// GET answers by path, with their ETag: each refresh asks "If-None-Match" and a 304 (nothing
+// this person may see changed) reuses the kept answer, so an idle page costs the hub next to
+// nothing. cache: "no-store" keeps the browser's own cache out of it (we revalidate ourselves).
+const answers = new Map();
+
 async function api(path, opts = {}) {
   const token = store.getItem("token");
-  const r = await fetch(path, { ...opts, headers: { ...(opts.headers || {}), Authorization: `Bearer ${token}`,
-    ...(opts.body ? { "Content-Type": "application/json" } : {}) } });
-  if (r.status === 401) { store.removeItem("token"); await signIn(); throw new Error("signed out"); }
+  const kept = opts.method ? undefined : answers.get(path);
+  const r = await fetch(path, { ...opts, cache: "no-store", headers: { ...(opts.headers || {}), Authorization: `Bearer ${token}`,
+    ...(opts.body ? { "Content-Type": "application/json" } : {}), ...(kept ? { "If-None-Match": kept.etag } : {}) } });
+  if (r.status === 401) { store.removeItem("token"); answers.clear(); await signIn(); throw new Error("signed out"); }
+  if (r.status === 304 && kept) return kept.data;
   const data = r.status === 204 ? null : await r.json();
   if (!r.ok) throw new Error(`${r.status} ${data?.error || ""}: ${data?.detail || ""}`);
+  // When the answer arrived: ages in a kept answer are counted on from it.
+  if (data && typeof data === "object") Object.defineProperty(data, "receivedAt", { value: Date.now() });
+  const etag = r.headers.get("ETag");
+  if (etag && !opts.method) answers.set(path, { etag, data });
   return data;
 }
 
 async function signOut() {
   try { await api("/api/v1/session/end", { method: "POST" }); } catch (e) { /* already ended */ }
   store.clear();
+  answers.clear();
   document.getElementById("main").innerHTML =
     `<h2 data-testid="signed-out">Signed out</h2><p><a href="/dashboard/#/overview">Sign in again</a></p>`;
   document.getElementById("who").textContent = "";
@@ -135,35 +147,64 @@ function capacityCharts(cap) {
   return `${cpus}${gpus}<p class="muted">one point per ${duration(cap.bucket_s)} (the average of the heartbeats in it)</p>`;
 }
 
+const SITES_PER_PAGE = 50;
+const SITE_FILTERS = ["q", "status", "reachability", "institution"];
+
+// Totals for the whole network, and the sites one filtered page at a time.
 async function overview(params) {
   const site = params.get("site") || "";
+  const offset = Math.max(0, Number(params.get("offset")) || 0);
+  const chosen = Object.fromEntries(SITE_FILTERS.map((k) => [k, params.get(k) || ""]));
+  const sitesQuery = new URLSearchParams({ limit: String(SITES_PER_PAGE), offset: String(offset),
+    ...Object.fromEntries(Object.entries(chosen).filter(([, v]) => v)) });
   const capQuery = new URLSearchParams({ hours: "6", ...(site ? { site } : {}) });
-  const [s, cap] = await Promise.all([api("/api/v1/dashboard/overview"), api(`/api/v1/dashboard/capacity?${capQuery}`)]);
+  const [s, cap] = await Promise.all([api(`/api/v1/dashboard/overview?${sitesQuery}`), api(`/api/v1/dashboard/capacity?${capQuery}`)]);
+  const since = (Date.now() - s.receivedAt) / 1000;
   const gpuCards = Object.entries(s.gpus).map(([m, g]) =>
     `<div class="card" data-testid="gpu-${esc(m)}">${esc(m)} GPUs<b>${g.free} / ${g.total}</b><span class="muted">free</span></div>`).join("");
   const rows = s.sites.map((x) => {
     const c = x.capacity;
     const gpus = c ? Object.entries(c.gpus).map(([m, g]) => bar(g.free, g.total, `${m} ${g.free}/${g.total}`)).join("") : "";
     return `<tr data-testid="site-row" data-site="${esc(x.name)}"><td><b>${esc(x.name)}</b><br><span class="muted">${esc(x.display_name)}</span></td>
-      <td>${esc(x.institution)}</td><td>${pill(x.status)} ${pill(x.reachability)}</td><td>${age(x.heartbeat_age_s)}</td>
+      <td>${esc(x.institution)}</td><td>${pill(x.status)} ${pill(x.reachability)}</td><td>${age(x.heartbeat_age_s == null ? null : x.heartbeat_age_s + since)}</td>
       <td>${c ? bar(c.cpus_free, c.cpus_total, `${c.cpus_free}/${c.cpus_total} CPUs free`) : '<span class="muted">no report</span>'}</td>
       <td>${gpus || '<span class="muted">—</span>'}</td></tr>`;
   }).join("");
+  const pick = (name, values) => `<select class="sites-filter" name="${name}" data-testid="sites-${name}"><option value="">any ${name}</option>${
+    values.map((v) => `<option ${v === chosen[name] ? "selected" : ""}>${v}</option>`).join("")}</select>`;
+  const filters = `<input class="sites-filter" name="q" placeholder="name" value="${esc(chosen.q)}" data-testid="sites-q">
+    ${pick("status", ["pending", "active", "suspended"])} ${pick("reachability", ["unknown", "online", "unreachable"])}
+    <input class="sites-filter" name="institution" placeholder="institution" value="${esc(chosen.institution)}" data-testid="sites-institution">`;
+  const last = Math.min(offset + s.sites.length, s.sites_matching);
+  const pager = `<span data-testid="sites-shown">${s.sites.length ? `${offset + 1}–${last}` : "none"} of ${s.sites_matching}</span>
+    <button class="secondary page" data-offset="${Math.max(0, offset - SITES_PER_PAGE)}" ${offset ? "" : "disabled"}>previous</button>
+    <button class="secondary page" data-offset="${offset + SITES_PER_PAGE}" ${last < s.sites_matching ? "" : "disabled"}>next</button>`;
+  const go = (changes) => {
+    const q = new URLSearchParams(params);
+    Object.entries(changes).forEach(([k, v]) => (v ? q.set(k, v) : q.delete(k)));
+    location.hash = `#/overview?${q}`;
+  };
+  setTimeout(() => {
+    document.querySelectorAll(".sites-filter").forEach((el) => el.addEventListener("change", () => go({ [el.name]: el.value, offset: "" })));
+    document.querySelectorAll("button.page").forEach((b) => b.addEventListener("click", () => go({ offset: b.dataset.offset })));
+  });
+  const choices = [...new Set([...s.sites.map((x) => x.name), ...(site ? [site] : [])])];
   return `<div class="cards">
-      <div class="card">Sites online<b data-testid="sites-online">${s.sites_by_reachability.online || 0} / ${s.sites.length}</b></div>
+      <div class="card">Sites online<b data-testid="sites-online">${s.sites_by_reachability.online || 0} / ${s.sites_total}</b></div>
       <div class="card">CPUs free<b>${s.cpus_free} / ${s.cpus_total}</b></div>${gpuCards}</div>
-    <h2>Sites</h2><table data-testid="sites"><tr><th>site</th><th>institution</th><th>status</th><th>heartbeat</th><th>CPUs</th><th>GPUs</th></tr>${rows}</table>
+    <h2>Sites</h2><p>${filters} ${pager}</p>
+    <table data-testid="sites"><tr><th>site</th><th>institution</th><th>status</th><th>heartbeat</th><th>CPUs</th><th>GPUs</th></tr>${rows}</table>
     <h2>${site ? `${esc(site)}: capacity` : "Network capacity"}, <span data-testid="chart-span" data-first="${esc(cap.first)}"
       data-last="${esc(cap.last)}">${esc(spanLabel(cap))}</span>
-      <select id="chart-site" data-testid="chart-site"><option value="">whole network</option>${s.sites.map((x) =>
-      `<option value="${esc(x.name)}" ${x.name === site ? "selected" : ""}>${esc(x.name)}</option>`).join("")}</select></h2>
+      <select id="chart-site" data-testid="chart-site"><option value="">whole network</option>${choices.map((x) =>
+      `<option value="${esc(x)}" ${x === site ? "selected" : ""}>${esc(x)}</option>`).join("")}</select></h2>
     <div data-testid="capacity-chart">${capacityCharts(cap)}</div>`;
 }
 
 async function jobsPage(params) {
   const chosen = { state: params.get("state") || "", site: params.get("site") || "", institution: params.get("institution") || "" };
   const query = new URLSearchParams(Object.entries(chosen).filter(([, v]) => v));
-  const [d, all] = await Promise.all([api(`/api/v1/dashboard/jobs?${query}`), api("/api/v1/dashboard/overview")]);
+  const [d, all] = await Promise.all([api(`/api/v1/dashboard/jobs?${query}`), api("/api/v1/dashboard/overview?limit=500")]);
   const options = {
     state: ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"],
     site: all.sites.map((x) => x.name),
@@ -307,7 +348,9 @@ async function render() {
       : page === "dataset" ? await datasetPage(path.split("/")[2]) : page === "data" ? await dataPage() : page === "usage" ? await usagePage() : await overview(params);
     main.innerHTML = html;
     document.getElementById("chart-site")?.addEventListener("change", (e) => {
-      location.hash = e.target.value ? `#/overview?site=${encodeURIComponent(e.target.value)}` : "#/overview";
+      const q = new URLSearchParams(params);
+      if (e.target.value) q.set("site", e.target.value); else q.delete("site");
+      location.hash = `#/overview?${q}`;
     });
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`;
   } catch (e) {
@@ -339,7 +382,11 @@ async function start() {
   out.addEventListener("click", signOut);
   window.addEventListener("hashchange", render);
   await render();
-  refreshTimer = setInterval(() => { if (!location.hash.startsWith("#/job/") && !location.hash.startsWith("#/dataset/")) render(); }, REFRESH_MS);
+  // Not while the person is typing into a filter: the page would be rewritten under them.
+  refreshTimer = setInterval(() => {
+    const detail = location.hash.startsWith("#/job/") || location.hash.startsWith("#/dataset/");
+    if (!detail && !document.activeElement?.matches("main input")) render();
+  }, REFRESH_MS);
 }
 
 start();
