@@ -6,7 +6,8 @@ and, for each submission, reads only:
 
 - a registry version: sites by status and reachability with their newest edit and id,
   the lending policies' count and newest edit, the available replicas' count and newest
-  id. Any change there means a full reload, so a site suspended, marked unreachable or
+  id, and the newest run-time statistics (a finished run changes estimates). Any change
+  there means a full reload, so a site suspended, marked unreachable or
   re-registered, a changed policy or a new copy of a dataset is seen by the very next
   submission;
 - the capacity snapshots received since the newest one already read;
@@ -48,6 +49,7 @@ _REGISTRY_VERSION = (
     "ORDER BY status, reachability",
     "SELECT count(*), max(updated_at) FROM site_policies",
     "SELECT count(*), max(id) FROM replicas WHERE state = 'AVAILABLE'",
+    "SELECT count(*), max(updated_at) FROM runtime_stats",
 )
 
 
