@@ -21,6 +21,7 @@ from hub.auth.keys import KeyCache
 from hub.auth.router import router as auth_router
 from hub.auth.signin import router as signin_router
 from hub.auth.tokens import TokenVerifier
+from hub.capacity.history_buffer import HistoryBuffer
 from hub.capacity.router import router as capacity_router
 from hub.dashboard.api import router as dashboard_api
 from hub.datasets.router import router as datasets_router
@@ -45,6 +46,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     """Build the hub. The database must already be migrated (``cryomesh hub migrate``)."""
     settings = settings or get_settings()
     engine = make_engine(settings.resolved_database_url)
+    history = HistoryBuffer(engine, settings.history_bucket_s, settings.history_flush_s, settings.history_flush_rows)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,12 +54,14 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
             app.state.keys.signing_jwk(session)  # a signing key exists before the first request
             restart_grace(session, settings)  # the hub's own downtime is not the agents' fault
         app.state.notifier.bind(asyncio.get_running_loop())
+        history.start()
         scheduler = start_scheduler(engine, settings, app.state.notifier) if run_sweeps else None
         try:
             yield
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=True)
+            history.stop()  # the heartbeats folded since the last flush
             engine.dispose()
 
     app = FastAPI(
@@ -71,6 +75,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.keys = KeyCache(settings.token_lifetime_s)
     app.state.verifier = TokenVerifier(settings, app.state.keys)
     app.state.notifier = Notifier()
+    app.state.history = history
     app.state.metrics = metrics.make_registry(engine)
     # Innermost first: limits are checked before anything reads the request, inside the
     # request id and timing so a refusal is logged and counted like any other answer.

@@ -82,6 +82,16 @@ class HubSettings(BaseSettings):
     sweep_interval_s: float = Field(default=5, gt=0, description="How often the reachability sweep runs")
     history_bucket_s: int = Field(default=300, ge=1, description="Resolution of the capacity history")
     history_retention_days: float = Field(default=30, gt=0, description="How long capacity history is kept")
+    history_flush_s: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="Heartbeats are folded into the capacity history in memory and written this often "
+        "(and at shutdown); a hub that crashes loses at most this much history, never a snapshot",
+    )
+    history_flush_rows: int = Field(
+        default=5000, ge=1, description="Write the folded history early once it holds this many (site, bucket) rows"
+    )
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per job before SYSTEM_ERROR")
     transfer_stall_s: float = Field(default=300, gt=0, description="A transfer with no progress this long is retried")
     transfer_max_attempts: int = Field(

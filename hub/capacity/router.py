@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from hub.auth.policy import ensure_agent_of
 from hub.capacity import service
@@ -31,12 +31,19 @@ router = APIRouter(prefix="/api/v1/sites", tags=["capacity"])
     responses=responses(*AUTH_ERRORS, NotFound),
     dependencies=[Depends(require_scopes("agent"))],
 )
-def heartbeat(name: str, hb: Heartbeat, session: SessionDep, principal: CurrentAgent, settings: SettingsDep) -> HeartbeatAck:
-    """An agent reports its site's capacity. A malformed snapshot is refused whole (422)."""
+def heartbeat(
+    name: str, hb: Heartbeat, request: Request, session: SessionDep, principal: CurrentAgent, settings: SettingsDep
+) -> HeartbeatAck:
+    """An agent reports its site's capacity. A malformed snapshot is refused whole (422).
+
+    A plain ``def``, run in the thread pool: everything it does is a blocking database call
+    (the session, the token check), so an ``async def`` would only add hops to and from the
+    pool (see docs/benchmarks.md, "Heartbeats")."""
     site = get_site_by_name(session, name)
     ensure_agent_of(principal, site)
-    ack = service.record_heartbeat(session, site, hb, settings)
-    renew_leases(session, site, hb.attempts, settings)
+    assert site.id is not None
+    ack = service.record_heartbeat(session, site, hb, settings, request.app.state.history)
+    renew_leases(session, site.id, hb.attempts, hb.interval_s * settings.missed_heartbeats)
     HEARTBEATS.inc()
     return ack
 
@@ -54,6 +61,7 @@ def capacity(name: str, session: SessionDep, principal: CurrentPrincipal) -> Sit
 )
 def capacity_history(
     name: str,
+    request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
     settings: SettingsDep,
@@ -63,4 +71,5 @@ def capacity_history(
 ) -> CapacityHistory:
     """Downsampled capacity history (one point per ``history_bucket_s``), default the last 24 h."""
     since, until = window(since, until, timedelta(hours=hours))
-    return service.history(session, read_site(session, principal, name), since, until, settings.history_bucket_s)
+    site = read_site(session, principal, name)
+    return service.history(session, site, since, until, settings.history_bucket_s, request.app.state.history)

@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlmodel import col, select
 
 from hub.capacity.chart import summed_history
@@ -45,6 +45,7 @@ def overview(session: SessionDep, principal: Person) -> NetworkSummary:
 
 @router.get("/capacity")
 def capacity(
+    request: Request,
     session: SessionDep,
     principal: Person,
     settings: SettingsDep,
@@ -57,7 +58,7 @@ def capacity(
     point), ``age_s`` how old the last point is, ``bucket_s`` the time between points."""
     now = utcnow()
     since = now - timedelta(hours=hours)
-    points = summed_history(session, since, site, settings.history_bucket_s)
+    points = summed_history(session, since, site, settings.history_bucket_s, request.app.state.history)
     times = [p["t"] for p in points]
     return {
         "site": site,

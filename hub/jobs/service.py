@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_
+from sqlalchemy import func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -386,16 +386,17 @@ def report(session: Session, principal: Principal, attempt_id: str, r: AttemptRe
     )
 
 
-def renew_leases(session: Session, site: Site, attempt_ids: list[str], settings: HubSettings) -> None:
-    """Heartbeats renew the leases of the attempts the agent says it still holds."""
+def renew_leases(session: Session, site_id: int, attempt_ids: list[str], lease_s: float) -> None:
+    """Heartbeats renew the leases of the attempts the agent says it still holds: one UPDATE
+    (an attempt of another site, or one no longer claimed, is left alone)."""
     if not attempt_ids:
         return
-    until = utcnow() + timedelta(seconds=lease_for(site, settings))
-    for a in session.exec(
-        select(Attempt).where(col(Attempt.id).in_(attempt_ids), Attempt.site_id == site.id, Attempt.state == "claimed")
-    ):
-        a.lease_expires_at = until
-        session.add(a)
+    session.execute(
+        update(Attempt)
+        .where(col(Attempt.id).in_(attempt_ids), col(Attempt.site_id) == site_id, col(Attempt.state) == "claimed")
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def restart_grace(session: Session, settings: HubSettings) -> int:
