@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub import metrics, openapi
@@ -29,9 +31,10 @@ from hub.datasets.router import sites_router as dataset_sites_router
 from hub.datasets.shares_router import router as shares_router
 from hub.db import make_engine, transaction
 from hub.errors import install_error_handlers
-from hub.jobs.notify import Notifier
+from hub.jobs.notify import Notifier, recheck
+from hub.jobs.pg_wakeups import bridge
 from hub.jobs.router import router as jobs_router
-from hub.jobs.service import restart_grace
+from hub.jobs.service import restart_grace, sites_with_work
 from hub.limits import BodyLimit, UrlGuard
 from hub.logging import RequestIdMiddleware
 from hub.network.router import router as network_router
@@ -40,6 +43,11 @@ from hub.sites.router import router as sites_router
 from hub.sweeps import start_scheduler
 from hub.transfers.router import router as transfers_router
 from shared.version import __version__
+
+
+def sites_with_work_in(engine: Engine, site_ids: set[int]) -> set[int]:
+    with transaction(engine) as session:
+        return sites_with_work(session, site_ids)
 
 
 def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) -> FastAPI:
@@ -53,14 +61,21 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         with transaction(engine) as session:
             app.state.keys.signing_jwk(session)  # a signing key exists before the first request
             restart_grace(session, settings)  # the hub's own downtime is not the agents' fault
-        app.state.notifier.bind(asyncio.get_running_loop())
+        notifier: Notifier = app.state.notifier
+        notifier.bind(asyncio.get_running_loop())
+        wakeups = [asyncio.create_task(recheck(notifier, partial(sites_with_work_in, engine)))]
+        if engine.dialect.name == "postgresql":  # other hub processes may share the database
+            wakeups.append(asyncio.create_task(bridge(notifier, settings.resolved_database_url)))
         history.start()
-        scheduler = start_scheduler(engine, settings, app.state.notifier) if run_sweeps else None
+        scheduler = start_scheduler(engine, settings, notifier) if run_sweeps else None
         try:
             yield
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=True)
+            for task in wakeups:
+                task.cancel()
+            await asyncio.gather(*wakeups, return_exceptions=True)
             history.stop()  # the heartbeats folded since the last flush
             engine.dispose()
 
