@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import Gauge
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,7 +37,7 @@ from hub.jobs.pg_wakeups import bridge
 from hub.jobs.router import router as jobs_router
 from hub.jobs.service import restart_grace, sites_with_work
 from hub.limits import BodyLimit, UrlGuard
-from hub.logging import RequestIdMiddleware
+from hub.logging import RequestIdMiddleware, configure_logging
 from hub.network.router import router as network_router
 from hub.settings import HubSettings, get_settings
 from hub.sites.router import router as sites_router
@@ -63,16 +64,16 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
             restart_grace(session, settings)  # the hub's own downtime is not the agents' fault
         notifier: Notifier = app.state.notifier
         notifier.bind(asyncio.get_running_loop())
-        wakeups = [asyncio.create_task(recheck(notifier, partial(sites_with_work_in, engine)))]
+        wakeups = [asyncio.create_task(recheck(notifier, partial(sites_with_work_in, engine), settings.long_poll_recheck_s))]
         if engine.dialect.name == "postgresql":  # other hub processes may share the database
             wakeups.append(asyncio.create_task(bridge(notifier, settings.resolved_database_url)))
         history.start()
-        scheduler = start_scheduler(engine, settings, notifier) if run_sweeps else None
+        sweeps = start_scheduler(engine, settings, notifier) if run_sweeps else None
         try:
             yield
         finally:
-            if scheduler is not None:
-                scheduler.shutdown(wait=True)
+            if sweeps is not None:
+                sweeps.stop()
             for task in wakeups:
                 task.cancel()
             await asyncio.gather(*wakeups, return_exceptions=True)
@@ -92,6 +93,9 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.notifier = Notifier()
     app.state.history = history
     app.state.metrics = metrics.make_registry(engine)
+    Gauge(
+        "cryomesh_hub_long_polls_waiting", "Agents' polls for work waiting in this hub process", registry=app.state.metrics
+    ).set_function(lambda: app.state.notifier.waiting_polls)
     # Innermost first: limits are checked before anything reads the request, inside the
     # request id and timing so a refusal is logged and counted like any other answer.
     app.add_middleware(
@@ -141,6 +145,14 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.mount("/dashboard", StaticFiles(directory=Path(__file__).parent / "dashboard" / "static", html=True), name="dashboard")
 
     return app
+
+
+def worker_app() -> FastAPI:
+    """The hub in one of the processes of ``cryomesh hub serve --workers N``: uvicorn starts
+    each worker afresh and builds its app by name, with settings from the environment."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)
 
 
 #: The dashboard loads nothing from elsewhere and cannot be framed.

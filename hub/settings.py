@@ -102,6 +102,13 @@ class HubSettings(BaseSettings):
     )
     offer_ttl_s: float = Field(default=60, gt=0, description="An offer not claimed in this time goes back to the broker")
     long_poll_max_s: float = Field(default=30, gt=0, le=120, description="Longest an agent's poll for work is held")
+    long_poll_recheck_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often each hub process re-reads the database, in one query, for all its waiting polls "
+        "(work that no notification announced)",
+    )
     session_lifetime_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400, description="A person's sign-in lasts this long")
     setup_code_ttl_s: int = Field(default=7 * 86_400, ge=60, description="Life of a new person's one-time password-setup code")
     enrollment_code_ttl_s: int = Field(default=86_400, ge=60, description="Default life of an enrollment code")

@@ -5,8 +5,8 @@ database. It is woken:
 
 - at once, by this process, when a transaction that offered work (or asked a running
   attempt to cancel) has committed: the services call ``notify(site_id)`` after commit;
-- within a second, by ``recheck``: one query per process per second for every waiting site
-  at once (work committed by another hub process that could not tell us, or a wake that
+- within a second (``long_poll_recheck_s``), by ``recheck``: one query per process per
+  second for every waiting site at once (work committed by another hub process that could not tell us, or a wake that
   fell between a poll's read and its wait);
 - on PostgreSQL, at once, by the other hub processes: ``hub.jobs.pg_wakeups`` sends each
   site this process notifies with ``NOTIFY`` and wakes the sites other processes send.
@@ -23,14 +23,12 @@ from contextlib import contextmanager
 
 log = logging.getLogger("cryomesh.hub.notify")
 
-#: How often a process re-reads the database for its waiting polls, in seconds.
-RECHECK_S = 1.0
-
 
 class Notifier:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[int, set[asyncio.Event]] = defaultdict(set)
+        self.waiting_polls = 0  # for the metrics, read from other threads
         # Sites this process woke, for hub.jobs.pg_wakeups to tell the others (None: nobody listens).
         self._outbox: set[int] | None = None
         self._outbox_lock = threading.Lock()
@@ -72,9 +70,11 @@ class Notifier:
         the database, so a commit between the read and the wait is not missed."""
         event = asyncio.Event()
         self._waiters[site_id].add(event)
+        self.waiting_polls += 1
         try:
             yield event
         finally:
+            self.waiting_polls -= 1
             self._waiters[site_id].discard(event)
             if not self._waiters[site_id]:
                 del self._waiters[site_id]
@@ -94,7 +94,7 @@ class Notifier:
         return taken
 
 
-async def recheck(notifier: Notifier, sites_with_work: Callable[[set[int]], set[int]], period_s: float = RECHECK_S) -> None:
+async def recheck(notifier: Notifier, sites_with_work: Callable[[set[int]], set[int]], period_s: float) -> None:
     """Every ``period_s``: one query (in a worker thread) for all sites with a waiting poll;
     wake those that have work. Runs until cancelled."""
     while True:
