@@ -5,7 +5,7 @@ VENV := .venv
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install system-deps demo test test-busy lint format bench clean
+.PHONY: install system-deps demo test test-busy lint format bench bench-load clean
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -46,9 +46,14 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## bench: benchmarks; results go into docs/benchmarks.md
+## bench: benchmarks; results go into docs/benchmarks.md (BENCH_ARGS="--hub-load full|quick|skip")
 bench: install
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+## bench-load: the hub's heartbeat load test alone (LOAD_ARGS="--quick", or see python -m bench.heartbeat_load -h)
+LOAD_ARGS ?= --quick
+bench-load: install
+	$(VENV)/bin/python -m bench.heartbeat_load $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -83,6 +83,13 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=100)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument(
+        "--hub-load",
+        choices=["quick", "full", "skip"],
+        default="quick",
+        help="the heartbeat load test (bench/heartbeat_load.py): quick (about two minutes), full (1,000 and 10,000 "
+        "sites, 16/64/256 senders, open loop, burst; an hour or more) or skip",
+    )
     args = parser.parse_args()
 
     with bench_hub("cryomesh-bench-") as bh:
@@ -156,6 +163,10 @@ def main() -> None:
     b_mem = broker.in_memory()
     b_db = broker.through_database()
     text = header(args) + hot + dispatch_section(d) + broker_section(b_mem, b_db) + transfer.section(transfer.run())
+    if args.hub_load != "skip":
+        from bench import heartbeat_load
+
+        text += "\n" + heartbeat_load.docs_section(heartbeat_load.QUICK if args.hub_load == "quick" else heartbeat_load.FULL)
     args.out.write_text(text)
     print(text)
 
