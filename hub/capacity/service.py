@@ -131,7 +131,7 @@ def mark_unreachable(session: Session, settings: HubSettings, now: datetime | No
     at most ``interval * missed_heartbeats`` after its last heartbeat, and at the earliest
     one sweep interval before that."""
     horizon = (now or utcnow()) + timedelta(seconds=settings.sweep_interval_s)
-    stale = or_(col(Site.reachable_until).is_(None), col(Site.reachable_until) <= horizon)
+    stale = or_(col(Site.reachable_until).is_(None), col(Site.reachable_until) < horizon)
     stmt = (
         update(Site)
         .where(col(Site.reachability) == "online", stale)
