@@ -127,7 +127,8 @@ async def poll_assignments(
     app = request.app
     notifier: Notifier = app.state.notifier
     deadline = time.monotonic() + min(wait, app.state.settings.long_poll_max_s)
-    assert principal.site_id is not None  # an agent's token always names its site
+    if principal.site_id is None:  # every agent is bound to a site; this guards the wait below
+        raise Forbidden("this agent is not bound to a site")
 
     def fetch() -> list[Assignment]:
         with transaction(app.state.engine) as session:
