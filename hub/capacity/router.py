@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlmodel import Session
 
 from hub.auth.policy import ensure_agent_of
+from hub.auth.principal import Principal
 from hub.capacity import service
 from hub.deps import CurrentAgent, CurrentPrincipal, SessionDep, SettingsDep, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, NotFound, responses
@@ -39,13 +41,22 @@ def heartbeat(
     A plain ``def``, run in the thread pool: everything it does is a blocking database call
     (the session, the token check), so an ``async def`` would only add hops to and from the
     pool (see docs/benchmarks.md, "Heartbeats")."""
-    site = get_site_by_name(session, name)
-    ensure_agent_of(principal, site)
-    assert site.id is not None
-    ack = service.record_heartbeat(session, site, hb, settings, request.app.state.history)
-    renew_leases(session, site.id, hb.attempts, hb.interval_s * settings.missed_heartbeats)
+    site_id = _own_site_id(session, principal, name)
+    ack = service.record_heartbeat(session, site_id, name, hb, settings, request.app.state.history)
+    renew_leases(session, site_id, hb.attempts, hb.interval_s * settings.missed_heartbeats)
     HEARTBEATS.inc()
     return ack
+
+
+def _own_site_id(session: Session, principal: Principal, name: str) -> int:
+    """The id of the caller's own site ``name``, from its token where it names that site
+    (no read); otherwise the site is looked up to refuse with the right error (403 or 404)."""
+    if principal.site_id is not None and principal.site == name:
+        return principal.site_id
+    site = get_site_by_name(session, name)
+    ensure_agent_of(principal, site)
+    assert site.id is not None  # ensure_agent_of refused an agent of no site
+    return site.id
 
 
 @router.get("/{name}/capacity", responses=responses(*AUTH_ERRORS, NotFound), dependencies=[Depends(require_scopes("sites:read"))])

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import delete, or_, update
+from sqlalchemy import bindparam, delete, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from hub.capacity.history_buffer import HistoryBuffer
@@ -14,7 +17,6 @@ from hub.errors import NotFound
 from hub.settings import HubSettings
 from hub.sites.models import Site
 from hub.types import utcnow
-from hub.upsert import insert_for
 from shared.schemas.capacity import (
     CapacityHistory,
     CapacityPoint,
@@ -46,36 +48,68 @@ def totals_of(hb: Heartbeat) -> CapacityTotals:
     )
 
 
-def record_heartbeat(session: Session, site: Site, hb: Heartbeat, settings: HubSettings, history: HistoryBuffer) -> HeartbeatAck:
-    """Store the snapshot and the sign of life: two writes, nothing read back. The history
-    sample is folded in memory once the transaction has committed (see history_buffer)."""
-    assert site.id is not None
-    site_id, now, totals = site.id, utcnow(), totals_of(hb)
-    snapshot = {
-        "received_at": now,
-        "sampled_at": hb.sampled_at,
-        "agent_version": hb.agent_version,
-        "backend": hb.backend,
-        "totals": totals.model_dump(),
-        "partitions": [p.model_dump() for p in hb.partitions],
-        "storage": [s.model_dump() for s in hb.storage],
-    }
-    upsert = insert_for(session, CapacityLatest).values(site_id=site_id, **snapshot)
-    session.execute(upsert.on_conflict_do_update(index_elements=["site_id"], set_=snapshot))
-    session.execute(
-        update(Site)
-        .where(col(Site.id) == site_id)
+def _sign_of_life() -> Any:
+    sites = Site.__table__  # type: ignore[attr-defined]
+    return (
+        update(sites)
+        .where(sites.c.id == bindparam("b_site_id"), sites.c.name == bindparam("b_name"))
         .values(
-            last_heartbeat_at=now,
-            heartbeat_interval_s=hb.interval_s,
-            agent_version=hb.agent_version,
+            last_heartbeat_at=bindparam("b_now"),
+            heartbeat_interval_s=bindparam("b_interval"),
+            agent_version=bindparam("b_version"),
             reachability="online",
-            reachable_until=now + timedelta(seconds=hb.interval_s * settings.missed_heartbeats),
+            reachable_until=bindparam("b_until"),
         )
-        .execution_options(synchronize_session=False)
+    )
+
+
+_SNAPSHOT = ("received_at", "sampled_at", "agent_version", "backend", "totals", "partitions", "storage")
+#: Built once: a heartbeat executes fixed Core statements with its values as parameters, so
+#: SQLAlchemy neither rebuilds nor re-keys them per request (that was most of their cost).
+_SIGN_OF_LIFE = _sign_of_life()
+
+
+@cache
+def _snapshot_upsert(dialect: str) -> Any:
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CapacityLatest.__table__)  # type: ignore[attr-defined]
+    return stmt.on_conflict_do_update(index_elements=["site_id"], set_={c: stmt.excluded[c] for c in _SNAPSHOT})
+
+
+def record_heartbeat(
+    session: Session, site_id: int, site_name: str, hb: Heartbeat, settings: HubSettings, history: HistoryBuffer
+) -> HeartbeatAck:
+    """Store the sign of life and the snapshot: two writes, nothing read back. The history
+    sample is folded in memory once the transaction has committed (see history_buffer)."""
+    now, totals = utcnow(), totals_of(hb)
+    conn = session.connection()
+    marked = conn.execute(
+        _SIGN_OF_LIFE,
+        {
+            "b_site_id": site_id,
+            "b_name": site_name,
+            "b_now": now,
+            "b_interval": hb.interval_s,
+            "b_version": hb.agent_version,
+            "b_until": now + timedelta(seconds=hb.interval_s * settings.missed_heartbeats),
+        },
+    )
+    if marked.rowcount != 1:
+        raise NotFound(f"no site named {site_name!r}")
+    conn.execute(
+        _snapshot_upsert(conn.dialect.name),
+        {
+            "site_id": site_id,
+            "received_at": now,
+            "sampled_at": hb.sampled_at,
+            "agent_version": hb.agent_version,
+            "backend": hb.backend,
+            "totals": totals.model_dump(),
+            "partitions": [p.model_dump() for p in hb.partitions],
+            "storage": [s.model_dump() for s in hb.storage],
+        },
     )
     after_commit(session, lambda: history.add(site_id, now, totals))
-    return HeartbeatAck(site=site.name, received_at=now, next_in_s=hb.interval_s)
+    return HeartbeatAck(site=site_name, received_at=now, next_in_s=hb.interval_s)
 
 
 def latest_capacity(session: Session, site: Site) -> SiteCapacity:

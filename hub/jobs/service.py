@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import bindparam, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -407,17 +408,29 @@ def report(session: Session, principal: Principal, attempt_id: str, r: AttemptRe
     )
 
 
+def _lease_renewal() -> Any:
+    attempts = Attempt.__table__  # type: ignore[attr-defined]
+    return (
+        update(attempts)
+        .where(
+            attempts.c.id.in_(bindparam("b_ids", expanding=True)),
+            attempts.c.site_id == bindparam("b_site_id"),
+            attempts.c.state == "claimed",
+        )
+        .values(lease_expires_at=bindparam("b_until"))
+    )
+
+
+_LEASE_RENEWAL = _lease_renewal()  # built once: heartbeats execute it with their values
+
+
 def renew_leases(session: Session, site_id: int, attempt_ids: list[str], lease_s: float) -> None:
     """Heartbeats renew the leases of the attempts the agent says it still holds: one UPDATE
     (an attempt of another site, or one no longer claimed, is left alone)."""
     if not attempt_ids:
         return
-    session.execute(
-        update(Attempt)
-        .where(col(Attempt.id).in_(attempt_ids), col(Attempt.site_id) == site_id, col(Attempt.state) == "claimed")
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-        .execution_options(synchronize_session=False)
-    )
+    until = utcnow() + timedelta(seconds=lease_s)
+    session.connection().execute(_LEASE_RENEWAL, {"b_ids": attempt_ids, "b_site_id": site_id, "b_until": until})
 
 
 def restart_grace(session: Session, settings: HubSettings) -> int:
