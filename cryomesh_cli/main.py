@@ -77,18 +77,27 @@ def hub_serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default: settings)")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default: settings)")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply database migrations first")] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Hub processes sharing the port (PostgreSQL only; see the operator guide)")
+    ] = 1,
 ) -> None:
     """Serve the hub's API (settings from CRYOMESH_* and CRYOMESH_CONFIG)."""
     import uvicorn
 
     from hub.app import create_app
-    from hub.db import DatabaseUnavailable, check_database, database_errors_explained
+    from hub.db import DatabaseUnavailable, check_database, database_errors_explained, is_sqlite
     from hub.db import migrate as run_migrations
     from hub.logging import configure_logging
 
     settings = _hub_settings()
     configure_logging(settings.log_level, settings.log_json)
     url = settings.resolved_database_url
+    if workers > 1 and is_sqlite(url):
+        fail(
+            f"--workers {workers} needs PostgreSQL: on SQLite one process writes at a time, and hub processes "
+            "could neither wake each other's long-polls nor agree on one sweep runner. Serve one process on "
+            "SQLite, or set CRYOMESH_DATABASE_URL to a PostgreSQL database (docs/operator-guide.md)"
+        )
     try:
         check_database(url)
         if migrate:
@@ -96,15 +105,17 @@ def hub_serve(
                 run_migrations(url)
     except DatabaseUnavailable as exc:
         fail(str(exc))
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,
-        proxy_headers=True,
-        timeout_graceful_shutdown=10,
-    )
-    uvicorn.Server(config).run()
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "log_config": None,
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers > 1:  # each worker builds its own app (and engine) from the same settings
+        uvicorn.run("hub.app:worker_app", factory=True, workers=workers, **options)
+        return
+    uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
 
 
 @hub_app.command("migrate")

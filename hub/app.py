@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import Gauge
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub import metrics, openapi
@@ -23,6 +26,7 @@ from hub.auth.router import router as auth_router
 from hub.auth.signin import router as signin_router
 from hub.auth.tokens import TokenVerifier
 from hub.broker.cache import SiteViewCache
+from hub.capacity.history_buffer import HistoryBuffer
 from hub.capacity.router import router as capacity_router
 from hub.costs.router import router as budgets_router
 from hub.dashboard.api import router as dashboard_api
@@ -33,11 +37,12 @@ from hub.db import make_engine, transaction
 from hub.errors import install_error_handlers
 from hub.ga4gh.drs_router import router as drs_router
 from hub.ga4gh.tes_router import routers as tes_routers
-from hub.jobs.notify import Notifier
+from hub.jobs.notify import Notifier, recheck
+from hub.jobs.pg_wakeups import bridge
 from hub.jobs.router import router as jobs_router
-from hub.jobs.service import restart_grace
+from hub.jobs.service import restart_grace, sites_with_work
 from hub.limits import BodyLimit, InFlightLimit, UrlGuard
-from hub.logging import RequestIdMiddleware
+from hub.logging import RequestIdMiddleware, configure_logging
 from hub.network.router import router as network_router
 from hub.pictures.router import router as pictures_router
 from hub.settings import HubSettings, get_settings
@@ -45,6 +50,11 @@ from hub.sites.router import router as sites_router
 from hub.sweeps import start_scheduler
 from hub.transfers.router import router as transfers_router
 from shared.version import __version__
+
+
+def sites_with_work_in(engine: Engine, site_ids: set[int]) -> set[int]:
+    with transaction(engine, write=False) as session:  # reads only: no write lock per re-check
+        return sites_with_work(session, site_ids)
 
 
 def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) -> FastAPI:
@@ -55,6 +65,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         request_threads=settings.request_threads,
         busy_timeout_s=settings.database_busy_timeout_s,
     )
+    history = HistoryBuffer(engine, settings.history_bucket_s, settings.history_flush_s, settings.history_flush_rows)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,13 +74,22 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         app.state.keys.ensure()  # a signing key exists before the first request
         with transaction(engine) as session:
             restart_grace(session, settings)  # the hub's own downtime is not the agents' fault
-        app.state.notifier.bind(asyncio.get_running_loop())
-        scheduler = start_scheduler(engine, settings, app.state.notifier) if run_sweeps else None
+        notifier: Notifier = app.state.notifier
+        notifier.bind(asyncio.get_running_loop())
+        wakeups = [asyncio.create_task(recheck(notifier, partial(sites_with_work_in, engine), settings.long_poll_recheck_s))]
+        if engine.dialect.name == "postgresql":  # other hub processes may share the database
+            wakeups.append(asyncio.create_task(bridge(notifier, settings.resolved_database_url)))
+        history.start()
+        sweeps = start_scheduler(engine, settings, notifier) if run_sweeps else None
         try:
             yield
         finally:
-            if scheduler is not None:
-                scheduler.shutdown(wait=True)
+            if sweeps is not None:
+                sweeps.stop()
+            for task in wakeups:
+                task.cancel()
+            await asyncio.gather(*wakeups, return_exceptions=True)
+            history.stop()  # the heartbeats folded since the last flush
             engine.dispose()
 
     app = FastAPI(
@@ -84,7 +104,11 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.verifier = TokenVerifier(settings, app.state.keys, engine)
     app.state.notifier = Notifier()
     app.state.site_views = SiteViewCache(settings.site_view_max_age_s)
+    app.state.history = history
     app.state.metrics = metrics.make_registry(engine)
+    Gauge(
+        "cryomesh_hub_long_polls_waiting", "Agents' polls for work waiting in this hub process", registry=app.state.metrics
+    ).set_function(lambda: app.state.notifier.waiting_polls)
     # Innermost first: limits are checked before anything reads the request, inside the
     # request id and timing so a refusal is logged and counted like any other answer.
     app.add_middleware(
@@ -139,6 +163,14 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.mount("/dashboard", StaticFiles(directory=Path(__file__).parent / "dashboard" / "static", html=True), name="dashboard")
 
     return app
+
+
+def worker_app() -> FastAPI:
+    """The hub in one of the processes of ``cryomesh hub serve --workers N``: uvicorn starts
+    each worker afresh and builds its app by name, with settings from the environment."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)
 
 
 #: The dashboard loads nothing from elsewhere and cannot be framed.

@@ -88,6 +88,16 @@ class HubSettings(BaseSettings):
     max_preemptions: int = Field(
         default=10, ge=0, le=1000, description="Preemptions per job (spot nodes taken away) before SYSTEM_ERROR"
     )
+    history_flush_s: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="Heartbeats are folded into the capacity history in memory and written this often "
+        "(and at shutdown); a hub that crashes loses at most this much history, never a snapshot",
+    )
+    history_flush_rows: int = Field(
+        default=5000, ge=1, description="Write the folded history early once it holds this many (site, bucket) rows"
+    )
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per job before SYSTEM_ERROR")
     transfer_stall_s: float = Field(default=300, gt=0, description="A transfer with no progress this long is retried")
     transfer_max_attempts: int = Field(
@@ -104,6 +114,13 @@ class HubSettings(BaseSettings):
         "or policy and new capacity reports are read at once, the rest is reloaded at least this often (0: always)",
     )
     long_poll_max_s: float = Field(default=30, gt=0, le=120, description="Longest an agent's poll for work is held")
+    long_poll_recheck_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often each hub process re-reads the database, in one query, for all its waiting polls "
+        "(work that no notification announced)",
+    )
     session_lifetime_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400, description="A person's sign-in lasts this long")
     setup_code_ttl_s: int = Field(default=7 * 86_400, ge=60, description="Life of a new person's one-time password-setup code")
     enrollment_code_ttl_s: int = Field(default=86_400, ge=60, description="Default life of an enrollment code")

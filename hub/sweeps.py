@@ -1,17 +1,25 @@
 """Periodic upkeep, run by APScheduler inside the hub.
 
-With several hub processes on one PostgreSQL database, each tick takes a transaction-level
-advisory lock; whoever does not get it skips the tick, so exactly one runner sweeps.
+With several hub processes on one PostgreSQL database (``hub serve --workers N``, or several
+hosts), exactly one of them sweeps: the **sweep runner**, the process whose own connection
+holds a session-level advisory lock (``SweepRunner``). The others try to take it at each
+tick, so when the runner stops (its connection closes, releasing the lock) another one
+takes over within a tick. Each sweep also takes a transaction-level advisory lock, so two
+sweeps never overlap even while a lost connection is being noticed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from dataclasses import dataclass
 from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from hub.auth import keys as signing_keys
@@ -29,8 +37,51 @@ from hub.transfers.service import stalled
 
 log = logging.getLogger("cryomesh.hub.sweep")
 
-#: Arbitrary constant naming the sweep's advisory lock.
+#: Arbitrary constants naming the advisory locks: one sweep at a time; one runner.
 SWEEP_LOCK_ID = 0x63727931
+RUNNER_LOCK_ID = 0x63727932
+
+
+class SweepRunner:
+    """Whether this process is the sweep runner. On SQLite (one hub process) it always is."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    def is_runner(self) -> bool:
+        """True if this process holds the runner lock (taking it if it is free)."""
+        if self._engine.dialect.name != "postgresql":
+            return True
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1"))
+                self._conn.commit()
+                return True
+            except DBAPIError:  # the connection died and the lock with it
+                log.warning("lost the connection that made this process the sweep runner")
+                self.close()
+        conn = self._engine.connect()
+        try:
+            taken = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": RUNNER_LOCK_ID}).scalar())
+            conn.commit()  # the lock is the session's; no transaction stays open
+        except BaseException:
+            conn.close()
+            raise
+        if not taken:
+            conn.close()
+            return False
+        self._conn = conn
+        log.info("this hub process (pid %d) runs the sweeps", os.getpid())
+        return True
+
+    def close(self) -> None:
+        """Give the role up (at shutdown): closing the connection releases the lock."""
+        if self._conn is not None:
+            with contextlib.suppress(DBAPIError):
+                self._conn.invalidate()  # not back to the pool: the lock must go with it
+            self._conn.close()
+            self._conn = None
 
 
 def try_sweep_lock(session: Session) -> bool:
@@ -73,15 +124,31 @@ def sweep(engine: Engine, settings: HubSettings, notifier: Notifier | None = Non
     }
 
 
-def start_scheduler(engine: Engine, settings: HubSettings, notifier: Notifier | None = None) -> BackgroundScheduler:
+@dataclass
+class Sweeps:
+    """The scheduler ticking in this process, and whether it is the runner."""
+
+    scheduler: BackgroundScheduler
+    runner: SweepRunner
+
+    def stop(self) -> None:
+        """Stop ticking (waiting for a tick under way) and give the runner role up."""
+        self.scheduler.shutdown(wait=True)
+        self.runner.close()
+
+
+def start_scheduler(engine: Engine, settings: HubSettings, notifier: Notifier | None = None) -> Sweeps:
+    """Tick every ``sweep_interval_s``; sweep when this process is the runner."""
     scheduler = BackgroundScheduler(timezone="UTC")
+    runner = SweepRunner(engine)
 
     def tick() -> None:
         try:
-            sweep(engine, settings, notifier)
+            if runner.is_runner():
+                sweep(engine, settings, notifier)
         except Exception:  # a failed tick must not stop the scheduler; the next one retries
             log.exception("sweep failed")
 
     scheduler.add_job(tick, "interval", seconds=settings.sweep_interval_s, id="sweep", max_instances=1, coalesce=True)
     scheduler.start()
-    return scheduler
+    return Sweeps(scheduler, runner)

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import Account, bootstrap, hub_settings
+from tests.helpers import Account, Hub, bootstrap, hub_settings
 from tests.services import free_port, wait_for
 
 
@@ -29,13 +29,21 @@ class HubProcess:
     """`cryomesh hub serve` in its own process, restartable on the same port and database."""
 
     def __init__(
-        self, tmp: Path, db_url: str | None = None, admin: Account | None = None, sweep_s: float = 0.2, **settings: Any
+        self,
+        tmp: Path,
+        db_url: str | None = None,
+        admin: Account | None = None,
+        sweep_s: float = 0.2,
+        args: tuple[str, ...] = (),
+        **settings: Any,
     ) -> None:
+        self.args = args  # more options of `hub serve` (--workers N)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         s = hub_settings(db_url or f"sqlite:///{tmp / 'hub.db'}", tmp / "data", self.port, sweep_interval_s=sweep_s, **settings)
+        self.settings = s
         self.admin: Account = admin or bootstrap(s)
         self.env = {
             **os.environ,
@@ -68,7 +76,7 @@ class HubProcess:
 
     def _start(self) -> None:
         with (self.tmp / "hub.log").open("ab") as log:
-            self.proc = subprocess.Popen(cli("hub", "serve"), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cli("hub", "serve", *self.args), env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
         def ready() -> bool:
             assert self.proc is not None
@@ -95,6 +103,10 @@ class HubProcess:
             self.proc.kill()  # never leave a hub behind that did not start
             self.proc.wait()
             raise
+
+    def helpers(self) -> Hub:
+        """The test helpers of an in-process hub (enrol an agent, get its token…), aimed at this one."""
+        return Hub(self.url, self.settings.model_copy(update={"public_url": self.url, "port": self.port}), self.admin)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -74,3 +74,10 @@ def test_sqlite_path_that_cannot_be_written(tmp_path: Path) -> None:
     message = one_error_line(cli("hub", "migrate", tmp=tmp_path, CRYOMESH_DATABASE_URL=f"sqlite:///{path}"))
     assert message.startswith(f"cannot open the SQLite database at {path} (not a directory: {blocker})"), message
     assert "CRYOMESH_DATABASE_URL" in message
+
+
+def test_hub_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
+    message = one_error_line(cli("hub", "serve", "--workers", "2", tmp=tmp_path, CRYOMESH_PORT=str(free_port())))
+    assert message.startswith("--workers 2 needs PostgreSQL: "), message
+    assert "CRYOMESH_DATABASE_URL" in message
+    assert not (tmp_path / "data" / "hub.db").exists(), "refused before touching the database"

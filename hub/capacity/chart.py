@@ -15,20 +15,26 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from hub.capacity.history_buffer import HistoryBuffer
 from hub.capacity.models import CapacityBucket
 from hub.sites.models import Site
 
 CARRY_BUCKETS = 2
 
 
-def summed_history(session: Session, since: datetime, site: str | None, bucket_s: int) -> list[dict[str, Any]]:
-    """Points ``{"t", "cpus_total", "cpus_free", "gpus": {model: {"total", "free"}}}`` in time order."""
+def summed_history(
+    session: Session, since: datetime, site: str | None, bucket_s: int, buffer: HistoryBuffer
+) -> list[dict[str, Any]]:
+    """Points ``{"t", "cpus_total", "cpus_free", "gpus": {model: {"total", "free"}}}`` in time order,
+    with this process's heartbeats not yet written (``buffer``) counted."""
     stmt = select(CapacityBucket).join(Site, col(Site.id) == CapacityBucket.site_id)
     stmt = stmt.where(col(CapacityBucket.bucket_start) >= since)
+    site_ids = None
     if site:
         stmt = stmt.where(Site.name == site)
+        site_ids = {i for i in session.exec(select(Site.id).where(Site.name == site)) if i is not None}
     by_site: dict[int, dict[datetime, CapacityBucket]] = defaultdict(dict)
-    for row in session.exec(stmt):
+    for row in buffer.overlay(session.exec(stmt), since, site_ids):
         by_site[row.site_id][row.bucket_start] = row
     step = timedelta(seconds=bucket_s)
     points = []

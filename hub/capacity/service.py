@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
+from sqlalchemy import bindparam, delete, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from hub.capacity.history_buffer import HistoryBuffer
 from hub.capacity.models import CapacityBucket, CapacityLatest
+from hub.db import after_commit
 from hub.errors import NotFound
 from hub.settings import HubSettings
 from hub.sites.models import Site
@@ -44,62 +49,70 @@ def totals_of(hb: Heartbeat) -> CapacityTotals:
     )
 
 
-def _bucket_start(t: datetime, bucket_s: int) -> datetime:
-    epoch = int(t.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % bucket_s, tz=t.tzinfo)
-
-
-def _fold_into_history(session: Session, site_id: int, at: datetime, totals: CapacityTotals, bucket_s: int) -> None:
-    start = _bucket_start(at, bucket_s)
-    bucket = session.exec(
-        select(CapacityBucket).where(CapacityBucket.site_id == site_id, CapacityBucket.bucket_start == start)
-    ).first()
-    if bucket is None:
-        bucket = CapacityBucket(site_id=site_id, bucket_start=start, cpus_free_min=totals.cpus_free)
-    gpus: dict[str, Any] = dict(bucket.gpus)
-    for model, c in totals.gpus.items():
-        old = gpus.get(model, {"free_sum": 0, "free_min": c.free})
-        gpus[model] = {"total": c.total, "free_sum": old["free_sum"] + c.free, "free_min": min(old["free_min"], c.free)}
-    bucket.gpus = gpus
-    bucket.samples += 1
-    bucket.cpus_total = totals.cpus_total
-    bucket.cpus_free_sum += totals.cpus_free
-    bucket.cpus_free_min = min(bucket.cpus_free_min, totals.cpus_free)
-    session.add(bucket)
-
-
-def record_heartbeat(session: Session, site: Site, hb: Heartbeat, settings: HubSettings) -> HeartbeatAck:
-    assert site.id is not None
-    now = utcnow()
-    totals = totals_of(hb)
-    latest = session.get(CapacityLatest, site.id) or CapacityLatest(
-        site_id=site.id,
-        received_at=now,
-        sampled_at=hb.sampled_at,
-        agent_version=hb.agent_version,
-        backend=hb.backend,
-        totals={},
-        partitions=[],
-        storage=[],
+def _sign_of_life() -> Any:
+    sites = Site.__table__  # type: ignore[attr-defined]
+    return (
+        update(sites)
+        .where(sites.c.id == bindparam("b_site_id"), sites.c.name == bindparam("b_name"))
+        .values(
+            last_heartbeat_at=bindparam("b_now"),
+            heartbeat_interval_s=bindparam("b_interval"),
+            agent_version=bindparam("b_version"),
+            reachability="online",
+            reachable_until=bindparam("b_until"),
+        )
     )
-    latest.received_at = now
-    latest.sampled_at = hb.sampled_at
-    latest.agent_version = hb.agent_version
-    latest.backend = hb.backend
-    latest.totals = totals.model_dump()
-    latest.partitions = [p.model_dump() for p in hb.partitions]
-    latest.storage = [s.model_dump() for s in hb.storage]
-    session.add(latest)
-    _fold_into_history(session, site.id, now, totals, settings.history_bucket_s)
+
+
+_SNAPSHOT = ("received_at", "sampled_at", "agent_version", "backend", "totals", "partitions", "storage")
+#: Built once: a heartbeat executes fixed Core statements with its values as parameters, so
+#: SQLAlchemy neither rebuilds nor re-keys them per request (that was most of their cost).
+_SIGN_OF_LIFE = _sign_of_life()
+
+
+@cache
+def _snapshot_upsert(dialect: str) -> Any:
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CapacityLatest.__table__)  # type: ignore[attr-defined]
+    return stmt.on_conflict_do_update(index_elements=["site_id"], set_={c: stmt.excluded[c] for c in _SNAPSHOT})
+
+
+def record_heartbeat(
+    session: Session, site_id: int, site_name: str, hb: Heartbeat, settings: HubSettings, history: HistoryBuffer
+) -> HeartbeatAck:
+    """Store the sign of life and the snapshot: two writes, nothing read back. The history
+    sample is folded in memory once the transaction has committed (see history_buffer)."""
+    now, totals = utcnow(), totals_of(hb)
+    conn = session.connection()
+    marked = conn.execute(
+        _SIGN_OF_LIFE,
+        {
+            "b_site_id": site_id,
+            "b_name": site_name,
+            "b_now": now,
+            "b_interval": hb.interval_s,
+            "b_version": hb.agent_version,
+            "b_until": now + timedelta(seconds=hb.interval_s * settings.missed_heartbeats),
+        },
+    )
+    if marked.rowcount != 1:
+        raise NotFound(f"no site named {site_name!r}")
+    conn.execute(
+        _snapshot_upsert(conn.dialect.name),
+        {
+            "site_id": site_id,
+            "received_at": now,
+            "sampled_at": hb.sampled_at,
+            "agent_version": hb.agent_version,
+            "backend": hb.backend,
+            "totals": totals.model_dump(),
+            "partitions": [p.model_dump() for p in hb.partitions],
+            "storage": [s.model_dump() for s in hb.storage],
+        },
+    )
     if hb.software is not None:
-        record_measured_software(session, site.id, hb.software, now)
-    site.last_heartbeat_at = now
-    site.heartbeat_interval_s = hb.interval_s
-    site.agent_version = hb.agent_version
-    site.reachability = "online"
-    session.add(site)
-    session.flush()
-    return HeartbeatAck(site=site.name, received_at=now, next_in_s=hb.interval_s)
+        record_measured_software(session, site_id, hb.software, now)
+    after_commit(session, lambda: history.add(site_id, now, totals))
+    return HeartbeatAck(site=site_name, received_at=now, next_in_s=hb.interval_s)
 
 
 def latest_capacity(session: Session, site: Site) -> SiteCapacity:
@@ -118,12 +131,16 @@ def latest_capacity(session: Session, site: Site) -> SiteCapacity:
     )
 
 
-def history(session: Session, site: Site, since: datetime, until: datetime, bucket_s: int) -> CapacityHistory:
-    rows = session.exec(
+def history(
+    session: Session, site: Site, since: datetime, until: datetime, bucket_s: int, buffer: HistoryBuffer
+) -> CapacityHistory:
+    assert site.id is not None
+    stored = session.exec(
         select(CapacityBucket)
         .where(CapacityBucket.site_id == site.id, CapacityBucket.bucket_start >= since, CapacityBucket.bucket_start <= until)
         .order_by(col(CapacityBucket.bucket_start))
     ).all()
+    rows = [b for b in buffer.overlay(stored, since, {site.id}) if b.bucket_start <= until]
     points = [
         CapacityPoint(
             bucket_start=b.bucket_start,
@@ -142,23 +159,31 @@ def history(session: Session, site: Site, since: datetime, until: datetime, buck
 
 
 def mark_unreachable(session: Session, settings: HubSettings, now: datetime | None = None) -> list[str]:
-    """Sites whose agent missed ``missed_heartbeats`` beats in a row become unreachable."""
-    now = now or utcnow()
-    changed = []
-    for site in session.exec(select(Site).where(Site.reachability == "online")):
-        interval = site.heartbeat_interval_s or settings.heartbeat_interval_s
-        if site.last_heartbeat_at is None or now - site.last_heartbeat_at > timedelta(
-            seconds=interval * settings.missed_heartbeats
-        ):
-            site.reachability = "unreachable"
-            session.add(site)
-            changed.append(site.name)
-    session.flush()
-    return changed
+    """Sites whose agent missed ``missed_heartbeats`` beats in a row become unreachable, in one
+    UPDATE over the index on ``reachable_until``.
+
+    A site whose deadline falls before the next tick is marked at this one: marked at the
+    first tick after its deadline, it would be found up to one ``sweep_interval_s`` late
+    (15 s x 3 beats + a 5 s tick: 45 to 50 s after its last heartbeat). So a site is unreachable
+    at most ``interval * missed_heartbeats`` after its last heartbeat, and at the earliest
+    one sweep interval before that."""
+    horizon = (now or utcnow()) + timedelta(seconds=settings.sweep_interval_s)
+    stale = or_(col(Site.reachable_until).is_(None), col(Site.reachable_until) < horizon)
+    stmt = (
+        update(Site)
+        .where(col(Site.reachability) == "online", stale)
+        .values(reachability="unreachable")
+        .returning(col(Site.name))
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(session.execute(stmt).scalars())
 
 
 def prune_history(session: Session, retention: timedelta) -> int:
-    old = session.exec(select(CapacityBucket).where(CapacityBucket.bucket_start < utcnow() - retention)).all()
-    for b in old:
-        session.delete(b)
-    return len(old)
+    """Delete history buckets older than ``retention`` in one statement; returns how many."""
+    result = session.execute(
+        delete(CapacityBucket)
+        .where(col(CapacityBucket.bucket_start) < utcnow() - retention)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -73,7 +73,7 @@ def capacity(
     if unchanged := not_modified(request, response, tag):
         return unchanged
     since = now - timedelta(hours=hours)
-    points = summed_history(session, since, site, settings.history_bucket_s)
+    points = summed_history(session, since, site, settings.history_bucket_s, request.app.state.history)
     times = [p["t"] for p in points]
     return {
         "site": site,

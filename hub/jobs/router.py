@@ -12,6 +12,8 @@ Who may call:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -141,22 +143,31 @@ async def poll_assignments(
     """Long-poll for work: answers at once when there are offers or cancellations, else when
     some appear, else after ``wait`` seconds with an empty list."""
     app = request.app
+    notifier: Notifier = app.state.notifier
     deadline = time.monotonic() + min(wait, app.state.settings.long_poll_max_s)
+    if principal.site_id is None:  # every agent is bound to a site; this guards the wait below
+        raise Forbidden("this agent is not bound to a site")
 
-    def fetch() -> tuple[int, list[Assignment]]:
+    def fetch() -> list[Assignment]:
         with transaction(app.state.engine, write=False) as session:  # reads only: no write lock per poll
             site = get_site_by_name(session, name)
             ensure_agent_of(principal, site)
-            assert site.id is not None
-            return site.id, service.assignments(session, site, app.state.settings)
+            return service.assignments(session, site, app.state.settings)
 
-    while True:
-        site_id, found = await run_in_threadpool(fetch)
-        remaining = deadline - time.monotonic()
-        if found or remaining <= 0 or await request.is_disconnected():
-            return AssignmentBatch(assignments=found)
-        # Woken at once by this process; other hub processes are seen by re-reading.
-        await app.state.notifier.wait(site_id, timeout=min(remaining, 1.0))
+    # The database is read when the poll starts and when the notifier says there may be
+    # work, not every second: the notifier re-checks once per second for all polls at once.
+    with notifier.waiting(principal.site_id) as woken:
+        while True:
+            woken.clear()
+            found = await run_in_threadpool(fetch)
+            if found:
+                return AssignmentBatch(assignments=found)
+            while not woken.is_set():  # once a second: is the agent still there?
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or await request.is_disconnected():
+                    return AssignmentBatch(assignments=[])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), timeout=min(remaining, 1.0))
 
 
 @router.post("/attempts/{attempt_id}/claim", responses=responses(*AUTH_ERRORS, NotFound, Conflict))

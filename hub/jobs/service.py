@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import bindparam, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -309,6 +309,27 @@ def assignments(session: Session, site: Site, settings: HubSettings) -> list[Ass
     return out
 
 
+#: Sites per query when re-checking for waiting polls (SQLite allows 32,766 parameters).
+_SITES_PER_QUERY = 5000
+
+
+def sites_with_work(session: Session, site_ids: set[int]) -> set[int]:
+    """Which of ``site_ids`` have something ``assignments`` would return: one query for all
+    the polls waiting in a hub process (per 5,000 sites), over the (site_id, state) index."""
+    ids, found = sorted(site_ids), set[int]()
+    for i in range(0, len(ids), _SITES_PER_QUERY):
+        found.update(
+            session.exec(
+                select(Attempt.site_id)
+                .join(Job, col(Job.id) == Attempt.job_id)
+                .where(col(Attempt.site_id).in_(ids[i : i + _SITES_PER_QUERY]), col(Attempt.state).in_(("offered", "claimed")))
+                .where(or_(col(Attempt.state) == "offered", col(Job.cancel_requested)))
+                .distinct()
+            )
+        )
+    return found
+
+
 def _agent_attempt(session: Session, principal: Principal, attempt_id: str) -> tuple[Attempt, Job]:
     attempt = session.get(Attempt, attempt_id)
     if attempt is None:
@@ -447,16 +468,29 @@ def report(session: Session, principal: Principal, attempt_id: str, r: AttemptRe
     )
 
 
-def renew_leases(session: Session, site: Site, attempt_ids: list[str], settings: HubSettings) -> None:
-    """Heartbeats renew the leases of the attempts the agent says it still holds."""
+def _lease_renewal() -> Any:
+    attempts = Attempt.__table__  # type: ignore[attr-defined]
+    return (
+        update(attempts)
+        .where(
+            attempts.c.id.in_(bindparam("b_ids", expanding=True)),
+            attempts.c.site_id == bindparam("b_site_id"),
+            attempts.c.state == "claimed",
+        )
+        .values(lease_expires_at=bindparam("b_until"))
+    )
+
+
+_LEASE_RENEWAL = _lease_renewal()  # built once: heartbeats execute it with their values
+
+
+def renew_leases(session: Session, site_id: int, attempt_ids: list[str], lease_s: float) -> None:
+    """Heartbeats renew the leases of the attempts the agent says it still holds: one UPDATE
+    (an attempt of another site, or one no longer claimed, is left alone)."""
     if not attempt_ids:
         return
-    until = utcnow() + timedelta(seconds=lease_for(site, settings))
-    for a in session.exec(
-        select(Attempt).where(col(Attempt.id).in_(attempt_ids), Attempt.site_id == site.id, Attempt.state == "claimed")
-    ):
-        a.lease_expires_at = until
-        session.add(a)
+    until = utcnow() + timedelta(seconds=lease_s)
+    session.connection().execute(_LEASE_RENEWAL, {"b_ids": attempt_ids, "b_site_id": site_id, "b_until": until})
 
 
 def restart_grace(session: Session, settings: HubSettings) -> int:

@@ -30,6 +30,9 @@ class Site(SQLModel, table=True):
     reachability: str = Field(default="unknown", max_length=20)
     last_heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     heartbeat_interval_s: float | None = None
+    # When the site becomes unreachable unless another heartbeat arrives: each heartbeat sets
+    # it, so the sweep finds the silent sites with one indexed comparison.
+    reachable_until: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     agent_version: str | None = Field(default=None, max_length=50)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from hub.capacity.chart import summed_history
+from hub.capacity.history_buffer import Fold, HistoryBuffer, bucket_start, write_folds
+from hub.capacity.models import CapacityBucket
 from hub.capacity.service import mark_unreachable
 from hub.db import make_engine, transaction
 from hub.sites.models import Site
 from hub.types import utcnow
-from tests.helpers import Hub, heartbeat_body
+from shared.schemas.capacity import CapacityTotals, GpuCount
+from tests.helpers import Hub, heartbeat_body, prepare_database, running_hub
+from tests.services import wait_for
 
 
 def _online_site(hub: Hub, tmp_path: Path, name: str | None = None, **site: object) -> tuple[dict[str, object], str]:
@@ -119,8 +130,6 @@ def test_sweep_marks_silent_sites_unreachable(hub: Hub, tmp_path: Path) -> None:
         with transaction(engine) as s:
             assert mark_unreachable(s, hub.settings, now=utcnow() + timedelta(seconds=31)) == ["alpha"]
         with transaction(engine) as s:
-            from sqlmodel import select
-
             assert s.exec(select(Site.reachability).where(Site.name == "alpha")).one() == "unreachable"
     finally:
         engine.dispose()
@@ -132,3 +141,193 @@ def test_sweep_marks_silent_sites_unreachable(hub: Hub, tmp_path: Path) -> None:
         c.post("/api/v1/sites/alpha/heartbeat", json=heartbeat_body())
     with hub.as_admin() as c:
         assert c.get("/api/v1/network/summary").json()["sites_by_reachability"] == {"online": 1}
+
+
+class _StatementLog:
+    """The SQL statements one engine runs meanwhile; by default every engine of this process
+    (a hub under test serves from a thread of this process: keep its sweeps out of the way)."""
+
+    def __init__(self, target: Any = Engine) -> None:
+        self.target = target
+
+    def __enter__(self) -> list[str]:
+        self.seen: list[str] = []
+        event.listen(self.target, "before_cursor_execute", self._record)
+        return self.seen
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.target, "before_cursor_execute", self._record)
+
+    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.lower().startswith("begin"):
+            self.seen.append(" ".join(statement.split()).lower())
+
+
+def test_a_heartbeat_reads_nothing_back_and_renews_leases_in_one_statement(db_url: str, tmp_path: Path) -> None:
+    """The heartbeat upserts the snapshot and updates the site without reading either back,
+    leaves the history to the batch writer, and renews every lease it names in one UPDATE."""
+    with running_hub(db_url, tmp_path / "data", sweep_interval_s=3600, history_flush_s=300) as hub:
+        _, token = _online_site(hub, tmp_path, "alpha")
+        with hub.http(token) as c:
+            assert c.post("/api/v1/sites/alpha/heartbeat", json=heartbeat_body()).status_code == 200  # the row exists
+            with _StatementLog() as sql:
+                body = {**heartbeat_body(), "attempts": ["a-1", "a-2", "a-3"]}
+                assert c.post("/api/v1/sites/alpha/heartbeat", json=body).status_code == 200
+    assert not [s for s in sql if "capacity_history" in s], "the history is written in batches, not per heartbeat"
+    assert not [s for s in sql if s.startswith("select") and "capacity_latest" in s], "the snapshot is not read back"
+    assert len([s for s in sql if "capacity_latest" in s]) == 1, sql
+    on_attempts = [s for s in sql if "attempts" in s]
+    assert len(on_attempts) == 1 and on_attempts[0].startswith("update attempts"), on_attempts
+
+
+def test_history_is_folded_in_memory_read_back_at_once_and_written_in_batches(db_url: str, tmp_path: Path) -> None:
+    def stored() -> list[tuple[int, int, int, dict[str, Any]]]:
+        engine = make_engine(db_url)
+        try:
+            with transaction(engine) as s:
+                rows = s.exec(select(CapacityBucket)).all()
+                return [(b.samples, b.cpus_free_sum, b.cpus_free_min, b.gpus) for b in rows]
+        finally:
+            engine.dispose()
+
+    with running_hub(db_url, tmp_path / "data", sweep_interval_s=3600, history_flush_s=300) as hub:
+        _, token = _online_site(hub, tmp_path, "alpha")
+        with hub.http(token) as c:
+            for idle in (10, 20, 30):
+                assert (
+                    c.post("/api/v1/sites/alpha/heartbeat", json=heartbeat_body(64, idle, ("a100", 8, idle // 10))).status_code
+                    == 200
+                )
+            hist = c.get("/api/v1/sites/alpha/capacity/history", params={"hours": 1}).json()
+        with hub.as_admin() as c:
+            chart = c.get("/api/v1/dashboard/capacity", params={"hours": 1}).json()
+        assert stored() == [], "nothing written yet: the flush interval has not passed"
+        assert sum(p["samples"] for p in hist["points"]) == 3, "this process's heartbeats are read back before they are written"
+        assert chart["points"] and chart["points"][-1]["cpus_total"] == 64
+    rows = stored()  # the hub stopped: what it had folded was written at shutdown
+    assert sum(r[0] for r in rows) == 3 and sum(r[1] for r in rows) == 60 and min(r[2] for r in rows) == 10
+    if len(rows) == 1:  # all three in one bucket (almost always)
+        assert rows[0][3] == {"a100": {"total": 8, "free_sum": 6, "free_min": 1}}
+    engine = make_engine(db_url)  # what the dashboard's chart reads, from the database alone
+    try:
+        with transaction(engine) as s:
+            empty = HistoryBuffer(engine, 300, 300, 100)
+            points = summed_history(s, utcnow() - timedelta(hours=1), None, 300, empty)
+    finally:
+        engine.dispose()
+    assert points[-1]["cpus_total"] == 64 and points[-1]["gpus"]["a100"]["total"] == 8
+
+
+def test_a_full_buffer_is_written_before_its_interval(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    prepare_database(url)
+    with running_hub(url, tmp_path / "data", history_flush_s=300, history_flush_rows=1) as hub:
+        _, token = _online_site(hub, tmp_path, "alpha")
+        with hub.http(token) as c:
+            assert c.post("/api/v1/sites/alpha/heartbeat", json=heartbeat_body()).status_code == 200
+        engine = make_engine(hub.settings.resolved_database_url)
+        try:
+
+            def written() -> bool:
+                with transaction(engine) as s:
+                    return s.exec(select(CapacityBucket)).first() is not None
+
+            wait_for(written, 60, "the history row")
+        finally:
+            engine.dispose()
+
+
+def test_folds_from_several_hub_processes_add_up(db_url: str) -> None:
+    """Two processes folding the same site's heartbeats into the same bucket: both count."""
+    engine = make_engine(db_url)
+    t = bucket_start(utcnow(), 300)
+
+    def fold(*samples: tuple[int, dict[str, tuple[int, int]]]) -> Fold:
+        f = Fold()
+        for free, gpus in samples:
+            f.add(
+                CapacityTotals(cpus_total=64, cpus_free=free, gpus={m: GpuCount(total=n, free=k) for m, (n, k) in gpus.items()})
+            )
+        return f
+
+    try:
+        with transaction(engine) as s:
+            site = Site(name="alpha", institution="kek", display_name="Alpha", country="JP")
+            s.add(site)
+            s.flush()
+            assert site.id is not None
+            site_id = site.id
+        with transaction(engine) as s:
+            assert write_folds(s, {(site_id, t): fold((10, {"a100": (8, 2)}), (30, {"a100": (8, 6)}))}) == 1
+        with transaction(engine) as s:
+            other = fold((5, {"a100": (8, 1), "h100": (4, 4)}))
+            assert write_folds(s, {(site_id, t): other, (site_id + 999, t): other}) == 1, "a deleted site is skipped"
+        with transaction(engine) as s:
+            [b] = s.exec(select(CapacityBucket)).all()
+        assert (b.samples, b.cpus_total, b.cpus_free_sum, b.cpus_free_min) == (3, 64, 45, 5)
+        assert b.gpus == {"a100": {"total": 8, "free_sum": 9, "free_min": 1}, "h100": {"total": 4, "free_sum": 4, "free_min": 4}}
+    finally:
+        engine.dispose()
+
+
+def test_the_sweep_marks_exactly_the_stale_sites_in_one_statement(hub: Hub, tmp_path: Path) -> None:
+    beats = {"fast": 10.0, "slow": 100.0}
+    for name, interval in beats.items():
+        _, token = _online_site(hub, tmp_path, name)
+        with hub.http(token) as c:
+            assert c.post(f"/api/v1/sites/{name}/heartbeat", json={**heartbeat_body(), "interval_s": interval}).status_code == 200
+    hub.create_site("silent")  # never heard from: 'unknown', not 'online'; the sweep leaves it alone
+    engine = make_engine(hub.settings.resolved_database_url)
+    try:
+        with transaction(engine) as s:
+            last = [t for t in s.exec(select(Site.last_heartbeat_at)) if t is not None]
+        at = max(last) + timedelta(seconds=3 * beats["fast"])  # fast missed 3 beats; slow has not
+        with _StatementLog(engine) as sql, transaction(engine) as s:
+            assert mark_unreachable(s, hub.settings, now=at) == ["fast"]
+        assert len(sql) == 1 and sql[0].startswith("update sites"), sql
+        with transaction(engine) as s:
+            states = dict(s.exec(select(Site.name, Site.reachability)).all())
+            assert mark_unreachable(s, hub.settings, now=at) == [], "an unreachable site is not marked again"
+    finally:
+        engine.dispose()
+    assert states == {"fast": "unreachable", "slow": "online", "silent": "unknown"}
+
+
+@pytest.mark.parametrize(
+    ("interval_s", "missed", "sweep_s"),
+    [(15, 3, 5), (0.2, 3, 0.05), (1, 2, 0.3), (10, 3, 20)],
+    ids=["defaults", "short", "two-beats", "sweep-slower-than-beats"],
+)
+def test_a_silent_site_is_unreachable_at_most_missed_intervals_after_its_last_heartbeat(
+    tmp_path: Path, interval_s: float, missed: int, sweep_s: float
+) -> None:
+    """Sweep ticks come every ``sweep_s`` at an arbitrary phase from the last heartbeat; at
+    whichever phase, the first tick that marks the site falls within ``missed`` intervals of
+    its last heartbeat, and not more than one tick before that (the defaults: 40 to 45 s)."""
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    prepare_database(url)
+    # The hub's own sweep never ticks here; the test plays the ticks with mark_unreachable.
+    with running_hub(url, tmp_path / "data", missed_heartbeats=missed, sweep_interval_s=3600) as hub:
+        _, token = _online_site(hub, tmp_path, "alpha")
+        with hub.http(token) as c:
+            assert c.post("/api/v1/sites/alpha/heartbeat", json={**heartbeat_body(), "interval_s": interval_s}).status_code == 200
+    settings = hub.settings.model_copy(update={"sweep_interval_s": sweep_s})
+    engine = make_engine(url)
+    bound = timedelta(seconds=interval_s * missed)
+    try:
+        with transaction(engine) as s:
+            last = s.exec(select(Site.last_heartbeat_at).where(Site.name == "alpha")).one()
+        assert last is not None
+        for phase in (0.0, 0.001, 0.25, 0.5, 0.999):
+            tick = last + timedelta(seconds=phase * sweep_s)
+            while True:
+                with Session(engine) as s:  # rolled back: every tick sees the site online
+                    marked = mark_unreachable(s, settings, now=tick)
+                    s.rollback()
+                if marked:
+                    break
+                tick += timedelta(seconds=sweep_s)
+            assert tick - last <= bound, f"phase {phase}: unreachable {tick - last} after the last heartbeat"
+            assert tick - last > bound - timedelta(seconds=sweep_s), f"phase {phase}: marked more than a tick early"
+    finally:
+        engine.dispose()

@@ -117,7 +117,7 @@ def test_the_network_chart_does_not_dip_when_a_site_misses_a_bucket(sqlite_hub: 
     its previous bucket forward (up to two buckets) instead of dropping its capacity to 0."""
     from sqlmodel import select
 
-    from hub.capacity.service import _bucket_start, _fold_into_history
+    from hub.capacity.history_buffer import Fold, bucket_start, write_folds
     from hub.db import make_engine, transaction
     from hub.sites.models import Site
     from shared.schemas.capacity import CapacityTotals, GpuCount
@@ -125,17 +125,19 @@ def test_the_network_chart_does_not_dip_when_a_site_misses_a_bucket(sqlite_hub: 
     sqlite_hub.create_site("big")
     sqlite_hub.create_site("small")
     step = sqlite_hub.settings.history_bucket_s
-    t0 = _bucket_start(datetime.now(UTC) - timedelta(hours=2), step)
+    t0 = bucket_start(datetime.now(UTC) - timedelta(hours=2), step)
     big = CapacityTotals(cpus_total=2000, cpus_free=1500, gpus={"a100": GpuCount(total=32, free=8)})
     small = CapacityTotals(cpus_total=100, cpus_free=100)
     engine = make_engine(sqlite_hub.settings.resolved_database_url)
     try:
         with transaction(engine) as s:
             ids = {site.name: site.id for site in s.exec(select(Site))}
-            for k in range(6):  # small reports throughout; big only in buckets 0 and 2
-                _fold_into_history(s, ids["small"], t0 + timedelta(seconds=k * step), small, step)
-            for k in (0, 2):
-                _fold_into_history(s, ids["big"], t0 + timedelta(seconds=k * step), big, step)
+            folds = {}
+            for name, buckets, totals in (("small", range(6), small), ("big", (0, 2), big)):
+                for k in buckets:  # small reports throughout; big only in buckets 0 and 2
+                    fold = folds[(ids[name], t0 + timedelta(seconds=k * step))] = Fold()
+                    fold.add(totals)
+            write_folds(s, folds)
     finally:
         engine.dispose()
     with sqlite_hub.as_admin() as c:

@@ -1,7 +1,7 @@
 """prices on partitions, cost in the usage ledger, institutions' budgets, run-time stats per site and kind
 
-Revision ID: 0018
-Revises: 0015
+Revision ID: 0014
+Revises: 0013
 """
 
 from alembic import op
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 import hub.types
 
 
-revision = '0018'
-down_revision = '0015'
+revision = '0014'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

@@ -5,8 +5,8 @@ or measured by its agent) and, when measured, the build (cpu/cuda), MPI, the ins
 and when. ``pictures`` holds the small PNGs agents make of a job's results (2D class
 averages) and of a dataset's images (particle thumbnails).
 
-Revision ID: 0015
-Revises: 0017
+Revision ID: 0013
+Revises: 0012
 """
 
 from alembic import op
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 import hub.types
 
 
-revision = '0015'
-down_revision = '0017'
+revision = '0013'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

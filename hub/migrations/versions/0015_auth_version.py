@@ -4,16 +4,16 @@ Hub processes cache verified callers and re-read this counter at most a second a
 revocation or suspension reaches every process without a read of the caller's rows on each
 request.
 
-Revision ID: 0012
-Revises: 0018
+Revision ID: 0015
+Revises: 0014
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0012'
-down_revision = '0018'
+revision = '0015'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 

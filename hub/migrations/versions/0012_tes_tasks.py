@@ -1,6 +1,6 @@
 """TES tasks: the TES-only facts of jobs made through /ga4gh/tes/v1, and their tags
 
-Revision ID: 0017
+Revision ID: 0012
 Revises: 0011
 """
 
@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0017'
+revision = '0012'
 down_revision = '0011'
 branch_labels = None
 depends_on = None
