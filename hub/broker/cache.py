@@ -6,7 +6,8 @@ and, for each submission, reads only:
 
 - a registry version: sites by status and reachability with their newest edit and id,
   the lending policies' count and newest edit, the available replicas' count and newest
-  id, and the newest run-time statistics (a finished run changes estimates). Any change
+  id, the newest run-time statistics (a finished run changes estimates) and the software
+  rows (an agent reports a RELION build it measured). Any change
   there means a full reload, so a site suspended, marked unreachable or
   re-registered, a changed policy or a new copy of a dataset is seen by the very next
   submission;
@@ -50,6 +51,7 @@ _REGISTRY_VERSION = (
     "SELECT count(*), max(updated_at) FROM site_policies",
     "SELECT count(*), max(id) FROM replicas WHERE state = 'AVAILABLE'",
     "SELECT count(*), max(updated_at) FROM runtime_stats",
+    "SELECT count(*), max(id) FROM site_software",
 )
 
 
