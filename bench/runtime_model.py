@@ -4,10 +4,10 @@ RELION 3.1.3, CPU build) over a grid of sizes, timed wall-clock on this machine.
 1. The data: a synthetic density (Gaussian blobs), projected with ``relion_project`` at
    random orientations into particle stacks of each box size, with white noise added.
 2. The runs: Class2D over particles x box x classes x iterations x threads.
-3. Fit and validate: the model's form (hub/estimates/model.py: overhead + s x work /
-   cores^a, work = particles x classes x iterations x (box/100)^b x orientations) is fitted
-   on 60 % of the runs and predicts the other 40 % (and, as a second check, every run left
-   out in turn); reported are the median absolute error and the share within +-30 %.
+3. Fit and validate: the model's form (hub/estimates/model.py: s x work / cores^f, work =
+   particles^a x classes^b x iterations^c x (box/100)^d x orientations) is fitted on 60 %
+   of the runs and predicts the other 40 % (and, as a second check, every run left out in
+   turn); reported are the median absolute error and the share within +-30 %.
    Goal (issue 12): median <= 20 %, 90 % of held-out runs within +-30 %.
 4. Learning: the shipped priors (hub/estimates/priors.toml) predict every run; then this
    machine is treated as a new site whose finished runs are learned one by one
@@ -38,7 +38,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from hub.estimates.model import Stat, estimate, observation, work_units
+from hub.estimates.model import Stat, estimate, observation
 from shared.schemas.jobs import JobSpec
 
 ANGPIX = 3.0
@@ -111,36 +111,35 @@ def class2d(star: Path, run: Run, workdir: Path) -> float:
     return time.perf_counter() - t0
 
 
-def fit(runs: list[Run]) -> tuple[float, float, float, float]:
-    """(overhead_s, seconds_per_unit, cores_exponent, box_exponent) minimising the squared relative error."""
-    best: tuple[float, float, float, float, float] | None = None
-    for a in np.arange(0.3, 1.01, 0.05):
-        for b in np.arange(1.0, 3.51, 0.1):
-            w = np.array([_work(r, b) / r.threads**a for r in runs])
-            t = np.array([r.seconds for r in runs])
-            design = np.stack([1 / t, w / t], axis=1)
-            (o, s), *_ = np.linalg.lstsq(design, np.ones(len(runs)), rcond=None)
-            if o < 0:  # no overhead rather than a negative one
-                o, s = 0.0, float(np.sum(w / t) / np.sum((w / t) ** 2))
-            if s <= 0:
-                continue
-            err = float(np.sum((o / t + s * w / t - 1) ** 2))
-            if best is None or err < best[0]:
-                best = (err, float(o), float(s), float(a), float(b))
-    assert best is not None
-    return best[1], best[2], best[3], best[4]
+Params = tuple[float, float, float, float, float, float]
 
 
-def _work(r: Run, box_exponent: float) -> float:
-    return r.particles * r.classes * r.iterations * (r.box / 100) ** box_exponent * 60 / 1e6
+def _features(r: Run) -> list[float]:
+    return [1.0, math.log(r.particles), math.log(r.classes), math.log(r.iterations), math.log(r.box / 100),
+            math.log(r.threads)]  # fmt: skip
 
 
-def predict(params: tuple[float, float, float, float], r: Run) -> float:
-    o, s, a, b = params
-    return o + s * _work(r, b) / r.threads**a
+def fit(runs: list[Run]) -> Params:
+    """The model's power law, least squares on logs: (ln seconds per unit, particles, classes,
+    iterations, box and cores exponents); work units as in hub/estimates/model.py (60 in-plane angles)."""
+    x = np.array([_features(r) for r in runs])
+    y = np.log([r.seconds for r in runs])
+    c, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return float(c[0] - math.log(60 / 1e6)), float(c[1]), float(c[2]), float(c[3]), float(c[4]), float(-c[5])
 
 
-def errors(params: tuple[float, float, float, float], runs: list[Run]) -> list[float]:
+def predict(params: Params, r: Run) -> float:
+    ln_s, a, b, c, d, f = params
+    return math.exp(ln_s + math.log(60 / 1e6) + a * math.log(r.particles) + b * math.log(r.classes)
+                    + c * math.log(r.iterations) + d * math.log(r.box / 100) - f * math.log(r.threads))  # fmt: skip
+
+
+def describe(p: Params) -> str:
+    return (f"{math.exp(p[0]):.1f} s per unit, particles^{p[1]:.2f} x classes^{p[2]:.2f} x iterations^{p[3]:.2f} x "
+            f"box^{p[4]:.2f} / cores^{p[5]:.2f}")  # fmt: skip
+
+
+def errors(params: Params, runs: list[Run]) -> list[float]:
     return [abs(predict(params, r) - r.seconds) / r.seconds for r in runs]
 
 
@@ -175,7 +174,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--out", type=Path, default=None, help="Append the markdown section to this file")
     parser.add_argument("--json", type=Path, default=None, help="Write the timed runs here")
+    parser.add_argument("--timed", type=Path, default=None, help="Fit and report runs timed before (a --json file)")
     args = parser.parse_args()
+    if args.timed:
+        runs = [Run(**r) for r in json.loads(args.timed.read_text())]
+        report(runs, args, load0=float("nan"), load1=float("nan"), total=sum(r.seconds for r in runs))
+        return
     if shutil.which("relion_refine") is None:
         raise SystemExit("relion_refine is not on PATH: apt-get install relion (make test installs it as root)")
     load0 = os.getloadavg()[0]
@@ -197,6 +201,13 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load1 = os.getloadavg()[0]
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in runs], indent=1))
+    report(runs, args, load0, load1, total)
+
+
+def report(runs: list[Run], args: argparse.Namespace, load0: float, load1: float, total: float) -> None:
+    rng = random.Random(args.seed)
     order = runs[:]
     rng.shuffle(order)
     cut = int(len(order) * 0.6)
@@ -205,8 +216,6 @@ def main() -> None:
     held_out = errors(params, test)
     loo = [errors(fit(runs[:i] + runs[i + 1 :]), [runs[i]])[0] for i in range(len(runs))]
     full = fit(runs)
-    unit = work_units(runs[0].spec())[0]
-    assert unit is not None
     lines = [
         "## Run-time model on real RELION (issue 12)",
         "",
@@ -215,12 +224,10 @@ def main() -> None:
         f"(drawn from the grid, seed {args.seed}); {total:.0f} s of runs; load average {load0:.1f} at the start, "
         f"{load1:.1f} at the end; {os.cpu_count()} CPUs.",
         "",
-        f"- Fitted on 60 % ({len(train)} runs): overhead {params[0]:.1f} s, {params[1]:.3f} s per work unit, "
-        f"cores^{params[2]:.2f}, box^{params[3]:.1f}.",
+        f"- Fitted on 60 % ({len(train)} runs): {describe(params)}.",
         f"- **Held-out 40 % ({len(test)} runs): {summary(held_out)}.**",
         f"- Each run left out in turn: {summary(loo)}.",
-        f"- Fit on all runs (the numbers for priors.toml's `[cpu]`): overhead {full[0]:.1f} s, {full[1]:.3f} s per unit, "
-        f"cores^{full[2]:.2f}, box^{full[3]:.1f}.",
+        f"- Fit on all runs (the numbers in hub/estimates/priors.toml): {describe(full)}.",
         "",
         "Learning: a new site's runs (in random order) learned one by one by the hub's model (`hub.estimates.model`, "
         "starting from the shipped priors in hub/estimates/priors.toml), predicting the runs not yet learned. `1x` is "
@@ -235,8 +242,6 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    if args.json:
-        args.json.write_text(json.dumps([r.__dict__ for r in runs], indent=1))
     if args.out:
         with args.out.open("a") as fh:
             fh.write("\n" + text)

@@ -1,6 +1,6 @@
 """The run-time model: a prior from what the job is (RELION kinds: particles, box size,
-classes, iterations, angular sampling; the site's CPUs or GPUs), corrected per site and job
-kind by the runs that site has finished.
+classes, iterations, angular sampling; the site's CPUs or GPUs) as a power law fitted on
+real RELION runs, corrected per site and job kind by the runs that site has finished.
 
 Pure functions; the numbers they start from are in priors.toml, each with its source.
 
@@ -95,8 +95,8 @@ def work_units(spec: JobSpec) -> tuple[float | None, str]:
     else:
         order = _number(params, "healpix_order", p["healpix_order_3d"])
         orientations = 12 * 4**order * 360 / _number(params, "psi_step", p["psi_step_3d"])
-    units = (w.particles * classes ** p["classes_exponent"] * iterations * (w.box_px / 100) ** p["box_exponent"]
-             * orientations / 1e6)  # fmt: skip
+    units = (w.particles ** p["particles_exponent"] * classes ** p["classes_exponent"]
+             * iterations ** p["iterations_exponent"] * (w.box_px / 100) ** p["box_exponent"] * orientations / 1e6)  # fmt: skip
     return units, f"{w.particles:,} particles x {classes:g} classes x {iterations:g} iterations, box {w.box_px} px"
 
 

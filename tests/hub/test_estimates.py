@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hub.estimates.model import Stat, estimate, observation, prior_seconds, work_units
+from hub.estimates.model import Stat, estimate, observation, prior_seconds, priors, work_units
 from shared.schemas.jobs import JobSpec, Workload
 from tests.helpers import Hub, running_hub
 from tests.hub.test_costs import _run
@@ -33,13 +33,15 @@ def relion(kind: str = "relion.class2d", particles: int = 10_000, box: int = 128
                                    "workload": {"particles": particles, "box_px": box}})  # fmt: skip
 
 
-def test_work_grows_with_particles_classes_iterations_and_box_area() -> None:
+def test_work_grows_with_particles_classes_iterations_and_box_as_fitted() -> None:
+    e = priors()["relion"]
     base, _ = work_units(relion(K=10, iter=25))
     assert base is not None
-    assert work_units(relion(K=20, iter=25))[0] == pytest.approx(2 * base), "linear in the number of classes"
-    assert work_units(relion(K=10, iter=50))[0] == pytest.approx(2 * base)
-    assert work_units(relion(particles=20_000, K=10, iter=25))[0] == pytest.approx(2 * base)
-    assert work_units(relion(box=256, K=10, iter=25))[0] == pytest.approx(4 * base), "box^2"
+    assert work_units(relion(K=20, iter=25))[0] == pytest.approx(2 ** e["classes_exponent"] * base)
+    assert work_units(relion(K=10, iter=50))[0] == pytest.approx(2 ** e["iterations_exponent"] * base)
+    assert work_units(relion(particles=20_000, K=10, iter=25))[0] == pytest.approx(2 ** e["particles_exponent"] * base)
+    assert work_units(relion(box=256, K=10, iter=25))[0] == pytest.approx(2 ** e["box_exponent"] * base)
+    assert work_units(relion(K=10, iter=25, psi_step=3))[0] == pytest.approx(2 * base), "twice the in-plane angles"
     finer, _ = work_units(relion(kind="relion.class3d", K=10, iter=25, healpix_order=3))
     coarse, _ = work_units(relion(kind="relion.class3d", K=10, iter=25))
     assert finer == pytest.approx(4 * coarse), "one HEALPix order more: 4x the directions"
@@ -79,9 +81,9 @@ def test_learning_moves_the_estimate_to_the_site_and_narrows_the_interval() -> N
 
 
 def test_no_estimate_passes_the_walltime_and_unknown_sizes_fall_back_to_it() -> None:
-    short = relion(K=50, iter=25, walltime_s=120)  # the model says ~3.5 minutes
+    short = relion(K=50, iter=25, walltime_s=3600)  # the model says ~1 h 27 m (p10 33 m)
     e = estimate(short, None, None)
-    assert e.p90 == 120 and e.p50 == 120 and e.p10 < 120
+    assert e.p90 == 3600 and e.p50 == 3600 and e.p10 < 3600
     generic = JobSpec.model_validate(
         {"name": "g", "kind": "generic.command", "command": ["x"], "resources": {"walltime_s": 7200}}
     )
