@@ -46,7 +46,7 @@ async def send_pictures(client: Any, dataset_id: str, path: Path) -> None:
         if pictures:
             body = PictureSet(pictures=pictures).model_dump(mode="json")
             await client.request("PUT", f"/api/v1/datasets/{dataset_id}/pictures", json=body)
-    except (OSError, ValueError, RuntimeError, HubError) as exc:
+    except (OSError, ValueError, RuntimeError, IndexError, HubError) as exc:
         typer.echo(f"registered, but its thumbnails were not sent: {exc}", err=True)
 
 

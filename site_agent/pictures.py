@@ -18,6 +18,7 @@ import base64
 import io
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import gemmi
@@ -136,9 +137,13 @@ def _star_particles(root: Path, limit: int) -> list[PictureUpload]:
 def _mrc_images(root: Path, limit: int) -> list[PictureUpload]:
     out: list[PictureUpload] = []
     for path in sorted([*root.rglob("*.mrc"), *root.rglob("*.mrcs")]):
-        with mrcfile.mmap(path, permissive=True) as m:
-            data = np.asarray(m.data)
-            pixel = float(m.voxel_size.x) or None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with mrcfile.mmap(path, permissive=True) as m:
+                data = None if m.data is None else np.array(m.data)
+                pixel = float(m.voxel_size.x) or None
+        if caught or data is None or data.ndim not in (2, 3) or 0 in data.shape:
+            continue  # named .mrc but not a readable MRC image (e.g. raw bytes): nothing to show
         for image in data if data.ndim == 3 else [data]:
             out.append(_picture(f"image-{len(out) + 1:03d}", image, f"{path.relative_to(root)}", None, pixel))
             if len(out) == limit:

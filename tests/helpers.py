@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from hub.db import make_engine, migrate, transaction
 from hub.settings import HubSettings
 from site_agent.credentials import load_key
 from site_agent.enroll import enroll
-from tests.services import free_port, wait_for
+from tests.services import wait_for
 
 
 @dataclass
@@ -242,19 +243,29 @@ def bootstrap(settings: HubSettings) -> Account:
 
 @contextmanager
 def running_hub(db_url: str, data_dir: Path, **overrides: Any) -> Iterator[Hub]:
-    """The real hub app served by uvicorn on a loopback port, in a thread of this process."""
-    port = free_port()
+    """The real hub app served by uvicorn on a loopback port, in a thread of this process.
+
+    The port is bound here before the hub is built and handed to uvicorn, so no other test
+    process can take it in between (``free_port()`` then binding later could collide under
+    pytest-xdist: "address already in use")."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     settings = hub_settings(db_url, data_dir, port, **overrides)
     admin = bootstrap(settings)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, 15, "the hub to start")
+    wait_for(lambda: server.started or not thread.is_alive(), 60, "the hub to start")
+    if not server.started:
+        sock.close()
+        raise RuntimeError(f"the hub on port {port} did not start (see the log above)")
     try:
         yield Hub(settings.issuer, settings, admin)
     finally:
         server.should_exit = True
-        thread.join(timeout=15)
+        thread.join(timeout=60)
+        sock.close()
 
 
 @contextmanager
