@@ -85,7 +85,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         rin = person(hub, "rin", role="researcher", institution="osaka-u")
         ken = hub.account("researcher", institution="kek")
         job = {"kind": "generic.command", "command": ["sh", "-c", "echo averaged 800 images"], "resources": {"cpus": 1}}
-        osaka_job = hub.call("POST", "/api/v1/jobs", account=net.researcher, json={**job, "name": "osaka-2d-average"})
+        # At kek-krios, so kek's site admin sees a job another institution ran at their site (the
+        # broker alone would pick either site: both finish it as soon).
+        osaka_job = hub.call("POST", "/api/v1/jobs", account=net.researcher,
+                             json={**job, "name": "osaka-2d-average", "placement": {"allowed_sites": ["kek-krios"]}})  # fmt: skip
         hub.call("POST", "/api/v1/jobs", account=ken, json={**job, "name": "kek-private-job"})
         rin_account = Account(rin["client_id"], rin["client_secret"], "researcher")
         req = hub.call("POST", f"/api/v1/datasets/{ds['id']}/share-requests", account=rin_account,
