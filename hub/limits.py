@@ -40,6 +40,23 @@ async def _send_error(send: Send, status: int, name: str, detail: str, headers: 
     await send({"type": "http.response.body", "body": body})
 
 
+#: An oversized body is read and thrown away (never kept) up to this much before the 413 is
+#: sent: a server that answers and closes while the client is still sending makes the
+#: client's TCP stack see a reset instead of the answer. Past it, the connection is closed.
+DRAIN_BYTES = 8 * 2**20
+
+
+async def _discard(receive: Receive, most: int) -> None:
+    seen = 0
+    while seen <= most:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_manifest_body_bytes: int) -> None:
         self.app = app
@@ -59,6 +76,7 @@ class BodyLimit:
         detail = f"the request body is larger than this endpoint accepts ({limit} bytes)"
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _discard(receive, DRAIN_BYTES)
                 await _send_error(send, 413, "PayloadTooLarge", detail)
                 return
 

@@ -67,9 +67,9 @@ def test_an_interrupted_run_stops_its_hub(tmp_path: Path, sig: signal.Signals) -
         hubs = hub_processes(proc.pid)
         assert hubs, proc.communicate()[0]
         proc.send_signal(sig)
-        proc.communicate(timeout=90)
+        proc.communicate(timeout=240)  # cleanup on a busy machine can take a while
         assert proc.returncode != 0
-        _, alive = psutil.wait_procs(hubs, timeout=5)
+        _, alive = psutil.wait_procs(hubs, timeout=30)
         assert not alive, f"hub processes left running: {[p.pid for p in alive]}"
         assert not list(tmp_path.glob("cryomesh-load-*")), "the bench left its temp dir behind"
     finally:

@@ -37,7 +37,7 @@ def test_waiting_polls_share_one_recheck_per_second(db_url: str, tmp_path: Path)
 
         def poll(i: int) -> None:
             with hub.http(tokens[i]) as c:
-                r = c.get(f"/api/v1/sites/site-{i}/assignments", params={"wait": 8}, timeout=60)
+                r = c.get(f"/api/v1/sites/site-{i}/assignments", params={"wait": 20}, timeout=60)  # no poll ends while observed
                 answers.append(r.status_code)
 
         threads = [threading.Thread(target=poll, args=(i,)) for i in range(POLLERS)]
