@@ -18,7 +18,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from hub.costs.pricing import Priced, cheapest
-from hub.estimates.model import Estimate, Stat, estimate
+from hub.estimates.model import Estimate, Stat, duration, estimate
 from shared.schemas.jobs import KIND_SOFTWARE, JobKind, JobSpec
 from shared.schemas.sites import WEEKDAYS, PartitionCost, SitePolicy
 
@@ -249,15 +249,10 @@ def price(spec: JobSpec, site: SiteView, gpu_models: list[str]) -> Priced | None
     return cheapest(site.partitions, r.cpus, r.gpus, set(gpu_models) if r.gpus else None)
 
 
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} m" if minutes >= 60 else f"{minutes} m"
-
-
 def _priced_run(priced: Priced, runtime: float) -> str:
     """E.g. '2 h 00 m on c6i + 5 m start-up'."""
-    boot = f" + {_duration(priced.startup_s)} start-up" if priced.startup_s else ""
-    return f"{_duration(runtime)} on {priced.partition}{boot}"
+    boot = f" + {duration(priced.startup_s)} start-up" if priced.startup_s else ""
+    return f"{duration(runtime)} on {priced.partition}{boot}"
 
 
 def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:
@@ -324,7 +319,7 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
         finish = now + timedelta(seconds=late + (priced.startup_s if priced else 0))
         if finish > spec.deadline:
             reasons.append(
-                f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {_duration(late)}), after the "
+                f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {duration(late)}), after the "
                 f"deadline {spec.deadline.astimezone(finish.tzinfo):%Y-%m-%d %H:%M} UTC"
             )
     if reasons:
@@ -381,9 +376,9 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     band = math.floor(math.log(max(ranked, 60.0)) / math.log(TIE_BAND))  # under a minute, all finish "now"
     score = round(1000 - band - tie, 6)
     why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {chosen_model} GPUs"] if chosen_model else [])
-    copying = f"{_duration(copy_s)} copying {_bytes(copy_bytes)}" if copy_bytes else "inputs here" if spec.inputs else "no inputs"
-    boot = f", {_duration(startup)} start-up" if startup else ""
-    why.append(f"finishes in ~{_duration(finish_s)}: {copying}, no wait, {run.describe()}{boot}")
+    copying = f"{duration(copy_s)} copying {_bytes(copy_bytes)}" if copy_bytes else "inputs here" if spec.inputs else "no inputs"
+    boot = f", {duration(startup)} start-up" if startup else ""
+    why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.describe()}{boot}")
     if priced is not None and priced.per_hour > 0:
         why.append(f"≈ {cost:.2f} for {_priced_run(priced, run.p50)}")
     if not r.gpus and site.gpus_total:

@@ -59,10 +59,11 @@ class Estimate:
 
     def describe(self) -> str:
         learned = f"learned from {self.runs} run{'s' if self.runs != 1 else ''} here" if self.runs else "no runs here yet"
-        return f"{_dur(self.p50)} run (p10 {_dur(self.p10)}, p90 {_dur(self.p90)}; {self.basis}; {learned})"
+        return f"{duration(self.p50)} run (p10 {duration(self.p10)}, p90 {duration(self.p90)}; {self.basis}; {learned})"
 
 
-def _dur(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """E.g. '45 s', '12 m', '2 h 05 m': how explanations write a span of time."""
     minutes = round(seconds / 60)
     if minutes < 1:
         return f"{max(seconds, 0):.0f} s"
