@@ -252,3 +252,31 @@ def test_each_person_sees_what_they_may(world: dict[str, Any], chromium: Any) ->
     page.wait_for_selector("[data-testid=share-row]")
     assert page.locator("[data-testid=approve]").count() == 0, "Approve only for requests to one's own site"
     page.close()
+
+
+def test_a_slow_answer_for_the_page_left_does_not_replace_the_page_shown(world: dict[str, Any], chromium: Any) -> None:
+    """The overview's answer is held back in the browser until the job page has been drawn: when
+    it arrives it must be dropped, not painted over the job page (the race CI once hit when a
+    test went to a job page straight after signing in)."""
+    hub = world["hub"]
+    page = chromium.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    sign_in(page, hub, "rin")
+    held: list[Any] = []
+    page.route("**/api/v1/dashboard/overview?*", lambda route: held.append(route))
+    page.goto(f"{hub.url}/dashboard/#/overview?status=active")  # a new render of the overview, answer held
+    for _ in range(600):  # the route handler runs while Playwright is waiting
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the overview asked for its sites"
+    page.goto(f"{hub.url}/dashboard/#/job/{world['job']['id']}")
+    page.wait_for_selector("[data-testid=explanation]")
+    with page.expect_response(lambda r: "/api/v1/dashboard/overview" in r.url):
+        for route in held:
+            route.continue_()
+    page.unroute("**/api/v1/dashboard/overview?*")
+    page.wait_for_timeout(500)  # time for the late render to run to its end
+    assert page.locator("[data-testid=explanation]").count() == 1, "the job page is still shown"
+    assert page.locator("[data-testid=sites]").count() == 0, "the overview was not painted over it"
+    page.close()

@@ -184,12 +184,12 @@ async function overview(params) {
     Object.entries(changes).forEach(([k, v]) => (v ? q.set(k, v) : q.delete(k)));
     location.hash = `#/overview?${q}`;
   };
-  setTimeout(() => {
+  const bind = () => {
     document.querySelectorAll(".sites-filter").forEach((el) => el.addEventListener("change", () => go({ [el.name]: el.value, offset: "" })));
     document.querySelectorAll("button.page").forEach((b) => b.addEventListener("click", () => go({ offset: b.dataset.offset })));
-  });
+  };
   const choices = [...new Set([...s.sites.map((x) => x.name), ...(site ? [site] : [])])];
-  return `<div class="cards">
+  return { bind, html: `<div class="cards">
       <div class="card">Sites online<b data-testid="sites-online">${s.sites_by_reachability.online || 0} / ${s.sites_total}</b></div>
       <div class="card">CPUs free<b>${s.cpus_free} / ${s.cpus_total}</b></div>${gpuCards}</div>
     <h2>Sites</h2><p>${filters} ${pager}</p>
@@ -198,7 +198,7 @@ async function overview(params) {
       data-last="${esc(cap.last)}">${esc(spanLabel(cap))}</span>
       <select id="chart-site" data-testid="chart-site"><option value="">whole network</option>${choices.map((x) =>
       `<option value="${esc(x)}" ${x === site ? "selected" : ""}>${esc(x)}</option>`).join("")}</select></h2>
-    <div data-testid="capacity-chart">${capacityCharts(cap)}</div>`;
+    <div data-testid="capacity-chart">${capacityCharts(cap)}</div>` };
 }
 
 async function jobsPage(params) {
@@ -217,16 +217,16 @@ async function jobsPage(params) {
   const rows = d.jobs.map((j) => `<tr class="clickable" data-testid="job-row" data-job="${esc(j.id)}">
     <td>${esc(j.name)}<br><span class="muted">${esc(j.id.slice(0, 8))}</span></td><td>${pill(j.state)}</td><td>${esc(j.site || "—")}</td>
     <td>${esc(j.institution)}</td><td>${esc(j.why)}</td></tr>`).join("");
-  setTimeout(() => {
+  const bind = () => {
     document.querySelectorAll("select.job-filter").forEach((sel) => sel.addEventListener("change", () => {
       const q = new URLSearchParams();
       document.querySelectorAll("select.job-filter").forEach((x) => { if (x.value) q.set(x.name, x.value); });
       location.hash = `#/jobs?${q}`;
     }));
     document.querySelectorAll("tr[data-job]").forEach((tr) => tr.addEventListener("click", () => { location.hash = `#/job/${tr.dataset.job}`; }));
-  });
-  return `${filter} <span>${counts}</span><h2>${d.total} job(s)</h2>
-    <table data-testid="jobs"><tr><th>job</th><th>state</th><th>site</th><th>institution</th><th>why here / why still queued</th></tr>${rows}</table>`;
+  };
+  return { bind, html: `${filter} <span>${counts}</span><h2>${d.total} job(s)</h2>
+    <table data-testid="jobs"><tr><th>job</th><th>state</th><th>site</th><th>institution</th><th>why here / why still queued</th></tr>${rows}</table>` };
 }
 
 async function jobPage(id) {
@@ -293,16 +293,16 @@ async function dataPage() {
       <td>${bar(done, t.bytes_total, `${bytes(done)} / ${bytes(t.bytes_total)}${publishing ? " published" : ""}`)}</td>
       <td>${t.rate_bps ? `${bytes(t.rate_bps)}/s` : "—"}</td><td>${t.eta_s != null ? `${t.eta_s} s` : "—"}</td><td>${esc(t.reason || "")}</td></tr>`;
   }).join("");
-  setTimeout(() => document.querySelectorAll("button[data-act]").forEach((b) => b.addEventListener("click", async () => {
+  const bind = () => document.querySelectorAll("button[data-act]").forEach((b) => b.addEventListener("click", async () => {
     b.disabled = true;
     try { await api(`/api/v1/share-requests/${b.dataset.id}/${b.dataset.act}`, { method: "POST", body: JSON.stringify({ reason: "decided in the dashboard" }) }); }
     catch (e) { alert(e.message); }
     render();
-  })));
-  return `<h2>Share requests <span class="muted">(${d.awaiting_me} waiting for your decision)</span></h2>
+  }));
+  return { bind, html: `<h2>Share requests <span class="muted">(${d.awaiting_me} waiting for your decision)</span></h2>
     <table data-testid="share-requests"><tr><th>dataset</th><th>from → to</th><th>requested by</th><th>purpose</th><th>state</th><th>decided by</th><th></th></tr>${reqs}</table>
     <h2>Transfers</h2><table data-testid="transfers"><tr><th>dataset</th><th>from → to</th><th>state</th><th>progress</th><th>rate</th><th>ETA</th><th>note</th></tr>${moving}</table>
-    <h2>Catalog (${d.datasets_total})</h2><table data-testid="datasets"><tr><th>dataset</th><th>owner</th><th>files</th><th>size</th><th>visibility</th><th>replicas</th></tr>${ds}</table>`;
+    <h2>Catalog (${d.datasets_total})</h2><table data-testid="datasets"><tr><th>dataset</th><th>owner</th><th>files</th><th>size</th><th>visibility</th><th>replicas</th></tr>${ds}</table>` };
 }
 
 async function usagePage() {
@@ -337,16 +337,25 @@ function setupPage() {
 
 // ---------------------------------------------------------------- routing
 
+// Each render is numbered: an answer that arrives after a later render began (the person moved
+// on, or a refresh overlapped a page change) is dropped rather than painted over the newer page.
+let rendering = 0;
+
 async function render() {
+  const mine = ++rendering;
   const [path, query] = (location.hash.slice(1) || "/overview").split("?");
   const params = new URLSearchParams(query || "");
   const page = path.split("/")[1];
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === page || (page === "job" && a.dataset.page === "jobs") || (page === "dataset" && a.dataset.page === "data")));
   const main = document.getElementById("main");
   try {
-    const html = page === "jobs" ? await jobsPage(params) : page === "job" ? await jobPage(path.split("/")[2])
+    const out = page === "jobs" ? await jobsPage(params) : page === "job" ? await jobPage(path.split("/")[2])
       : page === "dataset" ? await datasetPage(path.split("/")[2]) : page === "data" ? await dataPage() : page === "usage" ? await usagePage() : await overview(params);
+    if (mine !== rendering) return;
+    // A page is its HTML, or its HTML and what to wire up once that HTML is in place.
+    const { html, bind } = typeof out === "string" ? { html: out } : out;
     main.innerHTML = html;
+    bind?.();
     document.getElementById("chart-site")?.addEventListener("change", (e) => {
       const q = new URLSearchParams(params);
       if (e.target.value) q.set("site", e.target.value); else q.delete("site");
@@ -354,7 +363,7 @@ async function render() {
     });
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`;
   } catch (e) {
-    if (e.message !== "signed out") main.innerHTML = `<p class="error">${esc(e.message)}</p>`;
+    if (mine === rendering && e.message !== "signed out") main.innerHTML = `<p class="error">${esc(e.message)}</p>`;
   }
 }
 
