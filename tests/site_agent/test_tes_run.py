@@ -86,3 +86,38 @@ def test_a_site_refuses_images_and_dirs_its_admin_did_not_allow(tmp_path: Path) 
     assert "ubuntu:24.04 is not allowed" in str(refusal(settings, spec("ubuntu:24.04")))
     assert refusal(settings, spec("python:3.11", f"file://{tmp_path}/f")) is None
     assert "not inside a directory this site exports" in str(refusal(settings, spec("python:3.11", "file:///etc/passwd")))
+
+
+def test_isolated_executors_get_their_own_tmp_and_their_image_env(tmp_path: Path) -> None:
+    """What Snakemake's TES plugin needs of a container: a job script at /tmp that runs
+    ``mkdir /tmp/conda && cd /tmp``. Two such tasks in turn both succeed (on a shared /tmp
+    the second mkdir would fail), each sees /tmp as its working directory, and the task's other
+    paths stay reachable although the job's work dir here is itself under /tmp."""
+    exported = tmp_path / "exports"
+    exported.mkdir()
+    script = "mkdir /tmp/conda && cd /tmp && pwd > /tmp/where && cat /data/in > /tmp/copy && echo $GREETING >> /tmp/copy\n"
+    for n in (1, 2):
+        work = {
+            "inputs": [{"path": "/tmp/run.sh", "content": script}, {"path": "/data/in", "content": f"task {n}\n"}],
+            "executors": [{"image": "snakemake/snakemake:v9", "command": ["/bin/sh", "/tmp/run.sh"], "workdir": "/tmp"}],
+            "outputs": [
+                {"path": "/tmp/where", "url": f"file://{exported}/{n}/where"},
+                {"path": "/tmp/copy", "url": f"file://{exported}/{n}/copy"},
+            ],
+        }
+        workdir = tmp_path / f"job{n}"
+        workdir.mkdir()
+        task = {
+            "work": work,
+            "exported_dirs": [str(exported)],
+            "isolation": "unshare",
+            "image_env": {"snakemake/snakemake:v9": {"GREETING": "from the image"}},
+        }
+        runner = Runner(workdir, task)
+        assert runner.run() == 0, runner.result
+        assert (exported / str(n) / "where").read_text() == "/tmp\n"
+        assert (exported / str(n) / "copy").read_text() == f"task {n}\nfrom the image\n"
+        assert (workdir / "root" / "tmp" / "conda").is_dir()
+    # Without isolation the same paths are rewritten under the task's root instead.
+    assert Runner(tmp_path / "job1", {"work": work}).rewrite("/tmp/run.sh") == f"{tmp_path}/job1/root/tmp/run.sh"
+    assert Runner(tmp_path / "job1", {"work": work, "isolation": "unshare"}).rewrite("/tmp/run.sh") == "/tmp/run.sh"
