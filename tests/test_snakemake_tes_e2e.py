@@ -60,9 +60,9 @@ rule count:
     script: "scripts/count.py"
 
 rule summary:
-    input: shout="work/shout.txt", count="work/count.txt"
+    input: loud="work/shout.txt", words="work/count.txt"
     output: "results/summary.txt"
-    shell: "cat {input.shout} {input.count} > {output}"
+    shell: "cat {input.loud} {input.words} > {output}"
 """
 
 # Deployed to the task with the workflow's sources (through the storage), not sent by TES.
