@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from tests import ga4gh_schemas
-from tests.processes import AgentProcess, HubProcess, enrolled_agent
+from tests.processes import AgentProcess, HubProcess, enrolled_agent, register_site
 from tests.services import S3Server, s3_server, wait_for
 
 pytestmark = pytest.mark.slow
@@ -104,7 +104,6 @@ def agent(hub: HubProcess, snakemake_env: Path, tmp_path: Path) -> Iterator[Agen
         f'[tes]\nhost_images = ["snakemake/snakemake:v9.*"]\nisolation = "unshare"\n'
         f'[tes.image_env."snakemake/snakemake:v9.*"]\nPATH = "{snakemake_env}/bin:{os.environ["PATH"]}"\n'
         f'PIP_FIND_LINKS = "{snakemake_env}/wheels"\n'
-        '[policy]\nallowed_institutions = ["kek"]\n'
     )
     a = enrolled_agent(hub, tmp_path, SITE, extra=extra, software=[{"name": f"image:{IMAGE}", "version": "host"}])
     a.start(hub.env)
@@ -187,8 +186,11 @@ def test_a_snakemake_workflow_runs_its_rules_as_tes_tasks_at_a_site(
 
 
 def test_snakemake_is_refused_an_image_no_site_runs_and_a_site_that_does_not_lend_to_the_researcher(
-    hub: HubProcess, agent: AgentProcess, s3: S3Server, tmp_path: Path
+    hub: HubProcess, snakemake_env: Path, s3: S3Server, tmp_path: Path
 ) -> None:
+    # The hub refuses before any site is asked, from what it knows of the sites: no agent here.
+    register_site(hub, SITE, software=[{"name": f"image:{IMAGE}", "version": "host"}])
+    hub.api("PUT", f"/api/v1/sites/{SITE}/policy", json={"allowed_institutions": ["kek"]})
     boto3.client("s3", endpoint_url=s3.endpoint_url, **_keys(s3)).put_object(
         Bucket=BUCKET, Key="run/raw/greeting.txt", Body=b"hello\n"
     )
