@@ -99,11 +99,12 @@ def test_isolated_executors_get_their_own_tmp_and_their_image_env(tmp_path: Path
     here is itself under /tmp."""
     exported = tmp_path / "exports"
     exported.mkdir()
+    image = "snakemake/snakemake:v9"
     script = 'mkdir /tmp/conda && cd /tmp && pwd > /tmp/where && cat "$1" > /tmp/copy && echo $GREETING >> /tmp/copy\n'
     for n in (1, 2):
         work = {
             "inputs": [{"path": "/tmp/run.sh", "content": script}, {"path": "/data/in", "content": f"task {n}\n"}],
-            "executors": [{"image": "snakemake/snakemake:v9", "command": ["/bin/sh", "/tmp/run.sh", "/data/in"], "workdir": "/tmp"}],
+            "executors": [{"image": image, "command": ["/bin/sh", "/tmp/run.sh", "/data/in"], "workdir": "/tmp"}],
             "outputs": [
                 {"path": "/tmp/where", "url": f"file://{exported}/{n}/where"},
                 {"path": "/tmp/copy", "url": f"file://{exported}/{n}/copy"},
@@ -115,7 +116,7 @@ def test_isolated_executors_get_their_own_tmp_and_their_image_env(tmp_path: Path
             "work": work,
             "exported_dirs": [str(exported)],
             "isolation": "unshare",
-            "image_env": {"snakemake/snakemake:v9": {"GREETING": "from the image"}},
+            "image_env": {image: {"GREETING": "from the image"}},
         }
         runner = Runner(workdir, task)
         assert runner.run() == 0, runner.result
