@@ -124,14 +124,15 @@ def workflow(where: Path) -> Path:
     return wf
 
 
-def snakemake(wf: Path, hub: HubProcess, s3: S3Server, token: str | None, image: str = IMAGE) -> subprocess.Popen[str]:
-    """The researcher's command line, started; credentials come from the environment, as the docs say."""
+def snakemake(wf: Path, hub: HubProcess, s3: S3Server, credentials: dict[str, str], image: str = IMAGE) -> subprocess.Popen[str]:
+    """The researcher's command line, started; credentials come from the environment, as the docs say:
+    SNAKEMAKE_TES_TOKEN (bearer), or SNAKEMAKE_TES_USER and SNAKEMAKE_TES_PASSWORD (Basic)."""
     env = {
         **os.environ,
         "SNAKEMAKE_STORAGE_S3_ENDPOINT_URL": s3.endpoint_url,
         "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": s3.access_key,
         "SNAKEMAKE_STORAGE_S3_SECRET_KEY": s3.secret_key,
-        **({"SNAKEMAKE_TES_TOKEN": token} if token else {}),
+        **credentials,
     }
     return subprocess.Popen(
         [str(SNAKEMAKE), "--executor", "tes", "--tes-url", f"{hub.url}/ga4gh/tes", "--container-image", image,
@@ -164,7 +165,7 @@ def test_a_snakemake_workflow_runs_its_rules_as_tes_tasks_at_a_site(
     store.put_object(Bucket=BUCKET, Key="run/raw/greeting.txt", Body=b"hello from the microscope\n")
     token = hub.token(hub.account("researcher", institution="kek"))
 
-    code, out = finished(snakemake(workflow(tmp_path), hub, s3, token))
+    code, out = finished(snakemake(workflow(tmp_path), hub, s3, {"SNAKEMAKE_TES_TOKEN": token}))
 
     assert code == 0, out
     summary = store.get_object(Bucket=BUCKET, Key="run/results/summary.txt")["Body"].read().decode()
@@ -195,14 +196,17 @@ def test_snakemake_is_refused_an_image_no_site_runs_and_a_site_that_does_not_len
         Bucket=BUCKET, Key="run/raw/greeting.txt", Body=b"hello\n"
     )
     kek = hub.token(hub.account("researcher", institution="kek"))
-    osaka = hub.token(hub.account("researcher", institution="osaka"))
+    osaka_account = hub.account("researcher", institution="osaka")
+    osaka = hub.token(osaka_account)
 
     # An image no site runs, and a researcher whose institution the only site running the
     # image does not lend to: the hub refuses the first task and Snakemake stops with its
     # answer. (Both at once: a refused run still waits out the plugin's first 40 s.)
-    runs = [
-        (kek, snakemake(workflow(tmp_path / "v8"), hub, s3, kek, image="snakemake/snakemake:v8.0.0")),
-        (osaka, snakemake(workflow(tmp_path / "osaka"), hub, s3, osaka)),
+    bearer = {"SNAKEMAKE_TES_TOKEN": kek}
+    basic = {"SNAKEMAKE_TES_USER": osaka_account.client_id, "SNAKEMAKE_TES_PASSWORD": osaka_account.client_secret}
+    runs = [  # the second as a service account over Basic, as the docs suggest for long workflows
+        (kek, snakemake(workflow(tmp_path / "v8"), hub, s3, bearer, image="snakemake/snakemake:v8.0.0")),
+        (osaka, snakemake(workflow(tmp_path / "osaka"), hub, s3, basic)),
     ]
     for token, run in runs:
         code, out = finished(run)
