@@ -35,7 +35,9 @@ from tests import ga4gh_schemas
 from tests.processes import AgentProcess, HubProcess, enrolled_agent, register_site
 from tests.services import S3Server, s3_server, wait_for
 
-pytestmark = pytest.mark.slow
+# The plugin waits 40 s before its first status check, and each task starts Python three times:
+# on a machine as busy as the suite makes it, a run takes minutes (docs/benchmarks.md).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ENV = Path(__file__).resolve().parent.parent / ".venv-snakemake"
 SNAKEMAKE = ENV / "bin" / "snakemake"
