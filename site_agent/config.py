@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.schemas.common import StrictModel
@@ -141,6 +142,23 @@ class TesSection(StrictModel):
     exported_dirs: list[Path] = Field(
         default_factory=list, description="Directories file:// inputs may come from and outputs may go to"
     )
+    image_env: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Image pattern -> environment variables its executors get on top of the agent's, e.g. a PATH "
+        "that starts with the bin directory of the environment that plays the image (first matching pattern wins)",
+    )
+    isolation: Literal["none", "unshare"] = Field(
+        default="none",
+        description="'unshare': each executor runs in its own user and mount namespace (unshare -rm, no privileges "
+        "needed) where /tmp is the task's own directory, as in a container; 'none': on the host as it is",
+    )
+
+    @field_validator("isolation")
+    @classmethod
+    def _runtime_present(cls, v: str) -> str:
+        if v == "unshare" and shutil.which("unshare") is None:
+            raise ValueError("isolation 'unshare' needs util-linux's unshare on PATH")
+        return v
 
 
 class RelionSection(StrictModel):

@@ -12,6 +12,15 @@ stdin/stdout/stderr) are placed under ``<work dir>/root`` and every mention of t
 executors' commands and environment is rewritten to that place, so nothing the task names
 lands outside its own directory. ``file://`` inputs and outputs must lie inside the
 directories the site exports (``[tes] exported_dirs``).
+
+With ``[tes] isolation = "unshare"`` each executor runs in its own user and mount namespace
+(``unshare -rm``: util-linux, no privileges needed) where ``<work dir>/root/tmp`` is mounted
+at ``/tmp``, as a container would give the task its own ``/tmp``: paths under ``/tmp`` are
+then the task's own and not rewritten. Clients that write their scripts for a container
+need it: Snakemake's TES plugin sends a job script that runs ``mkdir /tmp/conda && cd /tmp``.
+The rest of the file system is the host's, as without isolation. An image's executors get
+the environment variables the site's admin set for it (``[tes] image_env``), e.g. a PATH
+that starts with the environment that plays the image.
 """
 
 from __future__ import annotations
@@ -36,6 +45,15 @@ TASK_FILE = "tes_task.json"
 RESULT_FILE = "tes_result.json"
 #: Exit code when the task failed for a reason of the system (staging, outputs), not of an executor.
 SYSTEM_EXIT = 97
+#: The task's own /tmp under isolation (its files live in ``<work dir>/root/tmp``).
+TASK_TMP = "/tmp"  # noqa: S108 - a path inside the task, not a temporary file of ours
+#: Run in the new namespaces: the task's tmp ($1) becomes /tmp. A job work dir that is itself
+#: under /tmp ($2) is mounted again at its own path inside it, so the task's other (rewritten)
+#: paths stay reachable; then into the executor's working directory ($3) and its command.
+UNSHARE_SCRIPT = (
+    'set -e; if [ -n "$2" ]; then mkdir -p "$1${2#/tmp}"; mount --bind "$2" "$1${2#/tmp}"; fi; '
+    'mount --rbind "$1" /tmp; cd "$3"; shift 3; exec "$@"'
+)
 
 
 class StagingError(Exception):
@@ -58,11 +76,15 @@ class Runner:
         self.work = TesWork.model_validate(task["work"])
         self.exported = [Path(d) for d in task.get("exported_dirs", [])]
         self.inputs: dict[str, str] = task.get("inputs", {})
+        self.isolated = task.get("isolation") == "unshare"
+        self.image_env: dict[str, dict[str, str]] = task.get("image_env", {})
         self.result = TesResult()
         paths = {i.path for i in self.work.inputs} | {o.path for o in self.work.outputs} | set(self.work.volumes)
         paths |= {o.path_prefix for o in self.work.outputs if o.path_prefix}
         paths |= {p for e in self.work.executors for p in (e.workdir, e.stdin, e.stdout, e.stderr) if p}
         paths = {_static_part(p) for p in paths} - {""}
+        if self.isolated:  # the task's own /tmp is mounted at /tmp: those paths are real there
+            paths = {p for p in paths if not _in_tmp(p)}
         # Longest first, at path boundaries: '/data/in' must not rewrite '/data/input'.
         self._pattern = (
             re.compile("|".join(rf"(?<![\w.-]){re.escape(p)}(?=$|[^\w.-])" for p in sorted(paths, key=len, reverse=True)))
@@ -138,14 +160,15 @@ class Runner:
             err = self.local(e.stderr) if e.stderr else logs_dir / f"{n}.stderr"
             for f in (out, err):
                 f.parent.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, **{k: self.rewrite(v) for k, v in (e.env or {}).items()}}
+            env = {**os.environ, **self.image_env.get(e.image, {}), **{k: self.rewrite(v) for k, v in (e.env or {}).items()}}
+            argv = [self.rewrite(a) for a in e.command]
+            if self.isolated:
+                argv, cwd = self.isolate(argv, e.workdir if e.workdir and _in_tmp(e.workdir) else str(cwd)), self.workdir
             started = datetime.now(UTC).isoformat()
             with out.open("wb") as o, err.open("wb") as r:
                 stdin = self.local(e.stdin).open("rb") if e.stdin else subprocess.DEVNULL
                 try:
-                    code = subprocess.call(
-                        [self.rewrite(a) for a in e.command], cwd=cwd, env=env, stdin=stdin, stdout=o, stderr=r
-                    )
+                    code = subprocess.call(argv, cwd=cwd, env=env, stdin=stdin, stdout=o, stderr=r)
                 except OSError as exc:  # no such program: the executor's failure, as a shell would say it
                     r.write(f"{e.command[0]}: {exc.strerror}\n".encode())
                     code = 127
@@ -160,6 +183,15 @@ class Runner:
             if code != 0 and not e.ignore_error:
                 return code
         return 0
+
+    def isolate(self, argv: list[str], cwd: str) -> list[str]:
+        """The command run in a new user and mount namespace with the task's own /tmp."""
+        tmp = self.local(TASK_TMP)
+        tmp.mkdir(parents=True, exist_ok=True)
+        workdir = self.workdir.resolve()
+        keep = str(workdir) if _in_tmp(str(workdir)) else ""
+        namespaces = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--"]
+        return [*namespaces, "/bin/sh", "-c", UNSHARE_SCRIPT, "sh", str(tmp.resolve()), keep, cwd, *argv]
 
     # -- outputs ------------------------------------------------------------------
 
@@ -207,6 +239,10 @@ class Runner:
             code = SYSTEM_EXIT
         (self.workdir / RESULT_FILE).write_text(self.result.model_dump_json())
         return code
+
+
+def _in_tmp(path: str) -> bool:
+    return path == TASK_TMP or path.startswith(TASK_TMP + "/")
 
 
 def _static_part(path: str) -> str:

@@ -37,6 +37,14 @@ def refusal(settings: AgentSettings, spec: JobSpec) -> str | None:
     return None
 
 
+def image_env(settings: AgentSettings, image: str) -> dict[str, str]:
+    """What the site's admin set for the image (``[tes] image_env``): the first matching pattern's."""
+    for pattern, env in settings.tes.image_env.items():
+        if fnmatch.fnmatchcase(image, pattern):
+            return env
+    return {}
+
+
 def prepare(settings: AgentSettings, h: JobHandle, spec: JobSpec) -> None:
     """Write the task file into the job's work dir (before the executor starts the runner)."""
     if spec.tes is None:
@@ -47,6 +55,8 @@ def prepare(settings: AgentSettings, h: JobHandle, spec: JobSpec) -> None:
         "work": spec.tes.model_dump(mode="json"),
         "exported_dirs": [str(d) for d in settings.tes.exported_dirs],
         "inputs": h.extra.get("inputs", {}),
+        "isolation": settings.tes.isolation,
+        "image_env": {e.image: image_env(settings, e.image) for e in spec.tes.executors},
     }
     (workdir / TASK_FILE).write_text(json.dumps(task))
 
