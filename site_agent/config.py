@@ -132,7 +132,7 @@ class AuditSection(StrictModel):
 
 
 class TesSection(StrictModel):
-    """GA4GH TES tasks: which images run here and which directories tasks may read and write."""
+    """GA4GH TES tasks: which images run here and which directories and buckets tasks may read and write."""
 
     host_images: list[str] = Field(
         default_factory=list,
@@ -141,6 +141,11 @@ class TesSection(StrictModel):
     exported_dirs: list[Path] = Field(
         default_factory=list, description="Directories file:// inputs may come from and outputs may go to"
     )
+    s3_buckets: list[str] = Field(
+        default_factory=list, max_length=1000,
+        description="Buckets s3:// inputs may come from and outputs may go to, reached with [transfers]'s endpoint_url, "
+        "region and profile and the agent's AWS credentials; list each in the site description as software 's3:<bucket>'",
+    )  # fmt: skip
 
 
 class RelionSection(StrictModel):
