@@ -156,15 +156,18 @@ def _verify(url: str, path: Path, head: dict[str, Any], part_size: int | None) -
     size = path.stat().st_size
     if size != int(head["ContentLength"]):
         raise S3StagingError(f"{url}: {size} bytes here, {head['ContentLength']} in S3")
-    whole = head.get("ChecksumType") in (None, "FULL_OBJECT")
+    etag = _MD5_ETAG.fullmatch(str(head.get("ETag", "")))
+    one_part = etag is not None and etag.group(2) is None
+    # A stored checksum is of the whole object when S3 says so, or when the object went up in one part
+    # (older answers give no ChecksumType; a multipart object's may be a checksum of its parts' checksums).
+    whole = head.get("ChecksumType") == "FULL_OBJECT" or (head.get("ChecksumType") is None and one_part)
     stored = {name: head.get(f"Checksum{name}") for name in ("CRC64NVME", "SHA256", "CRC32")}
     for name, value in stored.items():
-        if value and whole and "-" not in value:
+        if value and "-" not in value and (whole or name == "CRC64NVME"):  # CRC64NVME is always of the whole
             got = base64.b64encode(_digest(path, name)).decode()
             if got != value:
                 raise S3StagingError(f"{url}: {name} here is {got}, S3 has {value}")
             return f"size and {name}"
-    etag = _MD5_ETAG.fullmatch(str(head.get("ETag", "")))
     encrypted = head.get("ServerSideEncryption", "").startswith("aws:kms") or head.get("SSECustomerAlgorithm")
     if etag is None or encrypted:
         return "size"
