@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.schemas.common import StrictModel
+from shared.schemas.tes import check_bucket
 from shared.validation import describe_errors
 
 
@@ -146,6 +147,11 @@ class TesSection(StrictModel):
         description="Buckets s3:// inputs may come from and outputs may go to, reached with [transfers]'s endpoint_url, "
         "region and profile and the agent's AWS credentials; list each in the site description as software 's3:<bucket>'",
     )  # fmt: skip
+
+    @field_validator("s3_buckets")
+    @classmethod
+    def _buckets(cls, v: list[str]) -> list[str]:
+        return [check_bucket(b) for b in v]
 
 
 class RelionSection(StrictModel):

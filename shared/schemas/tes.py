@@ -54,6 +54,12 @@ def check_task_path(path: str) -> str:
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+def check_bucket(name: str) -> str:
+    if not _S3_BUCKET.fullmatch(name) or ".." in name:
+        raise ValueError(f"{name!r} is not an S3 bucket name")
+    return name
+
+
 def s3_location(url: str) -> tuple[str, str]:
     """(bucket, key) of ``s3://bucket/key``. The endpoint is not in the URL: it is the one
     each site is configured for, so a bucket name means the same bucket at every site that
@@ -61,8 +67,10 @@ def s3_location(url: str) -> tuple[str, str]:
     if not url.startswith("s3://"):
         raise ValueError(f"{url!r} is not an s3:// URL")
     bucket, _, key = url.removeprefix("s3://").partition("/")
-    if not _S3_BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise ValueError(f"{url!r}: {bucket!r} is not an S3 bucket name")
+    try:
+        check_bucket(bucket)
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: {exc}") from None
     key = key.rstrip("/")
     if not key or len(key.encode()) > 1024 or any(ord(c) < 0x20 for c in key):
         raise ValueError(f"{url!r} must name an object or prefix (s3://bucket/key) of at most 1024 bytes")

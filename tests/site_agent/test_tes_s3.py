@@ -14,7 +14,7 @@ import pytest
 
 from shared.schemas.jobs import JobKind, JobSpec
 from shared.schemas.tes import TesFileType
-from site_agent.config import AgentSettings, TesSection
+from site_agent.config import AgentSettings, ConfigError, TesSection, load_settings
 from site_agent.tes_run import SYSTEM_EXIT, Runner
 from site_agent.tes_s3 import S3Staging, S3StagingError, _verify
 from site_agent.tes_work import refusal
@@ -135,3 +135,10 @@ def test_a_site_refuses_buckets_it_does_not_list() -> None:
     some = AgentSettings(tes=TesSection(**tes, s3_buckets=["shared-data"]))
     assert "bucket 'results-bucket'" in str(refusal(some, spec))
     assert refusal(AgentSettings(tes=TesSection(**tes, s3_buckets=["shared-data", "results-bucket"])), spec) is None
+
+
+def test_a_bucket_name_s3_would_refuse_is_refused_in_site_toml(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text('[tes]\ns3_buckets = ["cryo-raw", "Cryo_Raw"]\n')
+    with pytest.raises(ConfigError, match=r"tes\.s3_buckets.*'Cryo_Raw' is not an S3 bucket name"):
+        load_settings(config)
