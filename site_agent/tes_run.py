@@ -246,4 +246,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m site_agent.tes_run``, this file is ``__main__``, a second copy of the module:
+    # run the imported one, whose StagingError is the one site_agent.tes_s3 raises.
+    from site_agent import tes_run
+
+    sys.exit(tes_run.main())

@@ -37,7 +37,7 @@ def settings(s3: S3Server) -> dict[str, Any]:
 
 def run(tmp_path: Path, s3: S3Server, work: dict[str, Any]) -> tuple[Runner, int]:
     workdir = tmp_path / "job"
-    workdir.mkdir(exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     runner = Runner(workdir, {"work": work, "exported_dirs": [], "inputs": {}, "s3": settings(s3)})
     return runner, runner.run()
 
@@ -94,7 +94,7 @@ def test_a_missing_object_or_bucket_fails_staging_naming_the_url(tmp_path: Path,
     ):
         kind = "DIRECTORY" if "prefix" in url else "FILE"
         work = {"inputs": [{"path": "/in", "url": url, "type": kind}], "executors": [{"image": "x", "command": ["true"]}]}
-        r, code = run(tmp_path / url.replace("/", "_"), s3_env, work)
+        r, code = run(tmp_path / url.removeprefix("s3://").replace("/", "_"), s3_env, work)
         assert code == SYSTEM_EXIT
         assert r.result.executors == []  # nothing ran
         assert any(said in line and line.startswith("system error") for line in r.result.system_logs), r.result.system_logs
