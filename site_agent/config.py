@@ -33,6 +33,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.schemas.common import StrictModel
+from shared.schemas.tes import check_bucket
 from shared.validation import describe_errors
 
 
@@ -133,7 +134,7 @@ class AuditSection(StrictModel):
 
 
 class TesSection(StrictModel):
-    """GA4GH TES tasks: which images run here and which directories tasks may read and write."""
+    """GA4GH TES tasks: which images run here and which directories and buckets tasks may read and write."""
 
     host_images: list[str] = Field(
         default_factory=list,
@@ -159,6 +160,17 @@ class TesSection(StrictModel):
         if v == "unshare" and shutil.which("unshare") is None:
             raise ValueError("isolation 'unshare' needs util-linux's unshare on PATH")
         return v
+
+    s3_buckets: list[str] = Field(
+        default_factory=list, max_length=1000,
+        description="Buckets s3:// inputs may come from and outputs may go to, reached with [transfers]'s endpoint_url, "
+        "region and profile and the agent's AWS credentials; list each in the site description as software 's3:<bucket>'",
+    )  # fmt: skip
+
+    @field_validator("s3_buckets")
+    @classmethod
+    def _buckets(cls, v: list[str]) -> list[str]:
+        return [check_bucket(b) for b in v]
 
 
 class RelionSection(StrictModel):

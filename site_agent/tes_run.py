@@ -11,7 +11,8 @@ There is no container runtime here: a site runs only the images its admin maps t
 stdin/stdout/stderr) are placed under ``<work dir>/root`` and every mention of them in the
 executors' commands and environment is rewritten to that place, so nothing the task names
 lands outside its own directory. ``file://`` inputs and outputs must lie inside the
-directories the site exports (``[tes] exported_dirs``).
+directories the site exports (``[tes] exported_dirs``); ``s3://`` ones go through the
+site's S3 settings (``site_agent.tes_s3``).
 
 With ``[tes] isolation = "unshare"`` each executor runs in its own user and mount namespace
 (``unshare -rm``: util-linux, no privileges needed) where ``<work dir>/root/tmp`` is mounted
@@ -33,13 +34,16 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from shared.schemas.tes import TesExecutorLog, TesFileType, TesOutputFileLog, TesResult, TesWork
+from shared.schemas.tes import TesExecutorLog, TesFileType, TesOutput, TesOutputFileLog, TesResult, TesWork
 from site_agent.executors.base import tail
+
+if TYPE_CHECKING:
+    from site_agent.tes_s3 import S3Staging
 
 TASK_FILE = "tes_task.json"
 RESULT_FILE = "tes_result.json"
@@ -78,6 +82,8 @@ class Runner:
         self.inputs: dict[str, str] = task.get("inputs", {})
         self.isolated = task.get("isolation") == "unshare"
         self.image_env: dict[str, dict[str, str]] = task.get("image_env", {})
+        self.s3_settings: dict[str, Any] = task.get("s3", {})
+        self._s3: S3Staging | None = None
         self.result = TesResult()
         paths = {i.path for i in self.work.inputs} | {o.path for o in self.work.outputs} | set(self.work.volumes)
         paths |= {o.path_prefix for o in self.work.outputs if o.path_prefix}
@@ -91,6 +97,15 @@ class Runner:
             if paths
             else None
         )
+
+    @property
+    def s3(self) -> S3Staging:
+        """The S3 client, made at the first s3:// URL (boto3 is not loaded for tasks without one)."""
+        if self._s3 is None:
+            from site_agent.tes_s3 import S3Staging
+
+            self._s3 = S3Staging(self.s3_settings)
+        return self._s3
 
     def local(self, path: str) -> Path:
         return self.root / path.lstrip("/")
@@ -121,6 +136,8 @@ class Runner:
                 if not inside(src, self.exported):
                     raise StagingError(f"input {i.path}: {src} is not inside a directory this site exports")
                 self._copy(src, dest, i.type)
+            elif i.url and i.url.startswith("s3://"):
+                self.s3.fetch(i.url, dest, i.type)
             elif i.url:
                 self._download(i.url, dest)
         for v in self.work.volumes:
@@ -197,35 +214,38 @@ class Runner:
 
     def collect_outputs(self) -> None:
         for o in self.work.outputs:
-            dest = file_url_path(o.url)
-            if not inside(dest.parent if not dest.exists() else dest, self.exported):
+            dest = None if o.url.startswith("s3://") else file_url_path(o.url)
+            if dest is not None and not inside(dest.parent if not dest.exists() else dest, self.exported):
                 raise StagingError(f"output {o.path}: {dest} is not inside a directory this site exports")
-            if any(c in o.path for c in "*?["):
-                prefix = self.local(o.path_prefix or _static_part(o.path))
-                for match in sorted(self.root.glob(o.path.lstrip("/"))):
-                    if match.is_file():
-                        self._put(
-                            match, dest / match.relative_to(prefix), o.url.rstrip("/") + "/" + str(match.relative_to(prefix))
-                        )
-                continue
-            src = self.local(o.path)
-            if o.type is TesFileType.DIRECTORY:
-                if not src.is_dir():
-                    raise StagingError(f"output {o.path} is not a directory")
-                for f in sorted(p for p in src.rglob("*") if p.is_file()):
-                    self._put(f, dest / f.relative_to(src), o.url.rstrip("/") + "/" + str(f.relative_to(src)))
-            elif src.is_file():
-                self._put(src, dest, o.url)
-            else:
-                raise StagingError(f"output {o.path} was not written")
+            for src, rel in self._output_files(o):
+                url = o.url if rel is None else o.url.rstrip("/") + "/" + rel
+                self._put(src, url, None if dest is None else dest if rel is None else dest / rel)
 
-    def _put(self, src: Path, dest: Path, url: str) -> None:
+    def _output_files(self, o: TesOutput) -> list[tuple[Path, str | None]]:
+        """The files of an output and each one's path below the output's URL (None: the URL itself)."""
+        if any(c in o.path for c in "*?["):
+            prefix = self.local(o.path_prefix or _static_part(o.path))
+            return [(m, str(m.relative_to(prefix))) for m in sorted(self.root.glob(o.path.lstrip("/"))) if m.is_file()]
+        src = self.local(o.path)
+        if o.type is TesFileType.DIRECTORY:
+            if not src.is_dir():
+                raise StagingError(f"output {o.path} is not a directory")
+            return [(f, str(f.relative_to(src))) for f in sorted(p for p in src.rglob("*") if p.is_file())]
+        if not src.is_file():
+            raise StagingError(f"output {o.path} was not written")
+        return [(src, None)]
+
+    def _put(self, src: Path, url: str, dest: Path | None) -> None:
+        """Copy ``src`` to ``dest`` (file://) or upload it to ``url`` (s3://, ``dest`` None)."""
         if not src.resolve().is_relative_to(self.root.resolve()):
             raise StagingError(f"{src} leaves the task's directory")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        if dest is None:
+            self.s3.put(src, url)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
         task_path = "/" + str(src.relative_to(self.root))
-        self.result.outputs.append(TesOutputFileLog(url=url, path=task_path, size_bytes=str(dest.stat().st_size)))
+        self.result.outputs.append(TesOutputFileLog(url=url, path=task_path, size_bytes=str(src.stat().st_size)))
 
     def run(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -237,6 +257,8 @@ class Runner:
         except (StagingError, OSError) as exc:
             self.result.system_logs.append(f"system error: {exc}")
             code = SYSTEM_EXIT
+        if self._s3 is not None:
+            self.result.system_logs[:0] = self._s3.log
         (self.workdir / RESULT_FILE).write_text(self.result.model_dump_json())
         return code
 
@@ -260,4 +282,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m site_agent.tes_run``, this file is ``__main__``, a second copy of the module:
+    # run the imported one, whose StagingError is the one site_agent.tes_s3 raises.
+    from site_agent import tes_run
+
+    sys.exit(tes_run.main())
