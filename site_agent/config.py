@@ -16,6 +16,10 @@ path = "/data/cryomesh"
 [software]
 relion_dirs = ["/opt/relion-5.0-cuda/bin"]  # RELION installs beside the one on PATH
 
+[policy]
+generic_commands = "listed"      # RELION queue jobs may also run these (default "none")
+generic_programs = ["ctffind4"]
+
 A key that is not a setting (a typo) is refused with the key probably meant.
 """
 
@@ -29,10 +33,11 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.schemas.common import StrictModel
+from shared.schemas.relion import PROGRAM_NAME, RELION_PROGRAM
 from shared.schemas.tes import check_bucket
 from shared.validation import describe_errors
 
@@ -98,6 +103,27 @@ class PolicySection(StrictModel):
     max_walltime_s: int | None = Field(default=None, ge=1)
     max_cpus: int | None = Field(default=None, ge=1)
     max_gpus: int | None = Field(default=None, ge=0)
+    generic_commands: Literal["none", "listed", "any"] = Field(
+        default="none",
+        description="RELION queue jobs from other sites' projects: 'none' runs only RELION programs; 'listed' also "
+        "the programs of generic_programs; 'any' any program on this agent's PATH (a shell included: only for "
+        "partners you trust with a login here)",
+    )
+    generic_programs: list[str] = Field(
+        default_factory=list, max_length=200, description="With generic_commands = 'listed': the program names allowed"
+    )
+
+    @model_validator(mode="after")
+    def _generic(self) -> PolicySection:
+        if self.generic_commands == "listed" and not self.generic_programs:
+            raise ValueError("generic_commands = 'listed' needs the programs in generic_programs")
+        if self.generic_programs and self.generic_commands != "listed":
+            raise ValueError(f"generic_programs is read only with generic_commands = 'listed' (it is {self.generic_commands!r})")
+        bad = [p for p in self.generic_programs if not PROGRAM_NAME.match(p) or RELION_PROGRAM.match(p)]
+        if bad:
+            raise ValueError(f"generic_programs: {', '.join(map(repr, bad))}: a program name without a path, "
+                             "not a RELION program (those always run)")  # fmt: skip
+        return self
 
 
 class TransfersSection(StrictModel):
@@ -174,9 +200,15 @@ class TesSection(StrictModel):
 
 
 class RelionSection(StrictModel):
-    """How this site runs RELION jobs sent from other sites' projects (``cryomesh relion submit``)."""
+    """How this site runs RELION jobs sent from other sites' projects (``cryomesh relion submit``).
 
-    bin_dir: Path | None = Field(default=None, description="Where this site's RELION programs are (default: PATH)")
+    Which RELION runs them is not set here: it is the build the agent measured
+    (``[software]``) that fits the job, as for every RELION job."""
+
+    bin_dir: Path | None = Field(
+        default=None,
+        description="Deprecated: list the install in [software] relion_dirs (read as one of them until then)",
+    )
     mpirun: str = Field(default="mpirun", description="The MPI launcher for relion_*_mpi programs (run as: mpirun -n N ...)")
     exchanges: list[Path] = Field(
         default_factory=list,
@@ -218,6 +250,25 @@ class AgentSettings(BaseSettings):
     tes: TesSection = Field(default_factory=TesSection)
     relion: RelionSection = Field(default_factory=RelionSection)
     software: SoftwareSection = Field(default_factory=SoftwareSection)
+
+    @model_validator(mode="after")
+    def _one_place_for_relion(self) -> AgentSettings:
+        # [relion] bin_dir was the queue runner's own RELION; the measured builds of
+        # [software] are now the one place. An old site.toml keeps working: its bin_dir
+        # joins relion_dirs (see deprecations(), which the agent logs at start).
+        old = self.relion.bin_dir
+        if old is not None and old not in self.software.relion_dirs:
+            self.software.relion_dirs.append(old)
+        return self
+
+    def deprecations(self) -> list[str]:
+        """Settings that still work but will not for long, each said with what replaces it."""
+        if self.relion.bin_dir is None:
+            return []
+        return [
+            f'[relion] bin_dir is deprecated and will be removed: write relion_dirs = ["{self.relion.bin_dir}"] in '
+            "[software] instead (read that way now); RELION jobs run with the measured build that fits them"
+        ]
 
     @classmethod
     def settings_customise_sources(
