@@ -314,6 +314,14 @@ def evaluate(spec: JobSpec, institution: str, site: SiteView, now: datetime, avo
     return evaluate_now(spec, site, models, now, avoid)
 
 
+def needs_start(spec: JobSpec, site: SiteView, models: list[str]) -> bool:
+    """Whether the job needs a node that is not up: nodes up now lack its CPUs, or GPUs of any of ``models``."""
+    r = spec.resources
+    if r.cpus > site.cpus_free - site.unseen_cpus:
+        return True
+    return bool(r.gpus) and not any(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0) >= r.gpus for m in models)
+
+
 def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str]) -> Verdict:
     """The part of ``evaluate`` that changes from moment to moment, for a site that passed the static checks."""
     reasons = []
@@ -330,7 +338,8 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if spec.deadline is not None:
         priced = price(spec, site, models)
         late = runtime(spec, site, models[0] if models else None).p90
-        finish = now + timedelta(seconds=late + (priced.startup_s if priced else 0))
+        boot = ((priced.startup_s if priced else 0) or site.boot_s) if needs_start(spec, site, models) else 0
+        finish = now + timedelta(seconds=late + boot)
         if finish > spec.deadline:
             reasons.append(
                 f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {duration(late)}), after the "

@@ -119,7 +119,7 @@ class CapacityTotals(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> CapacityTotals:
         if self.cpus_free + self.cpus_bootable > self.cpus_total:
-            raise ValueError("totals: cpus_free + cpus_bootable exceeds cpus_total")
+            raise ValueError(f"totals: cpus_free {'+ cpus_bootable ' if self.cpus_bootable else ''}exceeds cpus_total")
         for model, c in self.gpus.items():
             if c.free + self.gpus_bootable.get(model, 0) > c.total:
                 raise ValueError(f"totals: free + bootable {model} GPUs exceed the total")
