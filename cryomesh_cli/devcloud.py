@@ -55,7 +55,7 @@ SchedulerParameters=sched_interval=1
 TreeWidth=65533
 # Power saving, as ParallelCluster configures it (its times are minutes; these are seconds).
 PrivateData=cloud
-SlurmctldParameters=idle_on_node_suspend
+SlurmctldParameters=idle_on_node_suspend,power_save_interval=1,power_save_min_interval=0
 ResumeProgram={dir}/resume
 SuspendProgram={dir}/suspend
 ResumeTimeout={resume_timeout}
@@ -121,7 +121,7 @@ def elastic_cluster(
     host = socket.gethostname().split(".")[0]
     conf = d / "slurm.conf"
     lines = [CONF.format(host=host, ctld_port=free_port(), d_port=free_port(), dir=d, resume_timeout=resume_timeout_s,
-                         suspend_time=suspend_time_s, suspend_timeout=10)]  # fmt: skip
+                         suspend_time=suspend_time_s, suspend_timeout=5)]  # fmt: skip
     for part in partitions:
         for twin in (part, f"{part}-spot"):
             names = [f"{twin}-dy-{i}" for i in range(1, nodes + 1)]

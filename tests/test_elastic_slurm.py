@@ -110,7 +110,16 @@ def test_a_job_waits_while_its_node_starts_and_the_node_powers_down_after(cloud:
     assert after.nodes_bootable == 2 and after.cpus_bootable == 2 and after.nodes_available == 0
 
 
+def power_up(cluster: SlurmCluster, nodes: str) -> None:
+    """Start nodes ahead of work (``scontrol power up``), so a job need not wait for a boot:
+    slurmctld notices that a started node's job may run only every 30 s or so."""
+    cluster.run("scontrol", "update", f"nodename={nodes}", "state=POWER_UP")
+    names = cluster.run("scontrol", "show", "hostnames", nodes).split()
+    wait_for(lambda: all(node_state(cluster, n) == "IDLE+CLOUD" for n in names), DEADLINE_S, f"{nodes} to start")
+
+
 def test_a_cloud_node_taken_down_mid_job_preempts_the_attempt(cloud: SlurmCluster, tmp_path: Path) -> None:
+    power_up(cloud, "c5-vcpu1-dy-[1-2]")
     ex, h = submit(cloud, tmp_path, "c5-vcpu1", ["sleep", "300"])
     poll_until(ex, h, {JobState.RUNNING})
     node = cloud.run("squeue", "-h", "-j", str(h.local_id), "-o", "%N").strip()
@@ -123,9 +132,21 @@ def test_a_cloud_node_taken_down_mid_job_preempts_the_attempt(cloud: SlurmCluste
         cloud.run("scontrol", "update", f"nodename={node}", "state=RESUME", check=False)
 
 
-def test_spot_node_powered_down_mid_job_requeues_at_the_hub(cloud: SlurmCluster, tmp_path: Path) -> None:
+@pytest.fixture
+def spot_cluster() -> Iterator[SlurmCluster]:
+    """Its own cluster, whose idle nodes stay up for a minute: the test starts both spot nodes
+    ahead of the job so that neither attempt waits for a boot."""
+    reason = unavailable_reason()
+    if reason:
+        missing(reason)
+    with elastic_cluster(("c5-vcpu1",), nodes=2, boot_s=1, suspend_time_s=60) as cluster:
+        yield cluster
+
+
+def test_spot_node_powered_down_mid_job_requeues_at_the_hub(spot_cluster: SlurmCluster, tmp_path: Path) -> None:
     """The whole path: real hub and agent processes, the agent's Slurm executor on the spot
     partition. Attempt 1 sleeps until its node is forced down; attempt 2 runs and completes."""
+    cloud = spot_cluster
     hub = HubProcess(tmp_path / "hub", missed_heartbeats=60)
     hub.start()
     part = {"name": "c5-vcpu1-spot", "node_count": 2, "cores_per_node": 1, "memory_gb_per_node": 0.2, "spot": True,
@@ -139,6 +160,7 @@ def test_spot_node_powered_down_mid_job_requeues_at_the_hub(cloud: SlurmCluster,
     agent.start(hub.env)
     try:
         wait_for(lambda: hub.site("aws-tokyo")["reachability"] == "online", 60, "the cloud site to come online")
+        power_up(cloud, "c5-vcpu1-spot-dy-[1-2]")
         me = hub.account("researcher", institution="kek")
         body = job(command=["sh", "-c", 'echo attempt=$CRYOMESH_ATTEMPT; [ "$CRYOMESH_ATTEMPT" = 1 ] && sleep 300; true'],
                    resources={"cpus": 1, "memory_gb": 0.1, "walltime_s": 600})  # fmt: skip

@@ -56,7 +56,9 @@ class Node:
 
     @property
     def booting(self) -> bool:
-        return "POWERING_UP" in self.flags
+        """Being started: POWERING_UP, or still POWERED_DOWN with a job already given to it."""
+        flags = self.flags
+        return "POWERING_UP" in flags or ("POWERED_DOWN" in flags and self.cpus_alloc > 0)
 
     @property
     def bootable(self) -> bool:
