@@ -132,6 +132,30 @@ def test_a_cloud_node_taken_down_mid_job_preempts_the_attempt(cloud: SlurmCluste
         cloud.run("scontrol", "update", f"nodename={node}", "state=RESUME", check=False)
 
 
+def test_a_job_slurm_requeues_is_preempted_and_not_run_twice(cloud: SlurmCluster, tmp_path: Path) -> None:
+    """A job submitted without ``--no-requeue`` (by an older agent, then re-adopted) that Slurm
+    requeues when its node goes down: the attempt is PREEMPTED, and Slurm's copy is cancelled
+    so that it does not run again behind the hub's back."""
+    node = "c5-vcpu1-spot-dy-1"
+    power_up(cloud, node)
+    script = tmp_path / "old.sbatch"
+    script.write_text("#!/bin/sh\nsleep 300\n")
+    local_id = cloud.run("sbatch", "--parsable", "--requeue", "-p", "c5-vcpu1-spot", "-w", node, "--mem=50M",
+                         f"--output={tmp_path}/out.txt", str(script)).strip()  # fmt: skip
+    ex = SlurmExecutor(ExecutorSection(type="slurm", slurm_conf=cloud.conf))
+    h = JobHandle(attempt_id="a2", job_id="0123456789abcdef", attempt=1, executor="slurm", workdir=str(tmp_path),
+                  spec={}, institution="kek", local_id=local_id)  # fmt: skip
+    poll_until(ex, h, {JobState.RUNNING})
+    cloud.run("scontrol", "update", f"nodename={node}", "state=DOWN", "reason=instance reclaimed")
+    try:
+        ended = poll_until(ex, h, {JobState.PREEMPTED, JobState.SYSTEM_ERROR, JobState.EXECUTOR_ERROR, JobState.COMPLETE})
+        assert ended.state is JobState.PREEMPTED and ended.reason is not None and "requeued" in ended.reason, ended
+        wait_for(lambda: "JobState=CANCELLED" in cloud.run("scontrol", "show", "job", local_id, "-o", check=False),
+                 DEADLINE_S, "Slurm's requeued copy to be cancelled")  # fmt: skip
+    finally:
+        cloud.run("scontrol", "update", f"nodename={node}", "state=RESUME", check=False)
+
+
 @pytest.fixture
 def spot_cluster() -> Iterator[SlurmCluster]:
     """Its own cluster, whose idle nodes stay up for a minute: the test starts both spot nodes

@@ -338,8 +338,8 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if spec.deadline is not None:
         priced = price(spec, site, models)
         late = runtime(spec, site, models[0] if models else None).p90
-        boot = ((priced.startup_s if priced else 0) or site.boot_s) if needs_start(spec, site, models) else 0
-        finish = now + timedelta(seconds=late + boot)
+        starting = ((priced.startup_s if priced else 0) or site.boot_s) if needs_start(spec, site, models) else 0
+        finish = now + timedelta(seconds=late + starting)
         if finish > spec.deadline:
             reasons.append(
                 f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {duration(late)}), after the "
