@@ -113,7 +113,8 @@ def startable_text(p: dict[str, Any]) -> str:
     """What an elastic partition could have: e.g. '2 nodes (1 starting), 96 CPUs, a10g 8, start <= 600 s'."""
     if not p.get("elastic"):
         return "-"
-    nodes = f"{p.get('nodes_bootable', 0) + p.get('nodes_booting', 0)} nodes"
+    count = p.get("nodes_bootable", 0) + p.get("nodes_booting", 0)
+    nodes = f"{count} node{'' if count == 1 else 's'}"
     if p.get("nodes_booting"):
         nodes += f" ({p['nodes_booting']} starting)"
     gpus = [f"{g['model']} {g['bootable']}" for g in p["gpus"] if g.get("bootable")]

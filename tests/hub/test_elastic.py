@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from cryomesh_cli.render import startable_text
 from hub.broker.rules import PartitionView, SiteView, evaluate
 from shared.schemas.jobs import JobSpec
 from shared.schemas.sites import PartitionCost, SitePolicy
@@ -123,6 +124,7 @@ def test_the_hub_stores_and_shows_what_an_elastic_site_could_have(hub: Hub, tmp_
     assert p["gpus"] == [{"model": "a10g", "total": 8, "free": 0, "bootable": 4}]
     assert p["resume_timeout_s"] == 1800
     assert cap["totals"]["cpus_bootable"] == 48 and cap["totals"]["gpus_bootable"] == {"a10g": 4}
+    assert startable_text(p) == "1 node, 48 CPUs, a10g 4, start <= 1800 s", "what `cryomesh sites show` prints"
 
 
 @pytest.mark.parametrize(
