@@ -187,7 +187,8 @@ def test_spot_node_powered_down_mid_job_requeues_at_the_hub(spot_cluster: SlurmC
         power_up(cloud, "c5-vcpu1-spot-dy-[1-2]")
         me = hub.account("researcher", institution="kek")
         body = job(command=["sh", "-c", 'echo attempt=$CRYOMESH_ATTEMPT; [ "$CRYOMESH_ATTEMPT" = 1 ] && sleep 300; true'],
-                   resources={"cpus": 1, "memory_gb": 0.1, "walltime_s": 600})  # fmt: skip
+                   resources={"cpus": 1, "memory_gb": 0.1, "walltime_s": 600},
+                   placement={"preemptible": True})  # fmt: skip
         j = hub.call("POST", "/api/v1/jobs", me, json=body)
         wait_state(hub, j["id"], {"RUNNING"}, timeout=DEADLINE_S)
         node = cloud.run("squeue", "-h", "-o", "%N").strip()
