@@ -99,7 +99,8 @@ def is_cloud(site: SiteSpec) -> bool:
 
 def view(i: int, s: SiteSpec, lend: float = 1.0) -> SiteView:
     """A fresh broker view of the site: everything free, reported, online, lending to all. On-premises
-    sites lend ``lend`` of their CPUs and GPUs (their own users, not simulated, hold the rest)."""
+    sites lend ``lend`` of their CPUs and GPUs (their own users, not simulated, hold the rest); a
+    cloud site's capacity is all on powered-down nodes, so every job there waits for a start-up."""
     share = 1.0 if is_cloud(s) else lend
     v = SiteView(id=i + 1, name=s.name, institution=s.institution, country="JP", status="active", reachability="online",
                  partitions=list(s.partitions), software=[("relion", "4.1", None)],
@@ -109,6 +110,9 @@ def view(i: int, s: SiteSpec, lend: float = 1.0) -> SiteView:
         if p.gpu_model:
             v.gpus_total[p.gpu_model] = v.gpus_total.get(p.gpu_model, 0) + p.node_count * p.gpus_per_node
     v.gpus_free = dict(v.gpus_total)
+    if is_cloud(s):  # elastic: every node is powered down until a job starts it (and free goes below zero)
+        v.cpus_bootable, v.cpus_free = v.cpus_free, 0
+        v.gpus_bootable, v.gpus_free = v.gpus_free, dict.fromkeys(v.gpus_free, 0)
     return v
 
 

@@ -109,6 +109,19 @@ def gpu_text(gpus: dict[str, Any]) -> str:
     return ", ".join(f"{m} {g['free']}/{g['total']}" for m, g in sorted(gpus.items()))
 
 
+def startable_text(p: dict[str, Any]) -> str:
+    """What an elastic partition could have: e.g. '2 nodes (1 starting), 96 CPUs, a10g 8, start <= 600 s'."""
+    if not p.get("elastic"):
+        return "-"
+    count = p.get("nodes_bootable", 0) + p.get("nodes_booting", 0)
+    nodes = f"{count} node{'' if count == 1 else 's'}"
+    if p.get("nodes_booting"):
+        nodes += f" ({p['nodes_booting']} starting)"
+    gpus = [f"{g['model']} {g['bootable']}" for g in p["gpus"] if g.get("bootable")]
+    timeout = p.get("resume_timeout_s")
+    return ", ".join([nodes, f"{p.get('cpus_bootable', 0)} CPUs", *gpus] + ([f"start <= {timeout} s"] if timeout else []))
+
+
 def age_text(seconds: float | None) -> str:
     if seconds is None:
         return "never"
@@ -236,15 +249,17 @@ def site_detail(site: dict[str, Any], capacity: dict[str, Any] | None) -> list[T
             "running",
         ):
             cap.add_column(col)
+        cap.add_column("could start (elastic)")
         for p in capacity["partitions"]:
             cap.add_row(
-                p["name"],
+                p["name"] + (" (spot)" if p.get("spot") else ""),
                 f"{p['cpus_idle']}/{p['cpus_allocated']}/{p['cpus_total']}",
                 f"{p['memory_free_mb'] / 1024:.0f}/{p['memory_total_mb'] / 1024:.0f}",
                 gpu_text({g["model"]: g for g in p["gpus"]}),
                 f"{p['nodes_available']}/{p['nodes_total']}",
                 str(p["jobs_pending"]),
                 str(p["jobs_running"]),
+                startable_text(p),
             )
         tables.append(cap)
     return tables

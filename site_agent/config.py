@@ -78,6 +78,11 @@ class DiscoverySection(StrictModel):
     )
     partition: str = Field(default="local", description="local: the name the machine is reported under")
     partitions: list[str] | None = Field(default=None, description="slurm: partitions to report (default all)")
+    spot_partitions: list[str] | None = Field(
+        default=None,
+        description="slurm: partitions of spot capacity, whose nodes may be taken away mid-job "
+        "(default: those named '...-spot', as GoToCloud names them)",
+    )
     slurm_conf: Path | None = Field(default=None, description="slurm: SLURM_CONF for the Slurm commands")
     slurm_bin_dir: Path | None = Field(default=None, description="slurm: where sinfo/scontrol/squeue live")
     gpu: Literal["auto", "nvml", "nvidia-smi", "none"] = Field(default="auto", description="local: how to find GPUs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -25,3 +26,12 @@ def run_slurm(
     if check and proc.returncode != 0:
         raise SlurmError(f"{' '.join(argv[:3])} exited {proc.returncode}: {proc.stderr.strip()[:500]}")
     return proc
+
+
+def parse_fields(line: str) -> dict[str, str]:
+    """One line of ``scontrol show ... -o``: ``Key=Value Key2=Value two`` -> dict; values may
+    hold spaces (e.g. Reason=)."""
+    out: dict[str, str] = {}
+    for m in re.finditer(r"(\w[\w/:.]*)=(.*?)(?=\s+\w[\w/:.]*=|$)", line.strip()):
+        out[m.group(1)] = m.group(2).strip()
+    return out

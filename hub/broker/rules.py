@@ -10,7 +10,7 @@ site rules out for good is refused at submission.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -87,6 +87,11 @@ class SiteView:
     cpus_free: int = 0
     gpus_total: dict[str, int] = field(default_factory=dict)
     gpus_free: dict[str, int] = field(default_factory=dict)
+    # Elastic partitions: free once a powered-down node is started (Slurm power saving), and the
+    # longest a start may take as the agent reports it (used when the registry prices no start-up).
+    cpus_bootable: int = 0
+    gpus_bootable: dict[str, int] = field(default_factory=dict)
+    boot_s: int = 0
     jobs_pending: int = 0
     # Federated work the hub has placed here and that holds resources.
     fed_cpus: int = 0
@@ -309,6 +314,14 @@ def evaluate(spec: JobSpec, institution: str, site: SiteView, now: datetime, avo
     return evaluate_now(spec, site, models, now, avoid)
 
 
+def needs_start(spec: JobSpec, site: SiteView, models: list[str]) -> bool:
+    """Whether the job needs a node that is not up: nodes up now lack its CPUs, or GPUs of any of ``models``."""
+    r = spec.resources
+    if r.cpus > site.cpus_free - site.unseen_cpus:
+        return True
+    return bool(r.gpus) and not any(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0) >= r.gpus for m in models)
+
+
 def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str]) -> Verdict:
     """The part of ``evaluate`` that changes from moment to moment, for a site that passed the static checks."""
     reasons = []
@@ -325,7 +338,8 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if spec.deadline is not None:
         priced = price(spec, site, models)
         late = runtime(spec, site, models[0] if models else None).p90
-        finish = now + timedelta(seconds=late + (priced.startup_s if priced else 0))
+        starting = ((priced.startup_s if priced else 0) or site.boot_s) if needs_start(spec, site, models) else 0
+        finish = now + timedelta(seconds=late + starting)
         if finish > spec.deadline:
             reasons.append(
                 f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {duration(late)}), after the "
@@ -334,12 +348,17 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
     r = spec.resources
+    # Free now: on nodes that are up. Bootable: on powered-down nodes of elastic partitions,
+    # available after a node start-up, which the job waits for only when it needs such a node.
     free_cpus = site.cpus_free - site.unseen_cpus
+    usable_cpus = free_cpus + site.cpus_bootable
     lend_cpus = int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus
-    if r.cpus > free_cpus:
-        reasons.append(f"needs {r.cpus} CPUs, {max(free_cpus, 0)} free")
+    if r.cpus > usable_cpus:
+        startable = f" (and {site.cpus_bootable} on nodes that can be started)" if site.cpus_bootable else ""
+        reasons.append(f"needs {r.cpus} CPUs, {max(free_cpus, 0)} free{startable}")
     elif r.cpus > lend_cpus:
         reasons.append(f"needs {r.cpus} CPUs, the site's share leaves {max(lend_cpus, 0)} for the network")
+    boots = r.cpus > free_cpus
     chosen_model = None
     gpu_headroom = 1.0
     if r.gpus:
@@ -347,21 +366,27 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
         for m in models:
             free = site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0)
             lend = int(site.gpus_total.get(m, 0) * site.policy.gpu_share) - site.fed_gpus.get(m, 0)
-            avail = min(free, lend)
-            if avail >= r.gpus and (best is None or avail > best[1]):
-                best = (m, avail)
+            avail = min(free + site.gpus_bootable.get(m, 0), lend)
+            key = (r.gpus <= free, avail)  # a model free on nodes up now first, then the most available
+            if avail >= r.gpus and (best is None or key > best[2]):
+                best = (m, avail, key)
         if best is None:
-            detail = ", ".join(f"{m} {max(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0), 0)} free" for m in models)
+            detail = ", ".join(f"{m} {max(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0), 0)} free"
+                               + (f" + {site.gpus_bootable[m]} startable" if site.gpus_bootable.get(m) else "")
+                               for m in models)  # fmt: skip
             reasons.append(f"needs {r.gpus} GPUs ({detail or 'none'}) within the site's GPU share")
         else:
             chosen_model = best[0]
+            boots = boots or not best[2][0]
             gpu_headroom = (best[1] - r.gpus) / max(site.gpus_total.get(chosen_model, 1), 1)
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
-    cpu_headroom = (min(free_cpus, lend_cpus) - r.cpus) / max(site.cpus_total, 1)
+    cpu_headroom = (min(usable_cpus, lend_cpus) - r.cpus) / max(site.cpus_total, 1)
     run = runtime(spec, site, chosen_model)
     priced = price(spec, site, [chosen_model] if chosen_model else [])
-    startup = priced.startup_s if priced else 0
+    startup = ((priced.startup_s if priced else 0) or site.boot_s) if boots else 0
+    if priced is not None:
+        priced = replace(priced, startup_s=startup)  # a node already up is not started again, nor paid for again
     cost = priced.cost(run.p50) if priced else 0.0
     copy_s, copy_bytes = copy_time(spec, site)
     finish_s = copy_s + run.p50 + startup
@@ -386,7 +411,7 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     score = round(1000 - band - tie, 6)
     why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {chosen_model} GPUs"] if chosen_model else [])
     copying = f"{duration(copy_s)} copying {_bytes(copy_bytes)}" if copy_bytes else "inputs here" if spec.inputs else "no inputs"
-    boot = f", {duration(startup)} start-up" if startup else ""
+    boot = f", {duration(startup)} start-up of a powered-down node" if startup else ""
     why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.describe()}{boot}")
     if priced is not None and priced.per_hour > 0:
         why.append(f"≈ {cost:.2f} for {_priced_run(priced, run.p50)}")

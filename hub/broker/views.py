@@ -39,13 +39,13 @@ def reported_partitions(snap: CapacityLatest) -> list[PartitionView]:
         nodes = max(p.nodes_total, 1)
         gpu = max(p.gpus, key=lambda g: g.total) if p.gpus else None
         out.append(PartitionView(p.name, nodes, max(p.cpus_total // nodes, 1), p.memory_total_mb / 1024 / nodes,
-                                 gpu.model if gpu else None, gpu.total // nodes if gpu else 0))  # fmt: skip
+                                 gpu.model if gpu else None, gpu.total // nodes if gpu else 0, p.spot))  # fmt: skip
     return out
 
 
 def apply_snapshot(v: SiteView, snap: CapacityLatest, registry_partitions: bool) -> None:
-    """What the site's latest heartbeat says it has free (and its partitions, when the
-    registry describes none)."""
+    """What the site's latest heartbeat says it has free now and could start (elastic
+    partitions), and its partitions when the registry describes none."""
     if not registry_partitions:
         v.partitions = reported_partitions(snap)
     totals = CapacityTotals.model_validate(snap.totals)
@@ -53,6 +53,9 @@ def apply_snapshot(v: SiteView, snap: CapacityLatest, registry_partitions: bool)
     v.cpus_total, v.cpus_free, v.jobs_pending = totals.cpus_total, totals.cpus_free, totals.jobs_pending
     v.gpus_total = {m: g.total for m, g in totals.gpus.items()}
     v.gpus_free = {m: g.free for m, g in totals.gpus.items()}
+    v.cpus_bootable = totals.cpus_bootable
+    v.gpus_bootable = dict(totals.gpus_bootable)
+    v.boot_s = max((p.get("resume_timeout_s") or 0 for p in snap.partitions if p.get("elastic")), default=0)
 
 
 def active_attempts(session: Session) -> list[tuple[int, str, int, int, str | None, datetime | None, datetime]]:

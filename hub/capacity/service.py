@@ -36,17 +36,22 @@ def totals_of(hb: Heartbeat) -> CapacityTotals:
     if hb.totals is not None:
         return hb.totals
     gpus: dict[str, GpuCount] = {}
+    bootable: dict[str, int] = {}
     for p in hb.partitions:
         for g in p.gpus:
             c = gpus.setdefault(g.model, GpuCount())
             c.total += g.total
             c.free += g.free
+            if g.bootable:
+                bootable[g.model] = bootable.get(g.model, 0) + g.bootable
     return CapacityTotals(
         cpus_total=sum(p.cpus_total for p in hb.partitions),
         cpus_free=sum(p.cpus_idle for p in hb.partitions),
+        cpus_bootable=sum(p.cpus_bootable for p in hb.partitions),
         memory_total_mb=sum(p.memory_total_mb for p in hb.partitions),
         memory_free_mb=sum(p.memory_free_mb for p in hb.partitions),
         gpus=gpus,
+        gpus_bootable=bootable,
         jobs_pending=sum(p.jobs_pending for p in hb.partitions),
     )
 

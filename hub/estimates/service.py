@@ -44,7 +44,8 @@ def per_site(views: list[SiteView], spec: JobSpec, institution: str, now: dateti
         out.append(SiteEstimate(
             site=v.name, eligible=verdict.eligible, reasons=verdict.reasons,
             runtime=RuntimeEstimate(p10=e.p10, p50=e.p50, p90=e.p90, runs=e.runs, basis=e.basis),
-            cost=round(priced.cost(e.p50), 2) if priced else None, startup_s=priced.startup_s if priced else 0,
+            cost=round(verdict.parts.get("cost", priced.cost(e.p50)), 2) if priced else None,
+            startup_s=int(verdict.parts.get("startup_s", priced.startup_s if priced else 0)),
         ))  # fmt: skip
     out.sort(key=lambda s: (not s.eligible, s.runtime is None, s.runtime.p50 + s.startup_s if s.runtime else 0, s.site))
     return JobEstimate(currency=currency, spec=spec, sites=out)

@@ -13,20 +13,28 @@ from shared.schemas.software import MeasuredSoftware
 class GpuCapacity(BaseModel):
     model: SafeStr = Field(min_length=1, max_length=100, description="GPU model, e.g. 'a100', lower case")
     total: Int64 = Field(ge=0, le=100_000)
-    free: Int64 = Field(ge=0, le=100_000)
+    free: Int64 = Field(ge=0, le=100_000, description="On nodes up now and not allocated")
+    bootable: Int64 = Field(
+        default=0, ge=0, le=100_000, description="On nodes that are powered down (or starting): free after a node start-up"
+    )
 
     @model_validator(mode="after")
     def _free_within_total(self) -> GpuCapacity:
-        if self.free > self.total:
-            raise ValueError(f"gpu {self.model}: free ({self.free}) exceeds total ({self.total})")
+        if self.free + self.bootable > self.total:
+            raise ValueError(f"gpu {self.model}: free + bootable ({self.free} + {self.bootable}) exceeds total ({self.total})")
         return self
 
 
 class PartitionCapacity(BaseModel):
+    """One partition as the agent sees it now. An elastic partition (Slurm power saving, as
+    AWS ParallelCluster runs it) has nodes that exist only while work needs them: its totals
+    count every node it may have, ``cpus_idle``/``gpus[].free`` what is up and free now, and
+    the ``*_bootable`` fields what Slurm would start (``ResumeProgram``) for new work."""
+
     name: Slug
-    cpus_total: Int64 = Field(ge=0, le=10_000_000)
+    cpus_total: Int64 = Field(ge=0, le=10_000_000, description="Every node's CPUs, powered down ones included")
     cpus_allocated: Int64 = Field(ge=0, le=10_000_000)
-    cpus_idle: Int64 = Field(ge=0, le=10_000_000)
+    cpus_idle: Int64 = Field(ge=0, le=10_000_000, description="Free on nodes up and accepting work now")
     memory_total_mb: Int64 = Field(ge=0)
     memory_free_mb: Int64 = Field(ge=0)
     gpus: list[GpuCapacity] = Field(default_factory=list, max_length=64)
@@ -34,6 +42,18 @@ class PartitionCapacity(BaseModel):
     nodes_available: Int64 = Field(default=1, ge=0, description="Nodes up and accepting work")
     jobs_pending: Int64 = Field(default=0, ge=0, description="Jobs waiting in the local queue")
     jobs_running: Int64 = Field(default=0, ge=0)
+    elastic: bool = Field(
+        default=False, description="Nodes exist only while work needs them (Slurm State=CLOUD nodes with power saving)"
+    )
+    spot: bool = Field(default=False, description="Spot capacity: cheaper, and a node may be taken away mid-job")
+    nodes_bootable: Int64 = Field(default=0, ge=0, description="elastic: powered-down nodes Slurm starts when work needs them")
+    nodes_booting: Int64 = Field(default=0, ge=0, description="elastic: nodes being started now")
+    cpus_bootable: Int64 = Field(
+        default=0, ge=0, le=10_000_000, description="elastic: free CPUs on powered-down or starting nodes"
+    )
+    resume_timeout_s: Int64 | None = Field(
+        default=None, ge=0, le=86_400, description="elastic: Slurm's ResumeTimeout, the longest a node start may take"
+    )
     load_1m: float | None = Field(
         default=None,
         ge=0,
@@ -51,11 +71,17 @@ class PartitionCapacity(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> PartitionCapacity:
-        if self.cpus_allocated + self.cpus_idle > self.cpus_total:
+        if self.cpus_allocated + self.cpus_idle + self.cpus_bootable > self.cpus_total:
             raise ValueError(
-                f"partition {self.name}: cpus_allocated + cpus_idle "
-                f"({self.cpus_allocated} + {self.cpus_idle}) exceeds cpus_total ({self.cpus_total})"
+                f"partition {self.name}: cpus_allocated + cpus_idle + cpus_bootable ({self.cpus_allocated} + "
+                f"{self.cpus_idle} + {self.cpus_bootable}) exceeds cpus_total ({self.cpus_total})"
             )
+        if self.nodes_available + self.nodes_bootable > self.nodes_total:
+            raise ValueError(f"partition {self.name}: nodes_available + nodes_bootable exceeds nodes_total")
+        booted = ("nodes_bootable", "nodes_booting", "cpus_bootable", "resume_timeout_s")
+        if not self.elastic and (any(getattr(self, f) for f in booted) or any(g.bootable for g in self.gpus)):
+            named = [f for f in booted if getattr(self, f)] or ["gpus[].bootable"]
+            raise ValueError(f"partition {self.name}: {', '.join(named)} given, but the partition is not elastic")
         if self.memory_free_mb > self.memory_total_mb:
             raise ValueError(f"partition {self.name}: memory_free_mb exceeds memory_total_mb")
         models = [g.model for g in self.gpus]
@@ -81,18 +107,24 @@ class CapacityTotals(BaseModel):
 
     cpus_total: Int64 = Field(default=0, ge=0)
     cpus_free: Int64 = Field(default=0, ge=0)
+    cpus_bootable: Int64 = Field(default=0, ge=0, description="Free after a node start-up (elastic partitions)")
     memory_total_mb: Int64 = Field(default=0, ge=0)
     memory_free_mb: Int64 = Field(default=0, ge=0)
     gpus: dict[SafeStr, GpuCount] = Field(default_factory=dict, max_length=200, description="GPU model -> counts")
+    gpus_bootable: dict[SafeStr, Int64] = Field(
+        default_factory=dict, max_length=200, description="GPU model -> free after a node start-up (elastic partitions)"
+    )
     jobs_pending: Int64 = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> CapacityTotals:
-        if self.cpus_free > self.cpus_total:
-            raise ValueError("totals: cpus_free exceeds cpus_total")
+        if self.cpus_free + self.cpus_bootable > self.cpus_total:
+            raise ValueError(f"totals: cpus_free {'+ cpus_bootable ' if self.cpus_bootable else ''}exceeds cpus_total")
         for model, c in self.gpus.items():
-            if c.free > c.total:
-                raise ValueError(f"totals: free {model} GPUs exceed the total")
+            if c.free + self.gpus_bootable.get(model, 0) > c.total:
+                raise ValueError(f"totals: free + bootable {model} GPUs exceed the total")
+        if unknown := sorted(set(self.gpus_bootable) - set(self.gpus)):
+            raise ValueError(f"totals: gpus_bootable names models not in gpus: {', '.join(unknown)}")
         return self
 
 

@@ -280,7 +280,9 @@ class SiteEstimate(BaseModel):
     reasons: list[str] = Field(description="Why the site is ruled out, or what counted for it")
     runtime: RuntimeEstimate | None = Field(description="None where the site could never run it")
     cost: float | None = Field(description="At the run time's p50, in the network's currency; None where it could never run")
-    startup_s: float = Field(default=0, description="Start-up of a fresh cloud node, charged and waited for")
+    startup_s: float = Field(
+        default=0, description="Start-up of a powered-down cloud node, charged and waited for when the job needs one"
+    )
 
 
 class JobEstimate(BaseModel):

@@ -1,5 +1,11 @@
 """Jobs as Slurm batch jobs: ``sbatch`` with the job's resources, state from ``squeue`` and
-``scontrol``, ``scancel`` to stop. A restarted agent re-adopts jobs still known to Slurm."""
+``scontrol``, ``scancel`` to stop. A restarted agent re-adopts jobs still known to Slurm.
+
+A job whose node was taken away (a spot node reclaimed, a cloud node powered down or lost)
+did nothing wrong: its attempt ends PREEMPTED, and the hub places the job again, wherever it
+now finishes first. Jobs are submitted with ``--no-requeue`` so Slurm does not rerun them
+behind the hub's back; a job Slurm requeues anyway (an admin's ``scontrol requeue``, or one
+submitted without the flag) is cancelled in Slurm and reported PREEMPTED all the same."""
 
 from __future__ import annotations
 
@@ -13,9 +19,10 @@ from site_agent.commands import argv_for, shell_line
 from site_agent.config import ExecutorSection
 from site_agent.executors.base import Allocation, Status, exit_code, finished, job_env
 from site_agent.jobstore import JobHandle
-from site_agent.slurmcli import run_slurm
+from site_agent.slurmcli import parse_fields, run_slurm
 
-#: Slurm job states (squeue %T / scontrol JobState) to TES.
+#: Slurm job states (squeue %T / scontrol JobState) to TES. NODE_FAIL is PREEMPTED when the
+#: node was a cloud node (see ``SlurmExecutor._lost_node``).
 SLURM_TO_TES: dict[str, JobState] = {
     "PENDING": JobState.INITIALIZING, "CONFIGURING": JobState.INITIALIZING, "REQUEUED": JobState.INITIALIZING,
     "RESV_DEL_HOLD": JobState.INITIALIZING, "REQUEUE_HOLD": JobState.INITIALIZING, "SUSPENDED": JobState.RUNNING,
@@ -24,6 +31,8 @@ SLURM_TO_TES: dict[str, JobState] = {
     "OUT_OF_MEMORY": JobState.EXECUTOR_ERROR, "DEADLINE": JobState.EXECUTOR_ERROR, "CANCELLED": JobState.CANCELED,
     "NODE_FAIL": JobState.SYSTEM_ERROR, "BOOT_FAIL": JobState.SYSTEM_ERROR, "PREEMPTED": JobState.PREEMPTED,
 }  # fmt: skip
+#: States of a job Slurm has put back in its queue after it started.
+REQUEUED = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
 
 
 def batch_script(h: JobHandle, spec: JobSpec, cfg: ExecutorSection) -> str:
@@ -38,6 +47,7 @@ def batch_script(h: JobHandle, spec: JobSpec, cfg: ExecutorSection) -> str:
         f"#SBATCH --cpus-per-task={r.threads_per_rank if r.mpi_ranks > 1 else r.cpus}",
         f"#SBATCH --mem={max(1, int(r.memory_gb * 1024))}M",
         f"#SBATCH --time={max(1, -(-r.walltime_s // 60))}",
+        "#SBATCH --no-requeue",  # the hub requeues, possibly elsewhere (see the module's docstring)
     ]
     partition = cfg.gpu_partition if r.gpus and cfg.gpu_partition else cfg.partition
     if partition:
@@ -78,17 +88,35 @@ class SlurmExecutor:
         out = self._run("sbatch", "--parsable", str(script)).stdout.strip()
         return out.split(";")[0]
 
+    def _job(self, local_id: str) -> dict[str, str]:
+        """``scontrol show job``'s fields, or {} when Slurm no longer knows the job."""
+        s = self._run("scontrol", "show", "job", local_id, "-o", check=False)
+        if s.returncode != 0 or "JobState=" not in s.stdout:
+            return {}
+        return parse_fields(s.stdout.splitlines()[0])
+
     def _state(self, local_id: str) -> tuple[str | None, str | None]:
         """(Slurm state, ExitCode) or (None, None) when Slurm no longer knows the job."""
         q = self._run("squeue", "-h", "-j", local_id, "-o", "%T", check=False)
         if q.returncode == 0 and q.stdout.strip():
             return q.stdout.strip().split()[0], None
-        s = self._run("scontrol", "show", "job", local_id, "-o", check=False)
-        if s.returncode != 0 or "JobState=" not in s.stdout:
-            return None, None
-        state = re.search(r"JobState=(\S+)", s.stdout)
-        code = re.search(r"ExitCode=(\d+):(\d+)", s.stdout)
-        return (state.group(1) if state else None), (code.group(1) if code else None)
+        job = self._job(local_id)
+        code = re.match(r"(\d+):(\d+)", job.get("ExitCode", ""))
+        return job.get("JobState"), (code.group(1) if code else None)
+
+    def _lost_node(self, local_id: str) -> str | None:
+        """Why the job's node counts as taken away rather than broken: it was a cloud node (State
+        has CLOUD), or Slurm no longer shows it (a powered-down cloud node is hidden without
+        PrivateData=cloud). None for a static node that failed: the site's fault, not the job's."""
+        nodes = self._job(local_id).get("NodeList", "")
+        if not nodes or nodes == "(null)":
+            return "its node is gone"
+        shown = self._run("scontrol", "show", "node", nodes, "-o", check=False)
+        states = re.findall(r"NodeName=(\S+).*?\bState=(\S+)", shown.stdout) if shown.returncode == 0 else []
+        cloud = [name for name, state in states if "CLOUD" in state.split("+")]
+        if cloud or not states:
+            return f"its cloud node {', '.join(cloud) or nodes} was powered down or lost"
+        return None
 
     def poll(self, h: JobHandle) -> Status:
         assert h.local_id is not None
@@ -100,13 +128,23 @@ class SlurmExecutor:
             if h.cancel_requested:
                 return Status(JobState.CANCELED, None, "canceled")
             return Status(JobState.SYSTEM_ERROR, None, f"Slurm no longer knows job {h.local_id} and it left no exit code")
-        tes = SLURM_TO_TES.get(state.split("+")[0], JobState.RUNNING)
-        if tes in (JobState.INITIALIZING, JobState.RUNNING, JobState.PREEMPTED):
-            return Status(tes, None, None if tes is not JobState.PREEMPTED else "preempted by Slurm")
+        base = state.split("+")[0]
+        tes = SLURM_TO_TES.get(base, JobState.RUNNING)
+        requeued = base in REQUEUED or (tes is JobState.INITIALIZING and h.state == JobState.RUNNING.value)
+        if requeued and not h.cancel_requested:  # it ran, and Slurm put it back in its queue
+            self._run("scancel", h.local_id, check=False)
+            return Status(JobState.PREEMPTED, None, f"Slurm requeued job {h.local_id} (its node was lost or preempted)")
+        if tes is JobState.PREEMPTED:
+            self._run("scancel", h.local_id, check=False)  # PreemptMode=REQUEUE would run it again here
+            return Status(JobState.PREEMPTED, None, "preempted by Slurm")
+        if tes in (JobState.INITIALIZING, JobState.RUNNING):
+            return Status(tes, None, None)
         recorded = exit_code(Path(h.workdir))
         number = recorded if recorded is not None else (int(code) if code is not None else None)
         if tes is JobState.CANCELED or h.cancel_requested:
             return Status(JobState.CANCELED, number, "canceled")
+        if base == "NODE_FAIL" and (lost := self._lost_node(h.local_id)):
+            return Status(JobState.PREEMPTED, number, f"Slurm state NODE_FAIL: {lost}")
         if tes is JobState.COMPLETE or (tes is JobState.EXECUTOR_ERROR and number is not None):
             return (
                 finished(number if number is not None else 0, False)

@@ -53,7 +53,7 @@ def test_heartbeat_is_stored_and_summarised(hub: Hub, tmp_path: Path) -> None:
     alpha = next(s for s in summary["sites"] if s["name"] == "alpha")
     assert alpha["reachability"] == "online" and 0 <= alpha["heartbeat_age_s"] < 30
     assert alpha["capacity"]["jobs_pending"] == 3
-    assert cap["partitions"][0]["gpus"] == [{"model": "a100", "total": 8, "free": 5}]
+    assert cap["partitions"][0]["gpus"] == [{"model": "a100", "total": 8, "free": 5, "bootable": 0}]
     assert cap["storage"][0]["free_bytes"] == 4 * 10**11
 
 

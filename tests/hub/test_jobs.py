@@ -50,16 +50,25 @@ class SiteAgent:
         _CLIENTS.append(self.http)
 
     def heartbeat(self, interval_s: float = 15, free_fraction: float = 1.0, attempts: list[str] | None = None) -> None:
+        """Partitions priced with a node start-up are elastic: their free capacity is on
+        powered-down nodes, as a ParallelCluster site's agent reports it."""
         parts = []
         for p in self.partitions:
             cpus = p["node_count"] * p["cores_per_node"]
             idle = int(cpus * free_fraction)
+            elastic = bool(p.get("cost", {}).get("node_startup_s"))
+            up, boot = (0, idle) if elastic else (idle, 0)
+            nodes_up, nodes_down = (0, p["node_count"]) if elastic else (p["node_count"], 0)
             gpus = []
             if p.get("gpu_model"):
                 n = p["node_count"] * p["gpus_per_node"]
-                gpus = [{"model": p["gpu_model"], "total": n, "free": int(n * free_fraction)}]
-            parts.append({"name": p["name"], "cpus_total": cpus, "cpus_allocated": cpus - idle, "cpus_idle": idle,
-                          "memory_total_mb": 1000, "memory_free_mb": 500, "gpus": gpus})  # fmt: skip
+                free = int(n * free_fraction)
+                gpus = [{"model": p["gpu_model"], "total": n, "free": 0 if elastic else free,
+                         "bootable": free if elastic else 0}]  # fmt: skip
+            parts.append({"name": p["name"], "cpus_total": cpus, "cpus_allocated": cpus - idle, "cpus_idle": up,
+                          "cpus_bootable": boot, "memory_total_mb": 1000, "memory_free_mb": 500, "gpus": gpus,
+                          "elastic": elastic, "nodes_total": p["node_count"], "nodes_available": nodes_up,
+                          "nodes_bootable": nodes_down})  # fmt: skip
         body = {"agent_version": "t", "interval_s": interval_s, "sampled_at": "2026-01-01T00:00:00Z", "backend": "slurm",
                 "partitions": parts, "attempts": attempts or []}  # fmt: skip
         r = self.http.post(f"/api/v1/sites/{self.name}/heartbeat", json=body)

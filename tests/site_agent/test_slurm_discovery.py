@@ -117,3 +117,39 @@ def test_parse_mixed_states_and_gres() -> None:
     assert {g.model: (g.total, g.free) for g in gpu.gpus} == {"a100": (8, 1), "v100": (2, 0)}
     assert gpu.jobs_pending == 2 and parts["cpu"].jobs_pending == 1 and parts["cpu"].jobs_running == 1
     assert parts["all"].jobs_running == 1 and parts["all"].cpus_total == 288
+
+
+#: A ParallelCluster-style site as Slurm 22.05 shows it (states as tests/test_elastic_slurm.py sees them).
+CLOUD_SAMPLE = """\
+NodeName=g5-dy-1 CPUAlloc=48 CPUTot=48 Gres=gpu:a10g:4 RealMemory=186000 AllocMem=1000 State=ALLOCATED+CLOUD Partitions=g5-vcpu48-gpu4 GresUsed=gpu:a10g:4(IDX:0-3)
+NodeName=g5-dy-2 CPUAlloc=24 CPUTot=48 Gres=gpu:a10g:4 RealMemory=186000 AllocMem=1000 State=ALLOCATED+CLOUD+NOT_RESPONDING+POWERING_UP Partitions=g5-vcpu48-gpu4 GresUsed=gpu:a10g:2(IDX:0-1)
+NodeName=g5-dy-3 CPUAlloc=0 CPUTot=48 Gres=gpu:a10g:4 RealMemory=186000 AllocMem=0 State=IDLE+CLOUD+POWERED_DOWN Partitions=g5-vcpu48-gpu4
+NodeName=g5-dy-4 CPUAlloc=0 CPUTot=48 Gres=gpu:a10g:4 RealMemory=186000 AllocMem=0 State=IDLE+DRAIN+CLOUD+POWERED_DOWN Partitions=g5-vcpu48-gpu4
+NodeName=g5-dy-5 CPUAlloc=0 CPUTot=48 Gres=gpu:a10g:4 RealMemory=186000 AllocMem=0 State=IDLE+CLOUD+POWERING_DOWN Partitions=g5-vcpu48-gpu4
+NodeName=g5-dy-6 CPUAlloc=8 CPUTot=48 Gres=gpu:a10g:4 RealMemory=186000 AllocMem=0 State=ALLOCATED+CLOUD+POWERED_DOWN Partitions=g5-vcpu48-gpu4
+NodeName=g5s-dy-1 CPUAlloc=0 CPUTot=48 Gres=gpu:a10g:4 RealMemory=186000 AllocMem=0 State=IDLE+CLOUD Partitions=g5-vcpu48-gpu4-spot
+NodeName=c1 CPUAlloc=0 CPUTot=32 Gres=(null) RealMemory=64000 AllocMem=0 State=IDLE Partitions=cpu
+"""
+
+
+def test_parse_cloud_nodes_up_now_and_could_start() -> None:
+    from site_agent.discovery.slurm import node_totals
+
+    nodes = parse_nodes(CLOUD_SAMPLE)
+    pending, running = parse_queue("")
+    parts = by_name(summarize(nodes, pending, running, None, None, {"g5-vcpu48-gpu4": 1800}))
+    g5, spot, cpu = parts["g5-vcpu48-gpu4"], parts["g5-vcpu48-gpu4-spot"], parts["cpu"]
+    assert g5.elastic and not g5.spot and g5.resume_timeout_s == 1800
+    assert (g5.nodes_total, g5.nodes_available, g5.nodes_booting, g5.nodes_bootable) == (6, 1, 2, 1), (
+        "dy-1 is up (and busy); dy-2 powering up and dy-6 given a job while powered down are starting; dy-3 could start; "
+        "dy-4 (drained) and dy-5 (powering down) could not"
+    )
+    assert g5.cpus_idle == 0 and g5.cpus_bootable == 24 + 48 + 40
+    [a10g] = g5.gpus
+    assert (a10g.total, a10g.free, a10g.bootable) == (24, 0, 2 + 4 + 4)
+    assert spot.elastic and spot.spot and spot.cpus_idle == 48 and spot.cpus_bootable == 0 and spot.resume_timeout_s is None
+    assert not cpu.elastic and not cpu.spot and cpu.cpus_idle == 32 and cpu.cpus_bootable == 0
+    totals = node_totals(nodes, 0)
+    assert totals.cpus_free == 48 + 32 and totals.cpus_bootable == 112 and totals.gpus_bootable == {"a10g": 10}
+    named = by_name(summarize(nodes, pending, running, None, ["cpu"]))
+    assert named["cpu"].spot and not named["g5-vcpu48-gpu4-spot"].spot, "the site's list, when given, is what counts"
