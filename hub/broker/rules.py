@@ -362,8 +362,10 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     parts = {
         "finish_s": round(finish_s, 1),
         "copy_s": round(copy_s, 1),
+        "run_p10_s": round(run.p10, 1),
         "run_s": round(run.p50, 1),
         "run_p90_s": round(run.p90, 1),
+        "runs": float(run.runs),  # finished runs the estimate learned from (the dashboard shows the estimate as placed)
         "startup_s": float(startup),
         "cost": round(cost, 4),
         "capacity": round(gpu_headroom if r.gpus else cpu_headroom, 4),
