@@ -68,7 +68,7 @@ def test_job_estimate_and_usage_costs_in_a_real_browser(hub: Hub, chromium: Any,
     submit(hub, osaka, spec(resources=EIGHT_CPUS, placement={"allowed_sites": ["osaka-site"]}))
     run_attempt(osaka_site, hours=1)
     with hub.as_admin() as c:
-        assert c.put("/api/v1/budgets/kek", json={"monthly_limit": 1, "warn_at": 0.1}).status_code == 200
+        assert c.put("/api/v1/budgets/kek", json={"monthly_limit": 0.1, "warn_at": 0.1}).status_code == 200
         assert c.put("/api/v1/budgets/osaka", json={"monthly_limit": 5}).status_code == 200
     with hub.as_(rin) as c:
         [run] = c.get(f"/api/v1/dashboard/jobs/{job['id']}").json()["runs"]
@@ -110,8 +110,8 @@ def test_job_estimate_and_usage_costs_in_a_real_browser(hub: Hub, chromium: Any,
     assert page.inner_text(f"{costs} [data-testid=cost-period]") == money(kek["period"])
     bar = page.locator(f"{costs} [data-testid=budget-bar]")
     b = kek["budget"]
-    assert (float(bar.get_attribute("data-spent") or -1), float(bar.get_attribute("data-limit") or -1)) == (b["spent"], 1.0)
-    assert bar.inner_text().strip() == f"{money(b['spent'])} of {money(1)} ({round(100 * b['spent'])} %)"
+    assert (float(bar.get_attribute("data-spent") or -1), float(bar.get_attribute("data-limit") or -1)) == (b["spent"], 0.1)
+    assert bar.inner_text().strip() == f"{money(b['spent'])} of {money(0.1)} (20 %)"
     assert page.inner_text(f"{costs} [data-testid=budget-warn-at]") == "warns at 10 %"
     mode = page.inner_text(f"{costs} [data-testid=budget-mode]")
     assert "enforced" in mode and b["state"] == "warning" and "warning" in mode
