@@ -22,16 +22,9 @@ from cryomesh_cli.common import (
 )
 from cryomesh_cli.render import Col, console, fitted_table, print_json
 from shared.schemas.datasets import Visibility
+from shared.units import human_bytes
 
 datasets_app = typer.Typer(help="The dataset registry.", no_args_is_help=True)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.1f} PB"
 
 
 async def send_pictures(client: Any, dataset_id: str, path: Path) -> None:

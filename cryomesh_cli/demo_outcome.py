@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryomesh_cli.datasets_cmds import human_bytes
+from shared.units import human_bytes
 
 
 def _job_line(label: str, job: dict[str, Any], explanation: str | None) -> str:

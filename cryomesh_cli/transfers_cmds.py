@@ -12,8 +12,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from cryomesh_cli.common import HubOpt, IdOpt, JsonOpt, SecretOpt, call, hub_call, session
-from cryomesh_cli.datasets_cmds import human_bytes
 from cryomesh_cli.render import Col, console, fitted_table, print_json
+from shared.units import human_bytes
 
 transfers_app = typer.Typer(help="Transfers: copies of datasets between sites, with their progress.", no_args_is_help=True)
 

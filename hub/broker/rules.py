@@ -21,6 +21,7 @@ from hub.costs.pricing import Priced, cheapest
 from hub.estimates.model import Estimate, Stat, duration, estimate
 from shared.schemas.jobs import KIND_SOFTWARE, JobKind, JobSpec
 from shared.schemas.sites import WEEKDAYS, PartitionCost, SitePolicy
+from shared.units import human_bytes
 
 #: CUDA compute capability of common GPU models (lower-case names as agents report them).
 GPU_ARCH: dict[str, str] = {
@@ -395,8 +396,10 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     parts = {
         "finish_s": round(finish_s, 1),
         "copy_s": round(copy_s, 1),
+        "run_p10_s": round(run.p10, 1),
         "run_s": round(run.p50, 1),
         "run_p90_s": round(run.p90, 1),
+        "runs": float(run.runs),  # finished runs the estimate learned from (the dashboard shows the estimate as placed)
         "startup_s": float(startup),
         "cost": round(cost, 4),
         "capacity": round(gpu_headroom if r.gpus else cpu_headroom, 4),
@@ -410,7 +413,9 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     band = math.floor(math.log(max(ranked, 60.0)) / math.log(TIE_BAND))  # under a minute, all finish "now"
     score = round(1000 - band - tie, 6)
     why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {chosen_model} GPUs"] if chosen_model else [])
-    copying = f"{duration(copy_s)} copying {_bytes(copy_bytes)}" if copy_bytes else "inputs here" if spec.inputs else "no inputs"
+    copying = (
+        f"{duration(copy_s)} copying {human_bytes(copy_bytes)}" if copy_bytes else "inputs here" if spec.inputs else "no inputs"
+    )
     boot = f", {duration(startup)} start-up of a powered-down node" if startup else ""
     why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.describe()}{boot}")
     if priced is not None and priced.per_hour > 0:
@@ -434,13 +439,6 @@ def copy_time(spec: JobSpec, site: SiteView) -> tuple[float, int]:
         seconds += COPY_SETUP_S + size / bps
         moved += size
     return seconds, moved
-
-
-def _bytes(n: int) -> str:
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def locality(spec: JobSpec, site: SiteView) -> float:

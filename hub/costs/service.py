@@ -49,6 +49,16 @@ def spent(session: Session, institution: str, now: datetime) -> float:
     return float(total or 0.0)
 
 
+def spent_by_institution(session: Session, since: datetime, until: datetime) -> dict[str, float]:
+    """What each institution's attempts that ended in [since, until] cost, from the ledger (one query)."""
+    rows = session.exec(
+        select(UsageEntry.institution, func.coalesce(func.sum(UsageEntry.cost), 0.0))
+        .where(col(UsageEntry.ended_at) >= since, col(UsageEntry.ended_at) <= until)
+        .group_by(col(UsageEntry.institution))
+    ).all()
+    return {institution: float(total or 0.0) for institution, total in rows}
+
+
 def _public(session: Session, b: Budget, currency: str, now: datetime) -> BudgetPublic:
     used = spent(session, b.institution, now)
     if used >= b.monthly_limit:

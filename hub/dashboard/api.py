@@ -19,6 +19,8 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import col, select
 
 from hub.capacity.chart import summed_history
+from hub.costs.service import month_start
+from hub.dashboard import costs
 from hub.dashboard.versions import capacity_version, jobs_version
 from hub.datasets import service as datasets
 from hub.datasets import shares
@@ -119,7 +121,9 @@ def job_list(
 @router.get("/jobs/{job_id}", responses=responses(NotFound))
 def job_detail(job_id: str, session: SessionDep, principal: Person, settings: SettingsDep) -> dict[str, Any]:
     """One job: its spec, timeline (attempts), logs tail, placement reasons (why here / why still
-    queued) and the pictures its site sent (a classification's class averages)."""
+    queued), the pictures its site sent (a classification's class averages), and per attempt the
+    estimate made when it was placed beside the actual run (``runs``; costs in ``currency``, an
+    attempt's cost only where the caller may see it in the usage ledger: hub/dashboard/costs.py)."""
     job = jobs.get_visible(session, principal, job_id)
     names = {s.id: s.name for s in session.exec(select(Site))}
     attempts = session.exec(select(Attempt).where(Attempt.job_id == job.id).order_by(col(Attempt.number))).all()
@@ -135,6 +139,8 @@ def job_detail(job_id: str, session: SessionDep, principal: Person, settings: Se
         "placement": jobs.placement(session, principal, job.id).model_dump(mode="json"),
         "logs": jobs.logs(session, principal, job.id).model_dump(mode="json"),
         "pictures": _pictures(session, "job", job.id, settings.public_url),
+        "currency": settings.currency,
+        "runs": costs.estimate_beside_actual(session, principal, job, attempts, names),
     }
 
 
@@ -195,14 +201,28 @@ def data(
     }
 
 
-@router.get("/usage")
+@router.get("/usage", responses=responses(NotFound))
 def lent_and_borrowed(
-    session: SessionDep, principal: Person, days: Annotated[float, Query(gt=0, le=3660)] = 30
+    session: SessionDep,
+    principal: Person,
+    settings: SettingsDep,
+    days: Annotated[float, Query(gt=0, le=3660)] = 30,
+    institution: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> dict[str, Any]:
     """CPU- and GPU-hours lent to others, borrowed from others and used of one's own, per institution
-    (network admins: all; others: their own institution). Own use is neither lent nor borrowed."""
+    (network admins: all; others: their own institution). Own use is neither lent nor borrowed.
+
+    ``costs``: per institution, what its jobs cost this calendar month (UTC, ``month``) and in the
+    last ``days``, in the hub's ``currency``, with its budget (limit, warn_at, enforced or not,
+    spent) where it has one. ``institution`` narrows ``costs`` and ``institutions`` to one
+    institution; another institution's answers 404 to anyone but network admins (as
+    ``/api/v1/budgets/{institution}`` does)."""
     until = utcnow()
     since = until - timedelta(days=days)
-    report = usage.report(session, principal, since, until)
-    rows = [b.model_dump(mode="json") for b in report.balance_by_institution]
-    return {"since": since, "until": until, "institutions": rows, "report": report.model_dump(mode="json")}
+    spending = costs.spending(session, principal, since, until, institution, settings.currency)
+    report = usage.report(session, principal, since, until, settings.currency)
+    rows = [b.model_dump(mode="json") for b in report.balance_by_institution if institution in (None, b.institution)]
+    return {
+        "since": since, "until": until, "institutions": rows, "report": report.model_dump(mode="json"),
+        "currency": settings.currency, "month": month_start(until).strftime("%Y-%m"), "costs": spending,
+    }  # fmt: skip

@@ -55,6 +55,17 @@ def _balance(entries: list[UsageEntry], site_institution: dict[str, str]) -> lis
     return [InstitutionBalance(institution=inst, **{f: round(v[f], 4) for f in fields}) for inst, v in sorted(acc.items())]
 
 
+def may_see(principal: Principal, entry: UsageEntry) -> bool:
+    """Whether the caller may see one ledger entry (its hours and cost), as ``report`` shows
+    them: network admins every entry; people their institution's; a site admin also what their
+    site ran."""
+    if principal.role is Role.NETWORK_ADMIN:
+        return True
+    if principal.role is Role.AGENT:
+        return False
+    return entry.institution == principal.institution or (principal.role is Role.SITE_ADMIN and entry.site == principal.site)
+
+
 def report(session: Session, principal: Principal, since: datetime, until: datetime, currency: str = "USD") -> UsageReport:
     stmt = select(UsageEntry).where(col(UsageEntry.ended_at) >= since, col(UsageEntry.ended_at) <= until)
     entries = list(session.exec(stmt))

@@ -239,11 +239,50 @@ async function jobPage(id) {
   return `<p><a href="#/jobs">← all jobs</a></p><h2>${esc(j.name)} ${pill(j.state)}</h2>
     <p><b>Why here / why still queued:</b> <span data-testid="explanation">${esc(p.explanation)}</span></p>
     <p class="muted">owner ${esc(j.owner)} · ${esc(j.institution)} · ${esc(j.kind)} · created ${esc(j.created_at)}${j.state_reason ? ` · ${esc(j.state_reason)}` : ""}</p>
+    <h2>Estimate at placement beside the actual run <span class="muted">(costs in ${esc(d.currency)})</span></h2>
+    ${runsTable(d.runs, d.currency)}
     <h2>Placement: every site's verdict</h2><table data-testid="verdicts"><tr><th>site</th><th>eligible</th><th>score</th><th>reasons</th></tr>${verdicts}</table>
     <h2>Timeline</h2><table><tr><th>attempt</th><th>site</th><th>state</th><th>offered</th><th>started</th><th>ended</th><th>exit</th><th>reason</th></tr>${timeline}</table>
     ${classGrid(d.pictures)}
     <h2>Output (tail)</h2><pre data-testid="stdout">${esc(d.logs.stdout_tail || "(nothing yet)")}</pre>
     ${d.logs.stderr_tail ? `<pre>${esc(d.logs.stderr_tail)}</pre>` : ""}`;
+}
+
+function money(v, currency) { return v == null ? "—" : `${Number(v).toFixed(2)} ${esc(currency)}`; }
+
+// Where the actual run fell: the estimate's p10–p90 as a band, its p50 as a tick, the actual as a dot.
+function rangeStrip(e, wall) {
+  const w = 160, h = 16, max = Math.max(e.p90_s ?? e.p50_s, wall ?? 0, 1) * 1.1, x = (v) => (w * v) / max;
+  const band = e.p10_s != null && e.p90_s != null
+    ? `<rect x="${x(e.p10_s).toFixed(1)}" y="4" width="${Math.max(1, x(e.p90_s) - x(e.p10_s)).toFixed(1)}" height="8" fill="#c9d7f3"/>` : "";
+  const dot = wall != null ? `<circle cx="${x(wall).toFixed(1)}" cy="8" r="4" fill="#1d2330"/>` : "";
+  return `<svg class="strip" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="estimate range and actual run">
+    ${band}<line x1="${x(e.p50_s).toFixed(1)}" y1="1" x2="${x(e.p50_s).toFixed(1)}" y2="15" stroke="#2458c6" stroke-width="2"/>${dot}</svg>`;
+}
+
+// Per attempt: the estimate the broker made when it placed the attempt (never recomputed),
+// the ledger's actual wall time and cost, and the two compared (runs that completed only).
+function runsTable(runs, currency) {
+  if (!runs.length) return `<p class="muted" data-testid="runs">Not placed yet, so no estimate.</p>`;
+  const rows = runs.map((r) => {
+    const e = r.estimate, a = r.actual, c = r.compared;
+    const est = e ? `<td data-testid="est-run" data-p10="${e.p10_s ?? ""}" data-p50="${e.p50_s}" data-p90="${e.p90_s ?? ""}">${duration(e.p50_s)}
+        <span class="muted">(p10 ${e.p10_s == null ? "?" : duration(e.p10_s)}, p90 ${e.p90_s == null ? "?" : duration(e.p90_s)})</span></td>
+      <td data-testid="est-copy">${duration(e.copy_s)}</td><td data-testid="est-startup">${duration(e.startup_s)}</td>
+      <td data-testid="est-cost">${money(e.cost, currency)}</td><td data-testid="est-learned">${e.runs == null ? "?" : `${e.runs} run${e.runs === 1 ? "" : "s"}`}</td>`
+      : `<td colspan="5" class="muted">no estimate was recorded when it was placed</td>`;
+    const act = a ? `<td data-testid="actual-wall" data-seconds="${a.wall_s}">${duration(a.wall_s)} ${pill(a.final_state)}</td>
+      <td data-testid="actual-cost">${a.cost_shown ? money(a.cost, currency) : '<span class="muted">not shown to you</span>'}</td>`
+      : `<td colspan="2" class="muted">not ended yet</td>`;
+    const cmp = c ? `<td data-testid="ratio">${c.ratio.toFixed(2)}×</td>
+      <td data-testid="inside">${c.inside_p10_p90 == null ? "?" : c.inside_p10_p90 ? "yes" : "no"}</td>`
+      : `<td colspan="2" class="muted">${a && a.final_state !== "COMPLETE" ? "did not complete" : "—"}</td>`;
+    return `<tr data-testid="run-row" data-attempt="${r.attempt}"><td>${r.attempt}</td><td>${esc(r.site)}</td>${est}${act}${cmp}
+      <td>${e ? rangeStrip(e, a?.wall_s) : ""}</td></tr>`;
+  }).join("");
+  return `<table data-testid="runs"><tr><th>attempt</th><th>site</th><th>run p50 (p10, p90)</th><th>copy</th><th>start-up</th>
+    <th>est. cost</th><th>learned from</th><th>actual run</th><th>actual cost</th><th>actual / p50</th><th>inside p10–p90</th>
+    <th>range</th></tr>${rows}</table>`;
 }
 
 // Thumbnails made at the site by its agent (class averages, particles), inline as data URLs.
@@ -305,8 +344,21 @@ async function dataPage() {
     <h2>Catalog (${d.datasets_total})</h2><table data-testid="datasets"><tr><th>dataset</th><th>owner</th><th>files</th><th>size</th><th>visibility</th><th>replicas</th></tr>${ds}</table>` };
 }
 
-async function usagePage() {
-  const d = await api("/api/v1/dashboard/usage?days=30");
+const USAGE_DAYS = [7, 30, 90, 365];
+
+// Spent of the month's limit as a bar (amber past warn_at, red once spent), with a tick at warn_at.
+function budgetBar(b) {
+  const share = b.monthly_limit > 0 ? b.spent / b.monthly_limit : b.spent > 0 ? 1 : 0;
+  const label = `${money(b.spent, b.currency)} of ${money(b.monthly_limit, b.currency)} (${Math.round(100 * share)} %)`;
+  return `<div class="bar budget ${esc(b.state)}" data-testid="budget-bar" data-spent="${b.spent}" data-limit="${b.monthly_limit}"
+    title="${esc(label)}"><span style="width:${Math.min(100, 100 * share).toFixed(1)}%"></span>
+    <i class="warn-at" style="left:${(100 * b.warn_at).toFixed(1)}%"></i><em>${label}</em></div>
+    <span class="muted" data-testid="budget-warn-at">warns at ${Math.round(100 * b.warn_at)} %</span>`;
+}
+
+async function usagePage(params) {
+  const days = USAGE_DAYS.includes(Number(params.get("days"))) ? Number(params.get("days")) : 30;
+  const d = await api(`/api/v1/dashboard/usage?days=${days}`);
   const rows = d.institutions;
   // Own use (an institution's jobs on its own sites) is neither lent nor borrowed: a bar of its own.
   const kinds = [["lent", "#1f8a4c", "lent to others"], ["borrowed", "#2458c6", "borrowed from others"], ["own", "#9aa3b2", "own use"]];
@@ -321,11 +373,22 @@ async function usagePage() {
     <td>${r.lent_cpu_hours}</td><td>${r.borrowed_cpu_hours}</td><td>${r.own_cpu_hours}</td>
     <td>${r.lent_gpu_hours}</td><td>${r.borrowed_gpu_hours}</td><td>${r.own_gpu_hours}</td></tr>`).join("");
   const legend = kinds.map(([, color, label]) => `<span><i class="swatch" style="background:${color}"></i>${label}</span>`).join("");
-  return `<h2>Lent versus borrowed, last 30 days (CPU-hours)</h2>
+  const costs = d.costs.map((c) => `<tr data-testid="cost-row" data-institution="${esc(c.institution)}"><td>${esc(c.institution)}</td>
+    <td data-testid="cost-month">${money(c.month, d.currency)}</td><td data-testid="cost-period">${money(c.period, d.currency)}</td>
+    <td>${c.budget ? budgetBar(c.budget) : '<span class="muted">no budget</span>'}</td>
+    <td data-testid="budget-mode">${c.budget ? `${c.budget.enforce ? "enforced" : "warn only"} ${pill(c.budget.state)}` : ""}</td></tr>`).join("");
+  const period = `<select id="usage-days" data-testid="usage-days">${USAGE_DAYS.map((n) =>
+    `<option value="${n}" ${n === days ? "selected" : ""}>last ${n} days</option>`).join("")}</select>`;
+  const bind = () => document.getElementById("usage-days").addEventListener("change", (e) => { location.hash = `#/usage?days=${e.target.value}`; });
+  return { bind, html: `<p>Period: ${period}</p>
+    <h2>Cost and budgets <span class="muted">(in ${esc(d.currency)}; budgets are per calendar month, UTC)</span></h2>
+    <table data-testid="costs"><tr><th>institution</th><th>this month (${esc(d.month)})</th><th>last ${days} days</th>
+      <th>budget: spent of limit</th><th>when spent</th></tr>${costs || '<tr><td colspan="5" class="muted">nothing to show</td></tr>'}</table>
+    <h2>Lent versus borrowed, last ${days} days (CPU-hours)</h2>
     <svg class="chart" viewBox="0 0 ${w} ${h}" style="height:${h}px" data-testid="usage-chart">${bars}</svg>
     <div class="legend">${legend}</div>
     <table data-testid="usage"><tr><th>institution</th><th>lent CPU-h</th><th>borrowed CPU-h</th><th>own use CPU-h</th>
-      <th>lent GPU-h</th><th>borrowed GPU-h</th><th>own use GPU-h</th></tr>${table}</table>`;
+      <th>lent GPU-h</th><th>borrowed GPU-h</th><th>own use GPU-h</th></tr>${table}</table>` };
 }
 
 function setupPage() {
@@ -350,7 +413,7 @@ async function render() {
   const main = document.getElementById("main");
   try {
     const out = page === "jobs" ? await jobsPage(params) : page === "job" ? await jobPage(path.split("/")[2])
-      : page === "dataset" ? await datasetPage(path.split("/")[2]) : page === "data" ? await dataPage() : page === "usage" ? await usagePage() : await overview(params);
+      : page === "dataset" ? await datasetPage(path.split("/")[2]) : page === "data" ? await dataPage() : page === "usage" ? await usagePage(params) : await overview(params);
     if (mine !== rendering) return;
     // A page is its HTML, or its HTML and what to wire up once that HTML is in place.
     const { html, bind } = typeof out === "string" ? { html: out } : out;
