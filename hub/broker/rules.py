@@ -255,7 +255,7 @@ def _priced_run(priced: Priced, runtime: float) -> str:
     return f"{duration(runtime)} on {priced.partition}{boot}"
 
 
-def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:
+def within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:
     """(reason the job would cost more than its max_cost here, the GPU models it stays within at)."""
     if spec.max_cost is None:
         return None, models
@@ -275,22 +275,26 @@ def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[
     return f"would cost ≈ {cost:.2f} ({_priced_run(best, run)}), above the job's max_cost {spec.max_cost:g}", []
 
 
+def fixed_checks(spec: JobSpec, site: SiteView) -> tuple[str | None, str | None, list[str]]:
+    """What rules a site out for good whoever submits, split where the institution check goes:
+    (the job's own constraints, the site's policy/software/hardware, usable GPU models). The
+    batch placer and the submission path keep these per kind of job (hub/broker/candidates.py)."""
+    before = _constraints(spec, site)
+    after = _policy_never(spec, site) or _software_ok(spec, site)
+    if after:
+        return before, after, []
+    never, models = _hardware_ok(spec, site)
+    return before, never, models
+
+
 def static_verdict(spec: JobSpec, institution: str | None, site: SiteView) -> tuple[str | None, list[str]]:
     """(reason the job can never run at the site, usable GPU models). With ``institution``
-    None the institution check is left to the caller (the batch placer does it per job)."""
-    checks = (
-        _constraints(spec, site),
-        institution_refused(institution, site) if institution is not None else None,
-        _policy_never(spec, site),
-        _software_ok(spec, site),
-    )
-    for check in checks:
-        if check:
-            return check, []
-    never, models = _hardware_ok(spec, site)
+    None the institution check is left to the caller."""
+    before, after, models = fixed_checks(spec, site)
+    never = before or (institution_refused(institution, site) if institution is not None else None) or after
     if never:
         return never, []
-    return _within_max_cost(spec, site, models)
+    return within_max_cost(spec, site, models)
 
 
 def evaluate(spec: JobSpec, institution: str, site: SiteView, now: datetime, avoid: set[str]) -> Verdict:
@@ -302,17 +306,7 @@ def evaluate(spec: JobSpec, institution: str, site: SiteView, now: datetime, avo
 
 def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str]) -> Verdict:
     """The part of ``evaluate`` that changes from moment to moment, for a site that passed the static checks."""
-    reasons = []
-    if site.status != "active":
-        reasons.append(f"site is {site.status}")
-    if site.reachability != "online":
-        reasons.append(f"agent is {site.reachability}")
-    if site.name in avoid:
-        reasons.append("an earlier attempt of this job failed or was refused here")
-    if not in_window(site.policy, now):
-        reasons.append(f"outside the site's lending hours ({site.policy.timezone})")
-    if not site.has_snapshot:
-        reasons.append("no capacity reported yet")
+    reasons = closed(site, now, avoid)
     if spec.deadline is not None:
         priced = price(spec, site, models)
         late = runtime(spec, site, models[0] if models else None).p90
@@ -325,31 +319,10 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
     r = spec.resources
+    short, chosen_model, headroom = room(spec, site, models)
+    if short:
+        return Verdict(site.name, eligible=False, reasons=short)
     free_cpus = site.cpus_free - site.unseen_cpus
-    lend_cpus = int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus
-    if r.cpus > free_cpus:
-        reasons.append(f"needs {r.cpus} CPUs, {max(free_cpus, 0)} free")
-    elif r.cpus > lend_cpus:
-        reasons.append(f"needs {r.cpus} CPUs, the site's share leaves {max(lend_cpus, 0)} for the network")
-    chosen_model = None
-    gpu_headroom = 1.0
-    if r.gpus:
-        best = None
-        for m in models:
-            free = site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0)
-            lend = int(site.gpus_total.get(m, 0) * site.policy.gpu_share) - site.fed_gpus.get(m, 0)
-            avail = min(free, lend)
-            if avail >= r.gpus and (best is None or avail > best[1]):
-                best = (m, avail)
-        if best is None:
-            detail = ", ".join(f"{m} {max(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0), 0)} free" for m in models)
-            reasons.append(f"needs {r.gpus} GPUs ({detail or 'none'}) within the site's GPU share")
-        else:
-            chosen_model = best[0]
-            gpu_headroom = (best[1] - r.gpus) / max(site.gpus_total.get(chosen_model, 1), 1)
-    if reasons:
-        return Verdict(site.name, eligible=False, reasons=reasons)
-    cpu_headroom = (min(free_cpus, lend_cpus) - r.cpus) / max(site.cpus_total, 1)
     run = runtime(spec, site, chosen_model)
     priced = price(spec, site, [chosen_model] if chosen_model else [])
     startup = priced.startup_s if priced else 0
@@ -365,7 +338,7 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
         "run_p90_s": round(run.p90, 1),
         "startup_s": float(startup),
         "cost": round(cost, 4),
-        "capacity": round(gpu_headroom if r.gpus else cpu_headroom, 4),
+        "capacity": round(headroom, 4),
         "queue": round(1 / (1 + site.jobs_pending), 4),
         "reliability": round(site.reliability, 4),
         "locality": round(locality(spec, site), 4),
@@ -384,6 +357,58 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if not r.gpus and site.gpus_total:
         why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
     return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=chosen_model)
+
+
+def closed(site: SiteView, now: datetime, avoid: set[str]) -> list[str]:
+    """Why the site takes no work at all now, whatever the job (its first reason is the one recorded)."""
+    reasons = []
+    if site.status != "active":
+        reasons.append(f"site is {site.status}")
+    if site.reachability != "online":
+        reasons.append(f"agent is {site.reachability}")
+    if site.name in avoid:
+        reasons.append("an earlier attempt of this job failed or was refused here")
+    if not in_window(site.policy, now):
+        reasons.append(f"outside the site's lending hours ({site.policy.timezone})")
+    if not site.has_snapshot:
+        reasons.append("no capacity reported yet")
+    return reasons
+
+
+def cpus_available(site: SiteView) -> int:
+    """CPUs the site has free now and its share still lends to the network."""
+    return min(site.cpus_free - site.unseen_cpus, int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus)
+
+
+def gpus_available(site: SiteView, model: str) -> int:
+    """GPUs of ``model`` the site has free now and its share still lends to the network."""
+    free = site.gpus_free.get(model, 0) - site.unseen_gpus.get(model, 0)
+    return min(free, int(site.gpus_total.get(model, 0) * site.policy.gpu_share) - site.fed_gpus.get(model, 0))
+
+
+def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], str | None, float]:
+    """(why the job does not fit in what the site lends now, the GPU model it would use, the
+    share of the site's CPUs, or of that model's GPUs, still free after it)."""
+    r = spec.resources
+    reasons = []
+    free_cpus = site.cpus_free - site.unseen_cpus
+    lend_cpus = int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus
+    if r.cpus > free_cpus:
+        reasons.append(f"needs {r.cpus} CPUs, {max(free_cpus, 0)} free")
+    elif r.cpus > lend_cpus:
+        reasons.append(f"needs {r.cpus} CPUs, the site's share leaves {max(lend_cpus, 0)} for the network")
+    if not r.gpus:
+        return reasons, None, (min(free_cpus, lend_cpus) - r.cpus) / max(site.cpus_total, 1)
+    best = None
+    for m in models:
+        avail = gpus_available(site, m)
+        if avail >= r.gpus and (best is None or avail > best[1]):
+            best = (m, avail)
+    if best is None:
+        detail = ", ".join(f"{m} {max(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0), 0)} free" for m in models)
+        reasons.append(f"needs {r.gpus} GPUs ({detail or 'none'}) within the site's GPU share")
+        return reasons, None, 0.0
+    return reasons, best[0], (best[1] - r.gpus) / max(site.gpus_total.get(best[0], 1), 1)
 
 
 def copy_time(spec: JobSpec, site: SiteView) -> tuple[float, int]:
