@@ -15,9 +15,10 @@ does not depend on the job, and the rest is cheap to bound:
 - ``Candidates``: per job (its inputs, sizes, deadline, max_cost): an upper bound on
   every site's score, from a lower bound on its finish time (the copy of its inputs, exact;
   the fastest run its GPU models allow, at the site's learned bias; start-up >= 0) and on
-  its tie-break (cost >= 0, locality, headroom and queue as they are). ``best`` scores
-  sites exactly (``evaluate_now``), highest bound first, until the next bound is below
-  the k-th best exact score: every site it skips scores lower than the sites it returns.
+  its tie-break (cost >= 0; locality and queue as they are; headroom as it is now, for GPU
+  jobs on the roomiest usable model: it only shrinks as work is reserved). ``best``
+  scores sites exactly (``evaluate_now``), highest bound first, until the next bound is
+  below the k-th best exact score: every site it skips scores lower than those it returns.
 
 The result is what scoring every site gives, with ties broken by name; tests compare the
 two on random networks (tests/hub/test_placer_equivalence.py). A change to the score in
@@ -191,7 +192,9 @@ class Needs:
         self.board, self.spec, self.fixed = board, spec, fixed
         self.models = fixed.models
         views = board.views
-        self.gpus = np.array([self._gpus(i) for i in range(len(views))], dtype=np.int64)
+        gpus = [self._gpus(i) for i in range(len(views))]
+        self.gpus = np.array([g for g, _ in gpus], dtype=np.int64)
+        self.gpu_headroom = np.array([h for _, h in gpus])
         # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
         self.not_now: dict[str, list[str]] = {}
         self._short: dict[int, str] = {}
@@ -201,11 +204,15 @@ class Needs:
         for i in np.flatnonzero(fixed.ok & board.open & ~self.fits()):
             self.update(int(i))
 
-    def _gpus(self, i: int) -> int:
-        """The most GPUs of one usable model site ``i`` lends now (0 for CPU jobs)."""
-        if not self.spec.resources.gpus:
-            return 0
-        return max((gpus_available(self.board.views[i], m) for m in self.models[i]), default=-1)
+    def _gpus(self, i: int) -> tuple[int, float]:
+        """(the most GPUs of one usable model site ``i`` lends now, the most headroom a GPU job
+        could leave there: ``rules.room``'s for the model it would use is no larger); 0s for CPU jobs."""
+        gpus = self.spec.resources.gpus
+        if not gpus:
+            return 0, 0.0
+        view = self.board.views[i]
+        avail = [(gpus_available(view, m), max(view.gpus_total.get(m, 1), 1)) for m in self.models[i]]
+        return max((a for a, _ in avail), default=-1), max(((a - gpus) / total for a, total in avail), default=0.0)
 
     def fits(self) -> Bools:
         """Sites with room for the job now (``rules.room`` with these models says nothing against them)."""
@@ -216,7 +223,7 @@ class Needs:
         """Site ``i``'s capacity changed: recount its room and why it has none."""
         if not (self.fixed.ok[i] and self.board.open[i]):
             return
-        self.gpus[i] = self._gpus(i)
+        self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
         view = self.board.views[i]
         short = room(self.spec, view, self.models[i])[0]
         old, new = self._short.pop(i, None), short[0] if short else None
@@ -275,7 +282,8 @@ class Candidates:
         slow = board.slowdown * np.where(board.gpu_site & (r.gpus == 0), GPU_SITE_PENALTY, 1.0)
         finish = (copy + self.needs.run_floor(spec)) * slow * (1 - _RELATIVE)
         band = np.floor(np.log(np.maximum(finish, 60.0)) / math.log(TIE_BAND))
-        headroom = 1.0 if r.gpus else np.clip((board.cpus - r.cpus) / board.cpus_total + _PART, 0.0, 1.0)
+        spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
+        headroom = np.clip(spare + _PART, 0.0, 1.0)
         tie = (TIE_WEIGHTS["locality"] * (1 - near - _PART) + TIE_WEIGHTS["capacity"] * (1 - headroom)
                + TIE_WEIGHTS["queue"] * (1 - board.queue - _PART))  # fmt: skip
         return np.where(self.needs.fixed.ok & board.open, 1000 - band - tie + _SCORE, -np.inf)  # type: ignore[no-any-return]
