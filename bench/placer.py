@@ -75,6 +75,32 @@ def measure(queue: str, n_sites: int, n_jobs: int) -> dict[str, Any]:
     return {"s": time.perf_counter() - t0, "sites": [r.site.name if r.site else None for r in results]}
 
 
+def submissions(n_sites: int, repeats: int = 5) -> dict[str, float]:
+    """One submission's decision (median seconds): scoring every site (``decide_by_scan``, the
+    path before this change and still the reference) against the search with the checks for
+    good kept between submissions, as a hub process keeps them (``decide_by_search``)."""
+    import statistics
+
+    from bench.broker import NOW, sites
+    from hub.broker.search import Fixed
+    from hub.broker.service import decide_by_scan, decide_by_search
+    from shared.schemas.jobs import JobSpec
+
+    views = sorted(sites(n_sites), key=lambda v: v.name)
+    spec = JobSpec.model_validate({"name": "b", "kind": "generic.command", "command": ["true"], "resources": {"cpus": 1}})
+    fixed: dict[str, Fixed] = {}
+    decide_by_search(spec, "inst-1", views, NOW, fixed)  # the first submission after a reload builds the checks
+    out: dict[str, list[float]] = {"scan": [], "search": []}
+    for _ in range(repeats):
+        for name, decide in (("scan", lambda: decide_by_scan(spec, "inst-1", views, NOW, set(), set())),
+                             ("search", lambda: decide_by_search(spec, "inst-1", views, NOW, fixed))):  # fmt: skip
+            t0 = time.perf_counter()
+            decide()
+            out[name].append(time.perf_counter() - t0)
+    assert decide_by_scan(spec, "inst-1", views, NOW, set(), set()) == decide_by_search(spec, "inst-1", views, NOW, fixed)
+    return {name: statistics.median(xs) for name, xs in out.items()}
+
+
 def through_database(path: str) -> float:
     """Seconds for one ``place_queued`` pass on the SQLite database at ``path``."""
     from bench.broker import NOW
@@ -130,7 +156,12 @@ def database(before: Path | None, n_jobs: int, n_sites: int) -> dict[str, float]
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def section(rows: list[dict[str, Any]], db: dict[str, float], args: argparse.Namespace) -> str:
+Row = dict[str, Any]
+
+
+def section(rows: list[Row], db: dict[str, float], subs: dict[int, dict[str, float]], args: argparse.Namespace) -> str:
+    submitted = [f"| {n:,} | {s['scan'] * 1000:.1f} ms | {s['search'] * 1000:.1f} ms | {s['scan'] / s['search']:.0f}x |"
+                 for n, s in subs.items()]  # fmt: skip
     lines = []
     for r in rows:
         queue = "six shapes, no inputs" if r["queue"] == "shapes" else "each job its own inputs and sizes"
@@ -156,6 +187,14 @@ checkout given (main before this branch), run in its own process.
 |---|---|---|---|---|---|---|
 {chr(10).join(lines)}
 | 10,000 x 1,000 through SQLite (`place_queued`) | six shapes | {db_before} | {db["after_s"]:.2f} s | {db_ratio} | | |
+
+One submission's decision, in memory (`hub/broker/service.py`; the same process, median of 5):
+scoring every site (the path before, kept as the reference and for jobs with a deadline or
+max_cost) against the search with the checks for good kept between submissions.
+
+| sites | every site scored | search | speed-up |
+|---|---|---|---|
+{chr(10).join(submitted)}
 
 """
 
@@ -189,7 +228,8 @@ def main() -> None:
     slices = {1_000: 200, 10_000: 20}
     rows = run(args.before, args.sites, args.jobs, slices)
     db = database(args.before, args.jobs, 1_000)
-    text = section(rows, db, args)
+    subs = {n: submissions(n) for n in args.sites}
+    text = section(rows, db, subs, args)
     write_section(args.out, text)
     print(text)
 

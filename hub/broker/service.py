@@ -68,12 +68,10 @@ class Queued(NamedTuple):
     spec: Mapping[str, Any]
 
 
-def _grouped_once(
-    groups: dict[str, list[str]], seen: dict[tuple[tuple[str, int, int], ...], list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """``_grouped``, once per content: the batch placer hands many jobs the same lists of
-    sites (lists only grow, so a list's identity and length say what it holds)."""
-    key = tuple((reason, id(names), len(names)) for reason, names in groups.items())
+def _grouped_once(groups: dict[str, list[str]], seen: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``_grouped``, once per dict: the batch placer hands the jobs of one kind the same dicts
+    of sites, which no longer change once the batch is placed."""
+    key = id(groups)
     if key not in seen:
         seen[key] = _grouped(groups)
     return seen[key]
@@ -338,8 +336,8 @@ def _place_queued(
 
     def flush() -> None:
         nonlocal placed
-        # Per batch: its results keep the lists alive, so no id is reused while they are keys.
-        grouped: dict[tuple[tuple[str, int, int], ...], list[dict[str, Any]]] = {}
+        # Per batch: its results keep the dicts alive, so no id is reused while they are keys.
+        grouped: dict[int, list[dict[str, Any]]] = {}
         specs = [_placement_spec(j.spec, specs_by_needs) for j in pending]
         for job, spec, result in zip(
             pending,
@@ -347,8 +345,8 @@ def _place_queued(
             place_batch([(sp, j.institution) for sp, j in zip(specs, pending, strict=True)], views, now),
             strict=True,
         ):
-            counts: dict[str, int] = defaultdict(int)
-            for reason, names in (*result.never.items(), *result.not_now.items()):
+            counts: dict[str, int] = defaultdict(int)  # for a job left waiting: how many sites, for what reason
+            for reason, names in (*result.never.items(), *result.not_now.items()) if result.verdict is None else ():
                 counts[reason] += len(names)
             summary = _summary(result.verdict, counts, bool(result.never) and not result.not_now)
             verdicts = [_as_dict(result.verdict)] if result.verdict else []
