@@ -201,8 +201,8 @@ class Needs:
         for i, reason in enumerate(board.closed):
             if reason is not None and fixed.ok[i]:
                 self.not_now.setdefault(reason, []).append(views[i].name)
-        for i in np.flatnonzero(fixed.ok & board.open & ~self.fits()):
-            self.update(int(i))
+        for full in np.flatnonzero(fixed.ok & board.open & ~self.fits()):
+            self.update(int(full))
 
     def _gpus(self, i: int) -> tuple[int, float]:
         """(the most GPUs of one usable model site ``i`` lends now, the most headroom a GPU job
@@ -217,7 +217,7 @@ class Needs:
     def fits(self) -> Bools:
         """Sites with room for the job now (``rules.room`` with these models says nothing against them)."""
         r = self.spec.resources
-        return (self.board.cpus >= r.cpus) & (self.gpus >= r.gpus)  # type: ignore[no-any-return]
+        return (self.board.cpus >= r.cpus) & (self.gpus >= r.gpus)
 
     def update(self, i: int) -> None:
         """Site ``i``'s capacity changed: recount its room and why it has none."""
@@ -286,7 +286,7 @@ class Candidates:
         headroom = np.clip(spare + _PART, 0.0, 1.0)
         tie = (TIE_WEIGHTS["locality"] * (1 - near - _PART) + TIE_WEIGHTS["capacity"] * (1 - headroom)
                + TIE_WEIGHTS["queue"] * (1 - board.queue - _PART))  # fmt: skip
-        return np.where(self.needs.fixed.ok & board.open, 1000 - band - tie + _SCORE, -np.inf)  # type: ignore[no-any-return]
+        return np.where(self.needs.fixed.ok & board.open, 1000 - band - tie + _SCORE, -np.inf)
 
     def best(self, institution: str, k: int = 1) -> list[tuple[int, Verdict]]:
         """The k sites (board indices) where the job finishes first, best first, exactly as
