@@ -90,6 +90,7 @@ def submissions(n_sites: int, repeats: int = 5) -> dict[str, float]:
     spec = JobSpec.model_validate({"name": "b", "kind": "generic.command", "command": ["true"], "resources": {"cpus": 1}})
     fixed: dict[str, Fixed] = {}
     decide_by_search(spec, "inst-1", views, NOW, fixed)  # the first submission after a reload builds the checks
+
     def scan() -> Decision:
         return decide_by_scan(spec, "inst-1", views, NOW, set(), set())
 
