@@ -48,7 +48,7 @@ def place_batch(jobs: list[tuple[JobSpec, str]], views: list[SiteView], now: dat
             keys[id(spec)] = (job_key(spec), needs_key(spec))
     left = Counter(keys[id(spec)][0] for spec, _ in jobs)  # a job's candidates are dropped after its last like
     kinds_left = Counter(keys[id(spec)][1] for spec, _ in jobs)
-    searches: dict[str, Candidates] = {}
+    searches = board.searches  # tightened by the board as work is reserved
     out = []
     for spec, institution in jobs:
         key, kind = keys[id(spec)]

@@ -112,6 +112,7 @@ class Board:
         self._bias: dict[str, Floats] = {}
         self._lends: dict[str, Bools] = {}
         self.needs: dict[str, Needs] = {}
+        self.searches: dict[str, Candidates] = {}  # by ``job_key``: those still to place jobs, kept tight
 
     def bias(self, kind: str) -> Floats:
         """e^bias of each site's learned run times for ``kind`` (hub/estimates/model.py)."""
@@ -139,6 +140,8 @@ class Board:
         self.cpus[i] = cpus_available(self.views[i])
         for needs in self.needs.values():
             needs.update(i)
+        for search in self.searches.values():
+            search.tighten(i)
 
     def special(self, spec: JobSpec) -> set[int]:
         """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
@@ -265,10 +268,12 @@ class Candidates:
     not_now: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.bound = self._bounds()
+        self._fixed_part = self._without_headroom()
+        self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - self._headroom(slice(None)))
         self.out = np.zeros(len(self.needs.board.views), dtype=bool)
 
-    def _bounds(self) -> Floats:
+    def _without_headroom(self) -> Floats:
+        """Each site's bound but for the headroom term (which work reserved there lowers)."""
         board, spec, r = self.needs.board, self.spec, self.spec.resources
         n = len(board.views)
         copy, near = np.zeros(n), np.zeros(n)
@@ -282,11 +287,18 @@ class Candidates:
         slow = board.slowdown * np.where(board.gpu_site & (r.gpus == 0), GPU_SITE_PENALTY, 1.0)
         finish = (copy + self.needs.run_floor(spec)) * slow * (1 - _RELATIVE)
         band = np.floor(np.log(np.maximum(finish, 60.0)) / math.log(TIE_BAND))
-        spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
-        headroom = np.clip(spare + _PART, 0.0, 1.0)
-        tie = (TIE_WEIGHTS["locality"] * (1 - near - _PART) + TIE_WEIGHTS["capacity"] * (1 - headroom)
-               + TIE_WEIGHTS["queue"] * (1 - board.queue - _PART))  # fmt: skip
+        tie = TIE_WEIGHTS["locality"] * (1 - near - _PART) + TIE_WEIGHTS["queue"] * (1 - board.queue - _PART)
         return np.where(self.needs.fixed.ok & board.open, 1000 - band - tie + _SCORE, -np.inf)
+
+    def _headroom(self, at: slice | int) -> Floats:
+        """An upper bound on the headroom the job would leave at sites ``at``, as they are now."""
+        board, r = self.needs.board, self.spec.resources
+        spare = self.needs.gpu_headroom[at] if r.gpus else (board.cpus[at] - r.cpus) / board.cpus_total[at]
+        return np.clip(spare + _PART, 0.0, 1.0)
+
+    def tighten(self, i: int) -> None:
+        """Work was reserved at site ``i``: its headroom, so its bound, is lower."""
+        self.bound[i] = self._fixed_part[i] - TIE_WEIGHTS["capacity"] * (1 - self._headroom(i))
 
     def best(self, institution: str, k: int = 1) -> list[tuple[int, Verdict]]:
         """The k sites (board indices) where the job finishes first, best first, exactly as
@@ -306,7 +318,8 @@ class Candidates:
             if verdict is not None:
                 found.append((-(verdict.score or 0.0), i, verdict))
                 found.sort(key=lambda f: (f[0], f[1]))
-        return [(i, v) for _, i, v in found[:k]]
+                del found[k:]
+        return [(i, v) for _, i, v in found]
 
     def _exact(self, i: int) -> Verdict | None:
         """Site ``i``'s verdict, or None (and why, kept) when this job cannot go there."""
