@@ -61,7 +61,7 @@ Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 #: Margins that keep the bounds above the exact scores despite rounding: relative, on the
 #: finish time (a log computed by numpy may differ from math.log in the last place), and
-#: absolute, on the parts a verdict rounds to 4 decimals and on its score's 6.
+#: absolute, on headroom as numpy rounds it to 4 places and on the score's 6 places.
 _RELATIVE = 1e-9
 _PART = 1e-4
 _SCORE = 1e-6
@@ -174,17 +174,25 @@ class Fixed:
             len(views), len(self.all_models)
         )
         self._never: dict[str, dict[str, list[str]]] = {}
+        self._restricted = [i for i, v in enumerate(views) if v.policy.allowed_institutions is not None]
+        self._unrefused: dict[str, list[str]] | None = None
 
     def never_for(self, institution: str) -> dict[str, list[str]]:
         """Sites ruled out for good for this institution's jobs, by reason (max_cost aside),
         each with the reason ``rules.static_verdict`` gives first."""
         if institution not in self._never:
+            refused = {i for i in self._restricted if not self.before[i] and institution_refused(institution, self.views[i])}
+            if not refused and self._unrefused is not None:  # institutions no site refuses share one dict
+                self._never[institution] = self._unrefused
+                return self._unrefused
             out: dict[str, list[str]] = {}
             for i, v in enumerate(self.views):
-                reason = self.before[i] or institution_refused(institution, v) or self.after[i]
+                reason = institution_refused(institution, v) if i in refused else self.before[i] or self.after[i]
                 if reason:
                     out.setdefault(reason, []).append(v.name)
             self._never[institution] = out
+            if not refused:
+                self._unrefused = out
         return self._never[institution]
 
 
@@ -268,9 +276,13 @@ class Candidates:
     not_now: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        board, r = self.needs.board, self.spec.resources
         self._fixed_part = self._without_headroom()
-        self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - self._headroom(slice(None)))
-        self.out = np.zeros(len(self.needs.board.views), dtype=bool)
+        spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
+        # numpy's rounding to 4 places may differ from Python's in the last place: a margin here,
+        # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
+        self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.clip(spare + _PART, 0.0, 1.0))
+        self.out = np.zeros(len(board.views), dtype=bool)
 
     def _without_headroom(self) -> Floats:
         """Each site's bound but for the headroom term (which work reserved there lowers)."""
@@ -283,22 +295,21 @@ class Candidates:
                 copy[:] = copy_time(spec, board.blank)[0]
             for i in exact:
                 copy[i] = copy_time(spec, board.views[i])[0]
-                near[i] = locality(spec, board.views[i])
+                near[i] = round(locality(spec, board.views[i]), 4)  # as the verdict rounds it
         slow = board.slowdown * np.where(board.gpu_site & (r.gpus == 0), GPU_SITE_PENALTY, 1.0)
         finish = (copy + self.needs.run_floor(spec)) * slow * (1 - _RELATIVE)
         band = np.floor(np.log(np.maximum(finish, 60.0)) / math.log(TIE_BAND))
-        tie = TIE_WEIGHTS["locality"] * (1 - near - _PART) + TIE_WEIGHTS["queue"] * (1 - board.queue - _PART)
+        tie = TIE_WEIGHTS["locality"] * (1 - near) + TIE_WEIGHTS["queue"] * (1 - board.queue)
         return np.where(self.needs.fixed.ok & board.open, 1000 - band - tie + _SCORE, -np.inf)
 
-    def _headroom(self, at: slice | int) -> Floats:
-        """An upper bound on the headroom the job would leave at sites ``at``, as they are now."""
-        board, r = self.needs.board, self.spec.resources
-        spare = self.needs.gpu_headroom[at] if r.gpus else (board.cpus[at] - r.cpus) / board.cpus_total[at]
-        return np.clip(spare + _PART, 0.0, 1.0)
-
     def tighten(self, i: int) -> None:
-        """Work was reserved at site ``i``: its headroom, so its bound, is lower."""
-        self.bound[i] = self._fixed_part[i] - TIE_WEIGHTS["capacity"] * (1 - self._headroom(i))
+        """Work was reserved at site ``i``: its headroom, so its bound, is lower. Recounted as
+        ``evaluate_now`` counts it (for GPU jobs, on the roomiest usable model)."""
+        r = self.spec.resources
+        view = self.needs.board.views[i]
+        spare = float(self.needs.gpu_headroom[i]) if r.gpus else (cpus_available(view) - r.cpus) / max(view.cpus_total, 1)
+        headroom = max(min(round(spare, 4), 1.0), 0.0)
+        self.bound[i] = float(self._fixed_part[i]) - TIE_WEIGHTS["capacity"] * (1 - headroom)
 
     def best(self, institution: str, k: int = 1) -> list[tuple[int, Verdict]]:
         """The k sites (board indices) where the job finishes first, best first, exactly as
