@@ -202,6 +202,16 @@ max_cost) against the search with the checks for good kept between submissions.
 |---|---|---|---|
 {chr(10).join(submitted)}
 
+Reading: jobs alike (six shapes) cost what they cost before: both placers score about one
+site per job. Jobs each with their own inputs and sizes no longer score every site: the
+search bounds every site with a few vector operations and scores a handful exactly. The
+"same site" column compares the placements of the jobs both placed; that the two agree on
+every job, verdicts included, is what `tests/hub/test_placer_equivalence.py` checks on
+random networks. What stays linear in the sites: the pass's view of the sites (arrays built
+once per pass, per submission) and, in a submission, the kept site views' refresh
+(hub/broker/cache.py); the database pass is dominated by reading the queue and writing
+10,000 attempts and decisions, not by placement.
+
 """
 
 
