@@ -111,18 +111,26 @@ class Board:
                     self.measured_to.setdefault(src, []).append(self.index[dst])
         self._bias: dict[str, Floats] = {}
         self._lends: dict[str, Bools] = {}
+        self.restricted = [i for i, v in enumerate(self.views) if v.policy.allowed_institutions is not None]
         self.needs: dict[str, Needs] = {}
         self.searches: dict[str, Candidates] = {}  # by ``job_key``: those still to place jobs, kept tight
 
     def bias(self, kind: str) -> Floats:
         """e^bias of each site's learned run times for ``kind`` (hub/estimates/model.py)."""
         if kind not in self._bias:
-            self._bias[kind] = np.array([math.exp(learned(v.runtime_stats.get(kind))[0]) for v in self.views])
+            bias = np.full(len(self.views), math.exp(learned(None)[0]))  # sites with no runs of the kind
+            for i, v in enumerate(self.views):
+                if kind in v.runtime_stats:
+                    bias[i] = math.exp(learned(v.runtime_stats[kind])[0])
+            self._bias[kind] = bias
         return self._bias[kind]
 
     def lends(self, institution: str) -> Bools:
         if institution not in self._lends:
-            self._lends[institution] = np.array([institution_refused(institution, v) is None for v in self.views])
+            lends = np.ones(len(self.views), dtype=bool)
+            for i in self.restricted:
+                lends[i] = institution_refused(institution, self.views[i]) is None
+            self._lends[institution] = lends
         return self._lends[institution]
 
     def needs_of(self, spec: JobSpec) -> Needs:
@@ -203,9 +211,11 @@ class Needs:
         self.board, self.spec, self.fixed = board, spec, fixed
         self.models = fixed.models
         views = board.views
-        gpus = [self._gpus(i) for i in range(len(views))]
-        self.gpus = np.array([g for g, _ in gpus], dtype=np.int64)
-        self.gpu_headroom = np.array([h for _, h in gpus])
+        self.gpus = np.zeros(len(views), dtype=np.int64)
+        self.gpu_headroom = np.zeros(len(views))
+        if spec.resources.gpus:
+            for i in range(len(views)):
+                self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
         # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
         self.not_now: dict[str, list[str]] = {}
         self._short: dict[int, str] = {}
