@@ -13,8 +13,15 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	$(VENV)/bin/uv sync --frozen --python $(VENV)/bin/python
 	@touch $@
 
-## install: Python dependencies into .venv, exactly as locked in uv.lock
-install: $(VENV)/.installed
+# Snakemake and its TES executor plugin pin py-tes 0.4 (cryomesh's own environment has 1.x):
+# their own environment, locked in deploy/snakemake/requirements.txt (tests/test_snakemake_tes_e2e.py).
+SNAKEMAKE_VENV := .venv-snakemake
+$(SNAKEMAKE_VENV)/.installed: deploy/snakemake/requirements.txt deploy/snakemake/make-env.sh $(VENV)/.installed
+	bash deploy/snakemake/make-env.sh $(SNAKEMAKE_VENV) $(VENV)/bin/uv
+	@touch $@
+
+## install: Python dependencies into .venv, exactly as locked in uv.lock (and .venv-snakemake for Snakemake)
+install: $(VENV)/.installed $(SNAKEMAKE_VENV)/.installed
 
 ## system-deps: PostgreSQL, Slurm, munge, Chromium, stress-ng and RELION from Debian's packages (as root, when missing)
 system-deps:
@@ -62,4 +69,4 @@ bench-load: install
 	$(VENV)/bin/python -m bench.heartbeat_load $(LOAD_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SNAKEMAKE_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,13 +20,13 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
+import aiohttp
 from authlib.oauth2.rfc7523 import private_key_jwt_sign
 
 from bench.loadseed import SimAgent
@@ -169,22 +169,44 @@ class Stats:
         }
 
 
-def _client(url: str, connections: int, timeout_s: float) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    # No pool timeout: a request waiting for one of our own connections is not the hub's fault.
-    return httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(timeout_s, pool=None))
+@dataclass(frozen=True)
+class Answer:
+    """What the bench keeps of a response (the body read in full)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
-async def _send(http: httpx.AsyncClient, req: Request, stats: Stats) -> httpx.Response | None:
+def _client(url: str, connections: int, timeout_s: float) -> aiohttp.ClientSession:
+    """aiohttp, not httpx: with httpx the client itself took a whole CPU at a few hundred
+    requests a second, and it shares this machine with the hub it measures (at 64 senders it
+    was the bottleneck: /healthz, which costs the hub 0.3 ms, stopped at ~420/s)."""
+    # No wait for a connection is counted: waiting for one of our own is not the hub's fault.
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections, force_close=False)
+    return aiohttp.ClientSession(
+        base_url=url, connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_s, sock_connect=timeout_s)
+    )
+
+
+async def _send(http: aiohttp.ClientSession, req: Request, stats: Stats) -> Answer | None:
     method, path, headers, body = req
     t0 = time.perf_counter()
     try:
-        r = await http.request(method, path, headers=headers, content=body)
-    except httpx.HTTPError as exc:
+        async with http.request(method, path, headers=headers, data=body) as r:
+            answer = Answer(r.status, r.headers, await r.read())
+    except (aiohttp.ClientError, TimeoutError) as exc:
         stats.record(t0, None, type(exc).__name__)
         return None
-    stats.record(t0, r.status_code)
-    return r
+    stats.record(t0, answer.status_code)
+    return answer
 
 
 async def closed_loop(
@@ -258,7 +280,7 @@ async def burst(
 
         slots = asyncio.Semaphore(connections)  # waiting for one of our connections is not part of a request's latency
 
-        async def until_answered(make: Callable[[], Request], backoff: Backoff) -> httpx.Response | None:
+        async def until_answered(make: Callable[[], Request], backoff: Backoff) -> Answer | None:
             """Retry as the agent does until an answer it does not retry (returned) or the deadline (None)."""
             while True:
                 async with slots:
@@ -293,7 +315,7 @@ async def burst(
     return BurstResult(stats, sorted(answered), refused, len(agents) - len(answered) - refused, elapsed)
 
 
-def _retry_after(r: httpx.Response | None) -> float | None:
+def _retry_after(r: Answer | None) -> float | None:
     try:
         return float(r.headers["Retry-After"]) if r is not None and "Retry-After" in r.headers else None
     except ValueError:

@@ -23,7 +23,7 @@ import typer
 from cryomesh_cli.common import HubOpt, IdOpt, SecretOpt, call, fail, session
 from cryomesh_cli.relion_follow import STATE, follow, load_state, save_state
 from cryomesh_cli.relion_inputs import OutsideProject, project_inputs
-from cryomesh_cli.relion_script import ScriptError, SubmitScript, parse
+from cryomesh_cli.relion_script import ScriptError, job_fields, parse
 from cryomesh_cli.render import console
 from shared.relion_files import copy_checked, sha256_of
 from shared.schemas.relion import RelionRun
@@ -43,25 +43,6 @@ def _exchange(option: Path | None) -> Path:
     if not value.is_dir():
         fail(f"the exchange directory {value} does not exist")
     return value.resolve()
-
-
-def _resources(script: SubmitScript) -> dict[str, Any]:
-    f = script.fields
-    r: dict[str, Any] = {"cpus": script.mpi_ranks * script.threads, "mpi_ranks": script.mpi_ranks,
-                         "threads_per_rank": script.threads}  # fmt: skip
-    try:
-        if f.get("gpus"):
-            r["gpus"] = int(f["gpus"])
-        if f.get("gpu_model"):
-            r["gpus"] = r.get("gpus") or 1
-            r["gpu_model"] = f["gpu_model"]
-        if f.get("memory_gb"):
-            r["memory_gb"] = float(f["memory_gb"])
-        if f.get("walltime_h"):
-            r["walltime_s"] = int(float(f["walltime_h"]) * 3600)
-    except ValueError as exc:
-        fail(f"the script's #cryomesh fields: {exc}")
-    return r
 
 
 def _publish(project: Path, paths: list[str], exchange: Path) -> tuple[list[dict[str, Any]], int]:
@@ -104,11 +85,17 @@ def submit(
     if earlier is not None and not earlier.get("done"):  # sent and not ended (a retry after a crash): follow that job
         console.print(f"{script.output_dir} was already sent to the network as job {earlier['job_id']}; following it")
         raise typer.Exit(follow(jobdir, (hub, client_id, client_secret)))
+    try:
+        fields = job_fields(script)
+    except ScriptError as exc:
+        _refuse(project, jobdir, f"{script_path}: {exc}")
     store = _exchange(exchange)
     try:
         paths = project_inputs(project, script.commands, script.output_dir)
     except OutsideProject as exc:
         _refuse(project, jobdir, str(exc))
+    if generic := sorted({c.program for c in script.commands if not c.relion}):
+        console.print(f"{', '.join(generic)}: not RELION's; only a site whose policy allows generic commands runs this job")
     files, sent = _publish(project, paths, store)
     total = sum(f["size"] for f in files)
     console.print(f"{len(files)} project files read by the job ({total} bytes); {sent} bytes published to {store}")
@@ -127,7 +114,7 @@ def submit(
     spec: dict[str, Any] = {
         "name": f"relion {script.output_dir}"[:200],
         "kind": script.kind,
-        "resources": _resources(script),
+        **fields,
         "software": [{"name": "relion"}],
         "relion": run.model_dump(mode="json"),
         "idempotency_key": f"relion-{key}",

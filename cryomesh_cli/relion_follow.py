@@ -118,6 +118,7 @@ def follow(jobdir: Path, creds: tuple[str | None, str | None, str | None]) -> in
 
 def _follow(jobdir: Path, state: dict[str, Any], hub: _Hub) -> int:
     job_id = state["job_id"]
+    said = None
     while True:
         if (jobdir / "RELION_JOB_ABORT_NOW").exists() and not state.get("cancel_sent"):
             hub.call("POST", f"/api/v1/jobs/{job_id}/cancel")
@@ -125,6 +126,9 @@ def _follow(jobdir: Path, state: dict[str, Any], hub: _Hub) -> int:
             save_state(jobdir, state)
             console.print(f"RELION_JOB_ABORT_NOW: job {job_id} canceled in the network")
         job = hub.call("GET", f"/api/v1/jobs/{job_id}")
+        if (why := job.get("state_reason")) and why != said:  # e.g. a site's refusal: in run.out for RELION's user
+            console.print(f"job {job_id} {job['state']}: {why}", markup=False, highlight=False, soft_wrap=True)
+            said = why
         if job["state"] in FINAL:
             break
         time.sleep(poll_interval())

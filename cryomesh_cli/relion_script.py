@@ -6,18 +6,26 @@ per command where the template says ``XXXcommandXXX``. No shell ever runs the sc
 ``#cryomesh <key> <value>`` lines say what the job needs, every other line that is not a
 comment is a RELION command line, which becomes argv here. RELION 3.1 writes them as
 `` `which relion_refine` --o Class2D/job001/run --i particles.star … ``; a template may put
-``mpirun -n XXXmpinodesXXX`` in front. Anything that is not a RELION program, or that
-needs a shell (pipes, redirections, substitutions), is refused with the line it is on.
+``mpirun -n XXXmpinodesXXX`` in front. A line that needs a shell (pipes, redirections,
+substitutions) is refused with the line it is on. A program that is not RELION's (a
+*generic command*) is sent by its name; only a site whose policy allows it runs it
+(``[policy] generic_commands``), the others refuse the job saying so.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from shared.schemas.relion import RELION_PROGRAM, RelionCommand
+from pydantic import ValidationError
+
+from shared.schemas.jobs import Resources
+from shared.schemas.relion import RelionCommand
 
 #: RELION job types (the first part of a job's directory) and the cryomesh kind each runs as.
 KINDS = {
@@ -88,11 +96,7 @@ def parse_command(line: str, lineno: int) -> RelionCommand:
             argv = argv[2:] if argv[0] in ("-n", "-np", "--ntasks", "-N") else argv[1:]
     if not argv:
         raise ScriptError(f"line {lineno}: an MPI launcher without a program")
-    program = Path(argv[0]).name
-    if not RELION_PROGRAM.match(program):
-        raise ScriptError(
-            f"line {lineno}: {program!r} is not a RELION program; the network runs only RELION's own programs (relion_...)"
-        )
+    program = Path(argv[0]).name  # the site runs its own install of it
     try:
         return RelionCommand(program=program, args=argv[1:])
     except ValueError as exc:
@@ -127,3 +131,71 @@ def parse(text: str) -> SubmitScript:
         commands=commands,
         fields=fields,
     )
+
+
+def _float(fields: dict[str, str], key: str, what: str) -> float | None:
+    value = fields.get(key, "")
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ScriptError(f"#cryomesh {key}: {value!r} is not {what}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ScriptError(f"#cryomesh {key}: {value!r} is not {what}")
+    return number
+
+
+def deadline(value: str, now: datetime) -> datetime:
+    """``+N`` or ``+Nh`` (hours from now) or an ISO 8601 time with its zone
+    (``2027-01-31T18:00+09:00``, ``…Z``); a time already past is refused."""
+    wrong = f"#cryomesh deadline: {value!r} is not +hours (e.g. +12) or a time like 2027-01-31T18:00Z"
+    if value.startswith("+"):
+        try:
+            when = now + timedelta(hours=float(value[1:].removesuffix("h")))
+        except (ValueError, OverflowError):
+            raise ScriptError(wrong) from None
+    else:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ScriptError(wrong) from None
+        if when.tzinfo is None:
+            raise ScriptError(f"#cryomesh deadline: {value!r} needs a time zone, e.g. {value}Z or {value}+09:00")
+    if when <= now:
+        raise ScriptError(f"#cryomesh deadline: {value!r} is already past")
+    return when
+
+
+def job_fields(script: SubmitScript, now: datetime | None = None) -> dict[str, Any]:
+    """The job spec's resources, ``max_cost`` and ``deadline`` from the script's ``#cryomesh``
+    fields, checked here, before anything is published or sent; a bad value is a
+    :class:`ScriptError` naming the field."""
+    f = script.fields
+    r: dict[str, Any] = {"cpus": script.mpi_ranks * script.threads, "mpi_ranks": script.mpi_ranks,
+                         "threads_per_rank": script.threads}  # fmt: skip
+    if f.get("gpus"):
+        try:
+            r["gpus"] = int(f["gpus"])
+        except ValueError:
+            raise ScriptError(f"#cryomesh gpus: {f['gpus']!r} is not a whole number") from None
+    if f.get("gpu_model"):
+        r["gpus"] = r.get("gpus") or 1
+        r["gpu_model"] = f["gpu_model"]
+    if (memory := _float(f, "memory_gb", "a number of GB")) is not None:
+        r["memory_gb"] = memory
+    if (hours := _float(f, "walltime_h", "a number of hours")) is not None:
+        r["walltime_s"] = max(1, int(hours * 3600))
+    try:
+        Resources.model_validate(r)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'resources'}: {e['msg']}" for e in exc.errors())
+        raise ScriptError(f"the job's resources: {problems}") from None
+    out: dict[str, Any] = {"resources": r}
+    if (cost := _float(f, "max_cost", "an amount (a number, at least 0)")) is not None:
+        if cost > 1e9:
+            raise ScriptError(f"#cryomesh max_cost: {f['max_cost']!r} is more than 1e9")
+        out["max_cost"] = cost
+    if f.get("deadline"):
+        out["deadline"] = deadline(f["deadline"], now or datetime.now(UTC)).isoformat()
+    return out

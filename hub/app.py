@@ -28,6 +28,7 @@ from hub.auth.tokens import TokenVerifier
 from hub.broker.cache import SiteViewCache
 from hub.capacity.history_buffer import HistoryBuffer
 from hub.capacity.router import router as capacity_router
+from hub.capacity.writer import HeartbeatWriter
 from hub.costs.router import router as budgets_router
 from hub.dashboard.api import router as dashboard_api
 from hub.datasets.router import router as datasets_router
@@ -66,6 +67,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         busy_timeout_s=settings.database_busy_timeout_s,
     )
     history = HistoryBuffer(engine, settings.history_bucket_s, settings.history_flush_s, settings.history_flush_rows)
+    heartbeats = HeartbeatWriter(engine, settings, history)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +82,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         if engine.dialect.name == "postgresql":  # other hub processes may share the database
             wakeups.append(asyncio.create_task(bridge(notifier, settings.resolved_database_url)))
         history.start()
+        heartbeats.start()
         sweeps = start_scheduler(engine, settings, notifier) if run_sweeps else None
         try:
             yield
@@ -89,6 +92,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
             for task in wakeups:
                 task.cancel()
             await asyncio.gather(*wakeups, return_exceptions=True)
+            heartbeats.stop()  # the heartbeats waiting to be written
             history.stop()  # the heartbeats folded since the last flush
             engine.dispose()
 
@@ -105,10 +109,19 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.notifier = Notifier()
     app.state.site_views = SiteViewCache(settings.site_view_max_age_s)
     app.state.history = history
+    app.state.heartbeats = heartbeats
     app.state.metrics = metrics.make_registry(engine)
     Gauge(
         "cryomesh_hub_long_polls_waiting", "Agents' polls for work waiting in this hub process", registry=app.state.metrics
     ).set_function(lambda: app.state.notifier.waiting_polls)
+    Gauge(
+        "cryomesh_hub_heartbeat_transactions",
+        "Transactions this hub process has written heartbeats in (several heartbeats share one under load)",
+        registry=app.state.metrics,
+    ).set_function(lambda: heartbeats.batches)
+    Gauge(
+        "cryomesh_hub_heartbeats_pending", "Heartbeats accepted and not yet written or answered", registry=app.state.metrics
+    ).set_function(lambda: heartbeats.pending)
     # Innermost first: limits are checked before anything reads the request, inside the
     # request id and timing so a refusal is logged and counted like any other answer.
     app.add_middleware(

@@ -16,6 +16,10 @@ path = "/data/cryomesh"
 [software]
 relion_dirs = ["/opt/relion-5.0-cuda/bin"]  # RELION installs beside the one on PATH
 
+[policy]
+generic_commands = "listed"      # RELION queue jobs may also run these (default "none")
+generic_programs = ["ctffind4"]
+
 A key that is not a setting (a typo) is refused with the key probably meant.
 """
 
@@ -23,15 +27,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.schemas.common import StrictModel
+from shared.schemas.relion import PROGRAM_NAME, RELION_PROGRAM
+from shared.schemas.tes import check_bucket
 from shared.validation import describe_errors
 
 
@@ -96,6 +103,27 @@ class PolicySection(StrictModel):
     max_walltime_s: int | None = Field(default=None, ge=1)
     max_cpus: int | None = Field(default=None, ge=1)
     max_gpus: int | None = Field(default=None, ge=0)
+    generic_commands: Literal["none", "listed", "any"] = Field(
+        default="none",
+        description="RELION queue jobs from other sites' projects: 'none' runs only RELION programs; 'listed' also "
+        "the programs of generic_programs; 'any' any program on this agent's PATH (a shell included: only for "
+        "partners you trust with a login here)",
+    )
+    generic_programs: list[str] = Field(
+        default_factory=list, max_length=200, description="With generic_commands = 'listed': the program names allowed"
+    )
+
+    @model_validator(mode="after")
+    def _generic(self) -> PolicySection:
+        if self.generic_commands == "listed" and not self.generic_programs:
+            raise ValueError("generic_commands = 'listed' needs the programs in generic_programs")
+        if self.generic_programs and self.generic_commands != "listed":
+            raise ValueError(f"generic_programs is read only with generic_commands = 'listed' (it is {self.generic_commands!r})")
+        bad = [p for p in self.generic_programs if not PROGRAM_NAME.match(p) or RELION_PROGRAM.match(p)]
+        if bad:
+            raise ValueError(f"generic_programs: {', '.join(map(repr, bad))}: a program name without a path, "
+                             "not a RELION program (those always run)")  # fmt: skip
+        return self
 
 
 class TransfersSection(StrictModel):
@@ -132,7 +160,7 @@ class AuditSection(StrictModel):
 
 
 class TesSection(StrictModel):
-    """GA4GH TES tasks: which images run here and which directories tasks may read and write."""
+    """GA4GH TES tasks: which images run here and which directories and buckets tasks may read and write."""
 
     host_images: list[str] = Field(
         default_factory=list,
@@ -141,12 +169,46 @@ class TesSection(StrictModel):
     exported_dirs: list[Path] = Field(
         default_factory=list, description="Directories file:// inputs may come from and outputs may go to"
     )
+    image_env: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Image pattern -> environment variables its executors get on top of the agent's, e.g. a PATH "
+        "that starts with the bin directory of the environment that plays the image (first matching pattern wins)",
+    )
+    isolation: Literal["none", "unshare"] = Field(
+        default="none",
+        description="'unshare': each executor runs in its own user and mount namespace (unshare -rm, no privileges "
+        "needed) where /tmp is the task's own directory, as in a container; 'none': on the host as it is",
+    )
+
+    @field_validator("isolation")
+    @classmethod
+    def _runtime_present(cls, v: str) -> str:
+        if v == "unshare" and shutil.which("unshare") is None:
+            raise ValueError("isolation 'unshare' needs util-linux's unshare on PATH")
+        return v
+
+    s3_buckets: list[str] = Field(
+        default_factory=list, max_length=1000,
+        description="Buckets s3:// inputs may come from and outputs may go to, reached with [transfers]'s endpoint_url, "
+        "region and profile and the agent's AWS credentials; list each in the site description as software 's3:<bucket>'",
+    )  # fmt: skip
+
+    @field_validator("s3_buckets")
+    @classmethod
+    def _buckets(cls, v: list[str]) -> list[str]:
+        return [check_bucket(b) for b in v]
 
 
 class RelionSection(StrictModel):
-    """How this site runs RELION jobs sent from other sites' projects (``cryomesh relion submit``)."""
+    """How this site runs RELION jobs sent from other sites' projects (``cryomesh relion submit``).
 
-    bin_dir: Path | None = Field(default=None, description="Where this site's RELION programs are (default: PATH)")
+    Which RELION runs them is not set here: it is the build the agent measured
+    (``[software]``) that fits the job, as for every RELION job."""
+
+    bin_dir: Path | None = Field(
+        default=None,
+        description="Deprecated: list the install in [software] relion_dirs (read as one of them until then)",
+    )
     mpirun: str = Field(default="mpirun", description="The MPI launcher for relion_*_mpi programs (run as: mpirun -n N ...)")
     exchanges: list[Path] = Field(
         default_factory=list,
@@ -188,6 +250,25 @@ class AgentSettings(BaseSettings):
     tes: TesSection = Field(default_factory=TesSection)
     relion: RelionSection = Field(default_factory=RelionSection)
     software: SoftwareSection = Field(default_factory=SoftwareSection)
+
+    @model_validator(mode="after")
+    def _one_place_for_relion(self) -> AgentSettings:
+        # [relion] bin_dir was the queue runner's own RELION; the measured builds of
+        # [software] are now the one place. An old site.toml keeps working: its bin_dir
+        # joins relion_dirs (see deprecations(), which the agent logs at start).
+        old = self.relion.bin_dir
+        if old is not None and old not in self.software.relion_dirs:
+            self.software.relion_dirs.append(old)
+        return self
+
+    def deprecations(self) -> list[str]:
+        """Settings that still work but will not for long, each said with what replaces it."""
+        if self.relion.bin_dir is None:
+            return []
+        return [
+            f'[relion] bin_dir is deprecated and will be removed: write relion_dirs = ["{self.relion.bin_dir}"] in '
+            "[software] instead (read that way now); RELION jobs run with the measured build that fits them"
+        ]
 
     @classmethod
     def settings_customise_sources(

@@ -83,6 +83,7 @@ class Agent:
                 self.worker.software = discover_software(cfg)
             except Exception:  # measuring software must never stop the heartbeat; keep the last list
                 log.exception("could not measure the installed software; reporting the last measurement")
+            self.worker.software_ready.set()
         return None if self.worker.software == self.software_acked else self.worker.software
 
     def snapshot(self) -> Heartbeat:
@@ -203,6 +204,8 @@ class Agent:
             "agent for site %s starting (hub %s, discovery %s, executor %s)",
             self.site, self.client.hub_url, self.discovery.name, self.worker.executor.name,
         )  # fmt: skip
+        for note in self.settings.deprecations():
+            log.warning("%s", note)
         if self.settings.agent.metrics_address:
             metrics.serve(self, self.settings.agent.metrics_address)
             log.info("metrics at http://%s/metrics", self.settings.agent.metrics_address)

@@ -11,7 +11,17 @@ There is no container runtime here: a site runs only the images its admin maps t
 stdin/stdout/stderr) are placed under ``<work dir>/root`` and every mention of them in the
 executors' commands and environment is rewritten to that place, so nothing the task names
 lands outside its own directory. ``file://`` inputs and outputs must lie inside the
-directories the site exports (``[tes] exported_dirs``).
+directories the site exports (``[tes] exported_dirs``); ``s3://`` ones go through the
+site's S3 settings (``site_agent.tes_s3``).
+
+With ``[tes] isolation = "unshare"`` each executor runs in its own user and mount namespace
+(``unshare -rm``: util-linux, no privileges needed) where ``<work dir>/root/tmp`` is mounted
+at ``/tmp``, as a container would give the task its own ``/tmp``: paths under ``/tmp`` are
+then the task's own and not rewritten. Clients that write their scripts for a container
+need it: Snakemake's TES plugin sends a job script that runs ``mkdir /tmp/conda && cd /tmp``.
+The rest of the file system is the host's, as without isolation. An image's executors get
+the environment variables the site's admin set for it (``[tes] image_env``), e.g. a PATH
+that starts with the environment that plays the image.
 """
 
 from __future__ import annotations
@@ -24,18 +34,30 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from shared.schemas.tes import TesExecutorLog, TesFileType, TesOutputFileLog, TesResult, TesWork
+from shared.schemas.tes import TesExecutorLog, TesFileType, TesOutput, TesOutputFileLog, TesResult, TesWork
 from site_agent.executors.base import tail
+
+if TYPE_CHECKING:
+    from site_agent.tes_s3 import S3Staging
 
 TASK_FILE = "tes_task.json"
 RESULT_FILE = "tes_result.json"
 #: Exit code when the task failed for a reason of the system (staging, outputs), not of an executor.
 SYSTEM_EXIT = 97
+#: The task's own /tmp under isolation (its files live in ``<work dir>/root/tmp``).
+TASK_TMP = "/tmp"  # noqa: S108 - a path inside the task, not a temporary file of ours
+#: Run in the new namespaces: the task's tmp ($1) becomes /tmp. A job work dir that is itself
+#: under /tmp ($2) is mounted again at its own path inside it, so the task's other (rewritten)
+#: paths stay reachable; then into the executor's working directory ($3) and its command.
+UNSHARE_SCRIPT = (
+    'set -e; if [ -n "$2" ]; then mkdir -p "$1${2#/tmp}"; mount --bind "$2" "$1${2#/tmp}"; fi; '
+    'mount --rbind "$1" /tmp; cd "$3"; shift 3; exec "$@"'
+)
 
 
 class StagingError(Exception):
@@ -58,17 +80,32 @@ class Runner:
         self.work = TesWork.model_validate(task["work"])
         self.exported = [Path(d) for d in task.get("exported_dirs", [])]
         self.inputs: dict[str, str] = task.get("inputs", {})
+        self.isolated = task.get("isolation") == "unshare"
+        self.image_env: dict[str, dict[str, str]] = task.get("image_env", {})
+        self.s3_settings: dict[str, Any] = task.get("s3", {})
+        self._s3: S3Staging | None = None
         self.result = TesResult()
         paths = {i.path for i in self.work.inputs} | {o.path for o in self.work.outputs} | set(self.work.volumes)
         paths |= {o.path_prefix for o in self.work.outputs if o.path_prefix}
         paths |= {p for e in self.work.executors for p in (e.workdir, e.stdin, e.stdout, e.stderr) if p}
         paths = {_static_part(p) for p in paths} - {""}
+        if self.isolated:  # the task's own /tmp is mounted at /tmp: those paths are real there
+            paths = {p for p in paths if not _in_tmp(p)}
         # Longest first, at path boundaries: '/data/in' must not rewrite '/data/input'.
         self._pattern = (
             re.compile("|".join(rf"(?<![\w.-]){re.escape(p)}(?=$|[^\w.-])" for p in sorted(paths, key=len, reverse=True)))
             if paths
             else None
         )
+
+    @property
+    def s3(self) -> S3Staging:
+        """The S3 client, made at the first s3:// URL (boto3 is not loaded for tasks without one)."""
+        if self._s3 is None:
+            from site_agent.tes_s3 import S3Staging
+
+            self._s3 = S3Staging(self.s3_settings)
+        return self._s3
 
     def local(self, path: str) -> Path:
         return self.root / path.lstrip("/")
@@ -99,6 +136,8 @@ class Runner:
                 if not inside(src, self.exported):
                     raise StagingError(f"input {i.path}: {src} is not inside a directory this site exports")
                 self._copy(src, dest, i.type)
+            elif i.url and i.url.startswith("s3://"):
+                self.s3.fetch(i.url, dest, i.type)
             elif i.url:
                 self._download(i.url, dest)
         for v in self.work.volumes:
@@ -138,14 +177,15 @@ class Runner:
             err = self.local(e.stderr) if e.stderr else logs_dir / f"{n}.stderr"
             for f in (out, err):
                 f.parent.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, **{k: self.rewrite(v) for k, v in (e.env or {}).items()}}
+            env = {**os.environ, **self.image_env.get(e.image, {}), **{k: self.rewrite(v) for k, v in (e.env or {}).items()}}
+            argv = [self.rewrite(a) for a in e.command]
+            if self.isolated:
+                argv, cwd = self.isolate(argv, e.workdir if e.workdir and _in_tmp(e.workdir) else str(cwd)), self.workdir
             started = datetime.now(UTC).isoformat()
             with out.open("wb") as o, err.open("wb") as r:
                 stdin = self.local(e.stdin).open("rb") if e.stdin else subprocess.DEVNULL
                 try:
-                    code = subprocess.call(
-                        [self.rewrite(a) for a in e.command], cwd=cwd, env=env, stdin=stdin, stdout=o, stderr=r
-                    )
+                    code = subprocess.call(argv, cwd=cwd, env=env, stdin=stdin, stdout=o, stderr=r)
                 except OSError as exc:  # no such program: the executor's failure, as a shell would say it
                     r.write(f"{e.command[0]}: {exc.strerror}\n".encode())
                     code = 127
@@ -161,39 +201,51 @@ class Runner:
                 return code
         return 0
 
+    def isolate(self, argv: list[str], cwd: str) -> list[str]:
+        """The command run in a new user and mount namespace with the task's own /tmp."""
+        tmp = self.local(TASK_TMP)
+        tmp.mkdir(parents=True, exist_ok=True)
+        workdir = self.workdir.resolve()
+        keep = str(workdir) if _in_tmp(str(workdir)) else ""
+        namespaces = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--"]
+        return [*namespaces, "/bin/sh", "-c", UNSHARE_SCRIPT, "sh", str(tmp.resolve()), keep, cwd, *argv]
+
     # -- outputs ------------------------------------------------------------------
 
     def collect_outputs(self) -> None:
         for o in self.work.outputs:
-            dest = file_url_path(o.url)
-            if not inside(dest.parent if not dest.exists() else dest, self.exported):
+            dest = None if o.url.startswith("s3://") else file_url_path(o.url)
+            if dest is not None and not inside(dest.parent if not dest.exists() else dest, self.exported):
                 raise StagingError(f"output {o.path}: {dest} is not inside a directory this site exports")
-            if any(c in o.path for c in "*?["):
-                prefix = self.local(o.path_prefix or _static_part(o.path))
-                for match in sorted(self.root.glob(o.path.lstrip("/"))):
-                    if match.is_file():
-                        self._put(
-                            match, dest / match.relative_to(prefix), o.url.rstrip("/") + "/" + str(match.relative_to(prefix))
-                        )
-                continue
-            src = self.local(o.path)
-            if o.type is TesFileType.DIRECTORY:
-                if not src.is_dir():
-                    raise StagingError(f"output {o.path} is not a directory")
-                for f in sorted(p for p in src.rglob("*") if p.is_file()):
-                    self._put(f, dest / f.relative_to(src), o.url.rstrip("/") + "/" + str(f.relative_to(src)))
-            elif src.is_file():
-                self._put(src, dest, o.url)
-            else:
-                raise StagingError(f"output {o.path} was not written")
+            for src, rel in self._output_files(o):
+                url = o.url if rel is None else o.url.rstrip("/") + "/" + rel
+                self._put(src, url, None if dest is None else dest if rel is None else dest / rel)
 
-    def _put(self, src: Path, dest: Path, url: str) -> None:
+    def _output_files(self, o: TesOutput) -> list[tuple[Path, str | None]]:
+        """The files of an output and each one's path below the output's URL (None: the URL itself)."""
+        if any(c in o.path for c in "*?["):
+            prefix = self.local(o.path_prefix or _static_part(o.path))
+            return [(m, str(m.relative_to(prefix))) for m in sorted(self.root.glob(o.path.lstrip("/"))) if m.is_file()]
+        src = self.local(o.path)
+        if o.type is TesFileType.DIRECTORY:
+            if not src.is_dir():
+                raise StagingError(f"output {o.path} is not a directory")
+            return [(f, str(f.relative_to(src))) for f in sorted(p for p in src.rglob("*") if p.is_file())]
+        if not src.is_file():
+            raise StagingError(f"output {o.path} was not written")
+        return [(src, None)]
+
+    def _put(self, src: Path, url: str, dest: Path | None) -> None:
+        """Copy ``src`` to ``dest`` (file://) or upload it to ``url`` (s3://, ``dest`` None)."""
         if not src.resolve().is_relative_to(self.root.resolve()):
             raise StagingError(f"{src} leaves the task's directory")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        if dest is None:
+            self.s3.put(src, url)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
         task_path = "/" + str(src.relative_to(self.root))
-        self.result.outputs.append(TesOutputFileLog(url=url, path=task_path, size_bytes=str(dest.stat().st_size)))
+        self.result.outputs.append(TesOutputFileLog(url=url, path=task_path, size_bytes=str(src.stat().st_size)))
 
     def run(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -205,8 +257,14 @@ class Runner:
         except (StagingError, OSError) as exc:
             self.result.system_logs.append(f"system error: {exc}")
             code = SYSTEM_EXIT
+        if self._s3 is not None:
+            self.result.system_logs[:0] = self._s3.log
         (self.workdir / RESULT_FILE).write_text(self.result.model_dump_json())
         return code
+
+
+def _in_tmp(path: str) -> bool:
+    return path == TASK_TMP or path.startswith(TASK_TMP + "/")
 
 
 def _static_part(path: str) -> str:
@@ -224,4 +282,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m site_agent.tes_run``, this file is ``__main__``, a second copy of the module:
+    # run the imported one, whose StagingError is the one site_agent.tes_s3 raises.
+    from site_agent import tes_run
+
+    sys.exit(tes_run.main())

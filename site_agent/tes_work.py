@@ -1,9 +1,12 @@
 """The agent's side of GA4GH TES tasks: refuse what this site does not allow, prepare the
 task file the runner reads (``site_agent.tes_run``), and read back what it left.
 
-A site refuses (before claiming) a task whose image its admin did not map to the host, or
-whose ``file://`` inputs or outputs lie outside the directories it exports: the broker then
-avoids the site for that task.
+A site refuses (before claiming) a task whose image its admin did not map to the host,
+whose ``file://`` inputs or outputs lie outside the directories it exports, or whose
+``s3://`` ones name a bucket it does not list (``[tes] s3_buckets``): the broker then avoids
+the site for that task. The runner reaches S3 with the site's ``[transfers]`` S3 settings
+(endpoint, region, profile, part size) and the agent's own AWS credentials, which it
+inherits from the agent's environment; no secret is written into the task file.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.schemas.jobs import JobSpec, JobState
-from shared.schemas.tes import TesResult
+from shared.schemas.tes import TesResult, s3_location
 from site_agent.config import AgentSettings
 from site_agent.executors.base import Status
 from site_agent.jobstore import JobHandle
 from site_agent.tes_run import RESULT_FILE, SYSTEM_EXIT, TASK_FILE, file_url_path, inside
+from site_agent.tes_s3 import S3_SETTINGS
 
 
 def refusal(settings: AgentSettings, spec: JobSpec) -> str | None:
@@ -34,7 +38,22 @@ def refusal(settings: AgentSettings, spec: JobSpec) -> str | None:
     for url in urls:
         if url.startswith("file://") and not inside(file_url_path(url), cfg.exported_dirs):
             return f"{file_url_path(url)} is not inside a directory this site exports (its [tes] exported_dirs)"
+        if url.startswith("s3://"):
+            try:
+                bucket, _ = s3_location(url)
+            except ValueError as exc:
+                return str(exc)
+            if bucket not in cfg.s3_buckets:
+                return f"{url}: bucket {bucket!r} is not one this site reaches (its [tes] s3_buckets)"
     return None
+
+
+def image_env(settings: AgentSettings, image: str) -> dict[str, str]:
+    """What the site's admin set for the image (``[tes] image_env``): the first matching pattern's."""
+    for pattern, env in settings.tes.image_env.items():
+        if fnmatch.fnmatchcase(image, pattern):
+            return env
+    return {}
 
 
 def prepare(settings: AgentSettings, h: JobHandle, spec: JobSpec) -> None:
@@ -47,6 +66,9 @@ def prepare(settings: AgentSettings, h: JobHandle, spec: JobSpec) -> None:
         "work": spec.tes.model_dump(mode="json"),
         "exported_dirs": [str(d) for d in settings.tes.exported_dirs],
         "inputs": h.extra.get("inputs", {}),
+        "isolation": settings.tes.isolation,
+        "image_env": {e.image: image_env(settings, e.image) for e in spec.tes.executors},
+        "s3": settings.transfers.model_dump(mode="json", include=S3_SETTINGS),
     }
     (workdir / TASK_FILE).write_text(json.dumps(task))
 

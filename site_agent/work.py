@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ log = logging.getLogger("cryomesh.agent.work")
 
 #: How often the tail of a running job's output is sent to the hub (when it grew).
 LOG_EVERY_S = 5.0
+#: Longest a RELION job offered just after the agent started waits for the first measurement.
+SOFTWARE_WAIT_S = 60.0
 
 
 def policy_refusal(settings: AgentSettings, a: Assignment) -> str | None:
@@ -70,6 +73,10 @@ class Worker:
         self.active: dict[str, JobHandle] = {}
         self.outbox_wakeup = asyncio.Event()
         self.software: list[MeasuredSoftware] = []  # measured by the heartbeat loop
+        # Set once the heartbeat loop has measured (or tried to): a RELION job waits for it.
+        self.software_ready = threading.Event()
+        if not settings.software.probe:
+            self.software_ready.set()
 
     # -- restart ----------------------------------------------------------------
 
@@ -154,7 +161,12 @@ class Worker:
         return self.executor.name == "local" and len(self.active) >= self.settings.executor.max_concurrent
 
     async def take(self, a: Assignment) -> None:
-        refusal = policy_refusal(self.settings, a) or relion_refusal(self.settings, a.spec)
+        build = None
+        if KIND_SOFTWARE[a.spec.kind] == "relion":
+            if not self.software_ready.is_set():  # just started: the builds are being measured
+                await asyncio.to_thread(self.software_ready.wait, SOFTWARE_WAIT_S)
+            build = choose_build(self.software, a.spec)
+        refusal = policy_refusal(self.settings, a) or relion_refusal(self.settings, a.spec, build, self.software)
         try:
             if refusal:
                 log.info("refusing attempt %s: %s", a.attempt_id, refusal)
@@ -172,13 +184,13 @@ class Worker:
             workdir=str(self.workdir / f"{a.job_id}-{a.attempt}"), spec=a.spec.model_dump(mode="json"), institution=a.institution,
         )  # fmt: skip
         h.extra["inputs"] = a.inputs
-        if KIND_SOFTWARE[a.spec.kind] == "relion" and (build := choose_build(self.software, a.spec)):
+        if build is not None:
             h.extra["software_path"] = build.path
         self.store.save(h)  # held on disk before anything starts, so a restart finds it
         try:
             tes_work.prepare(self.settings, h, a.spec)
             if a.spec.relion is not None:
-                write_plan(self.settings, Path(h.workdir), a.spec)
+                write_plan(self.settings, Path(h.workdir), a.spec, build)
             if KIND_SOFTWARE[a.spec.kind] == "relion":
                 await asyncio.to_thread(
                     link_inputs, Path(h.workdir), [a.inputs[d.dataset] for d in a.spec.inputs if d.dataset in a.inputs]

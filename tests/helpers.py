@@ -251,9 +251,13 @@ def running_hub(db_url: str, data_dir: Path, **overrides: Any) -> Iterator[Hub]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    settings = hub_settings(db_url, data_dir, port, **overrides)
-    admin = bootstrap(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    try:
+        settings = hub_settings(db_url, data_dir, port, **overrides)
+        admin = bootstrap(settings)
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    except BaseException:
+        sock.close()
+        raise
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_for(lambda: server.started or not thread.is_alive(), 60, "the hub to start")

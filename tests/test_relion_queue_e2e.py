@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,18 @@ def make_project(root: Path, particles: int = 120, box: int = 32) -> Path:
     return root
 
 
+def queue_extras() -> dict[str, str]:
+    """The extra fields of the shipped deploy/relion/relion-env.sh (RELION_QSUB_EXTRA*): RELION
+    offers ``qsub_extraN`` options only for those it finds labelled in its environment."""
+    extras = {}
+    for line in (REPO / "deploy" / "relion" / "relion-env.sh").read_text().splitlines():
+        if line.startswith("export RELION_QSUB_EXTRA"):
+            [assignment] = shlex.split(line.removeprefix("export "), comments=True)
+            name, _, value = assignment.partition("=")
+            extras[name] = value
+    return extras
+
+
 def pipeliner(project: Path, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["relion_pipeliner", *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -75,8 +89,12 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[dict[str, Any]]:
+@contextmanager
+def relion_network(tmp_path: Path, partners: dict[str, str], discovery: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """A hub, the home site's agent and a partner agent per entry of ``partners`` (its name,
+    and site.toml lines after ``[relion] exchanges``: more [relion] keys, then other
+    sections), all online; a researcher at the home institution and the environment RELION
+    runs ``cryomesh relion submit`` in. ``discovery``: a partner's [discovery] lines."""
     if shutil.which("relion_refine") is None or shutil.which("relion_pipeliner") is None:
         missing("RELION (relion_refine, relion_pipeliner)")
     hub = HubProcess(tmp_path / "hub")
@@ -85,10 +103,13 @@ def network(tmp_path: Path) -> Iterator[dict[str, Any]]:
     exchange.mkdir()
     agents: list[AgentProcess] = []
     try:
-        relion = f'\n[relion]\nexchanges = ["{exchange}"]\n'
-        for name, inst in (("home", "kek"), ("partner", "partner-u")):
-            agent = enrolled_agent(hub, tmp_path, name, extra=relion if name == "partner" else "", software=RELION,
-                                   institution=inst)  # fmt: skip
+        sites = [
+            ("home", "kek", ""),
+            *((n, f"{n}-u", f'\n[relion]\nexchanges = ["{exchange}"]\n{extra}') for n, extra in partners.items()),
+        ]
+        for name, inst, toml in sites:
+            found = (discovery or {}).get(name, 'backend = "local"')
+            agent = enrolled_agent(hub, tmp_path, name, found, extra=toml, software=RELION, institution=inst)
             agent.start(hub.env)
             agents.append(agent)
             wait_for(lambda n=name: hub.site(n)["reachability"] == "online", 60, f"{name} to come online")
@@ -101,6 +122,12 @@ def network(tmp_path: Path) -> Iterator[dict[str, Any]]:
         for a in agents:
             a.stop()
         hub.stop()
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with relion_network(tmp_path, {"partner": ""}) as n:
+        yield n
 
 
 def job_of(project: Path, jobdir: str) -> str:
@@ -243,3 +270,83 @@ def test_results_come_home_after_the_submit_command_is_killed(network: dict[str,
     again = subprocess.run([*SUBMIT.split()[:1], "relion", "sync", "Class2D/job001"], cwd=project, env=env,
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert again.returncode == 0 and "already ended (RELION_JOB_EXIT_SUCCESS)" in again.stdout
+
+
+@pytest.mark.timeout(600)
+def test_generic_commands_run_only_where_the_site_policy_allows_them(tmp_path: Path) -> None:
+    """A template that also checksums the classification's output with ``sha256sum``, a
+    program that is not RELION's: a site on the default policy refuses the job saying so; a
+    site whose policy lists the program runs it. The same job carries the template's
+    max_cost and deadline fields to the hub."""
+    import hashlib
+    from datetime import UTC, datetime, timedelta
+
+    template = tmp_path / "with_checksum.sh"
+    template.write_text(TEMPLATE.read_text() + "sha256sum XXXnameXXXrun_it001_data.star\n")
+    listed = '[policy]\ngeneric_commands = "listed"\ngeneric_programs = ["sha256sum"]\n'
+    with relion_network(tmp_path, {"strict": "", "open": listed}) as network:
+        hub, me = network["hub"], network["me"]
+        env = {**network["env"], **queue_extras()}
+        project = make_project(tmp_path / "project")
+
+        add_class2d(project, env, queue="strict", nr_iter=1, qsubscript=template)
+        runner = subprocess.Popen(["relion_pipeliner", "--RunJobs", "Class2D/job001/"], cwd=project, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        job1 = project / "Class2D" / "job001"
+        try:
+            wait_for(lambda: (job1 / ".cryomesh-relion.json").exists(), 120, "the job to be sent")
+            refused = ("refused by strict: sha256sum is not a RELION program, and this site's policy runs only RELION "
+                       'programs ([policy] generic_commands = "none")')  # fmt: skip
+            first = job_of(project, "Class2D/job001")
+            wait_for(lambda: hub.call("GET", f"/api/v1/jobs/{first}", me)["state_reason"] == refused, 120, "the refusal")
+            assert hub.call("GET", f"/api/v1/jobs/{first}", me)["state"] == "QUEUED", "nothing ran at strict"
+            (job1 / "RELION_JOB_ABORT_NOW").touch()  # the researcher gives up on that queue
+            said, _ = runner.communicate(timeout=300)
+        finally:
+            runner.kill()
+            runner.wait()
+        assert (job1 / "RELION_JOB_EXIT_ABORTED").exists()
+        assert refused.removeprefix("refused by strict: ") in " ".join(said.split()), "the submit command said why"
+        assert not (job1 / "run_it001_data.star").exists()
+
+        sent_at = datetime.now(UTC)
+        add_class2d(project, env, queue="open", nr_iter=1, qsubscript=template, qsub_extra5="250", qsub_extra6="+48")
+        out = pipeliner(project, env, "--RunJobs", "Class2D/job002/")
+        assert out.returncode == 0, out.stdout + out.stderr
+        job2 = project / "Class2D" / "job002"
+        assert (job2 / "RELION_JOB_EXIT_SUCCESS").exists(), (job2 / "run.err").read_text()
+        digest = hashlib.sha256((job2 / "run_it001_data.star").read_bytes()).hexdigest()
+        assert f"{digest}  Class2D/job002/run_it001_data.star" in (job2 / "run.out").read_text(), "sha256sum ran at open"
+        second = hub.call("GET", f"/api/v1/jobs/{job_of(project, 'Class2D/job002')}", me)
+        assert second["state"] == "COMPLETE" and second["site"] == "open"
+        assert second["spec"]["max_cost"] == 250
+        deadline = datetime.fromisoformat(second["spec"]["deadline"])
+        assert sent_at + timedelta(hours=47.9) < deadline < datetime.now(UTC) + timedelta(hours=48.1)
+
+
+def test_a_bad_max_cost_or_deadline_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    """No hub listens and the exchange stays empty: the value is refused first, in run.err
+    and with RELION_JOB_EXIT_FAILURE, as RELION expects of a failed submission."""
+    project = tmp_path / "project"
+    jobdir = project / "Class2D" / "job001"
+    jobdir.mkdir(parents=True)
+    (project / "particles.star").write_text("data_particles\n")
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    script = TEMPLATE.read_text()
+    values = {"XXXqueueXXX": "auto", "XXXmpinodesXXX": "1", "XXXthreadsXXX": "2", "XXXnameXXX": "Class2D/job001/",
+              "XXXextra5XXX": "twenty", "XXXcommandXXX": "relion_refine --i particles.star --o Class2D/job001/run"}  # fmt: skip
+    for key, value in values.items():
+        script = script.replace(key, value)
+    (jobdir / "run_submit.script").write_text(script)
+    env = {**os.environ, "CRYOMESH_HUB_URL": "http://127.0.0.1:9", "CRYOMESH_CLIENT_ID": "x", "CRYOMESH_CLIENT_SECRET": "y",
+           "CRYOMESH_RELION_EXCHANGE": str(exchange), "COLUMNS": "200"}  # fmt: skip
+    out = subprocess.run([*SUBMIT.split(), "Class2D/job001/run_submit.script"], cwd=project, env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 1
+    said = " ".join(out.stdout.split())
+    assert "refused: Class2D/job001/run_submit.script: #cryomesh max_cost: 'twenty' is not an amount" in said, said
+    assert "#cryomesh max_cost: 'twenty' is not an amount" in (jobdir / "run.err").read_text()
+    assert (jobdir / "RELION_JOB_EXIT_FAILURE").exists()
+    assert list(exchange.iterdir()) == [], "nothing was published"
+    assert not (jobdir / ".cryomesh-relion.json").exists(), "nothing was submitted"

@@ -15,4 +15,6 @@
 #cryomesh gpus XXXextra2XXX
 #cryomesh walltime_h XXXextra3XXX
 #cryomesh memory_gb XXXextra4XXX
+#cryomesh max_cost XXXextra5XXX
+#cryomesh deadline XXXextra6XXX
 XXXcommandXXX

@@ -145,16 +145,25 @@ def _gpu_model_ok(spec: JobSpec, model: str | None) -> bool:
     return not (r.min_cuda_arch and not arch_at_least(model, r.min_cuda_arch))
 
 
+def partitions_for(spec: JobSpec, site: SiteView) -> list[PartitionView]:
+    """The site's partitions the job may use: its spot partitions only if the job is preemptible."""
+    if spec.placement.preemptible:
+        return site.partitions
+    return [p for p in site.partitions if not p.spot]
+
+
 def _hardware_ok(spec: JobSpec, site: SiteView) -> tuple[str | None, list[str]]:
     """(reason it can never fit, GPU models it could use)."""
     r = spec.resources
     if not site.partitions:
         return "describes no partitions and has not reported any", []
+    if not partitions_for(spec, site):
+        return "has only spot partitions and the job is not preemptible", []
     per_rank_cpus = r.threads_per_rank if r.mpi_ranks > 1 else r.cpus
     per_rank_mem = r.memory_gb / r.mpi_ranks
     models: list[str] = []
     reasons: list[str] = []
-    for p in site.partitions:
+    for p in partitions_for(spec, site):
         if p.cores_per_node < per_rank_cpus:
             reasons.append(f"{p.name}: {p.cores_per_node} cores per node < {per_rank_cpus}")
             continue
@@ -244,15 +253,15 @@ def runtime(spec: JobSpec, site: SiteView, gpu_model: str | None) -> Estimate:
 
 
 def price(spec: JobSpec, site: SiteView, gpu_models: list[str]) -> Priced | None:
-    """The job priced on the cheapest of the site's partitions it fits (GPU jobs: with one of ``gpu_models``)."""
+    """The job priced on the cheapest of the site's partitions it may use and fits (GPU jobs: with one of ``gpu_models``)."""
     r = spec.resources
-    return cheapest(site.partitions, r.cpus, r.gpus, set(gpu_models) if r.gpus else None)
+    return cheapest(partitions_for(spec, site), r.cpus, r.gpus, set(gpu_models) if r.gpus else None)
 
 
 def _priced_run(priced: Priced, runtime: float) -> str:
     """E.g. '2 h 00 m on c6i + 5 m start-up'."""
     boot = f" + {duration(priced.startup_s)} start-up" if priced.startup_s else ""
-    return f"{duration(runtime)} on {priced.partition}{boot}"
+    return f"{duration(runtime)} on {priced.partition}{' (spot)' if priced.spot else ''}{boot}"
 
 
 def within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -14,6 +15,7 @@ from hub.capacity.history_buffer import HistoryBuffer
 from hub.capacity.models import CapacityBucket, CapacityLatest
 from hub.db import after_commit
 from hub.errors import NotFound
+from hub.jobs.service import renew_leases
 from hub.settings import HubSettings
 from hub.sites.models import Site
 from hub.sites.service import record_measured_software
@@ -76,43 +78,82 @@ def _snapshot_upsert(dialect: str) -> Any:
     return stmt.on_conflict_do_update(index_elements=["site_id"], set_={c: stmt.excluded[c] for c in _SNAPSHOT})
 
 
-def record_heartbeat(
-    session: Session, site_id: int, site_name: str, hb: Heartbeat, settings: HubSettings, history: HistoryBuffer
-) -> HeartbeatAck:
-    """Store the sign of life and the snapshot: two writes, nothing read back. The history
-    sample is folded in memory once the transaction has committed (see history_buffer)."""
-    now, totals = utcnow(), totals_of(hb)
+@dataclass(frozen=True)
+class Beat:
+    """One accepted heartbeat: the site it is for (known from the agent's token) and what it said."""
+
+    site_id: int
+    site_name: str
+    hb: Heartbeat
+
+
+class SiteGone(Exception):
+    """A site in a batch of heartbeats no longer exists under its name (renamed or deleted
+    since its agent's token was read): the batch is written again one heartbeat at a time,
+    so only that heartbeat is refused."""
+
+
+def record_heartbeats(session: Session, beats: list[Beat], settings: HubSettings, history: HistoryBuffer) -> list[HeartbeatAck]:
+    """Store each site's sign of life and snapshot: two statements for the whole batch (each
+    executed with every site's values), nothing read back. Two heartbeats of one site in a
+    batch store the later one. The history samples are folded in memory once the transaction
+    has committed (see history_buffer). Raises ``NotFound`` for a lone heartbeat of a site
+    that is gone, ``SiteGone`` for a batch holding one."""
+    now, totals = utcnow(), [totals_of(b.hb) for b in beats]
+    latest = {b.site_id: i for i, b in enumerate(beats)}  # an upsert may touch a row once per statement
     conn = session.connection()
     marked = conn.execute(
         _SIGN_OF_LIFE,
-        {
-            "b_site_id": site_id,
-            "b_name": site_name,
-            "b_now": now,
-            "b_interval": hb.interval_s,
-            "b_version": hb.agent_version,
-            "b_until": now + timedelta(seconds=hb.interval_s * settings.missed_heartbeats),
-        },
+        [
+            {
+                "b_site_id": b.site_id,
+                "b_name": b.site_name,
+                "b_now": now,
+                "b_interval": b.hb.interval_s,
+                "b_version": b.hb.agent_version,
+                "b_until": now + timedelta(seconds=b.hb.interval_s * settings.missed_heartbeats),
+            }
+            for b in (beats[i] for i in latest.values())
+        ],
     )
-    if marked.rowcount != 1:
-        raise NotFound(f"no site named {site_name!r}")
+    if marked.rowcount != len(latest):
+        if len(beats) == 1:
+            raise NotFound(f"no site named {beats[0].site_name!r}")
+        raise SiteGone()
     conn.execute(
         _snapshot_upsert(conn.dialect.name),
-        {
-            "site_id": site_id,
-            "received_at": now,
-            "sampled_at": hb.sampled_at,
-            "agent_version": hb.agent_version,
-            "backend": hb.backend,
-            "totals": totals.model_dump(),
-            "partitions": [p.model_dump() for p in hb.partitions],
-            "storage": [s.model_dump() for s in hb.storage],
-        },
+        [
+            {
+                "site_id": beats[i].site_id,
+                "received_at": now,
+                "sampled_at": beats[i].hb.sampled_at,
+                "agent_version": beats[i].hb.agent_version,
+                "backend": beats[i].hb.backend,
+                "totals": totals[i].model_dump(),
+                "partitions": [p.model_dump() for p in beats[i].hb.partitions],
+                "storage": [s.model_dump() for s in beats[i].hb.storage],
+            }
+            for i in latest.values()
+        ],
     )
-    if hb.software is not None:
-        record_measured_software(session, site_id, hb.software, now)
-    after_commit(session, lambda: history.add(site_id, now, totals))
-    return HeartbeatAck(site=site_name, received_at=now, next_in_s=hb.interval_s)
+    for b in beats:
+        if b.hb.software is not None:
+            record_measured_software(session, b.site_id, b.hb.software, now)
+        renew_leases(session, b.site_id, b.hb.attempts, b.hb.interval_s * settings.missed_heartbeats)
+
+    def fold() -> None:
+        for b, t in zip(beats, totals, strict=True):
+            history.add(b.site_id, now, t)
+
+    after_commit(session, fold)
+    return [HeartbeatAck(site=b.site_name, received_at=now, next_in_s=b.hb.interval_s) for b in beats]
+
+
+def record_heartbeat(
+    session: Session, site_id: int, site_name: str, hb: Heartbeat, settings: HubSettings, history: HistoryBuffer
+) -> HeartbeatAck:
+    """One heartbeat on its own (see ``record_heartbeats``)."""
+    return record_heartbeats(session, [Beat(site_id, site_name, hb)], settings, history)[0]
 
 
 def latest_capacity(session: Session, site: Site) -> SiteCapacity:

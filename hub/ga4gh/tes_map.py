@@ -10,6 +10,11 @@ Images: a site lists the images it runs as software named ``image:<image>`` in i
 description (version ``host`` where its admin maps the image to running on the host), so
 the broker rules out sites without the image, and a task no site can run is refused with
 each site's verdict.
+
+S3: a site lists the buckets its agent reaches (with the site's S3 settings) as software
+named ``s3:<bucket>``. A task's ``s3://`` inputs and outputs require those entries, so the
+broker places it only where every bucket it names is reachable; a bucket no site lists is
+refused at once with 400 naming the URL.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from hub.auth.principal import Principal
 from hub.datasets.files import entries
 from hub.datasets.service import get_visible as get_visible_dataset
 from hub.errors import BadRequest, NotFound
-from hub.sites.models import Site
+from hub.sites.models import Site, SoftwareRow
 from shared.schemas.jobs import DatasetRef, JobKind, JobSpec, PlacementConstraints, Resources, SoftwareRequirement
-from shared.schemas.tes import TesTaskCreate, TesWork, TesWorkInput
+from shared.schemas.tes import TesTaskCreate, TesWork, TesWorkInput, s3_location
 from shared.validation import describe_errors
 
 #: backend_parameters cryomesh reads: key -> what it means (published in service-info).
@@ -43,6 +48,7 @@ BACKEND_PARAMETERS: dict[str, str] = {
     "exclude_sites": "','-separated sites never to use",
 }
 IMAGE_PREFIX = "image:"
+S3_PREFIX = "s3:"
 _SOFTWARE_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.+-]{0,99})\s*([<>=!~].*)?$")
 
 
@@ -98,10 +104,37 @@ def _zones(session: Session, zones: list[str]) -> tuple[list[str] | None, list[s
     return (sorted(names) or None), (countries or None)
 
 
-def _input(session: Session, principal: Principal, i: TesWorkInput, url: str, refs: dict[str, DatasetRef]) -> TesWorkInput:
+def _bucket(what: str, url: str, buckets: dict[str, str]) -> None:
+    """Note the bucket of an s3:// URL (the first URL naming each bucket, for the refusal)."""
+    try:
+        bucket, _ = s3_location(url)
+    except ValueError as exc:
+        raise BadRequest(f"{what}: {exc}") from None
+    buckets.setdefault(bucket, url)
+
+
+def _reachable(session: Session, buckets: dict[str, str]) -> list[SoftwareRequirement]:
+    """The software requirement of each bucket; 400 naming the URL of a bucket no site reaches."""
+    names = [S3_PREFIX + b for b in buckets]
+    listed = set(session.exec(select(SoftwareRow.name).where(col(SoftwareRow.name).in_(names))).all())
+    for bucket, url in buckets.items():
+        if S3_PREFIX + bucket not in listed:
+            raise BadRequest(
+                f"{url}: no site of this network reaches S3 bucket {bucket!r} "
+                f"(a site lists the buckets it reaches as software '{S3_PREFIX}<bucket>')"
+            )
+    return [SoftwareRequirement(name=n) for n in names]
+
+
+def _input(
+    session: Session, principal: Principal, i: TesWorkInput, url: str, refs: dict[str, DatasetRef], buckets: dict[str, str]
+) -> TesWorkInput:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
+        return i.model_copy(update={"url": url})
+    if scheme == "s3":
+        _bucket(f"input {i.path}", url, buckets)
         return i.model_copy(update={"url": url})
     if scheme == "file" or (not scheme and url.startswith("/")):
         path = parts.path if scheme else url
@@ -123,7 +156,7 @@ def _input(session: Session, principal: Principal, i: TesWorkInput, url: str, re
             rel = str(entry["path"])
         refs.setdefault(ds.id, DatasetRef(dataset=ds.id))
         return i.model_copy(update={"dataset": ds.id, "dataset_path": rel, "url": None})
-    raise BadRequest(f"input {i.path}: {scheme or 'this'}:// URLs are not supported (use http(s)://, file:// or drs://)")
+    raise BadRequest(f"input {i.path}: {scheme or 'this'}:// URLs are not supported (use http(s)://, file://, drs:// or s3://)")
 
 
 def to_spec(session: Session, principal: Principal, task: TesTaskCreate) -> Mapped:
@@ -139,8 +172,12 @@ def to_spec(session: Session, principal: Principal, task: TesTaskCreate) -> Mapp
                 f"cryomesh reads {', '.join(BACKEND_PARAMETERS)}"
             )
         warnings.append(f"backend_parameters ignored (cryomesh does not read them): {', '.join(unknown)}")
-    if res is not None and res.preemptible:
-        warnings.append("preemptible has no effect: cryomesh places tasks on any capacity a site lends")
+    preemptible = bool(res and res.preemptible)
+    warnings.append(
+        "preemptible: may run on spot partitions (a node taken away requeues the task)"
+        if preemptible
+        else "not preemptible: spot partitions are not used"
+    )
     allowed, countries = _zones(session, list(res.zones or [])) if res else (None, None)
     software = _software(params.get("software", ""))
     for image in dict.fromkeys(e.image for e in task.executors):
@@ -148,13 +185,18 @@ def to_spec(session: Session, principal: Principal, task: TesTaskCreate) -> Mapp
             raise BadRequest(f"executor image {image[:60]!r}...: image names are at most {100 - len(IMAGE_PREFIX)} characters")
         software.append(SoftwareRequirement(name=IMAGE_PREFIX + image.lower()))
     refs: dict[str, DatasetRef] = {}
+    buckets: dict[str, str] = {}
     inputs = []
     for i in task.inputs or []:
         base = TesWorkInput(path=i.path, type=i.type, content=i.content)
-        inputs.append(base if i.url is None else _input(session, principal, base, i.url, refs))
+        inputs.append(base if i.url is None else _input(session, principal, base, i.url, refs, buckets))
     for o in task.outputs or []:
-        if urlsplit(o.url).scheme.lower() != "file":
-            raise BadRequest(f"output {o.path}: only file:// outputs (into a directory the site exports) are supported")
+        scheme = urlsplit(o.url).scheme.lower()
+        if scheme == "s3":
+            _bucket(f"output {o.path}", o.url, buckets)
+        elif scheme != "file":
+            raise BadRequest(f"output {o.path}: only file:// (into a directory the site exports) and s3:// outputs are supported")
+    software += _reachable(session, buckets)
     kind = params.get("kind", JobKind.GENERIC_COMMAND.value)
     if kind not in {k.value for k in JobKind}:
         raise BadRequest(f"backend_parameters.kind: {kind!r} is not one of {', '.join(k.value for k in JobKind)}")
@@ -169,7 +211,9 @@ def to_spec(session: Session, principal: Principal, task: TesTaskCreate) -> Mapp
         excluded = [s.strip() for s in params.get("exclude_sites", "").split(",") if s.strip()]
         spec = JobSpec(
             name=task.name or "tes-task", kind=JobKind(kind), resources=resources, software=software, inputs=list(refs.values()),
-            placement=PlacementConstraints(allowed_sites=allowed, excluded_sites=excluded, countries=countries),
+            placement=PlacementConstraints(
+                allowed_sites=allowed, excluded_sites=excluded, countries=countries, preemptible=preemptible
+            ),
             priority=_int("priority", params["priority"]) if "priority" in params else 0,
             tes=TesWork(executors=task.executors, inputs=inputs, outputs=task.outputs or [], volumes=task.volumes or []),
         )  # fmt: skip

@@ -45,7 +45,7 @@ def service_info(request: Request) -> dict[str, Any]:
         "organization": {"name": "cryomesh network", "url": settings.issuer},
         "documentationUrl": f"{settings.issuer}/docs",
         "version": __version__,
-        "storage": ["file://", "http://", "https://", "drs://"],
+        "storage": ["file://", "http://", "https://", "drs://", "s3://"],
         "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
     }
 

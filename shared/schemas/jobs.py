@@ -142,6 +142,10 @@ class PlacementConstraints(StrictModel):
     countries: list[SafeStr] | None = Field(
         default=None, max_length=300, description="Data residency: only sites in these countries (ISO 3166-1 alpha-2)"
     )
+    preemptible: bool = Field(
+        default=True,
+        description="May run on spot partitions (cheaper; a node may be taken away mid-run and the job requeued)",
+    )
 
     @field_validator("countries")
     @classmethod

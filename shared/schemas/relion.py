@@ -18,6 +18,9 @@ from shared.schemas.datasets import check_relative_path
 
 #: A RELION program name: what RELION itself writes in its command lines.
 RELION_PROGRAM = re.compile(r"^relion_[a-z0-9_]{1,60}$")
+#: Any other program, by its bare name (no path): run only where the site's policy allows
+#: generic commands (``[policy] generic_commands`` of the agent), from the site's own PATH.
+PROGRAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -30,18 +33,25 @@ def check_argument(arg: str) -> str:
 
 
 class RelionCommand(StrictModel):
-    """One RELION command line, as argv (no shell). ``program`` is a RELION program name; the
-    site runs its own install of it, under MPI when ``mpi`` (the ``_mpi`` build)."""
+    """One command line of a RELION job, as argv (no shell). ``program`` is a program name
+    without a path: a RELION program (``relion_...``), which the site runs from its own
+    RELION build, under MPI when ``mpi`` (the ``_mpi`` build); or another program (a
+    *generic command*), which a site runs only if its policy allows it."""
 
-    program: SafeStr = Field(description="e.g. 'relion_refine' or 'relion_refine_mpi'")
+    program: SafeStr = Field(description="e.g. 'relion_refine' or 'relion_refine_mpi'; other names are generic commands")
     args: list[SafeStr] = Field(default_factory=list, max_length=2000)
 
     @field_validator("program")
     @classmethod
-    def _relion(cls, v: str) -> str:
-        if not RELION_PROGRAM.match(v):
-            raise ValueError(f"{v!r} is not a RELION program (relion_...)")
+    def _name(cls, v: str) -> str:
+        if not PROGRAM_NAME.match(v):
+            raise ValueError(f"{v!r} is not a program name (a name without a path, e.g. relion_refine)")
         return v
+
+    @property
+    def relion(self) -> bool:
+        """A RELION program (else a generic command)."""
+        return RELION_PROGRAM.match(self.program) is not None
 
     @field_validator("args")
     @classmethod
@@ -52,7 +62,7 @@ class RelionCommand(StrictModel):
 
     @property
     def mpi(self) -> bool:
-        return self.program.endswith("_mpi")
+        return self.relion and self.program.endswith("_mpi")
 
 
 class ProjectFile(StrictModel):

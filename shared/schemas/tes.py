@@ -9,6 +9,7 @@ placement explanations are the job's. Names follow the TES 1.1 OpenAPI
 from __future__ import annotations
 
 import posixpath
+import re
 from enum import StrEnum
 
 from pydantic import BaseModel, Field, FiniteFloat, field_validator, model_validator
@@ -49,12 +50,40 @@ def check_task_path(path: str) -> str:
     return path.rstrip("/")
 
 
+#: An S3 bucket name as S3 allows it for new buckets (lower case, digits, '.', '-').
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def check_bucket(name: str) -> str:
+    if not _S3_BUCKET.fullmatch(name) or ".." in name:
+        raise ValueError(f"{name!r} is not an S3 bucket name")
+    return name
+
+
+def s3_location(url: str) -> tuple[str, str]:
+    """(bucket, key) of ``s3://bucket/key``. The endpoint is not in the URL: it is the one
+    each site is configured for, so a bucket name means the same bucket at every site that
+    lists it (docs/workflows.md)."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"{url!r} is not an s3:// URL")
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    try:
+        check_bucket(bucket)
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: {exc}") from None
+    key = key.rstrip("/")
+    if not key or len(key.encode()) > 1024 or any(ord(c) < 0x20 for c in key):
+        raise ValueError(f"{url!r} must name an object or prefix (s3://bucket/key) of at most 1024 bytes")
+    return bucket, key
+
+
 class TesInput(StrictModel):
     name: SafeStr | None = Field(default=None, max_length=500)
     description: SafeStr | None = Field(default=None, max_length=5000)
     url: SafeStr | None = Field(
-        default=None, max_length=4000, description="http(s)://, file:// (a directory the site exports), drs://"
-    )
+        default=None, max_length=4000,
+        description="http(s)://, file:// (a directory the site exports), drs://, s3://bucket/key (a bucket a site reaches)",
+    )  # fmt: skip
     path: SafeStr
     type: TesFileType = TesFileType.FILE
     content: SafeStr | None = Field(default=None, description=f"Inline file content (up to {MAX_CONTENT_BYTES} bytes)")
@@ -80,7 +109,9 @@ class TesInput(StrictModel):
 class TesOutput(StrictModel):
     name: SafeStr | None = Field(default=None, max_length=500)
     description: SafeStr | None = Field(default=None, max_length=5000)
-    url: SafeStr = Field(max_length=4000, description="file:// inside a directory the site exports")
+    url: SafeStr = Field(
+        max_length=4000, description="file:// inside a directory the site exports, or s3://bucket/key of a bucket a site reaches"
+    )
     path: SafeStr
     path_prefix: SafeStr | None = Field(default=None, description="With a glob in path: the part cut from each match")
     type: TesFileType = TesFileType.FILE

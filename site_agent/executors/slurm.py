@@ -47,7 +47,9 @@ def batch_script(h: JobHandle, spec: JobSpec, cfg: ExecutorSection) -> str:
         lines.append(f"#SBATCH --gres=gpu:{model}:{r.gpus}" if model else f"#SBATCH --gres=gpu:{r.gpus}")
     if r.scratch_gb:
         lines.append(f"#SBATCH --tmp={int(r.scratch_gb * 1024)}M")
-    launcher = "srun " if r.mpi_ranks > 1 else ""
+    # A RELION queue job's runner runs once and starts its _mpi programs itself, with the
+    # site's launcher, inside this allocation (site_agent/relion_site.py).
+    launcher = "srun " if r.mpi_ranks > 1 and spec.relion is None else ""
     lines += [
         "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in job_env(h, spec).items()),
         'mkdir -p "$CRYOMESH_OUTPUT_DIR"',

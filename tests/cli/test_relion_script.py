@@ -7,12 +7,13 @@ tests/test_relion_queue_e2e.py have RELION write it)."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from cryomesh_cli.relion_inputs import OutsideProject, project_inputs, star_columns
-from cryomesh_cli.relion_script import ScriptError, parse
+from cryomesh_cli.relion_script import ScriptError, job_fields, parse
 
 TEMPLATE = (Path(__file__).resolve().parents[2] / "deploy" / "relion" / "cryomesh_submit.sh").read_text()
 COMMAND = (
@@ -45,7 +46,7 @@ def test_resources_target_and_commands_are_read() -> None:
 @pytest.mark.parametrize(
     ("command", "words"),
     [
-        ("rm -rf /", "line 18: 'rm' is not a RELION program"),
+        ("rm -rf /", "argument '/' leads outside the project"),
         (COMMAND + " | tee log", "needs a shell"),
         ("relion_refine --i particles.star > out", "needs a shell"),
         ("relion_refine --i /data/particles.star", "leads outside the project"),
@@ -56,6 +57,37 @@ def test_resources_target_and_commands_are_read() -> None:
 def test_what_is_not_a_plain_relion_command_is_refused(command: str, words: str) -> None:
     with pytest.raises(ScriptError, match=re.escape(words)):
         parse(rendered(command=command))
+
+
+def test_a_program_other_than_relion_is_sent_by_name_for_the_site_to_decide() -> None:
+    """Generic commands are not refused here: each site's policy says whether it runs them
+    (site_agent/relion_site.py); the site runs its own install, so a path is dropped."""
+    [relion, generic] = parse(rendered(command=COMMAND + "\n/usr/local/bin/ctffind4 --i Class2D/job003/run.star")).commands
+    assert relion.relion and not generic.relion and not generic.mpi
+    assert (generic.program, generic.args) == ("ctffind4", ["--i", "Class2D/job003/run.star"])
+
+
+def test_max_cost_and_deadline_are_read_and_checked_before_anything_is_sent() -> None:
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    fields = job_fields(parse(rendered(XXXextra5XXX="250.5", XXXextra6XXX="2027-01-31T18:00+09:00")), now)
+    assert fields["max_cost"] == 250.5 and fields["deadline"] == "2027-01-31T18:00:00+09:00"
+    assert job_fields(parse(rendered(XXXextra6XXX="+12")), now)["deadline"] == "2026-12-02T00:00:00+00:00"
+    assert "max_cost" not in job_fields(parse(rendered()), now), "a field left blank sets nothing"
+    r = job_fields(parse(rendered(XXXextra2XXX="2", XXXextra3XXX="0.5", XXXextra4XXX="16")), now)["resources"]
+    assert r == {"cpus": 6, "mpi_ranks": 3, "threads_per_rank": 2, "gpus": 2, "gpu_model": "a100", "memory_gb": 16.0,
+                 "walltime_s": 1800}  # fmt: skip
+    for values, words in [
+        ({"XXXextra5XXX": "cheap"}, "#cryomesh max_cost: 'cheap' is not an amount"),
+        ({"XXXextra5XXX": "-3"}, "#cryomesh max_cost: '-3' is not an amount"),
+        ({"XXXextra5XXX": "nan"}, "#cryomesh max_cost: 'nan' is not an amount"),
+        ({"XXXextra6XXX": "friday"}, "#cryomesh deadline: 'friday' is not +hours (e.g. +12) or a time like"),
+        ({"XXXextra6XXX": "2027-01-31T18:00"}, "'2027-01-31T18:00' needs a time zone, e.g. 2027-01-31T18:00Z"),
+        ({"XXXextra6XXX": "2026-11-30T00:00Z"}, "#cryomesh deadline: '2026-11-30T00:00Z' is already past"),
+        ({"XXXextra4XXX": "0"}, "the job's resources: memory_gb: Input should be greater than 0"),
+        ({"XXXextra2XXX": "two"}, "#cryomesh gpus: 'two' is not a whole number"),
+    ]:
+        with pytest.raises(ScriptError, match=re.escape(words)):
+            job_fields(parse(rendered(**values)), now)
 
 
 def test_unknown_job_types_and_missing_fields_are_refused() -> None:

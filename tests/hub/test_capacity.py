@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -13,12 +16,13 @@ from sqlmodel import Session, select
 
 from hub.capacity.chart import summed_history
 from hub.capacity.history_buffer import Fold, HistoryBuffer, bucket_start, write_folds
-from hub.capacity.models import CapacityBucket
-from hub.capacity.service import mark_unreachable
+from hub.capacity.models import CapacityBucket, CapacityLatest
+from hub.capacity.service import Beat, mark_unreachable, record_heartbeats
 from hub.db import make_engine, transaction
+from hub.settings import HubSettings
 from hub.sites.models import Site
 from hub.types import utcnow
-from shared.schemas.capacity import CapacityTotals, GpuCount
+from shared.schemas.capacity import CapacityTotals, GpuCount, Heartbeat
 from tests.helpers import Hub, heartbeat_body, prepare_database, running_hub
 from tests.services import wait_for
 
@@ -329,5 +333,101 @@ def test_a_silent_site_is_unreachable_at_most_missed_intervals_after_its_last_he
                 tick += timedelta(seconds=sweep_s)
             assert tick - last <= bound, f"phase {phase}: unreachable {tick - last} after the last heartbeat"
             assert tick - last > bound - timedelta(seconds=sweep_s), f"phase {phase}: marked more than a tick early"
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- heartbeats written together
+
+
+def _metric(hub: Hub, name: str) -> float:
+    with hub.http() as c:
+        line = next(x for x in c.get("/metrics").text.splitlines() if x.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def _send_while_locked(hub: Hub, db: Path, beats: list[tuple[str, str]], while_locked: str | None = None) -> list[Any]:
+    """Hold SQLite's write lock from another connection (as another process would) while
+    every heartbeat reaches the hub and waits; run ``while_locked`` in that transaction; then
+    commit and return each heartbeat's answer."""
+    lock = sqlite3.connect(db, isolation_level=None, timeout=30)
+    lock.execute("BEGIN IMMEDIATE")
+    committed = False
+    try:
+        with ThreadPoolExecutor(len(beats)) as pool:
+
+            def send(site: str, token: str) -> httpx.Response:
+                with hub.http(token) as c:
+                    c.timeout = httpx.Timeout(120)
+                    return c.post(f"/api/v1/sites/{site}/heartbeat", json=heartbeat_body())
+
+            answers = [pool.submit(send, site, token) for site, token in beats]
+            wait_for(lambda: _metric(hub, "cryomesh_hub_heartbeats_pending") == len(beats), 50, "every heartbeat at the hub")
+            if while_locked:
+                lock.execute(while_locked)
+            lock.execute("COMMIT")
+            committed = True
+            return [a.result() for a in answers]
+    finally:
+        if not committed:
+            lock.execute("ROLLBACK")
+        lock.close()
+
+
+def test_heartbeats_waiting_together_are_written_in_one_transaction(tmp_path: Path) -> None:
+    """While another writer holds the database, heartbeats of 12 sites arrive: they are
+    written together once it lets go (at most two transactions: the one already waiting for
+    the lock, and the rest), each answered for its own site and stored."""
+    db = tmp_path / "hub.db"
+    with running_hub(f"sqlite:///{db}", tmp_path / "data", database_busy_timeout_s=60) as hub:
+        beats = [(str(s["name"]), token) for s, token in (_online_site(hub, tmp_path, f"site-{i}") for i in range(12))]
+        before = _metric(hub, "cryomesh_hub_heartbeat_transactions")
+        answers = _send_while_locked(hub, db, beats)
+        assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers]
+        assert [a.json()["site"] for a in answers] == [site for site, _ in beats]
+        assert _metric(hub, "cryomesh_hub_heartbeat_transactions") - before <= 2
+        with hub.as_admin() as c:
+            summary = c.get("/api/v1/network/summary").json()
+        assert summary["sites_by_reachability"] == {"online": 12} and summary["cpus_total"] == 12 * 64
+
+
+def test_a_site_gone_in_a_batch_refuses_only_its_own_heartbeat(tmp_path: Path) -> None:
+    """A site renamed after its agent's heartbeat passed the token check (the token still
+    names the old name): that heartbeat is refused 404; the others in its batch are stored."""
+    db = tmp_path / "hub.db"
+    with running_hub(f"sqlite:///{db}", tmp_path / "data", database_busy_timeout_s=60) as hub:
+        beats = [(str(s["name"]), token) for s, token in (_online_site(hub, tmp_path, f"site-{i}") for i in range(6))]
+        answers = _send_while_locked(
+            hub, db, beats, while_locked="UPDATE sites SET name = 'site-3-renamed' WHERE name = 'site-3'"
+        )
+        assert [a.status_code for a in answers] == [200, 200, 200, 404, 200, 200], [a.text for a in answers]
+        assert answers[3].json() == {"error": "NotFound", "detail": "no site named 'site-3'"}
+        with hub.as_admin() as c:
+            sites = {s["name"]: s["reachability"] for s in c.get("/api/v1/network/summary").json()["sites"]}
+        assert sites == {**{f"site-{i}": "online" for i in (0, 1, 2, 4, 5)}, "site-3-renamed": "unknown"}
+
+
+def test_two_heartbeats_of_one_site_in_a_batch_store_the_later(db_url: str, tmp_path: Path) -> None:
+    """On both engines (PostgreSQL refuses an upsert that touches one row twice in a statement)."""
+    prepare_database(db_url)
+    engine = make_engine(db_url)
+    try:
+        with transaction(engine) as s:
+            site = Site(name="alpha", display_name="Alpha", institution="kek", country="JP")
+            s.add(site)
+            s.flush()
+            assert site.id is not None
+            site_id = site.id
+        history = HistoryBuffer(engine, 300, 3600, 10_000)
+        first = Heartbeat.model_validate(heartbeat_body(64, 48))
+        second = Heartbeat.model_validate(heartbeat_body(64, 10))
+        settings = HubSettings(database_url=db_url)
+        with transaction(engine) as s:
+            acks = record_heartbeats(s, [Beat(site_id, "alpha", first), Beat(site_id, "alpha", second)], settings, history)
+        assert [a.site for a in acks] == ["alpha", "alpha"]
+        with transaction(engine, write=False) as s:
+            latest = s.get(CapacityLatest, site_id)
+            assert latest is not None and latest.totals["cpus_free"] == 10
+        assert history.pending() == 1, "both samples folded into the site's bucket"
     finally:
         engine.dispose()

@@ -184,8 +184,9 @@ def test_malformed_spec_names_the_field(jhub: Hub) -> None:
         (spec(software=[{"name": "relion", "version": "five"}]), "software.0.version"),
         (spec(inputs=[{"dataset": "ds-1", "paths": ["../etc/passwd"]}]), "inputs.0.paths"),
         (spec(resources={"cpus": 2, "mpi_ranks": 4}), "mpi_ranks x threads_per_rank"),
-        # RELION commands from a project (`cryomesh relion submit`): RELION programs only, inside the project.
-        (spec(kind="relion.class2d", command=None, relion=relion_run(program="rm")), "'rm' is not a RELION program"),
+        # RELION commands from a project (`cryomesh relion submit`): program names (the site runs its own
+        # install; other than RELION's only where its policy allows), paths inside the project.
+        (spec(kind="relion.class2d", command=None, relion=relion_run(program="/bin/rm")), "'/bin/rm' is not a program name"),
         (spec(kind="relion.class2d", command=None, relion=relion_run(args=["--i", "/etc/passwd"])), "leads outside the project"),
         (spec(kind="relion.class2d", command=None, relion=relion_run(args=["--i", "1@../x.mrcs"])), "leads outside the project"),
         (spec(relion=relion_run()), "a job with relion commands is of a relion.* kind"),

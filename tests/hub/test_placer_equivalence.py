@@ -116,8 +116,8 @@ def _spec(rng: random.Random, n_sites: int, j: int) -> JobSpec:
         raw["deadline"] = (NOW + timedelta(hours=rng.choice([1, 3, 12, 48]))).isoformat()
     if rng.random() < 0.15:
         raw["max_cost"] = rng.choice([0.5, 5.0, 50.0])
-    if rng.random() < 0.1:
-        raw["placement"] = rng.choice([{"countries": ["JP"]}, {"countries": ["DE", "US"]}])
+    if rng.random() < 0.3:
+        raw["placement"] = rng.choice([{"countries": ["JP"]}, {"countries": ["DE", "US"]}, {"preemptible": True}])
     return JobSpec.model_validate(raw)
 
 

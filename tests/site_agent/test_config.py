@@ -34,6 +34,12 @@ REPO = Path(__file__).resolve().parents[2]
         ('[[storage]]\nname = "scratch"\npth = "/data"\n', "storage.0.pth: unknown field; did you mean 'path'?"),
         ("[polcy]\nmax_cpus = 4\n", "polcy: unknown field; did you mean 'policy'?"),
         ("[agent]\nmax_cpus = 4\n", "agent.max_cpus: unknown field"),
+        # The policy on generic commands in RELION queue jobs: explicit, off by default.
+        ('[policy]\ngeneric_commands = "yes"\n', "policy.generic_commands: Input should be 'none', 'listed' or 'any'"),
+        ('[policy]\ngeneric_program = ["ctffind4"]\n', "policy.generic_program: unknown field; did you mean 'generic_programs'?"),
+        ('[policy]\ngeneric_programs = ["ctffind4"]\n', "generic_programs is read only with generic_commands = 'listed'"),
+        ('[policy]\ngeneric_commands = "listed"\n', "generic_commands = 'listed' needs the programs in generic_programs"),
+        ('[policy]\ngeneric_commands = "listed"\ngeneric_programs = ["/bin/sh"]\n', "'/bin/sh': a program name without"),
     ],
 )
 def test_a_typo_in_any_section_is_refused(tmp_path: Path, toml: str, problem: str) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from shared.schemas.jobs import JobKind, JobSpec
 from shared.schemas.tes import TesWork
 from site_agent.config import AgentSettings, TesSection
@@ -86,3 +89,49 @@ def test_a_site_refuses_images_and_dirs_its_admin_did_not_allow(tmp_path: Path) 
     assert "ubuntu:24.04 is not allowed" in str(refusal(settings, spec("ubuntu:24.04")))
     assert refusal(settings, spec("python:3.11", f"file://{tmp_path}/f")) is None
     assert "not inside a directory this site exports" in str(refusal(settings, spec("python:3.11", "file:///etc/passwd")))
+
+
+def test_isolated_executors_get_their_own_tmp_and_their_image_env(tmp_path: Path) -> None:
+    """What Snakemake's TES plugin needs of a container: a job script at /tmp that runs
+    ``mkdir /tmp/conda && cd /tmp``. Two such tasks in turn both succeed (on a shared /tmp
+    the second mkdir would fail), each sees /tmp as its working directory, and the task's other
+    paths (rewritten in the command, not in files) stay reachable although the job's work dir
+    here is itself under /tmp."""
+    exported = tmp_path / "exports"
+    exported.mkdir()
+    image = "snakemake/snakemake:v9"
+    script = 'mkdir /tmp/conda && cd /tmp && pwd > /tmp/where && cat "$1" > /tmp/copy && echo $GREETING >> /tmp/copy\n'
+    for n in (1, 2):
+        work = {
+            "inputs": [{"path": "/tmp/run.sh", "content": script}, {"path": "/data/in", "content": f"task {n}\n"}],
+            "executors": [{"image": image, "command": ["/bin/sh", "/tmp/run.sh", "/data/in"], "workdir": "/tmp"}],
+            "outputs": [
+                {"path": "/tmp/where", "url": f"file://{exported}/{n}/where"},
+                {"path": "/tmp/copy", "url": f"file://{exported}/{n}/copy"},
+            ],
+        }
+        workdir = tmp_path / f"job{n}"
+        workdir.mkdir()
+        task = {
+            "work": work,
+            "exported_dirs": [str(exported)],
+            "isolation": "unshare",
+            "image_env": {image: {"GREETING": "from the image"}},
+        }
+        runner = Runner(workdir, task)
+        assert runner.run() == 0, runner.result
+        assert (exported / str(n) / "where").read_text() == "/tmp\n"
+        assert (exported / str(n) / "copy").read_text() == f"task {n}\nfrom the image\n"
+        assert (workdir / "root" / "tmp" / "conda").is_dir()
+    # Without isolation the same paths are rewritten under the task's root instead.
+    assert Runner(tmp_path / "job1", {"work": work}).rewrite("/tmp/run.sh") == f"{tmp_path}/job1/root/tmp/run.sh"
+    assert Runner(tmp_path / "job1", {"work": work, "isolation": "unshare"}).rewrite("/tmp/run.sh") == "/tmp/run.sh"
+
+
+def test_isolation_needs_unshare_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert TesSection(isolation="unshare").isolation == "unshare"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ValidationError, match="needs util-linux's unshare on PATH"):
+        TesSection(isolation="unshare")
+    with pytest.raises(ValidationError, match="isolation"):
+        TesSection(isolation="docker")  # type: ignore[arg-type]
