@@ -9,21 +9,25 @@ does not depend on the job, and the rest is cheap to bound:
 - ``Board``: a pass's job-independent view of the sites as numpy arrays in name order:
   open or why not, CPUs available, reliability and GPU-site slowdowns, queue, each kind's
   learned run-time bias. Reservations update it one site at a time.
-- ``Needs``: per kind of job (kind, resources, software, constraints): the checks that
-  rule sites out for good and the GPU models each site could use, and why the sites
-  without room now have none (kept current as work is reserved).
+- ``Fixed``: per kind of job (kind, resources, software, constraints): the checks that
+  rule sites out for good and the GPU models each site could use. They depend on the
+  registry alone, so a hub process keeps them between submissions.
+- ``Needs``: a ``Fixed`` on a board, and why the sites without room now have none (kept
+  current as work is reserved).
 - ``Candidates``: per job (its inputs, sizes, deadline, max_cost): an upper bound on
   every site's score, from a lower bound on its finish time (the copy of its inputs, exact;
   the fastest run its GPU models allow, at the site's learned bias; start-up >= 0) and on
   its tie-break (cost >= 0; locality and queue as they are; headroom as it is now, for GPU
-  jobs on the roomiest usable model: it only shrinks as work is reserved). ``best``
-  scores sites exactly (``evaluate_now``), highest bound first, until the next bound is
-  below the k-th best exact score: every site it skips scores lower than those it returns.
+  jobs on the roomiest usable model: it only shrinks as work is reserved, and the board
+  tightens a site's bound each time). ``best`` scores sites exactly (``evaluate_now``),
+  highest bound first, until the next bound is below the k-th best exact score: every
+  site it skips scores lower than those it returns.
 
 The result is what scoring every site gives, with ties broken by name; tests compare the
 two on random networks (tests/hub/test_placer_equivalence.py). A change to the score in
-rules.py must keep the bound's premises: finish >= copy + run p50, and every tie-break
-term >= 0 with locality, headroom and queue as ``_bounds`` reads them.
+rules.py must keep the bound's premises: finish >= copy + run p50 with run p50 = min(prior
+x e^bias, walltime), and every tie-break term >= 0 with locality, headroom and queue as
+``Candidates._without_headroom`` and ``Candidates.tighten`` read them.
 """
 
 from __future__ import annotations
