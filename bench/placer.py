@@ -174,7 +174,8 @@ def section(rows: list[Row], db: dict[str, float], subs: dict[int, dict[str, flo
         if "before_s" in r:
             scaled = "" if r["before_jobs"] == r["jobs"] else f" (first {r['before_jobs']:,} jobs, scaled)"
             before = f"{r['before_s']:.2f} s{scaled}"
-            ratio = f"{r['before_s'] / r['after_s']:.0f}x"
+            speedup = r["before_s"] / r["after_s"]
+            ratio = f"{speedup:.1f}x" if speedup < 10 else f"{speedup:.0f}x"
             same = f"{r['same']:,} of {r['before_jobs']:,}"
         else:
             before = ratio = same = "—"
