@@ -56,6 +56,7 @@ format: install
 ## bench: benchmarks; results go into docs/benchmarks.md (BENCH_ARGS="--hub-load full|quick|skip")
 bench: install
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.placer
 	$(VENV)/bin/python -m bench.placement_sim
 
 ## bench-sim: only the placement simulation (issue 12): a month of the network under four placement policies

@@ -14,6 +14,11 @@ and, for each submission, reads only:
 - the capacity snapshots received since the newest one already read;
 - the active attempts (federated work holding resources: staging, offered, claimed).
 
+Kept with the views: each kind of job's checks for good (``search.Fixed``: constraints,
+policy, software, hardware), so a submission scores only the sites that could win instead
+of every site. They depend on the registry alone and are dropped with every full reload,
+and when a site judged by what its agent reports reports other partitions.
+
 Everything else (each site's reliability over the last week) is reloaded at least every
 ``max_age_s``. Staleness bound: a snapshot committed late with an older ``received_at``
 than one already read (clock skew between hub processes, a slow transaction) is missed
@@ -42,6 +47,7 @@ from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
 from hub.broker.rules import SiteView
+from hub.broker.search import Fixed
 from hub.broker.views import active_attempts, apply_attempts, apply_snapshot, load_views
 from hub.capacity.models import CapacityLatest
 
@@ -71,6 +77,7 @@ class SiteViewCache:
         self._loaded = 0.0
         self._newest: datetime | None = None
         self.reloads = 0
+        self.fixed: dict[str, Fixed] = {}  # by search.needs_key, for these views; use while holding ``views``
 
     @contextmanager
     def views(self, session: Session, now: datetime) -> Iterator[list[SiteView]]:
@@ -84,6 +91,7 @@ class SiteViewCache:
         if version != self._version or time.monotonic() - self._loaded >= self.max_age_s:
             self._newest = session.exec(select(func.max(CapacityLatest.received_at))).one()
             self._views, self._sampled_at, self._described = load_views(session, now)
+            self.fixed = {}
             self._version, self._loaded, self.reloads = version, time.monotonic(), self.reloads + 1
             return
         fresh = select(CapacityLatest)
@@ -92,7 +100,10 @@ class SiteViewCache:
         for snap in session.exec(fresh):
             v = self._views.get(snap.site_id)
             if v is not None:
+                partitions = v.partitions
                 apply_snapshot(v, snap, snap.site_id in self._described)
+                if v.partitions != partitions:
+                    self.fixed = {}
                 self._sampled_at[snap.site_id] = snap.sampled_at
             self._newest = max(self._newest or snap.received_at, snap.received_at)
         for v in self._views.values():  # recounted from the database, with any placement since

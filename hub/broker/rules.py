@@ -270,7 +270,7 @@ def _priced_run(priced: Priced, runtime: float) -> str:
     return f"{duration(runtime)} on {priced.partition}{' (spot)' if priced.spot else ''}{boot}"
 
 
-def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:
+def within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:
     """(reason the job would cost more than its max_cost here, the GPU models it stays within at)."""
     if spec.max_cost is None:
         return None, models
@@ -290,22 +290,26 @@ def _within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[
     return f"would cost ≈ {cost:.2f} ({_priced_run(best, run)}), above the job's max_cost {spec.max_cost:g}", []
 
 
+def fixed_checks(spec: JobSpec, site: SiteView) -> tuple[str | None, str | None, list[str]]:
+    """What rules a site out for good whoever submits, split where the institution check goes:
+    (the job's own constraints, the site's policy/software/hardware, usable GPU models). The
+    batch placer and the submission path keep these per kind of job (hub/broker/candidates.py)."""
+    before = _constraints(spec, site)
+    after = _policy_never(spec, site) or _software_ok(spec, site)
+    if after:
+        return before, after, []
+    never, models = _hardware_ok(spec, site)
+    return before, never, models
+
+
 def static_verdict(spec: JobSpec, institution: str | None, site: SiteView) -> tuple[str | None, list[str]]:
     """(reason the job can never run at the site, usable GPU models). With ``institution``
-    None the institution check is left to the caller (the batch placer does it per job)."""
-    checks = (
-        _constraints(spec, site),
-        institution_refused(institution, site) if institution is not None else None,
-        _policy_never(spec, site),
-        _software_ok(spec, site),
-    )
-    for check in checks:
-        if check:
-            return check, []
-    never, models = _hardware_ok(spec, site)
+    None the institution check is left to the caller."""
+    before, after, models = fixed_checks(spec, site)
+    never = before or (institution_refused(institution, site) if institution is not None else None) or after
     if never:
         return never, []
-    return _within_max_cost(spec, site, models)
+    return within_max_cost(spec, site, models)
 
 
 def evaluate(spec: JobSpec, institution: str, site: SiteView, now: datetime, avoid: set[str]) -> Verdict:
@@ -325,17 +329,7 @@ def needs_start(spec: JobSpec, site: SiteView, models: list[str]) -> bool:
 
 def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str]) -> Verdict:
     """The part of ``evaluate`` that changes from moment to moment, for a site that passed the static checks."""
-    reasons = []
-    if site.status != "active":
-        reasons.append(f"site is {site.status}")
-    if site.reachability != "online":
-        reasons.append(f"agent is {site.reachability}")
-    if site.name in avoid:
-        reasons.append("an earlier attempt of this job failed or was refused here")
-    if not in_window(site.policy, now):
-        reasons.append(f"outside the site's lending hours ({site.policy.timezone})")
-    if not site.has_snapshot:
-        reasons.append("no capacity reported yet")
+    reasons = closed(site, now, avoid)
     if spec.deadline is not None:
         priced = price(spec, site, models)
         late = runtime(spec, site, models[0] if models else None).p90
@@ -349,40 +343,10 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
     r = spec.resources
-    # Free now: on nodes that are up. Bootable: on powered-down nodes of elastic partitions,
-    # available after a node start-up, which the job waits for only when it needs such a node.
+    short, chosen_model, headroom, boots = room(spec, site, models)
+    if short:
+        return Verdict(site.name, eligible=False, reasons=short)
     free_cpus = site.cpus_free - site.unseen_cpus
-    usable_cpus = free_cpus + site.cpus_bootable
-    lend_cpus = int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus
-    if r.cpus > usable_cpus:
-        startable = f" (and {site.cpus_bootable} on nodes that can be started)" if site.cpus_bootable else ""
-        reasons.append(f"needs {r.cpus} CPUs, {max(free_cpus, 0)} free{startable}")
-    elif r.cpus > lend_cpus:
-        reasons.append(f"needs {r.cpus} CPUs, the site's share leaves {max(lend_cpus, 0)} for the network")
-    boots = r.cpus > free_cpus
-    chosen_model = None
-    gpu_headroom = 1.0
-    if r.gpus:
-        best = None
-        for m in models:
-            free = site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0)
-            lend = int(site.gpus_total.get(m, 0) * site.policy.gpu_share) - site.fed_gpus.get(m, 0)
-            avail = min(free + site.gpus_bootable.get(m, 0), lend)
-            key = (r.gpus <= free, avail)  # a model free on nodes up now first, then the most available
-            if avail >= r.gpus and (best is None or key > best[2]):
-                best = (m, avail, key)
-        if best is None:
-            detail = ", ".join(f"{m} {max(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0), 0)} free"
-                               + (f" + {site.gpus_bootable[m]} startable" if site.gpus_bootable.get(m) else "")
-                               for m in models)  # fmt: skip
-            reasons.append(f"needs {r.gpus} GPUs ({detail or 'none'}) within the site's GPU share")
-        else:
-            chosen_model = best[0]
-            boots = boots or not best[2][0]
-            gpu_headroom = (best[1] - r.gpus) / max(site.gpus_total.get(chosen_model, 1), 1)
-    if reasons:
-        return Verdict(site.name, eligible=False, reasons=reasons)
-    cpu_headroom = (min(usable_cpus, lend_cpus) - r.cpus) / max(site.cpus_total, 1)
     run = runtime(spec, site, chosen_model)
     priced = price(spec, site, [chosen_model] if chosen_model else [])
     startup = ((priced.startup_s if priced else 0) or site.boot_s) if boots else 0
@@ -402,7 +366,7 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
         "runs": float(run.runs),  # finished runs the estimate learned from (the dashboard shows the estimate as placed)
         "startup_s": float(startup),
         "cost": round(cost, 4),
-        "capacity": round(gpu_headroom if r.gpus else cpu_headroom, 4),
+        "capacity": round(headroom, 4),
         "queue": round(1 / (1 + site.jobs_pending), 4),
         "reliability": round(site.reliability, 4),
         "locality": round(locality(spec, site), 4),
@@ -423,6 +387,69 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if not r.gpus and site.gpus_total:
         why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
     return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=chosen_model)
+
+
+def closed(site: SiteView, now: datetime, avoid: set[str]) -> list[str]:
+    """Why the site takes no work at all now, whatever the job (its first reason is the one recorded)."""
+    reasons = []
+    if site.status != "active":
+        reasons.append(f"site is {site.status}")
+    if site.reachability != "online":
+        reasons.append(f"agent is {site.reachability}")
+    if site.name in avoid:
+        reasons.append("an earlier attempt of this job failed or was refused here")
+    if not in_window(site.policy, now):
+        reasons.append(f"outside the site's lending hours ({site.policy.timezone})")
+    if not site.has_snapshot:
+        reasons.append("no capacity reported yet")
+    return reasons
+
+
+def cpus_available(site: SiteView) -> int:
+    """CPUs the site could give a job now, within what its share still lends to the network:
+    free on nodes that are up, or on powered-down nodes of elastic partitions it can start."""
+    free = site.cpus_free - site.unseen_cpus + site.cpus_bootable
+    return min(free, int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus)
+
+
+def gpus_available(site: SiteView, model: str) -> int:
+    """GPUs of ``model`` the site could give a job now (up or startable), within its GPU share."""
+    free = site.gpus_free.get(model, 0) - site.unseen_gpus.get(model, 0) + site.gpus_bootable.get(model, 0)
+    return min(free, int(site.gpus_total.get(model, 0) * site.policy.gpu_share) - site.fed_gpus.get(model, 0))
+
+
+def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], str | None, float, bool]:
+    """(why the job does not fit in what the site lends now, the GPU model it would use, the
+    share of the site's CPUs, or of that model's GPUs, still free after it, whether it needs
+    a node started). Free now means on nodes that are up; capacity on powered-down nodes of
+    elastic partitions counts too, after a node start-up the job waits for only when it
+    needs such a node. A GPU model free on nodes up now is chosen first, then the one with
+    the most available."""
+    r = spec.resources
+    reasons = []
+    free_cpus = site.cpus_free - site.unseen_cpus
+    lend_cpus = int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus
+    if r.cpus > free_cpus + site.cpus_bootable:
+        startable = f" (and {site.cpus_bootable} on nodes that can be started)" if site.cpus_bootable else ""
+        reasons.append(f"needs {r.cpus} CPUs, {max(free_cpus, 0)} free{startable}")
+    elif r.cpus > lend_cpus:
+        reasons.append(f"needs {r.cpus} CPUs, the site's share leaves {max(lend_cpus, 0)} for the network")
+    boots = r.cpus > free_cpus
+    if not r.gpus:
+        return reasons, None, (cpus_available(site) - r.cpus) / max(site.cpus_total, 1), boots
+    best = None
+    for m in models:
+        avail = gpus_available(site, m)
+        key = (r.gpus <= site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0), avail)
+        if avail >= r.gpus and (best is None or key > best[2]):
+            best = (m, avail, key)
+    if best is None:
+        detail = ", ".join(f"{m} {max(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0), 0)} free"
+                           + (f" + {site.gpus_bootable[m]} startable" if site.gpus_bootable.get(m) else "")
+                           for m in models)  # fmt: skip
+        reasons.append(f"needs {r.gpus} GPUs ({detail or 'none'}) within the site's GPU share")
+        return reasons, None, 0.0, boots
+    return reasons, best[0], (best[1] - r.gpus) / max(site.gpus_total.get(best[0], 1), 1), boots or not best[2][0]
 
 
 def copy_time(spec: JobSpec, site: SiteView) -> tuple[float, int]:

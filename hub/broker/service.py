@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from hub.broker.batch import place_batch
 from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
+from hub.broker.search import Board, Candidates, Fixed
 from hub.broker.views import load_site_views
 from hub.broker.writes import PassWrites
 from hub.db import after_commit
@@ -67,21 +68,24 @@ class Queued(NamedTuple):
     spec: Mapping[str, Any]
 
 
-def _grouped_once(
-    groups: dict[str, list[str]], seen: dict[tuple[tuple[str, int, int], ...], list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """``_grouped``, once per content: the batch placer hands many jobs the same lists of
-    sites (lists only grow, so a list's identity and length say what it holds)."""
-    key = tuple((reason, id(names), len(names)) for reason, names in groups.items())
+def _grouped_once(groups: dict[str, list[str]], seen: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``_grouped``, once per dict: the batch placer hands the jobs of one kind the same dicts
+    of sites, which no longer change once the batch is placed."""
+    key = id(groups)
     if key not in seen:
         seen[key] = _grouped(groups)
     return seen[key]
 
 
+#: What the broker never reads of a spec: jobs that differ only in these share one parsed spec in a pass.
+_UNREAD = frozenset({"name", "command", "tags", "idempotency_key", "priority", "outputs", "relion", "tes"})
+
+
 def _placement_spec(raw: Mapping[str, Any], seen: dict[str, JobSpec]) -> JobSpec:
     """The job's spec as the broker reads it, validated once per distinct set of needs: jobs
-    that differ only in what the broker does not read (name, command, tags) share one."""
-    key = json.dumps([raw.get(k) for k in ("kind", "resources", "software", "placement", "inputs")], sort_keys=True)
+    that differ only in what the broker does not read (name, command, tags) share one; sizes,
+    parameters, deadline and max_cost are read (run-time estimates, limits)."""
+    key = json.dumps({k: v for k, v in raw.items() if k not in _UNREAD}, sort_keys=True)
     spec = seen.get(key)
     if spec is None:
         spec = seen[key] = JobSpec.model_validate(raw)
@@ -117,10 +121,19 @@ def place_job(
     now: datetime,
     notifier: Notifier | None,
     last_summary: str | None = None,
+    fixed: dict[str, Fixed] | None = None,
 ) -> Attempt | None:
-    """Try to place one queued job; record the decision (waiting decisions only when they change)."""
+    """Try to place one queued job; record the decision (waiting decisions only when they change).
+    ``fixed``: the checks for good per kind of job, kept by the caller for these views (hub/broker/cache.py)."""
     with BROKER_SECONDS.labels("one job").time():
-        return _place_job(session, job, views, now, notifier, last_summary)
+        return _place_job(session, job, views, now, notifier, last_summary, fixed)
+
+
+class Decision(NamedTuple):
+    best: Verdict | None
+    verdicts: list[dict[str, Any]]  # as recorded: see ``_record``
+    summary: str
+    impossible: bool  # every site rules the job out for good
 
 
 def _place_job(
@@ -130,6 +143,7 @@ def _place_job(
     now: datetime,
     notifier: Notifier | None,
     last_summary: str | None,
+    fixed: dict[str, Fixed] | None,
 ) -> Attempt | None:
     spec = JobSpec.model_validate(job.spec)
     # Sites that refused the job are avoided for good; sites where an attempt was lost or
@@ -145,34 +159,76 @@ def _place_job(
     names = {v.id: v.name for v in views}
     hard = {names[i] for i in refused_at if i in names}
     soft = {names[i] for i in failed_at if i in names} - hard
-    verdicts = [evaluate(spec, job.institution, v, now, hard | soft) for v in views]
+    if not hard and not soft and searchable(spec, views):
+        decision = decide_by_search(spec, job.institution, views, now, fixed)
+    else:
+        decision = decide_by_scan(spec, job.institution, views, now, hard, soft)
+    best = decision.best
+    if best is None:
+        if decision.summary != last_summary:
+            session.add(
+                PlacementRecord(
+                    job_id=job.id,
+                    attempt=job.attempt,
+                    decided_at=now,
+                    outcome="impossible" if decision.impossible else "waiting",
+                    summary=decision.summary,
+                    verdicts=decision.verdicts,
+                )
+            )
+        return None
+    site = next(v for v in views if v.name == best.site)
+    reserve(site, spec, best.gpu_model)
+    return _offer(session, job, spec, site, best, now, notifier, decision.summary, decision.verdicts)
+
+
+def decide_by_scan(
+    spec: JobSpec, institution: str, views: list[SiteView], now: datetime, hard: set[str], soft: set[str]
+) -> Decision:
+    """Every site's verdict: the reference placement, and the one that applies avoid rules."""
+    verdicts = [evaluate(spec, institution, v, now, hard | soft) for v in views]
     ranked = rank(verdicts)
     if not ranked and soft:
-        verdicts = [evaluate(spec, job.institution, v, now, hard) for v in views]
+        verdicts = [evaluate(spec, institution, v, now, hard) for v in views]
         ranked = rank(verdicts)
     best = ranked[0] if ranked else None
     counts: dict[str, int] = defaultdict(int)
     for v in verdicts:
         for r in v.reasons[:1]:
             counts[r] += 1
-    summary = _summary(best, counts, bool(verdicts) and all(v.never for v in verdicts))
-    if best is None:
-        if summary != last_summary:
-            outcome = "impossible" if verdicts and all(v.never for v in verdicts) else "waiting"
-            session.add(
-                PlacementRecord(
-                    job_id=job.id,
-                    attempt=job.attempt,
-                    decided_at=now,
-                    outcome=outcome,
-                    summary=summary,
-                    verdicts=_record(verdicts, ranked),
-                )
-            )
-        return None
-    site = next(v for v in views if v.name == best.site)
-    reserve(site, spec, best.gpu_model)
-    return _offer(session, job, spec, site, best, now, notifier, summary, _record(verdicts, ranked))
+    impossible = bool(verdicts) and all(v.never for v in verdicts)
+    return Decision(best, _record(verdicts, ranked), _summary(best, counts, impossible), impossible)
+
+
+def searchable(spec: JobSpec, views: list[SiteView]) -> bool:
+    """Whether ``decide_by_search`` records what ``decide_by_scan`` would: past
+    FULL_VERDICTS_UP_TO sites (only the 10 best are recorded in full), for a job without a
+    deadline or max_cost (those rule out sites for reasons only a full scan finds)."""
+    return len(views) > FULL_VERDICTS_UP_TO and spec.deadline is None and spec.max_cost is None
+
+
+def decide_by_search(
+    spec: JobSpec, institution: str, views: list[SiteView], now: datetime, fixed: dict[str, Fixed] | None
+) -> Decision:
+    """``decide_by_scan``'s decision for a ``searchable`` job on views in name order (as the hub
+    loads them), scoring only the sites that could be among the 10 best (hub/broker/search.py)."""
+    board = Board(views, now, fixed)
+    needs = board.needs_of(spec)
+    ranked = [v for _, v in Candidates(needs, spec).best(institution, k=10)]
+    lends = board.lends(institution)
+    never = needs.fixed.never_for(institution)
+    groups = dict(never)
+    for reason, names in needs.not_now.items():  # closed, or no room: those that lend to the institution
+        kept = sorted(n for n in names if lends[board.position[n]])
+        if kept:
+            groups[reason] = kept
+    # Reasons in the order a scan of the sites by name meets them (the summary lists ties in that order).
+    groups = dict(sorted(groups.items(), key=lambda kv: board.position[kv[1][0]]))
+    impossible = sum(len(names) for names in never.values()) == len(views)
+    best = ranked[0] if ranked else None
+    counts = {reason: len(names) for reason, names in groups.items()}
+    verdicts = [_as_dict(v) for v in ranked] + _grouped(groups)
+    return Decision(best, verdicts, _summary(best, counts, impossible), impossible)
 
 
 def _offer(
@@ -280,8 +336,8 @@ def _place_queued(
 
     def flush() -> None:
         nonlocal placed
-        # Per batch: its results keep the lists alive, so no id is reused while they are keys.
-        grouped: dict[tuple[tuple[str, int, int], ...], list[dict[str, Any]]] = {}
+        # Per batch: its results keep the dicts alive, so no id is reused while they are keys.
+        grouped: dict[int, list[dict[str, Any]]] = {}
         specs = [_placement_spec(j.spec, specs_by_needs) for j in pending]
         for job, spec, result in zip(
             pending,
@@ -289,8 +345,8 @@ def _place_queued(
             place_batch([(sp, j.institution) for sp, j in zip(specs, pending, strict=True)], views, now),
             strict=True,
         ):
-            counts: dict[str, int] = defaultdict(int)
-            for reason, names in (*result.never.items(), *result.not_now.items()):
+            counts: dict[str, int] = defaultdict(int)  # for a job left waiting: how many sites, for what reason
+            for reason, names in (*result.never.items(), *result.not_now.items()) if result.verdict is None else ():
                 counts[reason] += len(names)
             summary = _summary(result.verdict, counts, bool(result.never) and not result.not_now)
             verdicts = [_as_dict(result.verdict)] if result.verdict else []

@@ -130,20 +130,26 @@ def prior_seconds(spec: JobSpec, gpu_model: str | None) -> tuple[float, str]:
     return c["overhead_s"] + units * c["seconds_per_unit"] / r.cpus ** c["cores_exponent"], f"{detail} on {r.cpus} CPUs"
 
 
-def estimate(spec: JobSpec, gpu_model: str | None, stat: Stat | None) -> Estimate:
-    """The job's run time at a site whose finished runs of this kind gave ``stat``."""
-    prior, basis = prior_seconds(spec, gpu_model)
+def learned(stat: Stat | None) -> tuple[float, float]:
+    """(the site's bias for the kind: ln(p50 / prior), the sd of a run's ln(time)) from its finished runs.
+    Every estimate at the site is the prior x e^bias, so the batch placer bounds run times with it."""
     learn = priors()["learning"]
     s = stat or Stat()
     noise2 = s.m2 / (s.n - 1) if s.n >= 3 else learn["default_noise_sigma"] ** 2
     noise2 = max(noise2, 0.05**2)
     prior2 = learn["prior_sigma"] ** 2
     post_var = 1 / (s.n / noise2 + 1 / prior2)
-    bias = post_var * (s.n * s.mean / noise2)
-    sd = math.sqrt(post_var + noise2)
+    return post_var * (s.n * s.mean / noise2), math.sqrt(post_var + noise2)
+
+
+def estimate(spec: JobSpec, gpu_model: str | None, stat: Stat | None) -> Estimate:
+    """The job's run time at a site whose finished runs of this kind gave ``stat``."""
+    prior, basis = prior_seconds(spec, gpu_model)
+    bias, sd = learned(stat)
     cap = float(spec.resources.walltime_s)
     p50 = prior * math.exp(bias)
-    return Estimate(min(p50 * math.exp(-Z90 * sd), cap), min(p50, cap), min(p50 * math.exp(Z90 * sd), cap), s.n, basis)
+    runs = stat.n if stat else 0
+    return Estimate(min(p50 * math.exp(-Z90 * sd), cap), min(p50, cap), min(p50 * math.exp(Z90 * sd), cap), runs, basis)
 
 
 def observation(spec: JobSpec, gpu_model: str | None, wall_s: float) -> float:

@@ -1,0 +1,364 @@
+"""Finding the sites where a job finishes first without scoring every site.
+
+``rules.evaluate_now`` scores one site for one job: it ranks sites by the band of their
+expected time to an answer (copy + run + start-up, slowed by unreliability and, for CPU
+jobs, by GPUs kept free), then by a tie-break (cost, locality, headroom, queue). Scoring
+every site for every job was most of a broker pass and of a submission. Most of a score
+does not depend on the job, and the rest is cheap to bound:
+
+- ``Board``: a pass's job-independent view of the sites as numpy arrays in name order:
+  open or why not, CPUs available, reliability and GPU-site slowdowns, queue, each kind's
+  learned run-time bias. Reservations update it one site at a time.
+- ``Fixed``: per kind of job (kind, resources, software, constraints): the checks that
+  rule sites out for good and the GPU models each site could use. They depend on the
+  registry alone, so a hub process keeps them between submissions.
+- ``Needs``: a ``Fixed`` on a board, and why the sites without room now have none (kept
+  current as work is reserved).
+- ``Candidates``: per job (its inputs, sizes, deadline, max_cost): an upper bound on
+  every site's score, from a lower bound on its finish time (the copy of its inputs, exact;
+  the fastest run its GPU models allow, at the site's learned bias; start-up >= 0) and on
+  its tie-break (cost >= 0; locality and queue as they are; headroom as it is now, for GPU
+  jobs on the roomiest usable model: it only shrinks as work is reserved, and the board
+  tightens a site's bound each time). ``best`` scores sites exactly (``evaluate_now``),
+  highest bound first, until the next bound is below the k-th best exact score: every
+  site it skips scores lower than those it returns.
+
+The result is what scoring every site gives, with ties broken by name; tests compare the
+two on random networks (tests/hub/test_placer_equivalence.py). A change to the score in
+rules.py must keep the bound's premises: finish >= copy + run p50 with run p50 = min(prior
+x e^bias, walltime), and every tie-break term >= 0 with locality, headroom and queue as
+``Candidates._without_headroom`` and ``Candidates.tighten`` read them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from hub.broker.rules import (
+    GPU_SITE_PENALTY,
+    TIE_BAND,
+    TIE_WEIGHTS,
+    SiteView,
+    Verdict,
+    closed,
+    copy_time,
+    cpus_available,
+    evaluate_now,
+    fixed_checks,
+    gpus_available,
+    institution_refused,
+    locality,
+    reserve,
+    room,
+    within_max_cost,
+)
+from hub.estimates.model import learned, prior_seconds
+from shared.schemas.jobs import JobSpec
+
+Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
+#: Margins that keep the bounds above the exact scores despite rounding: relative, on the
+#: finish time (a log computed by numpy may differ from math.log in the last place), and
+#: absolute, on headroom as numpy rounds it to 4 places and on the score's 6 places.
+_RELATIVE = 1e-9
+_PART = 1e-4
+_SCORE = 1e-6
+
+
+def needs_key(spec: JobSpec) -> str:
+    """What ``Needs`` depends on."""
+    return spec.model_dump_json(include={"kind", "resources", "software", "placement"})
+
+
+def job_key(spec: JobSpec) -> str:
+    """What a job's placement depends on: everything the broker reads."""
+    return spec.model_dump_json(exclude={"name", "command", "tags", "idempotency_key", "priority", "outputs", "relion", "tes"})
+
+
+class Board:
+    """The sites of one pass (or one submission), job-independent, in name order."""
+
+    def __init__(self, views: Iterable[SiteView], now: datetime, fixed: dict[str, Fixed] | None = None) -> None:
+        self.views = sorted(views, key=lambda v: v.name)
+        # By ``needs_key``; a caller that keeps them passes the same views in the same state of the registry.
+        self.fixed = {} if fixed is None else fixed
+        self.now = now
+        self.index = {v.id: i for i, v in enumerate(self.views)}
+        self.position = {v.name: i for i, v in enumerate(self.views)}
+        self.closed = [next(iter(closed(v, now, set())), None) for v in self.views]
+        self.open = np.array([c is None for c in self.closed], dtype=bool)
+        self.cpus = np.array([cpus_available(v) for v in self.views], dtype=np.int64)
+        self.cpus_total = np.array([max(v.cpus_total, 1) for v in self.views], dtype=np.float64)
+        # Expected time to an answer grows by 1 / reliability; CPU jobs count GPU sites as later.
+        self.slowdown = np.array([1 / max(v.reliability, 0.05) for v in self.views])
+        self.gpu_site = np.array([bool(v.gpus_total) for v in self.views], dtype=bool)
+        self.queue = np.array([round(1 / (1 + v.jobs_pending), 4) for v in self.views])
+        networks = {id(v.network) for v in self.views}
+        # Copying to a site that holds none of a job's inputs and has no measured transfer from
+        # their holders takes the same time everywhere: computed once, on a site like that.
+        self.blank = SiteView(-1, "", "", "", "", "", [], [], self.views[0].policy, network=self.views[0].network) \
+            if len(networks) == 1 and self.views else None  # fmt: skip
+        self.holding: dict[str, list[int]] = {}  # dataset -> sites with it, as each view says
+        for i, v in enumerate(self.views):
+            for dataset in v.datasets:
+                self.holding.setdefault(dataset, []).append(i)
+        self.measured_to: dict[int, list[int]] = {}
+        if self.blank is not None:
+            for src, dst in self.blank.network.pair_bps:
+                if dst in self.index:
+                    self.measured_to.setdefault(src, []).append(self.index[dst])
+        self._bias: dict[str, Floats] = {}
+        self._lends: dict[str, Bools] = {}
+        self.restricted = [i for i, v in enumerate(self.views) if v.policy.allowed_institutions is not None]
+        self.needs: dict[str, Needs] = {}
+        self.searches: dict[str, Candidates] = {}  # by ``job_key``: those still to place jobs, kept tight
+
+    def bias(self, kind: str) -> Floats:
+        """e^bias of each site's learned run times for ``kind`` (hub/estimates/model.py)."""
+        if kind not in self._bias:
+            bias = np.full(len(self.views), math.exp(learned(None)[0]))  # sites with no runs of the kind
+            for i, v in enumerate(self.views):
+                if kind in v.runtime_stats:
+                    bias[i] = math.exp(learned(v.runtime_stats[kind])[0])
+            self._bias[kind] = bias
+        return self._bias[kind]
+
+    def lends(self, institution: str) -> Bools:
+        if institution not in self._lends:
+            lends = np.ones(len(self.views), dtype=bool)
+            for i in self.restricted:
+                lends[i] = institution_refused(institution, self.views[i]) is None
+            self._lends[institution] = lends
+        return self._lends[institution]
+
+    def needs_of(self, spec: JobSpec) -> Needs:
+        key = needs_key(spec)
+        if key not in self.needs:
+            fixed = self.fixed.get(key)
+            if fixed is None:
+                fixed = self.fixed[key] = Fixed(spec, self.views)
+            self.needs[key] = Needs(self, spec, fixed)
+        return self.needs[key]
+
+    def reserve(self, i: int, spec: JobSpec, model: str | None) -> None:
+        """Account a placement at site ``i`` (``rules.reserve``) and in every kind of job's view of it."""
+        reserve(self.views[i], spec, model)
+        self.cpus[i] = cpus_available(self.views[i])
+        for needs in self.needs.values():
+            needs.update(i)
+        for search in self.searches.values():
+            search.tighten(i)
+
+    def special(self, spec: JobSpec) -> set[int]:
+        """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
+        have measured transfers from a holder."""
+        assert self.blank is not None
+        out: set[int] = set()
+        for ref in spec.inputs:
+            out.update(self.holding.get(ref.dataset, ()))
+            for holder in self.blank.network.holders.get(ref.dataset, ()):
+                if holder in self.index:
+                    out.add(self.index[holder])
+                out.update(self.measured_to.get(holder, ()))
+        return out
+
+
+class Fixed:
+    """One kind of job (kind, resources, software, constraints) over a list of sites: the
+    checks that rule sites out for good and the GPU models each site could use. Depends on
+    the registry alone, so a hub process keeps it between submissions (hub/broker/cache.py)."""
+
+    def __init__(self, spec: JobSpec, views: list[SiteView]) -> None:
+        self.views = views
+        checks = [fixed_checks(spec, v) for v in views]
+        self.before = [c[0] for c in checks]  # the job's own constraints: before the institution check
+        self.after = [c[1] for c in checks]  # policy, software, hardware: after it
+        self.models = [c[2] for c in checks]
+        self.ok = np.array([c[0] is None and c[1] is None for c in checks], dtype=bool)
+        self.all_models = sorted({m for ms in self.models for m in ms})
+        self.model_mask = np.array([[m in ms for m in self.all_models] for ms in self.models], dtype=bool).reshape(
+            len(views), len(self.all_models)
+        )
+        self._never: dict[str, dict[str, list[str]]] = {}
+        self._restricted = [i for i, v in enumerate(views) if v.policy.allowed_institutions is not None]
+        self._unrefused: dict[str, list[str]] | None = None
+
+    def never_for(self, institution: str) -> dict[str, list[str]]:
+        """Sites ruled out for good for this institution's jobs, by reason (max_cost aside),
+        each with the reason ``rules.static_verdict`` gives first."""
+        if institution not in self._never:
+            refused = {i for i in self._restricted if not self.before[i] and institution_refused(institution, self.views[i])}
+            if not refused and self._unrefused is not None:  # institutions no site refuses share one dict
+                self._never[institution] = self._unrefused
+                return self._unrefused
+            out: dict[str, list[str]] = {}
+            for i, v in enumerate(self.views):
+                reason = institution_refused(institution, v) if i in refused else self.before[i] or self.after[i]
+                if reason:
+                    out.setdefault(reason, []).append(v.name)
+            self._never[institution] = out
+            if not refused:
+                self._unrefused = out
+        return self._never[institution]
+
+
+class Needs:
+    """One kind of job on a board: its ``Fixed`` checks, and why the sites without room now have none."""
+
+    def __init__(self, board: Board, spec: JobSpec, fixed: Fixed) -> None:
+        self.board, self.spec, self.fixed = board, spec, fixed
+        self.models = fixed.models
+        views = board.views
+        self.gpus = np.zeros(len(views), dtype=np.int64)
+        self.gpu_headroom = np.zeros(len(views))
+        if spec.resources.gpus:
+            for i in range(len(views)):
+                self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
+        # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
+        self.not_now: dict[str, list[str]] = {}
+        self._short: dict[int, str] = {}
+        for i, reason in enumerate(board.closed):
+            if reason is not None and fixed.ok[i]:
+                self.not_now.setdefault(reason, []).append(views[i].name)
+        for full in np.flatnonzero(fixed.ok & board.open & ~self.fits()):
+            self.update(int(full))
+
+    def _gpus(self, i: int) -> tuple[int, float]:
+        """(the most GPUs of one usable model site ``i`` lends now, the most headroom a GPU job
+        could leave there: ``rules.room``'s for the model it would use is no larger); 0s for CPU jobs."""
+        gpus = self.spec.resources.gpus
+        if not gpus:
+            return 0, 0.0
+        view = self.board.views[i]
+        avail = [(gpus_available(view, m), max(view.gpus_total.get(m, 1), 1)) for m in self.models[i]]
+        return max((a for a, _ in avail), default=-1), max(((a - gpus) / total for a, total in avail), default=0.0)
+
+    def fits(self) -> Bools:
+        """Sites with room for the job now (``rules.room`` with these models says nothing against them)."""
+        r = self.spec.resources
+        return (self.board.cpus >= r.cpus) & (self.gpus >= r.gpus)
+
+    def update(self, i: int) -> None:
+        """Site ``i``'s capacity changed: recount its room and why it has none."""
+        if not (self.fixed.ok[i] and self.board.open[i]):
+            return
+        self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
+        view = self.board.views[i]
+        short = room(self.spec, view, self.models[i])[0]
+        old, new = self._short.pop(i, None), short[0] if short else None
+        if old == new:
+            if new is not None:
+                self._short[i] = new
+            return
+        if old is not None:
+            names = self.not_now[old]
+            names.remove(view.name)
+            if not names:
+                del self.not_now[old]
+        if new is not None:
+            self._short[i] = new
+            self.not_now.setdefault(new, []).append(view.name)
+
+    def run_floor(self, spec: JobSpec) -> Floats:
+        """Per site, the shortest run the job's estimate could give there (the fastest usable GPU model)."""
+        r = spec.resources
+        bias = self.board.bias(spec.kind.value)
+        if r.gpus:
+            priors = np.array([prior_seconds(spec, m)[0] for m in self.fixed.all_models])
+            fastest = np.where(self.fixed.model_mask, priors, np.inf).min(axis=1, initial=np.inf)
+        else:
+            fastest = np.full(len(self.board.views), prior_seconds(spec, None)[0])
+        return np.minimum(fastest * bias, float(r.walltime_s))  # type: ignore[no-any-return]
+
+
+@dataclass
+class Candidates:
+    """One job's search over a board: bounds on every site's score, and the sites ruled out
+    for this job alone (max_cost, deadline) with why. Jobs alike (``job_key``) share one."""
+
+    needs: Needs
+    spec: JobSpec
+    bound: Floats = field(init=False)
+    out: Bools = field(init=False)
+    never: dict[str, list[str]] = field(default_factory=dict)
+    not_now: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        board, r = self.needs.board, self.spec.resources
+        self._fixed_part = self._without_headroom()
+        spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
+        # numpy's rounding to 4 places may differ from Python's in the last place: a margin here,
+        # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
+        self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.clip(spare + _PART, 0.0, 1.0))
+        self.out = np.zeros(len(board.views), dtype=bool)
+
+    def _without_headroom(self) -> Floats:
+        """Each site's bound but for the headroom term (which work reserved there lowers)."""
+        board, spec, r = self.needs.board, self.spec, self.spec.resources
+        n = len(board.views)
+        copy, near = np.zeros(n), np.zeros(n)
+        if spec.inputs:
+            exact = board.special(spec) if board.blank is not None else range(n)
+            if board.blank is not None:
+                copy[:] = copy_time(spec, board.blank)[0]
+            for i in exact:
+                copy[i] = copy_time(spec, board.views[i])[0]
+                near[i] = round(locality(spec, board.views[i]), 4)  # as the verdict rounds it
+        slow = board.slowdown * np.where(board.gpu_site & (r.gpus == 0), GPU_SITE_PENALTY, 1.0)
+        finish = (copy + self.needs.run_floor(spec)) * slow * (1 - _RELATIVE)
+        band = np.floor(np.log(np.maximum(finish, 60.0)) / math.log(TIE_BAND))
+        tie = TIE_WEIGHTS["locality"] * (1 - near) + TIE_WEIGHTS["queue"] * (1 - board.queue)
+        return np.where(self.needs.fixed.ok & board.open, 1000 - band - tie + _SCORE, -np.inf)
+
+    def tighten(self, i: int) -> None:
+        """Work was reserved at site ``i``: its headroom, so its bound, is lower. Recounted as
+        ``evaluate_now`` counts it (for GPU jobs, on the roomiest usable model)."""
+        r = self.spec.resources
+        view = self.needs.board.views[i]
+        spare = float(self.needs.gpu_headroom[i]) if r.gpus else (cpus_available(view) - r.cpus) / max(view.cpus_total, 1)
+        headroom = max(min(round(spare, 4), 1.0), 0.0)
+        self.bound[i] = float(self._fixed_part[i]) - TIE_WEIGHTS["capacity"] * (1 - headroom)
+
+    def best(self, institution: str, k: int = 1) -> list[tuple[int, Verdict]]:
+        """The k sites (board indices) where the job finishes first, best first, exactly as
+        ranking every site's ``evaluate_now`` would order them."""
+        board = self.needs.board
+        keys = np.where(board.lends(institution) & self.needs.fits() & ~self.out, self.bound, -np.inf)
+        found: list[tuple[float, int, Verdict]] = []  # (-score, index, verdict), kept sorted
+        while True:
+            i = int(np.argmax(keys))
+            key = float(keys[i])
+            if key == -np.inf:
+                break
+            if len(found) >= k and (-key, i) > (found[k - 1][0], found[k - 1][1]):
+                break  # no site left can beat the k-th (ties go to the earlier name)
+            keys[i] = -np.inf
+            verdict = self._exact(i)
+            if verdict is not None:
+                found.append((-(verdict.score or 0.0), i, verdict))
+                found.sort(key=lambda f: (f[0], f[1]))
+                del found[k:]
+        return [(i, v) for _, i, v in found]
+
+    def _exact(self, i: int) -> Verdict | None:
+        """Site ``i``'s verdict, or None (and why, kept) when this job cannot go there."""
+        view = self.needs.board.views[i]
+        models = self.needs.models[i]
+        if self.spec.max_cost is not None:
+            never, models = within_max_cost(self.spec, view, models)
+            if never:
+                self.never.setdefault(never, []).append(view.name)
+                self.out[i] = True
+                return None
+        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set())
+        if not verdict.eligible:
+            self.not_now.setdefault(verdict.reasons[0], []).append(view.name)
+            self.out[i] = True
+            return None
+        return verdict
