@@ -77,6 +77,10 @@ def network(rng: random.Random, n: int) -> list[SiteView]:
         )  # fmt: skip
         v.cpus_free = rng.randint(0, v.cpus_total)
         v.gpus_free = {m: rng.randint(0, t) for m, t in v.gpus_total.items()}
+        if rng.random() < 0.25:  # an elastic site: some of what is not free now is on nodes it can start
+            v.cpus_bootable = rng.randint(0, v.cpus_total - v.cpus_free)
+            v.gpus_bootable = {m: rng.randint(0, t - v.gpus_free[m]) for m, t in v.gpus_total.items()}
+            v.boot_s = rng.choice([0, 90, 300])
         views.append(v)
     for d in datasets:  # each dataset at one site or two, sometimes none
         for holder in rng.sample(views, rng.choice([0, 1, 1, 2])):
