@@ -8,15 +8,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlmodel import Session, create_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -163,6 +164,10 @@ def transaction(engine: Engine, *, write: bool = True) -> Iterator[Session]:
 
 
 def alembic_config(url: str) -> Config:
+    # Alembic is imported only to migrate: it is a seventh of the hub's start-up, which
+    # `hub serve --no-migrate` and the workers of `hub serve --workers N` do without.
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -173,6 +178,8 @@ def migrate(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision`` (creating a SQLite file if needed)."""
     if is_sqlite(url) and url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 

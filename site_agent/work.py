@@ -30,7 +30,6 @@ from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import Executor
 from site_agent.executors.base import tail
 from site_agent.jobstore import JobHandle, JobStore
-from site_agent.pictures import class_pictures, dataset_pictures
 from site_agent.relion_site import refusal as relion_refusal
 from site_agent.relion_site import write_plan
 from site_agent.software import choose_build
@@ -275,6 +274,10 @@ class Worker:
         Pictures are a courtesy: a failure is logged and the job's result stands."""
         if h.extra.get("pictures_sent"):
             return
+        # Imported here: numpy, mrcfile, gemmi and Pillow are a fifth of the agent's start-up,
+        # and only a finished job's output needs them.
+        from site_agent.pictures import class_pictures, dataset_pictures
+
         spec = JobSpec.model_validate(h.spec)
         out = Path(h.workdir) / (spec.outputs.path if spec.outputs else "output")
         sends: list[tuple[str, Any]] = [(f"/api/v1/jobs/{h.job_id}/pictures", class_pictures)]

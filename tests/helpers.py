@@ -4,6 +4,7 @@ all made through the hub's own API."""
 from __future__ import annotations
 
 import atexit
+import http.cookiejar
 import os
 import shutil
 import socket
@@ -32,6 +33,21 @@ from hub.settings import HubSettings
 from site_agent.credentials import load_key
 from site_agent.enroll import enroll
 from tests.services import wait_for
+
+#: One TLS context for every HTTP client the tests make. httpx builds a context for each new
+#: client, loading the CA bundle (about 20 ms of CPU) even to speak plain HTTP to loopback,
+#: and the tests make thousands of clients and requests (polling hubs for states several
+#: times a second): that was minutes of CPU per run of the suite.
+TLS = httpx.create_ssl_context()
+#: For one-off requests (``LOOPBACK.post(url, ...)`` where a test would call ``httpx.post``):
+#: built once, but like ``httpx.post`` each request opens its own connection (no keep-alive:
+#: a hub restarted on the same port never meets a stale one) and keeps no cookies.
+LOOPBACK = httpx.Client(
+    verify=TLS,
+    limits=httpx.Limits(max_keepalive_connections=0),
+    timeout=15,
+    cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+)
 
 
 @dataclass
@@ -115,13 +131,13 @@ class Hub:
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=15)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=15, verify=TLS)
 
     def token_for(self, account: Account, scope: str | None = None) -> str:
         key = f"{account.client_id}:{scope}"
         if key not in self._tokens:
             data = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
-            resp = httpx.post(f"{self.url}/oauth/token", data=data, auth=(account.client_id, account.client_secret))
+            resp = LOOPBACK.post(f"{self.url}/oauth/token", data=data, auth=(account.client_id, account.client_secret))
             assert resp.status_code == 200, resp.text
             self._tokens[key] = resp.json()["access_token"]
         return self._tokens[key]
@@ -172,7 +188,7 @@ class Hub:
             alg="ES256",
             claims={"exp": int(time.time()) + 60, **claims},
         )
-        return httpx.post(
+        return LOOPBACK.post(
             f"{self.url}/oauth/token",
             data={
                 "grant_type": "client_credentials",

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import Account, Hub, bootstrap, hub_settings
+from tests.helpers import LOOPBACK, Account, Hub, bootstrap, hub_settings
 from tests.services import free_port, wait_for
 
 
@@ -83,10 +83,10 @@ class HubProcess:
             if self.proc.poll() is not None:
                 raise _PortTaken(f"the hub process exited with {self.proc.returncode}; see {self.tmp / 'hub.log'}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code != 200:
+                if LOOPBACK.get(f"{self.url}/readyz", timeout=1).status_code != 200:
                     return False
                 # Ours, not another test's hub on a port we were also given: our admin can sign in.
-                r = httpx.post(
+                r = LOOPBACK.post(
                     f"{self.url}/oauth/token",
                     data={"grant_type": "client_credentials"},
                     auth=(self.admin.client_id, self.admin.client_secret),
@@ -123,7 +123,7 @@ class HubProcess:
         cached = self._tokens.get(account.client_id)
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        r = httpx.post(
+        r = LOOPBACK.post(
             f"{self.url}/oauth/token", data={"grant_type": "client_credentials"}, auth=(account.client_id, account.client_secret)
         )
         assert r.status_code == 200, r.text
@@ -138,10 +138,10 @@ class HubProcess:
         token = self.token(account or self.admin)
         if account is None:
             self._token = token
-        r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
+        r = LOOPBACK.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
         if r.status_code == 401 and account is None:  # the cached admin token expired (short lifetimes, a slow machine)
             self._token = token = self.token(self.admin)
-            r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
+            r = LOOPBACK.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
         if expect is not None:
             assert r.status_code == expect, r.text
         else:
