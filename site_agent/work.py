@@ -71,6 +71,7 @@ class Worker:
         self.workdir = settings.executor.workdir or settings.agent.state_dir / "work"
         self.active: dict[str, JobHandle] = {}
         self.outbox_wakeup = asyncio.Event()
+        self.outbox_idle_s = 2.0  # the outbox looks again this often even when not woken
         self.software: list[MeasuredSoftware] = []  # measured by the heartbeat loop
         # Set once the heartbeat loop has measured (or tried to): a RELION job waits for it.
         self.software_ready = threading.Event()
@@ -91,7 +92,12 @@ class Worker:
                 self._close(h)
 
     def held(self) -> list[str]:
-        return list(self.active)
+        """Attempts whose leases the heartbeat renews: those running here, and those that
+        ended here but whose last report the hub has not yet taken (the attempt is still
+        claimed there; were its lease left to run out while the report waits in the outbox,
+        the hub would declare it lost and run the job again elsewhere)."""
+        waiting = {item["attempt_id"] for _, item in self.store.pending()}
+        return [*self.active, *sorted(waiting - self.active.keys())]
 
     # -- reports ----------------------------------------------------------------
 
@@ -311,6 +317,11 @@ class Worker:
         while True:
             sent_all = True
             retry_after: float | None = None
+            # Cleared before the outbox is read, not after: a report queued while this pass
+            # sends the others wakes the next pass at once (cleared after, its wake-up was
+            # lost and it waited out ``outbox_idle_s``; long enough, near the end of a short
+            # lease, for the hub to declare the attempt lost).
+            self.outbox_wakeup.clear()
             for path, item in self.store.pending():
                 try:
                     ack = await self.client.request("POST", f"/api/v1/attempts/{item['attempt_id']}/reports", json=item["body"])
@@ -331,9 +342,8 @@ class Worker:
                 return
             if sent_all:
                 backoff.reset()
-                self.outbox_wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.outbox_wakeup.wait(), timeout=2.0)
+                    await asyncio.wait_for(self.outbox_wakeup.wait(), timeout=self.outbox_idle_s)
             else:
                 await self._sleep(backoff.next_delay(retry_after))
                 if self.stopping.is_set():
