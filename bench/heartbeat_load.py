@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -240,4 +242,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
+    # ``kill -USR1`` prints every thread's stack: how a run that will not stop is diagnosed.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     main()

@@ -22,6 +22,7 @@ What is real, and what stands in for what cannot run here:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -169,7 +170,10 @@ def test_a_snakemake_workflow_runs_its_rules_as_tes_tasks_at_a_site(
 
     code, out = finished(snakemake(workflow(tmp_path), hub, s3, {"SNAKEMAKE_TES_TOKEN": token}))
 
-    assert code == 0, out
+    if code != 0:  # say what the hub saw of each task (Snakemake's plugin hides a failed task's logs)
+        seen = [{k: t.get(k) for k in ("name", "state", "logs")} for t in tasks(hub, token)]
+        said = "\n".join(agent.messages()[-40:])
+        raise AssertionError(f"snakemake exited {code}; the hub's tasks: {json.dumps(seen, indent=1)}\nthe agent: {said}\n{out}")
     summary = store.get_object(Bucket=BUCKET, Key="run/results/summary.txt")["Body"].read().decode()
     assert summary == "HELLO FROM THE MICROSCOPE\n4 words\n"
     ran = tasks(hub, token)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -67,7 +68,13 @@ def test_an_interrupted_run_stops_its_hub(tmp_path: Path, sig: signal.Signals) -
         hubs = hub_processes(proc.pid)
         assert hubs, proc.communicate()[0]
         proc.send_signal(sig)
-        proc.communicate(timeout=240)  # cleanup on a busy machine can take a while
+        try:
+            proc.communicate(timeout=240)  # cleanup on a busy machine can take a while
+        except subprocess.TimeoutExpired:  # where it hangs: every thread's stack (faulthandler, SIGUSR1)
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            proc.kill()
+            pytest.fail(f"the bench did not stop within 240 s of {sig.name}:\n{proc.communicate()[0][-20000:]}")
         assert proc.returncode != 0
         _, alive = psutil.wait_procs(hubs, timeout=30)
         assert not alive, f"hub processes left running: {[p.pid for p in alive]}"
