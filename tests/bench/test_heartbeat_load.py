@@ -26,7 +26,10 @@ def bench(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     # TMPDIR: the bench's temp dirs land in tmp_path, where the test can see they are gone.
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "bench.heartbeat_load", *TINY, *args]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT as at a terminal: a process started in the background by a non-interactive shell
+    # (as CI may start the suite) inherits SIGINT ignored, and Python then never sees Ctrl-C.
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
 
 def hub_processes(bench_pid: int) -> list[psutil.Process]:
