@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from sqlmodel import Session, col, select
 
 from hub.broker.batch import place_batch
+from hub.broker.queue import Queued, read_queue
 from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
 from hub.broker.search import Board, Candidates, Fixed
 from hub.broker.views import load_site_views
@@ -57,15 +58,6 @@ def _grouped(groups: dict[str, list[str]]) -> list[dict[str, Any]]:
             label = f"{len(names)} sites ({', '.join(names[:10])}" + (f" and {len(names) - 10} more)" if len(names) > 10 else ")")
         out.append({"site": label, "eligible": False, "reasons": [reason], "score": None, "score_parts": {}})
     return out
-
-
-class Queued(NamedTuple):
-    """A queued job as a pass reads it."""
-
-    id: str
-    institution: str
-    attempt: int
-    spec: Mapping[str, Any]
 
 
 def _grouped_once(groups: dict[str, list[str]], seen: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -293,16 +285,8 @@ def _place_queued(
     session: Session, notifier: Notifier | None, now: datetime | None, limit: int, writes: PassWrites | None
 ) -> int:
     now = now or utcnow()
-    # Only what placing needs, not ORM objects: the ORM loads the few jobs it writes itself.
-    jobs = [
-        Queued(*row)
-        for row in session.exec(
-            select(Job.id, Job.institution, Job.attempt, Job.spec)
-            .where(Job.state == "QUEUED", col(Job.site_id).is_(None))
-            .order_by(col(Job.priority).desc(), col(Job.created_at), col(Job.id))  # by id: the same order every pass
-            .limit(limit)
-        )
-    ]
+    session.flush()  # what this transaction changed through the ORM (jobs requeued by the sweep) is read below
+    jobs, last, with_history = read_queue(session.connection(), limit)
     if not jobs:
         return 0
     views = load_site_views(session, now)
@@ -314,21 +298,6 @@ def _place_queued(
         assert job is not None
         return job
 
-    last: dict[str, str] = {}
-    for job_id, summary in session.exec(
-        select(PlacementRecord.job_id, PlacementRecord.summary)
-        .where(col(PlacementRecord.job_id).in_(ids))
-        .order_by(col(PlacementRecord.id))
-    ):
-        last[job_id] = summary
-    with_history = set(
-        session.exec(
-            select(Attempt.job_id).where(
-                col(Attempt.job_id).in_(ids),
-                col(Attempt.state).in_(("lost", "refused")) | (col(Attempt.tes_state) == "SYSTEM_ERROR"),
-            )
-        ).all()
-    )
     placed = 0
     pending: list[Queued] = []
 
@@ -349,23 +318,24 @@ def _place_queued(
             for reason, names in (*result.never.items(), *result.not_now.items()) if result.verdict is None else ():
                 counts[reason] += len(names)
             summary = _summary(result.verdict, counts, bool(result.never) and not result.not_now)
-            verdicts = [_as_dict(result.verdict)] if result.verdict else []
-            verdicts += _grouped_once(result.not_now, grouped) + _grouped_once(result.never, grouped)
+            own = [_as_dict(result.verdict)] if result.verdict else []
+            shared = (_grouped_once(result.not_now, grouped), _grouped_once(result.never, grouped))
             if result.site is not None and result.verdict is not None:
                 if writes is None or spec.inputs:  # inputs may need staging: the ORM path
+                    verdicts = own + shared[0] + shared[1]
                     _offer(session, orm(job), spec, result.site, result.verdict, now, notifier, summary, verdicts)
                 else:
-                    writes.offer(job.id, job.attempt, spec, result.site, result.verdict, now, summary, verdicts)
+                    writes.offer(job.id, job.attempt, spec, result.site, result.verdict, now, summary, own, shared)
                 placed += 1
             elif summary != last.get(job.id):
                 outcome = "impossible" if not result.not_now else "waiting"
                 if writes is not None:
-                    writes.decision(job.id, job.attempt, now, outcome, summary, verdicts)
+                    writes.decision(job.id, job.attempt, now, outcome, summary, own, shared)
                 else:
                     session.add(
                         PlacementRecord(
                             job_id=job.id, attempt=job.attempt, decided_at=now, outcome=outcome, summary=summary,
-                            verdicts=verdicts,
+                            verdicts=own + shared[0] + shared[1],
                         )
                     )  # fmt: skip
         pending.clear()
