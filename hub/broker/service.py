@@ -3,10 +3,8 @@ queued job, in priority order), so queued jobs are re-placed as capacity changes
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -69,18 +67,13 @@ def _grouped_once(groups: dict[str, list[str]], seen: dict[int, list[dict[str, A
     return seen[key]
 
 
-#: What the broker never reads of a spec: jobs that differ only in these share one parsed spec in a pass.
-_UNREAD = frozenset({"name", "command", "tags", "idempotency_key", "priority", "outputs", "relion", "tes"})
-
-
-def _placement_spec(raw: Mapping[str, Any], seen: dict[str, JobSpec]) -> JobSpec:
+def _placement_spec(job: Queued, seen: dict[str, JobSpec]) -> JobSpec:
     """The job's spec as the broker reads it, validated once per distinct set of needs: jobs
     that differ only in what the broker does not read (name, command, tags) share one; sizes,
     parameters, deadline and max_cost are read (run-time estimates, limits)."""
-    key = json.dumps({k: v for k, v in raw.items() if k not in _UNREAD}, sort_keys=True)
-    spec = seen.get(key)
+    spec = seen.get(job.read)
     if spec is None:
-        spec = seen[key] = JobSpec.model_validate(raw)
+        spec = seen[job.read] = JobSpec.model_validate_json(job.spec)
     return spec
 
 
@@ -307,7 +300,7 @@ def _place_queued(
         nonlocal placed
         # Per batch: its results keep the dicts alive, so no id is reused while they are keys.
         grouped: dict[int, list[dict[str, Any]]] = {}
-        specs = [_placement_spec(j.spec, specs_by_needs) for j in pending]
+        specs = [_placement_spec(j, specs_by_needs) for j in pending]
         for job, spec, result in zip(
             pending,
             specs,
