@@ -44,8 +44,10 @@ from hub.broker.rules import (
     GPU_SITE_PENALTY,
     TIE_BAND,
     TIE_WEIGHTS,
+    Runtimes,
     SiteView,
     Verdict,
+    after_deadline,
     closed,
     copy_time,
     cpus_available,
@@ -265,6 +267,10 @@ class Needs:
             self._short[i] = new
             self.not_now.setdefault(new, []).append(view.name)
 
+    def short(self, i: int) -> str | None:
+        """Why site ``i`` has no room for the job now (``rules.room``'s first reason), if it has none."""
+        return self._short.get(i)
+
     def run_floor(self, spec: JobSpec) -> Floats:
         """Per site, the shortest run the job's estimate could give there (the fastest usable GPU model)."""
         r = spec.resources
@@ -362,3 +368,36 @@ class Candidates:
             self.out[i] = True
             return None
         return verdict
+
+
+def ruled_out(needs: Needs, spec: JobSpec, institution: str) -> tuple[dict[str, list[str]], int]:
+    """(every site ruled out for the job, by the first reason ``rules.evaluate`` gives, sites and
+    reasons in name order; how many of them for good) for a job with a max_cost or deadline.
+
+    Those limits rule out sites for reasons of their own that come before (max_cost: among the
+    checks for good) or instead of (deadline: before room) the ones the board keeps, so each
+    site that passes the checks for good is judged here; its run-time estimates are shared
+    with the sites alike (``rules.Runtimes``), so that costs little more than a vector pass."""
+    board, fixed = needs.board, needs.fixed
+    first: list[str | None] = [None] * len(board.views)
+    never = fixed.never_for(institution)
+    for reason, names in never.items():
+        for name in names:
+            first[board.position[name]] = reason
+    for_good = sum(len(names) for names in never.values())
+    run_time = Runtimes()
+    for i in np.flatnonzero(fixed.ok & board.lends(institution)):
+        view, models = board.views[i], needs.models[i]
+        if spec.max_cost is not None:
+            first[i], models = within_max_cost(spec, view, models, run_time)
+            if first[i]:
+                for_good += 1
+                continue
+        first[i] = board.closed[i] or after_deadline(spec, view, models, board.now, run_time)
+        if first[i] is None:
+            first[i] = needs.short(i) if models == needs.models[i] else next(iter(room(spec, view, models)[0]), None)
+    groups: dict[str, list[str]] = {}
+    for view, reason in zip(board.views, first, strict=True):
+        if reason is not None:
+            groups.setdefault(reason, []).append(view.name)
+    return groups, for_good

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from hub.broker.batch import place_batch
 from hub.broker.queue import Queued, read_queue
 from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
-from hub.broker.search import Board, Candidates, Fixed
+from hub.broker.search import Board, Candidates, Fixed, ruled_out
 from hub.broker.views import load_site_views
 from hub.broker.writes import PassWrites
 from hub.db import after_commit
@@ -190,29 +190,33 @@ def decide_by_scan(
 
 def searchable(spec: JobSpec, views: list[SiteView]) -> bool:
     """Whether ``decide_by_search`` records what ``decide_by_scan`` would: past
-    FULL_VERDICTS_UP_TO sites (only the 10 best are recorded in full), for a job without a
-    deadline or max_cost (those rule out sites for reasons only a full scan finds)."""
-    return len(views) > FULL_VERDICTS_UP_TO and spec.deadline is None and spec.max_cost is None
+    FULL_VERDICTS_UP_TO sites, where only the 10 best are recorded in full."""
+    return len(views) > FULL_VERDICTS_UP_TO
 
 
 def decide_by_search(
     spec: JobSpec, institution: str, views: list[SiteView], now: datetime, fixed: dict[str, Fixed] | None
 ) -> Decision:
     """``decide_by_scan``'s decision for a ``searchable`` job on views in name order (as the hub
-    loads them), scoring only the sites that could be among the 10 best (hub/broker/search.py)."""
+    loads them), scoring only the sites that could be among the 10 best (hub/broker/search.py).
+    A job with a max_cost or deadline has every site judged against them (``search.ruled_out``)."""
     board = Board(views, now, fixed)
     needs = board.needs_of(spec)
     ranked = [v for _, v in Candidates(needs, spec).best(institution, k=10)]
-    lends = board.lends(institution)
-    never = needs.fixed.never_for(institution)
-    groups = dict(never)
-    for reason, names in needs.not_now.items():  # closed, or no room: those that lend to the institution
-        kept = sorted(n for n in names if lends[board.position[n]])
-        if kept:
-            groups[reason] = kept
-    # Reasons in the order a scan of the sites by name meets them (the summary lists ties in that order).
-    groups = dict(sorted(groups.items(), key=lambda kv: board.position[kv[1][0]]))
-    impossible = sum(len(names) for names in never.values()) == len(views)
+    if spec.max_cost is not None or spec.deadline is not None:
+        groups, for_good = ruled_out(needs, spec, institution)
+    else:
+        lends = board.lends(institution)
+        never = needs.fixed.never_for(institution)
+        for_good = sum(len(names) for names in never.values())
+        groups = dict(never)
+        for reason, names in needs.not_now.items():  # closed, or no room: those that lend to the institution
+            kept = sorted(n for n in names if lends[board.position[n]])
+            if kept:
+                groups[reason] = kept
+        # Reasons in the order a scan of the sites by name meets them (the summary lists ties in that order).
+        groups = dict(sorted(groups.items(), key=lambda kv: board.position[kv[1][0]]))
+    impossible = for_good == len(views)
     best = ranked[0] if ranked else None
     counts = {reason: len(names) for reason, names in groups.items()}
     verdicts = [_as_dict(v) for v in ranked] + _grouped(groups)
