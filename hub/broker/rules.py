@@ -365,10 +365,13 @@ def after_deadline(spec: JobSpec, site: SiteView, models: list[str], now: dateti
     )
 
 
-def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str]) -> Verdict:
-    """The part of ``evaluate`` that changes from moment to moment, for a site that passed the static checks."""
+def evaluate_now(
+    spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str], run_time: RuntimeOf = runtime
+) -> Verdict:
+    """The part of ``evaluate`` that changes from moment to moment, for a site that passed the
+    static checks. ``run_time``: ``runtime``, or a ``Runtimes`` kept for jobs alike."""
     reasons = closed(site, now, avoid)
-    late = after_deadline(spec, site, models, now)
+    late = after_deadline(spec, site, models, now, run_time)
     if late:
         reasons.append(late)
     if reasons:
@@ -378,10 +381,10 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
     free_cpus = site.cpus_free - site.unseen_cpus
-    run = runtime(spec, site, chosen_model)
+    run = run_time(spec, site, chosen_model)
     priced = price(spec, site, [chosen_model] if chosen_model else [])
     startup = ((priced.startup_s if priced else 0) or site.boot_s) if boots else 0
-    if priced is not None:
+    if priced is not None and priced.startup_s != startup:
         priced = replace(priced, startup_s=startup)  # a node already up is not started again, nor paid for again
     cost = priced.cost(run.p50) if priced else 0.0
     copy_s, copy_bytes = copy_time(spec, site)

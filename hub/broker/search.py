@@ -303,6 +303,7 @@ class Candidates:
         # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
         self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.clip(spare + _PART, 0.0, 1.0))
         self.out = np.zeros(len(board.views), dtype=bool)
+        self._run_time = Runtimes()  # jobs alike have one estimate per GPU model and learned statistics
 
     def _without_headroom(self) -> Floats:
         """Each site's bound but for the headroom term (which work reserved there lowers)."""
@@ -357,12 +358,12 @@ class Candidates:
         view = self.needs.board.views[i]
         models = self.needs.models[i]
         if self.spec.max_cost is not None:
-            never, models = within_max_cost(self.spec, view, models)
+            never, models = within_max_cost(self.spec, view, models, self._run_time)
             if never:
                 self.never.setdefault(never, []).append(view.name)
                 self.out[i] = True
                 return None
-        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set())
+        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set(), self._run_time)
         if not verdict.eligible:
             self.not_now.setdefault(verdict.reasons[0], []).append(view.name)
             self.out[i] = True
