@@ -57,12 +57,11 @@ def read_queue(conn: Connection, limit: int) -> tuple[list[Queued], dict[str, st
         .limit(limit)
         .subquery()
     )
-    rows = conn.execute(
+    rows = sorted(conn.execute(
         select(first.c.priority, first.c.created_at, _JOBS.c.id, _JOBS.c.institution, _JOBS.c.attempt,
                _read_part(conn.dialect.name), cast(_JOBS.c.spec, Text))
         .join_from(first, _JOBS, _JOBS.c.id == first.c.id)
-    ).all()  # fmt: skip
-    rows.sort(key=lambda r: (-r[0], r[1], r[2]))  # a join need not keep the subquery's order
+    ), key=lambda r: (-r[0], r[1], r[2]))  # fmt: skip  # a join need not keep the subquery's order
     jobs = [Queued(*row[2:]) for row in rows]
     if not jobs:
         return [], {}, set()

@@ -387,18 +387,18 @@ def ruled_out(needs: Needs, spec: JobSpec, institution: str) -> tuple[dict[str, 
             first[board.position[name]] = reason
     for_good = sum(len(names) for names in never.values())
     run_time = Runtimes()
-    for i in np.flatnonzero(fixed.ok & board.lends(institution)):
+    for i in map(int, np.flatnonzero(fixed.ok & board.lends(institution))):
         view, models = board.views[i], needs.models[i]
+        why: str | None = None
         if spec.max_cost is not None:
-            first[i], models = within_max_cost(spec, view, models, run_time)
-            if first[i]:
-                for_good += 1
-                continue
-        first[i] = board.closed[i] or after_deadline(spec, view, models, board.now, run_time)
-        if first[i] is None:
-            first[i] = needs.short(i) if models == needs.models[i] else next(iter(room(spec, view, models)[0]), None)
+            why, models = within_max_cost(spec, view, models, run_time)
+            for_good += why is not None
+        why = why or board.closed[i] or after_deadline(spec, view, models, board.now, run_time)
+        if why is None:  # room, as evaluate_now judges it: on the models within max_cost
+            why = needs.short(i) if models == needs.models[i] else next(iter(room(spec, view, models)[0]), None)
+        first[i] = why
     groups: dict[str, list[str]] = {}
-    for view, reason in zip(board.views, first, strict=True):
-        if reason is not None:
-            groups.setdefault(reason, []).append(view.name)
+    for view, why in zip(board.views, first, strict=True):
+        if why is not None:
+            groups.setdefault(why, []).append(view.name)
     return groups, for_good
