@@ -10,6 +10,7 @@ site rules out for good is refused at submission.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -270,7 +271,27 @@ def _priced_run(priced: Priced, runtime: float) -> str:
     return f"{duration(runtime)} on {priced.partition}{' (spot)' if priced.spot else ''}{boot}"
 
 
-def within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[str | None, list[str]]:
+class Runtimes:
+    """``runtime`` for one job over many sites, each estimate made once per GPU model and
+    learned statistics: the sites without finished runs of the kind share one."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str | None, Stat | None], Estimate] = {}
+
+    def __call__(self, spec: JobSpec, site: SiteView, gpu_model: str | None) -> Estimate:
+        key = (gpu_model, site.runtime_stats.get(spec.kind.value))
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = runtime(spec, site, gpu_model)
+        return made
+
+
+RuntimeOf = Callable[[JobSpec, SiteView, str | None], Estimate]
+
+
+def within_max_cost(
+    spec: JobSpec, site: SiteView, models: list[str], run_time: RuntimeOf = runtime
+) -> tuple[str | None, list[str]]:
     """(reason the job would cost more than its max_cost here, the GPU models it stays within at)."""
     if spec.max_cost is None:
         return None, models
@@ -279,7 +300,7 @@ def within_max_cost(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[s
     for c in candidates:
         p = price(spec, site, c)
         if p is not None:
-            run = runtime(spec, site, c[0] if c else None).p50
+            run = run_time(spec, site, c[0] if c else None).p50
             costs.append((p.cost(run), c, p, run))
     within = [c for cost, c, _, _ in costs if cost <= spec.max_cost]
     if within:
@@ -327,19 +348,32 @@ def needs_start(spec: JobSpec, site: SiteView, models: list[str]) -> bool:
     return bool(r.gpus) and not any(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0) >= r.gpus for m in models)
 
 
-def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str]) -> Verdict:
-    """The part of ``evaluate`` that changes from moment to moment, for a site that passed the static checks."""
+def after_deadline(spec: JobSpec, site: SiteView, models: list[str], now: datetime, run_time: RuntimeOf = runtime) -> str | None:
+    """Why the job would likely finish after its deadline here (its run time's p90 from now,
+    plus a node's start-up if it needs one); None when it would not, or has no deadline."""
+    if spec.deadline is None:
+        return None
+    priced = price(spec, site, models)
+    late = run_time(spec, site, models[0] if models else None).p90
+    starting = ((priced.startup_s if priced else 0) or site.boot_s) if needs_start(spec, site, models) else 0
+    finish = now + timedelta(seconds=late + starting)
+    if finish <= spec.deadline:
+        return None
+    return (
+        f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {duration(late)}), after the "
+        f"deadline {spec.deadline.astimezone(finish.tzinfo):%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def evaluate_now(
+    spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str], run_time: RuntimeOf = runtime
+) -> Verdict:
+    """The part of ``evaluate`` that changes from moment to moment, for a site that passed the
+    static checks. ``run_time``: ``runtime``, or a ``Runtimes`` kept for jobs alike."""
     reasons = closed(site, now, avoid)
-    if spec.deadline is not None:
-        priced = price(spec, site, models)
-        late = runtime(spec, site, models[0] if models else None).p90
-        starting = ((priced.startup_s if priced else 0) or site.boot_s) if needs_start(spec, site, models) else 0
-        finish = now + timedelta(seconds=late + starting)
-        if finish > spec.deadline:
-            reasons.append(
-                f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {duration(late)}), after the "
-                f"deadline {spec.deadline.astimezone(finish.tzinfo):%Y-%m-%d %H:%M} UTC"
-            )
+    late = after_deadline(spec, site, models, now, run_time)
+    if late:
+        reasons.append(late)
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
     r = spec.resources
@@ -347,10 +381,10 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
     free_cpus = site.cpus_free - site.unseen_cpus
-    run = runtime(spec, site, chosen_model)
+    run = run_time(spec, site, chosen_model)
     priced = price(spec, site, [chosen_model] if chosen_model else [])
     startup = ((priced.startup_s if priced else 0) or site.boot_s) if boots else 0
-    if priced is not None:
+    if priced is not None and priced.startup_s != startup:
         priced = replace(priced, startup_s=startup)  # a node already up is not started again, nor paid for again
     cost = priced.cost(run.p50) if priced else 0.0
     copy_s, copy_bytes = copy_time(spec, site)

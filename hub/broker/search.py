@@ -44,8 +44,10 @@ from hub.broker.rules import (
     GPU_SITE_PENALTY,
     TIE_BAND,
     TIE_WEIGHTS,
+    Runtimes,
     SiteView,
     Verdict,
+    after_deadline,
     closed,
     copy_time,
     cpus_available,
@@ -265,6 +267,10 @@ class Needs:
             self._short[i] = new
             self.not_now.setdefault(new, []).append(view.name)
 
+    def short(self, i: int) -> str | None:
+        """Why site ``i`` has no room for the job now (``rules.room``'s first reason), if it has none."""
+        return self._short.get(i)
+
     def run_floor(self, spec: JobSpec) -> Floats:
         """Per site, the shortest run the job's estimate could give there (the fastest usable GPU model)."""
         r = spec.resources
@@ -297,6 +303,7 @@ class Candidates:
         # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
         self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.clip(spare + _PART, 0.0, 1.0))
         self.out = np.zeros(len(board.views), dtype=bool)
+        self._run_time = Runtimes()  # jobs alike have one estimate per GPU model and learned statistics
 
     def _without_headroom(self) -> Floats:
         """Each site's bound but for the headroom term (which work reserved there lowers)."""
@@ -351,14 +358,47 @@ class Candidates:
         view = self.needs.board.views[i]
         models = self.needs.models[i]
         if self.spec.max_cost is not None:
-            never, models = within_max_cost(self.spec, view, models)
+            never, models = within_max_cost(self.spec, view, models, self._run_time)
             if never:
                 self.never.setdefault(never, []).append(view.name)
                 self.out[i] = True
                 return None
-        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set())
+        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set(), self._run_time)
         if not verdict.eligible:
             self.not_now.setdefault(verdict.reasons[0], []).append(view.name)
             self.out[i] = True
             return None
         return verdict
+
+
+def ruled_out(needs: Needs, spec: JobSpec, institution: str) -> tuple[dict[str, list[str]], int]:
+    """(every site ruled out for the job, by the first reason ``rules.evaluate`` gives, sites and
+    reasons in name order; how many of them for good) for a job with a max_cost or deadline.
+
+    Those limits rule out sites for reasons of their own that come before (max_cost: among the
+    checks for good) or instead of (deadline: before room) the ones the board keeps, so each
+    site that passes the checks for good is judged here; its run-time estimates are shared
+    with the sites alike (``rules.Runtimes``), so that costs little more than a vector pass."""
+    board, fixed = needs.board, needs.fixed
+    first: list[str | None] = [None] * len(board.views)
+    never = fixed.never_for(institution)
+    for reason, names in never.items():
+        for name in names:
+            first[board.position[name]] = reason
+    for_good = sum(len(names) for names in never.values())
+    run_time = Runtimes()
+    for i in map(int, np.flatnonzero(fixed.ok & board.lends(institution))):
+        view, models = board.views[i], needs.models[i]
+        why: str | None = None
+        if spec.max_cost is not None:
+            why, models = within_max_cost(spec, view, models, run_time)
+            for_good += why is not None
+        why = why or board.closed[i] or after_deadline(spec, view, models, board.now, run_time)
+        if why is None:  # room, as evaluate_now judges it: on the models within max_cost
+            why = needs.short(i) if models == needs.models[i] else next(iter(room(spec, view, models)[0]), None)
+        first[i] = why
+    groups: dict[str, list[str]] = {}
+    for view, why in zip(board.views, first, strict=True):
+        if why is not None:
+            groups.setdefault(why, []).append(view.name)
+    return groups, for_good

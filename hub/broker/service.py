@@ -3,18 +3,20 @@ queued job, in priority order), so queued jobs are re-placed as capacity changes
 
 from __future__ import annotations
 
-import json
+import gc
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlmodel import Session, col, select
 
 from hub.broker.batch import place_batch
+from hub.broker.queue import Queued, read_queue
 from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
-from hub.broker.search import Board, Candidates, Fixed
+from hub.broker.search import Board, Candidates, Fixed, ruled_out
 from hub.broker.views import load_site_views
 from hub.broker.writes import PassWrites
 from hub.db import after_commit
@@ -59,15 +61,6 @@ def _grouped(groups: dict[str, list[str]]) -> list[dict[str, Any]]:
     return out
 
 
-class Queued(NamedTuple):
-    """A queued job as a pass reads it."""
-
-    id: str
-    institution: str
-    attempt: int
-    spec: Mapping[str, Any]
-
-
 def _grouped_once(groups: dict[str, list[str]], seen: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """``_grouped``, once per dict: the batch placer hands the jobs of one kind the same dicts
     of sites, which no longer change once the batch is placed."""
@@ -77,18 +70,13 @@ def _grouped_once(groups: dict[str, list[str]], seen: dict[int, list[dict[str, A
     return seen[key]
 
 
-#: What the broker never reads of a spec: jobs that differ only in these share one parsed spec in a pass.
-_UNREAD = frozenset({"name", "command", "tags", "idempotency_key", "priority", "outputs", "relion", "tes"})
-
-
-def _placement_spec(raw: Mapping[str, Any], seen: dict[str, JobSpec]) -> JobSpec:
+def _placement_spec(job: Queued, seen: dict[str, JobSpec]) -> JobSpec:
     """The job's spec as the broker reads it, validated once per distinct set of needs: jobs
     that differ only in what the broker does not read (name, command, tags) share one; sizes,
     parameters, deadline and max_cost are read (run-time estimates, limits)."""
-    key = json.dumps({k: v for k, v in raw.items() if k not in _UNREAD}, sort_keys=True)
-    spec = seen.get(key)
+    spec = seen.get(job.read)
     if spec is None:
-        spec = seen[key] = JobSpec.model_validate(raw)
+        spec = seen[job.read] = JobSpec.model_validate_json(job.spec)
     return spec
 
 
@@ -202,29 +190,33 @@ def decide_by_scan(
 
 def searchable(spec: JobSpec, views: list[SiteView]) -> bool:
     """Whether ``decide_by_search`` records what ``decide_by_scan`` would: past
-    FULL_VERDICTS_UP_TO sites (only the 10 best are recorded in full), for a job without a
-    deadline or max_cost (those rule out sites for reasons only a full scan finds)."""
-    return len(views) > FULL_VERDICTS_UP_TO and spec.deadline is None and spec.max_cost is None
+    FULL_VERDICTS_UP_TO sites, where only the 10 best are recorded in full."""
+    return len(views) > FULL_VERDICTS_UP_TO
 
 
 def decide_by_search(
     spec: JobSpec, institution: str, views: list[SiteView], now: datetime, fixed: dict[str, Fixed] | None
 ) -> Decision:
     """``decide_by_scan``'s decision for a ``searchable`` job on views in name order (as the hub
-    loads them), scoring only the sites that could be among the 10 best (hub/broker/search.py)."""
+    loads them), scoring only the sites that could be among the 10 best (hub/broker/search.py).
+    A job with a max_cost or deadline has every site judged against them (``search.ruled_out``)."""
     board = Board(views, now, fixed)
     needs = board.needs_of(spec)
     ranked = [v for _, v in Candidates(needs, spec).best(institution, k=10)]
-    lends = board.lends(institution)
-    never = needs.fixed.never_for(institution)
-    groups = dict(never)
-    for reason, names in needs.not_now.items():  # closed, or no room: those that lend to the institution
-        kept = sorted(n for n in names if lends[board.position[n]])
-        if kept:
-            groups[reason] = kept
-    # Reasons in the order a scan of the sites by name meets them (the summary lists ties in that order).
-    groups = dict(sorted(groups.items(), key=lambda kv: board.position[kv[1][0]]))
-    impossible = sum(len(names) for names in never.values()) == len(views)
+    if spec.max_cost is not None or spec.deadline is not None:
+        groups, for_good = ruled_out(needs, spec, institution)
+    else:
+        lends = board.lends(institution)
+        never = needs.fixed.never_for(institution)
+        for_good = sum(len(names) for names in never.values())
+        groups = dict(never)
+        for reason, names in needs.not_now.items():  # closed, or no room: those that lend to the institution
+            kept = sorted(n for n in names if lends[board.position[n]])
+            if kept:
+                groups[reason] = kept
+        # Reasons in the order a scan of the sites by name meets them (the summary lists ties in that order).
+        groups = dict(sorted(groups.items(), key=lambda kv: board.position[kv[1][0]]))
+    impossible = for_good == len(views)
     best = ranked[0] if ranked else None
     counts = {reason: len(names) for reason, names in groups.items()}
     verdicts = [_as_dict(v) for v in ranked] + _grouped(groups)
@@ -285,24 +277,31 @@ def place_queued(
     ``place_job``, which applies their avoid rules. Both reserve on the same views. The batch
     placer's attempts and decisions are written in bulk (``hub.broker.writes``); ``bulk=False``
     writes them one ORM object each, as before (kept to show both write the same rows)."""
-    with BROKER_SECONDS.labels("sweep").time():
+    with BROKER_SECONDS.labels("sweep").time(), _collector_paused():
         return _place_queued(session, notifier, now, limit, PassWrites() if bulk else None)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A pass over 10,000 jobs makes hundreds of thousands of short-lived dicts and lists, and
+    Python's cyclic collector, started by allocations, walked every object of the process
+    again and again meanwhile (a tenth of the pass). Nothing the pass makes needs it to be
+    freed (reference counting frees it); the collector runs again when the pass ends."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _place_queued(
     session: Session, notifier: Notifier | None, now: datetime | None, limit: int, writes: PassWrites | None
 ) -> int:
     now = now or utcnow()
-    # Only what placing needs, not ORM objects: the ORM loads the few jobs it writes itself.
-    jobs = [
-        Queued(*row)
-        for row in session.exec(
-            select(Job.id, Job.institution, Job.attempt, Job.spec)
-            .where(Job.state == "QUEUED", col(Job.site_id).is_(None))
-            .order_by(col(Job.priority).desc(), col(Job.created_at), col(Job.id))  # by id: the same order every pass
-            .limit(limit)
-        )
-    ]
+    session.flush()  # what this transaction changed through the ORM (jobs requeued by the sweep) is read below
+    jobs, last, with_history = read_queue(session.connection(), limit)
     if not jobs:
         return 0
     views = load_site_views(session, now)
@@ -314,21 +313,6 @@ def _place_queued(
         assert job is not None
         return job
 
-    last: dict[str, str] = {}
-    for job_id, summary in session.exec(
-        select(PlacementRecord.job_id, PlacementRecord.summary)
-        .where(col(PlacementRecord.job_id).in_(ids))
-        .order_by(col(PlacementRecord.id))
-    ):
-        last[job_id] = summary
-    with_history = set(
-        session.exec(
-            select(Attempt.job_id).where(
-                col(Attempt.job_id).in_(ids),
-                col(Attempt.state).in_(("lost", "refused")) | (col(Attempt.tes_state) == "SYSTEM_ERROR"),
-            )
-        ).all()
-    )
     placed = 0
     pending: list[Queued] = []
 
@@ -338,7 +322,7 @@ def _place_queued(
         nonlocal placed
         # Per batch: its results keep the dicts alive, so no id is reused while they are keys.
         grouped: dict[int, list[dict[str, Any]]] = {}
-        specs = [_placement_spec(j.spec, specs_by_needs) for j in pending]
+        specs = [_placement_spec(j, specs_by_needs) for j in pending]
         for job, spec, result in zip(
             pending,
             specs,
@@ -349,23 +333,24 @@ def _place_queued(
             for reason, names in (*result.never.items(), *result.not_now.items()) if result.verdict is None else ():
                 counts[reason] += len(names)
             summary = _summary(result.verdict, counts, bool(result.never) and not result.not_now)
-            verdicts = [_as_dict(result.verdict)] if result.verdict else []
-            verdicts += _grouped_once(result.not_now, grouped) + _grouped_once(result.never, grouped)
+            own = [_as_dict(result.verdict)] if result.verdict else []
+            shared = (_grouped_once(result.not_now, grouped), _grouped_once(result.never, grouped))
             if result.site is not None and result.verdict is not None:
                 if writes is None or spec.inputs:  # inputs may need staging: the ORM path
+                    verdicts = own + shared[0] + shared[1]
                     _offer(session, orm(job), spec, result.site, result.verdict, now, notifier, summary, verdicts)
                 else:
-                    writes.offer(job.id, job.attempt, spec, result.site, result.verdict, now, summary, verdicts)
+                    writes.offer(job.id, job.attempt, spec, result.site, result.verdict, now, summary, own, shared)
                 placed += 1
             elif summary != last.get(job.id):
                 outcome = "impossible" if not result.not_now else "waiting"
                 if writes is not None:
-                    writes.decision(job.id, job.attempt, now, outcome, summary, verdicts)
+                    writes.decision(job.id, job.attempt, now, outcome, summary, own, shared)
                 else:
                     session.add(
                         PlacementRecord(
                             job_id=job.id, attempt=job.attempt, decided_at=now, outcome=outcome, summary=summary,
-                            verdicts=verdicts,
+                            verdicts=own + shared[0] + shared[1],
                         )
                     )  # fmt: skip
         pending.clear()

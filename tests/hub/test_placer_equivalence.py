@@ -183,7 +183,8 @@ def test_repeated_and_shared_specs_on_a_crowded_network() -> None:
 @pytest.mark.parametrize("seed", range(3))
 def test_a_submission_records_what_scoring_every_site_records(seed: int) -> None:
     """Submissions to a network past 100 sites record the 10 best verdicts and the rest by
-    reason: found by the search, they must be what scoring every site gives."""
+    reason: found by the search, they must be what scoring every site gives, for jobs with a
+    deadline or max_cost too (their reasons come before, or instead of, the board's)."""
     compared, wrong = submission_differences(seed)
     assert compared > 40 and wrong == [], wrong
 
@@ -205,3 +206,17 @@ def test_the_comparison_catches_a_wrong_placer(breakage: str, monkeypatch: pytes
     assert wrong, f"{breakage}: the comparison of batch placements found no difference"
     if breakage != "jobs grouped by kind and resources only":  # submissions place one job: no grouping
         assert submission_differences(0)[1], f"{breakage}: the comparison of submissions found no difference"
+
+
+LIMITS_LEFT_OUT = {
+    "deadline": lambda mp: mp.setattr(search, "after_deadline", lambda *args: None),
+    "max_cost": lambda mp: mp.setattr(search, "within_max_cost", lambda spec, view, models, *rest: (None, models)),
+}
+
+
+@pytest.mark.parametrize("limit", sorted(LIMITS_LEFT_OUT))
+def test_the_submission_comparison_catches_a_limit_left_out(limit: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search that judged no site against the job's deadline (or max_cost) records other
+    reasons than scoring every site does (and, for max_cost, may choose another site): caught."""
+    LIMITS_LEFT_OUT[limit](monkeypatch)
+    assert any(submission_differences(seed)[1] for seed in range(3)), f"{limit} left out: no difference found"
