@@ -20,8 +20,15 @@ $(SNAKEMAKE_VENV)/.installed: deploy/snakemake/requirements.txt deploy/snakemake
 	bash deploy/snakemake/make-env.sh $(SNAKEMAKE_VENV) $(VENV)/bin/uv
 	@touch $@
 
+# The project's own modules are byte-compiled too (the environment is when uv installs it,
+# pyproject.toml [tool.uv]): the tests start hundreds of hub, agent and CLI processes, and
+# where PYTHONDONTWRITEBYTECODE is set each would compile what it imports at every start.
+# compileall compiles again only the files that changed.
+SOURCES := hub shared site_agent cryomesh_cli bench
+
 ## install: Python dependencies into .venv, exactly as locked in uv.lock (and .venv-snakemake for Snakemake)
 install: $(VENV)/.installed $(SNAKEMAKE_VENV)/.installed
+	@$(VENV)/bin/python -m compileall -q $(SOURCES)
 
 ## system-deps: PostgreSQL, Slurm, munge, Chromium, stress-ng and RELION from Debian's packages (as root, when missing)
 system-deps:

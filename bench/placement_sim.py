@@ -26,7 +26,6 @@ import argparse
 import heapq
 import os
 import platform
-import re
 import statistics
 import time
 from collections import defaultdict
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.docs import write_section
 from bench.placement_scenario import DAY, HOUR, Scenario, build, is_cloud, view
 from hub.broker.rules import Network, SiteView, Verdict, evaluate_now, price, rank, reserve, static_verdict
 from hub.estimates.model import Stat, observation, prior_seconds
@@ -311,14 +311,6 @@ def plot(results: list[tuple[str, dict[str, Outcome], dict[str, dict[str, float]
     plt.close(fig)
 
 
-def write_section(doc: Path, text: str) -> None:
-    """Replace this section of docs/benchmarks.md (up to the next '## '), or append it."""
-    old = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    doc.write_text(new)
-
-
 def by_kind(sc: Scenario, outcomes: dict[str, Outcome]) -> str:
     """Mean completion (h) per job kind and policy, with the site that ran most of each kind."""
     kinds = sorted({j.spec.kind.value for j in sc.jobs})
@@ -384,7 +376,7 @@ were added after the first comparison, because the first scenario left GPUs most
 ![Placement simulation: completion-time distributions and mean completion against cost]({args.image.relative_to(args.out.parent)})
 
 """
-    write_section(args.out, text)
+    write_section(args.out, SECTION, text)
 
 
 if __name__ == "__main__":

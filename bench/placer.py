@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.docs import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Batch placer and submission speed (issues 10 and 12, branch placer-speed)"
 
@@ -216,18 +218,6 @@ once per pass, per submission) and, in a submission, the kept site views' refres
 """
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (or add it at the end), keeping the others."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in doc:
-        head, rest = doc.split(SECTION, 1)
-        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-        doc = head + text + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.write_text(doc)
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":  # inside the other checkout
         what, *rest = sys.argv[2:]
@@ -247,7 +237,7 @@ def main() -> None:
     db = database(args.before, args.jobs, 1_000)
     subs = {n: submissions(n) for n in args.sites}
     text = section(rows, db, subs, args)
-    write_section(args.out, text)
+    write_section(args.out, SECTION, text)
     print(text)
 
 

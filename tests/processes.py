@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from tests import ga4gh_schemas
 from tests.helpers import LOOPBACK, Account, Hub, bootstrap, hub_settings
 from tests.services import free_port, wait_for
 
@@ -103,6 +104,13 @@ class HubProcess:
             self.proc.kill()  # never leave a hub behind that did not start
             self.proc.wait()
             raise
+
+    def __enter__(self) -> HubProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def helpers(self) -> Hub:
         """The test helpers of an in-process hub (enrol an agent, get its token…), aimed at this one."""
@@ -231,3 +239,26 @@ def enrolled_agent(
     for e in hub.api("GET", "/api/v1/enrollments", params={"status": "pending"}):
         hub.api("POST", f"/api/v1/enrollments/{e['id']}/approve")
     return agent
+
+
+def online_agent(hub: HubProcess, tmp: Path, name: str, env: dict[str, str] | None = None, **kw: Any) -> AgentProcess:
+    """An agent enrolled for site ``name`` (``enrolled_agent``'s other arguments), started
+    with ``env`` (default: the hub's), returned once the hub has seen it online."""
+    agent = enrolled_agent(hub, tmp, name, **kw)
+    agent.start(env or hub.env)
+    try:
+        wait_for(lambda: hub.site(name)["reachability"] == "online", 60, f"{name} to come online")
+    except BaseException:
+        agent.stop()
+        raise
+    return agent
+
+
+def full_task(hub: HubProcess, token: str, task_id: str) -> dict[str, object]:
+    """A TES task in the FULL view, validated against TES 1.1."""
+    r = LOOPBACK.get(
+        f"{hub.url}/ga4gh/tes/v1/tasks/{task_id}", params={"view": "FULL"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 200, r.text
+    ga4gh_schemas.tes_task(r.json(), "FULL")
+    return dict(r.json())

@@ -14,8 +14,7 @@ import httpx
 import pytest
 import tes
 
-from tests import ga4gh_schemas
-from tests.processes import AgentProcess, HubProcess, cli, enrolled_agent
+from tests.processes import AgentProcess, HubProcess, cli, full_task, online_agent
 from tests.services import wait_for
 
 pytestmark = pytest.mark.slow
@@ -25,10 +24,8 @@ IMAGE = "python:3.11-slim"
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[HubProcess]:
-    h = HubProcess(tmp_path / "hub")
-    h.start()
-    yield h
-    h.stop()
+    with HubProcess(tmp_path / "hub") as h:
+        yield h
 
 
 @pytest.fixture
@@ -36,20 +33,9 @@ def agent(hub: HubProcess, tmp_path: Path) -> Iterator[AgentProcess]:
     exports = tmp_path / "exports"
     (exports / "results").mkdir(parents=True)
     extra = f'[tes]\nhost_images = ["{IMAGE}"]\nexported_dirs = ["{exports}"]\n'
-    a = enrolled_agent(hub, tmp_path, "tes-site", extra=extra, software=[{"name": f"image:{IMAGE}", "version": "host"}])
-    a.start(hub.env)
-    wait_for(lambda: hub.site("tes-site")["reachability"] == "online", 60, "tes-site to come online")
+    a = online_agent(hub, tmp_path, "tes-site", extra=extra, software=[{"name": f"image:{IMAGE}", "version": "host"}])
     yield a
     a.stop()
-
-
-def full_task(hub: HubProcess, token: str, task_id: str) -> dict[str, object]:
-    r = httpx.get(
-        f"{hub.url}/ga4gh/tes/v1/tasks/{task_id}", params={"view": "FULL"}, headers={"Authorization": f"Bearer {token}"}
-    )
-    assert r.status_code == 200, r.text
-    ga4gh_schemas.tes_task(r.json(), "FULL")
-    return dict(r.json())
 
 
 def test_py_tes_runs_lists_and_cancels_tasks_on_a_real_agent(hub: HubProcess, agent: AgentProcess, tmp_path: Path) -> None:

@@ -33,8 +33,8 @@ import httpx
 import pytest
 
 from tests import ga4gh_schemas
-from tests.processes import AgentProcess, HubProcess, enrolled_agent, register_site
-from tests.services import S3Server, s3_server, wait_for
+from tests.processes import AgentProcess, HubProcess, online_agent, register_site
+from tests.services import S3Server, s3_server
 
 # The plugin waits 40 s before its first status check, and each task starts Python three times:
 # on a machine as busy as the suite makes it, a run takes minutes (docs/benchmarks.md).
@@ -95,10 +95,8 @@ def s3() -> Iterator[S3Server]:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[HubProcess]:
-    h = HubProcess(tmp_path / "hub")
-    h.start()
-    yield h
-    h.stop()
+    with HubProcess(tmp_path / "hub") as h:
+        yield h
 
 
 @pytest.fixture
@@ -108,9 +106,7 @@ def agent(hub: HubProcess, snakemake_env: Path, tmp_path: Path) -> Iterator[Agen
         f'[tes.image_env."snakemake/snakemake:v9.*"]\nPATH = "{snakemake_env}/bin:{os.environ["PATH"]}"\n'
         f'PIP_FIND_LINKS = "{snakemake_env}/wheels"\n'
     )
-    a = enrolled_agent(hub, tmp_path, SITE, extra=extra, software=[{"name": f"image:{IMAGE}", "version": "host"}])
-    a.start(hub.env)
-    wait_for(lambda: hub.site(SITE)["reachability"] == "online", 60, f"{SITE} to come online")
+    a = online_agent(hub, tmp_path, SITE, extra=extra, software=[{"name": f"image:{IMAGE}", "version": "host"}])
     yield a
     a.stop()
 

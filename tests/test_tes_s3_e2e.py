@@ -15,9 +15,8 @@ import httpx
 import pytest
 import tes
 
-from tests import ga4gh_schemas
-from tests.processes import AgentProcess, HubProcess, enrolled_agent
-from tests.services import S3Server, wait_for
+from tests.processes import AgentProcess, HubProcess, full_task, online_agent
+from tests.services import S3Server
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +26,8 @@ BUCKET = "tes-e2e-data"
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[HubProcess]:
-    h = HubProcess(tmp_path / "hub")
-    h.start()
-    yield h
-    h.stop()
+    with HubProcess(tmp_path / "hub") as h:
+        yield h
 
 
 @pytest.fixture
@@ -41,20 +38,9 @@ def agent(hub: HubProcess, tmp_path: Path, s3: S3Server) -> Iterator[AgentProces
         f'[transfers]\nendpoint_url = "{s3.endpoint_url}"\nregion = "{s3.region}"\npart_size_mb = 5\n'
     )
     software = [{"name": f"image:{IMAGE}", "version": "host"}, {"name": f"s3:{BUCKET}", "version": "reachable"}]
-    a = enrolled_agent(hub, tmp_path, "s3-site", extra=extra, software=software)
-    a.start({**hub.env, **s3.env})
-    wait_for(lambda: hub.site("s3-site")["reachability"] == "online", 60, "s3-site to come online")
+    a = online_agent(hub, tmp_path, "s3-site", {**hub.env, **s3.env}, extra=extra, software=software)
     yield a
     a.stop()
-
-
-def full_task(hub: HubProcess, token: str, task_id: str) -> dict[str, object]:
-    r = httpx.get(
-        f"{hub.url}/ga4gh/tes/v1/tasks/{task_id}", params={"view": "FULL"}, headers={"Authorization": f"Bearer {token}"}
-    )
-    assert r.status_code == 200, r.text
-    ga4gh_schemas.tes_task(r.json(), "FULL")
-    return dict(r.json())
 
 
 def test_s3_input_and_output_through_a_real_agent(hub: HubProcess, agent: AgentProcess, s3: S3Server) -> None:

@@ -18,7 +18,8 @@ uv=${2:-uv}
 here=$(cd "$(dirname "$0")" && pwd)
 
 "$uv" venv --quiet --allow-existing --python "${PYTHON:-python3}" "$dir"
-"$uv" pip sync --quiet --require-hashes --python "$dir/bin/python" "$here/requirements.txt"
+# Byte-compiled: each task starts Python three times (snakemake, its job script, the rule).
+"$uv" pip sync --quiet --require-hashes --compile-bytecode --python "$dir/bin/python" "$here/requirements.txt"
 
 # The storage plugins' wheels, with their locked hashes, for the job script's pip.
 rm -rf "$dir/wheels" "$dir/pip.conf"  # (a pip.conf of an earlier run would keep pip offline)

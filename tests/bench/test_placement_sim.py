@@ -3,12 +3,10 @@ session a day): what `make bench` reports is only as good as this bookkeeping.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bench.placement_scenario import build, view
-from bench.placement_sim import POLICIES, SECTION, Outcome, metrics, simulate, write_section
+from bench.placement_sim import POLICIES, Outcome, metrics, simulate
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +61,3 @@ def test_same_seed_same_month() -> None:
     assert [(j.submit, j.spec) for j in a.jobs] == [(j.submit, j.spec) for j in b.jobs] and a.speed == b.speed
     o1, o2 = simulate(a, "earliest"), simulate(b, "earliest")
     assert {k: (r.site, r.end) for k, r in o1.runs.items()} == {k: (r.site, r.end) for k, r in o2.runs.items()}
-
-
-def test_section_is_replaced_not_duplicated(tmp_path: Path) -> None:
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text(f"# Benchmarks\n\n## Other\n\nkeep\n\n{SECTION}\n\nold numbers\n\n## After\n\nkeep too\n")
-    write_section(doc, f"{SECTION}\n\nnew numbers\n\n")
-    text = doc.read_text()
-    assert "new numbers" in text and "old numbers" not in text and text.count(SECTION) == 1
-    assert "## Other\n\nkeep" in text and "## After\n\nkeep too" in text
