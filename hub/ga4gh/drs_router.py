@@ -62,8 +62,8 @@ def service_info(request: Request) -> dict[str, Any]:
 def get_object(
     object_id: str, request: Request, session: SessionDep, principal: Ga4ghCaller, expand: bool = False
 ) -> dict[str, Any]:
-    """A dataset (bundle, with its files as contents) or a file (blob, with access methods)."""
-    return drs.get_object(session, _person(principal), object_id, _host(request))
+    """A dataset or one of its directories (bundle; nested contents with ``expand``) or a file (blob, with access methods)."""
+    return drs.get_object(session, _person(principal), object_id, _host(request), expand)
 
 
 @router.get("/objects/{object_id}/access/{access_id}", responses=responses(*AUTH_ERRORS, NotFound))
@@ -75,4 +75,4 @@ def get_access(object_id: str, access_id: str, session: SessionDep, principal: G
 @router.post("/objects", responses=responses(*AUTH_ERRORS, BadRequest))
 def get_objects(body: BulkObjects, request: Request, session: SessionDep, principal: Ga4ghCaller) -> dict[str, Any]:
     """Several objects at once; those the caller may not see are listed as unresolved (404)."""
-    return drs.get_bulk(session, _person(principal), body.bulk_object_ids, _host(request))
+    return drs.get_bulk(session, _person(principal), body.bulk_object_ids, _host(request), body.expand)

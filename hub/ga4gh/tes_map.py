@@ -19,7 +19,6 @@ refused at once with 400 naming the URL.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -28,9 +27,9 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
-from hub.datasets.files import entries
 from hub.datasets.service import get_visible as get_visible_dataset
 from hub.errors import BadRequest, NotFound
+from hub.ga4gh.drs import find_path
 from hub.sites.models import Site, SoftwareRow
 from shared.schemas.jobs import DatasetRef, JobKind, JobSpec, PlacementConstraints, Resources, SoftwareRequirement
 from shared.schemas.tes import TesTaskCreate, TesWork, TesWorkInput, s3_location
@@ -56,20 +55,6 @@ _SOFTWARE_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.+-]{0,99})\s*([<>=!~].
 class Mapped:
     spec: JobSpec
     warnings: list[str] = field(default_factory=list)
-
-
-def file_object_id(dataset_id: str, path: str) -> str:
-    """The DRS id of one file of a dataset: ``<dataset>_<16 hex of sha-256(path)>`` ('_' never
-    occurs in dataset ids, so the two kinds of id cannot be confused)."""
-    return f"{dataset_id}_{hashlib.sha256(path.encode()).hexdigest()[:16]}"
-
-
-def find_file(session: Session, dataset_id: str, object_id: str) -> dict[str, object] | None:
-    """The manifest entry whose DRS id is ``object_id``."""
-    for f in entries(session, dataset_id):
-        if file_object_id(dataset_id, f["path"]) == object_id:
-            return dict(f)
-    return None
 
 
 def _int(key: str, value: str) -> int:
@@ -150,10 +135,10 @@ def _input(
             raise BadRequest(f"input {i.path}: {url} names no dataset you may see") from None
         rel = ""
         if "_" in object_id:
-            entry = find_file(session, ds.id, object_id)
-            if entry is None:
-                raise BadRequest(f"input {i.path}: dataset {ds.id} has no file with DRS id {object_id}")
-            rel = str(entry["path"])
+            found = find_path(session, ds.id, object_id)
+            if found is None:
+                raise BadRequest(f"input {i.path}: dataset {ds.id} has no file or directory with DRS id {object_id}")
+            rel = found.rstrip("/")
         refs.setdefault(ds.id, DatasetRef(dataset=ds.id))
         return i.model_copy(update={"dataset": ds.id, "dataset_path": rel, "url": None})
     raise BadRequest(f"input {i.path}: {scheme or 'this'}:// URLs are not supported (use http(s)://, file://, drs:// or s3://)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -47,6 +48,15 @@ def _fetch(c: httpx.Client, drs_uri: str) -> tuple[dict[str, Any], bytes]:
     return blob, Path(unquote(urlsplit(url).path)).read_bytes()
 
 
+def _leaves(contents: list[dict[str, Any]], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, entry) of every blob in expanded contents."""
+    for item in contents:
+        if "contents" in item:
+            yield from _leaves(item["contents"], f"{prefix}{item['name']}/")
+        else:
+            yield f"{prefix}{item['name']}", item
+
+
 def test_drs_round_trip_with_checksums_and_visibility(hub: Hub, tmp_path: Path) -> None:
     hub.create_site("alpha", institution="kek")
     hub.create_site("beta", institution="embl")
@@ -72,7 +82,7 @@ def test_drs_round_trip_with_checksums_and_visibility(hub: Hub, tmp_path: Path) 
         ga4gh_schemas.drs("DrsObject", bundle)
         assert bundle["self_uri"] == f"drs://{host}/{private.json()['id']}"
         assert bundle["size"] == private.json()["total_bytes"]
-        assert len(bundle["contents"]) == private.json()["file_count"]
+        assert sum(1 for _ in _leaves(bundle["contents"])) == private.json()["file_count"]
         for item in bundle["contents"]:
             ga4gh_schemas.drs("ContentsObject", item)
         star = next(i for i in bundle["contents"] if i["name"] == "run.star")
@@ -81,11 +91,11 @@ def test_drs_round_trip_with_checksums_and_visibility(hub: Hub, tmp_path: Path) 
         _verify(blob, data)
         assert blob["access_methods"][0]["region"] == "alpha"
         # Another institution's shared dataset: visible, but no replica kek can read.
-        other = c.get(f"{BASE}/objects/{shared.json()['id']}").json()
+        other = c.get(f"{BASE}/objects/{shared.json()['id']}", params={"expand": True}).json()
         assert other["checksums"][0]["type"] == "sha-256"
-        first = c.get(f"{BASE}/objects/{other['contents'][0]['id']}").json()
+        first = c.get(f"{BASE}/objects/{next(_leaves(other['contents']))[1]['id']}").json()
         assert first["access_methods"] == []
-        r = c.get(f"{BASE}/objects/{other['contents'][0]['id']}/access/file.beta")
+        r = c.get(f"{BASE}/objects/{first['id']}/access/file.beta")
         assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text
 
     with hub.as_(embl) as c:
@@ -113,3 +123,42 @@ def test_crc64nvme_checksums_are_s3s_value_in_hex(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"cryo-em")
     m = scan(tmp_path)
     assert base64.b64decode(m.files[0].checksum).hex() == f"{checksums.crc64nvme(b'cryo-em'):016x}"
+
+
+def test_bundle_contents_nest_by_directory(sqlite_hub: Hub, tmp_path: Path) -> None:
+    """DRS 1.5: a bundle's contents are its own entries, each named by its own name; a
+    subdirectory is a nested bundle (with an id that resolves), expanded only on ``expand``."""
+    hub = sqlite_hub
+    hub.create_site("alpha", institution="kek")
+    agent = hub.enroll_agent("alpha", tmp_path / "a")
+    root = make_dataset_dir(tmp_path / "d")
+    (root / "Micrographs" / "notes").mkdir()
+    (root / "Micrographs" / "notes" / "a.txt").write_text("first session")
+    ds = register(hub, agent, dataset_body(root, title="nested"))
+    assert ds.status_code == 201, ds.text
+    mics = ["mic_000.mrc", "mic_001.mrc", "mic_002.mrc"]
+    with hub.as_(hub.account("researcher", institution="kek")) as c:
+        shallow = c.get(f"{BASE}/objects/{ds.json()['id']}").json()
+        ga4gh_schemas.drs("DrsObject", shallow)
+        assert [i["name"] for i in shallow["contents"]] == ["Micrographs", "particles.mrcs", "run.star"]
+        assert all("contents" not in i for i in shallow["contents"]), shallow["contents"]
+
+        full = c.get(f"{BASE}/objects/{ds.json()['id']}", params={"expand": True}).json()
+        ga4gh_schemas.drs("DrsObject", full)
+        for item in full["contents"]:
+            ga4gh_schemas.drs("ContentsObject", item)
+        paths = dict(_leaves(full["contents"]))
+        assert sorted(paths) == sorted(
+            [f"Micrographs/{m}" for m in mics] + ["Micrographs/notes/a.txt", "particles.mrcs", "run.star"]
+        )
+        note = c.get(f"{BASE}/objects/{paths['Micrographs/notes/a.txt']['id']}").json()
+        assert note["name"] == "a.txt" and note["size"] == len("first session")
+
+        mic_dir = c.get(f"{BASE}/objects/{shallow['contents'][0]['id']}").json()
+        ga4gh_schemas.drs("DrsObject", mic_dir)
+        assert mic_dir["name"] == "Micrographs"
+        assert [i["name"] for i in mic_dir["contents"]] == [*mics, "notes"]
+        assert "contents" not in mic_dir["contents"][-1]
+        assert mic_dir["size"] == sum((root / "Micrographs" / m).stat().st_size for m in mics) + len("first session")
+        nested = c.get(f"{BASE}/objects/{mic_dir['id']}", params={"expand": True}).json()
+        assert [i["name"] for i in nested["contents"][-1]["contents"]] == ["a.txt"]
