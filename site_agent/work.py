@@ -28,12 +28,13 @@ from site_agent.config import AgentSettings
 from site_agent.dataset_upload import register as register_dataset
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import Executor
-from site_agent.executors.base import tail
+from site_agent.executors.base import Status, tail
 from site_agent.jobstore import JobHandle, JobStore
 from site_agent.relion_site import refusal as relion_refusal
 from site_agent.relion_site import write_plan
 from site_agent.software import choose_build
 from site_agent.staging import link_inputs
+from site_agent.tes_datasets import OutputNotRegistered, register_outputs
 
 log = logging.getLogger("cryomesh.agent.work")
 
@@ -239,6 +240,13 @@ class Worker:
                 if status.state is JobState.RUNNING and not h.started_at:
                     h.started_at = datetime.now(UTC).isoformat()
                 status, tes = tes_work.finish(h, status)
+                if status.state is JobState.COMPLETE and tes is not None:
+                    try:
+                        await register_outputs(self.client, self.store, h, tes)
+                    except OutputNotRegistered as exc:
+                        log.warning("task %s: %s", h.job_id, exc)
+                        status = Status(JobState.SYSTEM_ERROR, status.exit_code, str(exc)[:2000])
+                        tes.setdefault("system_logs", []).append(f"system error: {exc}")
                 reason = status.reason
                 if status.state is JobState.COMPLETE:
                     reason = await self._register_output(h) or reason
