@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
