@@ -21,7 +21,7 @@ from typing import Any
 from shared.schemas.jobs import KIND_SOFTWARE, Assignment, AssignmentBatch, JobSpec, JobState
 from shared.schemas.pictures import PictureSet
 from shared.schemas.software import MeasuredSoftware
-from site_agent import tes_work
+from site_agent import presign, tes_work
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
@@ -71,6 +71,7 @@ class Worker:
         self.store = JobStore(settings.agent.state_dir)
         self.workdir = settings.executor.workdir or settings.agent.state_dir / "work"
         self.active: dict[str, JobHandle] = {}
+        self.signer = presign.Signer(settings)
         self.outbox_wakeup = asyncio.Event()
         self.outbox_idle_s = 2.0  # the outbox looks again this often even when not woken
         self.software: list[MeasuredSoftware] = []  # measured by the heartbeat loop
@@ -150,7 +151,10 @@ class Worker:
                 await self._sleep(self.settings.agent.max_backoff_s)
                 continue
             busy = False
-            for a in AssignmentBatch.model_validate(data, extra="ignore").assignments:
+            batch = AssignmentBatch.model_validate(data, extra="ignore")
+            if batch.presign:
+                await presign.answer(self.client, self.signer, batch.presign)
+            for a in batch.assignments:
                 if a.action == "cancel":
                     self.request_cancel(a.attempt_id)
                 elif a.attempt_id in self.active:

@@ -1,13 +1,19 @@
 """Datasets and their files as GA4GH DRS 1.5 objects.
 
-A dataset is a bundle (``ds-…``); each file of its manifest is a blob whose id is
-``<dataset>_<16 hex of sha-256(path)>`` (``hub.ga4gh.tes_map.file_object_id``). Visibility
-is the dataset's: a private dataset of another institution is 404, as in the dataset API.
+A dataset is a bundle (``ds-…``) whose contents are its top-level files and directories;
+each directory is a nested bundle and each file a blob, with ids from ``shared.drs_ids``.
+``expand=true`` gives the whole tree, nested, in one answer; without it a bundle's contents
+are its own entries only. Visibility is the dataset's: a private dataset of another
+institution is 404 (the object, its files, and their access calls), as in the dataset API.
 
 The hub never serves bytes. A blob's access methods are its verified (AVAILABLE) replicas
 the caller can use: ``file`` URLs at sites of the caller's institution (network admins: all
-sites), where the file system is theirs to read. Under embargo only the owner institution
-gets access methods. Checksums: SHA-256 manifests give ``sha-256`` (the IANA name);
+sites), where the file system is theirs to read; for a replica in a site's S3 bucket (its
+location ``s3://bucket/prefix``), to everyone who may see the dataset, an ``s3`` URL (for
+callers with their own credentials for the bucket) and an ``https`` access whose
+``/access/https.<site>`` call returns a short-lived presigned GET URL, signed by the site's
+agent (``hub.ga4gh.presign`` says why the agent and not the hub). Under embargo only the
+owner institution gets access methods. Checksums: SHA-256 manifests give ``sha-256`` (the IANA name);
 CRC64NVME manifests give ``crc64nvme`` (S3's name for it; no IANA name exists) as hex. A
 bundle's checksum follows DRS: the checksum, of the same type, of its files' checksums
 sorted and concatenated.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -39,6 +46,7 @@ from shared.schemas.datasets import ReplicaState
 #: Most ids one bulk request may name.
 MAX_BULK = 100
 ACCESS_PREFIX = "file."
+HTTPS_PREFIX = "https."
 
 
 def hub_host(issuer: str) -> str:
@@ -124,7 +132,13 @@ def find_path(session: Session, dataset_id: str, object_id: str) -> str | None:
     return hit
 
 
+def _in_s3(replica: Replica) -> bool:
+    return replica.location.startswith("s3://")
+
+
 def _usable_replicas(session: Session, principal: Principal, ds: Dataset) -> list[tuple[Site, Replica]]:
+    """Replicas whose access methods the caller gets: in S3, all (the site's agent signs the
+    URLs); on a site's file system, those at sites of the caller's institution."""
     embargoed = ds.embargo_until is not None and ds.embargo_until > utcnow().date()
     if embargoed and principal.role is not Role.NETWORK_ADMIN and principal.institution != ds.institution:
         return []
@@ -136,20 +150,31 @@ def _usable_replicas(session: Session, principal: Principal, ds: Dataset) -> lis
     ).all()
     if principal.role is Role.NETWORK_ADMIN:
         return list(rows)
-    return [(s, r) for s, r in rows if principal.institution and s.institution == principal.institution]
+    return [(s, r) for s, r in rows if _in_s3(r) or (principal.institution and s.institution == principal.institution)]
 
 
 def _file_url(replica: Replica, path: str) -> str:
     return "file://" + quote(f"{replica.location.rstrip('/')}/{path}")
 
 
+def _s3_url(replica: Replica, path: str) -> str:
+    """The object of ``path`` below the replica's ``s3://bucket/prefix``."""
+    return f"{replica.location.rstrip('/')}/{path}"
+
+
+def _methods(site: Site, replica: Replica, path: str) -> list[dict[str, Any]]:
+    if _in_s3(replica):
+        return [
+            {"type": "s3", "access_url": {"url": _s3_url(replica, path)}, "available": True},
+            {"type": "https", "access_id": f"{HTTPS_PREFIX}{site.name}", "available": True},
+        ]
+    return [{"type": "file", "access_id": f"{ACCESS_PREFIX}{site.name}", "region": site.name, "available": True,
+             "access_url": {"url": _file_url(replica, path)}}]  # fmt: skip
+
+
 def _blob(session: Session, principal: Principal, ds: Dataset, f: dict[str, Any], host: str) -> dict[str, Any]:
     object_id = file_object_id(ds.id, f["path"])
-    methods = [
-        {"type": "file", "access_id": f"{ACCESS_PREFIX}{site.name}", "region": site.name, "available": True,
-         "access_url": {"url": _file_url(replica, f["path"])}}
-        for site, replica in _usable_replicas(session, principal, ds)
-    ]  # fmt: skip
+    methods = [m for site, replica in _usable_replicas(session, principal, ds) for m in _methods(site, replica, f["path"])]
     return {
         "id": object_id, "name": f["path"].rsplit("/", 1)[-1], "self_uri": f"drs://{host}/{object_id}", "size": f["size"],
         "created_time": _time(ds.created_at), "updated_time": _time(ds.created_at), "version": ds.manifest_digest,
@@ -200,13 +225,22 @@ def get_object(session: Session, principal: Principal, object_id: str, host: str
     return _blob(session, principal, ds, hit, host)
 
 
-def get_access(session: Session, principal: Principal, object_id: str, access_id: str) -> dict[str, Any]:
+@dataclass
+class ToSign:
+    """An ``https`` access: ``url`` (s3://…) to be signed by ``site``'s agent (hub.ga4gh.presign)."""
+
+    site: Site
+    url: str
+
+
+def get_access(session: Session, principal: Principal, object_id: str, access_id: str) -> dict[str, Any] | ToSign:
+    """A ``file`` access's URL, or the object an ``https`` access needs signed."""
     ds, f = _resolve(session, principal, object_id)
-    if isinstance(f, dict) and access_id.startswith(ACCESS_PREFIX):
-        site_name = access_id.removeprefix(ACCESS_PREFIX)
+    kind, _, site_name = access_id.partition(".")
+    if isinstance(f, dict) and kind in ("file", "https"):
         for site, replica in _usable_replicas(session, principal, ds):
-            if site.name == site_name:
-                return {"url": _file_url(replica, f["path"])}
+            if site.name == site_name and _in_s3(replica) == (kind == "https"):
+                return ToSign(site, _s3_url(replica, f["path"])) if kind == "https" else {"url": _file_url(replica, f["path"])}
     raise NotFound(f"no access method {access_id!r} of DRS object {object_id!r} for you")
 
 
