@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -14,10 +16,11 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from awscrt import checksums
 
+from shared.drs_ids import file_object_id
 from shared.schemas.datasets import ChecksumAlgorithm
 from site_agent.datasets import scan
 from tests import ga4gh_schemas
-from tests.helpers import Hub
+from tests.helpers import Hub, running_hub
 from tests.hub.test_datasets import dataset_body, make_dataset_dir, register
 
 BASE = "/ga4gh/drs/v1"
@@ -162,3 +165,38 @@ def test_bundle_contents_nest_by_directory(sqlite_hub: Hub, tmp_path: Path) -> N
         assert mic_dir["size"] == sum((root / "Micrographs" / m).stat().st_size for m in mics) + len("first session")
         nested = c.get(f"{BASE}/objects/{mic_dir['id']}", params={"expand": True}).json()
         assert [i["name"] for i in nested["contents"][-1]["contents"]] == ["a.txt"]
+
+
+def test_presign_requests_reach_only_the_replicas_site(db_url: str, tmp_path: Path) -> None:
+    """The hub asks the site holding the S3 replica, through that site's long-poll; only that
+    site's agent may answer; with no answer in time the access call is 503 with Retry-After."""
+    with running_hub(db_url, tmp_path / "data", drs_presign_wait_s=4) as hub:
+        hub.create_site("alpha", institution="kek")
+        hub.create_site("beta", institution="kek")
+        alpha = hub.enroll_agent("alpha", tmp_path / "a")
+        beta = hub.enroll_agent("beta", tmp_path / "b")
+        body = dataset_body(make_dataset_dir(tmp_path / "d"), title="in s3", location="s3://replicas/session-1")
+        ds = register(hub, alpha, body)
+        assert ds.status_code == 201, ds.text
+        star = file_object_id(ds.json()["id"], "run.star")
+        kek = hub.account("researcher", institution="kek")
+        with (
+            ThreadPoolExecutor(1) as pool, hub.as_(kek) as c,
+            hub.http(hub.agent_token(alpha)) as a, hub.http(hub.agent_token(beta)) as b,
+        ):  # fmt: skip
+            access = pool.submit(c.get, f"{BASE}/objects/{star}/access/https.alpha")
+            (req,) = a.get("/api/v1/sites/alpha/assignments", params={"wait": 10}).json()["presign"]
+            assert (req["url"], req["ttl_s"]) == ("s3://replicas/session-1/run.star", 300)
+            assert b.get("/api/v1/sites/beta/assignments", params={"wait": 0}).json()["presign"] == []
+            r = b.post(f"/api/v1/presign-requests/{req['id']}", json={"refused": "not mine"})
+            assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text
+            r = a.post(f"/api/v1/presign-requests/{req['id']}", json={"url": "https://s3.example/x", "refused": "both"})
+            assert r.status_code == 422 and "exactly one of url or refused" in r.json()["detail"], r.text
+            expires = (datetime.now(UTC) + timedelta(seconds=300)).isoformat()
+            r = a.post(f"/api/v1/presign-requests/{req['id']}", json={"url": "https://s3.example/x", "expires_at": expires})
+            assert r.status_code == 204, r.text
+            assert access.result(timeout=30).json() == {"url": "https://s3.example/x"}
+
+            r = c.get(f"{BASE}/objects/{star}/access/https.alpha")  # nobody answers this time
+            assert r.status_code == 503 and r.json()["error"] == "Unavailable" and "did not sign" in r.json()["detail"], r.text
+            assert r.headers["retry-after"] == "5"
