@@ -1,15 +1,17 @@
 """DRS access to a dataset replica in a site's S3 bucket, end to end: a real hub process, a
 real agent process, and moto's S3 protocol server over HTTP as the bucket. The hub holds no
 S3 credentials: the ``https`` access URL is signed by the site's agent, which the hub asks
-through the agent's long-poll for work. A DRS client resolves the drs:// URI, gets the
+through the agent's long-poll for work. The dataset is registered from the bucket with
+``cryomesh datasets register --s3``. A DRS client resolves the drs:// URI, gets the
 presigned URL from ``/access``, fetches the bytes with plain httpx and checks the sha-256
 DRS gave. An outsider gets 404 for the private dataset and for the access call; a bucket
 the site does not sign for is 403; responses are validated against the DRS 1.5 OpenAPI."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from shared.schemas.datasets import ChecksumAlgorithm
-from site_agent.client import HubClient
-from site_agent.config import load_settings
-from site_agent.credentials import load_credentials, load_key
-from site_agent.datasets import scan
 from tests import ga4gh_schemas
-from tests.processes import AgentProcess, HubProcess, enrolled_agent
+from tests.processes import AgentProcess, HubProcess, cli, enrolled_agent
 from tests.services import S3Server, wait_for
 
 pytestmark = pytest.mark.slow
@@ -56,25 +53,18 @@ def agent(hub: HubProcess, tmp_path: Path, s3: S3Server) -> Iterator[AgentProces
     a.stop()
 
 
-def register_in_s3(agent: AgentProcess, s3: S3Server, local: Path, bucket: str, prefix: str) -> dict[str, Any]:
-    """Put ``local``'s files under s3://bucket/prefix and register them, with the agent's own
-    credentials, as a dataset whose replica is there."""
+def register_in_s3(hub: HubProcess, agent: AgentProcess, s3: S3Server, local: Path, bucket: str, prefix: str) -> dict[str, Any]:
+    """Put ``local``'s files under s3://bucket/prefix and register them as the site's admin
+    would: ``cryomesh datasets register --s3`` with the agent's config and AWS credentials."""
     for f in sorted(p for p in local.rglob("*") if p.is_file()):
         s3.client().put_object(Bucket=bucket, Key=f"{prefix}/{f.relative_to(local)}", Body=f.read_bytes())
-    body = {"title": prefix, "experiment_type": "other", "location": f"s3://{bucket}/{prefix}",
-            "manifest": scan(local, ChecksumAlgorithm.SHA256).model_dump(mode="json")}  # fmt: skip
-    settings = load_settings(agent.config)
-    creds = load_credentials(settings.agent.state_dir)
-
-    async def send() -> dict[str, Any]:
-        client = HubClient(creds.hub_url, creds.client_id, load_key(settings.agent.state_dir), creds.token_endpoint)
-        try:
-            ds: dict[str, Any] = await client.request("POST", "/api/v1/datasets", json=body)
-            return ds
-        finally:
-            await client.aclose()
-
-    return asyncio.run(send())
+    args = ("datasets", "register", "--config", str(agent.config), "--s3", f"s3://{bucket}/{prefix}",
+            "--title", prefix, "--checksum", "sha256", "--json")  # fmt: skip
+    out = subprocess.run(cli(*args), env={**hub.env, **s3.env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    ds: dict[str, Any] = json.loads(out.stdout)
+    assert ds["replicas"][0]["location"] == f"s3://{bucket}/{prefix}" and ds["file_count"] == 2, ds
+    return ds
 
 
 def test_https_access_is_signed_by_the_site_and_checks_out(
@@ -84,7 +74,7 @@ def test_https_access_is_signed_by_the_site_and_checks_out(
     (local / "Micrographs").mkdir(parents=True)
     (local / "Micrographs" / "mic_001.mrc").write_bytes(bytes(range(256)) * 40)
     (local / "run.star").write_text("data_\nloop_\n_rlnMicrographName #1\n")
-    ds = register_in_s3(agent, s3, local, SIGNED, "session-1")
+    ds = register_in_s3(hub, agent, s3, local, SIGNED, "session-1")
     host = urlsplit(hub.url).netloc
     kek = {"Authorization": f"Bearer {hub.token(hub.account('researcher', institution='kek'))}"}
     embl = {"Authorization": f"Bearer {hub.token(hub.account('researcher', institution='embl'))}"}
@@ -114,7 +104,7 @@ def test_https_access_is_signed_by_the_site_and_checks_out(
         assert blob["checksums"] == [{"type": "sha-256", "checksum": hashlib.sha256(data).hexdigest()}]
 
         # A bucket this site does not sign for: the site says no, and the call says why.
-        other = register_in_s3(agent, s3, local, UNSIGNED, "session-2")
+        other = register_in_s3(hub, agent, s3, local, UNSIGNED, "session-2")
         star = next(i for i in c.get(f"{BASE}/objects/{other['id']}").json()["contents"] if i["name"] == "run.star")
         r = c.get(f"{BASE}/objects/{star['id']}/access/https.s3-site")
         assert r.status_code == 403 and r.json()["error"] == "Forbidden", r.text
