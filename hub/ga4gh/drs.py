@@ -112,22 +112,20 @@ def _resolve(session: Session, principal: Principal, object_id: str) -> tuple[Da
         ds = get_visible(session, principal, dataset_id)
     except NotFound:
         raise NotFound(f"no DRS object {object_id!r}") from None
-    root = _tree(session, ds.id)
     if not sep:
-        return ds, root
-    for f in root.walk_files():
-        if file_object_id(ds.id, f["path"]) == object_id:
-            return ds, f
-    if (d := root.find(ds.id, object_id)) is not None:
+        return ds, _tree(session, ds.id)
+    # A file is found streaming the manifest (no tree held); only a directory needs the tree.
+    if (f := next((f for f in entries(session, ds.id) if file_object_id(ds.id, f["path"]) == object_id), None)) is not None:
+        return ds, dict(f)
+    if (d := _tree(session, ds.id).find(ds.id, object_id)) is not None:
         return ds, d
     raise NotFound(f"no DRS object {object_id!r}")
 
 
 def find_path(session: Session, dataset_id: str, object_id: str) -> str | None:
     """The path of the file or directory (ending in '/') of ``dataset_id`` that ``object_id`` names."""
-    root = _tree(session, dataset_id)
-    hit = next((f["path"] for f in root.walk_files() if file_object_id(dataset_id, f["path"]) == object_id), None)
-    if hit is None and (d := root.find(dataset_id, object_id)) is not None:
+    hit = next((f["path"] for f in entries(session, dataset_id) if file_object_id(dataset_id, f["path"]) == object_id), None)
+    if hit is None and (d := _tree(session, dataset_id).find(dataset_id, object_id)) is not None:
         hit = d.path
     return hit
 
