@@ -46,7 +46,10 @@ async def send_pictures(client: Any, dataset_id: str, path: Path) -> None:
 @datasets_app.command("register")
 def register(
     config: ConfigOpt,
-    path: Annotated[Path, typer.Option("--path", help="The dataset's directory, on this site")],
+    path: Annotated[Path | None, typer.Option("--path", help="The dataset's directory, on this site")] = None,
+    s3: Annotated[
+        str | None, typer.Option("--s3", help="Or the dataset's objects: s3://bucket/prefix in a bucket of this site")
+    ] = None,
     title: Annotated[str | None, typer.Option(help="Title (or in --metadata)")] = None,
     metadata: Annotated[Path | None, typer.Option(help="YAML/JSON with sample, instrument, detector, acquisition, ...")] = None,
     visibility: Annotated[Visibility | None, typer.Option(help="Who may see it; default private (your institution only)")] = None,
@@ -58,7 +61,11 @@ def register(
     10,000 files), sent as the files are checksummed, so a directory of any size registers
     in bounded memory. It is private to your institution unless --visibility (or visibility:
     in --metadata) says network or public; change it later with `cryomesh datasets
-    set-visibility`. A directory is registered once: again is refused."""
+    set-visibility`. A directory is registered once: again is refused.
+
+    With --s3 instead of --path, the objects below s3://bucket/prefix/ (read with the site's
+    [transfers] S3 settings and the agent's AWS credentials) are the dataset; DRS clients get
+    them through URLs the agent signs when the bucket is in [drs] presign_buckets."""
     from pydantic import ValidationError
     from rich.console import Console
 
@@ -66,7 +73,7 @@ def register(
     from shared.validation import describe_errors
     from site_agent.client import HubClient
     from site_agent.credentials import load_credentials, load_key
-    from site_agent.dataset_upload import survey, upload
+    from site_agent.dataset_upload import LocalSource, Source, survey, survey_source, upload
     from site_agent.datasets import resolve_root
     from site_agent.errors import HubError, HubRefused
 
@@ -79,15 +86,34 @@ def register(
         fail('a dataset needs a title: give --title "Apoferritin, Krios G4" or put title: in the --metadata file')
     if checksum not in {a.value for a in ChecksumAlgorithm}:
         fail(f"--checksum {checksum!r}: use crc64nvme or sha256")
+    if (path is None) == (s3 is None):
+        fail("give the dataset's directory (--path DIR) or its objects (--s3 s3://bucket/prefix), one of them")
     settings = agent_settings(config)
     algorithm = ChecksumAlgorithm(checksum)
+    root: Path | None = None
+    source: Source
+    s3_errors: tuple[type[Exception], ...] = ()  # S3 refusals, unreachable endpoint, no credentials
+    if s3 is not None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        s3_errors = (BotoCoreError, ClientError)
     try:
-        root = resolve_root(path)
-        head = survey(root, meta, algorithm)
+        if s3 is not None:
+            from site_agent.s3_datasets import S3Source
+
+            source = S3Source(settings.transfers, s3)
+            head = survey_source(source, source.location, meta, algorithm)
+        else:
+            assert path is not None
+            root = resolve_root(path)
+            source = LocalSource(root)
+            head = survey(root, meta, algorithm)
     except ValidationError as exc:
         fail(f"{metadata or 'the dataset description'}: {describe_errors(exc, DatasetUploadCreate)}")
     except (OSError, ValueError) as exc:
         fail(str(exc))
+    except s3_errors as exc:
+        fail(f"{s3}: {exc}")
     progress = Console(stderr=True)
 
     def show_progress(up: dict[str, Any]) -> None:
@@ -100,8 +126,9 @@ def register(
             settings.agent.hub_url or creds.hub_url, creds.client_id, load_key(settings.agent.state_dir), creds.token_endpoint
         )
         try:
-            ds = await upload(client, root, head, on_page=show_progress)
-            await send_pictures(client, ds["id"], root)
+            ds = await upload(client, source, head, on_page=show_progress)
+            if root is not None:
+                await send_pictures(client, ds["id"], root)
             return ds
         finally:
             await client.aclose()
@@ -116,6 +143,8 @@ def register(
         fail(f"registration refused: {exc}")
     except (OSError, ValueError) as exc:
         fail(str(exc))
+    except s3_errors as exc:
+        fail(f"{s3}: {exc}")
     if as_json:
         print_json(ds)
         return

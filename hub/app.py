@@ -36,6 +36,8 @@ from hub.datasets.router import sites_router as dataset_sites_router
 from hub.datasets.shares_router import router as shares_router
 from hub.db import make_engine, transaction
 from hub.errors import install_error_handlers
+from hub.ga4gh import presign
+from hub.ga4gh.drs_router import presign_router
 from hub.ga4gh.drs_router import router as drs_router
 from hub.ga4gh.tes_router import routers as tes_routers
 from hub.jobs.notify import Notifier, recheck
@@ -55,7 +57,7 @@ from shared.version import __version__
 
 def sites_with_work_in(engine: Engine, site_ids: set[int]) -> set[int]:
     with transaction(engine, write=False) as session:  # reads only: no write lock per re-check
-        return sites_with_work(session, site_ids)
+        return sites_with_work(session, site_ids) | presign.sites_waiting(session, site_ids)
 
 
 def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) -> FastAPI:
@@ -171,6 +173,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         dashboard_api,
         *tes_routers,
         drs_router,
+        presign_router,
     ):
         app.include_router(router)
     app.mount("/dashboard", StaticFiles(directory=Path(__file__).parent / "dashboard" / "static", html=True), name="dashboard")

@@ -113,6 +113,12 @@ class HubSettings(BaseSettings):
         description="Submissions are placed on site views each hub process keeps: a change of status, reachability "
         "or policy and new capacity reports are read at once, the rest is reloaded at least this often (0: always)",
     )
+    drs_access_ttl_s: int = Field(
+        default=300, ge=60, le=3600, description="Life asked of a presigned DRS https URL (the site's agent may give less)"
+    )
+    drs_presign_wait_s: float = Field(
+        default=10, gt=0, le=60, description="How long a DRS access call waits for the site's agent to sign a URL"
+    )
     long_poll_max_s: float = Field(default=30, gt=0, le=120, description="Longest an agent's poll for work is held")
     long_poll_recheck_s: float = Field(
         default=1.0,

@@ -75,6 +75,8 @@ async def audit_loop(cfg: AuditSection, client: HubClient, site: str, stopping: 
             for rep in reps:
                 if stopping.is_set():
                     return
+                if rep.location.startswith("s3://"):
+                    continue  # a replica in S3: the bucket's own durability stands for it; not audited here
                 report = await asyncio.to_thread(audit, rep, cfg.sample_fraction, cfg.min_sample)
                 await client.request(
                     "POST", f"/api/v1/sites/{site}/replicas/{rep.dataset}/audit", json=report.model_dump(mode="json")

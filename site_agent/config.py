@@ -204,6 +204,22 @@ class TesSection(StrictModel):
         return [check_bucket(b) for b in v]
 
 
+class DrsSection(StrictModel):
+    """GA4GH DRS access to this site's replicas in S3: which buckets the agent signs GET URLs for."""
+
+    presign_buckets: list[str] = Field(
+        default_factory=list, max_length=1000,
+        description="Buckets holding dataset replicas (locations s3://<bucket>/...) whose objects the agent signs "
+        "short-lived GET URLs for, when a DRS client who may see the dataset asks the hub; none: no https access",
+    )  # fmt: skip
+    presign_ttl_s: int = Field(default=300, ge=60, le=3600, description="Longest life of a URL signed for a DRS client")
+
+    @field_validator("presign_buckets")
+    @classmethod
+    def _buckets(cls, v: list[str]) -> list[str]:
+        return [check_bucket(b) for b in v]
+
+
 class RelionSection(StrictModel):
     """How this site runs RELION jobs sent from other sites' projects (``cryomesh relion submit``).
 
@@ -253,6 +269,7 @@ class AgentSettings(BaseSettings):
     transfers: TransfersSection = Field(default_factory=TransfersSection)
     audit: AuditSection = Field(default_factory=AuditSection)
     tes: TesSection = Field(default_factory=TesSection)
+    drs: DrsSection = Field(default_factory=DrsSection)
     relion: RelionSection = Field(default_factory=RelionSection)
     software: SoftwareSection = Field(default_factory=SoftwareSection)
 

@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shared.schemas.datasets import ChecksumAlgorithm, DatasetUploadCreate, ManifestDigest
 from site_agent.client import HubClient
@@ -36,6 +36,18 @@ PAGE_TRIES = 5
 PAGE_RETRY_S = 1.0
 #: Room kept in a page body for the JSON around the files.
 PAGE_OVERHEAD = 256
+
+
+def survey_source(source: Source, location: str, meta: dict[str, Any], algorithm: ChecksumAlgorithm) -> DatasetUploadCreate:
+    """The upload's head for files that are not a directory here (no image sets are read)."""
+    count = total = 0
+    for _, size in source.files():
+        count, total = count + 1, total + size
+    if count == 0:
+        raise ValueError(f"{location} holds no files")
+    return DatasetUploadCreate.model_validate(
+        {**meta, "location": location, "algorithm": algorithm.value, "file_count": count, "total_bytes": total}
+    )
 
 
 def survey(root: Path, meta: dict[str, Any], algorithm: ChecksumAlgorithm) -> DatasetUploadCreate:
@@ -60,12 +72,34 @@ def survey(root: Path, meta: dict[str, Any], algorithm: ChecksumAlgorithm) -> Da
     )
 
 
+class Source(Protocol):
+    """Where a dataset's files are: a directory here, or a prefix in one of the site's buckets."""
+
+    def files(self) -> Iterator[tuple[str, int]]:
+        """(manifest path, size) of every file, in path order."""
+        ...
+
+    def checksum(self, rel: str, algorithm: ChecksumAlgorithm) -> str: ...
+
+
+class LocalSource:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def files(self) -> Iterator[tuple[str, int]]:
+        return ((rel, full.stat().st_size) for rel, full in walk(self.root))
+
+    def checksum(self, rel: str, algorithm: ChecksumAlgorithm) -> str:
+        return file_checksum(self.root / rel, algorithm)
+
+
 class Pages:
     """The manifest's files in pages of at most ``max_files`` files and ``max_bytes`` of JSON,
     checksummed as they are read; ``digest`` covers every file handed out so far."""
 
-    def __init__(self, root: Path, algorithm: ChecksumAlgorithm, max_files: int, max_bytes: int) -> None:
-        self._files = walk(root)
+    def __init__(self, source: Source, algorithm: ChecksumAlgorithm, max_files: int, max_bytes: int) -> None:
+        self._source = source
+        self._files = source.files()
         self._algorithm = algorithm
         self._max_files = max_files
         self._budget = max(max_bytes - PAGE_OVERHEAD, 1)
@@ -80,8 +114,8 @@ class Pages:
         item = next(self._files, None)
         if item is None:
             return None
-        rel, full = item
-        entry = {"path": rel, "size": full.stat().st_size, "checksum": file_checksum(full, self._algorithm)}
+        rel, size = item
+        entry = {"path": rel, "size": size, "checksum": self._source.checksum(rel, self._algorithm)}
         self.digest.add(entry["path"], entry["size"], entry["checksum"])
         return entry
 
@@ -130,17 +164,17 @@ async def register(
     (``DatasetPublic``). ``on_page`` is told the upload's state after each page."""
     root = resolve_root(path)
     head = await asyncio.to_thread(survey, root, meta, algorithm)
-    return await upload(client, root, head, on_page)
+    return await upload(client, LocalSource(root), head, on_page)
 
 
 async def upload(
-    client: HubClient, root: Path, head: DatasetUploadCreate, on_page: Callable[[dict[str, Any]], None] | None = None
+    client: HubClient, source: Source, head: DatasetUploadCreate, on_page: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
-    """Start the upload ``head`` describes (``survey``), send the files under ``root`` in pages
-    and complete it; on any failure the upload is cancelled."""
+    """Start the upload ``head`` describes (``survey``), send ``source``'s files in pages and
+    complete it; on any failure the upload is cancelled."""
     up = await client.request("POST", UPLOADS, json=head.model_dump(mode="json"))
     try:
-        pages = Pages(root, head.algorithm, up["max_page_files"], up["max_page_bytes"])
+        pages = Pages(source, head.algorithm, up["max_page_files"], up["max_page_bytes"])
         while (files := await asyncio.to_thread(pages.next)) is not None:
             state = await _send_page(client, up["id"], pages.number, files)
             if on_page:

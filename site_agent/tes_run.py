@@ -12,7 +12,8 @@ stdin/stdout/stderr) are placed under ``<work dir>/root`` and every mention of t
 executors' commands and environment is rewritten to that place, so nothing the task names
 lands outside its own directory. ``file://`` inputs and outputs must lie inside the
 directories the site exports (``[tes] exported_dirs``); ``s3://`` ones go through the
-site's S3 settings (``site_agent.tes_s3``).
+site's S3 settings (``site_agent.tes_s3``). Outputs to ``drs://<hub host>/new/<name>`` are
+gathered into ``<work dir>/datasets/<name>`` for the agent to register as a dataset.
 
 With ``[tes] isolation = "unshare"`` each executor runs in its own user and mount namespace
 (``unshare -rm``: util-linux, no privileges needed) where ``<work dir>/root/tmp`` is mounted
@@ -39,13 +40,23 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from shared.schemas.tes import TesExecutorLog, TesFileType, TesOutput, TesOutputFileLog, TesResult, TesWork
+from shared.schemas.tes import (
+    TesExecutorLog,
+    TesFileType,
+    TesOutput,
+    TesOutputFileLog,
+    TesResult,
+    TesWork,
+    new_dataset_name,
+)
 from site_agent.executors.base import tail
 
 if TYPE_CHECKING:
     from site_agent.tes_s3 import S3Staging
 
 TASK_FILE = "tes_task.json"
+#: Where outputs bound for new datasets gather, one directory per dataset name.
+DATASETS_DIR = "datasets"
 RESULT_FILE = "tes_result.json"
 #: Exit code when the task failed for a reason of the system (staging, outputs), not of an executor.
 SYSTEM_EXIT = 97
@@ -214,12 +225,31 @@ class Runner:
 
     def collect_outputs(self) -> None:
         for o in self.work.outputs:
+            if o.url.startswith("drs://"):
+                self._to_dataset(o)
+                continue
             dest = None if o.url.startswith("s3://") else file_url_path(o.url)
             if dest is not None and not inside(dest.parent if not dest.exists() else dest, self.exported):
                 raise StagingError(f"output {o.path}: {dest} is not inside a directory this site exports")
             for src, rel in self._output_files(o):
                 url = o.url if rel is None else o.url.rstrip("/") + "/" + rel
                 self._put(src, url, None if dest is None else dest if rel is None else dest / rel)
+
+    def _to_dataset(self, o: TesOutput) -> None:
+        """Gather an output into ``<work dir>/datasets/<name>``, which the agent registers as a
+        dataset once the task is done (``site_agent.tes_datasets``). A FILE output keeps its
+        file name there; several outputs may fill one dataset, but not write the same file."""
+        try:
+            name = dataset_name(o.url)
+        except ValueError as exc:
+            raise StagingError(f"output {o.path}: {exc}") from None
+        root = self.workdir / DATASETS_DIR / name
+        for src, rel in self._output_files(o):
+            rel = rel or src.name
+            dest = root / rel
+            if dest.exists():
+                raise StagingError(f"output {o.path}: {rel} of dataset {name} is written by another output too")
+            self._put(src, f"{o.url}/{rel}", dest)
 
     def _output_files(self, o: TesOutput) -> list[tuple[Path, str | None]]:
         """The files of an output and each one's path below the output's URL (None: the URL itself)."""
@@ -261,6 +291,13 @@ class Runner:
             self.result.system_logs[:0] = self._s3.log
         (self.workdir / RESULT_FILE).write_text(self.result.model_dump_json())
         return code
+
+
+def dataset_name(url: str) -> str:
+    """The name in a new dataset's URL ``drs://<hub host>/new/<name>`` (checked here again: the
+    agent does not trust a name just because the hub passed it on)."""
+    parts = urlsplit(url)
+    return new_dataset_name(url, parts.netloc)
 
 
 def _in_tmp(path: str) -> bool:

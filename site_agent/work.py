@@ -21,19 +21,20 @@ from typing import Any
 from shared.schemas.jobs import KIND_SOFTWARE, Assignment, AssignmentBatch, JobSpec, JobState
 from shared.schemas.pictures import PictureSet
 from shared.schemas.software import MeasuredSoftware
-from site_agent import tes_work
+from site_agent import presign, tes_work
 from site_agent.backoff import Backoff, pause
 from site_agent.client import HubClient
 from site_agent.config import AgentSettings
 from site_agent.dataset_upload import register as register_dataset
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import Executor
-from site_agent.executors.base import tail
+from site_agent.executors.base import Status, tail
 from site_agent.jobstore import JobHandle, JobStore
 from site_agent.relion_site import refusal as relion_refusal
 from site_agent.relion_site import write_plan
 from site_agent.software import choose_build
 from site_agent.staging import link_inputs
+from site_agent.tes_datasets import OutputNotRegistered, register_outputs
 
 log = logging.getLogger("cryomesh.agent.work")
 
@@ -70,6 +71,7 @@ class Worker:
         self.store = JobStore(settings.agent.state_dir)
         self.workdir = settings.executor.workdir or settings.agent.state_dir / "work"
         self.active: dict[str, JobHandle] = {}
+        self.signer = presign.Signer(settings)
         self.outbox_wakeup = asyncio.Event()
         self.outbox_idle_s = 2.0  # the outbox looks again this often even when not woken
         self.software: list[MeasuredSoftware] = []  # measured by the heartbeat loop
@@ -149,7 +151,10 @@ class Worker:
                 await self._sleep(self.settings.agent.max_backoff_s)
                 continue
             busy = False
-            for a in AssignmentBatch.model_validate(data, extra="ignore").assignments:
+            batch = AssignmentBatch.model_validate(data, extra="ignore")
+            if batch.presign:
+                await presign.answer(self.client, self.signer, batch.presign)
+            for a in batch.assignments:
                 if a.action == "cancel":
                     self.request_cancel(a.attempt_id)
                 elif a.attempt_id in self.active:
@@ -239,6 +244,13 @@ class Worker:
                 if status.state is JobState.RUNNING and not h.started_at:
                     h.started_at = datetime.now(UTC).isoformat()
                 status, tes = tes_work.finish(h, status)
+                if status.state is JobState.COMPLETE and tes is not None:
+                    try:
+                        await register_outputs(self.client, self.store, h, tes)
+                    except OutputNotRegistered as exc:
+                        log.warning("task %s: %s", h.job_id, exc)
+                        status = Status(JobState.SYSTEM_ERROR, status.exit_code, str(exc)[:2000])
+                        tes.setdefault("system_logs", []).append(f"system error: {exc}")
                 reason = status.reason
                 if status.state is JobState.COMPLETE:
                     reason = await self._register_output(h) or reason

@@ -34,6 +34,7 @@ class Dataset(SQLModel, table=True):
     total_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
     source_datasets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     source_job: str | None = Field(default=None, max_length=40)
+    owner: str | None = Field(default=None, max_length=300, description="A job's output: the job's submitter")
     registered_by: str = Field(max_length=300)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 

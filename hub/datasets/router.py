@@ -53,7 +53,8 @@ sites_router = APIRouter(prefix="/api/v1/sites", tags=["datasets"], route_class=
 @router.post("", status_code=201, responses=responses(*AUTH_ERRORS, Conflict))
 def register_dataset(data: DatasetCreate, session: SessionDep, principal: CurrentPrincipal) -> DatasetPublic:
     """Register a dataset held at the calling agent's site, with its manifest; its first replica is AVAILABLE there.
-    A directory already registered at the site is refused (409 naming its dataset)."""
+    A directory already registered at the site is refused (409 naming its dataset). A job's output
+    (``source_job``) belongs to the job's institution and submitter; 403 unless the job ran at this site."""
     return service.to_public(session, [service.register(session, principal, data)])[0]
 
 

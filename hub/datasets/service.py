@@ -18,6 +18,7 @@ from hub.auth.principal import Principal
 from hub.datasets import files, refs
 from hub.datasets.models import Dataset, Replica
 from hub.errors import Conflict, Forbidden, NotFound
+from hub.jobs.models import Attempt, Job
 from hub.sites.models import Site
 from hub.types import utcnow
 from shared.schemas.auth import Role
@@ -87,13 +88,15 @@ def create(
 ) -> Dataset:
     """The dataset row and its first replica, AVAILABLE at ``site``; the caller writes its files."""
     assert site.id is not None
+    institution, owner = owner_of(session, site, data.source_job)
     meta = data.model_dump(
         mode="json", include={"sample", "instrument", "detector", "acquisition", "image_sets", "cross_references"}
     )
     ds = Dataset(
         id=f"ds-{uuid.uuid4().hex[:16]}",
         owner_site_id=site.id,
-        institution=site.institution,
+        institution=institution,
+        owner=owner,
         title=data.title,
         description=data.description,
         experiment_type=data.experiment_type.value,
@@ -120,6 +123,24 @@ def create(
     )
     session.flush()
     return ds
+
+
+def owner_of(session: Session, site: Site, source_job: str | None) -> tuple[str, str | None]:
+    """(institution, owner) of a new dataset: the site's institution and no owner, but a job's
+    output is the job's (its institution and submitter), and only the agent of a site the job
+    ran at may say a dataset is (403 otherwise)."""
+    if source_job is None:
+        return site.institution, None
+    job = session.get(Job, source_job)
+    ran_here = (
+        job is not None
+        and session.exec(
+            select(Attempt.id).where(Attempt.job_id == job.id, Attempt.site_id == site.id, col(Attempt.claimed_at).is_not(None))
+        ).first()
+    )
+    if job is None or ran_here is None:
+        raise Forbidden(f"source_job: job {source_job} did not run at site {site.name}")
+    return job.institution, job.owner
 
 
 def refuse_duplicate(session: Session, site: Site, location: str) -> None:
@@ -253,6 +274,7 @@ def to_public(session: Session, rows: Sequence[Dataset]) -> list[DatasetPublic]:
                 replicas=replicas[d.id],
                 source_datasets=d.source_datasets,
                 source_job=d.source_job,
+                owner=d.owner,
                 registered_by=d.registered_by,
                 created_at=d.created_at,
             )

@@ -53,6 +53,7 @@ def start(session: Session, principal: Principal, data: DatasetUploadCreate, set
     site = service.agent_site(session, principal)
     assert site.id is not None
     service.refuse_duplicate(session, site, data.location)
+    service.owner_of(session, site, data.source_job)  # refused now rather than after every page
     up = DatasetUpload(
         id=f"up-{uuid.uuid4().hex[:16]}",
         site_id=site.id,

@@ -5,10 +5,13 @@ keep the TES-only facts beside it, one per job made through TES."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
+
+from hub.types import UTCDateTime, utcnow
 
 
 class TesTaskRow(SQLModel, table=True):
@@ -35,3 +38,20 @@ class TesTagRow(SQLModel, table=True):
     job_id: str = Field(sa_column=Column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True))
     key: str = Field(sa_column=Column(String(200), primary_key=True))
     value: str = Field(sa_column=Column(String(1000), nullable=False))
+
+
+class PresignRow(SQLModel, table=True):
+    """A DRS client waiting for a site's agent to sign a GET URL (hub.ga4gh.presign). Rows
+    live for one access call: the call deletes its row when answered or given up."""
+
+    __tablename__ = "drs_presign_requests"
+
+    id: str = Field(primary_key=True, max_length=40)
+    site_id: int = Field(sa_column=Column(Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False, index=True))
+    url: str = Field(max_length=2100, description="s3://bucket/key")
+    ttl_s: int
+    state: str = Field(default="pending", max_length=20, description="pending, signed or refused")
+    signed_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

@@ -31,8 +31,8 @@ from shared.schemas.tes import TesState, TesTaskCreate
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 
 
-def create(session: Session, principal: Principal, task: TesTaskCreate, notifier: Notifier | None) -> str:
-    mapped = to_spec(session, principal, task)
+def create(session: Session, principal: Principal, task: TesTaskCreate, notifier: Notifier | None, host: str) -> str:
+    mapped = to_spec(session, principal, task, host)
     try:
         job, _ = jobs.submit(session, principal, mapped.spec, notifier)
     except Conflict as exc:  # no site could ever run it: a request no site can serve, each site's verdict said

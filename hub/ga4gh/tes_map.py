@@ -11,6 +11,10 @@ description (version ``host`` where its admin maps the image to running on the h
 the broker rules out sites without the image, and a task no site can run is refused with
 each site's verdict.
 
+New datasets: an output whose URL is ``drs://<this hub's host>/new/<name>`` becomes a dataset
+at the site the task ran at, named ``<name>``, owned by the task's submitter and institution
+(private until the site's admin shares it); the task's logs then name its files' drs:// URIs.
+
 S3: a site lists the buckets its agent reaches (with the site's S3 settings) as software
 named ``s3:<bucket>``. A task's ``s3://`` inputs and outputs require those entries, so the
 broker places it only where every bucket it names is reachable; a bucket no site lists is
@@ -19,7 +23,6 @@ refused at once with 400 naming the URL.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -28,12 +31,12 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from hub.auth.principal import Principal
-from hub.datasets.files import entries
 from hub.datasets.service import get_visible as get_visible_dataset
 from hub.errors import BadRequest, NotFound
+from hub.ga4gh.drs import find_path
 from hub.sites.models import Site, SoftwareRow
 from shared.schemas.jobs import DatasetRef, JobKind, JobSpec, PlacementConstraints, Resources, SoftwareRequirement
-from shared.schemas.tes import TesTaskCreate, TesWork, TesWorkInput, s3_location
+from shared.schemas.tes import TesTaskCreate, TesWork, TesWorkInput, new_dataset_name, s3_location
 from shared.validation import describe_errors
 
 #: backend_parameters cryomesh reads: key -> what it means (published in service-info).
@@ -56,20 +59,6 @@ _SOFTWARE_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.+-]{0,99})\s*([<>=!~].
 class Mapped:
     spec: JobSpec
     warnings: list[str] = field(default_factory=list)
-
-
-def file_object_id(dataset_id: str, path: str) -> str:
-    """The DRS id of one file of a dataset: ``<dataset>_<16 hex of sha-256(path)>`` ('_' never
-    occurs in dataset ids, so the two kinds of id cannot be confused)."""
-    return f"{dataset_id}_{hashlib.sha256(path.encode()).hexdigest()[:16]}"
-
-
-def find_file(session: Session, dataset_id: str, object_id: str) -> dict[str, object] | None:
-    """The manifest entry whose DRS id is ``object_id``."""
-    for f in entries(session, dataset_id):
-        if file_object_id(dataset_id, f["path"]) == object_id:
-            return dict(f)
-    return None
 
 
 def _int(key: str, value: str) -> int:
@@ -150,16 +139,24 @@ def _input(
             raise BadRequest(f"input {i.path}: {url} names no dataset you may see") from None
         rel = ""
         if "_" in object_id:
-            entry = find_file(session, ds.id, object_id)
-            if entry is None:
-                raise BadRequest(f"input {i.path}: dataset {ds.id} has no file with DRS id {object_id}")
-            rel = str(entry["path"])
+            found = find_path(session, ds.id, object_id)
+            if found is None:
+                raise BadRequest(f"input {i.path}: dataset {ds.id} has no file or directory with DRS id {object_id}")
+            rel = found.rstrip("/")
         refs.setdefault(ds.id, DatasetRef(dataset=ds.id))
         return i.model_copy(update={"dataset": ds.id, "dataset_path": rel, "url": None})
     raise BadRequest(f"input {i.path}: {scheme or 'this'}:// URLs are not supported (use http(s)://, file://, drs:// or s3://)")
 
 
-def to_spec(session: Session, principal: Principal, task: TesTaskCreate) -> Mapped:
+def _new_dataset(field: str, url: str, host: str) -> None:
+    """A ``drs://`` output must ask for a new dataset of this hub: ``drs://<host>/new/<name>``."""
+    try:
+        new_dataset_name(url, host)
+    except ValueError as exc:
+        raise BadRequest(f"{field}: {exc}") from None
+
+
+def to_spec(session: Session, principal: Principal, task: TesTaskCreate, host: str) -> Mapped:
     """The job spec for ``task``; 400 names what cannot be mapped."""
     res = task.resources
     params = dict(res.backend_parameters or {}) if res else {}
@@ -190,12 +187,17 @@ def to_spec(session: Session, principal: Principal, task: TesTaskCreate) -> Mapp
     for i in task.inputs or []:
         base = TesWorkInput(path=i.path, type=i.type, content=i.content)
         inputs.append(base if i.url is None else _input(session, principal, base, i.url, refs, buckets))
-    for o in task.outputs or []:
+    for n, o in enumerate(task.outputs or []):
         scheme = urlsplit(o.url).scheme.lower()
         if scheme == "s3":
             _bucket(f"output {o.path}", o.url, buckets)
+        elif scheme == "drs":
+            _new_dataset(f"outputs[{n}].url", o.url, host)
         elif scheme != "file":
-            raise BadRequest(f"output {o.path}: only file:// (into a directory the site exports) and s3:// outputs are supported")
+            raise BadRequest(
+                f"outputs[{n}].url (output {o.path}): only file:// (into a directory the site exports), s3:// and "
+                f"drs://{host}/new/<name> (a new dataset) outputs are supported"
+            )
     software += _reachable(session, buckets)
     kind = params.get("kind", JobKind.GENERIC_COMMAND.value)
     if kind not in {k.value for k in JobKind}:

@@ -25,6 +25,7 @@ from hub.deps import SessionDep, TransactionRoute
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, NotFound, responses
 from hub.ga4gh import tes
 from hub.ga4gh.auth import Ga4ghCaller
+from hub.ga4gh.drs import hub_host
 from hub.ga4gh.tes_map import BACKEND_PARAMETERS
 from hub.jobs.notify import Notifier
 from shared.schemas.tes import TesState, TesTaskCreate
@@ -69,7 +70,8 @@ def make_router(prefix: str) -> APIRouter:
     @router.post("/tasks", responses=responses(*AUTH_ERRORS, BadRequest))
     def create_task(task: TesTaskCreate, request: Request, session: SessionDep, principal: Ga4ghCaller) -> dict[str, str]:
         """Create a task (a cryomesh job): 200 with its id; 400 when it cannot run anywhere, each site's verdict said."""
-        return {"id": tes.create(session, principal, task, _notifier(request))}
+        host = hub_host(request.app.state.settings.issuer)
+        return {"id": tes.create(session, principal, task, _notifier(request), host)}
 
     @router.get("/tasks", responses=responses(*AUTH_ERRORS, BadRequest))
     def list_tasks(

@@ -30,6 +30,7 @@ from hub.db import transaction
 from hub.deps import CurrentAgent, CurrentPrincipal, Offset, Person, SessionDep, SettingsDep, TransactionRoute, require_scopes
 from hub.errors import AUTH_ERRORS, BadRequest, Conflict, Forbidden, NotFound, responses
 from hub.estimates import service as estimates
+from hub.ga4gh import presign
 from hub.jobs import service, usage
 from hub.jobs.models import SitePolicyRow
 from hub.jobs.notify import Notifier
@@ -140,19 +141,23 @@ async def poll_assignments(
     name: str, request: Request, principal: Annotated[Principal, Depends(_poll_principal)],
     wait: Annotated[float, Query(ge=0, le=120, description="Seconds to hold the request open when there is nothing")] = 25,
 ) -> AssignmentBatch:  # fmt: skip
-    """Long-poll for work: answers at once when there are offers or cancellations, else when
-    some appear, else after ``wait`` seconds with an empty list."""
+    """Long-poll for work: answers at once when there are offers, cancellations or URLs to sign
+    for DRS clients (hub.ga4gh.presign), else when some appear, else after ``wait`` seconds
+    with empty lists."""
     app = request.app
     notifier: Notifier = app.state.notifier
     deadline = time.monotonic() + min(wait, app.state.settings.long_poll_max_s)
     if principal.site_id is None:  # every agent is bound to a site; this guards the wait below
         raise Forbidden("this agent is not bound to a site")
 
-    def fetch() -> list[Assignment]:
+    def fetch() -> AssignmentBatch:
         with transaction(app.state.engine, write=False) as session:  # reads only: no write lock per poll
             site = get_site_by_name(session, name)
             ensure_agent_of(principal, site)
-            return service.assignments(session, site, app.state.settings)
+            assert site.id is not None
+            return AssignmentBatch(
+                assignments=service.assignments(session, site, app.state.settings), presign=presign.pending(session, site.id)
+            )
 
     # The database is read when the poll starts and when the notifier says there may be
     # work, not every second: the notifier re-checks once per second for all polls at once.
@@ -160,8 +165,8 @@ async def poll_assignments(
         while True:
             woken.clear()
             found = await run_in_threadpool(fetch)
-            if found:
-                return AssignmentBatch(assignments=found)
+            if found.assignments or found.presign:
+                return found
             while not woken.is_set():  # once a second: is the agent still there?
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or await request.is_disconnected():

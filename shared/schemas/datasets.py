@@ -327,6 +327,7 @@ class DatasetPublic(DatasetMetadata):
     replicas: list[ReplicaPublic]
     source_datasets: list[str]
     source_job: str | None
+    owner: str | None = Field(default=None, description="A job's output: the person or service that submitted the job")
     registered_by: str
     created_at: datetime
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, FiniteFloat, field_validator, model_valid
 
 from shared.schemas.common import Int64, Page, SafeStr, StrictModel
 from shared.schemas.datasets import ExperimentType, Visibility, check_relative_path
+from shared.schemas.presign import PresignRequest
 from shared.schemas.relion import RelionRun
 from shared.schemas.tes import TesResult, TesWork
 
@@ -324,6 +325,9 @@ class Assignment(BaseModel):
 
 class AssignmentBatch(BaseModel):
     assignments: list[Assignment]
+    presign: list[PresignRequest] = Field(
+        default_factory=list, description="S3 objects to sign GET URLs for (DRS access; shared.schemas.presign)"
+    )
 
 
 class AttemptReport(BaseModel):

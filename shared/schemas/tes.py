@@ -11,6 +11,7 @@ from __future__ import annotations
 import posixpath
 import re
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, FiniteFloat, field_validator, model_validator
 
@@ -77,6 +78,26 @@ def s3_location(url: str) -> tuple[str, str]:
     return bucket, key
 
 
+#: A new dataset's name: a TES output ``drs://<hub host>/new/<name>``.
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NEW_DATASET_PATH = "/new/"
+
+
+def new_dataset_name(url: str, host: str) -> str:
+    """The dataset name of an output URL ``drs://<host>/new/<name>``; ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "drs" or parts.netloc != host or not parts.path.startswith(NEW_DATASET_PATH):
+        raise ValueError(f"{url!r}: a drs:// output asks for a new dataset as drs://{host}/new/<name>")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a new dataset's URL takes no query or fragment")
+    name = parts.path.removeprefix(NEW_DATASET_PATH)
+    if not DATASET_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a dataset name: 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
 class TesInput(StrictModel):
     name: SafeStr | None = Field(default=None, max_length=500)
     description: SafeStr | None = Field(default=None, max_length=5000)
@@ -110,7 +131,9 @@ class TesOutput(StrictModel):
     name: SafeStr | None = Field(default=None, max_length=500)
     description: SafeStr | None = Field(default=None, max_length=5000)
     url: SafeStr = Field(
-        max_length=4000, description="file:// inside a directory the site exports, or s3://bucket/key of a bucket a site reaches"
+        max_length=4000,
+        description="file:// inside a directory the site exports, s3://bucket/key of a bucket a site reaches, or "
+        "drs://<hub host>/new/<name>: a new dataset at the site the task ran at",
     )
     path: SafeStr
     path_prefix: SafeStr | None = Field(default=None, description="With a glob in path: the part cut from each match")

@@ -231,3 +231,21 @@ def test_cli_registers_through_the_agents_credentials(sqlite_hub: Hub, tmp_path:
         timeout=60,
     )
     assert evil.returncode == 1 and "not a directory" in evil.stdout
+
+
+def test_a_job_output_is_refused_unless_the_job_ran_at_the_site(sqlite_hub: Hub, tmp_path: Path) -> None:
+    """A job's output takes the job's institution and owner, so an agent may name only a job
+    its own site ran: one that never ran there (or does not exist) is 403."""
+    hub = sqlite_hub
+    hub.create_site("alpha", institution="kek")
+    hub.create_site("beta", institution="embl")
+    agent = hub.enroll_agent("alpha", tmp_path / "a")
+    hub.enroll_agent("beta", tmp_path / "b")
+    with hub.as_(hub.account("researcher", institution="embl")) as c:
+        job = c.post("/api/v1/jobs", json={"name": "elsewhere", "kind": "generic.command", "command": ["true"],
+                                           "placement": {"allowed_sites": ["beta"]}})  # fmt: skip
+    assert job.status_code in (201, 202), job.text
+    for source_job in ("job-never", job.json()["id"]):
+        r = register(hub, agent, dataset_body(make_dataset_dir(tmp_path / source_job), source_job=source_job))
+        assert r.status_code == 403 and r.json()["error"] == "Forbidden", r.text
+        assert f"source_job: job {source_job} did not run at site alpha" in r.json()["detail"]

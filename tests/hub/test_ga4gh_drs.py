@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -13,10 +16,11 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from awscrt import checksums
 
+from shared.drs_ids import file_object_id
 from shared.schemas.datasets import ChecksumAlgorithm
 from site_agent.datasets import scan
 from tests import ga4gh_schemas
-from tests.helpers import Hub
+from tests.helpers import Hub, running_hub
 from tests.hub.test_datasets import dataset_body, make_dataset_dir, register
 
 BASE = "/ga4gh/drs/v1"
@@ -47,6 +51,15 @@ def _fetch(c: httpx.Client, drs_uri: str) -> tuple[dict[str, Any], bytes]:
     return blob, Path(unquote(urlsplit(url).path)).read_bytes()
 
 
+def _leaves(contents: list[dict[str, Any]], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, entry) of every blob in expanded contents."""
+    for item in contents:
+        if "contents" in item:
+            yield from _leaves(item["contents"], f"{prefix}{item['name']}/")
+        else:
+            yield f"{prefix}{item['name']}", item
+
+
 def test_drs_round_trip_with_checksums_and_visibility(hub: Hub, tmp_path: Path) -> None:
     hub.create_site("alpha", institution="kek")
     hub.create_site("beta", institution="embl")
@@ -72,7 +85,7 @@ def test_drs_round_trip_with_checksums_and_visibility(hub: Hub, tmp_path: Path) 
         ga4gh_schemas.drs("DrsObject", bundle)
         assert bundle["self_uri"] == f"drs://{host}/{private.json()['id']}"
         assert bundle["size"] == private.json()["total_bytes"]
-        assert len(bundle["contents"]) == private.json()["file_count"]
+        assert sum(1 for _ in _leaves(bundle["contents"])) == private.json()["file_count"]
         for item in bundle["contents"]:
             ga4gh_schemas.drs("ContentsObject", item)
         star = next(i for i in bundle["contents"] if i["name"] == "run.star")
@@ -81,11 +94,11 @@ def test_drs_round_trip_with_checksums_and_visibility(hub: Hub, tmp_path: Path) 
         _verify(blob, data)
         assert blob["access_methods"][0]["region"] == "alpha"
         # Another institution's shared dataset: visible, but no replica kek can read.
-        other = c.get(f"{BASE}/objects/{shared.json()['id']}").json()
+        other = c.get(f"{BASE}/objects/{shared.json()['id']}", params={"expand": True}).json()
         assert other["checksums"][0]["type"] == "sha-256"
-        first = c.get(f"{BASE}/objects/{other['contents'][0]['id']}").json()
+        first = c.get(f"{BASE}/objects/{next(_leaves(other['contents']))[1]['id']}").json()
         assert first["access_methods"] == []
-        r = c.get(f"{BASE}/objects/{other['contents'][0]['id']}/access/file.beta")
+        r = c.get(f"{BASE}/objects/{first['id']}/access/file.beta")
         assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text
 
     with hub.as_(embl) as c:
@@ -113,3 +126,77 @@ def test_crc64nvme_checksums_are_s3s_value_in_hex(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"cryo-em")
     m = scan(tmp_path)
     assert base64.b64decode(m.files[0].checksum).hex() == f"{checksums.crc64nvme(b'cryo-em'):016x}"
+
+
+def test_bundle_contents_nest_by_directory(sqlite_hub: Hub, tmp_path: Path) -> None:
+    """DRS 1.5: a bundle's contents are its own entries, each named by its own name; a
+    subdirectory is a nested bundle (with an id that resolves), expanded only on ``expand``."""
+    hub = sqlite_hub
+    hub.create_site("alpha", institution="kek")
+    agent = hub.enroll_agent("alpha", tmp_path / "a")
+    root = make_dataset_dir(tmp_path / "d")
+    (root / "Micrographs" / "notes").mkdir()
+    (root / "Micrographs" / "notes" / "a.txt").write_text("first session")
+    ds = register(hub, agent, dataset_body(root, title="nested"))
+    assert ds.status_code == 201, ds.text
+    mics = ["mic_000.mrc", "mic_001.mrc", "mic_002.mrc"]
+    with hub.as_(hub.account("researcher", institution="kek")) as c:
+        shallow = c.get(f"{BASE}/objects/{ds.json()['id']}").json()
+        ga4gh_schemas.drs("DrsObject", shallow)
+        assert [i["name"] for i in shallow["contents"]] == ["Micrographs", "particles.mrcs", "run.star"]
+        assert all("contents" not in i for i in shallow["contents"]), shallow["contents"]
+
+        full = c.get(f"{BASE}/objects/{ds.json()['id']}", params={"expand": True}).json()
+        ga4gh_schemas.drs("DrsObject", full)
+        for item in full["contents"]:
+            ga4gh_schemas.drs("ContentsObject", item)
+        paths = dict(_leaves(full["contents"]))
+        assert sorted(paths) == sorted(
+            [f"Micrographs/{m}" for m in mics] + ["Micrographs/notes/a.txt", "particles.mrcs", "run.star"]
+        )
+        note = c.get(f"{BASE}/objects/{paths['Micrographs/notes/a.txt']['id']}").json()
+        assert note["name"] == "a.txt" and note["size"] == len("first session")
+
+        mic_dir = c.get(f"{BASE}/objects/{shallow['contents'][0]['id']}").json()
+        ga4gh_schemas.drs("DrsObject", mic_dir)
+        assert mic_dir["name"] == "Micrographs"
+        assert [i["name"] for i in mic_dir["contents"]] == [*mics, "notes"]
+        assert "contents" not in mic_dir["contents"][-1]
+        assert mic_dir["size"] == sum((root / "Micrographs" / m).stat().st_size for m in mics) + len("first session")
+        nested = c.get(f"{BASE}/objects/{mic_dir['id']}", params={"expand": True}).json()
+        assert [i["name"] for i in nested["contents"][-1]["contents"]] == ["a.txt"]
+
+
+def test_presign_requests_reach_only_the_replicas_site(db_url: str, tmp_path: Path) -> None:
+    """The hub asks the site holding the S3 replica, through that site's long-poll; only that
+    site's agent may answer; with no answer in time the access call is 503 with Retry-After."""
+    with running_hub(db_url, tmp_path / "data", drs_presign_wait_s=4) as hub:
+        hub.create_site("alpha", institution="kek")
+        hub.create_site("beta", institution="kek")
+        alpha = hub.enroll_agent("alpha", tmp_path / "a")
+        beta = hub.enroll_agent("beta", tmp_path / "b")
+        body = dataset_body(make_dataset_dir(tmp_path / "d"), title="in s3", location="s3://replicas/session-1")
+        ds = register(hub, alpha, body)
+        assert ds.status_code == 201, ds.text
+        star = file_object_id(ds.json()["id"], "run.star")
+        kek = hub.account("researcher", institution="kek")
+        with (
+            ThreadPoolExecutor(1) as pool, hub.as_(kek) as c,
+            hub.http(hub.agent_token(alpha)) as a, hub.http(hub.agent_token(beta)) as b,
+        ):  # fmt: skip
+            access = pool.submit(c.get, f"{BASE}/objects/{star}/access/https.alpha")
+            (req,) = a.get("/api/v1/sites/alpha/assignments", params={"wait": 10}).json()["presign"]
+            assert (req["url"], req["ttl_s"]) == ("s3://replicas/session-1/run.star", 300)
+            assert b.get("/api/v1/sites/beta/assignments", params={"wait": 0}).json()["presign"] == []
+            r = b.post(f"/api/v1/presign-requests/{req['id']}", json={"refused": "not mine"})
+            assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text
+            r = a.post(f"/api/v1/presign-requests/{req['id']}", json={"url": "https://s3.example/x", "refused": "both"})
+            assert r.status_code == 422 and "exactly one of url or refused" in r.json()["detail"], r.text
+            expires = (datetime.now(UTC) + timedelta(seconds=300)).isoformat()
+            r = a.post(f"/api/v1/presign-requests/{req['id']}", json={"url": "https://s3.example/x", "expires_at": expires})
+            assert r.status_code == 204, r.text
+            assert access.result(timeout=30).json() == {"url": "https://s3.example/x"}
+
+            r = c.get(f"{BASE}/objects/{star}/access/https.alpha")  # nobody answers this time
+            assert r.status_code == 503 and r.json()["error"] == "Unavailable" and "did not sign" in r.json()["detail"], r.text
+            assert r.headers["retry-after"] == "5"
