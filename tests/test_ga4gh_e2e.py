@@ -15,6 +15,7 @@ import httpx
 import pytest
 import tes
 
+from tests import ga4gh_schemas
 from tests.processes import AgentProcess, HubProcess, cli, full_task, online_agent
 from tests.services import wait_for
 
