@@ -60,7 +60,7 @@ def place_batch(jobs: list[tuple[JobSpec, str]], views: list[SiteView], now: dat
         never = _merged(needs.fixed.never_for(institution), search.never)
         if best:
             i, verdict = best[0]
-            board.reserve(i, spec, verdict.gpu_model)
+            board.reserve(i, spec, verdict.gpu_model, verdict.partition)
             out.append(BatchResult(board.views[i], verdict, never, _merged(needs.not_now, search.not_now)))
         else:
             out.append(BatchResult(None, None, never, _merged(needs.not_now, search.not_now)))

@@ -146,9 +146,9 @@ class Board:
             self.needs[key] = Needs(self, spec, fixed)
         return self.needs[key]
 
-    def reserve(self, i: int, spec: JobSpec, model: str | None) -> None:
+    def reserve(self, i: int, spec: JobSpec, model: str | None, partition: str | None) -> None:
         """Account a placement at site ``i`` (``rules.reserve``) and in every kind of job's view of it."""
-        reserve(self.views[i], spec, model)
+        reserve(self.views[i], spec, model, partition)
         self.cpus[i] = cpus_available(self.views[i])
         for needs in self.needs.values():
             needs.update(i)
