@@ -295,10 +295,21 @@ def in_window(policy: SitePolicy, now: datetime) -> bool:
     return False
 
 
-def runtime(spec: JobSpec, site: SiteView, gpu_model: str | None) -> Estimate:
+#: A job's run-time estimates by (GPU model, a site's learned statistics for its kind), kept by
+#: a caller that evaluates one job at many sites (they depend on nothing else).
+Runs = dict[tuple[str | None, Stat | None], Estimate]
+
+
+def runtime(spec: JobSpec, site: SiteView, gpu_model: str | None, runs: Runs | None = None) -> Estimate:
     """How long the job would run at the site (hub/estimates/model.py): its p50 prices it, its
     p90 decides whether a deadline is met; none exceeds the job's walltime."""
-    return estimate(spec, gpu_model, site.runtime_stats.get(spec.kind.value))
+    stat = site.runtime_stats.get(spec.kind.value)
+    if runs is None:
+        return estimate(spec, gpu_model, stat)
+    found = runs.get((gpu_model, stat))
+    if found is None:
+        found = runs[gpu_model, stat] = estimate(spec, gpu_model, stat)
+    return found
 
 
 def price(spec: JobSpec, site: SiteView, gpu_models: list[str]) -> Priced | None:
@@ -391,7 +402,7 @@ class Option:
         return self.run.p50 + self.startup
 
 
-def options(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[Option], list[str]]:
+def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None = None) -> tuple[list[Option], list[str]]:
     """The site's partitions the job may use (spot only if it is preemptible, GPU jobs of
     ``models``) and that have room now, priced; and why the others have none. A partition the
     agent reported is judged by its own room; one it did not (a scheduler that names its
@@ -399,7 +410,7 @@ def options(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[Opti
     r = spec.resources
     out: list[Option] = []
     short: list[str] = []
-    runs: dict[str | None, Estimate] = {}
+    runs = {} if runs is None else runs
     for p in partitions_for(spec, site):
         model = p.gpu_model if r.gpus else None
         if r.gpus and (model not in models or p.node_count * p.gpus_per_node < r.gpus or gpus_available(site, model) < r.gpus):
@@ -416,12 +427,10 @@ def options(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[Opti
             startable = " (counting nodes that can be started)" if now.cpus_bootable or now.gpus_bootable else ""
             short.append(f"{p.name}: {max(now.cpus_free + now.cpus_bootable - now.unseen_cpus, 0)} CPUs{gpus} free{startable}")
             continue
-        if model not in runs:
-            runs[model] = runtime(spec, site, model)
         per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
         # A node already up is not started again, nor paid for again.
         startup = (charged or (now.boot_s if now else 0) or site.boot_s) if boots else 0
-        out.append(Option(p, model, runs[model], startup, Priced(p.name, per_hour, startup, p.spot), now is not None))
+        out.append(Option(p, model, runtime(spec, site, model, runs), startup, Priced(p.name, per_hour, startup, p.spot), now is not None))
     return out, short
 
 
@@ -452,10 +461,13 @@ def _band(ranked_s: float) -> int:
     return math.floor(math.log(max(ranked_s, 60.0)) / math.log(TIE_BAND))
 
 
-def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str]) -> Verdict:
+def evaluate_now(
+    spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str], runs: Runs | None = None
+) -> Verdict:
     """The part of ``evaluate`` that changes from moment to moment, for a site that passed the
     static checks. The job goes to the site's partition where it finishes first, near-ties
-    (the band the site is ranked by) broken by cost, then by name."""
+    (the band the site is ranked by) broken by cost, then by name. ``runs``: the job's
+    estimates kept by a caller that evaluates it at many sites."""
     reasons = closed(site, now, avoid)
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
@@ -463,7 +475,7 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
     short, _, _, _ = room(spec, site, models)
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
-    opts, full = options(spec, site, models)
+    opts, full = options(spec, site, models, runs)
     if not opts:
         return Verdict(site.name, eligible=False, reasons=["no partition has room now: " + "; ".join(full)])
     opts, beyond = _limits(spec, opts, now)
@@ -503,7 +515,7 @@ def evaluate_now(spec: JobSpec, site: SiteView, models: list[str], now: datetime
         f"{duration(copy_s)} copying {human_bytes(copy_bytes)}" if copy_bytes else "inputs here" if spec.inputs else "no inputs"
     )
     boot = f", {duration(startup)} start-up of a powered-down node" if startup else ""
-    why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.describe()}{boot}")
+    why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.described}{boot}")
     if o.priced.per_hour > 0:
         why.append(f"≈ {cost:.2f} for {_priced_run(o.priced, run.p50)}")
     if not r.gpus and site.gpus_total:

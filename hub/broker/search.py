@@ -58,7 +58,7 @@ from hub.broker.rules import (
     room,
     within_max_cost,
 )
-from hub.estimates.model import learned, prior_seconds
+from hub.estimates.model import Estimate, Stat, learned, prior_seconds
 from shared.schemas.jobs import JobSpec
 
 Floats = npt.NDArray[np.float64]
@@ -250,7 +250,9 @@ class Needs:
             return
         self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
         view = self.board.views[i]
-        short = room(self.spec, view, self.models[i])[0]
+        r = self.spec.resources
+        # ``fits`` holds exactly when ``room`` finds nothing against the site: its words only when not.
+        short = [] if self.board.cpus[i] >= r.cpus and self.gpus[i] >= r.gpus else room(self.spec, view, self.models[i])[0]
         old, new = self._short.pop(i, None), short[0] if short else None
         if old == new:
             if new is not None:
@@ -288,6 +290,8 @@ class Candidates:
     out: Bools = field(init=False)
     never: dict[str, list[str]] = field(default_factory=dict)
     not_now: dict[str, list[str]] = field(default_factory=dict)
+    # The job's run-time estimates by (GPU model, a site's learned statistics): sites alike share them.
+    runs: dict[tuple[str | None, Stat | None], Estimate] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         board, r = self.needs.board, self.spec.resources
@@ -356,7 +360,7 @@ class Candidates:
                 self.never.setdefault(never, []).append(view.name)
                 self.out[i] = True
                 return None
-        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set())
+        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set(), self.runs)
         if not verdict.eligible:
             self.not_now.setdefault(verdict.reasons[0], []).append(view.name)
             self.out[i] = True

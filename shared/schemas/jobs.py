@@ -262,6 +262,7 @@ class SiteVerdict(BaseModel):
     reasons: list[str] = Field(description="Why the site was ruled out, or what counted for it")
     score: float | None = None
     score_parts: dict[str, float] = Field(default_factory=dict)
+    partition: str | None = Field(default=None, description="The partition of the site the job would run on (eligible sites)")
 
 
 class RuntimeEstimate(BaseModel):
