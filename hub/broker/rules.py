@@ -430,7 +430,8 @@ def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None 
         per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
         # A node already up is not started again, nor paid for again.
         startup = (charged or (now.boot_s if now else 0) or site.boot_s) if boots else 0
-        out.append(Option(p, model, runtime(spec, site, model, runs), startup, Priced(p.name, per_hour, startup, p.spot), now is not None))
+        priced = Priced(p.name, per_hour, startup, p.spot)
+        out.append(Option(p, model, runtime(spec, site, model, runs), startup, priced, now is not None))
     return out, short
 
 
@@ -532,8 +533,11 @@ def _partition_choice(chosen: Option, others: list[Option], full: list[str]) -> 
     spot = " (spot)" if chosen.partition.spot else ""
     alt = [f"{x.partition.name}: ~{duration(x.finish)}" + (f", ≈ {x.cost:.2f}" if x.priced.per_hour > 0 else "")
            for x in sorted(others, key=lambda x: (x.finish, x.cost, x.partition.name))[:3]]  # fmt: skip
-    return (f"partition {chosen.partition.name}{spot}: soonest finish (within 10 %), then cheapest"
-            + (f"; {'; '.join(alt)}" if alt else "") + (f"; no room on {'; '.join(full[:3])}" if full else ""))
+    return (
+        f"partition {chosen.partition.name}{spot}: soonest finish (within 10 %), then cheapest"
+        + (f"; {'; '.join(alt)}" if alt else "")
+        + (f"; no room on {'; '.join(full[:3])}" if full else "")
+    )
 
 
 def closed(site: SiteView, now: datetime, avoid: set[str]) -> list[str]:

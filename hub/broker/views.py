@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
@@ -57,15 +58,16 @@ def apply_snapshot(v: SiteView, snap: CapacityLatest, registry_partitions: bool)
     v.gpus_bootable = dict(totals.gpus_bootable)
     v.boot_s = max((p.get("resume_timeout_s") or 0 for p in snap.partitions if p.get("elastic")), default=0)
     # Read as stored (validated when the heartbeat came): this runs for every site at each load.
-    v.part_now = {
-        p["name"]: PartitionNow(
-            cpus_free=p.get("cpus_idle", 0), cpus_bootable=p.get("cpus_bootable", 0),
-            gpus_free={g["model"]: g.get("free", 0) for g in p.get("gpus", ())},
-            gpus_bootable={g["model"]: g["bootable"] for g in p.get("gpus", ()) if g.get("bootable")},
-            boot_s=p.get("resume_timeout_s") or 0,
-        )  # fmt: skip
-        for p in snap.partitions
-    }
+    v.part_now = {p["name"]: _partition_now(p) for p in snap.partitions}
+
+
+def _partition_now(p: dict[str, Any]) -> PartitionNow:
+    gpus = p.get("gpus", ())
+    return PartitionNow(
+        cpus_free=p.get("cpus_idle", 0), cpus_bootable=p.get("cpus_bootable", 0),
+        gpus_free={g["model"]: g.get("free", 0) for g in gpus},
+        gpus_bootable={g["model"]: g["bootable"] for g in gpus if g.get("bootable")}, boot_s=p.get("resume_timeout_s") or 0,
+    )  # fmt: skip
 
 
 Active = tuple[int, str, int, int, str | None, datetime | None, datetime, str | None]
@@ -78,8 +80,10 @@ def active_attempts(session: Session) -> list[Active]:
     a = Attempt
     rows = session.execute(  # columns, not ORM objects: this runs for every submission (hub/broker/cache.py)
         sa_select(
-            *(col(c) for c in (a.site_id, a.state, a.cpus, a.gpus, a.gpu_model, a.started_at, a.claimed_at, a.offered_at,
-                               a.partition))
+            *(
+                col(c)
+                for c in (a.site_id, a.state, a.cpus, a.gpus, a.gpu_model, a.started_at, a.claimed_at, a.offered_at, a.partition)
+            )
         ).where(col(a.state).in_(("staging", "offered", "claimed")))
     ).all()
     return [(site, state, cpus, gpus, model, started, started or claimed or offered, partition)

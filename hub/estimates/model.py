@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 import tomllib
 from dataclasses import dataclass
-from functools import cached_property
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 

@@ -34,9 +34,9 @@ def twins(on_demand: tuple[int, int], spot: tuple[int, int], reported: bool = Tr
     """A ParallelCluster site with GoToCloud's twins, 2 nodes of 36 CPUs each: per twin (CPUs
     free on nodes up now, CPUs on nodes that can be started)."""
     cost = PartitionCost.model_validate(C5)
+    parts = [PartitionView(ON_DEMAND, 2, 36, 72, None, 0, False, cost), PartitionView(SPOT, 2, 36, 72, None, 0, True, cost)]
     v = SiteView(
-        id=1, name="aws", institution="aws", country="JP", status="active", reachability="online",
-        partitions=[PartitionView(ON_DEMAND, 2, 36, 72, None, 0, False, cost), PartitionView(SPOT, 2, 36, 72, None, 0, True, cost)],
+        id=1, name="aws", institution="aws", country="JP", status="active", reachability="online", partitions=parts,
         software=[], policy=SitePolicy(), has_snapshot=True,
     )  # fmt: skip
     v.cpus_total = 144
@@ -147,9 +147,7 @@ def _run(agent: SiteAgent, node_started: bool) -> dict[str, Any]:
     return offer
 
 
-def test_the_offer_names_the_partition_and_the_ledger_charges_start_up_only_for_a_started_node(
-    jhub: Hub, tmp_path: Path
-) -> None:
+def test_the_offer_names_the_partition_and_the_ledger_charges_start_up_only_for_a_started_node(jhub: Hub, tmp_path: Path) -> None:
     aws = add_site(jhub, tmp_path, "aws", CLOUD_TWINS, software=[])
     me = jhub.account("researcher", institution="kek")
     body = spec(resources={"cpus": 32, "walltime_s": 7200})
