@@ -10,6 +10,7 @@ site rules out for good is refused at submission.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -402,37 +403,61 @@ class Option:
         return self.run.p50 + self.startup
 
 
-def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None = None) -> tuple[list[Option], list[str]]:
-    """The site's partitions the job may use (spot only if it is preemptible, GPU jobs of
-    ``models``) and that have room now, priced; and why the others have none. A partition the
-    agent reported is judged by its own room; one it did not (a scheduler that names its
-    queues otherwise, the local backend) by the site's, as before partitions were chosen."""
+def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
+    """The site's partitions the job may use (spot only if it is preemptible; GPU jobs: of
+    ``models``, with GPUs of that model within the site's share), each with its GPU model."""
     r = spec.resources
-    out: list[Option] = []
-    short: list[str] = []
-    runs = {} if runs is None else runs
     for p in partitions_for(spec, site):
         model = p.gpu_model if r.gpus else None
         if r.gpus and (model not in models or p.node_count * p.gpus_per_node < r.gpus or gpus_available(site, model) < r.gpus):
             continue
-        if _misfit(spec, p) is not None:
-            continue
+        if _misfit(spec, p) is None:
+            yield p, model
+
+
+def _full(p: PartitionView, now: PartitionNow, model: str | None) -> str:
+    """E.g. 'c5-vcpu36: 4 CPUs free (counting nodes that can be started)'."""
+    gpus = f", {max(now.gpus_free.get(model, 0) - now.unseen_gpus.get(model, 0), 0)} {model} GPUs" if model else ""
+    startable = " (counting nodes that can be started)" if now.cpus_bootable or now.gpus_bootable else ""
+    return f"{p.name}: {max(now.cpus_free + now.cpus_bootable - now.unseen_cpus, 0)} CPUs{gpus} free{startable}"
+
+
+def partition_room(spec: JobSpec, site: SiteView, models: list[str]) -> str | None:
+    """Why none of the partitions the job may use has room now, by what the agent reported of
+    each, or None. A partition it did not report is judged by the site's room (``room``)."""
+    if not site.part_now:
+        return None
+    r = spec.resources
+    full = []
+    for p, model in _usable(spec, site, models):
+        now = site.part_now.get(p.name)
+        if now is None or now.startable(r.cpus, r.gpus, model):
+            return None
+        full.append(_full(p, now, model))
+    return "no partition has room now: " + "; ".join(full) if full else None
+
+
+def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None = None) -> list[Option]:
+    """The partitions the job may use (``_usable``) that have room now (``partition_room``),
+    priced. A partition the agent reported is judged by its own room; one it did not (a
+    scheduler that names its queues otherwise, the local backend) by the site's."""
+    r = spec.resources
+    out: list[Option] = []
+    runs = {} if runs is None else runs
+    for p, model in _usable(spec, site, models):
         now = site.part_now.get(p.name)
         if now is None:
             boots = needs_start(spec, site, [model] if model else [])
         elif now.startable(r.cpus, r.gpus, model):
             boots = not now.up(r.cpus, r.gpus, model)
         else:
-            gpus = f", {max(now.gpus_free.get(model, 0) - now.unseen_gpus.get(model, 0), 0)} {model} GPUs" if model else ""
-            startable = " (counting nodes that can be started)" if now.cpus_bootable or now.gpus_bootable else ""
-            short.append(f"{p.name}: {max(now.cpus_free + now.cpus_bootable - now.unseen_cpus, 0)} CPUs{gpus} free{startable}")
             continue
         per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
         # A node already up is not started again, nor paid for again.
         startup = (charged or (now.boot_s if now else 0) or site.boot_s) if boots else 0
         priced = Priced(p.name, per_hour, startup, p.spot)
         out.append(Option(p, model, runtime(spec, site, model, runs), startup, priced, now is not None))
-    return out, short
+    return out
 
 
 def _limits(spec: JobSpec, opts: list[Option], now: datetime) -> tuple[list[Option], str | None]:
@@ -476,9 +501,8 @@ def evaluate_now(
     short, _, _, _ = room(spec, site, models)
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
-    opts, full = options(spec, site, models, runs)
-    if not opts:
-        return Verdict(site.name, eligible=False, reasons=["no partition has room now: " + "; ".join(full)])
+    opts = options(spec, site, models, runs)
+    assert opts, "room() found a partition with room"
     opts, beyond = _limits(spec, opts, now)
     if beyond is not None:
         return Verdict(site.name, eligible=False, reasons=[beyond])
@@ -522,21 +546,19 @@ def evaluate_now(
     if not r.gpus and site.gpus_total:
         why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
     if len(site.partitions) > 1:
-        why.append(_partition_choice(o, [x for x in opts if x is not o], full))
+        why.append(_partition_choice(o, [x for x in opts if x is not o]))
     return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=model,
                    partition=o.partition.name, queue=o.partition.name if o.reported else None)  # fmt: skip
 
 
-def _partition_choice(chosen: Option, others: list[Option], full: list[str]) -> str:
+def _partition_choice(chosen: Option, others: list[Option]) -> str:
     """E.g. 'partition g5-spot (spot): soonest finish (within 10 %), then cheapest; g5: ~1 h 05 m, ≈ 5.67'
     (the run and start-up on each: the copy is the same for every partition of the site)."""
     spot = " (spot)" if chosen.partition.spot else ""
     alt = [f"{x.partition.name}: ~{duration(x.finish)}" + (f", ≈ {x.cost:.2f}" if x.priced.per_hour > 0 else "")
            for x in sorted(others, key=lambda x: (x.finish, x.cost, x.partition.name))[:3]]  # fmt: skip
-    return (
-        f"partition {chosen.partition.name}{spot}: soonest finish (within 10 %), then cheapest"
-        + (f"; {'; '.join(alt)}" if alt else "")
-        + (f"; no room on {'; '.join(full[:3])}" if full else "")
+    return f"partition {chosen.partition.name}{spot}: soonest finish (within 10 %), then cheapest" + (
+        f"; {'; '.join(alt)}" if alt else ""
     )
 
 
@@ -575,7 +597,8 @@ def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], s
     a node started). Free now means on nodes that are up; capacity on powered-down nodes of
     elastic partitions counts too, after a node start-up the job waits for only when it
     needs such a node. A GPU model free on nodes up now is chosen first, then the one with
-    the most available."""
+    the most available. With the site's room, one of the partitions the job may use must have
+    it too (``partition_room``)."""
     r = spec.resources
     reasons = []
     free_cpus = site.cpus_free - site.unseen_cpus
@@ -586,6 +609,8 @@ def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], s
     elif r.cpus > lend_cpus:
         reasons.append(f"needs {r.cpus} CPUs, the site's share leaves {max(lend_cpus, 0)} for the network")
     boots = r.cpus > free_cpus
+    if not reasons and (full := partition_room(spec, site, models)):
+        reasons.append(full)
     if not r.gpus:
         return reasons, None, (cpus_available(site) - r.cpus) / max(site.cpus_total, 1), boots
     best = None

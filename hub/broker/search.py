@@ -54,6 +54,7 @@ from hub.broker.rules import (
     gpus_available,
     institution_refused,
     locality,
+    partition_room,
     reserve,
     room,
     within_max_cost,
@@ -147,13 +148,15 @@ class Board:
         return self.needs[key]
 
     def reserve(self, i: int, spec: JobSpec, model: str | None, partition: str | None) -> None:
-        """Account a placement at site ``i`` (``rules.reserve``) and in every kind of job's view of it."""
+        """Account a placement at site ``i`` (``rules.reserve``); every kind of job's view of the
+        site, and every search's bound on it, is recounted when next used (``Needs.refresh``,
+        ``Candidates.refresh``): a site reserved many times in between is recounted once."""
         reserve(self.views[i], spec, model, partition)
         self.cpus[i] = cpus_available(self.views[i])
         for needs in self.needs.values():
-            needs.update(i)
+            needs.stale[i] = None
         for search in self.searches.values():
-            search.tighten(i)
+            search.stale[i] = None
 
     def special(self, spec: JobSpec) -> set[int]:
         """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
@@ -220,8 +223,14 @@ class Needs:
         if spec.resources.gpus:
             for i in range(len(views)):
                 self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
+        # Whether a partition the job may use has room, where the agent reported each one's (``rules.partition_room``).
+        self.part_ok = np.ones(len(views), dtype=bool)
+        for i in np.flatnonzero(fixed.ok & board.open & self._site_fits()):
+            if views[i].part_now:
+                self.part_ok[i] = partition_room(spec, views[i], self.models[i]) is None
         # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
         self.not_now: dict[str, list[str]] = {}
+        self.stale: dict[int, None] = {}  # sites reserved since the last ``refresh``, in order
         self._short: dict[int, str] = {}
         for i, reason in enumerate(board.closed):
             if reason is not None and fixed.ok[i]:
@@ -239,10 +248,21 @@ class Needs:
         avail = [(gpus_available(view, m), max(view.gpus_total.get(m, 1), 1)) for m in self.models[i]]
         return max((a for a, _ in avail), default=-1), max(((a - gpus) / total for a, total in avail), default=0.0)
 
-    def fits(self) -> Bools:
-        """Sites with room for the job now (``rules.room`` with these models says nothing against them)."""
+    def refresh(self) -> Needs:
+        """Recount the sites reserved since the last refresh (``not_now`` is current after it)."""
+        for i in self.stale:
+            self.update(i)
+        self.stale.clear()
+        return self
+
+    def _site_fits(self) -> Bools:
         r = self.spec.resources
         return (self.board.cpus >= r.cpus) & (self.gpus >= r.gpus)
+
+    def fits(self) -> Bools:
+        """Sites with room for the job now (``rules.room`` with these models says nothing against them)."""
+        self.refresh()
+        return self._site_fits() & self.part_ok
 
     def update(self, i: int) -> None:
         """Site ``i``'s capacity changed: recount its room and why it has none."""
@@ -251,8 +271,11 @@ class Needs:
         self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
         view = self.board.views[i]
         r = self.spec.resources
+        fits = self.board.cpus[i] >= r.cpus and self.gpus[i] >= r.gpus
+        if fits and view.part_now:
+            self.part_ok[i] = fits = partition_room(self.spec, view, self.models[i]) is None
         # ``fits`` holds exactly when ``room`` finds nothing against the site: its words only when not.
-        short = [] if self.board.cpus[i] >= r.cpus and self.gpus[i] >= r.gpus else room(self.spec, view, self.models[i])[0]
+        short = [] if fits else room(self.spec, view, self.models[i])[0]
         old, new = self._short.pop(i, None), short[0] if short else None
         if old == new:
             if new is not None:
@@ -292,9 +315,12 @@ class Candidates:
     not_now: dict[str, list[str]] = field(default_factory=dict)
     # The job's run-time estimates by (GPU model, a site's learned statistics): sites alike share them.
     runs: dict[tuple[str | None, Stat | None], Estimate] = field(default_factory=dict)
+    stale: dict[int, None] = field(default_factory=dict)  # sites reserved since the last ``refresh``
+    # Exact verdicts of eligible sites not reserved since: a site's verdict changes only with its own view.
+    verdicts: dict[int, Verdict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        board, r = self.needs.board, self.spec.resources
+        board, r = self.needs.refresh().board, self.spec.resources
         self._fixed_part = self._without_headroom()
         spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
         # numpy's rounding to 4 places may differ from Python's in the last place: a margin here,
@@ -329,9 +355,18 @@ class Candidates:
         headroom = max(min(round(spare, 4), 1.0), 0.0)
         self.bound[i] = float(self._fixed_part[i]) - TIE_WEIGHTS["capacity"] * (1 - headroom)
 
+    def refresh(self) -> None:
+        """Tighten the bounds of the sites reserved since the last refresh, and forget their verdicts."""
+        self.needs.refresh()
+        for i in self.stale:
+            self.tighten(i)
+            self.verdicts.pop(i, None)
+        self.stale.clear()
+
     def best(self, institution: str, k: int = 1) -> list[tuple[int, Verdict]]:
         """The k sites (board indices) where the job finishes first, best first, exactly as
         ranking every site's ``evaluate_now`` would order them."""
+        self.refresh()
         board = self.needs.board
         keys = np.where(board.lends(institution) & self.needs.fits() & ~self.out, self.bound, -np.inf)
         found: list[tuple[float, int, Verdict]] = []  # (-score, index, verdict), kept sorted
@@ -343,7 +378,7 @@ class Candidates:
             if len(found) >= k and (-key, i) > (found[k - 1][0], found[k - 1][1]):
                 break  # no site left can beat the k-th (ties go to the earlier name)
             keys[i] = -np.inf
-            verdict = self._exact(i)
+            verdict = self.verdicts.get(i) or self._exact(i)
             if verdict is not None:
                 found.append((-(verdict.score or 0.0), i, verdict))
                 found.sort(key=lambda f: (f[0], f[1]))
@@ -365,4 +400,5 @@ class Candidates:
             self.not_now.setdefault(verdict.reasons[0], []).append(view.name)
             self.out[i] = True
             return None
+        self.verdicts[i] = verdict
         return verdict
