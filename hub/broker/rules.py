@@ -382,7 +382,7 @@ def needs_start(spec: JobSpec, site: SiteView, models: list[str]) -> bool:
     return bool(r.gpus) and not any(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0) >= r.gpus for m in models)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Option:
     """The job on one of a site's partitions: its run time there (GPU model), the start-up of a
     node it waits for (0 when nodes up now have room), and its price."""
@@ -394,13 +394,12 @@ class Option:
     priced: Priced
     reported: bool  # the agent reported this partition by name: it is told to submit there
 
-    @property
-    def cost(self) -> float:
-        return self.priced.cost(self.run.p50)
+    cost: float = field(init=False)
+    finish: float = field(init=False)
 
-    @property
-    def finish(self) -> float:
-        return self.run.p50 + self.startup
+    def __post_init__(self) -> None:
+        self.cost = self.priced.cost(self.run.p50)
+        self.finish = self.run.p50 + self.startup
 
 
 def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
@@ -482,9 +481,12 @@ def _limits(spec: JobSpec, opts: list[Option], now: datetime) -> tuple[list[Opti
     return opts, None
 
 
+_LOG_TIE_BAND = math.log(TIE_BAND)
+
+
 def _band(ranked_s: float) -> int:
     """Finish times within TIE_BAND of each other share a band (under a minute, all finish "now")."""
-    return math.floor(math.log(max(ranked_s, 60.0)) / math.log(TIE_BAND))
+    return math.floor(math.log(max(ranked_s, 60.0)) / _LOG_TIE_BAND)
 
 
 def evaluate_now(

@@ -94,6 +94,7 @@ class Board:
         self.position = {v.name: i for i, v in enumerate(self.views)}
         self.closed = [next(iter(closed(v, now, set())), None) for v in self.views]
         self.open = np.array([c is None for c in self.closed], dtype=bool)
+        self.reported = np.array([bool(v.part_now) for v in self.views], dtype=bool)  # each partition's room
         self.cpus = np.array([cpus_available(v) for v in self.views], dtype=np.int64)
         self.cpus_total = np.array([max(v.cpus_total, 1) for v in self.views], dtype=np.float64)
         # Expected time to an answer grows by 1 / reliability; CPU jobs count GPU sites as later.
@@ -149,8 +150,8 @@ class Board:
 
     def reserve(self, i: int, spec: JobSpec, model: str | None, partition: str | None) -> None:
         """Account a placement at site ``i`` (``rules.reserve``); every kind of job's view of the
-        site, and every search's bound on it, is recounted when next used (``Needs.refresh``,
-        ``Candidates.refresh``): a site reserved many times in between is recounted once."""
+        site is recounted when next used (``Needs.refresh``), and a search tightens its bound on
+        the site only if the site comes up again (``Candidates.best``)."""
         reserve(self.views[i], spec, model, partition)
         self.cpus[i] = cpus_available(self.views[i])
         for needs in self.needs.values():
@@ -249,10 +250,17 @@ class Needs:
         return max((a for a, _ in avail), default=-1), max(((a - gpus) / total for a, total in avail), default=0.0)
 
     def refresh(self) -> Needs:
-        """Recount the sites reserved since the last refresh (``not_now`` is current after it)."""
-        for i in self.stale:
-            self.update(i)
+        """Recount the sites reserved since the last refresh (``not_now`` is current after it).
+        For a CPU job, a site with room before and after, whose partitions' room the agent does
+        not report, is unchanged: only the others are recounted."""
+        if not self.stale:
+            return self
+        stale = np.fromiter(self.stale, dtype=np.int64, count=len(self.stale))
         self.stale.clear()
+        if not self.spec.resources.gpus:
+            stale = stale[(self.board.cpus[stale] < self.spec.resources.cpus) | self.board.reported[stale]]
+        for i in stale.tolist():
+            self.update(i)
         return self
 
     def _site_fits(self) -> Bools:
@@ -315,7 +323,7 @@ class Candidates:
     not_now: dict[str, list[str]] = field(default_factory=dict)
     # The job's run-time estimates by (GPU model, a site's learned statistics): sites alike share them.
     runs: dict[tuple[str | None, Stat | None], Estimate] = field(default_factory=dict)
-    stale: dict[int, None] = field(default_factory=dict)  # sites reserved since the last ``refresh``
+    stale: dict[int, None] = field(default_factory=dict)  # sites reserved since ``best`` last tightened them
     # Exact verdicts of eligible sites not reserved since: a site's verdict changes only with its own view.
     verdicts: dict[int, Verdict] = field(default_factory=dict)
 
@@ -355,18 +363,17 @@ class Candidates:
         headroom = max(min(round(spare, 4), 1.0), 0.0)
         self.bound[i] = float(self._fixed_part[i]) - TIE_WEIGHTS["capacity"] * (1 - headroom)
 
-    def refresh(self) -> None:
-        """Tighten the bounds of the sites reserved since the last refresh, and forget their verdicts."""
-        self.needs.refresh()
-        for i in self.stale:
-            self.tighten(i)
-            self.verdicts.pop(i, None)
-        self.stale.clear()
+    def _recount(self, i: int) -> None:
+        """Site ``i`` was reserved since it was last looked at: tighten its bound, forget its verdict."""
+        del self.stale[i]
+        self.tighten(i)
+        self.verdicts.pop(i, None)
 
     def best(self, institution: str, k: int = 1) -> list[tuple[int, Verdict]]:
         """The k sites (board indices) where the job finishes first, best first, exactly as
-        ranking every site's ``evaluate_now`` would order them."""
-        self.refresh()
+        ranking every site's ``evaluate_now`` would order them. A site reserved since the last
+        search has its bound tightened only when it comes up: an untightened bound is still
+        above its score (reservations only lower it), so it is only looser."""
         board = self.needs.board
         keys = np.where(board.lends(institution) & self.needs.fits() & ~self.out, self.bound, -np.inf)
         found: list[tuple[float, int, Verdict]] = []  # (-score, index, verdict), kept sorted
@@ -377,6 +384,10 @@ class Candidates:
                 break
             if len(found) >= k and (-key, i) > (found[k - 1][0], found[k - 1][1]):
                 break  # no site left can beat the k-th (ties go to the earlier name)
+            if i in self.stale:
+                self._recount(i)
+                keys[i] = self.bound[i]
+                continue
             keys[i] = -np.inf
             verdict = self.verdicts.get(i) or self._exact(i)
             if verdict is not None:
