@@ -226,9 +226,8 @@ class Needs:
                 self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
         # Whether a partition the job may use has room, where the agent reported each one's (``rules.partition_room``).
         self.part_ok = np.ones(len(views), dtype=bool)
-        for i in np.flatnonzero(fixed.ok & board.open & self._site_fits()):
-            if views[i].part_now:
-                self.part_ok[i] = partition_room(spec, views[i], self.models[i]) is None
+        for site in np.flatnonzero(fixed.ok & board.open & board.reported & self._site_fits()).tolist():
+            self.part_ok[site] = partition_room(spec, views[site], self.models[site]) is None
         # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
         self.not_now: dict[str, list[str]] = {}
         self.stale: dict[int, None] = {}  # sites reserved since the last ``refresh``, in order
