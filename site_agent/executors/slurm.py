@@ -136,8 +136,8 @@ class SlurmExecutor:
             return
         shown = self._run("scontrol", "show", "node", nodes, "-o", check=False)
         starts = re.findall(r"\bSlurmdStartTime=(\S+)", shown.stdout) if shown.returncode == 0 else []
-        if starts:  # ISO times in the controller's zone: compared as text
-            h.extra["node_started"] = any(t[:1].isdigit() and t >= submitted for t in starts)
+        if starts:  # ISO times to the second in the controller's zone, compared as text: a boot takes longer than that
+            h.extra["node_started"] = any(t[:1].isdigit() and t > submitted for t in starts)
 
     def poll(self, h: JobHandle) -> Status:
         assert h.local_id is not None
