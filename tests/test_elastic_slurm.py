@@ -171,8 +171,8 @@ def spot_cluster() -> Iterator[SlurmCluster]:
 
 def test_spot_node_powered_down_mid_job_requeues_at_the_hub(spot_cluster: SlurmCluster, tmp_path: Path) -> None:
     """The whole path: real hub and agent processes, the agent's Slurm executor. The site
-    registers both twins and the agent's default is the on-demand one: the hub places the
-    preemptible job on the spot twin (up, and cheaper) and the agent submits it there.
+    registers both twins and the agent's setting allows both: the hub places the preemptible
+    job on the spot twin (up, and cheaper) and the agent submits it there.
     Attempt 1 sleeps until its node is forced down; attempt 2 runs and completes."""
     cloud = spot_cluster
     hub = HubProcess(tmp_path / "hub", missed_heartbeats=60)
@@ -184,7 +184,8 @@ def test_spot_node_powered_down_mid_job_requeues_at_the_hub(spot_cluster: SlurmC
     agent = enrolled_agent(
         hub, tmp_path, "aws-tokyo", partitions=parts,
         discovery=f'backend = "slurm"\nslurm_conf = "{cloud.conf}"',
-        extra=f'[executor]\ntype = "slurm"\nslurm_conf = "{cloud.conf}"\npartition = "c5-vcpu1"\npoll_interval_s = 0.5\n',
+        extra=f'[executor]\ntype = "slurm"\nslurm_conf = "{cloud.conf}"\n'
+        'partition = "c5-vcpu1,c5-vcpu1-spot"\npoll_interval_s = 0.5\n',
     )  # fmt: skip
     agent.start(hub.env)
     try:
@@ -197,7 +198,7 @@ def test_spot_node_powered_down_mid_job_requeues_at_the_hub(spot_cluster: SlurmC
         j = hub.call("POST", "/api/v1/jobs", me, json=body)
         wait_state(hub, j["id"], {"RUNNING"}, timeout=DEADLINE_S)
         node = cloud.run("squeue", "-h", "-o", "%N").strip()
-        assert node.startswith("c5-vcpu1-spot-dy-"), f"submitted to the partition the hub chose, not the default: {node}"
+        assert node.startswith("c5-vcpu1-spot-dy-"), f"submitted to the partition the hub chose: {node}"
         cloud.run("scontrol", "update", f"nodename={node}", "state=POWER_DOWN_FORCE")
         done = wait_state(hub, j["id"], {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}, timeout=2 * DEADLINE_S)
         assert done["state"] == "COMPLETE" and done["attempt"] == 2, done

@@ -49,8 +49,12 @@ def batch_script(h: JobHandle, spec: JobSpec, cfg: ExecutorSection) -> str:
         f"#SBATCH --time={max(1, -(-r.walltime_s // 60))}",
         "#SBATCH --no-requeue",  # the hub requeues, possibly elsewhere (see the module's docstring)
     ]
-    # The partition the broker chose (one this agent reported), else the site's default.
-    partition = h.extra.get("partition") or (cfg.gpu_partition if r.gpus and cfg.gpu_partition else cfg.partition)
+    # The partition the broker chose (one this agent reported) where the site's own setting allows
+    # it (names none, or lists it); else the site's setting.
+    configured = cfg.gpu_partition if r.gpus and cfg.gpu_partition else cfg.partition
+    chosen = h.extra.get("partition")
+    allowed = [p.strip() for p in configured.split(",")] if configured else []
+    partition = chosen if chosen and (not allowed or chosen in allowed) else configured
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
     if r.gpus:
