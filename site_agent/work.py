@@ -117,6 +117,8 @@ class Worker:
             body["ended_at"] = datetime.now(UTC).isoformat()
         if h.started_at:
             body["started_at"] = h.started_at
+        if "node_started" in h.extra:  # the executor found out whether a node was started for it
+            body["node_started"] = h.extra["node_started"]
         h.state = state.value
         self.store.next_report(h, body)
         self.outbox_wakeup.set()
@@ -194,6 +196,8 @@ class Worker:
             workdir=str(self.workdir / f"{a.job_id}-{a.attempt}"), spec=a.spec.model_dump(mode="json"), institution=a.institution,
         )  # fmt: skip
         h.extra["inputs"] = a.inputs
+        if a.partition:
+            h.extra["partition"] = a.partition  # the broker's choice, one this agent reported (sbatch -p)
         if build is not None:
             h.extra["software_path"] = build.path
         self.store.save(h)  # held on disk before anything starts, so a restart finds it

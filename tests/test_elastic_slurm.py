@@ -104,6 +104,7 @@ def test_a_job_waits_while_its_node_starts_and_the_node_powers_down_after(cloud:
     assert starting.nodes_booting == 1 and starting.nodes_bootable == 1
     done = poll_until(ex, h, {JobState.COMPLETE, JobState.EXECUTOR_ERROR, JobState.SYSTEM_ERROR, JobState.PREEMPTED})
     assert done.state is JobState.COMPLETE, done
+    assert h.extra.get("node_started") is True, "the agent tells the ledger a node was started for the job"
     assert (tmp_path / "w" / "stdout.txt").read_text().strip() == f"ran on {node}"
     wait_for(lambda: "POWERED_DOWN" in node_state(cloud, node), DEADLINE_S, f"{node} to power down after SuspendTime")
     after = partitions(cloud)["c5-vcpu1"]
@@ -122,6 +123,7 @@ def test_a_cloud_node_taken_down_mid_job_preempts_the_attempt(cloud: SlurmCluste
     power_up(cloud, "c5-vcpu1-dy-[1-2]")
     ex, h = submit(cloud, tmp_path, "c5-vcpu1", ["sleep", "300"])
     poll_until(ex, h, {JobState.RUNNING})
+    assert h.extra.get("node_started") is False, "its node was up before it was submitted: no start-up to pay for"
     node = cloud.run("squeue", "-h", "-j", str(h.local_id), "-o", "%N").strip()
     cloud.run("scontrol", "update", f"nodename={node}", "state=DOWN", "reason=instance reclaimed")
     try:
@@ -168,18 +170,22 @@ def spot_cluster() -> Iterator[SlurmCluster]:
 
 
 def test_spot_node_powered_down_mid_job_requeues_at_the_hub(spot_cluster: SlurmCluster, tmp_path: Path) -> None:
-    """The whole path: real hub and agent processes, the agent's Slurm executor on the spot
-    partition. Attempt 1 sleeps until its node is forced down; attempt 2 runs and completes."""
+    """The whole path: real hub and agent processes, the agent's Slurm executor. The site
+    registers both twins and the agent's setting allows both: the hub places the preemptible
+    job on the spot twin (up, and cheaper) and the agent submits it there.
+    Attempt 1 sleeps until its node is forced down; attempt 2 runs and completes."""
     cloud = spot_cluster
     hub = HubProcess(tmp_path / "hub", missed_heartbeats=60)
     hub.start()
-    part = {"name": "c5-vcpu1-spot", "node_count": 2, "cores_per_node": 1, "memory_gb_per_node": 0.2, "spot": True,
-            "cost": {"instance_type": "c5.large", "on_demand_node_hour": 0.107, "spot_node_hour": 0.04,
-                     "node_startup_s": 3, "as_of": "2026-11-01"}}  # fmt: skip
+    parts = [{"name": name, "node_count": 2, "cores_per_node": 1, "memory_gb_per_node": 0.2, "spot": spot,
+              "cost": {"instance_type": "c5.large", "on_demand_node_hour": 0.107, "spot_node_hour": 0.04,
+                       "node_startup_s": 3, "as_of": "2026-11-01"}}
+             for name, spot in (("c5-vcpu1", False), ("c5-vcpu1-spot", True))]  # fmt: skip
     agent = enrolled_agent(
-        hub, tmp_path, "aws-tokyo", partitions=[part],
+        hub, tmp_path, "aws-tokyo", partitions=parts,
         discovery=f'backend = "slurm"\nslurm_conf = "{cloud.conf}"',
-        extra=f'[executor]\ntype = "slurm"\nslurm_conf = "{cloud.conf}"\npartition = "c5-vcpu1-spot"\npoll_interval_s = 0.5\n',
+        extra=f'[executor]\ntype = "slurm"\nslurm_conf = "{cloud.conf}"\n'
+        'partition = "c5-vcpu1,c5-vcpu1-spot"\npoll_interval_s = 0.5\n',
     )  # fmt: skip
     agent.start(hub.env)
     try:
@@ -192,7 +198,7 @@ def test_spot_node_powered_down_mid_job_requeues_at_the_hub(spot_cluster: SlurmC
         j = hub.call("POST", "/api/v1/jobs", me, json=body)
         wait_state(hub, j["id"], {"RUNNING"}, timeout=DEADLINE_S)
         node = cloud.run("squeue", "-h", "-o", "%N").strip()
-        assert node.startswith("c5-vcpu1-spot-dy-"), node
+        assert node.startswith("c5-vcpu1-spot-dy-"), f"submitted to the partition the hub chose: {node}"
         cloud.run("scontrol", "update", f"nodename={node}", "state=POWER_DOWN_FORCE")
         done = wait_state(hub, j["id"], {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}, timeout=2 * DEADLINE_S)
         assert done["state"] == "COMPLETE" and done["attempt"] == 2, done
@@ -201,6 +207,8 @@ def test_spot_node_powered_down_mid_job_requeues_at_the_hub(spot_cluster: SlurmC
         placement = hub.call("GET", f"/api/v1/jobs/{j['id']}/placement", me)
         placed = sorted(d["attempt"] for d in placement["history"] if d["outcome"] == "placed")
         assert placed == [1, 2], placement["history"]
+        first = next(d for d in placement["history"] if d["outcome"] == "placed")
+        assert first["verdicts"][0]["partition"] == "c5-vcpu1-spot" and "partition c5-vcpu1-spot (spot)" in first["summary"]
         usage = hub.call("GET", "/api/v1/usage", me)
         [row] = usage["consumed_by_institution"]
         assert row["attempts"] == 2, "each attempt booked once: the preempted one and the one that completed"

@@ -60,7 +60,9 @@ def place_batch(jobs: list[tuple[JobSpec, str]], views: list[SiteView], now: dat
         never = _merged(needs.fixed.never_for(institution), search.never)
         if best:
             i, verdict = best[0]
-            board.reserve(i, spec, verdict.gpu_model)
+            board.reserve(i, spec, verdict.gpu_model, verdict.partition)
+            if search.not_now:  # merged below into a copy: the kind's reasons with this placement counted
+                needs.refresh()
             out.append(BatchResult(board.views[i], verdict, never, _merged(needs.not_now, search.not_now)))
         else:
             out.append(BatchResult(None, None, never, _merged(needs.not_now, search.not_now)))
@@ -69,5 +71,5 @@ def place_batch(jobs: list[tuple[JobSpec, str]], views: list[SiteView], now: dat
             del searches[key]
         kinds_left[kind] -= 1
         if not kinds_left[kind]:
-            board.needs.pop(kind)  # no later job needs its room kept current
+            board.needs.pop(kind).refresh()  # its reasons as they stand now; no later job needs them kept current
     return out

@@ -109,4 +109,6 @@ class SiteViewCache:
         for v in self._views.values():  # recounted from the database, with any placement since
             v.fed_cpus = v.unseen_cpus = 0
             v.fed_gpus, v.unseen_gpus = {}, {}
+            for part in v.part_now.values():
+                part.unseen_cpus, part.unseen_gpus = 0, {}
         apply_attempts(self._views, active_attempts(session), self._sampled_at)

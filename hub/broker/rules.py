@@ -10,15 +10,15 @@ site rules out for good is refused at submission.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from hub.costs.pricing import Priced, cheapest
+from hub.costs.pricing import Priced, cheapest, footprint_per_hour
 from hub.estimates.model import Estimate, Stat, duration, estimate
 from shared.schemas.jobs import KIND_SOFTWARE, JobKind, JobSpec
 from shared.schemas.sites import WEEKDAYS, PartitionCost, SitePolicy
@@ -64,6 +64,37 @@ class PartitionView:
 
 
 @dataclass
+class PartitionNow:
+    """What the agent last reported of one partition (by name): CPUs and GPUs free on nodes up
+    now, free on powered-down nodes it could start (elastic partitions), the longest a start
+    may take; and what the hub has placed there since that report. Partitions that share nodes
+    (on premises) each report the shared nodes; the site's totals bound them together."""
+
+    cpus_free: int = 0
+    cpus_bootable: int = 0
+    gpus_free: dict[str, int] = field(default_factory=dict)
+    gpus_bootable: dict[str, int] = field(default_factory=dict)
+    boot_s: int = 0
+    unseen_cpus: int = 0
+    unseen_gpus: dict[str, int] = field(default_factory=dict)
+
+    def up(self, cpus: int, gpus: int, model: str | None) -> bool:
+        """Whether nodes up now have the footprint free."""
+        if cpus > self.cpus_free - self.unseen_cpus:
+            return False
+        return not gpus or (model is not None and gpus <= self.gpus_free.get(model, 0) - self.unseen_gpus.get(model, 0))
+
+    def startable(self, cpus: int, gpus: int, model: str | None) -> bool:
+        """Whether the footprint is free on nodes up now or on nodes that can be started."""
+        if cpus > self.cpus_free + self.cpus_bootable - self.unseen_cpus:
+            return False
+        if not gpus:
+            return True
+        assert model is not None
+        return gpus <= self.gpus_free.get(model, 0) + self.gpus_bootable.get(model, 0) - self.unseen_gpus.get(model, 0)
+
+
+@dataclass
 class Network:
     """What every site's view shares: dataset sizes, where each dataset is, and the measured
     throughput of past transfers between pairs of sites (source id, destination id) -> bytes/s."""
@@ -95,6 +126,8 @@ class SiteView:
     gpus_bootable: dict[str, int] = field(default_factory=dict)
     boot_s: int = 0
     jobs_pending: int = 0
+    # Per partition the agent reported (by name): room on each, so a job goes to one of them.
+    part_now: dict[str, PartitionNow] = field(default_factory=dict)
     # Federated work the hub has placed here and that holds resources.
     fed_cpus: int = 0
     fed_gpus: dict[str, int] = field(default_factory=dict)
@@ -116,6 +149,10 @@ class Verdict:
     score: float | None = None
     parts: dict[str, float] = field(default_factory=dict)
     gpu_model: str | None = None
+    partition: str | None = None  # the partition whose finish time and cost won (named in the reasons)
+    # What the agent is told to submit to (sbatch -p): the chosen partition, when the site's
+    # scheduler reported it by that name; else None, and the agent uses its configured default.
+    queue: str | None = None
 
 
 def _software_ok(spec: JobSpec, site: SiteView) -> str | None:
@@ -159,6 +196,22 @@ def partitions_for(spec: JobSpec, site: SiteView) -> list[PartitionView]:
     return [p for p in site.partitions if not p.spot]
 
 
+def _misfit(spec: JobSpec, p: PartitionView, gpus: bool = True) -> str | None:
+    """Why the job's footprint can never fit the partition (``gpus``: its GPUs per node too), or None."""
+    r = spec.resources
+    per_rank_cpus = r.threads_per_rank if r.mpi_ranks > 1 else r.cpus
+    per_rank_mem = r.memory_gb / r.mpi_ranks
+    if p.cores_per_node < per_rank_cpus:
+        return f"{p.name}: {p.cores_per_node} cores per node < {per_rank_cpus}"
+    if p.memory_gb_per_node < per_rank_mem:
+        return f"{p.name}: {p.memory_gb_per_node:g} GB per node < {per_rank_mem:g}"
+    if p.node_count * p.cores_per_node < r.cpus:
+        return f"{p.name}: {p.node_count * p.cores_per_node} cores in all < {r.cpus}"
+    if gpus and r.gpus and r.mpi_ranks == 1 and p.gpus_per_node < r.gpus:
+        return f"{p.name}: {p.gpus_per_node} GPUs per node < {r.gpus}"
+    return None
+
+
 def _hardware_ok(spec: JobSpec, site: SiteView) -> tuple[str | None, list[str]]:
     """(reason it can never fit, GPU models it could use)."""
     r = spec.resources
@@ -166,30 +219,20 @@ def _hardware_ok(spec: JobSpec, site: SiteView) -> tuple[str | None, list[str]]:
         return "describes no partitions and has not reported any", []
     if not partitions_for(spec, site):
         return "has only spot partitions and the job is not preemptible", []
-    per_rank_cpus = r.threads_per_rank if r.mpi_ranks > 1 else r.cpus
-    per_rank_mem = r.memory_gb / r.mpi_ranks
     models: list[str] = []
     reasons: list[str] = []
     for p in partitions_for(spec, site):
-        if p.cores_per_node < per_rank_cpus:
-            reasons.append(f"{p.name}: {p.cores_per_node} cores per node < {per_rank_cpus}")
+        if r.gpus and not _gpu_model_ok(spec, p.gpu_model):
+            if why := _misfit(spec, p, gpus=False):
+                reasons.append(why)
             continue
-        if p.memory_gb_per_node < per_rank_mem:
-            reasons.append(f"{p.name}: {p.memory_gb_per_node:g} GB per node < {per_rank_mem:g}")
+        if why := _misfit(spec, p):
+            reasons.append(why)
             continue
-        if p.node_count * p.cores_per_node < r.cpus:
-            reasons.append(f"{p.name}: {p.node_count * p.cores_per_node} cores in all < {r.cpus}")
-            continue
-        if r.gpus:
-            if not _gpu_model_ok(spec, p.gpu_model):
-                continue
-            if r.mpi_ranks == 1 and p.gpus_per_node < r.gpus:
-                reasons.append(f"{p.name}: {p.gpus_per_node} GPUs per node < {r.gpus}")
-                continue
-            assert p.gpu_model is not None
-            models.append(p.gpu_model)
-        else:
+        if not r.gpus:
             return None, []
+        assert p.gpu_model is not None
+        models.append(p.gpu_model)
     if r.gpus and not models:
         if r.gpu_model:
             return f"has no {r.gpu_model} GPUs" + (f" ({'; '.join(reasons)})" if reasons else ""), []
@@ -253,10 +296,21 @@ def in_window(policy: SitePolicy, now: datetime) -> bool:
     return False
 
 
-def runtime(spec: JobSpec, site: SiteView, gpu_model: str | None) -> Estimate:
+#: A job's run-time estimates by (GPU model, a site's learned statistics for its kind), kept by
+#: a caller that evaluates one job at many sites (they depend on nothing else).
+Runs = dict[tuple[str | None, Stat | None], Estimate]
+
+
+def runtime(spec: JobSpec, site: SiteView, gpu_model: str | None, runs: Runs | None = None) -> Estimate:
     """How long the job would run at the site (hub/estimates/model.py): its p50 prices it, its
     p90 decides whether a deadline is met; none exceeds the job's walltime."""
-    return estimate(spec, gpu_model, site.runtime_stats.get(spec.kind.value))
+    stat = site.runtime_stats.get(spec.kind.value)
+    if runs is None:
+        return estimate(spec, gpu_model, stat)
+    found = runs.get((gpu_model, stat))
+    if found is None:
+        found = runs[gpu_model, stat] = estimate(spec, gpu_model, stat)
+    return found
 
 
 def price(spec: JobSpec, site: SiteView, gpu_models: list[str]) -> Priced | None:
@@ -271,28 +325,9 @@ def _priced_run(priced: Priced, runtime: float) -> str:
     return f"{duration(runtime)} on {priced.partition}{' (spot)' if priced.spot else ''}{boot}"
 
 
-class Runtimes:
-    """``runtime`` for one job over many sites, each estimate made once per GPU model and
-    learned statistics: the sites without finished runs of the kind share one."""
-
-    def __init__(self) -> None:
-        self._made: dict[tuple[str | None, Stat | None], Estimate] = {}
-
-    def __call__(self, spec: JobSpec, site: SiteView, gpu_model: str | None) -> Estimate:
-        key = (gpu_model, site.runtime_stats.get(spec.kind.value))
-        made = self._made.get(key)
-        if made is None:
-            made = self._made[key] = runtime(spec, site, gpu_model)
-        return made
-
-
-RuntimeOf = Callable[[JobSpec, SiteView, str | None], Estimate]
-
-
-def within_max_cost(
-    spec: JobSpec, site: SiteView, models: list[str], run_time: RuntimeOf = runtime
-) -> tuple[str | None, list[str]]:
-    """(reason the job would cost more than its max_cost here, the GPU models it stays within at)."""
+def within_max_cost(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None = None) -> tuple[str | None, list[str]]:
+    """(reason the job would cost more than its max_cost here, the GPU models it stays within at).
+    ``runs``: the job's estimates kept by a caller that judges it at many sites."""
     if spec.max_cost is None:
         return None, models
     candidates = [[m] for m in models] if spec.resources.gpus else [[]]
@@ -300,7 +335,7 @@ def within_max_cost(
     for c in candidates:
         p = price(spec, site, c)
         if p is not None:
-            run = run_time(spec, site, c[0] if c else None).p50
+            run = runtime(spec, site, c[0] if c else None, runs).p50
             costs.append((p.cost(run), c, p, run))
     within = [c for cost, c, _, _ in costs if cost <= spec.max_cost]
     if within:
@@ -348,49 +383,151 @@ def needs_start(spec: JobSpec, site: SiteView, models: list[str]) -> bool:
     return bool(r.gpus) and not any(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0) >= r.gpus for m in models)
 
 
-def after_deadline(spec: JobSpec, site: SiteView, models: list[str], now: datetime, run_time: RuntimeOf = runtime) -> str | None:
-    """Why the job would likely finish after its deadline here (its run time's p90 from now,
-    plus a node's start-up if it needs one); None when it would not, or has no deadline."""
-    if spec.deadline is None:
+@dataclass(slots=True)
+class Option:
+    """The job on one of a site's partitions: its run time there (GPU model), the start-up of a
+    node it waits for (0 when nodes up now have room), and its price."""
+
+    partition: PartitionView
+    model: str | None
+    run: Estimate
+    startup: int
+    priced: Priced
+    reported: bool  # the agent reported this partition by name: it is told to submit there
+
+    cost: float = field(init=False)
+    finish: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cost = self.priced.cost(self.run.p50)
+        self.finish = self.run.p50 + self.startup
+
+
+def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
+    """The site's partitions the job may use (spot only if it is preemptible; GPU jobs: of
+    ``models``, with GPUs of that model within the site's share), each with its GPU model."""
+    r = spec.resources
+    for p in partitions_for(spec, site):
+        model = p.gpu_model if r.gpus else None
+        if r.gpus and (model not in models or p.node_count * p.gpus_per_node < r.gpus or gpus_available(site, model) < r.gpus):
+            continue
+        if _misfit(spec, p) is None:
+            yield p, model
+
+
+def _full(p: PartitionView, now: PartitionNow, model: str | None) -> str:
+    """E.g. 'c5-vcpu36: 4 CPUs free (counting nodes that can be started)'."""
+    gpus = f", {max(now.gpus_free.get(model, 0) - now.unseen_gpus.get(model, 0), 0)} {model} GPUs" if model else ""
+    startable = " (counting nodes that can be started)" if now.cpus_bootable or now.gpus_bootable else ""
+    return f"{p.name}: {max(now.cpus_free + now.cpus_bootable - now.unseen_cpus, 0)} CPUs{gpus} free{startable}"
+
+
+def partition_room(spec: JobSpec, site: SiteView, models: list[str]) -> str | None:
+    """Why none of the partitions the job may use has room now, by what the agent reported of
+    each, or None. A partition it did not report is judged by the site's room (``room``)."""
+    if not site.part_now:
         return None
-    priced = price(spec, site, models)
-    late = run_time(spec, site, models[0] if models else None).p90
-    starting = ((priced.startup_s if priced else 0) or site.boot_s) if needs_start(spec, site, models) else 0
-    finish = now + timedelta(seconds=late + starting)
-    if finish <= spec.deadline:
+    r = spec.resources
+    full = []
+    for p, model in _usable(spec, site, models):
+        now = site.part_now.get(p.name)
+        if now is None or now.startable(r.cpus, r.gpus, model):
+            return None
+        full.append(_full(p, now, model))
+    return "no partition has room now: " + "; ".join(full) if full else None
+
+
+def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None = None) -> list[Option]:
+    """The partitions the job may use (``_usable``) that have room now (``partition_room``),
+    priced. A partition the agent reported is judged by its own room; one it did not (a
+    scheduler that names its queues otherwise, the local backend) by the site's."""
+    r = spec.resources
+    out: list[Option] = []
+    runs = {} if runs is None else runs
+    for p, model in _usable(spec, site, models):
+        now = site.part_now.get(p.name)
+        if now is None:
+            boots = needs_start(spec, site, [model] if model else [])
+        elif now.startable(r.cpus, r.gpus, model):
+            boots = not now.up(r.cpus, r.gpus, model)
+        else:
+            continue
+        per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
+        # A node already up is not started again, nor paid for again.
+        startup = (charged or (now.boot_s if now else 0) or site.boot_s) if boots else 0
+        priced = Priced(p.name, per_hour, startup, p.spot)
+        out.append(Option(p, model, runtime(spec, site, model, runs), startup, priced, now is not None))
+    return out
+
+
+def _limits(spec: JobSpec, opts: list[Option], now: datetime) -> tuple[list[Option], str | None]:
+    """The options within the job's deadline (at the run time's p90) and max_cost, or why none is."""
+    if spec.deadline is not None:
+        timely = [o for o in opts if now + timedelta(seconds=o.run.p90 + o.startup) <= spec.deadline]
+        if not timely:
+            soonest = min(opts, key=lambda o: o.run.p90 + o.startup)
+            finish = now + timedelta(seconds=soonest.run.p90 + soonest.startup)
+            return [], (
+                f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {duration(soonest.run.p90)}), after the "
+                f"deadline {spec.deadline.astimezone(finish.tzinfo):%Y-%m-%d %H:%M} UTC"
+            )
+        opts = timely
+    if spec.max_cost is not None:
+        within = [o for o in opts if o.cost <= spec.max_cost]
+        if not within:
+            cheap = min(opts, key=lambda o: o.cost)
+            return [], (f"would cost ≈ {cheap.cost:.2f} ({_priced_run(cheap.priced, cheap.run.p50)}) on the partitions "
+                        f"with room now, above the job's max_cost {spec.max_cost:g}")  # fmt: skip
+        opts = within
+    return opts, None
+
+
+def beyond_limits(spec: JobSpec, site: SiteView, models: list[str], now: datetime, runs: Runs | None = None) -> str | None:
+    """Why the job's deadline or max_cost rules the site out now on the partitions with room
+    (``evaluate_now``'s last check, for a site that is open and has room), or None."""
+    if spec.deadline is None and spec.max_cost is None:
         return None
-    return (
-        f"would likely finish by {finish:%Y-%m-%d %H:%M} UTC (p90 run time {duration(late)}), after the "
-        f"deadline {spec.deadline.astimezone(finish.tzinfo):%Y-%m-%d %H:%M} UTC"
-    )
+    opts = options(spec, site, models, runs)
+    return _limits(spec, opts, now)[1] if opts else None
+
+
+_LOG_TIE_BAND = math.log(TIE_BAND)
+
+
+def _band(ranked_s: float) -> int:
+    """Finish times within TIE_BAND of each other share a band (under a minute, all finish "now")."""
+    return math.floor(math.log(max(ranked_s, 60.0)) / _LOG_TIE_BAND)
 
 
 def evaluate_now(
-    spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str], run_time: RuntimeOf = runtime
+    spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str], runs: Runs | None = None
 ) -> Verdict:
     """The part of ``evaluate`` that changes from moment to moment, for a site that passed the
-    static checks. ``run_time``: ``runtime``, or a ``Runtimes`` kept for jobs alike."""
+    static checks. The job goes to the site's partition where it finishes first, near-ties
+    (the band the site is ranked by) broken by cost, then by name. ``runs``: the job's
+    estimates kept by a caller that evaluates it at many sites."""
     reasons = closed(site, now, avoid)
-    late = after_deadline(spec, site, models, now, run_time)
-    if late:
-        reasons.append(late)
     if reasons:
         return Verdict(site.name, eligible=False, reasons=reasons)
     r = spec.resources
-    short, chosen_model, headroom, boots = room(spec, site, models)
+    short, _, _, _ = room(spec, site, models)
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
-    free_cpus = site.cpus_free - site.unseen_cpus
-    run = run_time(spec, site, chosen_model)
-    priced = price(spec, site, [chosen_model] if chosen_model else [])
-    startup = ((priced.startup_s if priced else 0) or site.boot_s) if boots else 0
-    if priced is not None and priced.startup_s != startup:
-        priced = replace(priced, startup_s=startup)  # a node already up is not started again, nor paid for again
-    cost = priced.cost(run.p50) if priced else 0.0
+    opts = options(spec, site, models, runs)
+    assert opts, "room() found a partition with room"
+    opts, beyond = _limits(spec, opts, now)
+    if beyond is not None:
+        return Verdict(site.name, eligible=False, reasons=[beyond])
     copy_s, copy_bytes = copy_time(spec, site)
-    finish_s = copy_s + run.p50 + startup
     # Expected time to an answer: a site that loses 1 attempt in 5 takes 1/0.8 as long, on average.
-    ranked = finish_s / max(site.reliability, 0.05) * (GPU_SITE_PENALTY if not r.gpus and site.gpus_total else 1.0)
+    slow = (GPU_SITE_PENALTY if not r.gpus and site.gpus_total else 1.0) / max(site.reliability, 0.05)
+    o = min(opts, key=lambda x: (_band((copy_s + x.finish) * slow), x.cost, x.partition.name))
+    run, startup, cost, model = o.run, o.startup, o.cost, o.model
+    if model:
+        headroom = (gpus_available(site, model) - r.gpus) / max(site.gpus_total.get(model, 1), 1)
+    else:
+        headroom = (cpus_available(site) - r.cpus) / max(site.cpus_total, 1)
+    finish_s = copy_s + run.p50 + startup
     parts = {
         "finish_s": round(finish_s, 1),
         "copy_s": round(copy_s, 1),
@@ -408,19 +545,33 @@ def evaluate_now(
     headroom = max(min(parts["capacity"], 1.0), 0.0)
     tie = (TIE_WEIGHTS["cost"] * cost / (1 + cost) + TIE_WEIGHTS["locality"] * (1 - parts["locality"])
            + TIE_WEIGHTS["capacity"] * (1 - headroom) + TIE_WEIGHTS["queue"] * (1 - parts["queue"]))  # fmt: skip
-    band = math.floor(math.log(max(ranked, 60.0)) / math.log(TIE_BAND))  # under a minute, all finish "now"
-    score = round(1000 - band - tie, 6)
-    why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {chosen_model} GPUs"] if chosen_model else [])
+    score = round(1000 - _band(finish_s * slow) - tie, 6)
+    free_cpus = site.cpus_free - site.unseen_cpus
+    why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {model} GPUs"] if model else [])
     copying = (
         f"{duration(copy_s)} copying {human_bytes(copy_bytes)}" if copy_bytes else "inputs here" if spec.inputs else "no inputs"
     )
     boot = f", {duration(startup)} start-up of a powered-down node" if startup else ""
-    why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.describe()}{boot}")
-    if priced is not None and priced.per_hour > 0:
-        why.append(f"≈ {cost:.2f} for {_priced_run(priced, run.p50)}")
+    why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.described}{boot}")
+    if o.priced.per_hour > 0:
+        why.append(f"≈ {cost:.2f} for {_priced_run(o.priced, run.p50)}")
     if not r.gpus and site.gpus_total:
         why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
-    return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=chosen_model)
+    if len(site.partitions) > 1:
+        why.append(_partition_choice(o, [x for x in opts if x is not o]))
+    return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=model,
+                   partition=o.partition.name, queue=o.partition.name if o.reported else None)  # fmt: skip
+
+
+def _partition_choice(chosen: Option, others: list[Option]) -> str:
+    """E.g. 'partition g5-spot (spot): soonest finish (within 10 %), then cheapest; g5: ~1 h 05 m, ≈ 5.67'
+    (the run and start-up on each: the copy is the same for every partition of the site)."""
+    spot = " (spot)" if chosen.partition.spot else ""
+    alt = [f"{x.partition.name}: ~{duration(x.finish)}" + (f", ≈ {x.cost:.2f}" if x.priced.per_hour > 0 else "")
+           for x in sorted(others, key=lambda x: (x.finish, x.cost, x.partition.name))[:3]]  # fmt: skip
+    return f"partition {chosen.partition.name}{spot}: soonest finish (within 10 %), then cheapest" + (
+        f"; {'; '.join(alt)}" if alt else ""
+    )
 
 
 def closed(site: SiteView, now: datetime, avoid: set[str]) -> list[str]:
@@ -458,7 +609,8 @@ def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], s
     a node started). Free now means on nodes that are up; capacity on powered-down nodes of
     elastic partitions counts too, after a node start-up the job waits for only when it
     needs such a node. A GPU model free on nodes up now is chosen first, then the one with
-    the most available."""
+    the most available. With the site's room, one of the partitions the job may use must have
+    it too (``partition_room``)."""
     r = spec.resources
     reasons = []
     free_cpus = site.cpus_free - site.unseen_cpus
@@ -469,6 +621,8 @@ def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], s
     elif r.cpus > lend_cpus:
         reasons.append(f"needs {r.cpus} CPUs, the site's share leaves {max(lend_cpus, 0)} for the network")
     boots = r.cpus > free_cpus
+    if not reasons and (full := partition_room(spec, site, models)):
+        reasons.append(full)
     if not r.gpus:
         return reasons, None, (cpus_available(site) - r.cpus) / max(site.cpus_total, 1), boots
     best = None
@@ -514,8 +668,13 @@ def rank(verdicts: list[Verdict]) -> list[Verdict]:
     return sorted((v for v in verdicts if v.eligible), key=lambda v: (-(v.score or 0), v.site))
 
 
-def reserve(site: SiteView, spec: JobSpec, model: str | None) -> None:
-    """Account a placement in the view, so later jobs in the same pass see less free."""
+def reserve(site: SiteView, spec: JobSpec, model: str | None, partition: str | None = None) -> None:
+    """Account a placement in the view (and on its partition's), so later jobs in the same pass see less free."""
+    now = site.part_now.get(partition) if partition else None
+    if now is not None:
+        now.unseen_cpus += spec.resources.cpus
+        if model:
+            now.unseen_gpus[model] = now.unseen_gpus.get(model, 0) + spec.resources.gpus
     site.unseen_cpus += spec.resources.cpus
     site.fed_cpus += spec.resources.cpus
     if model:

@@ -44,10 +44,10 @@ from hub.broker.rules import (
     GPU_SITE_PENALTY,
     TIE_BAND,
     TIE_WEIGHTS,
-    Runtimes,
+    Runs,
     SiteView,
     Verdict,
-    after_deadline,
+    beyond_limits,
     closed,
     copy_time,
     cpus_available,
@@ -56,6 +56,7 @@ from hub.broker.rules import (
     gpus_available,
     institution_refused,
     locality,
+    partition_room,
     reserve,
     room,
     within_max_cost,
@@ -95,6 +96,7 @@ class Board:
         self.position = {v.name: i for i, v in enumerate(self.views)}
         self.closed = [next(iter(closed(v, now, set())), None) for v in self.views]
         self.open = np.array([c is None for c in self.closed], dtype=bool)
+        self.reported = np.array([bool(v.part_now) for v in self.views], dtype=bool)  # each partition's room
         self.cpus = np.array([cpus_available(v) for v in self.views], dtype=np.int64)
         self.cpus_total = np.array([max(v.cpus_total, 1) for v in self.views], dtype=np.float64)
         # Expected time to an answer grows by 1 / reliability; CPU jobs count GPU sites as later.
@@ -148,14 +150,16 @@ class Board:
             self.needs[key] = Needs(self, spec, fixed)
         return self.needs[key]
 
-    def reserve(self, i: int, spec: JobSpec, model: str | None) -> None:
-        """Account a placement at site ``i`` (``rules.reserve``) and in every kind of job's view of it."""
-        reserve(self.views[i], spec, model)
+    def reserve(self, i: int, spec: JobSpec, model: str | None, partition: str | None) -> None:
+        """Account a placement at site ``i`` (``rules.reserve``); every kind of job's view of the
+        site is recounted when next used (``Needs.refresh``), and a search tightens its bound on
+        the site only if the site comes up again (``Candidates.best``)."""
+        reserve(self.views[i], spec, model, partition)
         self.cpus[i] = cpus_available(self.views[i])
         for needs in self.needs.values():
-            needs.update(i)
+            needs.stale[i] = None
         for search in self.searches.values():
-            search.tighten(i)
+            search.stale[i] = None
 
     def special(self, spec: JobSpec) -> set[int]:
         """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
@@ -222,8 +226,13 @@ class Needs:
         if spec.resources.gpus:
             for i in range(len(views)):
                 self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
+        # Whether a partition the job may use has room, where the agent reported each one's (``rules.partition_room``).
+        self.part_ok = np.ones(len(views), dtype=bool)
+        for site in np.flatnonzero(fixed.ok & board.open & board.reported & self._site_fits()).tolist():
+            self.part_ok[site] = partition_room(spec, views[site], self.models[site]) is None
         # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
         self.not_now: dict[str, list[str]] = {}
+        self.stale: dict[int, None] = {}  # sites reserved since the last ``refresh``, in order
         self._short: dict[int, str] = {}
         for i, reason in enumerate(board.closed):
             if reason is not None and fixed.ok[i]:
@@ -241,10 +250,28 @@ class Needs:
         avail = [(gpus_available(view, m), max(view.gpus_total.get(m, 1), 1)) for m in self.models[i]]
         return max((a for a, _ in avail), default=-1), max(((a - gpus) / total for a, total in avail), default=0.0)
 
-    def fits(self) -> Bools:
-        """Sites with room for the job now (``rules.room`` with these models says nothing against them)."""
+    def refresh(self) -> Needs:
+        """Recount the sites reserved since the last refresh (``not_now`` is current after it).
+        For a CPU job, a site with room before and after, whose partitions' room the agent does
+        not report, is unchanged: only the others are recounted."""
+        if not self.stale:
+            return self
+        stale = np.fromiter(self.stale, dtype=np.int64, count=len(self.stale))
+        self.stale.clear()
+        if not self.spec.resources.gpus:
+            stale = stale[(self.board.cpus[stale] < self.spec.resources.cpus) | self.board.reported[stale]]
+        for i in stale.tolist():
+            self.update(i)
+        return self
+
+    def _site_fits(self) -> Bools:
         r = self.spec.resources
         return (self.board.cpus >= r.cpus) & (self.gpus >= r.gpus)
+
+    def fits(self) -> Bools:
+        """Sites with room for the job now (``rules.room`` with these models says nothing against them)."""
+        self.refresh()
+        return self._site_fits() & self.part_ok
 
     def update(self, i: int) -> None:
         """Site ``i``'s capacity changed: recount its room and why it has none."""
@@ -252,7 +279,12 @@ class Needs:
             return
         self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
         view = self.board.views[i]
-        short = room(self.spec, view, self.models[i])[0]
+        r = self.spec.resources
+        fits = self.board.cpus[i] >= r.cpus and self.gpus[i] >= r.gpus
+        if fits and view.part_now:
+            self.part_ok[i] = fits = partition_room(self.spec, view, self.models[i]) is None
+        # ``fits`` holds exactly when ``room`` finds nothing against the site: its words only when not.
+        short = [] if fits else room(self.spec, view, self.models[i])[0]
         old, new = self._short.pop(i, None), short[0] if short else None
         if old == new:
             if new is not None:
@@ -294,16 +326,20 @@ class Candidates:
     out: Bools = field(init=False)
     never: dict[str, list[str]] = field(default_factory=dict)
     not_now: dict[str, list[str]] = field(default_factory=dict)
+    # The job's run-time estimates by (GPU model, a site's learned statistics): sites alike share them.
+    runs: Runs = field(default_factory=dict)
+    stale: dict[int, None] = field(default_factory=dict)  # sites reserved since ``best`` last tightened them
+    # Exact verdicts of eligible sites not reserved since: a site's verdict changes only with its own view.
+    verdicts: dict[int, Verdict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        board, r = self.needs.board, self.spec.resources
+        board, r = self.needs.refresh().board, self.spec.resources
         self._fixed_part = self._without_headroom()
         spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
         # numpy's rounding to 4 places may differ from Python's in the last place: a margin here,
         # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
         self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.clip(spare + _PART, 0.0, 1.0))
         self.out = np.zeros(len(board.views), dtype=bool)
-        self._run_time = Runtimes()  # jobs alike have one estimate per GPU model and learned statistics
 
     def _without_headroom(self) -> Floats:
         """Each site's bound but for the headroom term (which work reserved there lowers)."""
@@ -332,9 +368,17 @@ class Candidates:
         headroom = max(min(round(spare, 4), 1.0), 0.0)
         self.bound[i] = float(self._fixed_part[i]) - TIE_WEIGHTS["capacity"] * (1 - headroom)
 
+    def _recount(self, i: int) -> None:
+        """Site ``i`` was reserved since it was last looked at: tighten its bound, forget its verdict."""
+        del self.stale[i]
+        self.tighten(i)
+        self.verdicts.pop(i, None)
+
     def best(self, institution: str, k: int = 1) -> list[tuple[int, Verdict]]:
         """The k sites (board indices) where the job finishes first, best first, exactly as
-        ranking every site's ``evaluate_now`` would order them."""
+        ranking every site's ``evaluate_now`` would order them. A site reserved since the last
+        search has its bound tightened only when it comes up: an untightened bound is still
+        above its score (reservations only lower it), so it is only looser."""
         board = self.needs.board
         keys = np.where(board.lends(institution) & self.needs.fits() & ~self.out, self.bound, -np.inf)
         found: list[tuple[float, int, Verdict]] = []  # (-score, index, verdict), kept sorted
@@ -345,8 +389,12 @@ class Candidates:
                 break
             if len(found) >= k and (-key, i) > (found[k - 1][0], found[k - 1][1]):
                 break  # no site left can beat the k-th (ties go to the earlier name)
+            if i in self.stale:
+                self._recount(i)
+                keys[i] = self.bound[i]
+                continue
             keys[i] = -np.inf
-            verdict = self._exact(i)
+            verdict = self.verdicts.get(i) or self._exact(i)
             if verdict is not None:
                 found.append((-(verdict.score or 0.0), i, verdict))
                 found.sort(key=lambda f: (f[0], f[1]))
@@ -358,16 +406,17 @@ class Candidates:
         view = self.needs.board.views[i]
         models = self.needs.models[i]
         if self.spec.max_cost is not None:
-            never, models = within_max_cost(self.spec, view, models, self._run_time)
+            never, models = within_max_cost(self.spec, view, models, self.runs)
             if never:
                 self.never.setdefault(never, []).append(view.name)
                 self.out[i] = True
                 return None
-        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set(), self._run_time)
+        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set(), self.runs)
         if not verdict.eligible:
             self.not_now.setdefault(verdict.reasons[0], []).append(view.name)
             self.out[i] = True
             return None
+        self.verdicts[i] = verdict
         return verdict
 
 
@@ -375,10 +424,11 @@ def ruled_out(needs: Needs, spec: JobSpec, institution: str) -> tuple[dict[str, 
     """(every site ruled out for the job, by the first reason ``rules.evaluate`` gives, sites and
     reasons in name order; how many of them for good) for a job with a max_cost or deadline.
 
-    Those limits rule out sites for reasons of their own that come before (max_cost: among the
-    checks for good) or instead of (deadline: before room) the ones the board keeps, so each
-    site that passes the checks for good is judged here; its run-time estimates are shared
-    with the sites alike (``rules.Runtimes``), so that costs little more than a vector pass."""
+    Those limits rule out sites for reasons of their own: max_cost among the checks for good,
+    and both again once a site is open and has room, on the partitions with room
+    (``rules.beyond_limits``). So each site that passes the checks for good is judged here;
+    the job's run-time estimates are shared by the sites alike (``rules.Runs``), so that
+    costs little more than a vector pass."""
     board, fixed = needs.board, needs.fixed
     first: list[str | None] = [None] * len(board.views)
     never = fixed.never_for(institution)
@@ -386,16 +436,17 @@ def ruled_out(needs: Needs, spec: JobSpec, institution: str) -> tuple[dict[str, 
         for name in names:
             first[board.position[name]] = reason
     for_good = sum(len(names) for names in never.values())
-    run_time = Runtimes()
+    runs: Runs = {}
     for i in map(int, np.flatnonzero(fixed.ok & board.lends(institution))):
         view, models = board.views[i], needs.models[i]
         why: str | None = None
         if spec.max_cost is not None:
-            why, models = within_max_cost(spec, view, models, run_time)
+            why, models = within_max_cost(spec, view, models, runs)
             for_good += why is not None
-        why = why or board.closed[i] or after_deadline(spec, view, models, board.now, run_time)
+        why = why or board.closed[i]
         if why is None:  # room, as evaluate_now judges it: on the models within max_cost
             why = needs.short(i) if models == needs.models[i] else next(iter(room(spec, view, models)[0]), None)
+        why = why or beyond_limits(spec, view, models, board.now, runs)
         first[i] = why
     groups: dict[str, list[str]] = {}
     for view, why in zip(board.views, first, strict=True):

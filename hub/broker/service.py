@@ -46,7 +46,8 @@ def ensure_possible(views: list[SiteView], spec: JobSpec, institution: str) -> N
 
 
 def _as_dict(v: Verdict) -> dict[str, Any]:
-    return {"site": v.site, "eligible": v.eligible, "reasons": v.reasons, "score": v.score, "score_parts": v.parts}
+    out = {"site": v.site, "eligible": v.eligible, "reasons": v.reasons, "score": v.score, "score_parts": v.parts}
+    return {**out, "partition": v.partition} if v.partition else out
 
 
 def _grouped(groups: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -166,7 +167,7 @@ def _place_job(
             )
         return None
     site = next(v for v in views if v.name == best.site)
-    reserve(site, spec, best.gpu_model)
+    reserve(site, spec, best.gpu_model, best.partition)
     return _offer(session, job, spec, site, best, now, notifier, decision.summary, decision.verdicts)
 
 
@@ -247,6 +248,7 @@ def _offer(
         cpus=spec.resources.cpus,
         gpus=spec.resources.gpus,
         gpu_model=best.gpu_model,
+        partition=best.queue,
     )
     session.add_all([job, attempt])
     session.add(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from hub.broker.rules import Network, PartitionView, SiteView
+from hub.broker.rules import Network, PartitionNow, PartitionView, SiteView
 from hub.capacity.models import CapacityLatest
 from hub.datasets.models import Dataset, Replica
 from hub.estimates.service import stats_by_site
@@ -56,30 +57,48 @@ def apply_snapshot(v: SiteView, snap: CapacityLatest, registry_partitions: bool)
     v.cpus_bootable = totals.cpus_bootable
     v.gpus_bootable = dict(totals.gpus_bootable)
     v.boot_s = max((p.get("resume_timeout_s") or 0 for p in snap.partitions if p.get("elastic")), default=0)
+    # Read as stored (validated when the heartbeat came): this runs for every site at each load.
+    v.part_now = {p["name"]: _partition_now(p) for p in snap.partitions}
 
 
-def active_attempts(session: Session) -> list[tuple[int, str, int, int, str | None, datetime | None, datetime]]:
-    """Federated work holding resources: (site, state, cpus, gpus, gpu model, started, started or claimed or offered).
+def _partition_now(p: dict[str, Any]) -> PartitionNow:
+    gpus = p.get("gpus", ())
+    return PartitionNow(
+        cpus_free=p.get("cpus_idle", 0), cpus_bootable=p.get("cpus_bootable", 0),
+        gpus_free={g["model"]: g.get("free", 0) for g in gpus},
+        gpus_bootable={g["model"]: g["bootable"] for g in gpus if g.get("bootable")}, boot_s=p.get("resume_timeout_s") or 0,
+    )  # fmt: skip
+
+
+Active = tuple[int, str, int, int, str | None, datetime | None, datetime, str | None]
+
+
+def active_attempts(session: Session) -> list[Active]:
+    """Federated work holding resources: (site, state, cpus, gpus, gpu model, started, started or claimed or offered,
+    partition).
     A job waiting for its inputs to be copied ("staging") holds its place too."""
     a = Attempt
     rows = session.execute(  # columns, not ORM objects: this runs for every submission (hub/broker/cache.py)
         sa_select(
-            *(col(c) for c in (a.site_id, a.state, a.cpus, a.gpus, a.gpu_model, a.started_at, a.claimed_at, a.offered_at))
+            *(
+                col(c)
+                for c in (a.site_id, a.state, a.cpus, a.gpus, a.gpu_model, a.started_at, a.claimed_at, a.offered_at, a.partition)
+            )
         ).where(col(a.state).in_(("staging", "offered", "claimed")))
     ).all()
-    return [(site, state, cpus, gpus, model, started, started or claimed or offered)
-            for site, state, cpus, gpus, model, started, claimed, offered in rows]  # fmt: skip
+    return [(site, state, cpus, gpus, model, started, started or claimed or offered, partition)
+            for site, state, cpus, gpus, model, started, claimed, offered, partition in rows]  # fmt: skip
 
 
 def apply_attempts(
     views: dict[int, SiteView],
-    attempts: list[tuple[int, str, int, int, str | None, datetime | None, datetime]],
+    attempts: list[Active],
     sampled_at: dict[int, datetime],
 ) -> set[int]:
     """Add active attempts to the views, and what the latest snapshot cannot have seen yet
     (sampled before the attempt started). The sites touched."""
     touched = set()
-    for site_id, state, cpus, gpus, model, started_at, started in attempts:
+    for site_id, state, cpus, gpus, model, started_at, started, partition in attempts:
         v = views.get(site_id)
         if v is None:
             continue
@@ -92,6 +111,10 @@ def apply_attempts(
             v.unseen_cpus += cpus
             if model:
                 v.unseen_gpus[model] = v.unseen_gpus.get(model, 0) + gpus
+            if (now := v.part_now.get(partition or "")) is not None:
+                now.unseen_cpus += cpus
+                if model:
+                    now.unseen_gpus[model] = now.unseen_gpus.get(model, 0) + gpus
     return touched
 
 

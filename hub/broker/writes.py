@@ -75,7 +75,8 @@ class PassWrites:
         number = attempts_before + 1
         self.attempts.append(
             {"id": uuid.uuid4().hex, "job_id": job_id, "number": number, "site_id": site.id, "offered_at": now,
-             "cpus": spec.resources.cpus, "gpus": spec.resources.gpus, "gpu_model": best.gpu_model}
+             "cpus": spec.resources.cpus, "gpus": spec.resources.gpus, "gpu_model": best.gpu_model,
+             "partition": best.queue}
         )  # fmt: skip
         self.jobs.append({"b_id": job_id, "b_attempt": number, "b_site_id": site.id, "b_updated_at": now})
         self.decision(job_id, number, now, "placed", summary, own, shared, site.name)

@@ -3,6 +3,7 @@ whether a new job may still be submitted, and what to warn about."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import func
@@ -21,9 +22,15 @@ from shared.schemas.costs import BudgetPublic, BudgetSet, BudgetState
 from shared.schemas.sites import PartitionCost
 
 
-def attempt_cost(session: Session, site_id: int, cpus: int, gpus: int, gpu_model: str | None, wall_s: float) -> float:
-    """What an attempt that held ``cpus``/``gpus`` for ``wall_s`` cost at the site: on the cheapest
-    of its registered partitions that fits (agents do not say which one ran it). 0 where the
+def attempt_cost(
+    session: Session, site_id: int, cpus: int, gpus: int, gpu_model: str | None, wall_s: float,
+    partition: str | None = None, node_started: bool | None = None,
+) -> float:  # fmt: skip
+    """What an attempt that held ``cpus``/``gpus`` for ``wall_s`` cost at the site: on the
+    partition the broker sent it to, or (attempts from before partitions were chosen, a
+    partition since removed) on the cheapest of the site's registered partitions that fits.
+    A cloud node's start-up is charged when the agent said a node was started for the attempt,
+    or did not say (older agents); not when the attempt ran on a node already up. 0 where the
     site declares no prices."""
     rows = session.exec(select(PartitionRow).where(PartitionRow.site_id == site_id)).all()
     views = [
@@ -31,8 +38,13 @@ def attempt_cost(session: Session, site_id: int, cpus: int, gpus: int, gpu_model
                       r.gpus_per_node, r.spot, PartitionCost.model_validate(r.cost) if r.cost else None)
         for r in rows
     ]  # fmt: skip
-    priced = cheapest(views, cpus, gpus, {gpu_model} if gpus and gpu_model else None)
-    return round(priced.cost(wall_s), 6) if priced is not None else 0.0
+    models = {gpu_model} if gpus and gpu_model else None
+    priced = cheapest([p for p in views if p.name == partition], cpus, gpus, models) or cheapest(views, cpus, gpus, models)
+    if priced is None:
+        return 0.0
+    if node_started is False:
+        priced = replace(priced, startup_s=0)
+    return round(priced.cost(wall_s), 6)
 
 
 def month_start(now: datetime) -> datetime:

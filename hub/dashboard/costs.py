@@ -89,8 +89,8 @@ def estimate_beside_actual(
                 "cost": entry.cost if shown else None,
                 "cost_shown": shown,
             }
-        rows.append({"attempt": a.number, "site": site, "gpu_model": a.gpu_model, "estimate": estimate, "actual": actual,
-                     "compared": _compared(estimate, entry)})  # fmt: skip
+        rows.append({"attempt": a.number, "site": site, "partition": a.partition, "gpu_model": a.gpu_model,
+                     "estimate": estimate, "actual": actual, "compared": _compared(estimate, entry)})  # fmt: skip
     return rows
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import tomllib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,11 @@ class Estimate:
     p90: float
     runs: int  # finished runs of this kind at this site it learned from
     basis: str  # what the prior was built from, in words
+
+    @cached_property
+    def described(self) -> str:
+        """``describe()``, kept: an estimate shared by many verdicts is described once."""
+        return self.describe()
 
     def describe(self) -> str:
         learned = f"learned from {self.runs} run{'s' if self.runs != 1 else ''} here" if self.runs else "no runs here yet"

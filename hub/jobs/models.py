@@ -57,6 +57,10 @@ class Attempt(SQLModel, table=True):
     cpus: int = 1
     gpus: int = 0
     gpu_model: str | None = Field(default=None, max_length=100)
+    partition: str | None = Field(default=None, max_length=63, description="The partition the broker chose (sbatch -p)")
+    node_started: bool | None = Field(
+        default=None, description="The agent says a node was started for it (a powered-down cloud node); None: not said"
+    )
     offered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)

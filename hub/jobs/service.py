@@ -312,6 +312,7 @@ def assignments(session: Session, site: Site, settings: HubSettings) -> list[Ass
                 lease_s=lease_for(site, settings),
                 institution=job.institution,
                 inputs=input_paths(session, JobSpec.model_validate(job.spec), attempt.site_id) if action == "run" else {},
+                partition=attempt.partition,
             )
         )
     return out
@@ -359,7 +360,8 @@ def claim(session: Session, principal: Principal, attempt_id: str, settings: Hub
         raise Conflict(f"attempt {attempt_id} is {attempt.state}, not offered; it cannot be claimed")
     states.move(session, job, JobState.INITIALIZING, f"claimed by {site.name}")
     return Assignment(attempt_id=attempt.id, job_id=job.id, attempt=attempt.number, action="run",
-                      spec=JobSpec.model_validate(job.spec), lease_s=lease, institution=job.institution)  # fmt: skip
+                      spec=JobSpec.model_validate(job.spec), lease_s=lease, institution=job.institution,
+                      partition=attempt.partition)  # fmt: skip
 
 
 def refuse(session: Session, principal: Principal, attempt_id: str, reason: str) -> Job:
@@ -391,7 +393,8 @@ def _ledger(session: Session, attempt: Attempt, job: Job, site_name: str, ended:
     session.add(UsageEntry(
         attempt_id=attempt.id, job_id=job.id, site=site_name, institution=job.institution, started_at=started, ended_at=ended,
         wall_s=wall_s, cpus=attempt.cpus, gpus=attempt.gpus, gpu_model=attempt.gpu_model, final_state=final,
-        cost=attempt_cost(session, attempt.site_id, attempt.cpus, attempt.gpus, attempt.gpu_model, wall_s),
+        cost=attempt_cost(session, attempt.site_id, attempt.cpus, attempt.gpus, attempt.gpu_model, wall_s,
+                          attempt.partition, attempt.node_started),
     ))  # fmt: skip
 
 
@@ -432,6 +435,8 @@ def report(session: Session, principal: Principal, attempt_id: str, r: AttemptRe
     attempt.lease_expires_at = now + timedelta(seconds=lease_for(site, settings))
     if r.started_at and attempt.started_at is None:
         attempt.started_at = r.started_at
+    if r.node_started is not None:
+        attempt.node_started = r.node_started
     if r.tes is not None:
         record_tes_result(session, job.id, attempt.number, r.tes)
     job.stdout_tail = _tail(job.stdout_tail, r.stdout_tail)

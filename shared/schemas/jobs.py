@@ -263,6 +263,7 @@ class SiteVerdict(BaseModel):
     reasons: list[str] = Field(description="Why the site was ruled out, or what counted for it")
     score: float | None = None
     score_parts: dict[str, float] = Field(default_factory=dict)
+    partition: str | None = Field(default=None, description="The partition of the site the job would run on (eligible sites)")
 
 
 class RuntimeEstimate(BaseModel):
@@ -321,6 +322,11 @@ class Assignment(BaseModel):
     lease_s: float
     institution: str
     inputs: dict[str, str] = Field(default_factory=dict, description="Input dataset id -> its location at this site")
+    partition: str | None = Field(
+        default=None,
+        description="The partition the broker chose, one the agent reported: submit there (sbatch -p). None: the "
+        "agent's own default (an older hub, or a site whose scheduler does not name the registry's partitions)",
+    )
 
 
 class AssignmentBatch(BaseModel):
@@ -343,6 +349,11 @@ class AttemptReport(BaseModel):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     tes: TesResult | None = Field(default=None, description="TES tasks: executors' logs and outputs, with the end")
+    node_started: bool | None = Field(
+        default=None,
+        description="Whether a node had to be started for the job (a powered-down cloud node): the ledger charges "
+        "the node's start-up only then. None: not known (yet)",
+    )
 
     @model_validator(mode="after")
     def _reportable(self) -> AttemptReport:

@@ -49,7 +49,12 @@ def batch_script(h: JobHandle, spec: JobSpec, cfg: ExecutorSection) -> str:
         f"#SBATCH --time={max(1, -(-r.walltime_s // 60))}",
         "#SBATCH --no-requeue",  # the hub requeues, possibly elsewhere (see the module's docstring)
     ]
-    partition = cfg.gpu_partition if r.gpus and cfg.gpu_partition else cfg.partition
+    # The partition the broker chose (one this agent reported) where the site's own setting allows
+    # it (names none, or lists it); else the site's setting.
+    configured = cfg.gpu_partition if r.gpus and cfg.gpu_partition else cfg.partition
+    chosen = h.extra.get("partition")
+    allowed = [p.strip() for p in configured.split(",")] if configured else []
+    partition = chosen if chosen and (not allowed or chosen in allowed) else configured
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
     if r.gpus:
@@ -118,6 +123,26 @@ class SlurmExecutor:
             return f"its cloud node {', '.join(cloud) or nodes} was powered down or lost"
         return None
 
+    def _node_started(self, h: JobHandle, base: str) -> None:
+        """Find out once whether a node was started for the job, for the ledger (a cloud node's
+        start-up is paid for only then): the job waited in CONFIGURING (Slurm starting its
+        powered-down nodes), or once it has nodes, one's slurmd started after the job was
+        submitted (ParallelCluster starts slurmd as the instance boots). Unknown (not set) while
+        it has none, or when its nodes are gone."""
+        if "node_started" in h.extra or h.local_id is None:
+            return
+        if base == "CONFIGURING":
+            h.extra["node_started"] = True
+            return
+        job = self._job(h.local_id)
+        nodes, submitted = job.get("NodeList", ""), job.get("SubmitTime", "")
+        if not nodes or nodes == "(null)" or not submitted[:1].isdigit():
+            return
+        shown = self._run("scontrol", "show", "node", nodes, "-o", check=False)
+        starts = re.findall(r"\bSlurmdStartTime=(\S+)", shown.stdout) if shown.returncode == 0 else []
+        if starts:  # ISO times to the second in the controller's zone, compared as text: a boot takes longer than that
+            h.extra["node_started"] = any(t[:1].isdigit() and t > submitted for t in starts)
+
     def poll(self, h: JobHandle) -> Status:
         assert h.local_id is not None
         state, code = self._state(h.local_id)
@@ -129,6 +154,7 @@ class SlurmExecutor:
                 return Status(JobState.CANCELED, None, "canceled")
             return Status(JobState.SYSTEM_ERROR, None, f"Slurm no longer knows job {h.local_id} and it left no exit code")
         base = state.split("+")[0]
+        self._node_started(h, base)
         tes = SLURM_TO_TES.get(base, JobState.RUNNING)
         requeued = base in REQUEUED or (tes is JobState.INITIALIZING and h.state == JobState.RUNNING.value)
         if requeued and not h.cancel_requested:  # it ran, and Slurm put it back in its queue

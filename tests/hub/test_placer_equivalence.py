@@ -8,7 +8,8 @@ node prices with start-up times, shares, institutions, countries, closed sites, 
 run times, datasets held at some sites and measured transfer rates between some pairs.
 The queues mix jobs with and without inputs (their own, or shared), RELION sizes, GPU and
 CPU jobs, deadlines (some no site can meet), max_cost (some that rule sites out) and jobs
-repeated as one spec object. Deliberately broken placers must fail the same comparison.
+repeated as one spec object. Half the sites report each partition's room, so jobs go to a
+partition with room and reservations are counted on it. Deliberately broken placers must fail the same comparison.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 from hub.broker import batch, search
 from hub.broker.batch import place_batch
-from hub.broker.rules import Network, PartitionView, SiteView, Verdict, evaluate, rank, reserve
+from hub.broker.rules import Network, PartitionNow, PartitionView, SiteView, Verdict, evaluate, rank, reserve
 from hub.broker.search import Fixed
 from hub.broker.service import decide_by_scan, decide_by_search, searchable
 from hub.estimates.model import Stat
@@ -81,6 +82,16 @@ def network(rng: random.Random, n: int) -> list[SiteView]:
             v.cpus_bootable = rng.randint(0, v.cpus_total - v.cpus_free)
             v.gpus_bootable = {m: rng.randint(0, t - v.gpus_free[m]) for m, t in v.gpus_total.items()}
             v.boot_s = rng.choice([0, 90, 300])
+        if rng.random() < 0.5:  # the agent reports each partition's room: a job goes to one with room
+            for p in parts:
+                cpus, gpus = p.node_count * p.cores_per_node, p.node_count * p.gpus_per_node
+                now = v.part_now[p.name] = PartitionNow(cpus_free=rng.randint(0, cpus), boot_s=rng.choice([0, 60]))
+                if p.gpu_model:
+                    now.gpus_free = {p.gpu_model: rng.randint(0, gpus)}
+                if v.cpus_bootable:
+                    now.cpus_bootable = rng.randint(0, cpus - now.cpus_free)
+                    if p.gpu_model:
+                        now.gpus_bootable = {p.gpu_model: rng.randint(0, gpus - now.gpus_free[p.gpu_model])}
         views.append(v)
     for d in datasets:  # each dataset at one site or two, sometimes none
         for holder in rng.sample(views, rng.choice([0, 1, 1, 2])):
@@ -132,7 +143,7 @@ def one_by_one(jobs: list[tuple[JobSpec, str]], views: list[SiteView], now: date
         if not ranked:
             out.append((None, None))
             continue
-        reserve(next(v for v in views if v.name == ranked[0].site), spec, ranked[0].gpu_model)
+        reserve(next(v for v in views if v.name == ranked[0].site), spec, ranked[0].gpu_model, ranked[0].partition)
         out.append((ranked[0].site, ranked[0]))
     return out
 
@@ -163,7 +174,7 @@ def submission_differences(seed: int, n_sites: int = 150, n_jobs: int = 80) -> t
         if decide_by_search(spec, institution, views, NOW, fixed) != scan:
             wrong.append(i)
         if scan.best is not None:
-            reserve(next(v for v in views if v.name == scan.best.site), spec, scan.best.gpu_model)
+            reserve(next(v for v in views if v.name == scan.best.site), spec, scan.best.gpu_model, scan.best.partition)
     return compared, wrong
 
 
@@ -209,7 +220,7 @@ def test_the_comparison_catches_a_wrong_placer(breakage: str, monkeypatch: pytes
 
 
 LIMITS_LEFT_OUT = {
-    "deadline": lambda mp: mp.setattr(search, "after_deadline", lambda *args: None),
+    "deadline": lambda mp: mp.setattr(search, "beyond_limits", lambda *args: None),
     "max_cost": lambda mp: mp.setattr(search, "within_max_cost", lambda spec, view, models, *rest: (None, models)),
 }
 

@@ -277,10 +277,10 @@ function runsTable(runs, currency) {
     const cmp = c ? `<td data-testid="ratio">${c.ratio.toFixed(2)}×</td>
       <td data-testid="inside">${c.inside_p10_p90 == null ? "?" : c.inside_p10_p90 ? "yes" : "no"}</td>`
       : `<td colspan="2" class="muted">${a && a.final_state !== "COMPLETE" ? "did not complete" : "—"}</td>`;
-    return `<tr data-testid="run-row" data-attempt="${r.attempt}"><td>${r.attempt}</td><td>${esc(r.site)}</td>${est}${act}${cmp}
+    return `<tr data-testid="run-row" data-attempt="${r.attempt}"><td>${r.attempt}</td><td>${esc(r.site)}${r.partition ? ` <span class="muted" data-testid="partition">${esc(r.partition)}</span>` : ""}</td>${est}${act}${cmp}
       <td>${e ? rangeStrip(e, a?.wall_s) : ""}</td></tr>`;
   }).join("");
-  return `<table data-testid="runs"><tr><th>attempt</th><th>site</th><th>run p50 (p10, p90)</th><th>copy</th><th>start-up</th>
+  return `<table data-testid="runs"><tr><th>attempt</th><th>site (partition)</th><th>run p50 (p10, p90)</th><th>copy</th><th>start-up</th>
     <th>est. cost</th><th>learned from</th><th>actual run</th><th>actual cost</th><th>actual / p50</th><th>inside p10–p90</th>
     <th>range</th></tr>${rows}</table>`;
 }
