@@ -8,7 +8,7 @@ Existing rows keep NULL: unknown, priced as before (the cheapest partition that 
 start-up charged on cloud partitions).
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0018
 """
 
 from alembic import op
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 
 revision = '0020'
-down_revision = '0016'
+down_revision = '0018'
 branch_labels = None
 depends_on = None
 
