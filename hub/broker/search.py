@@ -123,8 +123,8 @@ class Board:
         self.searches: dict[str, Candidates] = {}  # by ``job_key``: those still to place jobs, kept tight
 
     def update(self, i: int) -> None:
-        """Site ``i``'s view changed (a capacity report, work placed or ended there): recount
-        what the board keeps of it. The rest of a view changes only with the registry, on a new board."""
+        """Site ``i``'s view changed (a capacity report, work placed or ended there, its
+        reliability): recount what the board keeps of it. The rest of a view changes only with the registry, on a new board."""
         v = self.views[i]
         self.closed[i] = next(iter(closed(v, self.now, set())), None)
         self.open[i] = self.closed[i] is None
@@ -132,6 +132,7 @@ class Board:
         self.cpus_total[i] = max(v.cpus_total, 1)
         self.gpu_site[i] = bool(v.gpus_total)
         self.queue[i] = round(1 / (1 + v.jobs_pending), 4)
+        self.slowdown[i] = 1 / max(v.reliability, 0.05)
 
     def at(self, now: datetime, changed: Iterable[int]) -> Board:
         """The board kept between submissions (hub/broker/cache.py), for one more at ``now``: the
