@@ -25,10 +25,10 @@ a submission recounts those alone (``Board.at``); it is rebuilt with every full 
 
 What changes with time alone (each site's reliability over the last week, transfer rates,
 dataset sizes) and reachability swaps the version cannot see are re-read at least every
-``max_age_s``, for the sites it changed, without a full reload. Staleness bound: a snapshot committed late with an older ``received_at``
-than one already read (clock skew between hub processes, a slow transaction) is missed
-until then, at most ``max_age_s`` later (its ``sampled_at`` differs from the one read). Only placement at submission uses
-these views; the broker's pass (the sweep) loads fresh ones for every queued job, and an
+``max_age_s``, for the sites it changed, without a full reload. Staleness bound: a snapshot
+committed late with an older ``received_at`` than one already read (clock skew between hub
+processes, a slow transaction) is missed until then, at most ``max_age_s`` later (its
+``sampled_at`` differs from the one read). Only placement at submission uses these views; the broker's pass (the sweep) loads fresh ones for every queued job, and an
 agent may refuse an offer its site cannot run (the broker then avoids that site).
 
 Submissions in one process are placed one at a time on the shared views (a lock): a
