@@ -29,7 +29,8 @@ dataset sizes) and reachability swaps the version cannot see are re-read at leas
 committed late with an older ``received_at`` than one already read (clock skew between hub
 processes, a slow transaction) is missed until then, at most ``max_age_s`` later (its
 ``sampled_at`` differs from the one read). Only placement at submission uses these views;
-the broker's pass (the sweep) loads fresh ones for every queued job, and an agent may refuse an offer its site cannot run (the broker then avoids that site).
+the broker's pass (the sweep) loads fresh ones for every queued job, and an agent may refuse
+an offer its site cannot run (the broker then avoids that site).
 
 Submissions in one process are placed one at a time on the shared views (a lock): a
 placement reserves on them, and the next refresh recounts the reservations from the
