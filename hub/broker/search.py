@@ -103,6 +103,7 @@ class Board:
         self.slowdown = np.array([1 / max(v.reliability, 0.05) for v in self.views])
         self.gpu_site = np.array([bool(v.gpus_total) for v in self.views], dtype=bool)
         self.queue = np.array([round(1 / (1 + v.jobs_pending), 4) for v in self.views])
+        self.windowed = [i for i, v in enumerate(self.views) if v.policy.windows]  # open or closed by the clock
         networks = {id(v.network) for v in self.views}
         # Copying to a site that holds none of a job's inputs and has no measured transfer from
         # their holders takes the same time everywhere: computed once, on a site like that.
@@ -122,6 +123,30 @@ class Board:
         self.restricted = [i for i, v in enumerate(self.views) if v.policy.allowed_institutions is not None]
         self.needs: dict[str, Needs] = {}
         self.searches: dict[str, Candidates] = {}  # by ``job_key``: those still to place jobs, kept tight
+
+    def update(self, i: int) -> None:
+        """Site ``i``'s view changed (a capacity report, work placed or ended there, its
+        reliability): recount what the board keeps of it. The rest of a view changes only with the registry, on a new board."""
+        v = self.views[i]
+        self.closed[i] = next(iter(closed(v, self.now, set())), None)
+        self.open[i] = self.closed[i] is None
+        self.reported[i] = bool(v.part_now)
+        self.cpus[i] = cpus_available(v)
+        self.cpus_total[i] = max(v.cpus_total, 1)
+        self.gpu_site[i] = bool(v.gpus_total)
+        self.queue[i] = round(1 / (1 + v.jobs_pending), 4)
+        self.slowdown[i] = 1 / max(v.reliability, 0.05)
+
+    def at(self, now: datetime, changed: Iterable[int]) -> Board:
+        """The board kept between submissions (hub/broker/cache.py), for one more at ``now``: the
+        sites ``changed`` (by view id) and those with lending hours recounted, and what the
+        last submission derived from the board (``needs``, ``searches``) dropped. The work
+        is proportional to the sites that changed, not to the network."""
+        self.now = now
+        for i in {self.index[site_id] for site_id in changed if site_id in self.index}.union(self.windowed):
+            self.update(i)
+        self.needs, self.searches = {}, {}
+        return self
 
     def bias(self, kind: str) -> Floats:
         """e^bias of each site's learned run times for ``kind`` (hub/estimates/model.py)."""

@@ -111,11 +111,13 @@ def place_job(
     notifier: Notifier | None,
     last_summary: str | None = None,
     fixed: dict[str, Fixed] | None = None,
+    board: Board | None = None,
 ) -> Attempt | None:
     """Try to place one queued job; record the decision (waiting decisions only when they change).
-    ``fixed``: the checks for good per kind of job, kept by the caller for these views (hub/broker/cache.py)."""
+    ``fixed``: the checks for good per kind of job, kept by the caller for these views; ``board``:
+    a search board of these views kept by the caller, current at ``now`` (hub/broker/cache.py)."""
     with BROKER_SECONDS.labels("one job").time():
-        return _place_job(session, job, views, now, notifier, last_summary, fixed)
+        return _place_job(session, job, views, now, notifier, last_summary, fixed, board)
 
 
 class Decision(NamedTuple):
@@ -133,6 +135,7 @@ def _place_job(
     notifier: Notifier | None,
     last_summary: str | None,
     fixed: dict[str, Fixed] | None,
+    board: Board | None,
 ) -> Attempt | None:
     spec = JobSpec.model_validate(job.spec)
     # Sites that refused the job are avoided for good; sites where an attempt was lost or
@@ -149,7 +152,7 @@ def _place_job(
     hard = {names[i] for i in refused_at if i in names}
     soft = {names[i] for i in failed_at if i in names} - hard
     if not hard and not soft and searchable(spec, views):
-        decision = decide_by_search(spec, job.institution, views, now, fixed)
+        decision = decide_by_search(spec, job.institution, views, now, fixed, board)
     else:
         decision = decide_by_scan(spec, job.institution, views, now, hard, soft)
     best = decision.best
@@ -196,12 +199,18 @@ def searchable(spec: JobSpec, views: list[SiteView]) -> bool:
 
 
 def decide_by_search(
-    spec: JobSpec, institution: str, views: list[SiteView], now: datetime, fixed: dict[str, Fixed] | None
+    spec: JobSpec,
+    institution: str,
+    views: list[SiteView],
+    now: datetime,
+    fixed: dict[str, Fixed] | None,
+    board: Board | None = None,
 ) -> Decision:
     """``decide_by_scan``'s decision for a ``searchable`` job on views in name order (as the hub
     loads them), scoring only the sites that could be among the 10 best (hub/broker/search.py).
-    A job with a max_cost or deadline has every site judged against them (``search.ruled_out``)."""
-    board = Board(views, now, fixed)
+    A job with a max_cost or deadline has every site judged against them (``search.ruled_out``).
+    ``board``: one of these views kept by the caller and current (``Board.at``), else built here."""
+    board = Board(views, now, fixed) if board is None else board
     needs = board.needs_of(spec)
     ranked = [v for _, v in Candidates(needs, spec).best(institution, k=10)]
     if spec.max_cost is not None or spec.deadline is not None:

@@ -134,6 +134,22 @@ def transfer_rates(session: Session, now: datetime) -> dict[tuple[int, int], flo
     return {pair: statistics.median(rates) for pair, rates in samples.items()}
 
 
+def reliability(session: Session, now: datetime) -> dict[int, float]:
+    """Each site's reliability over the last week: lost attempts and system errors count
+    against it. Sites with no attempt ended in that week are left out (1.0)."""
+    good: dict[int, int] = defaultdict(int)
+    bad: dict[int, int] = defaultdict(int)
+    recent = session.exec(
+        select(Attempt.site_id, Attempt.state, Attempt.tes_state).where(col(Attempt.ended_at) >= now - RELIABILITY_WINDOW)
+    ).all()
+    for site_id, state, tes in recent:
+        if state == "lost" or tes == "SYSTEM_ERROR":
+            bad[site_id] += 1
+        elif state == "ended":
+            good[site_id] += 1
+    return {site_id: (good[site_id] + 1) / (good[site_id] + bad[site_id] + 1) for site_id in good.keys() | bad.keys()}
+
+
 def load_site_views(session: Session, now: datetime) -> list[SiteView]:
     return list(load_views(session, now)[0].values())
 
@@ -179,19 +195,9 @@ def load_views(session: Session, now: datetime) -> tuple[dict[int, SiteView], di
             views[site_id].datasets.add(dataset_id)
     for v in views.values():
         v.network = network
-    # Reliability over the last week: lost attempts and system errors count against a site.
-    good: dict[int, int] = defaultdict(int)
-    bad: dict[int, int] = defaultdict(int)
-    recent = session.exec(
-        select(Attempt.site_id, Attempt.state, Attempt.tes_state).where(col(Attempt.ended_at) >= now - RELIABILITY_WINDOW)
-    ).all()
-    for site_id, state, tes in recent:
-        if state == "lost" or tes == "SYSTEM_ERROR":
-            bad[site_id] += 1
-        elif state == "ended":
-            good[site_id] += 1
+    ran = reliability(session, now)
     for site_id, v in views.items():
-        v.reliability = (good[site_id] + 1) / (good[site_id] + bad[site_id] + 1)
+        v.reliability = ran.get(site_id, 1.0)
     for site_id, stats in stats_by_site(session).items():
         if site_id in views:
             views[site_id].runtime_stats = stats

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from hub.auth.principal import Principal
 from hub.broker.cache import SiteViewCache
 from hub.broker.rules import SiteView
-from hub.broker.search import Fixed
+from hub.broker.search import Board
 from hub.broker.service import ensure_possible, place_job
 from hub.broker.views import load_site_views
 from hub.costs import service as budgets
@@ -174,8 +174,8 @@ def submit(
         raise Conflict(f"the job's deadline {spec.deadline.isoformat()} has already passed")
     budgets.refuse_if_exhausted(session, principal.institution, currency)  # reads only: before the views' lock
     with site_views.views(session, now) if site_views else nullcontext(load_site_views(session, now)) as views:
-        fixed = site_views.fixed if site_views else None
-        return _place_new(session, principal, spec, notifier, views, now, fixed), True
+        board = site_views.board(now) if site_views else None
+        return _place_new(session, principal, spec, notifier, views, now, board), True
 
 
 def _place_new(
@@ -185,7 +185,7 @@ def _place_new(
     notifier: Notifier | None,
     views: list[SiteView],
     now: datetime,
-    fixed: dict[str, Fixed] | None,
+    board: Board | None,
 ) -> Job:
     assert principal.institution
     ensure_possible(views, spec, principal.institution)
@@ -199,7 +199,7 @@ def _place_new(
         session.flush()
     except IntegrityError as exc:  # a concurrent submit with the same key won
         raise Conflict(f"idempotency key {spec.idempotency_key!r} is being used by a concurrent request; retry") from exc
-    place_job(session, job, views, now, notifier, fixed=fixed)
+    place_job(session, job, views, now, notifier, board=board)
     session.flush()
     return job
 

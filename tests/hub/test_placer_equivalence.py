@@ -161,20 +161,26 @@ def differences(seed: int, placer: Placer, n_sites: int = 50, n_jobs: int = 250)
 
 
 def submission_differences(seed: int, n_sites: int = 150, n_jobs: int = 80) -> tuple[int, list[int]]:
-    """(jobs compared, the submissions whose recorded decision differs): one site list kept
-    between submissions, as a hub process keeps it, with each placement reserved on it."""
+    """(jobs compared, the submissions whose recorded decision differs): one site list and its
+    search board kept between submissions, as a hub process keeps them (hub/broker/cache.py),
+    with each placement reserved on the views and the board told which site changed."""
     views = sorted(network(random.Random(seed), n_sites), key=lambda v: v.name)  # as the hub loads them
     fixed: dict[str, Fixed] = {}
+    board: search.Board | None = None
+    changed: set[int] = set()
     compared, wrong = 0, []
     for i, (spec, institution) in enumerate(queue(random.Random(seed + 1000), n_jobs, n_sites)):
         if not searchable(spec, views):
             continue
         compared += 1
+        board = search.Board(views, NOW, fixed) if board is None else board.at(NOW, changed)
         scan = decide_by_scan(spec, institution, views, NOW, set(), set())
-        if decide_by_search(spec, institution, views, NOW, fixed) != scan:
+        if decide_by_search(spec, institution, views, NOW, fixed, board) != scan:
             wrong.append(i)
         if scan.best is not None:
-            reserve(next(v for v in views if v.name == scan.best.site), spec, scan.best.gpu_model, scan.best.partition)
+            site = next(v for v in views if v.name == scan.best.site)
+            reserve(site, spec, scan.best.gpu_model, scan.best.partition)
+            changed = {site.id}
     return compared, wrong
 
 
