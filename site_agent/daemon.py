@@ -32,7 +32,7 @@ from site_agent.discovery import Discovery, make_discovery
 from site_agent.discovery.base import storage_capacity
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import make_executor
-from site_agent.software import discover_software
+from site_agent.software import container_software, discover_software
 from site_agent.transfers.worker import TransferWorker
 from site_agent.work import Worker
 
@@ -74,13 +74,12 @@ class Agent:
     def measured_software(self) -> list[MeasuredSoftware] | None:
         """The software measured now, or None when unchanged since the hub acknowledged it."""
         cfg = self.settings.software
-        if not cfg.probe:
-            return None
         now = time.monotonic()
         if self.software_probed_at is None or now - self.software_probed_at >= cfg.probe_interval_s:
             self.software_probed_at = now
-            try:
-                self.worker.software = discover_software(cfg)
+            try:  # RELION builds when [software] probe is on; container runtimes and images always
+                relion = discover_software(cfg) if cfg.probe else []
+                self.worker.software = relion + container_software(self.settings.tes)
             except Exception:  # measuring software must never stop the heartbeat; keep the last list
                 log.exception("could not measure the installed software; reporting the last measurement")
             self.worker.software_ready.set()
