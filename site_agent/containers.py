@@ -35,8 +35,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.schemas.software import CONTAINER_RUNTIMES
+
 #: Runtimes the agent knows, in the order ``runtime = "auto"`` prefers them.
-RUNTIMES = ("apptainer", "singularity", "podman", "docker")
+RUNTIMES = CONTAINER_RUNTIMES
 OCI_RUNTIMES = ("podman", "docker")
 PROBE_TIMEOUT_S = 15
 _VERSION = re.compile(r"(\d+(?:\.\d+)+)")

@@ -6,10 +6,12 @@ when the client set ``backend_parameters_strict``, else it becomes a warning in 
 ``system_logs``. A malformed value is always refused: a wrong walltime must not run as the
 default.
 
-Images: a site lists the images it runs as software named ``image:<image>`` in its
-description (version ``host`` where its admin maps the image to running on the host), so
-the broker rules out sites without the image, and a task no site can run is refused with
-each site's verdict.
+Images: a site runs the images of its ``image:<name or pattern>`` software entries. Its
+agent reports them (measured software: version the container runtime, e.g. ``podman``, for
+its ``[tes] container_images``, ``host`` for its ``host_images``), with the container
+runtimes it found; an admin may also declare them in the site's description. The broker
+matches a task's ``image:<image>`` against the patterns and rules out the other sites, and a
+task no site can run is refused with each site's verdict (which names its runtimes).
 
 S3: a site lists the buckets its agent reaches (with the site's S3 settings) as software
 named ``s3:<bucket>``. A task's ``s3://`` inputs and outputs require those entries, so the
@@ -33,6 +35,7 @@ from hub.datasets.service import get_visible as get_visible_dataset
 from hub.errors import BadRequest, NotFound
 from hub.sites.models import Site, SoftwareRow
 from shared.schemas.jobs import DatasetRef, JobKind, JobSpec, PlacementConstraints, Resources, SoftwareRequirement
+from shared.schemas.software import IMAGE_PREFIX
 from shared.schemas.tes import TesTaskCreate, TesWork, TesWorkInput, s3_location
 from shared.validation import describe_errors
 
@@ -47,7 +50,6 @@ BACKEND_PARAMETERS: dict[str, str] = {
     "priority": "-100..100, higher runs first",
     "exclude_sites": "','-separated sites never to use",
 }
-IMAGE_PREFIX = "image:"
 S3_PREFIX = "s3:"
 _SOFTWARE_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.+-]{0,99})\s*([<>=!~].*)?$")
 
