@@ -23,7 +23,7 @@ $(SNAKEMAKE_VENV)/.installed: deploy/snakemake/requirements.txt deploy/snakemake
 ## install: Python dependencies into .venv, exactly as locked in uv.lock (and .venv-snakemake for Snakemake)
 install: $(VENV)/.installed $(SNAKEMAKE_VENV)/.installed
 
-## system-deps: PostgreSQL, Slurm, munge, Chromium, stress-ng and RELION from Debian's packages (as root, when missing)
+## system-deps: PostgreSQL, Slurm, munge, Chromium, stress-ng, RELION, podman and busybox-static from Debian's packages (as root, when missing)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
