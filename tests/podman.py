@@ -39,9 +39,7 @@ def podman_env(tmp: Path) -> dict[str, str]:
     """The environment variables that point podman at this test's own configuration and storage."""
     base = tmp / "podman"
     (base / "tmp").mkdir(parents=True, exist_ok=True)
-    (base / "storage.conf").write_text(
-        f'[storage]\ndriver = "vfs"\ngraphroot = "{base / "graph"}"\nrunroot = "{base / "run"}"\n'
-    )
+    (base / "storage.conf").write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{base / "graph"}"\nrunroot = "{base / "run"}"\n')
     (base / "containers.conf").write_text(
         '[containers]\nnetns = "none"\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n\n'
         f'[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'

@@ -12,6 +12,7 @@ removes the running container.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 IMAGE = "cryomesh-test/busybox:1"
 SITE = "box-site"
+IN_IMAGE = "cat in.txt > /out/a.txt; echo $GREETING; pwd; test -e /usr || echo no-usr"
 
 
 @pytest.fixture
@@ -46,7 +48,7 @@ def podman(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield env
     left = containers(env)  # a failed test must not leave containers running
     if left:
-        subprocess.run(["podman", "rm", "--force", "--time", "0", *left], env={**podman_env(tmp_path)}, check=False)
+        subprocess.run(["podman", "rm", "--force", "--time", "0", *left], env={**os.environ, **env}, check=False)
 
 
 @pytest.fixture
@@ -89,11 +91,8 @@ def test_a_task_runs_in_podman_an_unknown_image_is_refused_and_cancel_removes_th
                 tes.Output(path="/out/count.txt", url=f"file://{exports}/count.txt"),
             ],
             executors=[
-                tes.Executor(
-                    image=IMAGE, workdir="/data", env={"GREETING": "hi"},
-                    # In the image, not on the host: the host has /usr, the busybox root has not.
-                    command=["sh", "-c", "cat in.txt > /out/a.txt; echo $GREETING; pwd; test -e /usr || echo no-usr"],
-                ),  # fmt: skip
+                # In the image, not on the host: the host has /usr, the busybox root has not.
+                tes.Executor(image=IMAGE, workdir="/data", env={"GREETING": "hi"}, command=["sh", "-c", IN_IMAGE]),
                 tes.Executor(image=IMAGE, command=["wc", "-c"], stdin="/out/a.txt", stdout="/out/count.txt"),
                 tes.Executor(image=IMAGE, command=["ls", "/sys/class/net"]),  # no network: the loopback only
             ],
@@ -102,7 +101,8 @@ def test_a_task_runs_in_podman_an_unknown_image_is_refused_and_cancel_removes_th
     assert client.wait(task_id, timeout=180).state == "COMPLETE", agent.log.read_text()[-3000:]
     assert (exports / "a.txt").read_text() == "hello\n"
     assert (exports / "count.txt").read_text().strip() == "6"
-    r = httpx.get(f"{hub.url}/ga4gh/tes/v1/tasks/{task_id}", params={"view": "FULL"}, headers={"Authorization": f"Bearer {token}"})
+    auth = {"Authorization": f"Bearer {token}"}
+    r = httpx.get(f"{hub.url}/ga4gh/tes/v1/tasks/{task_id}", params={"view": "FULL"}, headers=auth)
     ga4gh_schemas.tes_task(r.json(), "FULL")
     log = r.json()["logs"][-1]
     assert log["metadata"]["site"] == SITE
@@ -110,8 +110,9 @@ def test_a_task_runs_in_podman_an_unknown_image_is_refused_and_cancel_removes_th
     assert log["logs"][0]["stdout"] == "hi\n/data\nno-usr\n" and log["logs"][2]["stdout"] == "lo\n"
 
     # An image no site runs: refused at once, each site's verdict said.
-    r = httpx.post(f"{hub.url}/ga4gh/tes/v1/tasks", headers={"Authorization": f"Bearer {token}"},
-                   json={"executors": [{"image": "ubuntu:24.04", "command": ["true"]}]})  # fmt: skip
+    r = httpx.post(
+        f"{hub.url}/ga4gh/tes/v1/tasks", headers=auth, json={"executors": [{"image": "ubuntu:24.04", "command": ["true"]}]}
+    )
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "BadRequest", r.text
     detail = r.json()["detail"]

@@ -92,7 +92,7 @@ def test_a_runtime_that_is_not_installed_is_refused_at_start(tmp_path: Path, mon
     with pytest.raises(ConfigError, match="runtime 'auto': no container runtime is installed"):
         load_settings(config)
     config.write_text('[tes]\nruntime = "podman"\ncontainer_image = ["busybox:*"]\n')
-    with pytest.raises(ConfigError, match="tes.container_image: unknown field; did you mean 'container_images'"):
+    with pytest.raises(ConfigError, match=r"tes\.container_image: unknown field; did you mean 'container_images'"):
         load_settings(config)
 
 
