@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from shared.schemas.jobs import JobKind, JobSpec
 from shared.schemas.tes import TesWork
-from site_agent.config import ConfigError, TesSection, load_settings
+from site_agent.config import AgentSettings, ConfigError, TesSection, load_settings
 from site_agent.containers import Mount, Runtime, choose, container_name, detect, is_image_archive, run_argv, stop_argv
 from site_agent.software import container_software
 from site_agent.tes_run import Runner, StagingError
+from site_agent.tes_work import container, refusal
 from tests.podman import busybox_rootfs, require_podman
+from tests.test_startup_errors import cli, one_error_line
 
 PODMAN = Runtime("podman", "4.3.1", "/usr/bin/podman")
 DOCKER = Runtime("docker", "24.0.5", "/usr/bin/docker")
@@ -137,3 +140,31 @@ def test_the_task_paths_mounted_into_a_container(tmp_path: Path) -> None:
     at_root = {**work, "outputs": [{"path": "/a.txt", "url": "file:///e/a"}]}
     with pytest.raises(StagingError, match="'/' cannot be mounted"):
         Runner(tmp_path, {"work": TesWork.model_validate(at_root).model_dump()}).mounts()
+
+
+def test_a_site_runs_allowed_images_in_its_runtime_and_refuses_the_rest(tmp_path: Path) -> None:
+    require_podman()
+    rootfs = busybox_rootfs(tmp_path)
+    settings = AgentSettings(tes=TesSection(runtime="podman", container_images=["busybox:*"],
+                                            image_files={"busybox:1": rootfs}, host_images=["python:3.*"]))  # fmt: skip
+
+    def spec(image: str) -> JobSpec:
+        work = TesWork.model_validate({"executors": [{"image": image, "command": ["true"]}]})
+        return JobSpec(name="t", kind=JobKind.GENERIC_COMMAND, tes=work)
+
+    assert refusal(settings, spec("busybox:1")) is None and refusal(settings, spec("python:3.11")) is None
+    assert refusal(settings, spec("ubuntu:24.04")) == (
+        "image ubuntu:24.04 is not allowed at this site (not in its [tes] container_images or host_images)"
+    )
+    how = container(settings, "busybox:1")
+    assert how is not None and how["runtime"]["name"] == "podman" and how["image_file"] == str(rootfs)
+    assert how["network"] is False
+    assert container(settings, "python:3.11") is None  # mapped to the host
+
+
+def test_agent_run_with_a_runtime_not_installed_stops_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text('[tes]\nruntime = "singularity"\n')  # no Debian package: not installed here
+    message = one_error_line(cli("agent", "run", "--config", str(config), tmp=tmp_path))
+    assert message.startswith(f"{config}: tes: "), message
+    assert message.endswith("runtime 'singularity': singularity cannot be used (singularity is not on PATH)"), message
