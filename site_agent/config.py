@@ -166,7 +166,8 @@ class AuditSection(StrictModel):
     min_sample: int = Field(default=3, ge=0, description="At least this many files are checksummed per replica")
 
 
-#: An image name or shell pattern; reported to the hub as software 'image:<pattern>' (at most 100 characters).
+#: An image name or shell pattern; reported to the hub as software 'image:<pattern>' (at most 100 characters;
+#: with the RELION builds and the runtimes, the images fit the heartbeat's 200 software entries).
 ImagePattern = Annotated[str, Field(min_length=1, max_length=94)]
 
 
@@ -180,7 +181,7 @@ class TesSection(StrictModel):
         "singularity, podman, docker), or one by name; a runtime named here that is not installed stops the agent",
     )
     container_images: list[ImagePattern] = Field(
-        default_factory=list, max_length=100,
+        default_factory=list, max_length=80,
         description="Images (shell patterns, e.g. 'docker.io/library/python:3.*') whose executors run in the "
         "container runtime, one container each; checked before host_images",
     )  # fmt: skip
@@ -192,7 +193,7 @@ class TesSection(StrictModel):
     container_network: bool = Field(default=False, description="Containers may use the network (default: none)")
     _runtime: containers.Runtime | None = PrivateAttr(default=None)
     host_images: list[ImagePattern] = Field(
-        default_factory=list, max_length=90,
+        default_factory=list, max_length=60,
         description="Images whose tasks run directly on this site's hosts (no container runtime); '*' for any",
     )  # fmt: skip
     exported_dirs: list[Path] = Field(
