@@ -78,6 +78,8 @@ def test_a_task_runs_in_podman_an_unknown_image_is_refused_and_cancel_removes_th
 
     wait_for(lambda: "podman" in reported(), 60, f"{SITE} to report its container runtime")
     assert reported()["podman"] == podman_version and reported()["image:cryomesh-test/busybox:*"] == "podman"
+    overview = hub.api("GET", "/api/v1/dashboard/overview", params={"q": SITE})  # what the dashboard shows
+    assert [s["runtimes"] for s in overview["sites"]] == [[f"podman {podman_version}"]], overview
 
     token = hub.token(hub.account("researcher", institution="kek"))
     client = tes.HTTPClient(url=hub.url, token=token)

@@ -164,7 +164,9 @@ def test_a_site_runs_allowed_images_in_its_runtime_and_refuses_the_rest(tmp_path
 
 def test_agent_run_with_a_runtime_not_installed_stops_with_one_line(tmp_path: Path) -> None:
     config = tmp_path / "site.toml"
-    config.write_text('[tes]\nruntime = "singularity"\n')  # no Debian package: not installed here
-    message = one_error_line(cli("agent", "run", "--config", str(config), tmp=tmp_path))
+    config.write_text('[tes]\nruntime = "singularity"\n')
+    empty = tmp_path / "empty"  # a PATH without it, wherever the suite runs
+    empty.mkdir()
+    message = one_error_line(cli("agent", "run", "--config", str(config), tmp=tmp_path, PATH=str(empty)))
     assert message.startswith(f"{config}: tes: "), message
     assert message.endswith("runtime 'singularity': singularity cannot be used (singularity is not on PATH)"), message
