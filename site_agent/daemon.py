@@ -70,6 +70,8 @@ class Agent:
         self.heartbeats_sent = 0
         self.software_acked: list[MeasuredSoftware] | None = None  # what the hub has of our software
         self.software_probed_at: float | None = None
+        # Container runtimes and images: found once, here, not in the heartbeat (whose lateness expires leases).
+        self.containers = container_software(settings.tes)
 
     def measured_software(self) -> list[MeasuredSoftware] | None:
         """The software measured now, or None when unchanged since the hub acknowledged it."""
@@ -79,7 +81,7 @@ class Agent:
             self.software_probed_at = now
             try:  # RELION builds when [software] probe is on; container runtimes and images always
                 relion = discover_software(cfg) if cfg.probe else []
-                self.worker.software = relion + container_software(self.settings.tes)
+                self.worker.software = relion + self.containers
             except Exception:  # measuring software must never stop the heartbeat; keep the last list
                 log.exception("could not measure the installed software; reporting the last measurement")
             self.worker.software_ready.set()
