@@ -30,7 +30,7 @@ SOURCES := hub shared site_agent cryomesh_cli bench
 install: $(VENV)/.installed $(SNAKEMAKE_VENV)/.installed
 	@$(VENV)/bin/python -m compileall -q $(SOURCES)
 
-## system-deps: PostgreSQL, Slurm, munge, Chromium, stress-ng and RELION from Debian's packages (as root, when missing)
+## system-deps: PostgreSQL, Slurm, munge, Chromium, stress-ng, RELION, podman and busybox-static from Debian's packages (as root, when missing)
 system-deps:
 	@bash scripts/install-system-deps.sh
 

@@ -3,7 +3,8 @@
 # (driven headless by Playwright for the dashboard's browser tests; never downloaded),
 # stress-ng (keeps every CPU busy for `make test-busy`), and RELION (Debian's relion: the
 # CPU build with MPI, whose relion_project makes the demo's data and whose relion_refine
-# classifies it at a site; the agent measures it and reports it). Installed
+# classifies it at a site; the agent measures it and reports it), podman with runc and
+# busybox-static (TES tasks in containers). Installed
 # from Debian's packages when running as root and missing. The tests start their own
 # instances on loopback in temp dirs; nothing here starts a service.
 # Under CI=true a component that cannot be installed is an error, never a silent skip.
@@ -19,6 +20,11 @@ have munged || need+=(munge)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 have stress-ng || need+=(stress-ng)
 have relion_refine && have relion_project && have mpirun || need+=(relion)
+# Rootful podman runs TES tasks' containers (tests/podman.py: runc, since crun 1.8 refuses
+# hybrid cgroups), on an image made of busybox-static (a static /bin/busybox).
+have podman || need+=(podman)
+have runc || need+=(runc)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -25,21 +25,23 @@ A key that is not a setting (a typo) is refused with the key probably meant.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.schemas.common import StrictModel
 from shared.schemas.relion import PROGRAM_NAME, RELION_PROGRAM
 from shared.schemas.tes import check_bucket
 from shared.validation import describe_errors
+from site_agent import containers
 
 
 class ConfigError(ValueError):
@@ -164,13 +166,36 @@ class AuditSection(StrictModel):
     min_sample: int = Field(default=3, ge=0, description="At least this many files are checksummed per replica")
 
 
-class TesSection(StrictModel):
-    """GA4GH TES tasks: which images run here and which directories and buckets tasks may read and write."""
+#: An image name or shell pattern; reported to the hub as software 'image:<pattern>' (at most 100 characters;
+#: with the RELION builds and the runtimes, the images fit the heartbeat's 200 software entries).
+ImagePattern = Annotated[str, Field(min_length=1, max_length=94)]
 
-    host_images: list[str] = Field(
-        default_factory=list,
-        description="Images whose tasks run directly on this site's hosts (no container runtime); '*' for any",
+
+class TesSection(StrictModel):
+    """GA4GH TES tasks: which images run here (in a container runtime, or on the hosts) and
+    which directories and buckets tasks may read and write (``site_agent.containers``)."""
+
+    runtime: Literal["auto", "apptainer", "singularity", "podman", "docker", "none"] = Field(
+        default="auto",
+        description="The container runtime container_images run in: 'auto' the first installed (apptainer, "
+        "singularity, podman, docker), or one by name; a runtime named here that is not installed stops the agent",
     )
+    container_images: list[ImagePattern] = Field(
+        default_factory=list, max_length=80,
+        description="Images (shell patterns, e.g. 'docker.io/library/python:3.*') whose executors run in the "
+        "container runtime, one container each; checked before host_images",
+    )  # fmt: skip
+    image_files: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Image name -> a local file, for sites without registry access: an OCI or docker archive, or "
+        "a root file system tarball (podman/docker), a .sif (apptainer/singularity); runs then never pull",
+    )
+    container_network: bool = Field(default=False, description="Containers may use the network (default: none)")
+    _runtime: containers.Runtime | None = PrivateAttr(default=None)
+    host_images: list[ImagePattern] = Field(
+        default_factory=list, max_length=60,
+        description="Images whose tasks run directly on this site's hosts (no container runtime); '*' for any",
+    )  # fmt: skip
     exported_dirs: list[Path] = Field(
         default_factory=list, description="Directories file:// inputs may come from and outputs may go to"
     )
@@ -202,6 +227,33 @@ class TesSection(StrictModel):
     @classmethod
     def _buckets(cls, v: list[str]) -> list[str]:
         return [check_bucket(b) for b in v]
+
+    @model_validator(mode="after")
+    def _containers(self) -> TesSection:
+        if not self.container_images:
+            if self.image_files:
+                raise ValueError("image_files needs container_images: the images to run in the container runtime")
+            if self.runtime in ("auto", "none"):
+                return self
+        elif self.runtime == "none":
+            raise ValueError("container_images need a container runtime (runtime is 'none')")
+        stray = [i for i in self.image_files if not any(fnmatch.fnmatchcase(i, p) for p in self.container_images)]
+        if stray:
+            raise ValueError(f"image_files: {', '.join(stray)} is not in container_images")
+        missing = [str(f) for f in self.image_files.values() if not f.is_file()]
+        if missing:
+            raise ValueError(f"image_files: {', '.join(missing)} is not a file")
+        try:
+            self._runtime = containers.choose(self.runtime)
+        except ValueError as exc:
+            what = "no container runtime is installed" if self.runtime == "auto" else f"{self.runtime} cannot be used"
+            raise ValueError(f"runtime {self.runtime!r}: {what} ({exc})") from None
+        return self
+
+    @property
+    def container_runtime(self) -> containers.Runtime | None:
+        """The runtime container_images run in (found when the settings were read); None: none is used."""
+        return self._runtime
 
 
 class DrsSection(StrictModel):

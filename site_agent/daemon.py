@@ -32,7 +32,7 @@ from site_agent.discovery import Discovery, make_discovery
 from site_agent.discovery.base import storage_capacity
 from site_agent.errors import AuthRefused, HubRefused, HubUnavailable
 from site_agent.executors import make_executor
-from site_agent.software import discover_software
+from site_agent.software import container_software, discover_software
 from site_agent.transfers.worker import TransferWorker
 from site_agent.work import Worker
 
@@ -70,17 +70,18 @@ class Agent:
         self.heartbeats_sent = 0
         self.software_acked: list[MeasuredSoftware] | None = None  # what the hub has of our software
         self.software_probed_at: float | None = None
+        # Container runtimes and images: found once, here, not in the heartbeat (whose lateness expires leases).
+        self.containers = container_software(settings.tes)
 
     def measured_software(self) -> list[MeasuredSoftware] | None:
         """The software measured now, or None when unchanged since the hub acknowledged it."""
         cfg = self.settings.software
-        if not cfg.probe:
-            return None
         now = time.monotonic()
         if self.software_probed_at is None or now - self.software_probed_at >= cfg.probe_interval_s:
             self.software_probed_at = now
-            try:
-                self.worker.software = discover_software(cfg)
+            try:  # RELION builds when [software] probe is on; container runtimes and images always
+                relion = discover_software(cfg) if cfg.probe else []
+                self.worker.software = relion + self.containers
             except Exception:  # measuring software must never stop the heartbeat; keep the last list
                 log.exception("could not measure the installed software; reporting the last measurement")
             self.worker.software_ready.set()

@@ -16,11 +16,15 @@ The agent looks for ``relion_refine`` on its PATH and in the install dirs of
 - **MPI**: ``relion_refine_mpi`` beside it and an MPI launcher (``mpirun`` or ``mpiexec``).
 
 Each probe runs with a timeout; a build that does not answer is left out and logged.
+
+The container runtimes installed (``site_agent.containers``) and the images the site runs
+are reported with the same list (``container_software``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import os
 import re
@@ -33,7 +37,8 @@ from packaging.version import InvalidVersion, Version
 
 from shared.schemas.jobs import JobSpec
 from shared.schemas.software import MeasuredSoftware
-from site_agent.config import SoftwareSection
+from site_agent import containers
+from site_agent.config import SoftwareSection, TesSection
 
 log = logging.getLogger("cryomesh.agent.software")
 
@@ -145,3 +150,28 @@ def choose_build(found: list[MeasuredSoftware], spec: JobSpec) -> MeasuredSoftwa
 
     fitting = [m for m in found if fits(m)]
     return max(fitting, key=newest) if fitting else None
+
+
+def container_software(tes: TesSection, path: str | None = None) -> list[MeasuredSoftware]:
+    """The container runtimes installed here (``podman 4.3.1``) and the images this site runs,
+    as software ``image:<pattern>`` whose version says where: the runtime's name, or 'host'
+    (``[tes] host_images``). The broker matches a task's image against these patterns."""
+    out = []
+    for p in containers.detect(path):
+        if p.runtime is None:
+            log.debug("no container runtime %s: %s", p.name, p.why)
+            continue
+        used = tes.container_runtime is not None and tes.container_runtime.name == p.runtime.name
+        out.append(MeasuredSoftware(
+            name=p.name, version=p.runtime.version, build="runtime", path=os.path.dirname(p.runtime.program),
+            notes="container runtime" + ("; runs this site's [tes] container_images" if used else ""),
+        ))  # fmt: skip
+    if (rt := tes.container_runtime) is not None:
+        for pattern in tes.container_images:
+            file = next((str(f) for i, f in tes.image_files.items() if fnmatch.fnmatchcase(i, pattern)), "")
+            out.append(MeasuredSoftware(name=f"image:{pattern}", version=rt.name, build="container", path=file,
+                                        notes=f"runs in {rt.name} {rt.version}"))  # fmt: skip
+    for pattern in tes.host_images:
+        out.append(MeasuredSoftware(name=f"image:{pattern}", version="host", build="host", path="",
+                                    notes="runs on the site's hosts ([tes] host_images)"))  # fmt: skip
+    return out

@@ -6,8 +6,14 @@ Started by the job wrapper as ``python -m site_agent.tes_run tes_task.json`` (se
 its exit code is the task's: the first failing executor's code (unless it has
 ``ignore_error``), 0 when all went well.
 
-There is no container runtime here: a site runs only the images its admin maps to the host
-(``[tes] host_images``). The task's absolute paths (inputs, outputs, volumes, workdirs,
+An executor whose image the site allows in its container runtime (``[tes]
+container_images``) runs in a container of its own (``site_agent.containers``): the task's
+directories are bind-mounted at the absolute paths the task names (under ``<work
+dir>/root`` here), its workdir, environment and stdin/stdout/stderr are the executor's, and
+on SIGTERM (cancel) the runner removes the container before it ends.
+
+The other executors run on the host, for the images its admin maps to the host (``[tes]
+host_images``). The task's absolute paths (inputs, outputs, volumes, workdirs,
 stdin/stdout/stderr) are placed under ``<work dir>/root`` and every mention of them in the
 executors' commands and environment is rewritten to that place, so nothing the task names
 lands outside its own directory. ``file://`` inputs and outputs must lie inside the
@@ -31,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -41,6 +48,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from shared.schemas.tes import (
+    TesExecutor,
     TesExecutorLog,
     TesFileType,
     TesOutput,
@@ -49,6 +57,7 @@ from shared.schemas.tes import (
     TesWork,
     new_dataset_name,
 )
+from site_agent.containers import ContainerError, Mount, Runtime, container_name, ensure_image, run_argv, stop_argv
 from site_agent.executors.base import tail
 
 if TYPE_CHECKING:
@@ -93,6 +102,8 @@ class Runner:
         self.inputs: dict[str, str] = task.get("inputs", {})
         self.isolated = task.get("isolation") == "unshare"
         self.image_env: dict[str, dict[str, str]] = task.get("image_env", {})
+        self.containers: dict[str, dict[str, Any] | None] = task.get("containers", {})
+        self._running: tuple[Runtime, str] | None = None  # the container an executor runs in now
         self.s3_settings: dict[str, Any] = task.get("s3", {})
         self._s3: S3Staging | None = None
         self.result = TesResult()
@@ -188,9 +199,14 @@ class Runner:
             err = self.local(e.stderr) if e.stderr else logs_dir / f"{n}.stderr"
             for f in (out, err):
                 f.parent.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, **self.image_env.get(e.image, {}), **{k: self.rewrite(v) for k, v in (e.env or {}).items()}}
-            argv = [self.rewrite(a) for a in e.command]
-            if self.isolated:
+            how = self.containers.get(e.image)
+            if how is not None:  # the task's own paths, mounted where it names them: nothing is rewritten
+                env, cwd = dict(os.environ), self.workdir
+                argv = self.in_container(n, e, how)
+            else:
+                env = {**os.environ, **self.image_env.get(e.image, {}), **{k: self.rewrite(v) for k, v in (e.env or {}).items()}}
+                argv = [self.rewrite(a) for a in e.command]
+            if how is None and self.isolated:
                 argv, cwd = self.isolate(argv, e.workdir if e.workdir and _in_tmp(e.workdir) else str(cwd)), self.workdir
             started = datetime.now(UTC).isoformat()
             with out.open("wb") as o, err.open("wb") as r:
@@ -201,6 +217,7 @@ class Runner:
                     r.write(f"{e.command[0]}: {exc.strerror}\n".encode())
                     code = 127
                 finally:
+                    self._running = None
                     if stdin is not subprocess.DEVNULL:
                         stdin.close()  # type: ignore[union-attr]
             self.result.executors.append(
@@ -211,6 +228,46 @@ class Runner:
             if code != 0 and not e.ignore_error:
                 return code
         return 0
+
+    def in_container(self, n: int, e: TesExecutor, how: dict[str, Any]) -> list[str]:
+        """The command that runs executor ``n`` in a container of the site's runtime
+        (``site_agent.containers``), its image loaded first from the site's file if it has one."""
+        rt = Runtime(**how["runtime"])
+        if how.get("image_file"):
+            try:
+                ensure_image(rt, e.image, how["image_file"])
+            except (ContainerError, OSError, subprocess.SubprocessError) as exc:
+                raise StagingError(f"image {e.image}: {exc}") from exc
+        name = container_name(self.workdir, n)
+        self._running = (rt, name)
+        return run_argv(
+            rt, name=name, image=e.image, command=e.command, workdir=e.workdir, env=e.env or {}, mounts=self.mounts(),
+            stdin=e.stdin is not None, network=bool(how.get("network")), image_file=how.get("image_file"),
+        )  # fmt: skip
+
+    def mounts(self) -> list[Mount]:
+        """The task's directories, bind-mounted at the paths it names: volumes, executors'
+        workdirs, outputs' directories and directory inputs (the outermost of nested ones),
+        and input files outside them (read-only)."""
+        dirs = set(self.work.volumes) | {e.workdir for e in self.work.executors if e.workdir}
+        dirs |= {i.path for i in self.work.inputs if i.type is TesFileType.DIRECTORY}
+        for o in self.work.outputs:
+            static = _static_part(o.path)
+            dirs.add(static if o.type is TesFileType.DIRECTORY or static != o.path else os.path.dirname(static))
+        top = sorted(d for d in dirs if not any(_under(d, other) for other in dirs if other != d))
+        files = sorted(i.path for i in self.work.inputs if i.type is TesFileType.FILE and not any(_under(i.path, d) for d in top))
+        for p in [*top, *files]:
+            if p == "/" or any(c in p for c in ":,"):
+                raise StagingError(f"{p!r} cannot be mounted into a container (the root, or a path with ':' or ',')")
+        for d in top:
+            self.local(d).mkdir(parents=True, exist_ok=True)
+        return [Mount(str(self.local(d)), d) for d in top] + [Mount(str(self.local(f)), f, read_only=True) for f in files]
+
+    def stop_container(self, signum: int, _frame: object) -> None:
+        """SIGTERM (cancel): remove the running container, which the signal does not reach, then end."""
+        if self._running is not None and (argv := stop_argv(*self._running)) is not None:
+            subprocess.run(argv, capture_output=True, timeout=60, check=False)
+        raise SystemExit(128 + signum)
 
     def isolate(self, argv: list[str], cwd: str) -> list[str]:
         """The command run in a new user and mount namespace with the task's own /tmp."""
@@ -279,6 +336,7 @@ class Runner:
 
     def run(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGTERM, self.stop_container)
         try:
             self.stage_inputs()
             code = self.run_executors()
@@ -302,6 +360,10 @@ def dataset_name(url: str) -> str:
 
 def _in_tmp(path: str) -> bool:
     return path == TASK_TMP or path.startswith(TASK_TMP + "/")
+
+
+def _under(path: str, directory: str) -> bool:
+    return directory == "/" or path.startswith(directory.rstrip("/") + "/")
 
 
 def _static_part(path: str) -> str:

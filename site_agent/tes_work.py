@@ -1,7 +1,8 @@
 """The agent's side of GA4GH TES tasks: refuse what this site does not allow, prepare the
 task file the runner reads (``site_agent.tes_run``), and read back what it left.
 
-A site refuses (before claiming) a task whose image its admin did not map to the host,
+A site refuses (before claiming) a task whose image its admin neither allows in the site's
+container runtime (``[tes] container_images``) nor maps to the host (``host_images``),
 whose ``file://`` inputs or outputs lie outside the directories it exports, or whose
 ``s3://`` ones name a bucket it does not list (``[tes] s3_buckets``): the broker then avoids
 the site for that task. The runner reaches S3 with the site's ``[transfers]`` S3 settings
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,9 @@ def refusal(settings: AgentSettings, spec: JobSpec) -> str | None:
         return None
     cfg = settings.tes
     for e in spec.tes.executors:
-        if not any(fnmatch.fnmatchcase(e.image, pattern) for pattern in cfg.host_images):
-            return f"image {e.image} is not allowed at this site (its [tes] host_images)"
+        if placement(settings, e.image) is None:
+            where = "container_images or host_images" if cfg.container_runtime else "host_images"
+            return f"image {e.image} is not allowed at this site (not in its [tes] {where})"
     urls = [i.url for i in spec.tes.inputs if i.url] + [o.url for o in spec.tes.outputs]
     for url in urls:
         if url.startswith("file://") and not inside(file_url_path(url), cfg.exported_dirs):
@@ -46,6 +49,27 @@ def refusal(settings: AgentSettings, spec: JobSpec) -> str | None:
             if bucket not in cfg.s3_buckets:
                 return f"{url}: bucket {bucket!r} is not one this site reaches (its [tes] s3_buckets)"
     return None
+
+
+def placement(settings: AgentSettings, image: str) -> str | None:
+    """Where the executors of ``image`` run: 'container' (its allow-list, checked first),
+    'host' (its host_images), or None: not at this site."""
+    cfg = settings.tes
+    if cfg.container_runtime and any(fnmatch.fnmatchcase(image, p) for p in cfg.container_images):
+        return "container"
+    if any(fnmatch.fnmatchcase(image, p) for p in cfg.host_images):
+        return "host"
+    return None
+
+
+def container(settings: AgentSettings, image: str) -> dict[str, Any] | None:
+    """How the runner runs ``image`` in a container (the runtime, the site's file of the
+    image); None: on the host."""
+    rt = settings.tes.container_runtime
+    if rt is None or placement(settings, image) != "container":
+        return None
+    file = settings.tes.image_files.get(image)
+    return {"runtime": asdict(rt), "image_file": str(file) if file else None, "network": settings.tes.container_network}
 
 
 def image_env(settings: AgentSettings, image: str) -> dict[str, str]:
@@ -68,6 +92,7 @@ def prepare(settings: AgentSettings, h: JobHandle, spec: JobSpec) -> None:
         "inputs": h.extra.get("inputs", {}),
         "isolation": settings.tes.isolation,
         "image_env": {e.image: image_env(settings, e.image) for e in spec.tes.executors},
+        "containers": {e.image: container(settings, e.image) for e in spec.tes.executors},
         "s3": settings.transfers.model_dump(mode="json", include=S3_SETTINGS),
     }
     (workdir / TASK_FILE).write_text(json.dumps(task))

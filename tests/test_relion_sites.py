@@ -68,7 +68,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def measured(hub: HubProcess) -> list[dict[str, Any]]:
-    return [s for s in hub.api("GET", "/api/v1/sites/osaka-relion")["software"] if s["source"] == "measured"]
+    """The RELION builds the agent measured (it also reports the container runtimes it finds)."""
+    software = hub.api("GET", "/api/v1/sites/osaka-relion")["software"]
+    return [s for s in software if s["source"] == "measured" and s["name"] == "relion"]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ site rules out for good is refused at submission.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from hub.costs.pricing import Priced, cheapest, footprint_per_hour
 from hub.estimates.model import Estimate, Stat, duration, estimate
 from shared.schemas.jobs import KIND_SOFTWARE, JobKind, JobSpec
 from shared.schemas.sites import WEEKDAYS, PartitionCost, SitePolicy
+from shared.schemas.software import CONTAINER_RUNTIMES, IMAGE_PREFIX
 from shared.units import human_bytes
 
 #: CUDA compute capability of common GPU models (lower-case names as agents report them).
@@ -161,6 +163,10 @@ def _software_ok(spec: JobSpec, site: SiteView) -> str | None:
     if implicit and all(n != implicit for n, _, _ in needed):
         needed.append((implicit, "", None))
     for name, version_range, arch in needed:
+        if name.startswith(IMAGE_PREFIX):
+            if reason := _image_ok(name.removeprefix(IMAGE_PREFIX), site):
+                return reason
+            continue
         offered = [(v, a) for n, v, a in site.software if n.lower() == name]
         if not offered:
             return f"does not offer {name}"
@@ -178,6 +184,18 @@ def _software_ok(spec: JobSpec, site: SiteView) -> str | None:
             want = version_range or "any version"
             return f"offers {name} {have}, not {want}" + (f" built for CUDA {arch}" if arch else "")
     return None
+
+
+def _image_ok(image: str, site: SiteView) -> str | None:
+    """A site runs an image that one of its ``image:<pattern>`` entries matches (a shell
+    pattern of its allow-list, or a name its admin declared); else why not, with the
+    container runtimes it has."""
+    patterns = [n.lower().removeprefix(IMAGE_PREFIX) for n, _, _ in site.software if n.lower().startswith(IMAGE_PREFIX)]
+    if any(fnmatch.fnmatchcase(image, p) for p in patterns):
+        return None
+    runtimes = [f"{n} {v}" for n, v, _ in site.software if n.lower() in CONTAINER_RUNTIMES]
+    has = f"container runtime {', '.join(runtimes)}" if runtimes else "no container runtime"
+    return f"does not offer {IMAGE_PREFIX}{image} ({has}; not in its allow-list of images)"
 
 
 def _gpu_model_ok(spec: JobSpec, model: str | None) -> bool:

@@ -6,10 +6,12 @@ when the client set ``backend_parameters_strict``, else it becomes a warning in 
 ``system_logs``. A malformed value is always refused: a wrong walltime must not run as the
 default.
 
-Images: a site lists the images it runs as software named ``image:<image>`` in its
-description (version ``host`` where its admin maps the image to running on the host), so
-the broker rules out sites without the image, and a task no site can run is refused with
-each site's verdict.
+Images: a site runs the images of its ``image:<name or pattern>`` software entries. Its
+agent reports them (measured software: version the container runtime, e.g. ``podman``, for
+its ``[tes] container_images``, ``host`` for its ``host_images``), with the container
+runtimes it found; an admin may also declare them in the site's description. The broker
+matches a task's ``image:<image>`` against the patterns and rules out the other sites, and a
+task no site can run is refused with each site's verdict (which names its runtimes).
 
 New datasets: an output whose URL is ``drs://<this hub's host>/new/<name>`` becomes a dataset
 at the site the task ran at, named ``<name>``, owned by the task's submitter and institution
@@ -36,6 +38,7 @@ from hub.errors import BadRequest, NotFound
 from hub.ga4gh.drs import find_path
 from hub.sites.models import Site, SoftwareRow
 from shared.schemas.jobs import DatasetRef, JobKind, JobSpec, PlacementConstraints, Resources, SoftwareRequirement
+from shared.schemas.software import IMAGE_PREFIX
 from shared.schemas.tes import TesTaskCreate, TesWork, TesWorkInput, new_dataset_name, s3_location
 from shared.validation import describe_errors
 
@@ -50,7 +53,6 @@ BACKEND_PARAMETERS: dict[str, str] = {
     "priority": "-100..100, higher runs first",
     "exclude_sites": "','-separated sites never to use",
 }
-IMAGE_PREFIX = "image:"
 S3_PREFIX = "s3:"
 _SOFTWARE_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.+-]{0,99})\s*([<>=!~].*)?$")
 

@@ -6,10 +6,12 @@ from sqlmodel import Session, col, select
 
 from hub.capacity.models import CapacityLatest
 from hub.network.queries import SiteCounts, site_counts, usable_capacity
+from hub.sites.models import SoftwareRow
 from hub.sites.queries import SiteFilter, list_sites
 from hub.types import utcnow
 from shared.schemas.capacity import CapacityTotals
 from shared.schemas.network import NetworkSummary, SiteSummary
+from shared.schemas.software import CONTAINER_RUNTIMES
 
 
 def summary(session: Session, f: SiteFilter, limit: int, offset: int, counts: SiteCounts | None = None) -> NetworkSummary:
@@ -24,6 +26,10 @@ def summary(session: Session, f: SiteFilter, limit: int, offset: int, counts: Si
         rows, matching = list_sites(session, f, limit, offset)
         ids = [s.id for s in rows]
         latest = {c.site_id: c for c in session.exec(select(CapacityLatest).where(col(CapacityLatest.site_id).in_(ids)))}
+        runtimes: dict[int, list[str]] = {}
+        found = select(SoftwareRow).where(col(SoftwareRow.site_id).in_(ids), col(SoftwareRow.name).in_(CONTAINER_RUNTIMES))
+        for row in session.exec(found.order_by(col(SoftwareRow.name))):
+            runtimes.setdefault(row.site_id, []).append(f"{row.name} {row.version}")
         for site in rows:
             snap = latest.get(site.id) if site.id is not None else None
             sites.append(
@@ -37,6 +43,7 @@ def summary(session: Session, f: SiteFilter, limit: int, offset: int, counts: Si
                     last_heartbeat_at=site.last_heartbeat_at,
                     heartbeat_age_s=(now - site.last_heartbeat_at).total_seconds() if site.last_heartbeat_at else None,
                     capacity=CapacityTotals.model_validate(snap.totals) if snap else None,
+                    runtimes=runtimes.get(site.id, []) if site.id is not None else [],
                 )
             )
     return NetworkSummary(

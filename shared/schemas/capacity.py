@@ -148,7 +148,8 @@ class Heartbeat(BaseModel):
     software: list[MeasuredSoftware] | None = Field(
         default=None,
         max_length=200,
-        description="Software the agent measured (RELION builds found on PATH or in its configured dirs). "
+        description="Software the agent measured (RELION builds found on PATH or in its configured dirs, container "
+        "runtimes, and the images the site runs as 'image:<pattern>'). "
         "Sent when it changes; None: unchanged since the last heartbeat the hub acknowledged",
     )
 

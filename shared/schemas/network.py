@@ -20,6 +20,9 @@ class SiteSummary(BaseModel):
     last_heartbeat_at: datetime | None
     heartbeat_age_s: float | None = Field(description="Seconds since the last heartbeat; null if never")
     capacity: CapacityTotals | None = Field(description="Latest reported capacity; null if never reported")
+    runtimes: list[str] = Field(
+        default_factory=list, description="Container runtimes the site's agent found, e.g. 'podman 4.3.1' (TES tasks)"
+    )
 
 
 class NetworkSummary(BaseModel):

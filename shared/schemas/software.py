@@ -11,6 +11,11 @@ from pydantic import BaseModel, Field
 
 from shared.schemas.common import SafeStr
 
+#: Container runtimes an agent looks for (``site_agent.containers``), reported as software by these names.
+CONTAINER_RUNTIMES = ("apptainer", "singularity", "podman", "docker")
+#: A site lists the images it runs as software ``image:<name or shell pattern>``; a TES task needs ``image:<image>``.
+IMAGE_PREFIX = "image:"
+
 
 class MeasuredSoftware(BaseModel):
     name: SafeStr = Field(min_length=1, max_length=100, description="Package, lower case, e.g. 'relion'")

@@ -118,3 +118,27 @@ def test_waiting_reasons_are_grouped() -> None:
         NOW,
     )
     assert result.site is None and result.never == {"has no b200 GPUs": [s.name for s in sites]}
+
+
+def test_images_match_a_sites_patterns_and_the_verdict_names_its_runtimes() -> None:
+    """A site's agent reports the images it runs as patterns (``image:<pattern>``) beside
+    the container runtimes it found; a declared exact name still counts."""
+    rng = random.Random(1)
+    podman, bare = _site(1, rng), _site(2, rng)
+    podman.software = [("podman", "4.3.1", None), ("image:docker.io/library/python:3.*", "podman", None)]
+    bare.software = [("image:ubuntu:24.04", "host", None)]
+
+    def spec_for(image: str) -> JobSpec:
+        return JobSpec.model_validate({"name": "t", "kind": "generic.command", "command": ["x"],
+                                       "software": [{"name": f"image:{image}"}]})  # fmt: skip
+
+    spec = spec_for("docker.io/library/python:3.11-slim")
+    assert not evaluate(spec, "inst-1", podman, NOW, set()).never
+    assert evaluate(spec, "inst-1", bare, NOW, set()).reasons == [
+        "does not offer image:docker.io/library/python:3.11-slim (no container runtime; not in its allow-list of images)"
+    ]
+    other = spec_for("ubuntu:24.04")
+    assert not evaluate(other, "inst-1", bare, NOW, set()).never
+    assert evaluate(other, "inst-1", podman, NOW, set()).reasons == [
+        "does not offer image:ubuntu:24.04 (container runtime podman 4.3.1; not in its allow-list of images)"
+    ]

@@ -165,7 +165,8 @@ async function overview(params) {
   const rows = s.sites.map((x) => {
     const c = x.capacity;
     const gpus = c ? Object.entries(c.gpus).map(([m, g]) => bar(g.free, g.total, `${m} ${g.free}/${g.total}`)).join("") : "";
-    return `<tr data-testid="site-row" data-site="${esc(x.name)}"><td><b>${esc(x.name)}</b><br><span class="muted">${esc(x.display_name)}</span></td>
+    return `<tr data-testid="site-row" data-site="${esc(x.name)}"><td><b>${esc(x.name)}</b><br><span class="muted">${esc(x.display_name)}</span>${x.runtimes.length
+      ? `<br><span class="muted" data-testid="site-runtimes">${esc(x.runtimes.join(", "))}</span>` : ""}</td>
       <td>${esc(x.institution)}</td><td>${pill(x.status)} ${pill(x.reachability)}</td><td>${age(x.heartbeat_age_s == null ? null : x.heartbeat_age_s + since)}</td>
       <td>${c ? bar(c.cpus_free, c.cpus_total, `${c.cpus_free}/${c.cpus_total} CPUs free`) : '<span class="muted">no report</span>'}</td>
       <td>${gpus || '<span class="muted">—</span>'}</td></tr>`;
