@@ -81,6 +81,10 @@ class LoadHub:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     peak_rss_mb: float = 0.0
+    #: Serve another checkout: its interpreter, and its source tree as the working directory
+    #: (``python -m`` imports from there first). By default this checkout.
+    python: str = sys.executable
+    src: Path | None = None
     _db_server: psutil.Process | None = None
 
     @property
@@ -102,12 +106,14 @@ class LoadHub:
 
     def start(self, timeout_s: float = 120) -> float:
         """Start the hub and wait until our admin can sign in; returns the seconds it took."""
-        args = cli("hub", "serve", "--no-migrate")
+        args = [self.python, *cli("hub", "serve", "--no-migrate")[1:]]
         if self.workers > 1:
             args += ["--workers", str(self.workers)]
         t0 = time.monotonic()
         with (self.tmp / "hub.log").open("ab") as log:
-            self.proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args, env=self.env(), cwd=self.src, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         while time.monotonic() - t0 < timeout_s:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the hub exited with {self.proc.returncode} while starting: {self.log_tail()}")
