@@ -80,24 +80,27 @@ _SNAPSHOT = ("received_at", "sampled_at", "agent_version", "backend", "totals", 
 _SIGN_OF_LIFE = _sign_of_life()
 
 
-#: On PostgreSQL a batch is two statements whatever its size: each takes every heartbeat's
-#: values as arrays, unnested into rows. (Executed once per heartbeat, the same statements
-#: cost the hub and the server about a statement's overhead per heartbeat; docs/benchmarks.md,
-#: "One hub process on PostgreSQL".)
-_PG_SIGN_OF_LIFE = text(
-    """UPDATE sites SET last_heartbeat_at = :now, heartbeat_interval_s = v.interval_s,
-    agent_version = v.agent_version, reachability = 'online', reachable_until = v.reachable_until
-    FROM unnest(CAST(:ids AS integer[]), CAST(:names AS text[]), CAST(:intervals AS float8[]),
-                CAST(:versions AS text[]), CAST(:untils AS timestamptz[]))
-         AS v(id, name, interval_s, agent_version, reachable_until)
-    WHERE sites.id = v.id AND sites.name = v.name"""
-)
-_PG_SNAPSHOT_UPSERT = text(
-    """INSERT INTO capacity_latest (site_id, received_at, sampled_at, agent_version, backend, totals, partitions, storage)
-    SELECT v.site_id, :now, v.sampled_at, v.agent_version, v.backend, v.totals, v.partitions, v.storage
-    FROM unnest(CAST(:ids AS integer[]), CAST(:sampled AS timestamptz[]), CAST(:versions AS text[]),
-                CAST(:backends AS text[]), CAST(:totals AS json[]), CAST(:partitions AS json[]), CAST(:storage AS json[]))
-         AS v(site_id, sampled_at, agent_version, backend, totals, partitions, storage)
+#: On PostgreSQL a batch is one statement whatever its size: it takes every heartbeat's
+#: values as arrays, unnested into rows, marks the sites alive and upserts the snapshots of
+#: the sites it marked. Executed once per heartbeat, the same writes cost the hub and the
+#: server a statement's overhead per heartbeat, and each statement is a round trip, which
+#: on a busy host is the batch's latency (docs/benchmarks.md, "One hub process on PostgreSQL").
+_PG_BATCH = text(
+    """WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS integer[]), CAST(:names AS text[]), CAST(:intervals AS float8[]), CAST(:versions AS text[]),
+            CAST(:untils AS timestamptz[]), CAST(:sampled AS timestamptz[]), CAST(:backends AS text[]),
+            CAST(:totals AS json[]), CAST(:partitions AS json[]), CAST(:storage AS json[]))
+        AS v(id, name, interval_s, agent_version, reachable_until, sampled_at, backend, totals, partitions, storage)
+    ), marked AS (
+        UPDATE sites SET last_heartbeat_at = :now, heartbeat_interval_s = v.interval_s,
+            agent_version = v.agent_version, reachability = 'online', reachable_until = v.reachable_until
+        FROM v WHERE sites.id = v.id AND sites.name = v.name
+        RETURNING sites.id
+    )
+    INSERT INTO capacity_latest (site_id, received_at, sampled_at, agent_version, backend, totals, partitions, storage)
+    SELECT v.id, :now, v.sampled_at, v.agent_version, v.backend, v.totals, v.partitions, v.storage
+    FROM v JOIN marked ON marked.id = v.id
     ON CONFLICT (site_id) DO UPDATE SET received_at = excluded.received_at, sampled_at = excluded.sampled_at,
         agent_version = excluded.agent_version, backend = excluded.backend, totals = excluded.totals,
         partitions = excluded.partitions, storage = excluded.storage"""
@@ -126,9 +129,9 @@ class SiteGone(Exception):
 
 
 def record_heartbeats(session: Session, beats: list[Beat], settings: HubSettings, history: HistoryBuffer) -> list[HeartbeatAck]:
-    """Store each site's sign of life and snapshot: two statements for the whole batch (on
-    PostgreSQL each takes the batch as arrays, on SQLite each is executed with every site's
-    values), nothing read back. Two heartbeats of one site in a batch store the later one.
+    """Store each site's sign of life and snapshot for the whole batch, nothing read back: on
+    PostgreSQL one statement taking the batch as arrays, on SQLite two statements each
+    executed with every site's values. Two heartbeats of one site in a batch store the later one.
     The history samples are folded in memory once the transaction has committed (see
     history_buffer). Raises ``NotFound`` for a lone heartbeat of a site
     that is gone, ``SiteGone`` for a batch holding one."""
@@ -156,38 +159,26 @@ def record_heartbeats(session: Session, beats: list[Beat], settings: HubSettings
 def _write_unnested(
     conn: Connection, now: datetime, beats: list[Beat], totals: list[CapacityTotals], settings: HubSettings
 ) -> bool:
-    """PostgreSQL: the sign of life and the snapshot of ``beats`` (one per site), one
-    statement each; False (and no snapshot written) if a site is gone."""
+    """PostgreSQL: the sign of life and the snapshot of ``beats`` (one per site) in one
+    statement; False if a site is gone (its snapshot is not written; the caller rolls back)."""
     utc = UTCDateTime()
-    ids = [b.site_id for b in beats]
-    versions = [b.hb.agent_version for b in beats]
-    marked = conn.execute(
-        _PG_SIGN_OF_LIFE,
+    stored = conn.execute(
+        _PG_BATCH,
         {
             "now": now,
-            "ids": ids,
+            "ids": [b.site_id for b in beats],
             "names": [b.site_name for b in beats],
             "intervals": [b.hb.interval_s for b in beats],
-            "versions": versions,
+            "versions": [b.hb.agent_version for b in beats],
             "untils": [now + timedelta(seconds=b.hb.interval_s * settings.missed_heartbeats) for b in beats],
-        },
-    )
-    if marked.rowcount != len(beats):
-        return False
-    conn.execute(
-        _PG_SNAPSHOT_UPSERT,
-        {
-            "now": now,
-            "ids": ids,
             "sampled": [utc.process_bind_param(b.hb.sampled_at, conn.dialect) for b in beats],
-            "versions": versions,
             "backends": [b.hb.backend for b in beats],
             "totals": [t.model_dump_json() for t in totals],
             "partitions": [_json_list(b.hb.partitions) for b in beats],
             "storage": [_json_list(b.hb.storage) for b in beats],
         },
     )
-    return True
+    return bool(stored.rowcount == len(beats))
 
 
 def _json_list(items: Sequence[BaseModel]) -> str:

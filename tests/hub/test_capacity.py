@@ -454,9 +454,9 @@ def _expected(hb: Heartbeat, settings: HubSettings) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_a_batch_is_two_statements_whatever_its_size_and_stores_what_lone_heartbeats_store(db_url: str) -> None:
-    """Twenty sites' heartbeats written in one batch: two statements in all (on PostgreSQL
-    each takes the batch as arrays; on SQLite each is executed with every site's values), and
+def test_a_batch_is_one_or_two_statements_whatever_its_size_and_stores_what_lone_heartbeats_store(db_url: str) -> None:
+    """Twenty sites' heartbeats written in one batch: one statement on PostgreSQL (taking the
+    batch as arrays), two on SQLite (each executed with every site's values), and
     each site's snapshot, sign of life and reachability deadline are its own heartbeat's, as
     when heartbeats are written one at a time. A batch naming a site that is gone raises
     SiteGone and leaves every snapshot as it was."""
@@ -478,7 +478,8 @@ def test_a_batch_is_two_statements_whatever_its_size_and_stores_what_lone_heartb
         ]  # fmt: skip
         with _StatementLog(engine) as sql, transaction(engine) as s:
             record_heartbeats(s, beats[:20], settings, history)
-        assert len([q for q in sql if "sites" in q or "capacity_latest" in q]) == 2, sql
+        writes = [q for q in sql if "sites" in q or "capacity_latest" in q]
+        assert len(writes) == (1 if engine.dialect.name == "postgresql" else 2), sql
         for b in beats[20:]:
             with transaction(engine) as s:
                 record_heartbeats(s, [b], settings, history)
