@@ -186,8 +186,8 @@ def _json_list(items: Sequence[BaseModel]) -> str:
 
 
 def _write_each(conn: Connection, now: datetime, beats: list[Beat], totals: list[CapacityTotals], settings: HubSettings) -> bool:
-    """SQLite: the same two statements, each executed with every site's values; False (and
-    no snapshot written) if a site is gone."""
+    """SQLite: the site update and the snapshot upsert, each executed with every site's
+    values; False (and no snapshot written) if a site is gone."""
     marked = conn.execute(
         _SIGN_OF_LIFE,
         [
