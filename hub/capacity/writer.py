@@ -1,8 +1,8 @@
 """Heartbeats written together (group commit).
 
 A heartbeat's own database work is small and fixed (a site update and a snapshot upsert).
-What cost more, measured with a sampling profiler at 64 concurrent senders (docs/benchmarks.md, "Heartbeats written
-together"), was everything around them: each request's hop to a handler thread and back
+What cost more, measured with a sampling profiler at 64 concurrent senders
+(docs/benchmarks.md, "Heartbeats written together"), was everything around them: each request's hop to a handler thread and back
 (about 40 % of the hub's busy time went to waking threads and the event loop), and a
 ``BEGIN IMMEDIATE`` … ``COMMIT`` of its own, queued behind every other writer.
 
