@@ -111,10 +111,6 @@ def hub_serve(
         "log_config": None,
         "proxy_headers": True,
         "timeout_graceful_shutdown": 10,
-        # The C event loop and HTTP parser: a fifth less hub CPU per heartbeat than asyncio's
-        # loop and h11 (docs/benchmarks.md, "One hub process on PostgreSQL").
-        "loop": "uvloop",
-        "http": "httptools",
     }
     if workers > 1:  # each worker builds its own app (and engine) from the same settings
         uvicorn.run("hub.app:worker_app", factory=True, workers=workers, **options)
