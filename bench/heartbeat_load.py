@@ -61,11 +61,13 @@ TOKEN_LIFETIME_S = 6 * 3600
 
 
 @contextmanager
-def database(kind: str, tmp: Path, name: str) -> Iterator[str]:
+def database(kind: str, tmp: Path, name: str, durable: bool = True) -> Iterator[str]:
+    """A fresh database; PostgreSQL with its durable defaults (fsync, synchronous_commit)
+    unless ``durable`` is False (the tests' throw-away settings)."""
     if kind == "sqlite":
         yield f"sqlite:///{tmp / 'hub.db'}"
         return
-    with postgres_server() as pg:
+    with postgres_server(durable=durable) as pg:
         pg.admin(f"CREATE DATABASE {name}")
         yield pg.url(name)
 
@@ -99,6 +101,8 @@ def phase(hub: LoadHub, name: str, coro: Any, recover_s: float, token: str) -> d
     out = {"phase": name, **stats.summary()}
     out["client_cpu_share"] = (time.process_time() - client_cpu) / stats.elapsed_s if stats.elapsed_s else None
     out["hub_cpu_ms_per_req"] = (after.cpu_s - before.cpu_s) * 1000 / stats.answered if stats.answered else None
+    if after.db_cpu_s is not None and before.db_cpu_s is not None and stats.answered:
+        out["db_cpu_ms_per_req"] = (after.db_cpu_s - before.db_cpu_s) * 1000 / stats.answered
     out["hub_rss_peak_mb"] = hub.peak_rss_mb
     out["hub_rss_after_mb"] = after.rss_mb
     if isinstance(result, loadgen.BurstResult):
@@ -154,7 +158,7 @@ def measure(args: argparse.Namespace, hub: LoadHub, agents: list[SimAgent], resu
 def run_network(args: argparse.Namespace, db: str, workers: int, n: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"cryomesh-load-{db}-{n}-"))
     try:
-        with database(db, tmp, f"load_{n}_{workers}") as url:
+        with database(db, tmp, f"load_{n}_{workers}", durable=not args.pg_no_fsync) as url:
             port = free_port()
             settings = hub_settings(url, tmp / "data", port, token_lifetime_s=TOKEN_LIFETIME_S, sweep_interval_s=5)
             seeded = seed(settings, n, TOKEN_LIFETIME_S)
@@ -162,6 +166,8 @@ def run_network(args: argparse.Namespace, db: str, workers: int, n: int) -> dict
                   f"tokens in {seeded.token_s:.1f} s", flush=True)  # fmt: skip
             hub = LoadHub(tmp, settings, seeded.admin, workers, port)
             result: dict[str, Any] = {"db": db, "workers": workers, "sites": n, "seed_s": seeded.seed_s, "phases": []}
+            if db == "postgres":
+                result["pg_fsync"] = not args.pg_no_fsync
             try:
                 result["start_s"] = hub.start()
                 measure(args, hub, seeded.agents, result)
@@ -193,6 +199,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--duration", type=float, default=20, help="seconds per closed-loop phase")
     parser.add_argument("--timeout", type=float, default=30, help="client timeout per request, seconds")
     parser.add_argument("--db", nargs="+", choices=["sqlite", "postgres"], default=["sqlite"])
+    parser.add_argument(
+        "--pg-no-fsync",
+        action="store_true",
+        help="PostgreSQL with fsync and synchronous_commit off, as the tests run it (default: PostgreSQL's durable defaults)",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="hub processes (`hub serve --workers N`)")
     parser.add_argument("--open-loop", action="store_true", help="a fixed-rate run: every site at the default 15 s interval")
     parser.add_argument("--open-rate", type=float, help="requests per second of the open loop (default: sites / 15)")

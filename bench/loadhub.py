@@ -4,7 +4,9 @@ The hub runs in its own session (process group), so a Ctrl-C at the terminal rea
 benchmark first, which then stops the hub in order; whatever happens, the group is killed
 on the way out (``stop``), workers included when the hub runs several. CPU time and RSS
 are read from ``/proc/<pid>/stat`` (through psutil) for the hub process and all its
-children, so a multi-worker hub is counted whole.
+children, so a multi-worker hub is counted whole. On PostgreSQL the server's CPU (the
+postmaster, its live backends and those that have exited) is read the same way, so a
+heartbeat's whole cost on this machine is the hub's share plus the database's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from types import FrameType
 
 import httpx
 import psutil
+from sqlalchemy.engine import make_url
 
 from hub.settings import HubSettings
 from tests.helpers import Account
@@ -41,6 +44,30 @@ def workers_supported() -> bool:
 class Usage:
     cpu_s: float
     rss_mb: float
+    db_cpu_s: float | None = None  # PostgreSQL's server, all its processes; None on SQLite
+
+
+def _postmaster(port: int) -> psutil.Process | None:
+    """The PostgreSQL server listening on ``port`` on this machine (its command line names the port)."""
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["name"] == "postgres" and "-p" in cmd and cmd[cmd.index("-p") + 1 : cmd.index("-p") + 2] == [str(port)]:
+            return p
+    return None
+
+
+def postgres_cpu_s(server: psutil.Process) -> float:
+    """CPU seconds of a PostgreSQL server: the postmaster, its exited children (reaped, so
+    counted in its own times) and its live ones (backends, WAL writer, checkpointer)."""
+    total = 0.0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        t = server.cpu_times()
+        total += t.user + t.system + t.children_user + t.children_system
+        for child in server.children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c = child.cpu_times()
+                total += c.user + c.system
+    return total
 
 
 @dataclass
@@ -54,6 +81,11 @@ class LoadHub:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     peak_rss_mb: float = 0.0
+    #: Serve another checkout: its interpreter, and its source tree as the working directory
+    #: (``python -m`` imports from there first). By default this checkout.
+    python: str = sys.executable
+    src: Path | None = None
+    _db_server: psutil.Process | None = None
 
     @property
     def url(self) -> str:
@@ -74,12 +106,14 @@ class LoadHub:
 
     def start(self, timeout_s: float = 120) -> float:
         """Start the hub and wait until our admin can sign in; returns the seconds it took."""
-        args = cli("hub", "serve", "--no-migrate")
+        args = [self.python, *cli("hub", "serve", "--no-migrate")[1:]]
         if self.workers > 1:
             args += ["--workers", str(self.workers)]
         t0 = time.monotonic()
         with (self.tmp / "hub.log").open("ab") as log:
-            self.proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args, env=self.env(), cwd=self.src, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         while time.monotonic() - t0 < timeout_s:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the hub exited with {self.proc.returncode} while starting: {self.log_tail()}")
@@ -141,7 +175,16 @@ class LoadHub:
             pass
         mb = rss / 2**20
         self.peak_rss_mb = max(self.peak_rss_mb, mb)
-        return Usage(cpu, mb)
+        return Usage(cpu, mb, self.db_cpu_s())
+
+    def db_cpu_s(self) -> float | None:
+        """CPU seconds of the PostgreSQL server the hub uses, if it runs here; None on SQLite."""
+        url = make_url(self.settings.resolved_database_url)
+        if not url.get_backend_name().startswith("postgresql") or url.host not in ("127.0.0.1", "localhost"):
+            return None
+        if self._db_server is None or not self._db_server.is_running():
+            self._db_server = _postmaster(url.port or 5432)
+        return postgres_cpu_s(self._db_server) if self._db_server is not None else None
 
     def answers(self, path: str, within_s: float, token: str | None = None) -> float | None:
         """Seconds until ``GET path`` answered 200, or None if it did not within ``within_s``."""

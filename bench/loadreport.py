@@ -50,6 +50,7 @@ def _phase_row(p: dict[str, Any]) -> str:
     return (
         f"| {p['phase']} | {who} | {p['requests']} | {p['req_per_s']:.0f} | {_ms(p['p50_ms'])} | {_ms(p['p99_ms'])} | "
         f"{_ms(p['max_ms'])} | {_codes(p['statuses'])} | {_codes(p['client_errors'])} | {_cpu(p['hub_cpu_ms_per_req'])} | "
+        f"{_cpu(p.get('db_cpu_ms_per_req'))} | "
         f"{p['hub_rss_peak_mb']:.0f} / {p['hub_rss_after_mb']:.0f} | {_share(p.get('client_cpu_share'))} | {'; '.join(notes)} |"
     )
 
@@ -86,9 +87,15 @@ def network_table(r: dict[str, Any]) -> str:
         return f"### {r['db']}, {r['workers']} hub process(es), {r['sites']:,} sites\n\nNot measured: {r['error']}\n"
     head = (
         f"### {r['db']}, {r['workers']} hub process(es), {r['sites']:,} sites\n\n"
-        f"Seeded in {r['seed_s']:.1f} s; hub ready in {r.get('start_s', float('nan')):.1f} s.{_stops(r)}\n\n"
+        + (
+            f"PostgreSQL with fsync {'on (its defaults)' if r['pg_fsync'] else 'and synchronous_commit off'}. "
+            if "pg_fsync" in r
+            else ""
+        )
+        + f"Seeded in {r['seed_s']:.1f} s; hub ready in {r.get('start_s', float('nan')):.1f} s.{_stops(r)}\n\n"
         "| phase | senders | requests | 2xx/s | p50 ms | p99 ms | max ms | status codes | client errors | "
-        "hub CPU ms/req | hub RSS MB peak / after | client CPU | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "hub CPU ms/req | database CPU ms/req | hub RSS MB peak / after | client CPU | notes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = "\n".join(_phase_row(p) for p in r["phases"])
     ratios = _ratios(r["phases"])
@@ -114,6 +121,7 @@ def section(results: list[dict[str, Any]], command: str) -> str:
         f"Command: `{command}`. A real hub process; every simulated agent sends with its own token over "
         "loopback HTTP from one asyncio client on the same machine (the client competes with the hub for CPU). "
         "`whoami` is `GET /api/v1/whoami` with an agent's token: the authenticated no-op. 2xx/s counts only "
-        "successful answers; hub CPU is user + system time of the hub's processes per answered request.\n\n"
+        "successful answers; hub CPU is user + system time of the hub's processes per answered request, database CPU "
+        "the same for PostgreSQL's server processes (— on SQLite, which runs inside the hub).\n\n"
         + "\n".join(network_table(r) for r in results)
     )

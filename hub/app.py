@@ -82,7 +82,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         notifier.bind(asyncio.get_running_loop())
         wakeups = [asyncio.create_task(recheck(notifier, partial(sites_with_work_in, engine), settings.long_poll_recheck_s))]
         if engine.dialect.name == "postgresql":  # other hub processes may share the database
-            wakeups.append(asyncio.create_task(bridge(notifier, settings.resolved_database_url)))
+            wakeups.append(asyncio.create_task(bridge(notifier, app.state.verifier.principals, settings.resolved_database_url)))
         history.start()
         heartbeats.start()
         sweeps = start_scheduler(engine, settings, notifier) if run_sweeps else None
@@ -103,6 +103,10 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         version=__version__,
         description="Registry, OAuth 2.0 authorization server and broker of the cryomesh network.",
         lifespan=lifespan,
+        # The hub exports Prometheus metrics and uses no OpenTelemetry; FastAPI's native
+        # telemetry would look up the global providers on every request (8 % of a
+        # heartbeat's hub CPU, docs/benchmarks.md "One hub process on PostgreSQL").
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.engine = engine

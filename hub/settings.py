@@ -127,6 +127,13 @@ class HubSettings(BaseSettings):
         description="How often each hub process re-reads the database, in one query, for all its waiting polls "
         "(work that no notification announced)",
     )
+    auth_recheck_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Longest a hub process goes without re-reading the auth version, so a revocation made through "
+        "another process applies here within this (on PostgreSQL it is also pushed with NOTIFY, at once)",
+    )
     session_lifetime_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400, description="A person's sign-in lasts this long")
     setup_code_ttl_s: int = Field(default=7 * 86_400, ge=60, description="Life of a new person's one-time password-setup code")
     enrollment_code_ttl_s: int = Field(default=86_400, ge=60, description="Default life of an enrollment code")

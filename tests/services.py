@@ -74,7 +74,10 @@ class PostgresServer:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(durable: bool = False) -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL server. Tests run it with ``fsync``, ``synchronous_commit``
+    and full-page writes off (nothing there needs to survive a crash); ``durable=True``
+    keeps PostgreSQL's defaults, as production runs (the load benchmark)."""
     external = os.environ.get("CRYOMESH_TEST_PG")  # host:port:user of a server you run yourself
     if external:
         host, port, user = external.split(":")
@@ -100,7 +103,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         check=True,
         capture_output=True,
     )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp}"
+    if not durable:
+        opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run(
         [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(tmp / "pg.log"), "-w", "start"],
         check=True,

@@ -158,7 +158,8 @@ class AuthVersion(SQLModel, table=True):
     """One row: a counter raised by every change that can refuse a token already issued (a
     client disabled or its role or site changed, a site suspended or renamed, a sign-in
     ended). Each hub process caches callers' principals and drops them when it sees the
-    counter move, which it re-reads at most a second apart (``hub/auth/revocation.py``)."""
+    counter move: pushed with ``NOTIFY`` on PostgreSQL, and re-read at most a second apart
+    (``hub/auth/revocation.py``)."""
 
     __tablename__ = "auth_version"
 

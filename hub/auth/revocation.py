@@ -13,8 +13,15 @@ watches the ORM flush; a bulk UPDATE of a watched column must call ``raise_versi
 
 A cached caller counts only while the process has seen no higher version than the one it
 was read under. The process that made the change sees it when it commits, so the refusal is
-immediate there; every other process re-reads the counter at most ``RECHECK_S`` apart, so
-a revocation reaches every hub process within a second.
+immediate there. Every other process hears of it in two ways:
+
+- pushed: on PostgreSQL the change's transaction sends the new version with ``NOTIFY``,
+  delivered at its commit to every hub process listening (``hub.jobs.pg_wakeups`` calls
+  ``advance``), so the refusal is immediate on every process, a few milliseconds later;
+- polled, as a safety net: each process re-reads the counter at most ``auth_recheck_s``
+  (1 s) apart, which covers a listening connection that is down (a notification sent
+  meanwhile is lost; on reconnecting the bridge calls ``reread_soon``) and hub processes on
+  SQLite, where there is nothing to listen to.
 """
 
 from __future__ import annotations
@@ -31,8 +38,6 @@ from hub.auth.principal import Principal
 from hub.auth.version import on_raise, read_version
 from hub.db import transaction
 
-#: Longest a hub process goes without re-reading the auth version.
-RECHECK_S = 1.0
 #: Cached callers per process (10,000 sites hold about 20,000 tokens: each agent's current
 #: one and its previous one until it expires); past it, stale entries are dropped.
 MAX_ENTRIES = 50_000
@@ -48,8 +53,9 @@ class _Entry:
 class PrincipalCache:
     """Callers verified in this process, valid until the auth version moves past theirs."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, recheck_s: float = 1.0) -> None:
         self._engine = engine
+        self._recheck_s = recheck_s  # longest this process goes without re-reading the version
         self._lock = threading.Lock()  # guards ``version`` only; never held across a read
         self.version = -1
         self._checked_at = float("-inf")
@@ -64,15 +70,20 @@ class PrincipalCache:
             if version > self.version:
                 self.version = version
 
+    def reread_soon(self) -> None:
+        """Re-read the version before the next request uses the cache (thread-safe): versions
+        announced while nobody was listening were lost."""
+        self._checked_at = float("-inf")
+
     def _read(self) -> None:
         with transaction(self._engine, write=False) as session:
             version = read_version(session)
         self.advance(version)
 
     async def recheck(self) -> None:
-        """Re-read the auth version if the last read is over ``RECHECK_S`` old; concurrent
+        """Re-read the auth version if the last read is over ``recheck_s`` old; concurrent
         callers wait for the same read."""
-        if time.monotonic() - self._checked_at <= RECHECK_S:
+        if time.monotonic() - self._checked_at <= self._recheck_s:
             return
         if self._recheck is None:
             self._recheck = asyncio.ensure_future(self._reread())

@@ -88,7 +88,7 @@ class TokenVerifier:
         self._settings = settings
         self._keys = keys
         self._engine = engine
-        self.principals = PrincipalCache(engine)
+        self.principals = PrincipalCache(engine, settings.auth_recheck_s)
         self._external = {i.issuer.rstrip("/"): (i, RemoteJWKS(i.jwks_uri)) for i in settings.external_issuers}
 
     async def authenticate(self, token: str) -> Principal:

@@ -1,6 +1,12 @@
 """The auth version: one counter raised, in the same transaction, by every change that can
 refuse a token already issued (see ``hub/auth/revocation.py`` for why). Imported by
-``hub/auth/models.py`` so the flush listener is in place wherever the tables are used."""
+``hub/auth/models.py`` so the flush listener is in place wherever the tables are used.
+
+How other processes learn of it: on PostgreSQL the same transaction sends
+``NOTIFY cryomesh_auth, '<version>'``. PostgreSQL delivers a notification only when its
+transaction commits (and drops it on rollback), so every hub process ``LISTEN``ing
+(``hub.jobs.pg_wakeups``) hears of the new version the moment it is durable, whichever
+process made the change, the CLI's included."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from weakref import WeakMethod
 
-from sqlalchemy import event, inspect, update
+from sqlalchemy import event, func, inspect, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
@@ -22,6 +28,8 @@ WATCHED: dict[type[Any], frozenset[str]] = {
     SignInSession: frozenset({"ended_at", "expires_at"}),
 }
 _RAISED = "cryomesh_auth_version"
+#: PostgreSQL channel announcing a raised version; the payload is the version.
+CHANNEL = "cryomesh_auth"
 #: Database URL -> who to tell after a commit raised the version (weakly held: a hub's
 #: cache goes when its app does). By URL, not engine: any engine of this process on the
 #: same database (the CLI's, a test's) makes the refusal immediate here too.
@@ -32,7 +40,10 @@ def raise_version(session: Session) -> int:
     """Raise the auth version in this transaction; announced to this process on commit."""
     table = AuthVersion.__table__  # type: ignore[attr-defined]
     stmt = update(table).where(table.c.id == 1).values(version=table.c.version + 1).returning(table.c.version)
-    version = int(session.connection().execute(stmt).scalar_one())
+    conn = session.connection()
+    version = int(conn.execute(stmt).scalar_one())
+    if conn.dialect.name == "postgresql":  # sent at commit, to every process listening
+        conn.execute(select(func.pg_notify(CHANNEL, str(version))))
     session.info[_RAISED] = version
     return version
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, or_, update
+from pydantic import BaseModel
+from sqlalchemy import bindparam, delete, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from hub.capacity.history_buffer import HistoryBuffer
@@ -19,7 +22,7 @@ from hub.jobs.service import renew_leases
 from hub.settings import HubSettings
 from hub.sites.models import Site
 from hub.sites.service import record_measured_software
-from hub.types import utcnow
+from hub.types import UTCDateTime, utcnow
 from shared.schemas.capacity import (
     CapacityHistory,
     CapacityPoint,
@@ -77,6 +80,33 @@ _SNAPSHOT = ("received_at", "sampled_at", "agent_version", "backend", "totals", 
 _SIGN_OF_LIFE = _sign_of_life()
 
 
+#: On PostgreSQL a batch is one statement whatever its size: it takes every heartbeat's
+#: values as arrays, unnested into rows, marks the sites alive and upserts the snapshots of
+#: the sites it marked. Executed once per heartbeat, the same writes cost the hub and the
+#: server a statement's overhead per heartbeat, and each statement is a round trip, which
+#: on a busy host is the batch's latency (docs/benchmarks.md, "One hub process on PostgreSQL").
+_PG_BATCH = text(
+    """WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS integer[]), CAST(:names AS text[]), CAST(:intervals AS float8[]), CAST(:versions AS text[]),
+            CAST(:untils AS timestamptz[]), CAST(:sampled AS timestamptz[]), CAST(:backends AS text[]),
+            CAST(:totals AS json[]), CAST(:partitions AS json[]), CAST(:storage AS json[]))
+        AS v(id, name, interval_s, agent_version, reachable_until, sampled_at, backend, totals, partitions, storage)
+    ), marked AS (
+        UPDATE sites SET last_heartbeat_at = :now, heartbeat_interval_s = v.interval_s,
+            agent_version = v.agent_version, reachability = 'online', reachable_until = v.reachable_until
+        FROM v WHERE sites.id = v.id AND sites.name = v.name
+        RETURNING sites.id
+    )
+    INSERT INTO capacity_latest (site_id, received_at, sampled_at, agent_version, backend, totals, partitions, storage)
+    SELECT v.id, :now, v.sampled_at, v.agent_version, v.backend, v.totals, v.partitions, v.storage
+    FROM v JOIN marked ON marked.id = v.id
+    ON CONFLICT (site_id) DO UPDATE SET received_at = excluded.received_at, sampled_at = excluded.sampled_at,
+        agent_version = excluded.agent_version, backend = excluded.backend, totals = excluded.totals,
+        partitions = excluded.partitions, storage = excluded.storage"""
+)
+
+
 @cache
 def _snapshot_upsert(dialect: str) -> Any:
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CapacityLatest.__table__)  # type: ignore[attr-defined]
@@ -99,48 +129,20 @@ class SiteGone(Exception):
 
 
 def record_heartbeats(session: Session, beats: list[Beat], settings: HubSettings, history: HistoryBuffer) -> list[HeartbeatAck]:
-    """Store each site's sign of life and snapshot: two statements for the whole batch (each
-    executed with every site's values), nothing read back. Two heartbeats of one site in a
-    batch store the later one. The history samples are folded in memory once the transaction
-    has committed (see history_buffer). Raises ``NotFound`` for a lone heartbeat of a site
+    """Store each site's sign of life and snapshot for the whole batch, nothing read back: on
+    PostgreSQL one statement taking the batch as arrays, on SQLite two statements each
+    executed with every site's values. Two heartbeats of one site in a batch store the later one.
+    The history samples are folded in memory once the transaction has committed (see
+    history_buffer). Raises ``NotFound`` for a lone heartbeat of a site
     that is gone, ``SiteGone`` for a batch holding one."""
     now, totals = utcnow(), [totals_of(b.hb) for b in beats]
     latest = {b.site_id: i for i, b in enumerate(beats)}  # an upsert may touch a row once per statement
     conn = session.connection()
-    marked = conn.execute(
-        _SIGN_OF_LIFE,
-        [
-            {
-                "b_site_id": b.site_id,
-                "b_name": b.site_name,
-                "b_now": now,
-                "b_interval": b.hb.interval_s,
-                "b_version": b.hb.agent_version,
-                "b_until": now + timedelta(seconds=b.hb.interval_s * settings.missed_heartbeats),
-            }
-            for b in (beats[i] for i in latest.values())
-        ],
-    )
-    if marked.rowcount != len(latest):
+    write = _write_unnested if conn.dialect.name == "postgresql" else _write_each
+    if not write(conn, now, [beats[i] for i in latest.values()], [totals[i] for i in latest.values()], settings):
         if len(beats) == 1:
             raise NotFound(f"no site named {beats[0].site_name!r}")
         raise SiteGone()
-    conn.execute(
-        _snapshot_upsert(conn.dialect.name),
-        [
-            {
-                "site_id": beats[i].site_id,
-                "received_at": now,
-                "sampled_at": beats[i].hb.sampled_at,
-                "agent_version": beats[i].hb.agent_version,
-                "backend": beats[i].hb.backend,
-                "totals": totals[i].model_dump(),
-                "partitions": [p.model_dump() for p in beats[i].hb.partitions],
-                "storage": [s.model_dump() for s in beats[i].hb.storage],
-            }
-            for i in latest.values()
-        ],
-    )
     for b in beats:
         if b.hb.software is not None:
             record_measured_software(session, b.site_id, b.hb.software, now)
@@ -152,6 +154,73 @@ def record_heartbeats(session: Session, beats: list[Beat], settings: HubSettings
 
     after_commit(session, fold)
     return [HeartbeatAck(site=b.site_name, received_at=now, next_in_s=b.hb.interval_s) for b in beats]
+
+
+def _write_unnested(
+    conn: Connection, now: datetime, beats: list[Beat], totals: list[CapacityTotals], settings: HubSettings
+) -> bool:
+    """PostgreSQL: the sign of life and the snapshot of ``beats`` (one per site) in one
+    statement; False if a site is gone (its snapshot is not written; the caller rolls back)."""
+    utc = UTCDateTime()
+    stored = conn.execute(
+        _PG_BATCH,
+        {
+            "now": now,
+            "ids": [b.site_id for b in beats],
+            "names": [b.site_name for b in beats],
+            "intervals": [b.hb.interval_s for b in beats],
+            "versions": [b.hb.agent_version for b in beats],
+            "untils": [now + timedelta(seconds=b.hb.interval_s * settings.missed_heartbeats) for b in beats],
+            "sampled": [utc.process_bind_param(b.hb.sampled_at, conn.dialect) for b in beats],
+            "backends": [b.hb.backend for b in beats],
+            "totals": [t.model_dump_json() for t in totals],
+            "partitions": [_json_list(b.hb.partitions) for b in beats],
+            "storage": [_json_list(b.hb.storage) for b in beats],
+        },
+    )
+    return bool(stored.rowcount == len(beats))
+
+
+def _json_list(items: Sequence[BaseModel]) -> str:
+    return "[" + ",".join(i.model_dump_json() for i in items) + "]"
+
+
+def _write_each(conn: Connection, now: datetime, beats: list[Beat], totals: list[CapacityTotals], settings: HubSettings) -> bool:
+    """SQLite: the site update and the snapshot upsert, each executed with every site's
+    values; False (and no snapshot written) if a site is gone."""
+    marked = conn.execute(
+        _SIGN_OF_LIFE,
+        [
+            {
+                "b_site_id": b.site_id,
+                "b_name": b.site_name,
+                "b_now": now,
+                "b_interval": b.hb.interval_s,
+                "b_version": b.hb.agent_version,
+                "b_until": now + timedelta(seconds=b.hb.interval_s * settings.missed_heartbeats),
+            }
+            for b in beats
+        ],
+    )
+    if marked.rowcount != len(beats):
+        return False
+    conn.execute(
+        _snapshot_upsert(conn.dialect.name),
+        [
+            {
+                "site_id": b.site_id,
+                "received_at": now,
+                "sampled_at": b.hb.sampled_at,
+                "agent_version": b.hb.agent_version,
+                "backend": b.hb.backend,
+                "totals": t.model_dump(),
+                "partitions": [p.model_dump() for p in b.hb.partitions],
+                "storage": [s.model_dump() for s in b.hb.storage],
+            }
+            for b, t in zip(beats, totals, strict=True)
+        ],
+    )
+    return True
 
 
 def record_heartbeat(

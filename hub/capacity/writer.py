@@ -1,10 +1,11 @@
 """Heartbeats written together (group commit).
 
-A heartbeat's own database work is two fixed statements. What cost more, measured with a
-sampling profiler at 64 concurrent senders (docs/benchmarks.md, "Heartbeats written
-together"), was everything around them: each request's hop to a handler thread and back
-(about 40 % of the hub's busy time went to waking threads and the event loop), and a
-``BEGIN IMMEDIATE`` … ``COMMIT`` of its own, queued behind every other writer.
+A heartbeat's own database work is small and fixed (a site update and a snapshot upsert).
+What cost more, measured with a sampling profiler at 64 concurrent senders
+(docs/benchmarks.md, "Heartbeats written together"), was everything around them: each
+request's hop to a handler thread and back (about 40 % of the hub's busy time went to
+waking threads and the event loop), and a ``BEGIN IMMEDIATE`` … ``COMMIT`` of its own,
+queued behind every other writer.
 
 So heartbeats are not written by the request's handler. The handler (``async``, on the
 event loop) hands its heartbeat to this process's writer thread and waits; the writer takes

@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from hub.capacity.chart import summed_history
 from hub.capacity.history_buffer import Fold, HistoryBuffer, bucket_start, write_folds
 from hub.capacity.models import CapacityBucket, CapacityLatest
-from hub.capacity.service import Beat, mark_unreachable, record_heartbeats
+from hub.capacity.service import Beat, SiteGone, mark_unreachable, record_heartbeats, totals_of
 from hub.db import make_engine, transaction
 from hub.settings import HubSettings
 from hub.sites.models import Site
@@ -429,5 +429,69 @@ def test_two_heartbeats_of_one_site_in_a_batch_store_the_later(db_url: str, tmp_
             latest = s.get(CapacityLatest, site_id)
             assert latest is not None and latest.totals["cpus_free"] == 10
         assert history.pending() == 1, "both samples folded into the site's bucket"
+    finally:
+        engine.dispose()
+
+
+def _stored(engine: Engine, site_id: int) -> dict[str, Any]:
+    with transaction(engine, write=False) as s:
+        row, site = s.get(CapacityLatest, site_id), s.get(Site, site_id)
+        assert row is not None and site is not None and site.last_heartbeat_at and site.reachable_until
+        return {
+            "sampled_at": row.sampled_at, "agent_version": row.agent_version, "backend": row.backend, "totals": row.totals,
+            "partitions": row.partitions, "storage": row.storage, "reachability": site.reachability,
+            "site_agent_version": site.agent_version, "interval_s": site.heartbeat_interval_s,
+            "deadline_s": (site.reachable_until - site.last_heartbeat_at).total_seconds(),
+        }  # fmt: skip
+
+
+def _expected(hb: Heartbeat, settings: HubSettings) -> dict[str, Any]:
+    return {
+        "sampled_at": hb.sampled_at, "agent_version": hb.agent_version, "backend": hb.backend,
+        "totals": totals_of(hb).model_dump(), "partitions": [p.model_dump() for p in hb.partitions],
+        "storage": [x.model_dump() for x in hb.storage], "reachability": "online", "site_agent_version": hb.agent_version,
+        "interval_s": hb.interval_s, "deadline_s": hb.interval_s * settings.missed_heartbeats,
+    }  # fmt: skip
+
+
+def test_a_batch_is_one_or_two_statements_whatever_its_size_and_stores_what_lone_heartbeats_store(db_url: str) -> None:
+    """Twenty sites' heartbeats written in one batch: one statement on PostgreSQL (taking the
+    batch as arrays), two on SQLite (each executed with every site's values), and
+    each site's snapshot, sign of life and reachability deadline are its own heartbeat's, as
+    when heartbeats are written one at a time. A batch naming a site that is gone raises
+    SiteGone and leaves every snapshot as it was."""
+    prepare_database(db_url)
+    engine = make_engine(db_url)
+    try:
+        with transaction(engine) as s:
+            sites = [Site(name=f"site-{i}", display_name=f"Site {i}", institution="kek", country="JP") for i in range(30)]
+            s.add_all(sites)
+            s.flush()
+            ids = [int(site.id) for site in sites if site.id is not None]
+        history = HistoryBuffer(engine, 300, 3600, 10_000)
+        settings = HubSettings(database_url=db_url)
+        beats = [
+            Beat(site_id, f"site-{i}", Heartbeat.model_validate(
+                heartbeat_body(64 + i, i, interval_s=10 + i, agent_version=f"v{i}", sampled_at=f"2026-01-01T00:00:{i:02d}Z")
+            ))
+            for i, site_id in enumerate(ids)
+        ]  # fmt: skip
+        with _StatementLog(engine) as sql, transaction(engine) as s:
+            record_heartbeats(s, beats[:20], settings, history)
+        writes = [q for q in sql if "sites" in q or "capacity_latest" in q]
+        assert len(writes) == (1 if engine.dialect.name == "postgresql" else 2), sql
+        for b in beats[20:]:
+            with transaction(engine) as s:
+                record_heartbeats(s, [b], settings, history)
+        for b in beats:
+            assert _stored(engine, b.site_id) == _expected(b.hb, settings), b.site_name
+
+        with transaction(engine) as s:
+            s.get_one(Site, ids[3]).name = "site-3-renamed"
+        again = [Beat(b.site_id, b.site_name, Heartbeat.model_validate(heartbeat_body(8, 0))) for b in beats[:6]]
+        with pytest.raises(SiteGone), transaction(engine) as s:
+            record_heartbeats(s, again, settings, history)
+        for b in beats[:6]:
+            assert _stored(engine, b.site_id) == _expected(b.hb, settings), "nothing of the refused batch stored"
     finally:
         engine.dispose()

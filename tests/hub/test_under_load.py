@@ -213,12 +213,16 @@ def test_a_burst_past_the_in_flight_bound_gets_503_with_retry_after(tmp_path: Pa
 def test_a_revoked_agent_is_refused_on_every_hub_process(pg_url: str, tmp_path: Path) -> None:
     """Two hub processes on one PostgreSQL database. An agent's token works on both (each
     has verified and cached it); the agent is revoked through one: that one refuses it at
-    once, the other within its re-check of the auth version (a second), long before the
-    token expires. Then the same for a site suspended through the other process."""
-    hub_a = start_hub(tmp_path / "a", pg_url)
+    once, and so does the other, told by the revoking transaction's NOTIFY. Both re-read
+    the auth version themselves only every 60 s here (``auth_recheck_s``), so a refusal
+    within the test's 5 s can only come from the push (the issue asks for a second; a busy
+    machine may take longer, so 5 s). Then the same for a site suspended through the other
+    process. The delays are printed."""
+    pushed_only = {"CRYOMESH_AUTH_RECHECK_S": "60"}
+    hub_a = start_hub(tmp_path / "a", pg_url, **pushed_only)
     hub_b = HubProcess(tmp_path / "b", db_url=pg_url, admin=hub_a.admin)
     # Behind one public URL, as processes behind a reverse proxy are: one issuer for both.
-    hub_b.env.update(BUSY_TIMEOUT, CRYOMESH_PUBLIC_URL=hub_a.url)
+    hub_b.env.update(BUSY_TIMEOUT, CRYOMESH_PUBLIC_URL=hub_a.url, **pushed_only)
     hub_b.start()
     try:
         (site, client_id, token, _), (site2, _, token2, _) = sites_with_agents(hub_a, tmp_path, 2)
@@ -232,15 +236,21 @@ def test_a_revoked_agent_is_refused_on_every_hub_process(pg_url: str, tmp_path: 
             assert beat(hub, site2, token2).status_code == 200
 
         hub_a.api("POST", f"/api/v1/agents/{client_id}/revoke")
+        revoked = time.monotonic()  # the answer comes after the commit
         r = beat(hub_a, site, token)
         assert r.status_code == 401 and "disabled" in r.json()["detail"], r.text
-        wait_for(lambda: beat(hub_b, site, token).status_code == 401, 30, "the other hub process to refuse the token")
+        wait_for(lambda: beat(hub_b, site, token).status_code == 401, 5, "the other hub process to refuse the token")
+        took_b = time.monotonic() - revoked
         assert "disabled" in beat(hub_b, site, token).json()["detail"]
 
         hub_b.api("POST", f"/api/v1/sites/{site2}/suspend")
+        suspended = time.monotonic()
         r = beat(hub_b, site2, token2)
         assert r.status_code == 403 and "suspended" in r.json()["detail"], r.text
-        wait_for(lambda: beat(hub_a, site2, token2).status_code == 403, 30, "the other hub process to refuse the agent")
+        wait_for(lambda: beat(hub_a, site2, token2).status_code == 403, 5, "the other hub process to refuse the agent")
+        took_a = time.monotonic() - suspended
+        print(f"refused on the other hub process {took_b * 1000:.0f} ms after the revocation's answer, "
+              f"{took_a * 1000:.0f} ms after the suspension's")  # fmt: skip
     finally:
         hub_a.stop()
         hub_b.stop()
