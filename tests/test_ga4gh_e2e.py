@@ -191,12 +191,17 @@ def test_outputs_registered_as_datasets_resolve_over_drs(hub: HubProcess, agent:
         "b/c.txt": hashlib.sha256(b"two\n").hexdigest(),
     }
 
-    # The blob is not validated whole: embl runs no site, so it has no access method to the
-    # copy at kek's site, and DRS wants at least one for a blob (see docs/workflows.md).
-    blob = httpx.get(f"{hub.url}/ga4gh/drs/v1/objects/{urls['/out/map.mrc'].rsplit('/', 1)[1]}", headers=auth).json()
-    ga4gh_schemas.drs("Checksum", blob["checksums"][0])
+    # embl runs no site, so the copy at the task's site (kek's file system) is listed, as DRS
+    # wants one method for a blob, but not available to this caller, and its access says why.
+    blob_id = urls["/out/map.mrc"].rsplit("/", 1)[1]
+    blob = httpx.get(f"{hub.url}/ga4gh/drs/v1/objects/{blob_id}", headers=auth).json()
+    ga4gh_schemas.drs("DrsObject", blob)
     assert blob["name"] == "map.mrc" and blob["size"] == len(b"density")
     assert blob["checksums"] == [{"type": "sha-256", "checksum": hashlib.sha256(b"density").hexdigest()}]
+    assert blob["access_methods"] == [{"type": "file", "access_id": "file.tes-site", "region": "tes-site", "available": False}]
+    r = httpx.get(f"{hub.url}/ga4gh/drs/v1/objects/{blob_id}/access/file.tes-site", headers=auth)
+    assert r.status_code == 403 and r.json()["error"] == "Forbidden", r.text
+    assert "another institution's site" in r.json()["detail"] and "share" in r.json()["detail"], r.text
     bundle = httpx.get(f"{hub.url}/ga4gh/drs/v1/objects/{ds_id}", params={"expand": True}, headers=auth).json()
     ga4gh_schemas.drs("DrsObject", bundle)
     assert bundle["self_uri"] == ds_uri

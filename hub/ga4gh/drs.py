@@ -36,7 +36,7 @@ from hub.auth.principal import Principal
 from hub.datasets.files import entries
 from hub.datasets.models import Dataset, Replica
 from hub.datasets.service import get_visible
-from hub.errors import NotFound
+from hub.errors import Forbidden, NotFound
 from hub.sites.models import Site
 from hub.types import utcnow
 from shared.drs_ids import dir_object_id, file_object_id
@@ -134,21 +134,23 @@ def _in_s3(replica: Replica) -> bool:
     return replica.location.startswith("s3://")
 
 
-def _usable_replicas(session: Session, principal: Principal, ds: Dataset) -> list[tuple[Site, Replica]]:
-    """Replicas whose access methods the caller gets: in S3, all (the site's agent signs the
-    URLs); on a site's file system, those at sites of the caller's institution."""
+def _replicas(session: Session, principal: Principal, ds: Dataset) -> list[tuple[Site, Replica, bool]]:
+    """The dataset's AVAILABLE replicas, each with whether the caller may use its access
+    method: in S3, all (the site's agent signs the URLs); on a site's file system, those at
+    sites of the caller's institution; none, during an embargo, for outsiders."""
     embargoed = ds.embargo_until is not None and ds.embargo_until > utcnow().date()
-    if embargoed and principal.role is not Role.NETWORK_ADMIN and principal.institution != ds.institution:
-        return []
+    outsider = principal.role is not Role.NETWORK_ADMIN and principal.institution != ds.institution
     rows = session.exec(
         select(Site, Replica)
         .join(Replica, col(Replica.site_id) == Site.id)
         .where(Replica.dataset_id == ds.id, Replica.state == ReplicaState.AVAILABLE.value)
         .order_by(col(Site.name))
     ).all()
-    if principal.role is Role.NETWORK_ADMIN:
-        return list(rows)
-    return [(s, r) for s, r in rows if _in_s3(r) or (principal.institution and s.institution == principal.institution)]
+    return [
+        (s, r, not (embargoed and outsider) and (principal.role is Role.NETWORK_ADMIN or _in_s3(r)
+                                                 or bool(principal.institution and s.institution == principal.institution)))
+        for s, r in rows
+    ]  # fmt: skip
 
 
 def _file_url(replica: Replica, path: str) -> str:
@@ -172,7 +174,11 @@ def _methods(site: Site, replica: Replica, path: str) -> list[dict[str, Any]]:
 
 def _blob(session: Session, principal: Principal, ds: Dataset, f: dict[str, Any], host: str) -> dict[str, Any]:
     object_id = file_object_id(ds.id, f["path"])
-    methods = [m for site, replica in _usable_replicas(session, principal, ds) for m in _methods(site, replica, f["path"])]
+    replicas = _replicas(session, principal, ds)
+    methods = [m for site, replica, usable in replicas if usable for m in _methods(site, replica, f["path"])]
+    if not methods:  # DRS wants one for a blob: where the copies are, not for this caller (``get_access`` says why)
+        methods = [{"type": "file", "access_id": f"{ACCESS_PREFIX}{site.name}", "region": site.name, "available": False}
+                   for site, _, _ in replicas]  # fmt: skip
     return {
         "id": object_id, "name": f["path"].rsplit("/", 1)[-1], "self_uri": f"drs://{host}/{object_id}", "size": f["size"],
         "created_time": _time(ds.created_at), "updated_time": _time(ds.created_at), "version": ds.manifest_digest,
@@ -236,9 +242,17 @@ def get_access(session: Session, principal: Principal, object_id: str, access_id
     ds, f = _resolve(session, principal, object_id)
     kind, _, site_name = access_id.partition(".")
     if isinstance(f, dict) and kind in ("file", "https"):
-        for site, replica in _usable_replicas(session, principal, ds):
-            if site.name == site_name and _in_s3(replica) == (kind == "https"):
-                return ToSign(site, _s3_url(replica, f["path"])) if kind == "https" else {"url": _file_url(replica, f["path"])}
+        for site, replica, usable in _replicas(session, principal, ds):
+            if site.name != site_name or _in_s3(replica) != (kind == "https"):
+                continue
+            if not usable:
+                raise Forbidden(
+                    f"the copy at {site.name} is not yours to read "
+                    + (f"until its embargo ends ({ds.embargo_until})" if ds.embargo_until and ds.embargo_until > utcnow().date()
+                       else "(a file system of another institution's site)")
+                    + ": ask for a share of the dataset to a site of yours (cryomesh shares request)"
+                )  # fmt: skip
+            return ToSign(site, _s3_url(replica, f["path"])) if kind == "https" else {"url": _file_url(replica, f["path"])}
     raise NotFound(f"no access method {access_id!r} of DRS object {object_id!r} for you")
 
 

@@ -71,13 +71,16 @@ def get_object(
     return drs.get_object(session, _person(principal), object_id, _host(request), expand)
 
 
-@router.get("/objects/{object_id}/access/{access_id}", responses=responses(*AUTH_ERRORS, NotFound, presign.Unavailable))
+@router.get(
+    "/objects/{object_id}/access/{access_id}", responses=responses(*AUTH_ERRORS, Forbidden, NotFound, presign.Unavailable)
+)
 async def get_access(
     object_id: str, access_id: str, request: Request, session: SessionDep, principal: Ga4ghCaller
 ) -> dict[str, Any]:
     """The URL of one access method: a file path at a site the caller's institution runs, or
     a presigned https URL of an object in a site's S3 bucket, signed by that site's agent (403
-    when the site will not sign it, 503 when its agent does not answer in time)."""
+    when the site will not sign it, or for a copy the caller may see but not read: on another
+    institution's file system, or embargoed; 503 when its agent does not answer in time)."""
 
     def resolve() -> dict[str, Any] | drs.ToSign:
         try:

@@ -97,9 +97,13 @@ def test_drs_round_trip_with_checksums_and_visibility(hub: Hub, tmp_path: Path) 
         other = c.get(f"{BASE}/objects/{shared.json()['id']}", params={"expand": True}).json()
         assert other["checksums"][0]["type"] == "sha-256"
         first = c.get(f"{BASE}/objects/{next(_leaves(other['contents']))[1]['id']}").json()
-        assert first["access_methods"] == []
+        ga4gh_schemas.drs("DrsObject", first)  # one method, as DRS wants for a blob: where the copy is
+        assert first["access_methods"] == [{"type": "file", "access_id": "file.beta", "region": "beta", "available": False}]
         r = c.get(f"{BASE}/objects/{first['id']}/access/file.beta")
-        assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text
+        assert r.status_code == 403 and r.json()["error"] == "Forbidden", r.text
+        assert "another institution's site" in r.json()["detail"] and "share" in r.json()["detail"], r.text
+        r = c.get(f"{BASE}/objects/{first['id']}/access/file.gamma")
+        assert r.status_code == 404 and r.json()["error"] == "NotFound", r.text  # no copy there at all
 
     with hub.as_(embl) as c:
         blob, data = _fetch(c, f"drs://{host}/{first['id']}")
@@ -120,6 +124,27 @@ def test_drs_round_trip_with_checksums_and_visibility(hub: Hub, tmp_path: Path) 
     with hub.http(hub.agent_token(agent_a)) as c:
         r = c.get(f"{BASE}/objects/{star['id']}")
         assert r.status_code == 403 and r.json()["error"] == "Forbidden", r.text
+
+
+def test_an_embargoed_copy_is_listed_unavailable_and_its_access_says_until_when(hub: Hub, tmp_path: Path) -> None:
+    hub.create_site("alpha", institution="kek")
+    agent = hub.enroll_agent("alpha", tmp_path / "a")
+    until = (datetime.now(UTC) + timedelta(days=30)).date()
+    body = dataset_body(make_dataset_dir(tmp_path / "e"), title="embargoed", visibility="network", embargo_until=str(until))
+    ds = register(hub, agent, body)
+    assert ds.status_code == 201, ds.text
+    with hub.as_(hub.account("researcher", institution="embl")) as c:
+        bundle = c.get(f"{BASE}/objects/{ds.json()['id']}", params={"expand": True}).json()
+        _, leaf = next(_leaves(bundle["contents"]))
+        blob = c.get(f"{BASE}/objects/{leaf['id']}").json()
+        ga4gh_schemas.drs("DrsObject", blob)
+        assert blob["access_methods"] == [{"type": "file", "access_id": "file.alpha", "region": "alpha", "available": False}]
+        r = c.get(f"{BASE}/objects/{leaf['id']}/access/file.alpha")
+        assert r.status_code == 403 and r.json()["error"] == "Forbidden", r.text
+        assert f"embargo ends ({until})" in r.json()["detail"], r.text
+    with hub.as_(hub.account("researcher", institution="kek")) as c:  # the owners read it meanwhile
+        blob, data = _fetch(c, leaf["drs_uri"][0])
+        _verify(blob, data)
 
 
 def test_crc64nvme_checksums_are_s3s_value_in_hex(tmp_path: Path) -> None:
