@@ -32,10 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.docs import write_section
-
 ROOT = Path(__file__).resolve().parent.parent
-SECTION = "## Batch placer and submission speed (issues 10 and 12, branch placer-speed)"
+SECTION = "## Batch placer and submission speed (issues 10 and 12)"
 
 
 def own_inputs(n_jobs: int, views: list[Any], seed: int = 5) -> list[tuple[Any, str]]:
@@ -189,10 +187,10 @@ def section(rows: list[Row], db: dict[str, float], subs: dict[int, dict[str, flo
     db_ratio = f"{db['before_s'] / db['after_s']:.1f}x" if "before_s" in db else "—"
     return f"""{SECTION}
 
-Command: `python -m bench.placer --before {args.before or "DIR"}` (`make bench` runs it without a
-baseline). Machine: 2 CPU cores shared with other sessions' work (load varied during the run),
-so compare the ratios, measured in the same run, rather than the seconds. "Before" is the
-checkout given (main before this branch), run in its own process.
+Command: `python -m bench.placer --before {args.before or "DIR"}{" --whole" if args.whole else ""}` (`make bench` runs it
+without a baseline). Machine: x86_64, 2 CPU cores, load average {os.getloadavg()[0]:.1f} at the end; run
+{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}. Compare the ratios, measured in the same run. "Before"
+is the checkout given, run in its own process.
 
 | jobs x sites | queue | before | after | speed-up | placed | same site as before |
 |---|---|---|---|---|---|---|
@@ -200,8 +198,7 @@ checkout given (main before this branch), run in its own process.
 | 10,000 x 1,000 through SQLite (`place_queued`) | six shapes | {db_before} | {db["after_s"]:.2f} s | {db_ratio} | | |
 
 One submission's decision, in memory (`hub/broker/service.py`; the same process, median of 5):
-scoring every site (the path before, kept as the reference and for jobs with a deadline or
-max_cost) against the search with the checks for good kept between submissions.
+scoring every site (the path before, kept as the reference) against the search with the checks for good kept between submissions.
 
 | sites | every site scored | search | speed-up |
 |---|---|---|---|
@@ -240,6 +237,8 @@ def main() -> None:
     db = database(args.before, args.jobs, 1_000)
     subs = {n: submissions(n) for n in args.sites}
     text = section(rows, db, subs, args)
+    from bench.docs import write_section  # here: a --worker may run in a checkout without it
+
     write_section(args.out, SECTION, text)
     print(text)
 

@@ -163,7 +163,10 @@ class HubSettings(BaseSettings):
         "(request_threads + 4) per hub process",
     )
     max_requests_in_flight: int = Field(
-        default=256,
+        # 1024: every agent of a 10,000-site network reconnecting at once is answered in 50 s
+        # (256: 122 s, most of it agents backing off after 503s while the hub idled); a waiting
+        # request costs a coroutine, and 1024 queued heartbeats drain in ~5 s (docs/benchmarks.md).
+        default=1024,
         ge=1,
         description="Requests a hub process works on at once (long-polls waiting for work and /healthz not counted); "
         "past it a request is answered 503 with Retry-After at once, before its body is read",
