@@ -134,11 +134,15 @@ def _in_s3(replica: Replica) -> bool:
     return replica.location.startswith("s3://")
 
 
+def _embargoed(ds: Dataset) -> bool:
+    return ds.embargo_until is not None and ds.embargo_until > utcnow().date()
+
+
 def _replicas(session: Session, principal: Principal, ds: Dataset) -> list[tuple[Site, Replica, bool]]:
     """The dataset's AVAILABLE replicas, each with whether the caller may use its access
     method: in S3, all (the site's agent signs the URLs); on a site's file system, those at
     sites of the caller's institution; none, during an embargo, for outsiders."""
-    embargoed = ds.embargo_until is not None and ds.embargo_until > utcnow().date()
+    embargoed = _embargoed(ds)
     outsider = principal.role is not Role.NETWORK_ADMIN and principal.institution != ds.institution
     rows = session.exec(
         select(Site, Replica)
@@ -248,7 +252,7 @@ def get_access(session: Session, principal: Principal, object_id: str, access_id
             if not usable:
                 raise Forbidden(
                     f"the copy at {site.name} is not yours to read "
-                    + (f"until its embargo ends ({ds.embargo_until})" if ds.embargo_until and ds.embargo_until > utcnow().date()
+                    + (f"until its embargo ends ({ds.embargo_until})" if _embargoed(ds)
                        else "(a file system of another institution's site)")
                     + ": ask for a share of the dataset to a site of yours (cryomesh shares request)"
                 )  # fmt: skip
