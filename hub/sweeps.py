@@ -19,7 +19,7 @@ from datetime import timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session
 
 from hub.auth import keys as signing_keys
@@ -78,6 +78,12 @@ class SweepRunner:
     def close(self) -> None:
         """Give the role up (at shutdown): closing the connection releases the lock."""
         if self._conn is not None:
+            with contextlib.suppress(SQLAlchemyError):  # a dead connection took the lock with it
+                # Released here, not left to the server: a closed connection's backend ends (and
+                # lets the lock go) a moment after the client has gone, so another process
+                # asking at once could still find it taken.
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RUNNER_LOCK_ID})
+                self._conn.commit()
             with contextlib.suppress(DBAPIError):
                 self._conn.invalidate()  # not back to the pool: the lock must go with it
             self._conn.close()
