@@ -96,9 +96,9 @@ presign_router = APIRouter(prefix="/api/v1/presign-requests", tags=["ga4gh-drs"]
 
 
 @presign_router.post("/{request_id}", status_code=204, responses=responses(*AUTH_ERRORS, NotFound, Conflict))
-def answer_presign(request_id: str, body: PresignAnswer, session: SessionDep, principal: CurrentAgent) -> None:
+def answer_presign(request_id: str, body: PresignAnswer, request: Request, session: SessionDep, principal: CurrentAgent) -> None:
     """A site's agent answers a request its long-poll for work returned: the signed URL, or why not."""
-    presign.answer(session, principal, request_id, body)
+    presign.answer(session, principal, request_id, body, request.app.state.notifier)
 
 
 @router.post("/objects", responses=responses(*AUTH_ERRORS, BadRequest))

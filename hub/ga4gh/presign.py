@@ -9,15 +9,19 @@ admin lists (``[drs] presign_buckets``), and gives URLs of at most its own ``pre
 
 How: the access call writes a request row (its own short transaction, so no transaction is
 held while it waits), wakes the site's long-poll for work, which returns the request in
-``AssignmentBatch.presign``; the agent signs (a local computation) and posts the answer; the
-call reads the row every ``POLL_S`` until it is answered or ``drs_presign_wait_s`` has
-passed (503 with Retry-After: the site's agent is away), then deletes it. The row lives in
-the database, not in memory, so any hub process may serve the call and any the agent's answer.
+``AssignmentBatch.presign``; the agent signs (a local computation) and posts the answer, whose
+commit notifies the site again. The call waits on the same notifier as the site's long-polls
+(hub.jobs.notify; across hub processes through PostgreSQL's NOTIFY) and reads the row when
+woken, or every ``RECHECK_S`` should a wake-up be lost, until it is answered or
+``drs_presign_wait_s`` has passed (503 with Retry-After: the site's agent is away), then
+deletes it. The row lives in the database, not in memory, so any hub process may serve the
+call and any the agent's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from datetime import timedelta
@@ -29,15 +33,16 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from hub.auth.principal import Principal
-from hub.db import transaction
+from hub.db import after_commit, transaction
 from hub.errors import Conflict, CryomeshError, Forbidden, NotFound
 from hub.ga4gh.models import PresignRow
+from hub.jobs.notify import Notifier
 from hub.sites.models import Site
 from hub.types import utcnow
 from shared.schemas.presign import PresignAnswer, PresignRequest
 
-#: How often a waiting access call reads its request.
-POLL_S = 0.1
+#: How often a waiting access call reads its request when nothing woke it (a lost wake-up).
+RECHECK_S = 1.0
 #: Rows older than this are left from a hub that stopped while waiting; the next request removes them.
 STALE = timedelta(minutes=10)
 
@@ -69,19 +74,28 @@ async def signed_url(app: FastAPI, site: Site, url: str) -> dict[str, Any]:
     refuses to sign it, 503 when its agent does not answer in time."""
     assert site.id is not None
     settings, engine = app.state.settings, app.state.engine
-    request_id = await run_in_threadpool(_open, engine, site.id, url, settings.drs_access_ttl_s)
-    app.state.notifier.notify(site.id)
+    notifier: Notifier = app.state.notifier
     deadline = time.monotonic() + settings.drs_presign_wait_s
-    try:
-        while (row := await run_in_threadpool(_read, engine, request_id)) is not None and row.state == "pending":
-            if time.monotonic() > deadline:
-                raise Unavailable(
-                    f"site {site.name}'s agent did not sign a URL in {settings.drs_presign_wait_s:g} s; try again",
-                    headers={"Retry-After": "5"},
-                )
-            await asyncio.sleep(POLL_S)
-    finally:
-        await run_in_threadpool(_close, engine, request_id)
+    # Waiting before the request exists, so the answer's wake-up cannot come before the wait.
+    with notifier.waiting(site.id) as woken:
+        request_id = await run_in_threadpool(_open, engine, site.id, url, settings.drs_access_ttl_s)
+        notifier.notify(site.id)
+        try:
+            while True:
+                woken.clear()
+                row = await run_in_threadpool(_read, engine, request_id)
+                if row is None or row.state != "pending":
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unavailable(
+                        f"site {site.name}'s agent did not sign a URL in {settings.drs_presign_wait_s:g} s; try again",
+                        headers={"Retry-After": "5"},
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), timeout=min(remaining, RECHECK_S))
+        finally:
+            await run_in_threadpool(_close, engine, request_id)
     if row is None or row.state != "signed" or row.signed_url is None:
         raise Forbidden(f"site {site.name} does not give https access to this object: {row.reason if row else 'no answer'}")
     return {"url": row.signed_url}
@@ -103,9 +117,9 @@ def sites_waiting(session: Session, site_ids: set[int]) -> set[int]:
     return set(session.exec(query.distinct()).all())
 
 
-def answer(session: Session, principal: Principal, request_id: str, body: PresignAnswer) -> None:
+def answer(session: Session, principal: Principal, request_id: str, body: PresignAnswer, notifier: Notifier) -> None:
     """The agent's answer (``principal`` is an agent). Only the agent of the request's site:
-    other agents get 404, as if there were none."""
+    other agents get 404, as if there were none. Its commit wakes the waiting access call."""
     row = session.get(PresignRow, request_id)
     if row is None or principal.site_id != row.site_id:
         raise NotFound(f"no presign request {request_id!r} for your site (it may have been given up)")
@@ -117,3 +131,5 @@ def answer(session: Session, principal: Principal, request_id: str, body: Presig
         row.state, row.reason = "refused", body.refused
     session.add(row)
     session.flush()
+    site_id = row.site_id
+    after_commit(session, lambda: notifier.notify(site_id))

@@ -14,8 +14,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
+import pytest
 from awscrt import checksums
 
+from hub.ga4gh import presign
 from shared.drs_ids import file_object_id
 from shared.schemas.datasets import ChecksumAlgorithm
 from site_agent.datasets import scan
@@ -190,6 +192,27 @@ def test_bundle_contents_nest_by_directory(sqlite_hub: Hub, tmp_path: Path) -> N
         assert mic_dir["size"] == sum((root / "Micrographs" / m).stat().st_size for m in mics) + len("first session")
         nested = c.get(f"{BASE}/objects/{mic_dir['id']}", params={"expand": True}).json()
         assert [i["name"] for i in nested["contents"][-1]["contents"]] == ["a.txt"]
+
+
+def test_an_answer_wakes_the_waiting_access_call(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The access call waits on the notifier, not on a timer: with the safety-net re-read a
+    minute away, the agent's answer still reaches the caller at once."""
+    monkeypatch.setattr(presign, "RECHECK_S", 60.0)
+    with running_hub(db_url, tmp_path / "data", drs_presign_wait_s=60) as hub:
+        hub.create_site("alpha", institution="kek")
+        alpha = hub.enroll_agent("alpha", tmp_path / "a")
+        body = dataset_body(make_dataset_dir(tmp_path / "d"), title="in s3", location="s3://replicas/session-1")
+        ds = register(hub, alpha, body)
+        assert ds.status_code == 201, ds.text
+        star = file_object_id(ds.json()["id"], "run.star")
+        kek = hub.account("researcher", institution="kek")
+        with ThreadPoolExecutor(1) as pool, hub.as_(kek) as c, hub.http(hub.agent_token(alpha)) as a:
+            access = pool.submit(c.get, f"{BASE}/objects/{star}/access/https.alpha")
+            (req,) = a.get("/api/v1/sites/alpha/assignments", params={"wait": 10}).json()["presign"]
+            r = a.post(f"/api/v1/presign-requests/{req['id']}", json={"refused": "bucket not listed"})
+            assert r.status_code == 204, r.text
+            answered = access.result(timeout=30)  # not woken: it would read the answer only after 60 s
+            assert answered.status_code == 403 and "bucket not listed" in answered.json()["detail"], answered.text
 
 
 def test_presign_requests_reach_only_the_replicas_site(db_url: str, tmp_path: Path) -> None:
