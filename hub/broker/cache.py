@@ -54,7 +54,15 @@ from sqlmodel import Session, col, select
 
 from hub.broker.rules import SiteView
 from hub.broker.search import Board, Fixed
-from hub.broker.views import active_attempts, apply_attempts, apply_snapshot, load_views, reliability, transfer_rates
+from hub.broker.views import (
+    active_attempts,
+    apply_attempts,
+    apply_snapshot,
+    load_views,
+    reliability,
+    transfer_rates,
+    transfers_in_flight,
+)
 from hub.capacity.models import CapacityLatest
 from hub.datasets.models import Dataset
 from hub.sites.models import Site
@@ -163,9 +171,10 @@ class SiteViewCache:
         if self._views:
             network = next(iter(self._views.values())).network  # shared by every view
             network.dataset_bytes = dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all())
-            rates = transfer_rates(session, now)
-            if rates != network.pair_bps:
-                network.pair_bps, self._board = rates, None  # the board keeps which sites have measured transfers
+            rates, ahead = transfer_rates(session, now), transfers_in_flight(session)
+            if rates != network.pair_bps or ahead != network.in_flight:
+                # the board keeps which sites have measured transfers or transfers under way, and copy times
+                network.pair_bps, network.in_flight, self._board = rates, ahead, None
         sampled = session.exec(select(CapacityLatest.site_id, CapacityLatest.sampled_at)).all()
         late = [site_id for site_id, at in sampled if self._sampled_at.get(site_id) != at]
         if late:
