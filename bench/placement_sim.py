@@ -146,7 +146,7 @@ def simulate(
     links: dict[int, _Link] = {}  # by ``link_of``
     waiting: dict[int, set[int]] = {}  # job -> copies it waits for
     then: dict[int, tuple[float, float]] = {}  # job -> (start-up, run) once its inputs are there
-    measured: dict[tuple[int, int], list[float]] = defaultdict(list)
+    measured: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
     events: list[tuple[float, int, str, int, str]] = [(j.submit, j.id, "arrive", j.id, "") for j in sc.jobs]
     heapq.heapify(events)
     seq = len(events)
@@ -275,8 +275,9 @@ def simulate(
         del copying[(cp.dataset, cp.dst)]
         unlanded.discard(c)
         pair = (views[cp.src].id, views[cp.dst].id)
-        measured[pair].append(copy_rate(cp.size, now - cp.requested))  # request to done, as the hub reads it
-        net.pair_bps[pair] = statistics.median(measured[pair])
+        measured[pair].append((cp.size, now - cp.requested))  # request to done, as the hub reads it
+        if (rate := copy_rate(measured[pair])) is not None:
+            net.pair_bps[pair] = rate
         out.copies.append((cp.src, cp.dst, cp.requested, now, cp.size))
         for jid, waits in list(waiting.items()):
             if c in waits:

@@ -171,10 +171,10 @@ class SiteViewCache:
         if self._views:
             network = next(iter(self._views.values())).network  # shared by every view
             network.dataset_bytes = dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all())
-            rates, ahead = transfer_rates(session, now), transfers_in_flight(session)
-            if rates != network.pair_bps or ahead != network.in_flight:
-                # the board keeps which sites have measured transfers or transfers under way, and copy times
-                network.pair_bps, network.in_flight, self._board = rates, ahead, None
+            rates = transfer_rates(session, now)
+            if rates != network.pair_bps:
+                network.pair_bps, self._board = rates, None  # the board keeps which sites have measured transfers
+            network.in_flight = transfers_in_flight(session)  # only lengthens copies: the board's bounds stay bounds
         sampled = session.exec(select(CapacityLatest.site_id, CapacityLatest.sampled_at)).all()
         late = [site_id for site_id, at in sampled if self._sampled_at.get(site_id) != at]
         if late:

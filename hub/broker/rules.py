@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -48,13 +48,16 @@ DEFAULT_COPY_BPS = 100e6
 COPY_SETUP_S = 300.0
 
 
-def copy_rate(size: int, seconds: float) -> float:
-    """A finished transfer's throughput as ``copy_time`` reads it: its bytes over its time past
-    the set-up ``copy_time`` adds back (request to done minus COPY_SETUP_S), so a copy of the
-    same size is estimated at the time it took, and a rate learned on small copies (mostly
-    set-up) does not stretch large ones. At least half of a transfer's time counts as moving
-    bytes: one that beat the assumed set-up does not claim an unbounded rate."""
-    return size / max(seconds - COPY_SETUP_S, seconds / 2)
+def copy_rate(transfers: Iterable[tuple[int, float]]) -> float | None:
+    """A pair of sites' throughput as ``copy_time`` reads it, from its finished transfers (bytes,
+    seconds from request to done): the bytes they moved over the time they spent moving them,
+    past the set-up ``copy_time`` adds back. Pooled, so copies that were mostly set-up do not set
+    the rate for large ones; None when none outlasted the set-up (nothing learned of the rate)."""
+    moved, busy = 0, 0.0
+    for size, seconds in transfers:
+        moved += size
+        busy += max(seconds - COPY_SETUP_S, 0.0)
+    return moved / busy if busy > 0 else None
 
 
 def arch_at_least(model: str, minimum: str) -> bool:
@@ -679,7 +682,9 @@ def link_time(size: int, bps: float, ahead: list[int]) -> float:
 def copy_time(spec: JobSpec, site: SiteView) -> tuple[float, int]:
     """(seconds to bring the job's inputs here, bytes to bring): each missing dataset from the
     holder it would reach here from soonest, at the measured throughput of that pair shared
-    with the transfers under way on it (``link_time``), copies one after another."""
+    with the transfers under way on it (``link_time``), copies one after another. Transfers
+    under way only lengthen a copy, so the batch placer's bound from a site that holds none of
+    the inputs and has no measured transfers from their holders (search.Board.blank) stays a bound."""
     net = site.network
     seconds, moved = 0.0, 0
     for ref in spec.inputs:

@@ -115,7 +115,7 @@ class Board:
                 self.holding.setdefault(dataset, []).append(i)
         self.measured_to: dict[int, list[int]] = {}
         if self.blank is not None:
-            for src, dst in self.blank.network.pair_bps.keys() | self.blank.network.in_flight.keys():
+            for src, dst in self.blank.network.pair_bps:
                 if dst in self.index:
                     self.measured_to.setdefault(src, []).append(self.index[dst])
         self._bias: dict[str, Floats] = {}
@@ -188,7 +188,7 @@ class Board:
 
     def special(self, spec: JobSpec) -> set[int]:
         """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
-        have measured transfers or transfers under way from a holder."""
+        have measured transfers from a holder."""
         assert self.blank is not None
         out: set[int] = set()
         for ref in spec.inputs:

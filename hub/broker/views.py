@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,9 +119,9 @@ def apply_attempts(
 
 
 def transfer_rates(session: Session, now: datetime) -> dict[tuple[int, int], float]:
-    """Median bytes/s of the finished transfers between each pair of sites over the last 30 days
-    (request to done, less the set-up the estimate adds back: ``rules.copy_rate``)."""
-    samples: dict[tuple[int, int], list[float]] = defaultdict(list)
+    """The throughput of each pair of sites from its finished transfers over the last 30 days
+    (``rules.copy_rate``: request to done, less the set-up the estimate adds back)."""
+    samples: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
     done = session.execute(
         sa_select(col(Transfer.source_site_id), col(Transfer.dest_site_id), col(Transfer.bytes_total),
                   col(Transfer.created_at), col(Transfer.finished_at))
@@ -131,8 +130,9 @@ def transfer_rates(session: Session, now: datetime) -> dict[tuple[int, int], flo
     for src, dst, size, started, finished in done:
         seconds = (finished - started).total_seconds() if finished else 0
         if size > 0 and seconds > 0:
-            samples[(src, dst)].append(copy_rate(size, seconds))
-    return {pair: statistics.median(rates) for pair, rates in samples.items()}
+            samples[(src, dst)].append((size, seconds))
+    rates = {pair: copy_rate(sizes) for pair, sizes in samples.items()}
+    return {pair: rate for pair, rate in rates.items() if rate is not None}
 
 
 def transfers_in_flight(session: Session) -> dict[tuple[int, int], list[int]]:
