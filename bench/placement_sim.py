@@ -10,6 +10,13 @@ and it runs; a copy makes a replica the broker sees once it lands, and its measu
 replaces the broker's default for that pair of sites; a finished run teaches the site's
 run-time statistics (hub.estimates.model Stat/observation), as the hub does.
 
+Each policy's chosen site is used as its verdict describes it: on the partition the rules
+chose there (earliest finish, then cost; spot twins only for preemptible jobs), priced and
+started there. The sites' agents report each partition's room after every pass (cloud
+partitions: whole nodes, up to the partition's maximum). Copies come from the dataset's
+owner (as hub/transfers/service.py starts them), after a fixed set-up, and copies that
+overlap on one link share its rate equally; the broker is told the transfers under way.
+
 Policies, all choosing among the same eligible verdicts:
   earliest   this broker: rank() by earliest completion (rules.py)
   headroom   the scorer before issue 12: 0.4 capacity headroom + 0.2 queue + 0.3 reliability
@@ -483,9 +490,14 @@ model's shape (and its GPU speed table) is right by construction and only each s
 the broker places only where a job can start now, so in these scenarios, where the elastic cloud absorbs
 overflow, federated jobs barely wait and the policies differ in where jobs run, not in queueing; earliest
 completion never tries a site its prior puts behind, so it never learns a site is faster than the prior says
-(here the cloud's hidden factor); spot preemption, job dependencies within a session and cloud node reuse are
-not simulated (each cloud job boots its own node, priced at the cheapest, spot, partition). The busier variants
-were added after the first comparison, because the first scenario left GPUs mostly idle; both are reported.
+(here the cloud's hidden factor); jobs are preemptible (the default), so they may run on spot nodes, but spot
+preemption, job dependencies within a session and cloud node reuse are not simulated (each cloud job boots and
+holds whole nodes of the partition its verdict chose, priced there); copies share a link, not a site's uplink;
+within one placement pass the hub counts CPUs, not whole nodes, on a cloud partition (no month here placed
+more nodes than a partition has). Until 2026-12-02 the simulation priced every job at its site's cheapest
+partition, reported no per-partition room and gave every copy its link's whole rate; see the section for
+branch sim for what each change moved. The busier variants were added after the first comparison, because
+the first scenario left GPUs mostly idle; both are reported.
 
 {body}
 ![Placement simulation: completion-time distributions and mean completion against cost]({args.image.relative_to(args.out.parent)})
