@@ -32,7 +32,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import date
 
-from hub.broker.rules import PartitionView, SiteView
+from hub.broker.rules import PartitionNow, PartitionView, SiteView
 from hub.estimates.model import prior_seconds
 from shared.schemas.jobs import JobSpec
 from shared.schemas.sites import PartitionCost, SitePolicy
@@ -97,6 +97,35 @@ def is_cloud(site: SiteSpec) -> bool:
     return any(p.cost is not None and p.cost.node_startup_s > 0 for p in site.partitions)
 
 
+def nodes_for(p: PartitionView, cpus: int, gpus: int) -> int:
+    """Whole nodes a job holds on a cloud partition (as it is priced: hub/costs/pricing.py)."""
+    return max(math.ceil(cpus / p.cores_per_node), math.ceil(gpus / p.gpus_per_node) if gpus else 0, 1)
+
+
+Held = dict[str, tuple[int, int, int]]  # partition -> (CPUs, GPUs, nodes) the simulated work holds there
+
+
+def report(s: SiteSpec, held: Held) -> dict[str, PartitionNow]:
+    """What the site's agent would report of each partition (hub/broker/views.py ``_partition_now``):
+    on premises, the CPUs and GPUs not held; on a cloud partition, nothing free on nodes up (each
+    job holds its whole nodes, as it pays for them) and the rest of its maximum node count as
+    powered-down nodes that can be started, with the partition's start-up time."""
+    out = {}
+    for p in s.partitions:
+        cpus, gpus, nodes = held.get(p.name, (0, 0, 0))
+        model = p.gpu_model
+        if p.cost is not None and p.cost.node_startup_s > 0:
+            left = p.node_count - nodes
+            out[p.name] = PartitionNow(
+                cpus_bootable=left * p.cores_per_node, gpus_free=dict.fromkeys([model] if model else [], 0),
+                gpus_bootable={model: left * p.gpus_per_node} if model else {}, boot_s=p.cost.node_startup_s,
+            )  # fmt: skip
+        else:
+            gpus_free = {model: p.node_count * p.gpus_per_node - gpus} if model else {}
+            out[p.name] = PartitionNow(cpus_free=p.node_count * p.cores_per_node - cpus, gpus_free=gpus_free)
+    return out
+
+
 def view(i: int, s: SiteSpec, lend: float = 1.0) -> SiteView:
     """A fresh broker view of the site: everything free, reported, online, lending to all. On-premises
     sites lend ``lend`` of their CPUs and GPUs (their own users, not simulated, hold the rest); a
@@ -110,6 +139,7 @@ def view(i: int, s: SiteSpec, lend: float = 1.0) -> SiteView:
         if p.gpu_model:
             v.gpus_total[p.gpu_model] = v.gpus_total.get(p.gpu_model, 0) + p.node_count * p.gpus_per_node
     v.gpus_free = dict(v.gpus_total)
+    v.part_now = report(s, {})
     if is_cloud(s):  # elastic: every node is powered down until a job starts it (and free goes below zero)
         v.cpus_bootable, v.cpus_free = v.cpus_free, 0
         v.gpus_bootable, v.gpus_free = v.gpus_free, dict.fromkeys(v.gpus_free, 0)

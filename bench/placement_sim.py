@@ -10,6 +10,13 @@ and it runs; a copy makes a replica the broker sees once it lands, and its measu
 replaces the broker's default for that pair of sites; a finished run teaches the site's
 run-time statistics (hub.estimates.model Stat/observation), as the hub does.
 
+Each policy's chosen site is used as its verdict describes it: on the partition the rules
+chose there (earliest finish, then cost; spot twins only for preemptible jobs), priced and
+started there. The sites' agents report each partition's room after every pass (cloud
+partitions: whole nodes, up to the partition's maximum). Copies come from the dataset's
+owner (as hub/transfers/service.py starts them), after a fixed set-up, and copies that
+overlap on one link share its rate equally; the broker is told the transfers under way.
+
 Policies, all choosing among the same eligible verdicts:
   earliest   this broker: rank() by earliest completion (rules.py)
   headroom   the scorer before issue 12: 0.4 capacity headroom + 0.2 queue + 0.3 reliability
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import math
 import os
 import platform
 import statistics
@@ -35,8 +43,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.docs import write_section
-from bench.placement_scenario import DAY, HOUR, Scenario, build, is_cloud, view
-from hub.broker.rules import Network, SiteView, Verdict, evaluate_now, price, rank, reserve, static_verdict
+from bench.placement_scenario import DAY, HOUR, Held, Scenario, build, is_cloud, nodes_for, report, view
+from hub.broker.rules import COPY_SETUP_S, Network, SiteView, Verdict, copy_rate, evaluate_now, rank, reserve, static_verdict
+from hub.costs.pricing import Priced, footprint_per_hour
 from hub.estimates.model import Stat, observation, prior_seconds
 
 START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
@@ -57,6 +66,29 @@ class Run:
     gpus: int
     cost: float
     moved: int
+    copy_s: float  # placed to inputs there
+    est_copy_s: float  # what the chosen verdict estimated for it
+    partition: str  # the partition the verdict chose (priced and started there)
+    model: str | None  # its GPU model
+
+
+@dataclass
+class _Copy:
+    src: int
+    dst: int
+    dataset: str
+    size: int
+    requested: float
+
+
+@dataclass
+class _Link:
+    """Copies between two sites share the link's rate equally while they overlap."""
+
+    bps: float
+    at: float  # when ``active`` was last advanced
+    active: dict[int, float] = field(default_factory=dict)  # copy -> bytes left
+    version: int = 0  # of the pending "link" event; older ones are stale
 
 
 @dataclass
@@ -68,6 +100,7 @@ class Outcome:
     stuck: list[int] = field(default_factory=list)  # jobs still waiting when nothing else could happen
     walltime_hits: int = 0
     passes: int = 0
+    copies: list[tuple[int, int, float, float, int]] = field(default_factory=list)  # source, destination, start, end, bytes
 
 
 Chooser = Callable[[list[Verdict], list[SiteView]], Verdict]
@@ -96,7 +129,11 @@ def _earliest(verdicts: list[Verdict], views: list[SiteView]) -> Verdict:
     return rank(verdicts)[0]
 
 
-def simulate(sc: Scenario, policy: str, max_events: int = 200_000) -> Outcome:
+def simulate(
+    sc: Scenario, policy: str, max_events: int = 400_000, see_in_flight: bool = True, share_links: bool = True
+) -> Outcome:
+    """One policy's month. For comparisons: ``see_in_flight`` False, the broker is not told of the
+    transfers under way; ``share_links`` False, every copy has its link's whole rate."""
     views = [view(i, s, sc.lend) for i, s in enumerate(sc.sites)]
     net = Network(dataset_bytes=dict(sc.dataset_bytes), holders={d: {views[i].id} for d, i in sc.home.items()})
     for d, i in sc.home.items():
@@ -108,21 +145,40 @@ def simulate(sc: Scenario, policy: str, max_events: int = 200_000) -> Outcome:
     out = Outcome(policy, submit={j.id: j.submit for j in sc.jobs})
     jobs = {j.id: j for j in sc.jobs}
     static: dict[int, list[tuple[int, list[str]]]] = {}
-    copying: dict[tuple[str, int], float] = {}  # (dataset, site) -> when the copy lands
-    measured: dict[tuple[int, int], list[float]] = defaultdict(list)
+    held: list[Held] = [{} for _ in views]  # per site: what the simulated work holds on each partition
+    placed_on: dict[int, str] = {}  # job -> partition
+    copying: dict[tuple[str, int], int] = {}  # (dataset, site) -> the copy bringing it there
+    copies: list[_Copy] = []
+    unlanded: set[int] = set()
+    links: dict[int, _Link] = {}  # by ``link_of``
+    waiting: dict[int, set[int]] = {}  # job -> copies it waits for
+    then: dict[int, tuple[float, float]] = {}  # job -> (start-up, run) once its inputs are there
+    measured: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
     events: list[tuple[float, int, str, int, str]] = [(j.submit, j.id, "arrive", j.id, "") for j in sc.jobs]
     heapq.heapify(events)
     seq = len(events)
     pending: list[int] = []
     count = 0
 
-    def push(t: float, what: str, job: int, extra: str = "") -> None:
+    def push(t: float, what: str, key: int, extra: str = "") -> None:
         nonlocal seq
         seq += 1
-        heapq.heappush(events, (t, seq, what, job, extra))
+        heapq.heappush(events, (t, seq, what, key, extra))
+
+    def link_of(c: int) -> int:
+        cp = copies[c]
+        return cp.src * 1000 + cp.dst if share_links else 1_000_000 + c
 
     def place(now: float) -> None:
         out.passes += 1
+        net.in_flight = {}  # what the hub reads of the transfers under way (hub/broker/views.py)
+        for c in sorted(unlanded) if see_in_flight else ():
+            cp = copies[c]
+            link = links.get(link_of(c))
+            if link is not None and c in link.active:
+                flow(link, now)
+            left = link.active[c] if link is not None and c in link.active else cp.size
+            net.in_flight.setdefault((views[cp.src].id, views[cp.dst].id), []).append(max(int(left), 0))
         failed: set[tuple[object, ...]] = set()
         wall = START + timedelta(seconds=now)
         keep = []
@@ -147,66 +203,132 @@ def simulate(sc: Scenario, policy: str, max_events: int = 200_000) -> Outcome:
                 failed.add(key)
                 keep.append(jid)
                 continue
-            chosen = choose(eligible, views)
-            start(jid, index[chosen.site], chosen.gpu_model, now)
+            start(jid, index[(chosen := choose(eligible, views)).site], chosen, now)
         pending[:] = keep
-        for v in views:  # every placement is "seen" at once: the simulation's snapshots are never stale
+        for i, v in enumerate(views):  # the agents report at once: the simulation's snapshots are never stale
             v.cpus_free -= v.unseen_cpus
             v.unseen_cpus = 0
             for m, n in v.unseen_gpus.items():
                 v.gpus_free[m] -= n
             v.unseen_gpus = {}
+            v.part_now = report(sc.sites[i], held[i])
 
-    def start(jid: int, i: int, model: str | None, now: float) -> None:
-        j, v = jobs[jid], views[i]
-        reserve(v, j.spec, model)
-        ready, moved = now, 0
+    def hold(i: int, jid: int, sign: int) -> None:
+        r, p = jobs[jid].spec.resources, next(p for p in sc.sites[i].partitions if p.name == placed_on[jid])
+        cpus, gpus, nodes = held[i].get(p.name, (0, 0, 0))
+        held[i][p.name] = (cpus + sign * r.cpus, gpus + sign * r.gpus, nodes + sign * nodes_for(p, r.cpus, r.gpus))
+
+    def start(jid: int, i: int, chosen: Verdict, now: float) -> None:
+        j, v, model = jobs[jid], views[i], chosen.gpu_model
+        assert chosen.partition is not None
+        reserve(v, j.spec, model, chosen.partition)
+        placed_on[jid] = chosen.partition
+        hold(i, jid, +1)
+        # Priced and started as the verdict chose: on its partition, with the start-up it counted.
+        p = next(p for p in v.partitions if p.name == chosen.partition)
+        res = j.spec.resources
+        per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, res.cpus, res.gpus)
+        startup = chosen.parts["startup_s"]
+        true = prior_seconds(j.spec, model)[0] * sc.speed[v.name] * sc.noise[jid]
+        run = min(true, float(res.walltime_s))
+        out.walltime_hits += run < true
+        cost = Priced(p.name, per_hour, charged if startup else 0, p.spot).cost(run)
+        out.runs[jid] = Run(jid, i, now, math.inf, run, res.gpus, cost, 0, 0.0, chosen.parts["copy_s"], p.name, model)
+        waits = set()
         for ref in j.spec.inputs:
             d = ref.dataset
             if d in v.datasets:
                 continue
             if (d, i) in copying:  # already on its way here
-                ready = max(ready, copying[(d, i)])
+                waits.add(copying[(d, i)])
                 continue
-            sources = sorted(index[h] for h in (views[k].name for k in range(len(views)) if views[k].id in net.holders[d]))
-            src = max(sources, key=lambda s: (net.pair_bps.get((views[s].id, v.id), 0.0), -s))
-            took = 300.0 + net.dataset_bytes[d] / sc.link_bps[(src, i)]
-            measured[(views[src].id, v.id)].append(net.dataset_bytes[d] / took)
-            net.pair_bps[(views[src].id, v.id)] = statistics.median(measured[(views[src].id, v.id)])
-            copying[(d, i)] = now + took
-            push(now + took, "landed", jid, d)
-            ready, moved = max(ready, now + took), moved + net.dataset_bytes[d]
-        priced = price(j.spec, v, [model] if model else [])
-        startup = priced.startup_s if priced else 0
-        true = prior_seconds(j.spec, model)[0] * sc.speed[v.name] * sc.noise[jid]
-        run = min(true, float(j.spec.resources.walltime_s))
-        out.walltime_hits += run < true
-        end = ready + startup + run
-        out.runs[jid] = Run(jid, i, now, end, run, j.spec.resources.gpus, priced.cost(run) if priced else 0.0, moved)
-        push(end, "end", jid, model or "")
+            src = sc.home[d]  # the hub copies from the dataset's owner (hub/transfers/service.py ``start``)
+            c = len(copies)
+            copies.append(_Copy(src, i, d, net.dataset_bytes[d], now))
+            copying[(d, i)] = c
+            unlanded.add(c)
+            push(now + COPY_SETUP_S, "enter", c)
+            waits.add(c)
+            out.runs[jid].moved += net.dataset_bytes[d]
+        then[jid] = (startup, run)
+        waiting[jid] = waits
+        if not waits:
+            ready(jid, now)
+
+    def ready(jid: int, now: float) -> None:
+        startup, run = then.pop(jid)
+        r = out.runs[jid]
+        r.copy_s, r.end = now - r.placed, now + startup + run
+        push(r.end, "end", jid)
+
+    def flow(link: _Link, now: float) -> None:
+        """Advance the link's copies to ``now``: they share its rate equally (processor sharing)."""
+        if link.active:
+            each = (now - link.at) * link.bps / len(link.active)
+            for c in link.active:
+                link.active[c] -= each
+        link.at = now
+
+    def next_landing(key: int, link: _Link, now: float) -> None:
+        link.version += 1
+        if link.active:
+            soonest = min(link.active.values())
+            push(now + max(soonest, 0.0) * len(link.active) / link.bps, "link", key, str(link.version))
+
+    def landed(c: int, now: float) -> None:
+        cp = copies[c]
+        net.holders[cp.dataset].add(views[cp.dst].id)
+        views[cp.dst].datasets.add(cp.dataset)
+        del copying[(cp.dataset, cp.dst)]
+        unlanded.discard(c)
+        pair = (views[cp.src].id, views[cp.dst].id)
+        measured[pair].append((cp.size, now - cp.requested))  # request to done, as the hub reads it
+        if (rate := copy_rate(measured[pair])) is not None:
+            net.pair_bps[pair] = rate
+        out.copies.append((cp.src, cp.dst, cp.requested, now, cp.size))
+        for jid, waits in list(waiting.items()):
+            if c in waits:
+                waits.discard(c)
+                if not waits:
+                    del waiting[jid]
+                    ready(jid, now)
 
     while events and count < max_events:
         now = events[0][0]
         while events and events[0][0] == now:
-            _, _, what, jid, extra = heapq.heappop(events)
+            _, _, what, key, extra = heapq.heappop(events)
             count += 1
             if what == "arrive":
-                pending.append(jid)
-            elif what == "landed":
-                i = out.runs[jid].site
-                net.holders[extra].add(views[i].id)
-                views[i].datasets.add(extra)
-                copying.pop((extra, i), None)
+                pending.append(key)
+            elif what == "enter":
+                cp, lk = copies[key], link_of(key)
+                link = links.setdefault(lk, _Link(sc.link_bps[(cp.src, cp.dst)], now))
+                flow(link, now)
+                link.active[key] = float(cp.size)
+                next_landing(lk, link, now)
+            elif what == "link":
+                link = links[key]
+                if int(extra) != link.version:
+                    continue  # superseded: a copy joined or left the link since
+                flow(link, now)
+                done = sorted(c for c, left in link.active.items() if left <= 1.0)
+                for c in done:
+                    del link.active[c]
+                next_landing(key, link, now)
+                for c in done:
+                    landed(c, now)
             else:
-                r, j = out.runs[jid], jobs[jid]
-                v, res = views[r.site], j.spec.resources
+                r, j = out.runs[key], jobs[key]
+                v, res, model_name = views[r.site], j.spec.resources, r.model
                 v.cpus_free += res.cpus
                 v.fed_cpus -= res.cpus
-                if extra:
-                    v.gpus_free[extra] += res.gpus
-                    v.fed_gpus[extra] -= res.gpus
+                if model_name:
+                    v.gpus_free[model_name] += res.gpus
+                    v.fed_gpus[model_name] -= res.gpus
+                hold(r.site, key, -1)
+                v.part_now = report(sc.sites[r.site], held[r.site])
                 stats = v.runtime_stats
-                stats[j.spec.kind.value] = stats.get(j.spec.kind.value, Stat()).add(observation(j.spec, extra or None, r.run_s))
+                stats[j.spec.kind.value] = stats.get(j.spec.kind.value, Stat()).add(observation(j.spec, model_name, r.run_s))
         if pending:
             place(now)
     if events:
@@ -368,9 +490,14 @@ model's shape (and its GPU speed table) is right by construction and only each s
 the broker places only where a job can start now, so in these scenarios, where the elastic cloud absorbs
 overflow, federated jobs barely wait and the policies differ in where jobs run, not in queueing; earliest
 completion never tries a site its prior puts behind, so it never learns a site is faster than the prior says
-(here the cloud's hidden factor); spot preemption, job dependencies within a session and cloud node reuse are
-not simulated (each cloud job boots its own node, priced at the cheapest, spot, partition). The busier variants
-were added after the first comparison, because the first scenario left GPUs mostly idle; both are reported.
+(here the cloud's hidden factor); jobs are preemptible (the default), so they may run on spot nodes, but spot
+preemption, job dependencies within a session and cloud node reuse are not simulated (each cloud job boots and
+holds whole nodes of the partition its verdict chose, priced there); copies share a link, not a site's uplink;
+within one placement pass the hub counts CPUs, not whole nodes, on a cloud partition (no month here placed
+more nodes than a partition has). Until 2026-12-02 the simulation priced every job at its site's cheapest
+partition, reported no per-partition room and gave every copy its link's whole rate; see the section for
+branch sim for what each change moved. The busier variants were added after the first comparison, because
+the first scenario left GPUs mostly idle; both are reported.
 
 {body}
 ![Placement simulation: completion-time distributions and mean completion against cost]({args.image.relative_to(args.out.parent)})

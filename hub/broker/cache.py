@@ -54,7 +54,15 @@ from sqlmodel import Session, col, select
 
 from hub.broker.rules import SiteView
 from hub.broker.search import Board, Fixed
-from hub.broker.views import active_attempts, apply_attempts, apply_snapshot, load_views, reliability, transfer_rates
+from hub.broker.views import (
+    active_attempts,
+    apply_attempts,
+    apply_snapshot,
+    load_views,
+    reliability,
+    transfer_rates,
+    transfers_in_flight,
+)
 from hub.capacity.models import CapacityLatest
 from hub.datasets.models import Dataset
 from hub.sites.models import Site
@@ -166,6 +174,7 @@ class SiteViewCache:
             rates = transfer_rates(session, now)
             if rates != network.pair_bps:
                 network.pair_bps, self._board = rates, None  # the board keeps which sites have measured transfers
+            network.in_flight = transfers_in_flight(session)  # only lengthens copies: the board's bounds stay bounds
         sampled = session.exec(select(CapacityLatest.site_id, CapacityLatest.sampled_at)).all()
         late = [site_id for site_id, at in sampled if self._sampled_at.get(site_id) != at]
         if late:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -46,6 +46,18 @@ GPU_SITE_PENALTY = 1.25
 #: takes to start (share approval, publishing): assumptions, corrected by measured transfers.
 DEFAULT_COPY_BPS = 100e6
 COPY_SETUP_S = 300.0
+
+
+def copy_rate(transfers: Iterable[tuple[int, float]]) -> float | None:
+    """A pair of sites' throughput as ``copy_time`` reads it, from its finished transfers (bytes,
+    seconds from request to done): the bytes they moved over the time they spent moving them,
+    past the set-up ``copy_time`` adds back. Pooled, so copies that were mostly set-up do not set
+    the rate for large ones; None when none outlasted the set-up (nothing learned of the rate)."""
+    moved, busy = 0, 0.0
+    for size, seconds in transfers:
+        moved += size
+        busy += max(seconds - COPY_SETUP_S, 0.0)
+    return moved / busy if busy > 0 else None
 
 
 def arch_at_least(model: str, minimum: str) -> bool:
@@ -98,12 +110,14 @@ class PartitionNow:
 
 @dataclass
 class Network:
-    """What every site's view shares: dataset sizes, where each dataset is, and the measured
-    throughput of past transfers between pairs of sites (source id, destination id) -> bytes/s."""
+    """What every site's view shares: dataset sizes, where each dataset is, the measured
+    throughput of past transfers between pairs of sites (source id, destination id) -> bytes/s,
+    and the bytes still to move of each transfer under way between a pair (they share its rate)."""
 
     dataset_bytes: dict[str, int] = field(default_factory=dict)
     holders: dict[str, set[int]] = field(default_factory=dict)
     pair_bps: dict[tuple[int, int], float] = field(default_factory=dict)
+    in_flight: dict[tuple[int, int], list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -658,18 +672,29 @@ def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], s
     return reasons, best[0], (best[1] - r.gpus) / max(site.gpus_total.get(best[0], 1), 1), boots or not best[2][0]
 
 
+def link_time(size: int, bps: float, ahead: list[int]) -> float:
+    """Seconds to move ``size`` bytes over a link of ``bps`` that transfers with ``ahead`` bytes
+    still to move share equally: until each of them lands, it takes as many bytes of the link's
+    time as the new copy moves (processor sharing; transfers that start later are not foreseen)."""
+    return (size + sum(min(b, size) for b in ahead)) / bps
+
+
 def copy_time(spec: JobSpec, site: SiteView) -> tuple[float, int]:
     """(seconds to bring the job's inputs here, bytes to bring): each missing dataset from the
-    holder with the fastest measured transfers to this site, copies one after another."""
+    holder it would reach here from soonest, at the measured throughput of that pair shared
+    with the transfers under way on it (``link_time``), copies one after another. Transfers
+    under way only lengthen a copy, so the batch placer's bound from a site that holds none of
+    the inputs and has no measured transfers from their holders (search.Board.blank) stays a bound."""
     net = site.network
     seconds, moved = 0.0, 0
     for ref in spec.inputs:
         if ref.dataset in site.datasets:
             continue
         size = net.dataset_bytes.get(ref.dataset, 0)
-        bps = max((net.pair_bps.get((h, site.id), DEFAULT_COPY_BPS) for h in net.holders.get(ref.dataset, ())),
-                  default=DEFAULT_COPY_BPS)  # fmt: skip
-        seconds += COPY_SETUP_S + size / bps
+        links = [(net.pair_bps.get((h, site.id), DEFAULT_COPY_BPS), net.in_flight.get((h, site.id), []))
+                 for h in net.holders.get(ref.dataset, ())]  # fmt: skip
+        seconds += COPY_SETUP_S + min((link_time(size, bps, ahead) for bps, ahead in links),
+                                      default=size / DEFAULT_COPY_BPS)  # fmt: skip
         moved += size
     return seconds, moved
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from hub.broker.rules import Network, PartitionNow, PartitionView, SiteView
+from hub.broker.rules import Network, PartitionNow, PartitionView, SiteView, copy_rate
 from hub.capacity.models import CapacityLatest
 from hub.datasets.models import Dataset, Replica
 from hub.estimates.service import stats_by_site
@@ -21,6 +20,7 @@ from hub.transfers.models import Transfer
 from shared.schemas.capacity import CapacityTotals, PartitionCapacity
 from shared.schemas.datasets import ReplicaState
 from shared.schemas.sites import PartitionCost, SitePolicy
+from shared.schemas.transfers import ACTIVE_TRANSFER_STATES
 
 RELIABILITY_WINDOW = timedelta(days=7)
 TRANSFER_WINDOW = timedelta(days=30)
@@ -119,9 +119,9 @@ def apply_attempts(
 
 
 def transfer_rates(session: Session, now: datetime) -> dict[tuple[int, int], float]:
-    """Median bytes/s of the finished transfers between each pair of sites over the last 30 days
-    (request to done: what bringing data there has taken, approval and publishing included)."""
-    samples: dict[tuple[int, int], list[float]] = defaultdict(list)
+    """The throughput of each pair of sites from its finished transfers over the last 30 days
+    (``rules.copy_rate``: request to done, less the set-up the estimate adds back)."""
+    samples: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
     done = session.execute(
         sa_select(col(Transfer.source_site_id), col(Transfer.dest_site_id), col(Transfer.bytes_total),
                   col(Transfer.created_at), col(Transfer.finished_at))
@@ -130,8 +130,24 @@ def transfer_rates(session: Session, now: datetime) -> dict[tuple[int, int], flo
     for src, dst, size, started, finished in done:
         seconds = (finished - started).total_seconds() if finished else 0
         if size > 0 and seconds > 0:
-            samples[(src, dst)].append(size / seconds)
-    return {pair: statistics.median(rates) for pair, rates in samples.items()}
+            samples[(src, dst)].append((size, seconds))
+    rates = {pair: copy_rate(sizes) for pair, sizes in samples.items()}
+    return {pair: rate for pair, rate in rates.items() if rate is not None}
+
+
+def transfers_in_flight(session: Session) -> dict[tuple[int, int], list[int]]:
+    """The bytes each transfer under way (queued, publishing, fetching) still has to move, by
+    pair of sites: a copy placed on the same link shares its rate with them."""
+    ahead: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for src, dst, total, fetched in session.execute(
+        sa_select(col(Transfer.source_site_id), col(Transfer.dest_site_id), col(Transfer.bytes_total),
+                  col(Transfer.fetched_bytes))
+        .where(col(Transfer.state).in_([s.value for s in ACTIVE_TRANSFER_STATES]))
+        .order_by(col(Transfer.id))
+    ):  # fmt: skip
+        if total > fetched:
+            ahead[(src, dst)].append(total - fetched)
+    return dict(ahead)
 
 
 def reliability(session: Session, now: datetime) -> dict[int, float]:
@@ -186,7 +202,7 @@ def load_views(session: Session, now: datetime) -> tuple[dict[int, SiteView], di
     # Where the data is: datasets with an AVAILABLE replica at each site (for locality), and
     # what copying the rest takes (shared by every view).
     network = Network(dataset_bytes=dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all()),
-                      pair_bps=transfer_rates(session, now))  # fmt: skip
+                      pair_bps=transfer_rates(session, now), in_flight=transfers_in_flight(session))  # fmt: skip
     for dataset_id, site_id in session.exec(
         select(Replica.dataset_id, Replica.site_id).where(Replica.state == ReplicaState.AVAILABLE.value)
     ):

@@ -100,6 +100,9 @@ def network(rng: random.Random, n: int) -> list[SiteView]:
     for _ in range(n):  # some pairs have measured transfers, faster or slower than the default
         a, b = rng.sample(views, 2)
         net.pair_bps[(a.id, b.id)] = 10 ** rng.uniform(7, 9.5)
+    for _ in range(n):  # some pairs carry transfers under way, measured or not: copies there share the link
+        a, b = rng.sample(views, 2)
+        net.in_flight[(a.id, b.id)] = [rng.randint(1, 10**13) for _ in range(rng.randint(1, 3))]
     return views
 
 
