@@ -19,6 +19,7 @@ from hub.broker.service import decide_by_scan, decide_by_search
 from hub.broker.views import load_views
 from hub.datasets.models import Dataset, Replica
 from hub.db import make_engine, transaction
+from hub.estimates.models import RuntimeStat
 from hub.jobs.models import SitePolicyRow
 from hub.sites.models import Site, SoftwareRow
 from hub.types import utcnow
@@ -94,6 +95,8 @@ def test_a_registry_change_reloads_the_sites_it_touched_alone(db_url: str) -> No
             s.add(Replica(dataset_id="ds-1", site_id=site_id(s, "site-0021"), state="AVAILABLE", location="s3://b/d"))
 
         after(replicate, set())  # a copy: the same view objects, their datasets updated in place
+        after(lambda s: s.add(RuntimeStat(site_id=site_id(s, "site-0022"), kind="relion.refine3d", n=5, mean=-0.7,
+                                          updated_at=next(later))), set())  # fmt: skip
         after(lambda s: s.execute(update(Site).where(where("site-0030")).values(name="aaa-first", updated_at=next(later))),
               {"aaa-first"}, order_changes=True)  # fmt: skip
         after(lambda s: s.execute(delete(Site).where(where("site-0040"))), set(), order_changes=True)
