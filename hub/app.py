@@ -47,6 +47,7 @@ from hub.jobs.service import restart_grace, sites_with_work
 from hub.limits import BodyLimit, InFlightLimit, UrlGuard
 from hub.logging import RequestIdMiddleware, configure_logging
 from hub.network.router import router as network_router
+from hub.network.service import KeptTotals
 from hub.pictures.router import router as pictures_router
 from hub.settings import HubSettings, get_settings
 from hub.sites.router import router as sites_router
@@ -114,6 +115,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
     app.state.verifier = TokenVerifier(settings, app.state.keys, engine)
     app.state.notifier = Notifier()
     app.state.site_views = SiteViewCache(settings.site_view_max_age_s)
+    app.state.network_totals = KeptTotals()
     app.state.history = history
     app.state.heartbeats = heartbeats
     app.state.metrics = metrics.make_registry(engine)

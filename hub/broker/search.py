@@ -137,6 +137,26 @@ class Board:
         self.queue[i] = round(1 / (1 + v.jobs_pending), 4)
         self.slowdown[i] = 1 / max(v.reliability, 0.05)
 
+    def replace(self, views: Iterable[SiteView]) -> None:
+        """A registry change to some sites (hub/broker/cache.py): their views, new or changed in
+        place, under the same ids and names. Recounts those sites and what the board derives
+        from every view's registry part (lending hours, restrictions, where data is held), and
+        drops what it derived per kind and per institution. A site added, removed or renamed
+        needs a new board."""
+        for v in views:
+            i = self.index[v.id]
+            self.views[i] = v
+            self.update(i)
+        self.windowed = [i for i, v in enumerate(self.views) if v.policy.windows]
+        self.restricted = [i for i, v in enumerate(self.views) if v.policy.allowed_institutions is not None]
+        self.holding = {}
+        for i, v in enumerate(self.views):
+            for dataset in v.datasets:
+                self.holding.setdefault(dataset, []).append(i)
+        if self.blank is not None:
+            self.blank.policy = self.views[0].policy
+        self._bias, self._lends = {}, {}
+
     def at(self, now: datetime, changed: Iterable[int]) -> Board:
         """The board kept between submissions (hub/broker/cache.py), for one more at ``now``: the
         sites ``changed`` (by view id) and those with lending hours recounted, and what the

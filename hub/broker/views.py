@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -150,14 +151,14 @@ def transfers_in_flight(session: Session) -> dict[tuple[int, int], list[int]]:
     return dict(ahead)
 
 
-def reliability(session: Session, now: datetime) -> dict[int, float]:
-    """Each site's reliability over the last week: lost attempts and system errors count
-    against it. Sites with no attempt ended in that week are left out (1.0)."""
+def reliability(session: Session, now: datetime, only: Collection[int] | None = None) -> dict[int, float]:
+    """Each site's reliability over the last week (of the sites ``only``, or all): lost
+    attempts and system errors count against it. Sites with no attempt ended in that week are
+    left out (1.0)."""
     good: dict[int, int] = defaultdict(int)
     bad: dict[int, int] = defaultdict(int)
-    recent = session.exec(
-        select(Attempt.site_id, Attempt.state, Attempt.tes_state).where(col(Attempt.ended_at) >= now - RELIABILITY_WINDOW)
-    ).all()
+    ended = select(Attempt.site_id, Attempt.state, Attempt.tes_state).where(col(Attempt.ended_at) >= now - RELIABILITY_WINDOW)
+    recent = session.exec(_of(ended, Attempt.site_id, only)).all()
     for site_id, state, tes in recent:
         if state == "lost" or tes == "SYSTEM_ERROR":
             bad[site_id] += 1
@@ -170,14 +171,22 @@ def load_site_views(session: Session, now: datetime) -> list[SiteView]:
     return list(load_views(session, now)[0].values())
 
 
-def load_views(session: Session, now: datetime) -> tuple[dict[int, SiteView], dict[int, datetime], set[int]]:
+def load_views(
+    session: Session, now: datetime, only: Collection[int] | None = None, network: Network | None = None
+) -> tuple[dict[int, SiteView], dict[int, datetime], set[int]]:
     """Every site's view by id, when each site's latest snapshot was sampled, and the sites
-    whose partitions the registry describes (the others are judged by what they report)."""
-    sites = session.exec(select(Site).order_by(col(Site.name))).all()
+    whose partitions the registry describes (the others are judged by what they report).
+
+    ``only``: just these sites (a registry change to them, hub/broker/cache.py), sharing
+    ``network``, the data network the other views hold (read afresh when not given)."""
+    stmt = select(Site).order_by(col(Site.name))
+    if only is not None:
+        stmt = stmt.where(col(Site.id).in_(only))
+    sites = session.exec(stmt).all()
     ids = [s.id for s in sites if s.id is not None]
     parts, soft, _ = site_children(session, ids)
-    policies = {p.site_id: p for p in session.exec(select(SitePolicyRow))}
-    latest = {c.site_id: c for c in session.exec(select(CapacityLatest))}
+    policies = {p.site_id: p for p in session.exec(_of(select(SitePolicyRow), SitePolicyRow.site_id, only))}
+    latest = {c.site_id: c for c in session.exec(_of(select(CapacityLatest), CapacityLatest.site_id, only))}
     views: dict[int, SiteView] = {}
     described: set[int] = set()
     for s in sites:
@@ -199,22 +208,36 @@ def load_views(session: Session, now: datetime) -> tuple[dict[int, SiteView], di
         views[s.id] = v
     sampled_at = {site_id: snap.sampled_at for site_id, snap in latest.items()}
     apply_attempts(views, active_attempts(session), sampled_at)
-    # Where the data is: datasets with an AVAILABLE replica at each site (for locality), and
-    # what copying the rest takes (shared by every view).
-    network = Network(dataset_bytes=dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all()),
-                      pair_bps=transfer_rates(session, now), in_flight=transfers_in_flight(session))  # fmt: skip
-    for dataset_id, site_id in session.exec(
-        select(Replica.dataset_id, Replica.site_id).where(Replica.state == ReplicaState.AVAILABLE.value)
-    ):
-        network.holders.setdefault(dataset_id, set()).add(site_id)
-        if site_id in views:
-            views[site_id].datasets.add(dataset_id)
+    if network is None:
+        # Where the data is: datasets with an AVAILABLE replica at each site (for locality), and
+        # what copying the rest takes (shared by every view).
+        network = Network(dataset_bytes=dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all()),
+                          pair_bps=transfer_rates(session, now), in_flight=transfers_in_flight(session))  # fmt: skip
+        network.holders = holders(session)
+    for dataset_id, sites_with in network.holders.items():
+        for site_id in sites_with:
+            if site_id in views:
+                views[site_id].datasets.add(dataset_id)
     for v in views.values():
         v.network = network
-    ran = reliability(session, now)
+    ran = reliability(session, now, only)
     for site_id, v in views.items():
         v.reliability = ran.get(site_id, 1.0)
-    for site_id, stats in stats_by_site(session).items():
+    for site_id, stats in stats_by_site(session, only).items():
         if site_id in views:
             views[site_id].runtime_stats = stats
     return views, sampled_at, described
+
+
+def holders(session: Session) -> dict[str, set[int]]:
+    """The sites with an AVAILABLE replica of each dataset."""
+    out: dict[str, set[int]] = {}
+    for dataset_id, site_id in session.exec(
+        select(Replica.dataset_id, Replica.site_id).where(Replica.state == ReplicaState.AVAILABLE.value)
+    ):
+        out.setdefault(dataset_id, set()).add(site_id)
+    return out
+
+
+def _of(stmt: Any, site_id: Any, only: Collection[int] | None) -> Any:
+    return stmt if only is None else stmt.where(col(site_id).in_(only))

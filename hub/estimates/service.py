@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from hub.broker.rules import SiteView, evaluate, price, runtime, static_verdict
 from hub.estimates.model import Stat, observation
@@ -21,9 +22,11 @@ def learn(session: Session, site_id: int, spec: JobSpec, gpu_model: str | None, 
     session.add(row)
 
 
-def stats_by_site(session: Session) -> dict[int, dict[str, Stat]]:
+def stats_by_site(session: Session, only: Collection[int] | None = None) -> dict[int, dict[str, Stat]]:
+    """What finished runs taught, by site and kind (of the sites ``only``, or all)."""
     out: dict[int, dict[str, Stat]] = {}
-    for r in session.exec(select(RuntimeStat)):
+    rows = select(RuntimeStat) if only is None else select(RuntimeStat).where(col(RuntimeStat.site_id).in_(only))
+    for r in session.exec(rows):
         out.setdefault(r.site_id, {})[r.kind] = Stat(r.n, r.mean, r.m2)
     return out
 

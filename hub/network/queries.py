@@ -73,7 +73,11 @@ def _plain(v: Any) -> Any:
     return v.isoformat() if isinstance(v, datetime) else v
 
 
-def usable_capacity(session: Session) -> tuple[int, int, dict[str, GpuCount]]:
+#: CPUs total and free, GPUs by model.
+Capacity = tuple[int, int, dict[str, GpuCount]]
+
+
+def usable_capacity(session: Session) -> Capacity:
     """CPUs total and free, and GPUs by model, summed over active online sites."""
     pg = session.connection().dialect.name == "postgresql"
     cpus_total, cpus_free = session.connection().execute(text(_PG_CPUS if pg else _SQLITE_CPUS)).one()

@@ -46,7 +46,7 @@ def conditional_summary(
     counts = site_counts(session)
     f, limit, offset = page
     unchanged = not_modified(request, response, etag(view, principal, [f.__dict__, limit, offset], counts.version))
-    return unchanged or service.summary(session, f, limit, offset, counts)
+    return unchanged or service.summary(session, f, limit, offset, counts, request.app.state.network_totals)
 
 
 @router.get(

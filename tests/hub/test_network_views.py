@@ -11,6 +11,8 @@ import httpx
 
 from hub.capacity.service import mark_unreachable
 from hub.db import make_engine, transaction
+from hub.network.queries import site_counts, usable_capacity
+from hub.network.service import KeptTotals
 from hub.types import utcnow
 from tests.helpers import Hub, heartbeat_body
 
@@ -203,3 +205,36 @@ def test_jobs_view_etag_moves_with_jobs(sqlite_hub: Hub, tmp_path: Path) -> None
         r = c.get("/api/v1/dashboard/jobs", headers={"If-None-Match": tag})
         assert r.status_code == 200 and r.headers["etag"] != tag, "a claimed attempt"
         assert [j["id"] for j in r.json()["jobs"]] == [job_id]
+
+
+def test_kept_totals_follow_every_change(hub: Hub, tmp_path: Path) -> None:
+    """A hub process keeps the totals for the version of the sites they were summed at
+    (``KeptTotals``): summed again after every change that moves them, not before."""
+    tokens = _network(hub, tmp_path)
+    kept = KeptTotals()
+    engine = make_engine(hub.settings.resolved_database_url)
+
+    def check(what: str, sums: int) -> None:
+        with transaction(engine, write=False) as s:
+            fresh = usable_capacity(s)
+            assert kept.get(s, site_counts(s).version) == fresh, what
+        assert kept.sums == sums, what
+        with hub.as_admin() as c:  # and the hub's own, behind the summary
+            body = c.get("/api/v1/network/summary", params={"limit": 0}).json()
+        assert (body["cpus_total"], body["cpus_free"]) == fresh[:2], what
+        assert body["gpus"] == {m: g.model_dump() for m, g in fresh[2].items()}, what
+
+    try:
+        check("the first look", 1)
+        check("nothing changed", 1)
+        with hub.http(tokens["alpha"]) as c:
+            assert c.post("/api/v1/sites/alpha/heartbeat", json=heartbeat_body(64, 10, ("a100", 8, 1))).status_code == 200
+        check("a capacity report", 2)
+        with hub.as_admin() as c:
+            assert c.post("/api/v1/sites/bravo/suspend").status_code == 200
+        check("a suspension", 3)
+        with transaction(engine) as s:
+            assert "delta" in mark_unreachable(s, hub.settings, now=utcnow() + timedelta(hours=1))
+        check("the sweep marking sites unreachable", 4)
+    finally:
+        engine.dispose()
