@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 from sqlmodel import Session, col, select
 
 from hub.broker.batch import place_batch
+from hub.broker.limits import ruled_out
 from hub.broker.queue import Queued, read_queue
 from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
-from hub.broker.search import Board, Candidates, Fixed, ruled_out
+from hub.broker.search import Board, Candidates, Fixed
 from hub.broker.views import load_site_views
 from hub.broker.writes import PassWrites
 from hub.db import after_commit
@@ -208,7 +209,8 @@ def decide_by_search(
 ) -> Decision:
     """``decide_by_scan``'s decision for a ``searchable`` job on views in name order (as the hub
     loads them), scoring only the sites that could be among the 10 best (hub/broker/search.py).
-    A job with a max_cost or deadline has every site judged against them (``search.ruled_out``).
+    A job with a max_cost or deadline has the sites those may rule out judged against them
+    (``limits.ruled_out``: bounds clear the others).
     ``board``: one of these views kept by the caller and current (``Board.at``), else built here."""
     board = Board(views, now, fixed) if board is None else board
     needs = board.needs_of(spec)
