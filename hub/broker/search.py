@@ -286,9 +286,8 @@ class Needs:
         self.not_now: dict[str, list[str]] = {}
         self.stale: dict[int, None] = {}  # sites reserved since the last ``refresh``, in order
         self._short: dict[int, str] = {}
-        for i, reason in enumerate(board.closed):
-            if reason is not None and fixed.ok[i]:
-                self.not_now.setdefault(reason, []).append(views[i].name)
+        for i in np.flatnonzero(fixed.ok & ~board.open).tolist():
+            self.not_now.setdefault(board.closed[i] or "", []).append(views[i].name)  # a closed site has a reason
         for full in np.flatnonzero(fixed.ok & board.open & ~self.fits()):
             self.update(int(full))
 
