@@ -149,7 +149,7 @@ def _place_job(
         )
     ):
         (refused_at if state == "refused" else failed_at).add(site_id)
-    names = {v.id: v.name for v in views}
+    names = {v.id: v.name for v in views} if refused_at or failed_at else {}  # a new job has no attempts
     hard = {names[i] for i in refused_at if i in names}
     soft = {names[i] for i in failed_at if i in names} - hard
     if not hard and not soft and searchable(spec, views):
@@ -170,7 +170,7 @@ def _place_job(
                 )
             )
         return None
-    site = next(v for v in views if v.name == best.site)
+    site = board.views[board.position[best.site]] if board is not None else next(v for v in views if v.name == best.site)
     reserve(site, spec, best.gpu_model, best.partition)
     return _offer(session, job, spec, site, best, now, notifier, decision.summary, decision.verdicts)
 
