@@ -7,8 +7,9 @@ every site for every job was most of a broker pass and of a submission. Most of 
 does not depend on the job, and the rest is cheap to bound:
 
 - ``Board``: a pass's job-independent view of the sites as numpy arrays in name order:
-  open or why not, CPUs available, reliability and GPU-site slowdowns, queue, each kind's
-  learned run-time bias. Reservations update it one site at a time.
+  open or why not, CPUs available, reliability and GPU-site slowdowns, queue, the longest
+  node start-up reported, each kind's learned run-time bias and spread. Reservations update
+  it one site at a time.
 - ``Fixed``: per kind of job (kind, resources, software, constraints): the checks that
   rule sites out for good and the GPU models each site could use. They depend on the
   registry alone, so a hub process keeps them between submissions.
@@ -23,6 +24,8 @@ does not depend on the job, and the rest is cheap to bound:
   highest bound first, until the next bound is below the k-th best exact score: every
   site it skips scores lower than those it returns.
 
+Which sites a job's deadline or max_cost rules out, and why, is hub/broker/limits.py.
+
 The result is what scoring every site gives, with ties broken by name; tests compare the
 two on random networks (tests/hub/test_placer_equivalence.py). A change to the score in
 rules.py must keep the bound's premises: finish >= copy + run p50 with run p50 = min(prior
@@ -36,6 +39,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -47,7 +51,6 @@ from hub.broker.rules import (
     Runs,
     SiteView,
     Verdict,
-    beyond_limits,
     closed,
     copy_time,
     cpus_available,
@@ -61,8 +64,11 @@ from hub.broker.rules import (
     room,
     within_max_cost,
 )
-from hub.estimates.model import learned, prior_seconds
+from hub.estimates.model import Z90, learned, prior_seconds
 from shared.schemas.jobs import JobSpec
+
+if TYPE_CHECKING:
+    from hub.broker.limits import Pairs
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
@@ -103,6 +109,7 @@ class Board:
         self.slowdown = np.array([1 / max(v.reliability, 0.05) for v in self.views])
         self.gpu_site = np.array([bool(v.gpus_total) for v in self.views], dtype=bool)
         self.queue = np.array([round(1 / (1 + v.jobs_pending), 4) for v in self.views])
+        self.boot = np.array([_longest_boot(v) for v in self.views], dtype=np.float64)
         self.windowed = [i for i, v in enumerate(self.views) if v.policy.windows]  # open or closed by the clock
         networks = {id(v.network) for v in self.views}
         # Copying to a site that holds none of a job's inputs and has no measured transfer from
@@ -119,6 +126,7 @@ class Board:
                 if dst in self.index:
                     self.measured_to.setdefault(src, []).append(self.index[dst])
         self._bias: dict[str, Floats] = {}
+        self._spread: dict[str, Floats] = {}
         self._lends: dict[str, Bools] = {}
         self.restricted = [i for i, v in enumerate(self.views) if v.policy.allowed_institutions is not None]
         self.needs: dict[str, Needs] = {}
@@ -135,6 +143,7 @@ class Board:
         self.cpus_total[i] = max(v.cpus_total, 1)
         self.gpu_site[i] = bool(v.gpus_total)
         self.queue[i] = round(1 / (1 + v.jobs_pending), 4)
+        self.boot[i] = _longest_boot(v)
         self.slowdown[i] = 1 / max(v.reliability, 0.05)
 
     def replace(self, views: Iterable[SiteView]) -> None:
@@ -178,6 +187,16 @@ class Board:
             self._bias[kind] = bias
         return self._bias[kind]
 
+    def spread(self, kind: str) -> Floats:
+        """p90 / p50 of each site's run times for ``kind``: e^(Z90 sd) (hub/estimates/model.py)."""
+        if kind not in self._spread:
+            spread = np.full(len(self.views), math.exp(Z90 * learned(None)[1]))
+            for i, v in enumerate(self.views):
+                if kind in v.runtime_stats:
+                    spread[i] = math.exp(Z90 * learned(v.runtime_stats[kind])[1])
+            self._spread[kind] = spread
+        return self._spread[kind]
+
     def lends(self, institution: str) -> Bools:
         if institution not in self._lends:
             lends = np.ones(len(self.views), dtype=bool)
@@ -220,6 +239,11 @@ class Board:
         return out
 
 
+def _longest_boot(v: SiteView) -> int:
+    """The longest start-up of a powered-down node the site or any of its partitions reports."""
+    return max([v.boot_s, *(p.boot_s for p in v.part_now.values())])
+
+
 class Fixed:
     """One kind of job (kind, resources, software, constraints) over a list of sites: the
     checks that rule sites out for good and the GPU models each site could use. Depends on
@@ -239,6 +263,9 @@ class Fixed:
         self._never: dict[str, dict[str, list[str]]] = {}
         self._restricted = [i for i, v in enumerate(views) if v.policy.allowed_institutions is not None]
         self._unrefused: dict[str, list[str]] | None = None
+        self.pairs: Pairs | None = (
+            None  # what bounds a job's limits at these sites (hub/broker/limits.py), built when first needed
+        )
 
     def never_for(self, institution: str) -> dict[str, list[str]]:
         """Sites ruled out for good for this institution's jobs, by reason (max_cost aside),
@@ -279,9 +306,8 @@ class Needs:
         self.not_now: dict[str, list[str]] = {}
         self.stale: dict[int, None] = {}  # sites reserved since the last ``refresh``, in order
         self._short: dict[int, str] = {}
-        for i, reason in enumerate(board.closed):
-            if reason is not None and fixed.ok[i]:
-                self.not_now.setdefault(reason, []).append(views[i].name)
+        for i in np.flatnonzero(fixed.ok & ~board.open).tolist():
+            self.not_now.setdefault(board.closed[i] or "", []).append(views[i].name)  # a closed site has a reason
         for full in np.flatnonzero(fixed.ok & board.open & ~self.fits()):
             self.update(int(full))
 
@@ -463,38 +489,3 @@ class Candidates:
             return None
         self.verdicts[i] = verdict
         return verdict
-
-
-def ruled_out(needs: Needs, spec: JobSpec, institution: str) -> tuple[dict[str, list[str]], int]:
-    """(every site ruled out for the job, by the first reason ``rules.evaluate`` gives, sites and
-    reasons in name order; how many of them for good) for a job with a max_cost or deadline.
-
-    Those limits rule out sites for reasons of their own: max_cost among the checks for good,
-    and both again once a site is open and has room, on the partitions with room
-    (``rules.beyond_limits``). So each site that passes the checks for good is judged here;
-    the job's run-time estimates are shared by the sites alike (``rules.Runs``), so that
-    costs little more than a vector pass."""
-    board, fixed = needs.board, needs.fixed
-    first: list[str | None] = [None] * len(board.views)
-    never = fixed.never_for(institution)
-    for reason, names in never.items():
-        for name in names:
-            first[board.position[name]] = reason
-    for_good = sum(len(names) for names in never.values())
-    runs: Runs = {}
-    for i in map(int, np.flatnonzero(fixed.ok & board.lends(institution))):
-        view, models = board.views[i], needs.models[i]
-        why: str | None = None
-        if spec.max_cost is not None:
-            why, models = within_max_cost(spec, view, models, runs)
-            for_good += why is not None
-        why = why or board.closed[i]
-        if why is None:  # room, as evaluate_now judges it: on the models within max_cost
-            why = needs.short(i) if models == needs.models[i] else next(iter(room(spec, view, models)[0]), None)
-        why = why or beyond_limits(spec, view, models, board.now, runs)
-        first[i] = why
-    groups: dict[str, list[str]] = {}
-    for view, why in zip(board.views, first, strict=True):
-        if why is not None:
-            groups.setdefault(why, []).append(view.name)
-    return groups, for_good

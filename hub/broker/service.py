@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 from sqlmodel import Session, col, select
 
 from hub.broker.batch import place_batch
+from hub.broker.limits import ruled_out
 from hub.broker.queue import Queued, read_queue
 from hub.broker.rules import SiteView, Verdict, evaluate, rank, reserve, static_verdict
-from hub.broker.search import Board, Candidates, Fixed, ruled_out
+from hub.broker.search import Board, Candidates, Fixed
 from hub.broker.views import load_site_views
 from hub.broker.writes import PassWrites
 from hub.db import after_commit
@@ -148,7 +149,7 @@ def _place_job(
         )
     ):
         (refused_at if state == "refused" else failed_at).add(site_id)
-    names = {v.id: v.name for v in views}
+    names = {v.id: v.name for v in views} if refused_at or failed_at else {}  # a new job has no attempts
     hard = {names[i] for i in refused_at if i in names}
     soft = {names[i] for i in failed_at if i in names} - hard
     if not hard and not soft and searchable(spec, views):
@@ -169,7 +170,7 @@ def _place_job(
                 )
             )
         return None
-    site = next(v for v in views if v.name == best.site)
+    site = board.views[board.position[best.site]] if board is not None else next(v for v in views if v.name == best.site)
     reserve(site, spec, best.gpu_model, best.partition)
     return _offer(session, job, spec, site, best, now, notifier, decision.summary, decision.verdicts)
 
@@ -208,7 +209,8 @@ def decide_by_search(
 ) -> Decision:
     """``decide_by_scan``'s decision for a ``searchable`` job on views in name order (as the hub
     loads them), scoring only the sites that could be among the 10 best (hub/broker/search.py).
-    A job with a max_cost or deadline has every site judged against them (``search.ruled_out``).
+    A job with a max_cost or deadline has the sites those may rule out judged against them
+    (``limits.ruled_out``: bounds clear the others).
     ``board``: one of these views kept by the caller and current (``Board.at``), else built here."""
     board = Board(views, now, fixed) if board is None else board
     needs = board.needs_of(spec)

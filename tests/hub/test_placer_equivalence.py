@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from hub.broker import batch, search
+from hub.broker import batch, limits, search
 from hub.broker.batch import place_batch
 from hub.broker.rules import Network, PartitionNow, PartitionView, SiteView, Verdict, evaluate, rank, reserve
 from hub.broker.search import Fixed
@@ -229,8 +229,10 @@ def test_the_comparison_catches_a_wrong_placer(breakage: str, monkeypatch: pytes
 
 
 LIMITS_LEFT_OUT = {
-    "deadline": lambda mp: mp.setattr(search, "beyond_limits", lambda *args: None),
-    "max_cost": lambda mp: mp.setattr(search, "within_max_cost", lambda spec, view, models, *rest: (None, models)),
+    "deadline": lambda mp: mp.setattr(limits, "beyond_limits", lambda *args: None),
+    "max_cost": lambda mp: [
+        mp.setattr(m, "within_max_cost", lambda spec, view, models, *rest: (None, models)) for m in (search, limits)
+    ],
 }
 
 
