@@ -120,6 +120,7 @@ class Board:
                     self.measured_to.setdefault(src, []).append(self.index[dst])
         self._bias: dict[str, Floats] = {}
         self._lends: dict[str, Bools] = {}
+        self._lends_all: dict[str, bool] = {}
         self.restricted = [i for i, v in enumerate(self.views) if v.policy.allowed_institutions is not None]
         self.needs: dict[str, Needs] = {}
         self.searches: dict[str, Candidates] = {}  # by ``job_key``: those still to place jobs, kept tight
@@ -164,7 +165,13 @@ class Board:
             for i in self.restricted:
                 lends[i] = institution_refused(institution, self.views[i]) is None
             self._lends[institution] = lends
+            self._lends_all[institution] = bool(lends.all())
         return self._lends[institution]
+
+    def lends_all(self, institution: str) -> bool:
+        """Whether every site lends to the institution (no site's policy refuses it)."""
+        self.lends(institution)
+        return self._lends_all[institution]
 
     def needs_of(self, spec: JobSpec) -> Needs:
         key = needs_key(spec)
@@ -185,6 +192,7 @@ class Board:
             needs.stale[i] = None
         for search in self.searches.values():
             search.stale[i] = None
+            search.dirty.append(i)
 
     def special(self, spec: JobSpec) -> set[int]:
         """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
@@ -281,10 +289,17 @@ class Needs:
         not report, is unchanged: only the others are recounted."""
         if not self.stale:
             return self
+        r, board = self.spec.resources, self.board
+        if len(self.stale) <= 32:  # the usual few sites reserved since: numpy's call costs more than the loop
+            few = list(self.stale)
+            self.stale.clear()
+            for i in few if r.gpus else [i for i in few if board.cpus[i] < r.cpus or board.reported[i]]:
+                self.update(i)
+            return self
         stale = np.fromiter(self.stale, dtype=np.int64, count=len(self.stale))
         self.stale.clear()
-        if not self.spec.resources.gpus:
-            stale = stale[(self.board.cpus[stale] < self.spec.resources.cpus) | self.board.reported[stale]]
+        if not r.gpus:
+            stale = stale[(board.cpus[stale] < r.cpus) | board.reported[stale]]
         for i in stale.tolist():
             self.update(i)
         return self
@@ -354,6 +369,10 @@ class Candidates:
     # The job's run-time estimates by (GPU model, a site's learned statistics): sites alike share them.
     runs: Runs = field(default_factory=dict)
     stale: dict[int, None] = field(default_factory=dict)  # sites reserved since ``best`` last tightened them
+    dirty: list[int] = field(default_factory=list)  # sites reserved since ``best`` last ran: their room may be gone
+    # Per site, its bound while it has room for the job and is not ruled out (``out``), else -inf:
+    # kept from one ``best`` to the next, recounted only for the sites reserved since.
+    keys: Floats = field(init=False)
     # Exact verdicts of eligible sites not reserved since: a site's verdict changes only with its own view.
     verdicts: dict[int, Verdict] = field(default_factory=dict)
 
@@ -365,6 +384,7 @@ class Candidates:
         # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
         self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.clip(spare + _PART, 0.0, 1.0))
         self.out = np.zeros(len(board.views), dtype=bool)
+        self.keys = np.where(self.needs.fits(), self.bound, -np.inf)
 
     def _without_headroom(self) -> Floats:
         """Each site's bound but for the headroom term (which work reserved there lowers)."""
@@ -403,27 +423,47 @@ class Candidates:
         """The k sites (board indices) where the job finishes first, best first, exactly as
         ranking every site's ``evaluate_now`` would order them. A site reserved since the last
         search has its bound tightened only when it comes up: an untightened bound is still
-        above its score (reservations only lower it), so it is only looser."""
-        board = self.needs.board
-        keys = np.where(board.lends(institution) & self.needs.fits() & ~self.out, self.bound, -np.inf)
+        above its score (reservations only lower it), so it is only looser.
+
+        The sites are taken highest key first (``keys``: the bound of each site with room);
+        a site that does not lend to the institution, or scored exactly here, is set aside
+        for this search and its key put back after it."""
+        needs, spec = self.needs.refresh(), self.spec
+        board, keys, bound, r = needs.board, self.keys, self.bound, spec.resources
+        for i in self.dirty:  # room only shrinks as work is reserved: recount the sites reserved since
+            room = board.cpus[i] >= r.cpus and needs.gpus[i] >= r.gpus and needs.part_ok[i] and not self.out[i]
+            keys[i] = bound[i] if room else -np.inf
+        self.dirty.clear()
+        lends = None if board.lends_all(institution) else board.lends(institution)
         found: list[tuple[float, int, Verdict]] = []  # (-score, index, verdict), kept sorted
+        aside: list[tuple[int, float]] = []
+        scored: list[int] = []
         while True:
-            i = int(np.argmax(keys))
+            i = int(keys.argmax())
             key = float(keys[i])
             if key == -np.inf:
                 break
             if len(found) >= k and (-key, i) > (found[k - 1][0], found[k - 1][1]):
                 break  # no site left can beat the k-th (ties go to the earlier name)
+            if lends is not None and not lends[i]:
+                aside.append((i, key))
+                keys[i] = -np.inf
+                continue
             if i in self.stale:
                 self._recount(i)
-                keys[i] = self.bound[i]
+                keys[i] = bound[i]
                 continue
             keys[i] = -np.inf
             verdict = self.verdicts.get(i) or self._exact(i)
             if verdict is not None:
+                scored.append(i)
                 found.append((-(verdict.score or 0.0), i, verdict))
                 found.sort(key=lambda f: (f[0], f[1]))
                 del found[k:]
+        for i, key in aside:
+            keys[i] = key
+        for i in scored:
+            keys[i] = bound[i]
         return [(i, v) for _, i, v in found]
 
     def _exact(self, i: int) -> Verdict | None:
