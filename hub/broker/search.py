@@ -189,7 +189,7 @@ class Board:
         reserve(self.views[i], spec, model, partition)
         self.cpus[i] = cpus_available(self.views[i])
         for needs in self.needs.values():
-            needs.stale[i] = None
+            needs.stale[i] = needs.stale.get(i, False) or model is not None
         for search in self.searches.values():
             search.stale[i] = None
             search.dirty.append(i)
@@ -254,6 +254,10 @@ class Needs:
         self.board, self.spec, self.fixed = board, spec, fixed
         self.models = fixed.models
         views = board.views
+        # What every job's bound of this kind starts from (``Candidates._without_headroom``).
+        self.usable = fixed.ok & board.open
+        self.slow = board.slowdown * np.where(board.gpu_site & (spec.resources.gpus == 0), GPU_SITE_PENALTY, 1.0)
+        self.queue_tie = TIE_WEIGHTS["queue"] * (1 - board.queue)
         self.gpus = np.zeros(len(views), dtype=np.int64)
         self.gpu_headroom = np.zeros(len(views))
         if spec.resources.gpus:
@@ -265,7 +269,8 @@ class Needs:
             self.part_ok[site] = partition_room(spec, views[site], self.models[site]) is None
         # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
         self.not_now: dict[str, list[str]] = {}
-        self.stale: dict[int, None] = {}  # sites reserved since the last ``refresh``, in order
+        # Sites reserved since the last ``refresh``, in order, each with whether GPUs were reserved there.
+        self.stale: dict[int, bool] = {}
         self._short: dict[int, str] = {}
         for i, reason in enumerate(board.closed):
             if reason is not None and fixed.ok[i]:
@@ -291,17 +296,18 @@ class Needs:
             return self
         r, board = self.spec.resources, self.board
         if len(self.stale) <= 32:  # the usual few sites reserved since: numpy's call costs more than the loop
-            few = list(self.stale)
+            few = list(self.stale.items())
             self.stale.clear()
-            for i in few if r.gpus else [i for i in few if board.cpus[i] < r.cpus or board.reported[i]]:
-                self.update(i)
+            for i, gpus in few if r.gpus else [(i, g) for i, g in few if board.cpus[i] < r.cpus or board.reported[i]]:
+                self.update(i, gpus)
             return self
         stale = np.fromiter(self.stale, dtype=np.int64, count=len(self.stale))
+        gpus_reserved = self.stale.copy()
         self.stale.clear()
         if not r.gpus:
             stale = stale[(board.cpus[stale] < r.cpus) | board.reported[stale]]
         for i in stale.tolist():
-            self.update(i)
+            self.update(i, gpus_reserved[i])
         return self
 
     def _site_fits(self) -> Bools:
@@ -313,11 +319,13 @@ class Needs:
         self.refresh()
         return self._site_fits() & self.part_ok
 
-    def update(self, i: int) -> None:
-        """Site ``i``'s capacity changed: recount its room and why it has none."""
+    def update(self, i: int, gpus: bool = True) -> None:
+        """Site ``i``'s capacity changed: recount its room and why it has none (``gpus``: its
+        GPUs too; work without GPUs leaves them as they were)."""
         if not (self.fixed.ok[i] and self.board.open[i]):
             return
-        self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
+        if gpus:
+            self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
         view = self.board.views[i]
         r = self.spec.resources
         fits = self.board.cpus[i] >= r.cpus and self.gpus[i] >= r.gpus
@@ -388,7 +396,7 @@ class Candidates:
 
     def _without_headroom(self) -> Floats:
         """Each site's bound but for the headroom term (which work reserved there lowers)."""
-        board, spec, r = self.needs.board, self.spec, self.spec.resources
+        board, spec = self.needs.board, self.spec
         n = len(board.views)
         copy, near = np.zeros(n), np.zeros(n)
         if spec.inputs:
@@ -398,11 +406,11 @@ class Candidates:
             for i in exact:
                 copy[i] = copy_time(spec, board.views[i])[0]
                 near[i] = round(locality(spec, board.views[i]), 4)  # as the verdict rounds it
-        slow = board.slowdown * np.where(board.gpu_site & (r.gpus == 0), GPU_SITE_PENALTY, 1.0)
+        slow, queue_tie = self.needs.slow, self.needs.queue_tie
         finish = (copy + self.needs.run_floor(spec)) * slow * (1 - _RELATIVE)
         band = np.floor(np.log(np.maximum(finish, 60.0)) / math.log(TIE_BAND))
-        tie = TIE_WEIGHTS["locality"] * (1 - near) + TIE_WEIGHTS["queue"] * (1 - board.queue)
-        return np.where(self.needs.fixed.ok & board.open, 1000 - band - tie + _SCORE, -np.inf)
+        tie = TIE_WEIGHTS["locality"] * (1 - near) + queue_tie
+        return np.where(self.needs.usable, 1000 - band - tie + _SCORE, -np.inf)
 
     def tighten(self, i: int) -> None:
         """Work was reserved at site ``i``: its headroom, so its bound, is lower. Recounted as
