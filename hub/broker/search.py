@@ -128,6 +128,7 @@ class Board:
         self._bias: dict[str, Floats] = {}
         self._spread: dict[str, Floats] = {}
         self._lends: dict[str, Bools] = {}
+        self._lends_all: dict[str, bool] = {}
         self.restricted = [i for i, v in enumerate(self.views) if v.policy.allowed_institutions is not None]
         self.needs: dict[str, Needs] = {}
         self.searches: dict[str, Candidates] = {}  # by ``job_key``: those still to place jobs, kept tight
@@ -203,7 +204,13 @@ class Board:
             for i in self.restricted:
                 lends[i] = institution_refused(institution, self.views[i]) is None
             self._lends[institution] = lends
+            self._lends_all[institution] = bool(lends.all())
         return self._lends[institution]
+
+    def lends_all(self, institution: str) -> bool:
+        """Whether every site lends to the institution (no site's policy refuses it)."""
+        self.lends(institution)
+        return self._lends_all[institution]
 
     def needs_of(self, spec: JobSpec) -> Needs:
         key = needs_key(spec)
@@ -221,9 +228,10 @@ class Board:
         reserve(self.views[i], spec, model, partition)
         self.cpus[i] = cpus_available(self.views[i])
         for needs in self.needs.values():
-            needs.stale[i] = None
+            needs.stale[i] = needs.stale.get(i, False) or model is not None
         for search in self.searches.values():
             search.stale[i] = None
+            search.dirty.append(i)
 
     def special(self, spec: JobSpec) -> set[int]:
         """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
@@ -293,6 +301,10 @@ class Needs:
         self.board, self.spec, self.fixed = board, spec, fixed
         self.models = fixed.models
         views = board.views
+        # What every job's bound of this kind starts from (``Candidates._without_headroom``).
+        self.usable = fixed.ok & board.open
+        self.slow = board.slowdown * np.where(board.gpu_site & (spec.resources.gpus == 0), GPU_SITE_PENALTY, 1.0)
+        self.queue_tie = TIE_WEIGHTS["queue"] * (1 - board.queue)
         self.gpus = np.zeros(len(views), dtype=np.int64)
         self.gpu_headroom = np.zeros(len(views))
         if spec.resources.gpus:
@@ -304,7 +316,8 @@ class Needs:
             self.part_ok[site] = partition_room(spec, views[site], self.models[site]) is None
         # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
         self.not_now: dict[str, list[str]] = {}
-        self.stale: dict[int, None] = {}  # sites reserved since the last ``refresh``, in order
+        # Sites reserved since the last ``refresh``, in order, each with whether GPUs were reserved there.
+        self.stale: dict[int, bool] = {}
         self._short: dict[int, str] = {}
         for i in np.flatnonzero(fixed.ok & ~board.open).tolist():
             self.not_now.setdefault(board.closed[i] or "", []).append(views[i].name)  # a closed site has a reason
@@ -327,12 +340,20 @@ class Needs:
         not report, is unchanged: only the others are recounted."""
         if not self.stale:
             return self
+        r, board = self.spec.resources, self.board
+        if len(self.stale) <= 32:  # the usual few sites reserved since: numpy's call costs more than the loop
+            few = list(self.stale.items())
+            self.stale.clear()
+            for i, gpus in few if r.gpus else [(i, g) for i, g in few if board.cpus[i] < r.cpus or board.reported[i]]:
+                self.update(i, gpus)
+            return self
         stale = np.fromiter(self.stale, dtype=np.int64, count=len(self.stale))
+        gpus_reserved = self.stale.copy()
         self.stale.clear()
-        if not self.spec.resources.gpus:
-            stale = stale[(self.board.cpus[stale] < self.spec.resources.cpus) | self.board.reported[stale]]
+        if not r.gpus:
+            stale = stale[(board.cpus[stale] < r.cpus) | board.reported[stale]]
         for i in stale.tolist():
-            self.update(i)
+            self.update(i, gpus_reserved[i])
         return self
 
     def _site_fits(self) -> Bools:
@@ -344,11 +365,13 @@ class Needs:
         self.refresh()
         return self._site_fits() & self.part_ok
 
-    def update(self, i: int) -> None:
-        """Site ``i``'s capacity changed: recount its room and why it has none."""
+    def update(self, i: int, gpus: bool = True) -> None:
+        """Site ``i``'s capacity changed: recount its room and why it has none (``gpus``: its
+        GPUs too; work without GPUs leaves them as they were)."""
         if not (self.fixed.ok[i] and self.board.open[i]):
             return
-        self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
+        if gpus:
+            self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
         view = self.board.views[i]
         r = self.spec.resources
         fits = self.board.cpus[i] >= r.cpus and self.gpus[i] >= r.gpus
@@ -400,6 +423,10 @@ class Candidates:
     # The job's run-time estimates by (GPU model, a site's learned statistics): sites alike share them.
     runs: Runs = field(default_factory=dict)
     stale: dict[int, None] = field(default_factory=dict)  # sites reserved since ``best`` last tightened them
+    dirty: list[int] = field(default_factory=list)  # sites reserved since ``best`` last ran: their room may be gone
+    # Per site, its bound while it has room for the job and is not ruled out (``out``), else -inf:
+    # kept from one ``best`` to the next, recounted only for the sites reserved since.
+    keys: Floats = field(init=False)
     # Exact verdicts of eligible sites not reserved since: a site's verdict changes only with its own view.
     verdicts: dict[int, Verdict] = field(default_factory=dict)
 
@@ -411,10 +438,11 @@ class Candidates:
         # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
         self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.clip(spare + _PART, 0.0, 1.0))
         self.out = np.zeros(len(board.views), dtype=bool)
+        self.keys = np.where(self.needs.fits(), self.bound, -np.inf)
 
     def _without_headroom(self) -> Floats:
         """Each site's bound but for the headroom term (which work reserved there lowers)."""
-        board, spec, r = self.needs.board, self.spec, self.spec.resources
+        board, spec = self.needs.board, self.spec
         n = len(board.views)
         copy, near = np.zeros(n), np.zeros(n)
         if spec.inputs:
@@ -424,11 +452,11 @@ class Candidates:
             for i in exact:
                 copy[i] = copy_time(spec, board.views[i])[0]
                 near[i] = round(locality(spec, board.views[i]), 4)  # as the verdict rounds it
-        slow = board.slowdown * np.where(board.gpu_site & (r.gpus == 0), GPU_SITE_PENALTY, 1.0)
+        slow, queue_tie = self.needs.slow, self.needs.queue_tie
         finish = (copy + self.needs.run_floor(spec)) * slow * (1 - _RELATIVE)
         band = np.floor(np.log(np.maximum(finish, 60.0)) / math.log(TIE_BAND))
-        tie = TIE_WEIGHTS["locality"] * (1 - near) + TIE_WEIGHTS["queue"] * (1 - board.queue)
-        return np.where(self.needs.fixed.ok & board.open, 1000 - band - tie + _SCORE, -np.inf)
+        tie = TIE_WEIGHTS["locality"] * (1 - near) + queue_tie
+        return np.where(self.needs.usable, 1000 - band - tie + _SCORE, -np.inf)
 
     def tighten(self, i: int) -> None:
         """Work was reserved at site ``i``: its headroom, so its bound, is lower. Recounted as
@@ -449,27 +477,47 @@ class Candidates:
         """The k sites (board indices) where the job finishes first, best first, exactly as
         ranking every site's ``evaluate_now`` would order them. A site reserved since the last
         search has its bound tightened only when it comes up: an untightened bound is still
-        above its score (reservations only lower it), so it is only looser."""
-        board = self.needs.board
-        keys = np.where(board.lends(institution) & self.needs.fits() & ~self.out, self.bound, -np.inf)
+        above its score (reservations only lower it), so it is only looser.
+
+        The sites are taken highest key first (``keys``: the bound of each site with room);
+        a site that does not lend to the institution, or scored exactly here, is set aside
+        for this search and its key put back after it."""
+        needs, spec = self.needs.refresh(), self.spec
+        board, keys, bound, r = needs.board, self.keys, self.bound, spec.resources
+        for i in self.dirty:  # room only shrinks as work is reserved: recount the sites reserved since
+            room = board.cpus[i] >= r.cpus and needs.gpus[i] >= r.gpus and needs.part_ok[i] and not self.out[i]
+            keys[i] = bound[i] if room else -np.inf
+        self.dirty.clear()
+        lends = None if board.lends_all(institution) else board.lends(institution)
         found: list[tuple[float, int, Verdict]] = []  # (-score, index, verdict), kept sorted
+        aside: list[tuple[int, float]] = []
+        scored: list[int] = []
         while True:
-            i = int(np.argmax(keys))
+            i = int(keys.argmax())
             key = float(keys[i])
             if key == -np.inf:
                 break
             if len(found) >= k and (-key, i) > (found[k - 1][0], found[k - 1][1]):
                 break  # no site left can beat the k-th (ties go to the earlier name)
+            if lends is not None and not lends[i]:
+                aside.append((i, key))
+                keys[i] = -np.inf
+                continue
             if i in self.stale:
                 self._recount(i)
-                keys[i] = self.bound[i]
+                keys[i] = bound[i]
                 continue
             keys[i] = -np.inf
             verdict = self.verdicts.get(i) or self._exact(i)
             if verdict is not None:
+                scored.append(i)
                 found.append((-(verdict.score or 0.0), i, verdict))
                 found.sort(key=lambda f: (f[0], f[1]))
                 del found[k:]
+        for i, key in aside:
+            keys[i] = key
+        for i in scored:
+            keys[i] = bound[i]
         return [(i, v) for _, i, v in found]
 
     def _exact(self, i: int) -> Verdict | None:

@@ -13,18 +13,25 @@ grouped by reason; jobs of one kind share those groups (``service._grouped_once`
 each decision's JSON whole re-encoded the same groups 10,000 times and was a third of the
 writes' time, so each shared group is encoded once and a decision's JSON is put together
 from the parts: the same text ``json.dumps`` gives for the whole list.
+
+The rows are tuples, not dicts. On SQLite each statement goes to the driver's executemany
+as it is (``_Bulk``): SQLAlchemy's handling of every row's parameters (bind processors,
+column defaults) cost as much as SQLite's own work, and a pass's timestamps are all one
+``now``, converted once. Elsewhere (PostgreSQL) the statements go through SQLAlchemy, which
+batches an executemany into multi-row statements.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, insert, update
+from sqlalchemy import JSON, Connection, bindparam, insert, update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel
 
@@ -48,22 +55,63 @@ class _EncodedJSON(TypeDecorator[str]):
         return None
 
 
+class _Bulk:
+    """One statement run for many rows of values (tuples, in the order of ``names``)."""
+
+    def __init__(self, statement: UpdateBase, names: tuple[str, ...]) -> None:
+        self.statement, self.names = statement, names
+
+    def run(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        dialect = conn.dialect
+        if dialect.name == "sqlite":
+            compiled = self.statement.compile(dialect=dialect, column_keys=list(self.names))
+            order = compiled.positiontup or []
+            if set(order) == set(self.names) and len(order) == len(self.names):  # no default of SQLAlchemy's to add
+                at = [self.names.index(name) for name in order]
+                # Each value a column's type converts (timestamps: the pass's one ``now``) converted once.
+                convert: list[tuple[int, Callable[[Any], Any], dict[Any, Any]]] = [
+                    (k, process, {}) for k, name in enumerate(order)
+                    if (process := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+                ]  # fmt: skip
+                out = []
+                for row in rows:
+                    values = [row[j] for j in at]
+                    for k, to_driver, seen in convert:
+                        if (value := values[k]) is not None:
+                            values[k] = seen[value] if value in seen else seen.setdefault(value, to_driver(value))
+                    out.append(tuple(values))
+                conn.exec_driver_sql(str(compiled), out)
+                return
+        conn.execute(self.statement, [dict(zip(self.names, row, strict=True)) for row in rows])
+
+
 _JOBS, _ATTEMPTS, _DECISIONS = (SQLModel.metadata.tables[m.__tablename__] for m in (Job, Attempt, PlacementRecord))
-_PLACED = (
+_PLACED = _Bulk(
     update(_JOBS)
     .where(_JOBS.c.id == bindparam("b_id"))
-    .values(attempt=bindparam("b_attempt"), site_id=bindparam("b_site_id"), updated_at=bindparam("b_updated_at"))
+    .values(attempt=bindparam("b_attempt"), site_id=bindparam("b_site_id"), updated_at=bindparam("b_updated_at")),
+    ("b_id", "b_attempt", "b_site_id", "b_updated_at"),
 )
-_DECIDED = insert(_DECISIONS).values(verdicts=bindparam("b_verdicts", type_=_EncodedJSON()))
+#: Every column the ORM would write for an offered attempt, defaults included.
+_OFFERED = _Bulk(
+    insert(_ATTEMPTS),
+    ("id", "job_id", "number", "site_id", "offered_at", "cpus", "gpus", "gpu_model", "partition", "state", "last_seq"),
+)
+_DECIDED = _Bulk(
+    insert(_DECISIONS).values(verdicts=bindparam("b_verdicts", type_=_EncodedJSON())),
+    ("job_id", "attempt", "decided_at", "outcome", "site", "summary", "b_verdicts"),
+)
 
 
 class PassWrites:
     """Rows a pass will write, kept until ``write``."""
 
     def __init__(self) -> None:
-        self.attempts: list[dict[str, Any]] = []
-        self.decisions: list[dict[str, Any]] = []
-        self.jobs: list[dict[str, Any]] = []
+        self.attempts: list[tuple[Any, ...]] = []  # as _OFFERED names them
+        self.decisions: list[tuple[Any, ...]] = []  # as _DECIDED names them
+        self.jobs: list[tuple[str, int, int, datetime]] = []  # as _PLACED names them
         self.sites: set[int] = set()
         self._encoded: dict[int, tuple[Verdicts, str]] = {}  # by id of a shared part, kept alive with its text
 
@@ -73,12 +121,11 @@ class PassWrites:
     ) -> None:  # fmt: skip
         """What ``service._offer`` does for a job without inputs to stage, as rows."""
         number = attempts_before + 1
+        r = spec.resources
         self.attempts.append(
-            {"id": uuid.uuid4().hex, "job_id": job_id, "number": number, "site_id": site.id, "offered_at": now,
-             "cpus": spec.resources.cpus, "gpus": spec.resources.gpus, "gpu_model": best.gpu_model,
-             "partition": best.queue}
-        )  # fmt: skip
-        self.jobs.append({"b_id": job_id, "b_attempt": number, "b_site_id": site.id, "b_updated_at": now})
+            (uuid.uuid4().hex, job_id, number, site.id, now, r.cpus, r.gpus, best.gpu_model, best.queue, "offered", 0)
+        )
+        self.jobs.append((job_id, number, site.id, now))
         self.decision(job_id, number, now, "placed", summary, own, shared, site.name)
         self.sites.add(site.id)
 
@@ -88,10 +135,7 @@ class PassWrites:
     ) -> None:  # fmt: skip
         """A decision whose verdicts are ``own`` followed by each of ``shared`` (lists other
         decisions of the pass share, unchanged until ``write``)."""
-        self.decisions.append(
-            {"job_id": job_id, "attempt": attempt, "decided_at": now, "outcome": outcome, "site": site, "summary": summary,
-             "b_verdicts": self._json(own, shared)}
-        )  # fmt: skip
+        self.decisions.append((job_id, attempt, now, outcome, site, summary, self._json(own, shared)))
 
     def _json(self, own: Verdicts, shared: Sequence[Verdicts]) -> str:
         """``json.dumps(own + shared[0] + ...)``, each shared part encoded once per pass."""
@@ -109,15 +153,13 @@ class PassWrites:
         session.flush()  # the ORM's own pending rows (jobs placed one by one) go first
         conn = session.connection()
         if self.jobs:
-            conn.execute(_PLACED, self.jobs)
-            placed = {row["b_id"] for row in self.jobs}
+            _PLACED.run(conn, self.jobs)
+            placed = {row[0] for row in self.jobs}
             for held in list(session.identity_map.values()):  # a copy this session already holds would be stale
                 if isinstance(held, Job) and held.id in placed:
                     session.expire(held)
-        if self.attempts:
-            conn.execute(insert(_ATTEMPTS), self.attempts)
-        if self.decisions:
-            conn.execute(_DECIDED, self.decisions)
+        _OFFERED.run(conn, self.attempts)
+        _DECIDED.run(conn, self.decisions)
         if notifier is not None and self.sites:
             wake, sites = notifier, sorted(self.sites)
 

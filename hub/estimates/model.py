@@ -106,7 +106,9 @@ def work_units(spec: JobSpec) -> tuple[float | None, str]:
     return units, f"{w.particles:,} particles x {classes:g} classes x {iterations:g} iterations, box {w.box_px} px"
 
 
+@cache
 def _gpu_seconds_per_unit() -> float:
+    """From the priors alone (kept: it validates a spec, and every GPU estimate asks for it)."""
     g = priors()["gpu"]
     a = g["anchor"]
     spec = JobSpec.model_validate({
