@@ -49,6 +49,11 @@ def one_round(args: argparse.Namespace, label: str, python: str, src: Path) -> d
                 before = hub.usage()
                 stats = asyncio.run(loadgen.closed_loop(hub.url, make, args.senders, args.duration, 30))
                 after = hub.usage()
+                if args.whoami:  # the authenticated no-op, same senders and duration
+                    w0 = hub.usage()
+                    no_op = loadgen.whoami(seeded.agents)
+                    wstats = asyncio.run(loadgen.closed_loop(hub.url, no_op, args.senders, args.duration, 30))
+                    w1 = hub.usage()
             finally:
                 hub.stop()
     finally:
@@ -67,6 +72,10 @@ def one_round(args: argparse.Namespace, label: str, python: str, src: Path) -> d
         "hub_cpu_ms": (after.cpu_s - before.cpu_s) * 1000 / s["ok"],
         "db_cpu_ms": db_ms,
     }
+    if args.whoami:
+        w = wstats.summary()
+        out["whoami_per_s"] = w["req_per_s"]
+        out["whoami_cpu_ms"] = (w1.cpu_s - w0.cpu_s) * 1000 / w["ok"]
     print(json.dumps(out), flush=True)
     return out
 
@@ -81,6 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--senders", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--whoami", action="store_true", help="then as long a run of GET /api/v1/whoami (no-op)")
     args = parser.parse_args(argv)
     raise_on_sigterm()
     here = Path(__file__).resolve().parent.parent
@@ -93,7 +103,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         hub = statistics.median(r["hub_cpu_ms"] for r in mine)
         dbs = [r["db_cpu_ms"] for r in mine if r["db_cpu_ms"] is not None]
         db = f", database {statistics.median(dbs):.3f} ms" if dbs else ""
-        print(f"# {label}: median hub CPU {hub:.3f} ms per heartbeat{db} ({len(mine)} rounds)")
+        who = [r["whoami_cpu_ms"] for r in mine if "whoami_cpu_ms" in r]
+        no_op = f"; whoami {statistics.median(who):.3f} ms" if who else ""
+        print(f"# {label}: median hub CPU {hub:.3f} ms per heartbeat{db}{no_op} ({len(mine)} rounds)")
     return results
 
 

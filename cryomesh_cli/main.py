@@ -72,6 +72,16 @@ def _hub_settings() -> Any:
         fail(str(exc))
 
 
+#: How long uvicorn's supervisor (``hub serve --workers N``) waits for a worker to answer its
+#: health ping before it kills the worker as hung and starts another. uvicorn's default, 5 s,
+#: counts from the worker's spawn, before the worker can answer: a spawned worker first
+#: re-imports the CLI and uvicorn (~1.2 s of CPU). On a busy host that took over 5 s, so
+#: every worker was killed before it could answer, and its replacement too: the hub never
+#: became ready (docs/benchmarks.md, "branch hb-cpu"). A worker hung for a minute is still
+#: replaced.
+WORKER_HEALTHCHECK_S = 60
+
+
 @hub_app.command("serve")
 def hub_serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default: settings)")] = None,
@@ -111,9 +121,19 @@ def hub_serve(
         "log_config": None,
         "proxy_headers": True,
         "timeout_graceful_shutdown": 10,
+        # The C event loop and HTTP parser: less hub CPU per request than asyncio's loop and
+        # h11 (docs/benchmarks.md, "branch hb-cpu").
+        "loop": "uvloop",
+        "http": "httptools",
     }
     if workers > 1:  # each worker builds its own app (and engine) from the same settings
-        uvicorn.run("hub.app:worker_app", factory=True, workers=workers, **options)
+        uvicorn.run(
+            "hub.app:worker_app",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+            **options,
+        )
         return
     uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
 

@@ -3,13 +3,35 @@ put on every log line written while the request is served."""
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
+import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.logging import configure_logging, request_id
 
-__all__ = ["RequestIdMiddleware", "configure_logging"]
+__all__ = ["RequestIdMiddleware", "configure_logging", "new_request_id"]
+
+# A made id is this process's random prefix and a counter (32 hex digits, as a UUID's hex):
+# unique across processes and restarts without a uuid4 per request (about 3 % of a
+# heartbeat's hub CPU: docs/benchmarks.md, "branch hb-cpu"). Request ids only correlate log
+# lines; nothing relies on them being unguessable.
+_prefix = ""
+_counter = itertools.count()
+
+
+def _new_process() -> None:
+    global _prefix, _counter
+    _prefix, _counter = secrets.token_hex(8), itertools.count()
+
+
+_new_process()
+os.register_at_fork(after_in_child=_new_process)
+
+
+def new_request_id() -> str:
+    return f"{_prefix}{next(_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 class RequestIdMiddleware:
@@ -20,9 +42,12 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        given = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        rid = given if 0 < len(given) <= 128 and given.isprintable() else new_request_id()
         token = request_id.set(rid)
 
         async def send_with_id(message: Message) -> None:

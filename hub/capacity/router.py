@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 
@@ -33,10 +33,11 @@ router = APIRouter(prefix="/api/v1/sites", tags=["capacity"], route_class=Transa
 
 @router.post(
     "/{name}/heartbeat",
+    response_model=HeartbeatAck,
     responses=responses(*AUTH_ERRORS, NotFound),
     dependencies=[Depends(require_scopes("agent"))],
 )
-async def heartbeat(name: str, hb: Heartbeat, request: Request, principal: CurrentAgent) -> HeartbeatAck:
+async def heartbeat(name: str, hb: Heartbeat, request: Request, principal: CurrentAgent) -> Response:
     """An agent reports its site's capacity. A malformed snapshot is refused whole (422).
 
     An ``async def``: the handler runs on the event loop and hands the heartbeat to the
@@ -49,7 +50,8 @@ async def heartbeat(name: str, hb: Heartbeat, request: Request, principal: Curre
     writer: HeartbeatWriter = request.app.state.heartbeats
     ack = await writer.write(Beat(site_id, name, hb))
     HEARTBEATS.inc()
-    return ack
+    # Serialised here, as FastAPI would (by alias), without validating our own ack again.
+    return Response(ack.model_dump_json(by_alias=True), media_type="application/json")
 
 
 def _own_site_id(engine: Engine, principal: Principal, name: str) -> int:

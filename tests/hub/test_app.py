@@ -91,3 +91,4 @@ def test_request_id_is_echoed_or_made(sqlite_hub: Hub) -> None:
     assert given.headers["x-request-id"] == "agent-abc-123"
     made = httpx.get(f"{sqlite_hub.url}/healthz")
     assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
+    assert httpx.get(f"{sqlite_hub.url}/healthz").headers["x-request-id"] != made.headers["x-request-id"]
