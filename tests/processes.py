@@ -103,9 +103,10 @@ class HubProcess:
                 return False
             return r.status_code == 200 and self.proc.poll() is None
 
-        # Generous: a hub starting beside other work on a busy machine takes its time.
+        # Generous: a hub starting beside other work on a busy machine takes its time (at load
+        # 19 on 2 cores, several took more than 90 s to answer; they need about 2.5 CPU s).
         try:
-            wait_for(ready, 90, "the hub process")
+            wait_for(ready, 180, "the hub process")
         except BaseException:
             self.proc.kill()  # never leave a hub behind that did not start
             self.proc.wait()
