@@ -25,33 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cryomesh_cli.devslurm import SlurmCluster, free_port, unavailable_reason, wait_for
+from cryomesh_cli.devslurm import SlurmCluster, free_port, slurm_conf_header, unavailable_reason, wait_for
 
 CONF = """\
-ClusterName=cryomesh-cloud
-SlurmctldHost={host}
-SlurmUser=root
-SlurmdUser=root
-SlurmctldPort={ctld_port}
-SlurmdPort={d_port}
-AuthType=auth/munge
-AuthInfo=socket={dir}/munge.sock
-CredType=cred/munge
-StateSaveLocation={dir}/state
-SlurmdSpoolDir={dir}/spool/%n
-SlurmctldPidFile={dir}/slurmctld.pid
-SlurmdPidFile={dir}/slurmd.%n.pid
-SlurmctldLogFile={dir}/slurmctld.log
-SlurmdLogFile={dir}/slurmd.%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-ReturnToService=2
-MpiDefault=none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SchedulerParameters=sched_interval=1
 TreeWidth=65533
 # Power saving, as ParallelCluster configures it (its times are minutes; these are seconds).
 PrivateData=cloud
@@ -120,8 +96,8 @@ def elastic_cluster(
     )  # fmt: skip
     host = socket.gethostname().split(".")[0]
     conf = d / "slurm.conf"
-    lines = [CONF.format(host=host, ctld_port=free_port(), d_port=free_port(), dir=d, resume_timeout=resume_timeout_s,
-                         suspend_time=suspend_time_s, suspend_timeout=5)]  # fmt: skip
+    lines = [slurm_conf_header("cryomesh-cloud", host, d, per_node=True)
+             + CONF.format(dir=d, resume_timeout=resume_timeout_s, suspend_time=suspend_time_s, suspend_timeout=5)]  # fmt: skip
     for part in partitions:
         for twin in (part, f"{part}-spot"):
             names = [f"{twin}-dy-{i}" for i in range(1, nodes + 1)]

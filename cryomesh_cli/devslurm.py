@@ -66,9 +66,12 @@ class SlurmCluster:
         wait_for(lambda: not self.run("squeue", "-h", "-o", "%i").strip(), 30, "the Slurm queue to drain")
 
 
-SLURM_CONF = """\
-ClusterName=cryomesh-test
-SlurmctldHost={node}
+#: What both local clusters share (this one and cryomesh_cli.devcloud's elastic one): munge,
+#: daemons as root, state and logs under ``{dir}``. ``{node}`` is "" for one slurmd, or
+#: ``.%n``/``/%n`` where several slurmd (one per node name) share the directory.
+SLURM_CONF_HEADER = """\
+ClusterName={cluster}
+SlurmctldHost={host}
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort={ctld_port}
@@ -77,21 +80,34 @@ AuthType=auth/munge
 AuthInfo=socket={dir}/munge.sock
 CredType=cred/munge
 StateSaveLocation={dir}/state
-SlurmdSpoolDir={dir}/spool
+SlurmdSpoolDir={dir}/spool{node_dir}
 SlurmctldPidFile={dir}/slurmctld.pid
-SlurmdPidFile={dir}/slurmd.pid
+SlurmdPidFile={dir}/slurmd{node_dot}.pid
 SlurmctldLogFile={dir}/slurmctld.log
-SlurmdLogFile={dir}/slurmd.log
+SlurmdLogFile={dir}/slurmd{node_dot}.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-GresTypes=gpu
 ReturnToService=2
 MpiDefault=none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 SchedulerParameters=sched_interval=1
+"""
+
+
+def slurm_conf_header(cluster: str, host: str, directory: Path, per_node: bool = False) -> str:
+    """The shared lines of a local cluster's slurm.conf, on free ports. ``per_node``: each
+    node's slurmd has its own spool directory, pid and log file (``%n``, its node name)."""
+    return SLURM_CONF_HEADER.format(
+        cluster=cluster, host=host, ctld_port=free_port(), d_port=free_port(), dir=directory,
+        node_dir="/%n" if per_node else "", node_dot=".%n" if per_node else "",
+    )  # fmt: skip
+
+
+SLURM_CONF = """\
+GresTypes=gpu
 NodeName={node} CPUs={cpus} RealMemory={mem} Gres=gpu:{gpu_type}:{gpus} State=UNKNOWN
 PartitionName=gpu Nodes={node} Default=YES MaxTime=INFINITE State=UP
 PartitionName=cpu Nodes={node} MaxTime=INFINITE State=UP
@@ -127,16 +143,8 @@ def slurm_cluster(gpus: int = 4, gpu_type: str = "a100") -> Iterator[SlurmCluste
     node = socket.gethostname().split(".")[0]
     conf = d / "slurm.conf"
     conf.write_text(
-        SLURM_CONF.format(
-            node=node,
-            ctld_port=free_port(),
-            d_port=free_port(),
-            dir=d,
-            cpus=os.cpu_count() or 1,
-            mem=2000,
-            gpus=gpus,
-            gpu_type=gpu_type,
-        )
+        slurm_conf_header("cryomesh-test", node, d)
+        + SLURM_CONF.format(node=node, cpus=os.cpu_count() or 1, mem=2000, gpus=gpus, gpu_type=gpu_type)
     )
     (d / "gres.conf").write_text(f"Name=gpu Type={gpu_type} File={d}/fakegpu[0-{gpus - 1}]\n")
     cluster = SlurmCluster(conf, d, node, gpus, gpu_type)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import http.cookiejar
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -201,6 +202,12 @@ class Hub:
         resp = self.agent_token_response(agent)
         assert resp.status_code == 200, resp.text
         return str(resp.json()["access_token"])
+
+
+def waiting_polls(url: str) -> float:
+    """How many agents' polls for work the hub process at ``url`` holds waiting (its metric)."""
+    match = re.search(r"^cryomesh_hub_long_polls_waiting (\S+)$", LOOPBACK.get(f"{url}/metrics").text, re.M)
+    return float(match.group(1)) if match else -1
 
 
 def hub_settings(db_url: str, data_dir: Path, port: int, **overrides: Any) -> HubSettings:

@@ -4,9 +4,11 @@ a hub restart, tokens refreshed before they expire, a revoked agent stopping."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,15 @@ def hub_proc(tmp_path: Path) -> Iterator[HubProcess]:
     h.stop()
 
 
+def unreachable_logged_at(hub: HubProcess, site: str) -> datetime:
+    """When the hub's sweep logged ``site`` unreachable (its log's local time, as UTC)."""
+    lines = [json.loads(line) for line in (hub.tmp / "hub.log").read_text().splitlines() if line.startswith("{")]
+    (ts,) = [line["ts"] for line in lines if line["message"].startswith(f"site {site} is unreachable")]
+    return datetime.strptime(ts, "%Y-%m-%d %H:%M:%S,%f").astimezone(UTC)
+
+
 def test_killed_agent_goes_unreachable_and_comes_back(hub_proc: HubProcess, tmp_path: Path) -> None:
-    agent = enrolled_agent(hub_proc, tmp_path, "alpha")
+    agent = enrolled_agent(hub_proc, tmp_path, "alpha", cli_enroll=True)
     agent.start(hub_proc.env)
     try:
         wait_for(lambda: hub_proc.site("alpha")["reachability"] == "online", 60, "the first heartbeat")
@@ -39,24 +48,26 @@ def test_killed_agent_goes_unreachable_and_comes_back(hub_proc: HubProcess, tmp_
         assert agent.proc is not None
         agent.proc.kill()  # SIGKILL: no goodbye, the hub must notice by itself
         agent.proc.wait()
-        killed = time.monotonic()
-        wait_for(lambda: hub_proc.site("alpha")["reachability"] == "unreachable", 10, "the site to be marked unreachable")
-        took = time.monotonic() - killed
-        # 3 missed beats after the last one received, found by the next sweep tick.
-        assert took <= 3 * HEARTBEAT_S + SWEEP_S + 0.5, f"marked unreachable {took:.2f}s after the kill"
-        assert took >= 3 * HEARTBEAT_S - HEARTBEAT_S - 0.1, "not before 3 intervals of silence"
+        # Generous: the hub's own clock says when it decided (below), not how fast this test saw it.
+        wait_for(lambda: hub_proc.site("alpha")["reachability"] == "unreachable", 60, "the site to be marked unreachable")
+        last_beat = datetime.fromisoformat(hub_proc.site("alpha")["last_heartbeat_at"])
+        took = (unreachable_logged_at(hub_proc, "alpha") - last_beat).total_seconds()
+        # 3 missed beats after the last one received, found by the sweep tick before or after
+        # the deadline; the hub logs the moment (the sweep may start late on a busy machine: 2 s).
+        assert took <= 3 * HEARTBEAT_S + SWEEP_S + 2, f"marked unreachable {took:.2f}s after the last heartbeat"
+        assert took >= 3 * HEARTBEAT_S - SWEEP_S - 0.1, f"not before 3 intervals of silence ({took:.2f}s)"
 
         agent.start(hub_proc.env)
         wait_for(lambda: hub_proc.site("alpha")["reachability"] == "online", 60, "the restarted agent's heartbeat")
     finally:
         if agent.proc and agent.proc.poll() is None:
             agent.proc.terminate()
-            agent.proc.wait(10)
+            agent.proc.wait(60)
     assert agent.proc.returncode == 0, "SIGTERM stops the agent cleanly"
 
 
 def test_agent_rides_out_a_hub_restart_and_refreshes_tokens(hub_proc: HubProcess, tmp_path: Path) -> None:
-    agent = enrolled_agent(hub_proc, tmp_path, "alpha")
+    agent = enrolled_agent(hub_proc, tmp_path, "alpha", cli_enroll=True)
     agent.start(hub_proc.env)
     try:
         wait_for(lambda: hub_proc.site("alpha")["reachability"] == "online", 60, "the first heartbeat")
@@ -71,7 +82,7 @@ def test_agent_rides_out_a_hub_restart_and_refreshes_tokens(hub_proc: HubProcess
     finally:
         assert agent.proc is not None
         agent.proc.terminate()
-        agent.proc.wait(10)
+        agent.proc.wait(60)
     messages = [line["message"] for line in agent.log_lines()]
     assert any("hub unavailable" in m for m in messages), "the agent noticed the outage"
     assert sum("got an access token" in m for m in messages) >= 3, "tokens were fetched again before expiry"
@@ -79,7 +90,7 @@ def test_agent_rides_out_a_hub_restart_and_refreshes_tokens(hub_proc: HubProcess
 
 
 def test_revoked_agent_stops(hub_proc: HubProcess, tmp_path: Path) -> None:
-    agent = enrolled_agent(hub_proc, tmp_path, "alpha")
+    agent = enrolled_agent(hub_proc, tmp_path, "alpha", cli_enroll=True)
     agent.start(hub_proc.env)
     wait_for(lambda: hub_proc.site("alpha")["reachability"] == "online", 60, "the first heartbeat")
     [a] = hub_proc.api("GET", "/api/v1/agents")
@@ -91,7 +102,7 @@ def test_revoked_agent_stops(hub_proc: HubProcess, tmp_path: Path) -> None:
 
 def test_slurm_agent_reports_the_cluster(hub_proc: HubProcess, tmp_path: Path, slurm: SlurmCluster) -> None:
     slurm.cancel_all()
-    agent = enrolled_agent(hub_proc, tmp_path, "slurm-site", f'backend = "slurm"\nslurm_conf = "{slurm.conf}"')
+    agent = enrolled_agent(hub_proc, tmp_path, "slurm-site", f'backend = "slurm"\nslurm_conf = "{slurm.conf}"', cli_enroll=True)
     agent.start(hub_proc.env)
     try:
         wait_for(lambda: hub_proc.site("slurm-site")["reachability"] == "online", 60, "the first heartbeat")
@@ -109,4 +120,4 @@ def test_slurm_agent_reports_the_cluster(hub_proc: HubProcess, tmp_path: Path, s
         slurm.cancel_all()
         assert agent.proc is not None
         agent.proc.terminate()
-        agent.proc.wait(10)
+        agent.proc.wait(60)

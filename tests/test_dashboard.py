@@ -79,7 +79,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         net.register(src, make_data(tmp_path / "secret", {"unpublished.mrc": 1000}), visibility="private", title="kek-only")
         net.start(src)
         net.start(dst)
-        wait_for(lambda: hub.api("GET", "/api/v1/network/summary")["sites_by_reachability"].get("online") == 2, 30, "sites")
+        wait_for(lambda: hub.api("GET", "/api/v1/network/summary")["sites_by_reachability"].get("online") == 2, 60, "sites")
         person(hub, "kek-admin", role="site_admin", site="kek-krios", name="Aiko Sato")
         person(hub, "osaka-admin", role="site_admin", site="osaka-gpu")
         rin = person(hub, "rin", role="researcher", institution="osaka-u")

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests import ga4gh_schemas
-from tests.processes import AgentProcess, HubProcess, cli, enrolled_agent
+from tests.processes import AgentProcess, HubProcess, cli, enrolled_agent, hub_process
 from tests.services import S3Server, wait_for
 
 pytestmark = pytest.mark.slow
@@ -30,12 +30,7 @@ SIGNED, UNSIGNED = "drs-e2e-replicas", "drs-e2e-private"
 BASE = "/ga4gh/drs/v1"
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubProcess]:
-    h = HubProcess(tmp_path / "hub")
-    h.start()
-    yield h
-    h.stop()
+hub = hub_process  # the fixture: a hub process for each test
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import tes
 
 from tests import ga4gh_schemas
-from tests.processes import AgentProcess, HubProcess, cli, full_task, online_agent
+from tests.processes import AgentProcess, HubProcess, cli, full_task, hub_process, online_agent
 from tests.services import wait_for
 
 pytestmark = pytest.mark.slow
@@ -24,10 +24,7 @@ pytestmark = pytest.mark.slow
 IMAGE = "python:3.11-slim"
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubProcess]:
-    with HubProcess(tmp_path / "hub") as h:
-        yield h
+hub = hub_process  # the fixture: a hub process for each test
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers import Account
 from tests.processes import AgentProcess, HubProcess, enrolled_agent
 from tests.services import missing, wait_for
 
@@ -90,22 +91,28 @@ def du(path: Path) -> int:
 
 
 @contextmanager
-def relion_network(tmp_path: Path, partners: dict[str, str], discovery: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+def relion_network(
+    tmp_path: Path, partners: dict[str, str], discovery: dict[str, str] | None = None, exchanges: int = 1
+) -> Iterator[dict[str, Any]]:
     """A hub, the home site's agent and a partner agent per entry of ``partners`` (its name,
     and site.toml lines after ``[relion] exchanges``: more [relion] keys, then other
     sections), all online; a researcher at the home institution and the environment RELION
-    runs ``cryomesh relion submit`` in. ``discovery``: a partner's [discovery] lines."""
+    runs ``cryomesh relion submit`` in. ``discovery``: a partner's [discovery] lines.
+    ``exchanges``: how many exchange directories the partners read from (``exchanges``; the
+    researcher's environment names the first)."""
     if shutil.which("relion_refine") is None or shutil.which("relion_pipeliner") is None:
         missing("RELION (relion_refine, relion_pipeliner)")
     hub = HubProcess(tmp_path / "hub")
     hub.start()
-    exchange = tmp_path / "exchange"
-    exchange.mkdir()
+    dirs = [tmp_path / ("exchange" if i == 0 else f"exchange-{i}") for i in range(exchanges)]
+    for d in dirs:
+        d.mkdir()
+    listed = ", ".join(f'"{d}"' for d in dirs)
     agents: list[AgentProcess] = []
     try:
         sites = [
             ("home", "kek", ""),
-            *((n, f"{n}-u", f'\n[relion]\nexchanges = ["{exchange}"]\n{extra}') for n, extra in partners.items()),
+            *((n, f"{n}-u", f"\n[relion]\nexchanges = [{listed}]\n{extra}") for n, extra in partners.items()),
         ]
         for name, inst, toml in sites:
             found = (discovery or {}).get(name, 'backend = "local"')
@@ -114,20 +121,42 @@ def relion_network(tmp_path: Path, partners: dict[str, str], discovery: dict[str
             agents.append(agent)
             wait_for(lambda n=name: hub.site(n)["reachability"] == "online", 60, f"{name} to come online")
         me = hub.account("researcher", institution="kek")
-        env = {**os.environ, "CRYOMESH_HUB_URL": hub.url, "CRYOMESH_CLIENT_ID": me.client_id,
-               "CRYOMESH_CLIENT_SECRET": me.client_secret, "CRYOMESH_RELION_EXCHANGE": str(exchange),
-               "CRYOMESH_RELION_POLL_S": "0.3", "COLUMNS": "200"}  # fmt: skip
-        yield {"hub": hub, "me": me, "env": env, "exchange": exchange, "agents": agents}
+        yield {"hub": hub, "me": me, "env": researcher_env(hub, me, dirs[0]), "exchange": dirs[0], "exchanges": dirs,
+               "agents": agents}  # fmt: skip
     finally:
         for a in agents:
             a.stop()
         hub.stop()
 
 
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with relion_network(tmp_path, {"partner": ""}) as n:
+def researcher_env(hub: HubProcess, me: Account, exchange: Path) -> dict[str, str]:
+    """The environment RELION runs ``cryomesh relion submit`` in: ``me`` at ``hub``, ``exchange``."""
+    return {**os.environ, "CRYOMESH_HUB_URL": hub.url, "CRYOMESH_CLIENT_ID": me.client_id,
+            "CRYOMESH_CLIENT_SECRET": me.client_secret, "CRYOMESH_RELION_EXCHANGE": str(exchange),
+            "CRYOMESH_RELION_POLL_S": "0.3", "COLUMNS": "200"}  # fmt: skip
+
+
+#: The tests that use ``network``, each given its own exchange directory.
+NETWORK_TESTS = 4
+
+
+@pytest.fixture(scope="module")
+def shared_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One hub with the home site and a partner, for this module's tests that need nothing
+    more (starting them is a hub and two agents' worth of CPU per test)."""
+    with relion_network(tmp_path_factory.mktemp("relion"), {"partner": ""}, exchanges=NETWORK_TESTS) as n:
+        n["unused"] = list(n["exchanges"])
         yield n
+
+
+@pytest.fixture
+def network(shared_network: dict[str, Any]) -> dict[str, Any]:
+    """The shared network as this test's own: a researcher of its own (whose jobs are the
+    only ones it lists as theirs) and an exchange directory no other test publishes to."""
+    hub = shared_network["hub"]
+    exchange = shared_network["unused"].pop(0)
+    me = hub.account("researcher", institution="kek")
+    return {**shared_network, "me": me, "env": researcher_env(hub, me, exchange), "exchange": exchange}
 
 
 def job_of(project: Path, jobdir: str) -> str:
@@ -187,7 +216,9 @@ def test_outside_files_are_refused_and_a_failing_command_fails(network: dict[str
     assert (job1 / "RELION_JOB_EXIT_FAILURE").exists()
     err = (job1 / "run.err").read_text()
     assert f"outside.star (_rlnImageName) names {elsewhere}/particles.mrcs, which is outside the project" in err
-    assert hub.call("GET", "/api/v1/jobs", me)["items"] == [], "nothing was sent to the network"
+    # The module's network is shared: the hub may list other tests' jobs, none of them this researcher's.
+    mine = [j for j in hub.call("GET", "/api/v1/jobs", me)["items"] if j["owner"] == me.client_id]
+    assert mine == [], "nothing was sent to the network"
     assert not (network["exchange"] / "relion").exists(), "nothing was published"
 
     # A STAR file naming images the stack does not have: relion_refine itself fails at the partner.

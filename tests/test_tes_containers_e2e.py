@@ -23,7 +23,7 @@ import tes
 
 from tests import ga4gh_schemas
 from tests.podman import busybox_rootfs, containers, podman_env, require_podman
-from tests.processes import AgentProcess, HubProcess, enrolled_agent, register_site
+from tests.processes import AgentProcess, HubProcess, enrolled_agent, hub_process, register_site
 from tests.services import wait_for
 
 pytestmark = pytest.mark.slow
@@ -33,12 +33,7 @@ SITE = "box-site"
 IN_IMAGE = "cat in.txt > /out/a.txt; echo $GREETING; pwd; test -e /usr || echo no-usr"
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubProcess]:
-    h = HubProcess(tmp_path / "hub")
-    h.start()
-    yield h
-    h.stop()
+hub = hub_process  # the fixture: a hub process for each test
 
 
 @pytest.fixture

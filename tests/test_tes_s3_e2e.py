@@ -15,7 +15,7 @@ import httpx
 import pytest
 import tes
 
-from tests.processes import AgentProcess, HubProcess, full_task, online_agent
+from tests.processes import AgentProcess, HubProcess, full_task, hub_process, online_agent
 from tests.services import S3Server
 
 pytestmark = pytest.mark.slow
@@ -24,10 +24,7 @@ IMAGE = "python:3.11-slim"
 BUCKET = "tes-e2e-data"
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubProcess]:
-    with HubProcess(tmp_path / "hub") as h:
-        yield h
+hub = hub_process  # the fixture: a hub process for each test
 
 
 @pytest.fixture

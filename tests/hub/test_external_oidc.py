@@ -55,7 +55,7 @@ def issuer() -> Iterator[Issuer]:
     idp = Issuer()
     thread = threading.Thread(target=idp.server.run, daemon=True)
     thread.start()
-    wait_for(lambda: idp.server.started, 10, "the test issuer")
+    wait_for(lambda: idp.server.started, 60, "the test issuer")
     yield idp
     idp.server.should_exit = True
     thread.join(10)

@@ -75,7 +75,7 @@ def sso(tmp_path: Path) -> Iterator[tuple[Provider, Hub]]:
     p = Provider()
     thread = threading.Thread(target=p.server.run, daemon=True)
     thread.start()
-    wait_for(lambda: p.server.started, 10, "the test provider")
+    wait_for(lambda: p.server.started, 60, "the test provider")
     cfg = ExternalIssuer(issuer=p.url, jwks_uri=f"{p.url}/jwks.json", audience="cryomesh-hub", institution_claim="org",
                          role_claim="cryomesh_role", name="Test SSO", authorization_endpoint=f"{p.url}/authorize",
                          token_endpoint=f"{p.url}/token", client_id="hub-at-sso", client_secret="sso-secret")  # type: ignore[arg-type]  # fmt: skip

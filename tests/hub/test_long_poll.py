@@ -3,26 +3,23 @@ one query per second for all the polls a hub process holds, not one per poll per
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from tests.helpers import Hub, heartbeat_body, running_hub
+from tests.helpers import heartbeat_body, running_hub, waiting_polls
 from tests.services import wait_for
 
+# Slow: the polls wait out their 20 s (so none ends while observed). Marked so, it starts among
+# the first tests of a run, its wait beside other tests' work instead of alone at the end.
+pytestmark = pytest.mark.slow
+
 POLLERS = 12
-
-
-def waiting_polls(hub: Hub) -> float:
-    text = httpx.get(f"{hub.url}/metrics").text
-    match = re.search(r"^cryomesh_hub_long_polls_waiting (\S+)$", text, re.M)
-    return float(match.group(1)) if match else -1
 
 
 def test_waiting_polls_share_one_recheck_per_second(db_url: str, tmp_path: Path) -> None:
@@ -44,7 +41,7 @@ def test_waiting_polls_share_one_recheck_per_second(db_url: str, tmp_path: Path)
         for t in threads:
             t.start()
         try:
-            wait_for(lambda: waiting_polls(hub) == POLLERS, 60, "every poll waiting")
+            wait_for(lambda: waiting_polls(hub.url) == POLLERS, 60, "every poll waiting")
             queries: list[str] = []
 
             def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:

@@ -215,8 +215,8 @@ def test_a_revoked_agent_is_refused_on_every_hub_process(pg_url: str, tmp_path: 
     has verified and cached it); the agent is revoked through one: that one refuses it at
     once, and so does the other, told by the revoking transaction's NOTIFY. Both re-read
     the auth version themselves only every 60 s here (``auth_recheck_s``), so a refusal
-    within the test's 5 s can only come from the push (the issue asks for a second; a busy
-    machine may take longer, so 5 s). Then the same for a site suspended through the other
+    within the test's 15 s can only come from the push (the issue asks for a second; a busy
+    machine takes longer, so 15 s, still well inside the 60 s). Then the same for a site suspended through the other
     process. The delays are printed."""
     pushed_only = {"CRYOMESH_AUTH_RECHECK_S": "60"}
     hub_a = start_hub(tmp_path / "a", pg_url, **pushed_only)
@@ -239,7 +239,7 @@ def test_a_revoked_agent_is_refused_on_every_hub_process(pg_url: str, tmp_path: 
         revoked = time.monotonic()  # the answer comes after the commit
         r = beat(hub_a, site, token)
         assert r.status_code == 401 and "disabled" in r.json()["detail"], r.text
-        wait_for(lambda: beat(hub_b, site, token).status_code == 401, 5, "the other hub process to refuse the token")
+        wait_for(lambda: beat(hub_b, site, token).status_code == 401, 15, "the other hub process to refuse the token")
         took_b = time.monotonic() - revoked
         assert "disabled" in beat(hub_b, site, token).json()["detail"]
 
@@ -247,7 +247,7 @@ def test_a_revoked_agent_is_refused_on_every_hub_process(pg_url: str, tmp_path: 
         suspended = time.monotonic()
         r = beat(hub_b, site2, token2)
         assert r.status_code == 403 and "suspended" in r.json()["detail"], r.text
-        wait_for(lambda: beat(hub_a, site2, token2).status_code == 403, 5, "the other hub process to refuse the agent")
+        wait_for(lambda: beat(hub_a, site2, token2).status_code == 403, 15, "the other hub process to refuse the agent")
         took_a = time.monotonic() - suspended
         print(f"refused on the other hub process {took_b * 1000:.0f} ms after the revocation's answer, "
               f"{took_a * 1000:.0f} ms after the suspension's")  # fmt: skip

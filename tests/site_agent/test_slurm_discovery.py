@@ -69,13 +69,13 @@ def test_drained_node_lends_nothing(slurm: SlurmCluster) -> None:
     slurm.cancel_all()
     slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=drain", "reason=cryomesh-test")
     try:
-        wait_for(lambda: "drain" in slurm.run("sinfo", "-h", "-o", "%t"), 15, "the node to drain")
+        wait_for(lambda: "drain" in slurm.run("sinfo", "-h", "-o", "%t"), 60, "the node to drain")
         gpu = by_name(discover(slurm).partitions())["gpu"]
         assert gpu.nodes_available == 0 and gpu.cpus_idle == 0
         assert [(g.model, g.total, g.free) for g in gpu.gpus] == [("a100", 4, 0)]
     finally:
         slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=resume")
-    wait_for(lambda: "idle" in slurm.run("sinfo", "-h", "-o", "%t"), 15, "the node to resume")
+    wait_for(lambda: "idle" in slurm.run("sinfo", "-h", "-o", "%t"), 60, "the node to resume")
 
 
 def test_partition_filter(slurm: SlurmCluster) -> None:
