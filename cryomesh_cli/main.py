@@ -121,6 +121,9 @@ def hub_serve(
         "log_config": None,
         "proxy_headers": True,
         "timeout_graceful_shutdown": 10,
+        # Longer than clients keep an idle connection (httpx: 5 s, uvicorn's own default too):
+        # with equal times a client could send on a connection the hub was closing (ReadError).
+        "timeout_keep_alive": 30,
         # The C event loop and HTTP parser: less hub CPU per request than asyncio's loop and
         # h11 (docs/benchmarks.md, "branch hb-cpu").
         "loop": "uvloop",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -32,3 +33,6 @@ def test_workers_are_given_a_minute_to_answer_the_supervisors_first_ping(tmp_pat
     assert served["app"] == "hub.app:worker_app" and served["workers"] == 2
     assert served["timeout_worker_healthcheck"] >= 60
     assert (served["loop"], served["http"]) == ("uvloop", "httptools")
+    # The hub keeps an idle connection open longer than httpx's clients do (5 s), so a client
+    # never sends on a connection the hub is closing (httpx.ReadError under load).
+    assert served["timeout_keep_alive"] > httpx.Limits().keepalive_expiry
