@@ -60,4 +60,4 @@ def test_waiting_polls_share_one_recheck_per_second(db_url: str, tmp_path: Path)
                 t.join(60)
     assert answers == [200] * POLLERS
     # Before: every waiting poll re-read its site's work each second (12 pollers: ~36 queries).
-    assert len(queries) <= seconds / 1.0 + 1, f"{len(queries)} queries in {seconds:.1f} s for {POLLERS} waiting polls"
+    assert len(queries) <= seconds / 1.0 + 1, f"{len(queries)} queries in {seconds:.1f} s for {POLLERS} waiting polls: {queries}"

@@ -258,7 +258,9 @@ def test_only_network_admins_rotate_signing_keys(sqlite_hub: Hub) -> None:
 
 @pytest.mark.parametrize("path", ["/docs", "/openapi.json"])
 def test_openapi_documents_refusals(sqlite_hub: Hub, path: str) -> None:
-    resp = httpx.get(f"{sqlite_hub.url}{path}")
+    resp = httpx.get(
+        f"{sqlite_hub.url}{path}", timeout=60
+    )  # the first /openapi.json builds the document: seconds on a busy machine
     assert resp.status_code == 200
     if path == "/openapi.json":
         op = resp.json()["paths"]["/api/v1/sites"]["post"]
