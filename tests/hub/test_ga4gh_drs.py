@@ -194,17 +194,23 @@ def test_bundle_contents_nest_by_directory(sqlite_hub: Hub, tmp_path: Path) -> N
         assert [i["name"] for i in nested["contents"][-1]["contents"]] == ["a.txt"]
 
 
+def s3_replica_at_alpha(hub: Hub, tmp_path: Path) -> tuple[Any, str]:
+    """Site alpha (institution kek) registers a dataset whose replica is in S3: (alpha's agent,
+    the DRS id of its run.star)."""
+    alpha = hub.enroll_agent("alpha", tmp_path / "a")
+    body = dataset_body(make_dataset_dir(tmp_path / "d"), title="in s3", location="s3://replicas/session-1")
+    ds = register(hub, alpha, body)
+    assert ds.status_code == 201, ds.text
+    return alpha, file_object_id(ds.json()["id"], "run.star")
+
+
 def test_an_answer_wakes_the_waiting_access_call(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The access call waits on the notifier, not on a timer: with the safety-net re-read a
     minute away, the agent's answer still reaches the caller at once."""
     monkeypatch.setattr(presign, "RECHECK_S", 60.0)
     with running_hub(db_url, tmp_path / "data", drs_presign_wait_s=60) as hub:
         hub.create_site("alpha", institution="kek")
-        alpha = hub.enroll_agent("alpha", tmp_path / "a")
-        body = dataset_body(make_dataset_dir(tmp_path / "d"), title="in s3", location="s3://replicas/session-1")
-        ds = register(hub, alpha, body)
-        assert ds.status_code == 201, ds.text
-        star = file_object_id(ds.json()["id"], "run.star")
+        alpha, star = s3_replica_at_alpha(hub, tmp_path)
         kek = hub.account("researcher", institution="kek")
         with ThreadPoolExecutor(1) as pool, hub.as_(kek) as c, hub.http(hub.agent_token(alpha)) as a:
             access = pool.submit(c.get, f"{BASE}/objects/{star}/access/https.alpha")
@@ -221,12 +227,8 @@ def test_presign_requests_reach_only_the_replicas_site(db_url: str, tmp_path: Pa
     with running_hub(db_url, tmp_path / "data", drs_presign_wait_s=4) as hub:
         hub.create_site("alpha", institution="kek")
         hub.create_site("beta", institution="kek")
-        alpha = hub.enroll_agent("alpha", tmp_path / "a")
+        alpha, star = s3_replica_at_alpha(hub, tmp_path)
         beta = hub.enroll_agent("beta", tmp_path / "b")
-        body = dataset_body(make_dataset_dir(tmp_path / "d"), title="in s3", location="s3://replicas/session-1")
-        ds = register(hub, alpha, body)
-        assert ds.status_code == 201, ds.text
-        star = file_object_id(ds.json()["id"], "run.star")
         kek = hub.account("researcher", institution="kek")
         with (
             ThreadPoolExecutor(1) as pool, hub.as_(kek) as c,
