@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from hub.broker.rules import Runs, _misfit, beyond_limits, partitions_for, price, room, within_max_cost
+from hub.broker.rules import Runs, beyond_limits, misfit, partitions_for, price, room, within_max_cost
 from hub.broker.search import Bools, Fixed, Floats, Needs
 from hub.costs.pricing import footprint_per_hour
 from hub.estimates.model import prior_seconds
@@ -84,7 +84,7 @@ class Pairs:
                 gpu = p.gpu_model if r.gpus else None
                 if r.gpus and (gpu not in site_models or p.node_count * p.gpus_per_node < r.gpus):
                     continue
-                if _misfit(spec, p) is None:
+                if misfit(spec, p) is None:
                     rate, start = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
                     usable.append((i, index[gpu], rate, start))
             for c in [[m] for m in site_models] if r.gpus else [[]]:  # as ``within_max_cost`` prices them

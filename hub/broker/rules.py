@@ -228,7 +228,7 @@ def partitions_for(spec: JobSpec, site: SiteView) -> list[PartitionView]:
     return [p for p in site.partitions if not p.spot]
 
 
-def _misfit(spec: JobSpec, p: PartitionView, gpus: bool = True) -> str | None:
+def misfit(spec: JobSpec, p: PartitionView, gpus: bool = True) -> str | None:
     """Why the job's footprint can never fit the partition (``gpus``: its GPUs per node too), or None."""
     r = spec.resources
     per_rank_cpus = r.threads_per_rank if r.mpi_ranks > 1 else r.cpus
@@ -255,10 +255,10 @@ def _hardware_ok(spec: JobSpec, site: SiteView) -> tuple[str | None, list[str]]:
     reasons: list[str] = []
     for p in partitions_for(spec, site):
         if r.gpus and not _gpu_model_ok(spec, p.gpu_model):
-            if why := _misfit(spec, p, gpus=False):
+            if why := misfit(spec, p, gpus=False):
                 reasons.append(why)
             continue
-        if why := _misfit(spec, p):
+        if why := misfit(spec, p):
             reasons.append(why)
             continue
         if not r.gpus:
@@ -443,7 +443,7 @@ def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[
         model = p.gpu_model if r.gpus else None
         if r.gpus and (model not in models or p.node_count * p.gpus_per_node < r.gpus or gpus_available(site, model) < r.gpus):
             continue
-        if _misfit(spec, p) is None:
+        if misfit(spec, p) is None:
             yield p, model
 
 
