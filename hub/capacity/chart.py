@@ -34,7 +34,7 @@ def summed_history(
         stmt = stmt.where(Site.name == site)
         site_ids = {i for i in session.exec(select(Site.id).where(Site.name == site)) if i is not None}
     by_site: dict[int, dict[datetime, CapacityBucket]] = defaultdict(dict)
-    for row in buffer.overlay(session.exec(stmt), since, site_ids):
+    for row in buffer.read(stmt, since, site_ids):
         by_site[row.site_id][row.bucket_start] = row
     step = timedelta(seconds=bucket_s)
     points = []

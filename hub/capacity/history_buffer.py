@@ -11,7 +11,13 @@ several hub processes folding heartbeats of the same site into the same bucket a
 What a crash loses is at most one flush interval of samples of a bucket's average; the
 latest snapshot, which the broker and the network views read, is written by the heartbeat
 itself. Readers of the history in this process lay the unwritten folds over what they read
-(``overlay``), so they see every heartbeat this process has answered without writing.
+(``read``), so they see every heartbeat this process has answered without writing.
+
+A flush takes the folds out of memory before its transaction commits. A reader between the
+two would see the samples in neither place, so a chart's points vanished for a moment
+(seen as a dashboard test failing in CI). ``read`` therefore waits for a flush under way
+and runs its query in a transaction of its own, begun after that flush's commit, so what
+it lays over the rows is exactly what they lack.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 from sqlalchemy import tuple_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from hub.capacity.models import CapacityBucket
 from hub.db import transaction
@@ -180,6 +187,15 @@ class HistoryBuffer:
     def pending(self) -> int:
         with self._lock:
             return len(self._folds)
+
+    def read(
+        self, stmt: SelectOfScalar[CapacityBucket], since: datetime, site_ids: set[int] | None = None
+    ) -> list[CapacityBucket]:
+        """The rows ``stmt`` selects from ``capacity_history`` (buckets from ``since`` on, of
+        ``site_ids`` or of every site) with this process's unwritten folds added. The query
+        runs in its own read transaction while no flush is under way (see the module's note)."""
+        with self._flushing, transaction(self._engine, write=False) as session:
+            return self.overlay(session.exec(stmt).all(), since, site_ids)
 
     def overlay(self, rows: Iterable[CapacityBucket], since: datetime, site_ids: set[int] | None = None) -> list[CapacityBucket]:
         """``rows`` read from ``capacity_history`` with this process's unwritten folds added:

@@ -250,12 +250,10 @@ def history(
     session: Session, site: Site, since: datetime, until: datetime, bucket_s: int, buffer: HistoryBuffer
 ) -> CapacityHistory:
     assert site.id is not None
-    stored = session.exec(
-        select(CapacityBucket)
-        .where(CapacityBucket.site_id == site.id, CapacityBucket.bucket_start >= since, CapacityBucket.bucket_start <= until)
-        .order_by(col(CapacityBucket.bucket_start))
-    ).all()
-    rows = [b for b in buffer.overlay(stored, since, {site.id}) if b.bucket_start <= until]
+    stmt = select(CapacityBucket).where(
+        CapacityBucket.site_id == site.id, CapacityBucket.bucket_start >= since, CapacityBucket.bucket_start <= until
+    )
+    rows = [b for b in buffer.read(stmt, since, {site.id}) if b.bucket_start <= until]
     points = [
         CapacityPoint(
             bucket_start=b.bucket_start,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -220,6 +221,42 @@ def test_history_is_folded_in_memory_read_back_at_once_and_written_in_batches(db
     finally:
         engine.dispose()
     assert points[-1]["cpus_total"] == 64 and points[-1]["gpus"]["a100"]["total"] == 8
+
+
+def test_a_chart_read_during_a_flush_still_counts_the_samples_being_written(pg_url: str) -> None:
+    """A flush takes its folds out of memory before its transaction commits. A reader in
+    between used to find the samples neither in memory nor in the table: the chart lost
+    points for a moment (a dashboard test saw its last point vanish in CI). Here another
+    connection's table lock holds a flush between the two; a chart read then waits for the
+    flush and counts every sample once."""
+    engine = make_engine(pg_url, busy_timeout_s=120)
+    locker = make_engine(pg_url)
+    try:
+        with transaction(engine) as s:
+            site = Site(name="alpha", display_name="Alpha", institution="kek", country="JP")
+            s.add(site)
+            s.flush()
+            site_id = int(site.id or 0)
+        history = HistoryBuffer(engine, 300, 3600, 10_000)
+        now = utcnow()
+        for free in (10, 20):
+            history.add(site_id, now, CapacityTotals(cpus_total=64, cpus_free=free, gpus={}))
+        since = now - timedelta(hours=1)
+        with ThreadPoolExecutor(2) as pool, locker.connect() as lock:
+            lock.exec_driver_sql("LOCK TABLE capacity_history IN SHARE ROW EXCLUSIVE MODE")  # inserts wait; reads do not
+            flushing = pool.submit(history.flush)
+            wait_for(lambda: history.pending() == 0, 60, "the flush to take its folds")
+            with transaction(engine, write=False) as s:
+                reading = pool.submit(summed_history, s, since, None, 300, history)
+                time.sleep(0.5)
+                assert not reading.done(), "the read waits for the flush under way"
+                lock.rollback()
+                assert flushing.result(timeout=60) == 1
+                points = reading.result(timeout=60)
+        assert [(p["cpus_total"], p["cpus_free"]) for p in points] == [(64, 15.0)], points
+    finally:
+        locker.dispose()
+        engine.dispose()
 
 
 def test_a_full_buffer_is_written_before_its_interval(tmp_path: Path) -> None:
