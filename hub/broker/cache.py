@@ -65,12 +65,14 @@ from hub.broker.views import (
     apply_snapshot,
     holders,
     load_views,
+    owners,
     reliability,
     transfer_rates,
     transfers_in_flight,
 )
 from hub.capacity.models import CapacityLatest
 from hub.datasets.models import Dataset
+from hub.datasets.shares import relays
 from hub.estimates.service import stats_by_site
 from hub.sites.models import Site
 
@@ -184,6 +186,7 @@ class SiteViewCache:
         if version[2] != old[2]:  # available replicas: where the data is
             network.holders = holders(session)
             network.dataset_bytes = dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all())
+            network.owners, network.relays = owners(session), relays(session)  # who may serve a copy
             held: dict[int, set[str]] = {}
             for dataset_id, sites_with in network.holders.items():
                 for site_id in sites_with:
@@ -256,6 +259,7 @@ class SiteViewCache:
             if rates != network.pair_bps:
                 network.pair_bps, self._board = rates, None  # the board keeps which sites have measured transfers
             network.in_flight = transfers_in_flight(session)  # only lengthens copies: the board's bounds stay bounds
+            network.relays = relays(session)  # share policies, embargoes, holders online (Board.special counts every holder)
         sampled = session.exec(select(CapacityLatest.site_id, CapacityLatest.sampled_at)).all()
         late = [site_id for site_id, at in sampled if self._sampled_at.get(site_id) != at]
         if late:

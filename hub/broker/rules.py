@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -112,12 +112,19 @@ class PartitionNow:
 class Network:
     """What every site's view shares: dataset sizes, where each dataset is, the measured
     throughput of past transfers between pairs of sites (source id, destination id) -> bytes/s,
-    and the bytes still to move of each transfer under way between a pair (they share its rate)."""
+    and the bytes still to move of each transfer under way between a pair (they share its rate).
+
+    Who may serve a copy: each dataset's owner site (``owners``) and the other holders its
+    sharing rules let serve it (``relays``, hub/datasets/shares.py ``relays``); a dataset whose
+    owner is not given may come from any holder. ``names``: site id -> name, to name a source."""
 
     dataset_bytes: dict[str, int] = field(default_factory=dict)
     holders: dict[str, set[int]] = field(default_factory=dict)
     pair_bps: dict[tuple[int, int], float] = field(default_factory=dict)
     in_flight: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    owners: dict[str, int] = field(default_factory=dict)
+    relays: dict[str, set[int]] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -550,7 +557,8 @@ def evaluate_now(
     opts, beyond = _limits(spec, opts, now)
     if beyond is not None:
         return Verdict(site.name, eligible=False, reasons=[beyond])
-    copy_s, copy_bytes = copy_time(spec, site)
+    plan = copy_plan(spec, site)
+    copy_s, copy_bytes = sum((c.seconds for c in plan), 0.0), sum(c.size for c in plan)
     # Expected time to an answer: a site that loses 1 attempt in 5 takes 1/0.8 as long, on average.
     slow = (GPU_SITE_PENALTY if not r.gpus and site.gpus_total else 1.0) / max(site.reliability, 0.05)
     o = min(opts, key=lambda x: (_band((copy_s + x.finish) * slow), x.cost, x.partition.name))
@@ -580,9 +588,9 @@ def evaluate_now(
     score = round(1000 - _band(finish_s * slow) - tie, 6)
     free_cpus = site.cpus_free - site.unseen_cpus
     why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {model} GPUs"] if model else [])
-    copying = (
-        f"{duration(copy_s)} copying {human_bytes(copy_bytes)}" if copy_bytes else "inputs here" if spec.inputs else "no inputs"
-    )
+    copying = "inputs here" if spec.inputs else "no inputs"
+    if copy_bytes:
+        copying = f"{duration(copy_s)} copying {copied(plan, site.network)}"
     boot = f", {duration(startup)} start-up of a powered-down node" if startup else ""
     why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.described}{boot}")
     if o.priced.per_hour > 0:
@@ -679,24 +687,89 @@ def link_time(size: int, bps: float, ahead: list[int]) -> float:
     return (size + sum(min(b, size) for b in ahead)) / bps
 
 
-def copy_time(spec: JobSpec, site: SiteView) -> tuple[float, int]:
-    """(seconds to bring the job's inputs here, bytes to bring): each missing dataset from the
-    holder it would reach here from soonest, at the measured throughput of that pair shared
-    with the transfers under way on it (``link_time``), copies one after another. Transfers
-    under way only lengthen a copy, so the batch placer's bound from a site that holds none of
-    the inputs and has no measured transfers from their holders (search.Board.blank) stays a bound."""
+def sources(net: Network, dataset: str) -> list[int]:
+    """The holders a copy of ``dataset`` may come from: its owner and the holders its sharing
+    rules let serve it (``Network.relays``); every holder when its owner is not known."""
+    held = net.holders.get(dataset, ())
+    owner = net.owners.get(dataset)
+    if owner is None:
+        return list(held)
+    relays = net.relays.get(dataset, ())
+    return [h for h in held if h == owner or h in relays]
+
+
+def fastest_source(
+    size: int,
+    dest: int,
+    holders: Iterable[int],
+    owner: int | None,
+    pair_bps: Mapping[tuple[int, int], float],
+    in_flight: Mapping[tuple[int, int], list[int]],
+) -> tuple[int | None, float]:
+    """(the holder a copy of ``size`` bytes reaches ``dest`` from soonest, seconds it moves
+    bytes): the measured throughput of each pair (DEFAULT_COPY_BPS until measured) shared with
+    the transfers under way on it (``link_time``); on a tie the owner, then the lowest id. The
+    broker's estimate and the transfer the hub starts (hub/transfers/service.py) both choose
+    here. (None, the default rate's time) when no holder may serve it."""
+    best: tuple[float, bool, int] | None = None
+    for h in holders:
+        key = (link_time(size, pair_bps.get((h, dest), DEFAULT_COPY_BPS), in_flight.get((h, dest), [])), h != owner, h)
+        if best is None or key < best:
+            best = key
+    return (None, size / DEFAULT_COPY_BPS) if best is None else (best[2], best[0])
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One input the job lacks at a site: its size, the holder it would come from and the
+    seconds it takes (set-up included)."""
+
+    dataset: str
+    size: int
+    source: int | None
+    seconds: float
+
+
+def copy_plan(spec: JobSpec, site: SiteView) -> list[Copy]:
+    """The copies bringing the job's inputs here: each missing dataset from the holder that may
+    serve it (``sources``) and would bring it soonest (``fastest_source``), one after another."""
     net = site.network
-    seconds, moved = 0.0, 0
+    out = []
     for ref in spec.inputs:
         if ref.dataset in site.datasets:
             continue
         size = net.dataset_bytes.get(ref.dataset, 0)
-        links = [(net.pair_bps.get((h, site.id), DEFAULT_COPY_BPS), net.in_flight.get((h, site.id), []))
-                 for h in net.holders.get(ref.dataset, ())]  # fmt: skip
-        seconds += COPY_SETUP_S + min((link_time(size, bps, ahead) for bps, ahead in links),
-                                      default=size / DEFAULT_COPY_BPS)  # fmt: skip
-        moved += size
+        owner = net.owners.get(ref.dataset)
+        src, moving = fastest_source(size, site.id, sources(net, ref.dataset), owner, net.pair_bps, net.in_flight)
+        out.append(Copy(ref.dataset, size, src, COPY_SETUP_S + moving))
+    return out
+
+
+def copy_time(spec: JobSpec, site: SiteView) -> tuple[float, int]:
+    """(seconds to bring the job's inputs here, bytes to bring), by ``copy_plan``. Transfers
+    under way only lengthen a copy, and a holder that may not serve it only leaves slower
+    ones, so the batch placer's bound from a site that holds none of the inputs and has no
+    measured transfers from their holders (search.Board.blank) stays a bound."""
+    seconds, moved = 0.0, 0
+    for c in copy_plan(spec, site):
+        seconds += c.seconds
+        moved += c.size
     return seconds, moved
+
+
+def copied(plan: list[Copy], net: Network) -> str:
+    """E.g. '40 GB from osaka-gpu', or '42 GB: 40 GB from osaka-gpu, 2.0 GB from kek-krios'."""
+    by: dict[int | None, int] = {}
+    for c in plan:
+        by[c.source] = by.get(c.source, 0) + c.size
+    total = human_bytes(sum(by.values()))
+
+    def named(src: int | None) -> str:
+        return "" if src is None else f" from {net.names.get(src, f'site {src}')}"
+
+    if len(by) == 1:
+        return total + named(next(iter(by)))
+    return f"{total}: " + ", ".join(f"{human_bytes(n)}{named(src)}" for src, n in by.items())
 
 
 def locality(spec: JobSpec, site: SiteView) -> float:

@@ -13,10 +13,12 @@ from sqlmodel import Session, col, select
 from hub.broker.rules import Network, PartitionNow, PartitionView, SiteView, copy_rate
 from hub.capacity.models import CapacityLatest
 from hub.datasets.models import Dataset, Replica
+from hub.datasets.shares import relays
 from hub.estimates.service import stats_by_site
 from hub.jobs.models import Attempt, SitePolicyRow
 from hub.sites.models import Site
 from hub.sites.queries import site_children
+from hub.transfers.links import TRANSFER_WINDOW
 from hub.transfers.models import Transfer
 from shared.schemas.capacity import CapacityTotals, PartitionCapacity
 from shared.schemas.datasets import ReplicaState
@@ -24,7 +26,6 @@ from shared.schemas.sites import PartitionCost, SitePolicy
 from shared.schemas.transfers import ACTIVE_TRANSFER_STATES
 
 RELIABILITY_WINDOW = timedelta(days=7)
-TRANSFER_WINDOW = timedelta(days=30)
 
 
 def policy_of(row: SitePolicyRow | None) -> SitePolicy:
@@ -213,13 +214,14 @@ def load_views(
         # what copying the rest takes (shared by every view).
         network = Network(dataset_bytes=dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all()),
                           pair_bps=transfer_rates(session, now), in_flight=transfers_in_flight(session))  # fmt: skip
-        network.holders = holders(session)
+        network.holders, network.owners, network.relays = holders(session), owners(session), relays(session)
     for dataset_id, sites_with in network.holders.items():
         for site_id in sites_with:
             if site_id in views:
                 views[site_id].datasets.add(dataset_id)
     for v in views.values():
         v.network = network
+        network.names[v.id] = v.name
     ran = reliability(session, now, only)
     for site_id, v in views.items():
         v.reliability = ran.get(site_id, 1.0)
@@ -237,6 +239,11 @@ def holders(session: Session) -> dict[str, set[int]]:
     ):
         out.setdefault(dataset_id, set()).add(site_id)
     return out
+
+
+def owners(session: Session) -> dict[str, int]:
+    """Each dataset's owner site."""
+    return dict(session.exec(select(Dataset.id, Dataset.owner_site_id)).all())
 
 
 def _of(stmt: Any, site_id: Any, only: Collection[int] | None) -> Any:

@@ -16,6 +16,16 @@ transfer that carries it out starts (``hub.transfers``); a denial by either side
 or an expiry cancels the transfer and retires the copy. Every decision is an audit event:
 the owner's are ``approved``/``auto-approved``/``denied``/``held``, the receiving site's
 ``receiver-approved``/``receiver-auto-approved``/``receiver-denied``/``receiver-held``.
+
+Who serves the copy once both have approved: the owner site, or another site holding a
+complete (AVAILABLE) replica when that would bring it sooner (the broker's estimate and
+``hub.transfers`` choose alike). Data leaves a holder only where a policy its admin set lets
+it leave without a person deciding, so another holder serves a copy only when (``relays``):
+the dataset is not under embargo (until then only the owner, whose admin decided that copy,
+serves it); the dataset is public and the holder's share policy approves public datasets
+automatically (``auto_approve_public``; a holder's approvals by institution are not read, as
+the broker's estimate does not depend on who asks); and the holder is active and its agent
+online. The owner's consent still decides whether the copy is made at all.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Text
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Field, Session, SQLModel, col, or_, select
 
 from hub.auth.principal import Principal
 from hub.datasets.models import Dataset, Replica
@@ -136,6 +146,34 @@ def _embargoed(ds: Dataset, today: date) -> bool:
     return ds.embargo_until is not None and ds.embargo_until > today
 
 
+def relays(session: Session, dataset_id: str | None = None) -> dict[str, set[int]]:
+    """The holders other than its owner that may serve a copy of each dataset (of ``dataset_id``
+    alone, if given): see the module's docstring. One query, for the broker's views and for
+    the start of each transfer alike."""
+    rep, ds, site, policy = Replica, Dataset, Site, SharePolicyRow
+    stmt = (
+        select(rep.dataset_id, rep.site_id)
+        .join(ds, col(ds.id) == rep.dataset_id)
+        .join(site, col(site.id) == rep.site_id)
+        .join(policy, col(policy.site_id) == rep.site_id)
+        .where(
+            rep.state == "AVAILABLE",
+            col(rep.site_id) != col(ds.owner_site_id),
+            ds.visibility == "public",
+            col(policy.auto_approve_public).is_(True),
+            or_(col(ds.embargo_until).is_(None), col(ds.embargo_until) <= utcnow().date()),
+            site.status == "active",
+            site.reachability == "online",
+        )
+    )
+    if dataset_id is not None:
+        stmt = stmt.where(rep.dataset_id == dataset_id)
+    out: dict[str, set[int]] = {}
+    for d, site_id in session.exec(stmt):
+        out.setdefault(d, set()).add(site_id)
+    return out
+
+
 # -- the state machine: every decision and transition of a request goes through here -----
 
 
@@ -173,7 +211,8 @@ def _settle(session: Session, req: ShareRequest, ds: Dataset, max_attempts: int)
     req.state, req.expires_at = "approved", utcnow() + timedelta(days=req.lifetime_days)
     session.add(req)
     session.flush()
-    transfers.start(session, ds, req.dest_site_id, req.requested_by, max_attempts, request_id=req.id, job_id=req.job_id)
+    transfers.start(session, ds, req.dest_site_id, req.requested_by, max_attempts, request_id=req.id, job_id=req.job_id,
+                    relays=relays(session, ds.id).get(ds.id, set()))  # fmt: skip
 
 
 def _receiver_policy(session: Session, req: ShareRequest, dest: Site) -> str | None:

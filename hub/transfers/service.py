@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, and_, col, or_, select
 
 from hub.auth.principal import Principal
+from hub.broker.rules import fastest_source
 from hub.datasets.files import manifest_of
 from hub.datasets.models import Dataset, Replica
 from hub.datasets.service import resolve_id as resolve_dataset_id
@@ -24,6 +26,7 @@ from hub.errors import Conflict, Forbidden, NotFound
 from hub.metrics import TRANSFER_BYTES
 from hub.settings import HubSettings
 from hub.sites.models import Site
+from hub.transfers.links import in_flight_to, rates_to
 from hub.transfers.models import Transfer
 from hub.types import utcnow
 from shared.schemas.auth import Role
@@ -66,33 +69,63 @@ def start(
     max_attempts: int,
     request_id: str | None = None,
     job_id: str | None = None,
+    relays: Collection[int] = (),
 ) -> Transfer:
-    """A transfer of ``dataset`` to ``dest_site_id`` from a site holding it AVAILABLE (the owner first)."""
-    sources = session.exec(
-        select(Replica).where(Replica.dataset_id == dataset.id, Replica.state == ReplicaState.AVAILABLE.value)
-    ).all()
-    sources = sorted((r for r in sources if r.site_id != dest_site_id), key=lambda r: r.site_id != dataset.owner_site_id)
+    """A transfer of ``dataset`` to ``dest_site_id`` from a site holding it AVAILABLE that may
+    serve it: its owner, or one of ``relays`` (the holders its sharing rules let serve it,
+    hub/datasets/shares.py ``relays``); of those, the one that brings it soonest by the measured
+    throughput of each link net of the transfers under way on it, the owner on a tie
+    (``rules.fastest_source``, as the broker estimated the copy when it placed a job there)."""
+    held = {
+        r.site_id: r
+        for r in session.exec(
+            select(Replica).where(Replica.dataset_id == dataset.id, Replica.state == ReplicaState.AVAILABLE.value)
+        )
+        if r.site_id != dest_site_id and (r.site_id == dataset.owner_site_id or r.site_id in relays)
+    }
+    source_id, _ = fastest_source(
+        dataset.total_bytes, dest_site_id, held, dataset.owner_site_id,
+        rates_to(session, dest_site_id, utcnow()), in_flight_to(session, dest_site_id),
+    )  # fmt: skip
+    source = held.get(source_id) if source_id is not None else None
     t = Transfer(
         id=f"tr-{uuid.uuid4().hex[:16]}",
         request_id=request_id,
         job_id=job_id,
         requested_by=requested_by,
         dataset_id=dataset.id,
-        source_site_id=sources[0].site_id if sources else dataset.owner_site_id,
+        source_site_id=source.site_id if source else dataset.owner_site_id,
         dest_site_id=dest_site_id,
-        source_location=sources[0].location if sources else "",
+        source_location=source.location if source else "",
         max_attempts=max_attempts,
         files_total=dataset.file_count,
         bytes_total=dataset.total_bytes,
     )
-    if sources:
+    if source:
         _set_replica(session, dataset.id, dest_site_id, ReplicaState.COPYING)
     else:
-        t.state, t.reason, t.finished_at = S.SUSPENDED.value, "no site holds an AVAILABLE replica to copy from", utcnow()
+        t.state, t.finished_at = S.SUSPENDED.value, utcnow()
+        t.reason = "no site that may serve it holds an AVAILABLE replica to copy from" + (
+            " (other holders' sharing rules do not let them serve it)" if _held_elsewhere(session, dataset, dest_site_id) else ""
+        )
     session.add(t)
     session.flush()
-    log.info("transfer %s of %s created (%s)", t.id, dataset.id, t.state)
+    log.info("transfer %s of %s created (%s, from site %s)", t.id, dataset.id, t.state, t.source_site_id)
     return t
+
+
+def _held_elsewhere(session: Session, dataset: Dataset, dest_site_id: int) -> bool:
+    """Whether a site other than the owner and the destination holds the dataset AVAILABLE."""
+    return (
+        session.exec(
+            select(Replica.site_id).where(
+                Replica.dataset_id == dataset.id,
+                Replica.state == ReplicaState.AVAILABLE.value,
+                col(Replica.site_id).not_in([dataset.owner_site_id, dest_site_id]),
+            )
+        ).first()
+        is not None
+    )
 
 
 def cancel_for_request(session: Session, request_id: str, why: str) -> None:

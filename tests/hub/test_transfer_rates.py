@@ -11,6 +11,7 @@ from sqlmodel import Session, SQLModel
 import hub.models  # noqa: F401  (every table, for create_all)
 from hub.broker.rules import COPY_SETUP_S
 from hub.broker.views import transfer_rates, transfers_in_flight
+from hub.transfers.links import in_flight_to, rates_to
 from hub.transfers.models import Transfer
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -37,3 +38,6 @@ def test_rates_are_net_of_the_set_up_and_transfers_under_way_are_counted() -> No
         session.commit()
         assert transfer_rates(session, NOW) == {(1, 2): 27 * 10**9 / 104}
         assert transfers_in_flight(session) == {(1, 2): [3 * 10**12, 10**12]}
+        # A transfer's start reads the same of the links into its destination (hub/transfers/links.py).
+        assert rates_to(session, 2, NOW) == {(1, 2): 27 * 10**9 / 104} and rates_to(session, 3, NOW) == {}
+        assert in_flight_to(session, 2) == {(1, 2): [3 * 10**12, 10**12]} and in_flight_to(session, 1) == {}
