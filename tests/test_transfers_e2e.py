@@ -255,3 +255,69 @@ def test_a_job_whose_input_is_elsewhere_runs_after_the_copy_on_verified_data(net
     with mrcfile.open(tmp_path / "particles" / "Particles" / "particles_000.mrcs") as m:
         single = np.asarray(m.data[0])
     assert correlation(avg, clean) > 0.9 > correlation(single, clean), "averaging brought the signal out of the noise"
+
+
+def test_an_input_is_copied_from_the_faster_holder_the_broker_named(tmp_path: Path) -> None:
+    """kek-krios owns two datasets and osaka-gpu holds complete copies of both; osaka-gpu's share
+    policy lets public data leave it. kek-krios's link to tokyo-cpu carries a copy still under
+    way (kek-krios's agent is stopped, so it stays queued). A job at tokyo-cpu on the public
+    dataset is estimated and copied from osaka-gpu, and runs on that copy while the owner is
+    down; one on the other dataset, which no policy lets leave osaka-gpu, is estimated and
+    copied from the owner alone."""
+    import sys
+
+    # Each submission reads the transfers under way afresh (the default re-reads them every 5 s).
+    hub = HubProcess(tmp_path / "hub", site_view_max_age_s=0)
+    hub.start()
+    net = Network(hub, tmp_path)
+    try:
+        kek, osaka, tokyo = net.agent("kek-krios", "kek"), net.agent("osaka-gpu", "osaka-u"), net.agent("tokyo-cpu", "tokyo-u")
+        data = {v: make_data(tmp_path / v, {"movies/m1.mrc": 2 * MB + 7, "run.star": 300}) for v in ("public", "network")}
+        ds = {v: net.register(kek, data[v], visibility=v, title=f"{v} apoferritin") for v in data}
+        large = net.register(kek, make_data(tmp_path / "large", {"stack.mrcs": 6 * MB}), title="large")
+        net.start(kek)
+        net.start(osaka)
+        for v in ds:
+            net.wait(net.share(ds[v]["id"], "osaka-gpu")["id"], lambda x: x["state"] == "DONE", "copied to osaka-gpu")
+        kek.stop()
+        net.agents.remove(kek)
+        busy = net.share(large["id"], "tokyo-cpu")
+        assert (busy["source_site"], busy["state"]) == ("kek-krios", "QUEUED")
+        hub.api("PUT", "/api/v1/sites/kek-krios/share-policy", json={"auto_approve_public": True,
+                "auto_approve_institutions": ["osaka-u"]})  # fmt: skip
+        hub.api("PUT", "/api/v1/sites/osaka-gpu/share-policy", json={"auto_approve_public": True})
+        net.start(tokyo)
+        wait_for(lambda: all(hub.site(s)["reachability"] == "online" for s in ("osaka-gpu", "tokyo-cpu")), 60, "sites online")
+
+        def submit(v: str) -> dict[str, Any]:
+            job = hub.call("POST", "/api/v1/jobs", account=net.researcher, json={
+                "name": f"on-{v}", "kind": "generic.command", "command": [sys.executable, "-c", "print('read')"],
+                "resources": {"cpus": 1, "memory_gb": 1}, "inputs": [{"dataset": ds[v]["id"]}],
+                "placement": {"allowed_sites": ["tokyo-cpu"]},
+            })  # fmt: skip
+            assert job["state"] == "INITIALIZING", job
+            why = hub.call("GET", f"/api/v1/jobs/{job['id']}/placement", account=net.researcher)
+            (verdict,) = [x for x in why["latest"]["verdicts"] if x["site"] == "tokyo-cpu"]
+            (t,) = [
+                t for t in hub.api("GET", "/api/v1/transfers", params={"dataset": ds[v]["id"]}) if t["dest_site"] == "tokyo-cpu"
+            ]
+            return {"job": job, "reasons": " / ".join(verdict["reasons"]), "transfer": t}
+
+        pub = submit("public")
+        assert "copying 2.0 MB from osaka-gpu" in pub["reasons"], pub["reasons"]
+        assert pub["transfer"]["source_site"] == "osaka-gpu" and pub["transfer"]["job"] == pub["job"]["id"]
+        state = lambda: hub.call("GET", f"/api/v1/jobs/{pub['job']['id']}", account=net.researcher)["state"]  # noqa: E731
+        wait_for(lambda: state() == "COMPLETE", 120, "the job on the public dataset to complete")
+        assert net.transfer(pub["transfer"]["id"])["state"] == "DONE"
+        assert digests(tmp_path / "tokyo-cpu" / "datasets" / ds["public"]["id"]) == digests(data["public"])
+        assert net.transfer(busy["id"])["state"] == "QUEUED", "the owner's agent never ran: osaka-gpu sent every byte"
+
+        other = submit("network")
+        assert "copying 2.0 MB from kek-krios" in other["reasons"] and "osaka-gpu" not in other["reasons"], other["reasons"]
+        assert (other["transfer"]["source_site"], other["transfer"]["state"]) == ("kek-krios", "QUEUED"), (
+            "osaka-gpu is sooner but may not serve it"
+        )
+    finally:
+        for a in net.agents:
+            a.stop()
+        hub.stop()
