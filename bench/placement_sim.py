@@ -14,8 +14,12 @@ Each policy's chosen site is used as its verdict describes it: on the partition 
 chose there (earliest finish, then cost; spot twins only for preemptible jobs), priced and
 started there. The sites' agents report each partition's room after every pass (cloud
 partitions: whole nodes, up to the partition's maximum). Copies come from the dataset's
-owner (as hub/transfers/service.py starts them), after a fixed set-up, and copies that
-overlap on one link share its rate equally; the broker is told the transfers under way.
+holder the broker's estimate assumed (``rules.fastest_source``, as hub/transfers/service.py starts
+them: every holder relays here, as a site whose share policy approves public data does), after a
+fixed set-up, and copies that overlap on one link share its rate equally; the broker is told the
+transfers under way. For comparisons: ``copy_from="owner"``, copies come from the dataset's owner
+(the hub before branch copy-source); ``uplinks``, copies out of a site share its uplink (each of a
+site's n outbound copies moves at 1/n of its pair's rate) and the broker's estimate counts them so.
 
 Policies, all choosing among the same eligible verdicts:
   earliest   this broker: rank() by earliest completion (rules.py)
@@ -44,7 +48,19 @@ from pathlib import Path
 
 from bench.docs import write_section
 from bench.placement_scenario import DAY, HOUR, Held, Scenario, build, is_cloud, nodes_for, report, view
-from hub.broker.rules import COPY_SETUP_S, Network, SiteView, Verdict, copy_rate, evaluate_now, rank, reserve, static_verdict
+from hub.broker.rules import (
+    COPY_SETUP_S,
+    Network,
+    SiteView,
+    Verdict,
+    copy_rate,
+    evaluate_now,
+    fastest_source,
+    rank,
+    reserve,
+    sources,
+    static_verdict,
+)
 from hub.costs.pricing import Priced, footprint_per_hour
 from hub.estimates.model import Stat, observation, prior_seconds
 
@@ -83,11 +99,12 @@ class _Copy:
 
 @dataclass
 class _Link:
-    """Copies between two sites share the link's rate equally while they overlap."""
+    """Copies on one link (a pair of sites, or a site's uplink) share it equally while they
+    overlap: each of n moves at 1/n of its own pair's rate."""
 
-    bps: float
     at: float  # when ``active`` was last advanced
     active: dict[int, float] = field(default_factory=dict)  # copy -> bytes left
+    bps: dict[int, float] = field(default_factory=dict)  # copy -> its pair's rate
     version: int = 0  # of the pending "link" event; older ones are stale
 
 
@@ -101,6 +118,7 @@ class Outcome:
     walltime_hits: int = 0
     passes: int = 0
     copies: list[tuple[int, int, float, float, int]] = field(default_factory=list)  # source, destination, start, end, bytes
+    from_other: int = 0  # copies served by a holder other than the dataset's owner
 
 
 Chooser = Callable[[list[Verdict], list[SiteView]], Verdict]
@@ -130,12 +148,23 @@ def _earliest(verdicts: list[Verdict], views: list[SiteView]) -> Verdict:
 
 
 def simulate(
-    sc: Scenario, policy: str, max_events: int = 400_000, see_in_flight: bool = True, share_links: bool = True
+    sc: Scenario,
+    policy: str,
+    max_events: int = 400_000,
+    see_in_flight: bool = True,
+    share_links: bool = True,
+    copy_from: str = "fastest",
+    uplinks: bool = False,
 ) -> Outcome:
     """One policy's month. For comparisons: ``see_in_flight`` False, the broker is not told of the
-    transfers under way; ``share_links`` False, every copy has its link's whole rate."""
+    transfers under way; ``share_links`` False, every copy has its link's whole rate; ``copy_from``
+    "owner", copies come from the dataset's owner whatever the estimate assumed; ``uplinks``, a
+    site's outbound copies share its uplink rather than each pair's link."""
     views = [view(i, s, sc.lend) for i, s in enumerate(sc.sites)]
-    net = Network(dataset_bytes=dict(sc.dataset_bytes), holders={d: {views[i].id} for d, i in sc.home.items()})
+    net = Network(dataset_bytes=dict(sc.dataset_bytes), holders={d: {views[i].id} for d, i in sc.home.items()},
+                  names={v.id: v.name for v in views}, uplinks=uplinks)  # fmt: skip
+    if copy_from == "fastest":  # the owner breaks ties; every holder may serve (relays)
+        net.owners, net.relays = {d: views[i].id for d, i in sc.home.items()}, net.holders
     for d, i in sc.home.items():
         views[i].datasets.add(d)
     for v in views:
@@ -167,7 +196,9 @@ def simulate(
 
     def link_of(c: int) -> int:
         cp = copies[c]
-        return cp.src * 1000 + cp.dst if share_links else 1_000_000 + c
+        if not share_links:
+            return 1_000_000 + c
+        return cp.src if uplinks else cp.src * 1000 + cp.dst
 
     def place(now: float) -> None:
         out.passes += 1
@@ -242,7 +273,13 @@ def simulate(
             if (d, i) in copying:  # already on its way here
                 waits.add(copying[(d, i)])
                 continue
-            src = sc.home[d]  # the hub copies from the dataset's owner (hub/transfers/service.py ``start``)
+            src = sc.home[d]
+            if copy_from == "fastest":  # as hub/transfers/service.py ``start`` chooses, on what the broker saw
+                held = sources(net, d)
+                best, _ = fastest_source(net.dataset_bytes[d], v.id, held, net.owners[d], net.pair_bps, net.sharing(v.id))
+                assert best is not None
+                src = best - 1  # view ids are site index + 1
+                out.from_other += src != sc.home[d]
             c = len(copies)
             copies.append(_Copy(src, i, d, net.dataset_bytes[d], now))
             copying[(d, i)] = c
@@ -263,17 +300,16 @@ def simulate(
 
     def flow(link: _Link, now: float) -> None:
         """Advance the link's copies to ``now``: they share its rate equally (processor sharing)."""
-        if link.active:
-            each = (now - link.at) * link.bps / len(link.active)
-            for c in link.active:
-                link.active[c] -= each
+        n = len(link.active)
+        for c in link.active:
+            link.active[c] -= (now - link.at) * link.bps[c] / n
         link.at = now
 
     def next_landing(key: int, link: _Link, now: float) -> None:
         link.version += 1
         if link.active:
-            soonest = min(link.active.values())
-            push(now + max(soonest, 0.0) * len(link.active) / link.bps, "link", key, str(link.version))
+            soonest = min(max(left, 0.0) * len(link.active) / link.bps[c] for c, left in link.active.items())
+            push(now + soonest, "link", key, str(link.version))
 
     def landed(c: int, now: float) -> None:
         cp = copies[c]
@@ -302,9 +338,10 @@ def simulate(
                 pending.append(key)
             elif what == "enter":
                 cp, lk = copies[key], link_of(key)
-                link = links.setdefault(lk, _Link(sc.link_bps[(cp.src, cp.dst)], now))
+                link = links.setdefault(lk, _Link(now))
                 flow(link, now)
                 link.active[key] = float(cp.size)
+                link.bps[key] = sc.link_bps[(cp.src, cp.dst)]
                 next_landing(lk, link, now)
             elif what == "link":
                 link = links[key]
@@ -313,7 +350,7 @@ def simulate(
                 flow(link, now)
                 done = sorted(c for c, left in link.active.items() if left <= 1.0)
                 for c in done:
-                    del link.active[c]
+                    del link.active[c], link.bps[c]
                 next_landing(key, link, now)
                 for c in done:
                     landed(c, now)

@@ -116,7 +116,11 @@ class Network:
 
     Who may serve a copy: each dataset's owner site (``owners``) and the other holders its
     sharing rules let serve it (``relays``, hub/datasets/shares.py ``relays``); a dataset whose
-    owner is not given may come from any holder. ``names``: site id -> name, to name a source."""
+    owner is not given may come from any holder. ``names``: site id -> name, to name a source.
+
+    ``uplinks``: copies out of a site share its uplink, so a copy from a holder shares its rate
+    with every transfer under way out of that holder, to any site; else (the hub today) only
+    with those between the same pair of sites. bench/placement_sim.py compares the two."""
 
     dataset_bytes: dict[str, int] = field(default_factory=dict)
     holders: dict[str, set[int]] = field(default_factory=dict)
@@ -125,6 +129,16 @@ class Network:
     owners: dict[str, int] = field(default_factory=dict)
     relays: dict[str, set[int]] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
+    uplinks: bool = False
+
+    def sharing(self, dest: int) -> Mapping[tuple[int, int], list[int]]:
+        """(holder, ``dest``) -> the transfers under way a copy from the holder would share its rate with."""
+        if not self.uplinks:
+            return self.in_flight
+        out: dict[tuple[int, int], list[int]] = {}
+        for (src, _), left in self.in_flight.items():
+            out.setdefault((src, dest), []).extend(left)
+        return out
 
 
 @dataclass
@@ -734,13 +748,15 @@ def copy_plan(spec: JobSpec, site: SiteView) -> list[Copy]:
     """The copies bringing the job's inputs here: each missing dataset from the holder that may
     serve it (``sources``) and would bring it soonest (``fastest_source``), one after another."""
     net = site.network
-    out = []
+    out: list[Copy] = []
+    ahead = None
     for ref in spec.inputs:
         if ref.dataset in site.datasets:
             continue
         size = net.dataset_bytes.get(ref.dataset, 0)
         owner = net.owners.get(ref.dataset)
-        src, moving = fastest_source(size, site.id, sources(net, ref.dataset), owner, net.pair_bps, net.in_flight)
+        ahead = net.sharing(site.id) if ahead is None else ahead
+        src, moving = fastest_source(size, site.id, sources(net, ref.dataset), owner, net.pair_bps, ahead)
         out.append(Copy(ref.dataset, size, src, COPY_SETUP_S + moving))
     return out
 

@@ -133,3 +133,41 @@ def test_copies_over_one_link_share_its_rate() -> None:
     assert [shared.runs[k].est_copy_s for k in (0, 1)] == [300 + 10**12 / DEFAULT_COPY_BPS, 300 + 2 * 10**12 / DEFAULT_COPY_BPS]
     blind = simulate(sc, "earliest", see_in_flight=False)
     assert blind.runs[1].est_copy_s == blind.runs[0].est_copy_s
+
+
+def _pinned(name: str, site: str, dataset: str) -> JobSpec:
+    spec = _spec(name, dataset=dataset)
+    return spec.model_copy(update={"placement": spec.placement.model_copy(update={"allowed_sites": [site]})})
+
+
+def test_a_copy_comes_from_the_holder_the_estimate_assumed() -> None:
+    """kek-cryo owns d1 (1 TB) and d2 (4 TB). Job a brings d1 to aws-a; job c is bringing d2 to
+    aws-b from kek-cryo when job b at aws-b needs d1: the link from kek-cryo is busy, the one from
+    aws-a is not, so the estimate and the copy take aws-a (1,000 s alone at 1 GB/s). Copied from the
+    owner instead (the hub before), d1 shares kek-cryo's link with d2 and lands later than estimated."""
+    home = SiteSpec("kek-cryo", "kek", 1, [PartitionView("gpu", 1, 8, 512.0, "v100", 4)])  # too small for the jobs
+    specs = [_pinned("a", "aws-a", "d1"), _pinned("c", "aws-b", "d2"), _pinned("b", "aws-b", "d1")]
+    sc = _scenario([home, _cloud_spec("aws-a"), _cloud_spec("aws-b")], specs, {"d1": 10**12, "d2": 4 * 10**12})
+    sc.jobs[1].submit, sc.jobs[2].submit = 1400.0, 1500.0
+    fastest, owner = simulate(sc, "earliest"), simulate(sc, "earliest", copy_from="owner")
+    assert [(src, dst, size) for src, dst, _, _, size in fastest.copies] == [(0, 1, 10**12), (1, 2, 10**12), (0, 2, 4 * 10**12)]
+    assert fastest.from_other == 1 and owner.from_other == 0
+    assert fastest.runs[2].est_copy_s == owner.runs[2].est_copy_s == 300 + 10**12 / DEFAULT_COPY_BPS, "the same estimate"
+    assert round(fastest.runs[2].copy_s) == 300 + 1000
+    assert owner.runs[2].copy_s > 300 + 1900, "shares kek-cryo's link with d2 all the way"
+    assert [(src, dst) for src, dst, _, _, _ in owner.copies if dst == 2] == [(0, 2), (0, 2)]
+
+
+def test_copies_out_of_one_site_share_its_uplink() -> None:
+    """Two 1 TB copies from kek-cryo to two sites, a second apart: over separate links (pairs) each
+    moves in 1,000 s; sharing kek-cryo's uplink each takes about 2,000 s, and the broker's estimate
+    for the second counts the first, though it goes elsewhere."""
+    home = SiteSpec("kek-cryo", "kek", 1, [PartitionView("gpu", 1, 8, 512.0, "v100", 4)])
+    sc = _scenario([home, _cloud_spec("aws-a"), _cloud_spec("aws-b")], [_pinned("a", "aws-a", "d1"), _pinned("b", "aws-b", "d2")],
+                   {"d1": 10**12, "d2": 10**12})  # fmt: skip
+    sc.jobs[1].submit = 1.0
+    pairs, uplink = simulate(sc, "earliest"), simulate(sc, "earliest", uplinks=True)
+    assert [round(pairs.runs[k].copy_s) for k in (0, 1)] == [300 + 1000] * 2
+    assert [round(uplink.runs[k].copy_s) for k in (0, 1)] == [300 + 1999] * 2
+    assert pairs.runs[1].est_copy_s == 300 + 10**12 / DEFAULT_COPY_BPS
+    assert uplink.runs[1].est_copy_s == 300 + 2 * 10**12 / DEFAULT_COPY_BPS
