@@ -529,7 +529,9 @@ overflow, federated jobs barely wait and the policies differ in where jobs run, 
 completion never tries a site its prior puts behind, so it never learns a site is faster than the prior says
 (here the cloud's hidden factor); jobs are preemptible (the default), so they may run on spot nodes, but spot
 preemption, job dependencies within a session and cloud node reuse are not simulated (each cloud job boots and
-holds whole nodes of the partition its verdict chose, priced there); copies share a link, not a site's uplink;
+holds whole nodes of the partition its verdict chose, priced there); copies share a pair's link, not a site's
+uplink (`bench/copy_sources.py` compares the two), and come from the holder the estimate assumed, every holder
+relaying (before branch copy-source: the dataset's owner);
 within one placement pass the hub counts CPUs, not whole nodes, on a cloud partition (no month here placed
 more nodes than a partition has). Until 2026-12-02 the simulation priced every job at its site's cheapest
 partition, reported no per-partition room and gave every copy its link's whole rate; see the section for

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from packaging.specifiers import SpecifierSet
@@ -733,8 +734,7 @@ def fastest_source(
     return (None, size / DEFAULT_COPY_BPS) if best is None else (best[2], best[0])
 
 
-@dataclass(frozen=True)
-class Copy:
+class Copy(NamedTuple):
     """One input the job lacks at a site: its size, the holder it would come from and the
     seconds it takes (set-up included)."""
 
