@@ -94,9 +94,14 @@ def network(rng: random.Random, n: int) -> list[SiteView]:
                         now.gpus_bootable = {p.gpu_model: rng.randint(0, gpus - now.gpus_free[p.gpu_model])}
         views.append(v)
     for d in datasets:  # each dataset at one site or two, sometimes none
-        for holder in rng.sample(views, rng.choice([0, 1, 1, 2])):
+        held = rng.sample(views, rng.choice([0, 1, 1, 2]))
+        for holder in held:
             holder.datasets.add(d)
             net.holders.setdefault(d, set()).add(holder.id)
+        if rng.random() < 0.5:  # who may serve a copy: its owner (holding it or not) and some of the holders
+            net.owners[d] = rng.choice(views).id
+            net.relays[d] = {h.id for h in held if rng.random() < 0.5}
+    net.uplinks = rng.random() < 0.3  # copies out of a site share its uplink, or each pair's link
     for _ in range(n):  # some pairs have measured transfers, faster or slower than the default
         a, b = rng.sample(views, 2)
         net.pair_bps[(a.id, b.id)] = 10 ** rng.uniform(7, 9.5)
