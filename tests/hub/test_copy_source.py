@@ -17,6 +17,7 @@ from sqlmodel import select
 from hub.datasets.shares import relays
 from hub.db import make_engine, transaction
 from hub.sites.models import Site
+from shared.units import human_bytes
 from tests.helpers import Agent, Hub, running_hub
 from tests.hub.test_datasets import dataset_body, make_dataset_dir, register
 from tests.hub.test_jobs import _CLIENTS, CPU_SITE, add_site, spec, submit
@@ -154,8 +155,6 @@ def test_relays_are_the_holders_whose_sharing_rules_let_them_serve(jhub: Hub, tm
 
 
 def _size(d: dict[str, Any]) -> str:
-    from shared.units import human_bytes
-
     return human_bytes(d["total_bytes"])
 
 
