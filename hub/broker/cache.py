@@ -126,6 +126,7 @@ class SiteViewCache:
         # the only ones a refresh recounts. None: not known (after a reload or a failed placement).
         self._held: set[int] | None = None
         self.compared = 0  # registry versions read (the counter moved, or the views aged)
+        self._heard = False  # a view holds a state read by ``_states`` since the stamps were read
 
     @contextmanager
     def views(self, session: Session, now: datetime) -> Iterator[list[SiteView]]:
@@ -162,9 +163,9 @@ class SiteViewCache:
         if changes != self._changes or aged:  # aged: also writes the counter cannot see (module docstring)
             version = registry_version(session)
             self.compared += 1
-            # A moved counter is compared site by site even when the version looks alike: the
-            # views may hold a state a heartbeat left (``_states``) that the version never saw.
-            moved = changes != self._changes or version != self._version
+            # A moved counter is compared site by site even when the version looks alike if the
+            # views hold a state a heartbeat left (``_states``), which the version never saw.
+            moved = version != self._version or (changes != self._changes and self._heard)
             if moved and not self._edit(session, now, version):
                 self.reload(session, now, version, changes)
                 return
@@ -209,6 +210,7 @@ class SiteViewCache:
             if (v.status, v.reachability) != (status, reachability):
                 v.status, v.reachability = status, reachability
                 self._changed.add(site_id)
+                self._heard = True
             if self._stamps is not None:  # so a registry change compares with what the views hold
                 self._stamps.states[site_id] = (status, reachability)
 
@@ -217,7 +219,7 @@ class SiteViewCache:
         self._changes = registry_changes(session) if changes is None else changes
         self._newest = session.exec(select(func.max(CapacityLatest.received_at))).one()
         self._views, self._sampled_at, self._described = load_views(session, now)
-        self._stamps = RegistryStamps.read(session)
+        self._stamps, self._heard = RegistryStamps.read(session), False
         self.fixed, self._board, self._changed, self._edited = {}, None, set(), {}
         self._list, self._held = None, None  # the loaded views hold their attempts: recounted at the next refresh
         self._version = version or registry_version(session)
@@ -283,7 +285,7 @@ class SiteViewCache:
             self._views = {i: self._views[i] for i in order if i in self._views}
             self._list = None
             self._board, self._edited, self._changed = None, {}, set()
-        self._stamps, self._version, self.edits = fresh, version, self.edits + 1
+        self._stamps, self._version, self.edits, self._heard = fresh, version, self.edits + 1, False
         return True
 
     def _apply(self, snap: CapacityLatest) -> None:
