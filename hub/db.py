@@ -256,3 +256,8 @@ def check_database(url: str, timeout_s: int = 10) -> None:
                 conn.exec_driver_sql("SELECT 1")
         finally:
             engine.dispose()
+
+
+# The registry's change counter listens to every session (hub/broker/changes.py): imported
+# here so any process that opens a transaction, the CLI's included, raises it.
+import hub.broker.changes  # noqa: E402, F401
