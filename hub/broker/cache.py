@@ -268,6 +268,7 @@ class SiteViewCache:
         for site_id in removed:
             del self._views[site_id]
             self._edited.pop(site_id, None)
+            network.names.pop(site_id, None)
         for site_id in removed | edited:
             self._sampled_at.pop(site_id, None)
             self._described.discard(site_id)
