@@ -289,7 +289,7 @@ def running_hub(db_url: str, data_dir: Path, admin: Account | None = None, **ove
         sock.close()
         raise RuntimeError(f"the hub on port {port} did not start (see the log above)")
     try:
-        yield Hub(settings.issuer, settings, admin)
+        yield Hub(f"http://127.0.0.1:{port}", settings, admin)  # the issuer, unless public_url says otherwise
     finally:
         server.should_exit = True
         thread.join(timeout=60)
