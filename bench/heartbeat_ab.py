@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -36,6 +37,7 @@ from tests.services import free_port
 def one_round(args: argparse.Namespace, label: str, python: str, src: Path) -> dict[str, Any]:
     """Seed, serve with ``python`` from ``src``, warm every agent up, then measure the closed loop."""
     tmp = Path(tempfile.mkdtemp(prefix=f"cryomesh-ab-{label}-"))
+    load_before = os.getloadavg()[0]
     try:
         with database(args.db, tmp, "ab", durable=not args.pg_no_fsync) as url:
             port = free_port()
@@ -71,11 +73,13 @@ def one_round(args: argparse.Namespace, label: str, python: str, src: Path) -> d
         "statuses": s["statuses"],
         "hub_cpu_ms": (after.cpu_s - before.cpu_s) * 1000 / s["ok"],
         "db_cpu_ms": db_ms,
+        "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],  # 1-minute load average, start and end
     }
     if args.whoami:
         w = wstats.summary()
         out["whoami_per_s"] = w["req_per_s"]
         out["whoami_cpu_ms"] = (w1.cpu_s - w0.cpu_s) * 1000 / w["ok"]
+        out["ratio"] = out["hub_cpu_ms"] / out["whoami_cpu_ms"]  # a heartbeat's hub CPU in no-ops
     print(json.dumps(out), flush=True)
     return out
 
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--whoami", action="store_true", help="then as long a run of GET /api/v1/whoami (no-op)")
+    parser.add_argument("--markdown", action="store_true", help="print the rounds as a Markdown table at the end")
     args = parser.parse_args(argv)
     raise_on_sigterm()
     here = Path(__file__).resolve().parent.parent
@@ -105,8 +110,44 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         db = f", database {statistics.median(dbs):.3f} ms" if dbs else ""
         who = [r["whoami_cpu_ms"] for r in mine if "whoami_cpu_ms" in r]
         no_op = f"; whoami {statistics.median(who):.3f} ms" if who else ""
-        print(f"# {label}: median hub CPU {hub:.3f} ms per heartbeat{db}{no_op} ({len(mine)} rounds)")
+        ratios = [r["ratio"] for r in mine if "ratio" in r]
+        ratio = f"; heartbeat / whoami {statistics.median(ratios):.2f}x" if ratios else ""
+        print(f"# {label}: median hub CPU {hub:.3f} ms per heartbeat{db}{no_op}{ratio} ({len(mine)} rounds)")
+    if args.markdown:
+        print(markdown(results))
     return results
+
+
+COLUMNS = (
+    "round", "code", "load (start, end)", "heartbeats/s", "hub CPU ms / heartbeat", "PostgreSQL CPU ms / heartbeat",
+    "whoami/s", "hub CPU ms / whoami", "heartbeat / whoami",
+)  # fmt: skip
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The rounds as a table, in the order run, then each code's medians."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+
+    def row(*values: str) -> None:
+        lines.append("| " + " | ".join(values) + " |")
+
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    for i, r in enumerate(results):
+        load = ", ".join(str(x) for x in r["load"])
+        row(str(i // 2 + 1), r["code"], load, f"{r['req_per_s']:.0f}", ms(r["hub_cpu_ms"]), ms(r["db_cpu_ms"]),
+            f"{r.get('whoami_per_s', 0):.0f}", ms(r.get("whoami_cpu_ms")), ms(r.get("ratio")) + "x")  # fmt: skip
+    for label in ("before", "after"):
+        mine = [r for r in results if r["code"] == label]
+
+        def median(key: str, rounds: list[dict[str, Any]] = mine) -> float | None:
+            values = [r[key] for r in rounds if r.get(key) is not None]
+            return statistics.median(values) if values else None
+
+        row("median", label, "", "", ms(median("hub_cpu_ms")), ms(median("db_cpu_ms")), "", ms(median("whoami_cpu_ms")),
+            f"**{ms(median('ratio'))}x**")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

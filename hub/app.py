@@ -26,6 +26,7 @@ from hub.auth.router import router as auth_router
 from hub.auth.signin import router as signin_router
 from hub.auth.tokens import TokenVerifier
 from hub.broker.cache import SiteViewCache
+from hub.capacity import fast_path
 from hub.capacity.history_buffer import HistoryBuffer
 from hub.capacity.router import router as capacity_router
 from hub.capacity.writer import HeartbeatWriter
@@ -182,6 +183,8 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         presign_router,
     ):
         app.include_router(router)
+    if settings.heartbeat_fast_path:
+        fast_path.install(app)  # in front of the heartbeat route (hub/capacity/fast_path.py)
     app.mount("/dashboard", StaticFiles(directory=Path(__file__).parent / "dashboard" / "static", html=True), name="dashboard")
 
     return app

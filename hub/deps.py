@@ -147,4 +147,6 @@ def require_scopes(*scopes: str) -> Callable[[Principal], Coroutine[Any, Any, Pr
 NetworkAdmin = Annotated[Principal, Depends(require_roles(Role.NETWORK_ADMIN))]
 Person = Annotated[Principal, Depends(require_roles(Role.NETWORK_ADMIN, Role.SITE_ADMIN, Role.RESEARCHER))]
 Admin = Annotated[Principal, Depends(require_roles(Role.NETWORK_ADMIN, Role.SITE_ADMIN))]
-CurrentAgent = Annotated[Principal, Depends(require_roles(Role.AGENT))]
+#: The check behind ``CurrentAgent`` (the heartbeat's fast path calls it directly).
+require_agent = require_roles(Role.AGENT)
+CurrentAgent = Annotated[Principal, Depends(require_agent)]

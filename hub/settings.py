@@ -178,6 +178,11 @@ class HubSettings(BaseSettings):
         description="Longest a request waits for a database lock (SQLite's write lock, a PostgreSQL row lock) or a "
         "pooled connection; then it is answered 503 with Retry-After. Keep it below the agents' request_timeout_s (10 s)",
     )
+    heartbeat_fast_path: bool = Field(
+        default=True,
+        description="Answer well-formed heartbeats without FastAPI's request handling (hub/capacity/fast_path.py): "
+        "the same answers for less CPU; false sends every heartbeat through the FastAPI route",
+    )
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: plain text)")

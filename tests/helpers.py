@@ -265,8 +265,9 @@ def bootstrap(settings: HubSettings) -> Account:
 
 
 @contextmanager
-def running_hub(db_url: str, data_dir: Path, **overrides: Any) -> Iterator[Hub]:
+def running_hub(db_url: str, data_dir: Path, admin: Account | None = None, **overrides: Any) -> Iterator[Hub]:
     """The real hub app served by uvicorn on a loopback port, in a thread of this process.
+    With ``admin``, a further hub on a database another one has set up (that one's admin).
 
     The port is bound here before the hub is built and handed to uvicorn, so no other test
     process can take it in between (``free_port()`` then binding later could collide under
@@ -276,7 +277,7 @@ def running_hub(db_url: str, data_dir: Path, **overrides: Any) -> Iterator[Hub]:
     port = sock.getsockname()[1]
     try:
         settings = hub_settings(db_url, data_dir, port, **overrides)
-        admin = bootstrap(settings)
+        admin = admin or bootstrap(settings)
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"))
     except BaseException:
         sock.close()
@@ -288,7 +289,7 @@ def running_hub(db_url: str, data_dir: Path, **overrides: Any) -> Iterator[Hub]:
         sock.close()
         raise RuntimeError(f"the hub on port {port} did not start (see the log above)")
     try:
-        yield Hub(settings.issuer, settings, admin)
+        yield Hub(f"http://127.0.0.1:{port}", settings, admin)  # the issuer, unless public_url says otherwise
     finally:
         server.should_exit = True
         thread.join(timeout=60)

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
+from starlette.datastructures import State
 
 from hub.auth.policy import ensure_agent_of
 from hub.auth.principal import Principal
@@ -31,11 +32,16 @@ from shared.schemas.capacity import CapacityHistory, Heartbeat, HeartbeatAck, Si
 router = APIRouter(prefix="/api/v1/sites", tags=["capacity"], route_class=TransactionRoute)
 
 
+#: The heartbeat's scope check (a route dependency, run before ``CurrentAgent``'s role check).
+#: ``hub/capacity/fast_path.py`` runs the same two checks in the same order.
+agent_scope = require_scopes("agent")
+
+
 @router.post(
     "/{name}/heartbeat",
     response_model=HeartbeatAck,
     responses=responses(*AUTH_ERRORS, NotFound),
-    dependencies=[Depends(require_scopes("agent"))],
+    dependencies=[Depends(agent_scope)],
 )
 async def heartbeat(name: str, hb: Heartbeat, request: Request, principal: CurrentAgent) -> Response:
     """An agent reports its site's capacity. A malformed snapshot is refused whole (422).
@@ -43,11 +49,18 @@ async def heartbeat(name: str, hb: Heartbeat, request: Request, principal: Curre
     An ``async def``: the handler runs on the event loop and hands the heartbeat to the
     process's writer, which stores every heartbeat waiting in one transaction (see
     ``hub/capacity/writer.py`` for why: per-request thread hops and commits were most of a
-    heartbeat's cost under load)."""
+    heartbeat's cost under load). A well-formed heartbeat with a bearer token is answered
+    by ``hub/capacity/fast_path.py`` without FastAPI's request handling; every other
+    request (and this route's OpenAPI description) comes here."""
+    return await store_heartbeat(request.app.state, principal, name, hb)
+
+
+async def store_heartbeat(state: State, principal: Principal, name: str, hb: Heartbeat) -> Response:
+    """Check that ``name`` is the agent's own site (403/404), write ``hb``, answer its ack."""
     site_id = principal.site_id
     if site_id is None or principal.site != name:  # not the site in its token: look it up to refuse right
-        site_id = await run_in_threadpool(_own_site_id, request.app.state.engine, principal, name)
-    writer: HeartbeatWriter = request.app.state.heartbeats
+        site_id = await run_in_threadpool(_own_site_id, state.engine, principal, name)
+    writer: HeartbeatWriter = state.heartbeats
     ack = await writer.write(Beat(site_id, name, hb))
     HEARTBEATS.inc()
     # Serialised here, as FastAPI would (by alias), without validating our own ack again.
