@@ -36,3 +36,58 @@ def test_downgrade_and_upgrade_again(empty_db_url: str) -> None:
         assert "sites" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_0021_fills_the_summed_counts_from_the_snapshots_and_downgrades(empty_db_url: str) -> None:
+    """0021 adds the counts a summary sums to ``capacity_latest`` and fills them from each
+    row's snapshot JSON as a heartbeat would have written them; its downgrade drops them and
+    keeps the rows."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from hub.capacity.models import summed_columns
+    from hub.db import alembic_config, transaction
+    from hub.sites.models import Site
+    from hub.types import UTCDateTime, utcnow
+    from shared.schemas.capacity import CapacityTotals
+
+    snapshots = [
+        {"cpus_total": 64, "cpus_free": 48, "gpus": {"a100": {"total": 8, "free": 5}}, "jobs_pending": 1},
+        {"cpus_total": 128, "cpus_free": 0, "gpus": {"a100": {"total": 4, "free": 1}, "l40s": {"total": 2, "free": 2}}},
+        {"cpus_total": 256, "cpus_free": 200, "gpus": {}},
+        {"cpus_total": 16, "cpus_free": 16, "gpus": {"t4": {"total": 0, "free": 0}}, "gpus_bootable": {"t4": 0}},
+    ]
+    table = sa.table(
+        "capacity_latest",
+        *(sa.column(c) for c in ("site_id", "agent_version", "backend")),
+        *(sa.column(c, UTCDateTime()) for c in ("received_at", "sampled_at")),
+        *(sa.column(c, sa.JSON()) for c in ("totals", "partitions", "storage")),
+    )
+    migrate(empty_db_url, "0020")
+    engine = make_engine(empty_db_url)
+    try:
+        with transaction(engine) as s:
+            sites = [Site(name=f"site-{i}", display_name=f"Site {i}", institution="kek", country="JP") for i in range(4)]
+            s.add_all(sites)
+            s.flush()
+            now = utcnow()
+            s.execute(sa.insert(table), [
+                {"site_id": site.id, "agent_version": "a", "backend": "slurm", "received_at": now, "sampled_at": now,
+                 "totals": totals, "partitions": [], "storage": []}
+                for site, totals in zip(sites, snapshots, strict=True)
+            ])  # fmt: skip
+        migrate(empty_db_url)
+        counts = sa.select(*(sa.column(c) for c in summed_columns(CapacityTotals()))).select_from(table)
+        with engine.connect() as conn:
+            rows = conn.execute(counts.order_by(table.c.site_id)).all()
+        expected = [summed_columns(CapacityTotals.model_validate(t)) for t in snapshots]
+        assert [dict(r._mapping) for r in rows] == expected
+        assert expected[1]["gpu_model"] is None and expected[1]["gpu_models"] == 2 and expected[3]["gpu_model"] == "t4"
+
+        command.downgrade(alembic_config(empty_db_url), "0020")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("capacity_latest")}
+            kept = conn.execute(sa.select(table.c.totals).order_by(table.c.site_id)).scalars().all()
+        assert not columns & set(expected[0]) and kept == snapshots, "the counts dropped, the snapshots kept"
+    finally:
+        engine.dispose()
