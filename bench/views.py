@@ -235,6 +235,53 @@ def live_section(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> str:
     )
 
 
+#: main's sums (before 0021): every snapshot's JSON read, twice.
+_JSON_SUMS = (
+    """SELECT coalesce(sum(json_extract(c.totals, '$.cpus_total')), 0), coalesce(sum(json_extract(c.totals, '$.cpus_free')), 0)
+    FROM capacity_latest c JOIN sites s ON s.id = c.site_id WHERE s.status = 'active' AND s.reachability = 'online'""",
+    """SELECT g.key, sum(json_extract(g.value, '$.total')), sum(json_extract(g.value, '$.free'))
+    FROM capacity_latest c JOIN sites s ON s.id = c.site_id, json_each(c.totals, '$.gpus') g
+    WHERE s.status = 'active' AND s.reachability = 'online' GROUP BY g.key""",
+)
+
+
+def sums(args: argparse.Namespace) -> None:
+    """The totals alone, in this process, on one seeded SQLite database: main's JSON sums and
+    the integer columns' (``usable_capacity``), in turns; checks they agree."""
+    from sqlalchemy import text
+
+    from hub.db import make_engine, transaction
+    from hub.network.queries import usable_capacity
+    from shared.schemas.capacity import GpuCount
+
+    tmp = Path(tempfile.mkdtemp(prefix="cryomesh-sums-"))
+    try:
+        url = f"sqlite:///{tmp / 'hub.db'}"
+        seed(url, 0, args.sites[0], heard_at=datetime.now(UTC))
+        engine = make_engine(url)
+        times: dict[str, list[float]] = {"json": [], "columns": []}
+        try:
+            for _ in range(args.requests):
+                with transaction(engine, write=False) as s:
+                    t0 = time.perf_counter()
+                    cpus_total, cpus_free = s.connection().execute(text(_JSON_SUMS[0])).one()
+                    old_gpus = {m: (int(t), int(f)) for m, t, f in s.connection().execute(text(_JSON_SUMS[1]))}
+                    times["json"].append((time.perf_counter() - t0) * 1000)
+                with transaction(engine, write=False) as s:
+                    t0 = time.perf_counter()
+                    new = usable_capacity(s)
+                    times["columns"].append((time.perf_counter() - t0) * 1000)
+                assert new == (cpus_total, cpus_free, {m: GpuCount(total=t, free=f) for m, (t, f) in sorted(old_gpus.items())})
+        finally:
+            engine.dispose()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    json_ms, col_ms = statistics.median(times["json"]), statistics.median(times["columns"])
+    print(f"{args.sites[0]:,} sites, {args.requests} times each in turns, same totals: JSON sums p50 {json_ms:.1f} ms "
+          f"(min {min(times['json']):.1f}), integer columns p50 {col_ms:.1f} ms (min {min(times['columns']):.1f}), "
+          f"{json_ms / col_ms:.1f}x; load {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+
 def live(args: argparse.Namespace) -> None:
     here = Path(__file__).resolve().parent.parent
     rounds = []
@@ -251,12 +298,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--before", type=Path, help="A checkout to measure as the baseline, with its own .venv")
     parser.add_argument("--live", action="store_true", help="The summary form while heartbeats stream (first --sites only)")
+    parser.add_argument("--sums", action="store_true", help="The totals' SQL alone, main's and this, in one process")
     parser.add_argument("--rate", type=float, default=100, help="--live: heartbeats per second")
     parser.add_argument("--duration", type=float, default=30, help="--live: seconds of heartbeats per round")
     parser.add_argument("--rounds", type=int, default=2, help="--live: rounds of each checkout")
     args = parser.parse_args()
     if args.live:
         live(args)
+        return
+    if args.sums:
+        sums(args)
         return
     before_python = str(args.before / ".venv" / "bin" / "python") if args.before else None
     after, before = {}, {} if args.before else None

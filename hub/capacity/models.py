@@ -25,8 +25,10 @@ class CapacityLatest(SQLModel, table=True):
 
     __tablename__ = "capacity_latest"
     __table_args__ = (
-        # What the summary reads, so it never reads the snapshot rows themselves.
-        Index("ix_capacity_latest_sums", "gpu_model", "cpus_total", "cpus_free", "gpus_total", "gpus_free", "site_id"),
+        # What the summary reads of each active online site, so it never reads the snapshots.
+        Index("ix_capacity_latest_sums", "site_id", "gpu_model", "cpus_total", "cpus_free", "gpus_total", "gpus_free"),
+        # The newest report, part of the summary's version (hub/network/queries.py).
+        Index("ix_capacity_latest_received_at", "received_at"),
         Index(
             "ix_capacity_latest_several_gpus",
             "site_id",

@@ -19,15 +19,19 @@ from sqlmodel import Session
 from shared.schemas.capacity import GpuCount
 
 _USABLE = "FROM capacity_latest c JOIN sites s ON s.id = c.site_id WHERE s.status = 'active' AND s.reachability = 'online'"
-#: CPUs and the GPUs of sites with one model, per model (NULL: none or several).
-_COUNTS = f"""
-SELECT c.gpu_model, coalesce(sum(c.cpus_total), 0), coalesce(sum(c.cpus_free), 0), sum(c.gpus_total), sum(c.gpus_free)
-{_USABLE} GROUP BY c.gpu_model"""
+_SUMS = "SELECT c.gpu_model, coalesce(sum(c.cpus_total), 0), coalesce(sum(c.cpus_free), 0), sum(c.gpus_total), sum(c.gpus_free)"
+#: CPUs and the GPUs of sites with one model, per model (NULL: none or several). SQLite is
+#: told which indexes to read: left to itself it looks each site up in both tables (rowid),
+#: reading their wide rows, two to three times slower at 10,000 sites.
+_PG_COUNTS = f"{_SUMS} {_USABLE} GROUP BY c.gpu_model"
+_SQLITE_COUNTS = f"""{_SUMS}
+FROM sites s INDEXED BY ix_sites_summary JOIN capacity_latest c INDEXED BY ix_capacity_latest_sums ON c.site_id = s.id
+WHERE s.status = 'active' AND s.reachability = 'online' GROUP BY c.gpu_model"""
 #: GPUs of sites with several models, per model (``gpu_models > 1``: the partial index's own condition).
 _SQLITE_SEVERAL = """
 SELECT g.key, sum(json_extract(g.value, '$.total')), sum(json_extract(g.value, '$.free'))
-FROM capacity_latest c JOIN sites s ON s.id = c.site_id, json_each(c.totals, '$.gpus') g
-WHERE c.gpu_models > 1 AND s.status = 'active' AND s.reachability = 'online' GROUP BY g.key"""
+FROM capacity_latest c INDEXED BY ix_capacity_latest_several_gpus CROSS JOIN sites s, json_each(c.totals, '$.gpus') g
+WHERE c.gpu_models > 1 AND s.id = c.site_id AND s.status = 'active' AND s.reachability = 'online' GROUP BY g.key"""
 _PG_SEVERAL = """
 SELECT g.key, sum((g.value ->> 'total')::bigint), sum((g.value ->> 'free')::bigint)
 FROM capacity_latest c JOIN sites s ON s.id = c.site_id CROSS JOIN LATERAL json_each(c.totals::json -> 'gpus') g
@@ -37,6 +41,7 @@ WHERE c.gpu_models > 1 AND s.status = 'active' AND s.reachability = 'online' GRO
 _SITE_GROUPS = """
 SELECT status, reachability, count(*), max(id), max(updated_at), max(last_heartbeat_at)
 FROM sites GROUP BY status, reachability ORDER BY status, reachability"""
+#: Both from indexes: the newest report by ``ix_capacity_latest_received_at``.
 _CAPACITY_VERSION = "SELECT count(*), max(received_at) FROM capacity_latest"
 
 
@@ -90,10 +95,11 @@ def usable_capacity(session: Session) -> Capacity:
         g.total += int(total or 0)
         g.free += int(free or 0)
 
-    for model, total, free, gpus_total, gpus_free in conn.execute(text(_COUNTS)):
+    pg = conn.dialect.name == "postgresql"
+    for model, total, free, gpus_total, gpus_free in conn.execute(text(_PG_COUNTS if pg else _SQLITE_COUNTS)):
         cpus_total, cpus_free = cpus_total + int(total), cpus_free + int(free)
         if model is not None:
             add(str(model), gpus_total, gpus_free)
-    for model, total, free in conn.execute(text(_PG_SEVERAL if conn.dialect.name == "postgresql" else _SQLITE_SEVERAL)):
+    for model, total, free in conn.execute(text(_PG_SEVERAL if pg else _SQLITE_SEVERAL)):
         add(str(model), total, free)
     return cpus_total, cpus_free, dict(sorted(gpus.items()))

@@ -5,7 +5,10 @@ passes of the database's JSON functions over every row: at 10,000 sites most of 
 time, paid again after every heartbeat). The counts are now columns written with the
 snapshot: cpus_total, cpus_free, gpus_total, gpus_free (all models), gpu_model (the site's
 only model, NULL for none or several) and gpu_models (how many). Existing rows are filled
-from their JSON here.
+from their JSON here. Two narrow indexes let a summary read neither the snapshots nor the
+sites' rows: capacity_latest (site_id, counts) and sites (status, reachability, updated_at,
+last_heartbeat_at, id); a partial one finds the sites with several GPU models, and one on
+received_at finds the newest report (the summary's version) without a scan.
 
 Revision ID: 0021
 Revises: 0020
@@ -53,7 +56,11 @@ def upgrade() -> None:
     op.create_index(
         'ix_capacity_latest_sums',
         'capacity_latest',
-        ['gpu_model', 'cpus_total', 'cpus_free', 'gpus_total', 'gpus_free', 'site_id'],
+        ['site_id', 'gpu_model', 'cpus_total', 'cpus_free', 'gpus_total', 'gpus_free'],
+    )
+    op.create_index('ix_capacity_latest_received_at', 'capacity_latest', ['received_at'])
+    op.create_index(
+        'ix_sites_summary', 'sites', ['status', 'reachability', 'updated_at', 'last_heartbeat_at', 'id']
     )
     op.create_index(
         'ix_capacity_latest_several_gpus',
@@ -65,8 +72,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_sites_summary', table_name='sites')
     op.drop_index('ix_capacity_latest_several_gpus', table_name='capacity_latest')
     op.drop_index('ix_capacity_latest_sums', table_name='capacity_latest')
+    op.drop_index('ix_capacity_latest_received_at', table_name='capacity_latest')
     with op.batch_alter_table('capacity_latest', schema=None) as batch_op:
         batch_op.drop_column('gpu_models')
         batch_op.drop_column('gpu_model')
