@@ -23,7 +23,8 @@ from this checkout or from ``--before``, in turns (before, after, before, …), 
 form is timed first with no heartbeat arriving (each hub process keeps the totals of an
 unchanged network), then while heartbeats arrive at ``--rate`` per second (open loop), so
 the network changes between any two summaries and each one sums again. The database is
-seeded by this checkout, so both must share its schema.
+seeded by this checkout, then taken down to ``--before-revision`` (main's schema) for the
+baseline's rounds.
 
     python -m bench.views --live --sites 10000 --before /work/main --rounds 2
 """
@@ -157,6 +158,15 @@ def heard(url: str) -> int:
     return len(ids)
 
 
+def downgrade(url: str, revision: str) -> None:
+    """The baseline's schema (e.g. main's, without this branch's columns and indexes)."""
+    from alembic import command
+
+    from hub.db import alembic_config
+
+    command.downgrade(alembic_config(url), revision)
+
+
 def summaries(http: httpx.Client, token: str, n: int | None = None, until: threading.Event | None = None) -> list[float]:
     """Sequential ``GET /api/v1/network/summary?limit=0``: ``n`` of them, or until ``until`` is set; each one's ms."""
     out: list[float] = []
@@ -178,6 +188,8 @@ def live_round(label: str, python: str, src: Path, args: argparse.Namespace) -> 
                                 sweep_interval_s=86_400)  # fmt: skip
         seeded = loadseed.seed(settings, args.sites[0], TOKEN_LIFETIME_S)
         heard(settings.resolved_database_url)
+        if label == "before" and args.before_revision:
+            downgrade(settings.resolved_database_url, args.before_revision)
         hub = LoadHub(tmp, settings, seeded.admin, 1, port, python=python, src=src)
         hub.start()
         try:
@@ -299,6 +311,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="A checkout to measure as the baseline, with its own .venv")
     parser.add_argument("--live", action="store_true", help="The summary form while heartbeats stream (first --sites only)")
     parser.add_argument("--sums", action="store_true", help="The totals' SQL alone, main's and this, in one process")
+    parser.add_argument("--before-revision", default="0020", help="--live: the baseline's database schema ('' for head)")
     parser.add_argument("--rate", type=float, default=100, help="--live: heartbeats per second")
     parser.add_argument("--duration", type=float, default=30, help="--live: seconds of heartbeats per round")
     parser.add_argument("--rounds", type=int, default=2, help="--live: rounds of each checkout")
