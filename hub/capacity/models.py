@@ -25,10 +25,14 @@ class CapacityLatest(SQLModel, table=True):
 
     __tablename__ = "capacity_latest"
     __table_args__ = (
-        # What the summary reads of each active online site, so it never reads the snapshots.
-        Index("ix_capacity_latest_sums", "site_id", "gpu_model", "cpus_total", "cpus_free", "gpus_total", "gpus_free"),
-        # The newest report, part of the summary's version (hub/network/queries.py).
-        Index("ix_capacity_latest_received_at", "received_at"),
+        # SQLite only: what the summary reads of each active online site, so it never reads
+        # the snapshots, and the newest report (the summary's version) without a scan. Each
+        # heartbeat updates them; PostgreSQL's summary hash-joins the tables and needs neither
+        # (and updates that change no indexed column stay HOT there).
+        Index("ix_capacity_latest_sums", "site_id", "gpu_model", "cpus_total", "cpus_free", "gpus_total", "gpus_free").ddl_if(
+            dialect="sqlite"
+        ),
+        Index("ix_capacity_latest_received_at", "received_at").ddl_if(dialect="sqlite"),
         Index(
             "ix_capacity_latest_several_gpus",
             "site_id",

@@ -41,7 +41,7 @@ WHERE c.gpu_models > 1 AND s.status = 'active' AND s.reachability = 'online' GRO
 _SITE_GROUPS = """
 SELECT status, reachability, count(*), max(id), max(updated_at), max(last_heartbeat_at)
 FROM sites GROUP BY status, reachability ORDER BY status, reachability"""
-#: Both from indexes: the newest report by ``ix_capacity_latest_received_at``.
+#: On SQLite both from indexes (the newest report by ``ix_capacity_latest_received_at``).
 _CAPACITY_VERSION = "SELECT count(*), max(received_at) FROM capacity_latest"
 
 

@@ -18,9 +18,10 @@ def _site_fk() -> Any:
 class Site(SQLModel, table=True):
     __tablename__ = "sites"
     __table_args__ = (
-        # The network summary's reads (hub/network/queries.py): the counts and version by
-        # status and reachability, and the active online sites, from this index alone.
-        Index("ix_sites_summary", "status", "reachability", "updated_at", "last_heartbeat_at", "id"),
+        # SQLite only: the network summary's reads (hub/network/queries.py), the counts and
+        # version by status and reachability and the active online sites, from this index
+        # alone instead of the wide rows. PostgreSQL's summary scans the table without it.
+        Index("ix_sites_summary", "status", "reachability", "updated_at", "last_heartbeat_at", "id").ddl_if(dialect="sqlite"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -5,10 +5,11 @@ passes of the database's JSON functions over every row: at 10,000 sites most of 
 time, paid again after every heartbeat). The counts are now columns written with the
 snapshot: cpus_total, cpus_free, gpus_total, gpus_free (all models), gpu_model (the site's
 only model, NULL for none or several) and gpu_models (how many). Existing rows are filled
-from their JSON here. Two narrow indexes let a summary read neither the snapshots nor the
-sites' rows: capacity_latest (site_id, counts) and sites (status, reachability, updated_at,
-last_heartbeat_at, id); a partial one finds the sites with several GPU models, and one on
-received_at finds the newest report (the summary's version) without a scan.
+from their JSON here. A partial index finds the sites with several GPU models. On SQLite
+only, narrow indexes let a summary read neither the snapshots nor the sites' rows:
+capacity_latest (site_id, counts) and (received_at), sites (status, reachability,
+updated_at, last_heartbeat_at, id); PostgreSQL's summary hash-joins the tables without
+them, and there they would make every snapshot update non-HOT.
 
 Revision ID: 0021
 Revises: 0020
@@ -52,16 +53,18 @@ def upgrade() -> None:
             batch_op.add_column(sa.Column(name, sa.BigInteger(), server_default=sa.text('0'), nullable=False))
         batch_op.add_column(sa.Column('gpu_model', sa.String(length=100), nullable=True))
         batch_op.add_column(sa.Column('gpu_models', sa.Integer(), server_default=sa.text('0'), nullable=False))
-    op.execute(_PG_FILL if op.get_bind().dialect.name == 'postgresql' else _SQLITE_FILL)
-    op.create_index(
-        'ix_capacity_latest_sums',
-        'capacity_latest',
-        ['site_id', 'gpu_model', 'cpus_total', 'cpus_free', 'gpus_total', 'gpus_free'],
-    )
-    op.create_index('ix_capacity_latest_received_at', 'capacity_latest', ['received_at'])
-    op.create_index(
-        'ix_sites_summary', 'sites', ['status', 'reachability', 'updated_at', 'last_heartbeat_at', 'id']
-    )
+    sqlite = op.get_bind().dialect.name == 'sqlite'
+    op.execute(_SQLITE_FILL if sqlite else _PG_FILL)
+    if sqlite:  # read by SQLite's summary; on PostgreSQL they would only cost heartbeats
+        op.create_index(
+            'ix_capacity_latest_sums',
+            'capacity_latest',
+            ['site_id', 'gpu_model', 'cpus_total', 'cpus_free', 'gpus_total', 'gpus_free'],
+        )
+        op.create_index('ix_capacity_latest_received_at', 'capacity_latest', ['received_at'])
+        op.create_index(
+            'ix_sites_summary', 'sites', ['status', 'reachability', 'updated_at', 'last_heartbeat_at', 'id']
+        )
     op.create_index(
         'ix_capacity_latest_several_gpus',
         'capacity_latest',
@@ -72,10 +75,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index('ix_sites_summary', table_name='sites')
     op.drop_index('ix_capacity_latest_several_gpus', table_name='capacity_latest')
-    op.drop_index('ix_capacity_latest_sums', table_name='capacity_latest')
-    op.drop_index('ix_capacity_latest_received_at', table_name='capacity_latest')
+    if op.get_bind().dialect.name == 'sqlite':
+        op.drop_index('ix_sites_summary', table_name='sites')
+        op.drop_index('ix_capacity_latest_sums', table_name='capacity_latest')
+        op.drop_index('ix_capacity_latest_received_at', table_name='capacity_latest')
     with op.batch_alter_table('capacity_latest', schema=None) as batch_op:
         batch_op.drop_column('gpu_models')
         batch_op.drop_column('gpu_model')
