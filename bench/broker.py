@@ -20,6 +20,7 @@ from typing import Any
 
 from hub.broker.batch import place_batch
 from hub.broker.rules import PartitionView, SiteView, evaluate, rank, reserve
+from shared.schemas.capacity import CapacityTotals
 from shared.schemas.jobs import JobSpec
 from shared.schemas.sites import SitePolicy
 
@@ -105,7 +106,7 @@ def seed(
 
     Job ids come from a seeded generator, so two databases seeded alike hold the same jobs.
     ``heard_at``: the sites' last heartbeat, with a day's interval (so no sweep finds them silent)."""
-    from hub.capacity.models import CapacityLatest
+    from hub.capacity.models import CapacityLatest, summed_columns
     from hub.db import make_engine, migrate, transaction
     from hub.jobs.models import Job
     from hub.sites.models import PartitionRow, Site, SoftwareRow
@@ -129,7 +130,8 @@ def seed(
             gpus = {m: {"total": t, "free": v.gpus_free[m]} for m, t in v.gpus_total.items()}
             totals = {"cpus_total": v.cpus_total, "cpus_free": v.cpus_free, "gpus": gpus, "jobs_pending": v.jobs_pending}
             s.add(CapacityLatest(site_id=v.id, received_at=NOW, sampled_at=NOW, agent_version="b", backend="slurm",
-                                 partitions=[], storage=[], totals=totals))  # fmt: skip
+                                 partitions=[], storage=[], totals=totals,
+                                 **summed_columns(CapacityTotals.model_validate(totals))))  # fmt: skip
         for i, (spec, inst) in enumerate(jobs(n_jobs) + (extra or [])):
             s.add(Job(id=uuid.UUID(int=rng.getrandbits(128)).hex, owner="bench", institution=inst, name=spec.name,
                       kind=spec.kind.value, spec=spec.model_dump(mode="json"), created_at=NOW, updated_at=NOW,

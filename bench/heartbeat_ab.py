@@ -43,6 +43,12 @@ def one_round(args: argparse.Namespace, label: str, python: str, src: Path) -> d
             port = free_port()
             settings = hub_settings(url, tmp / "data", port, token_lifetime_s=TOKEN_LIFETIME_S, sweep_interval_s=5)
             seeded = seed(settings, args.sites, TOKEN_LIFETIME_S)
+            if label == "before" and args.before_revision:  # the baseline's own schema (its indexes cost writes too)
+                from alembic import command
+
+                from hub.db import alembic_config
+
+                command.downgrade(alembic_config(url), args.before_revision)
             hub = LoadHub(tmp, settings, seeded.admin, 1, port, python=python, src=src)
             hub.start()
             try:
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--senders", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--before-revision", help="take the baseline's database down to this migration (its schema)")
     parser.add_argument("--whoami", action="store_true", help="then as long a run of GET /api/v1/whoami (no-op)")
     parser.add_argument("--markdown", action="store_true", help="print the rounds as a Markdown table at the end")
     args = parser.parse_args(argv)

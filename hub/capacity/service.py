@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from hub.capacity.history_buffer import HistoryBuffer
-from hub.capacity.models import CapacityBucket, CapacityLatest
+from hub.capacity.models import CapacityBucket, CapacityLatest, summed_columns
 from hub.db import after_commit
 from hub.errors import NotFound
 from hub.jobs.service import renew_leases
@@ -74,7 +74,9 @@ def _sign_of_life() -> Any:
     )
 
 
-_SNAPSHOT = ("received_at", "sampled_at", "agent_version", "backend", "totals", "partitions", "storage")
+#: The counts a network summary sums, written with the snapshot (``summed_columns``).
+_COUNTS = ("cpus_total", "cpus_free", "gpus_total", "gpus_free", "gpu_model", "gpu_models")
+_SNAPSHOT = ("received_at", "sampled_at", "agent_version", "backend", "totals", "partitions", "storage", *_COUNTS)
 #: Built once: a heartbeat executes fixed Core statements with its values as parameters, so
 #: SQLAlchemy neither rebuilds nor re-keys them per request (that was most of their cost).
 _SIGN_OF_LIFE = _sign_of_life()
@@ -90,20 +92,27 @@ _PG_BATCH = text(
         SELECT * FROM unnest(
             CAST(:ids AS integer[]), CAST(:names AS text[]), CAST(:intervals AS float8[]), CAST(:versions AS text[]),
             CAST(:untils AS timestamptz[]), CAST(:sampled AS timestamptz[]), CAST(:backends AS text[]),
-            CAST(:totals AS json[]), CAST(:partitions AS json[]), CAST(:storage AS json[]))
-        AS v(id, name, interval_s, agent_version, reachable_until, sampled_at, backend, totals, partitions, storage)
+            CAST(:totals AS json[]), CAST(:partitions AS json[]), CAST(:storage AS json[]),
+            CAST(:cpus_total AS bigint[]), CAST(:cpus_free AS bigint[]), CAST(:gpus_total AS bigint[]),
+            CAST(:gpus_free AS bigint[]), CAST(:gpu_model AS text[]), CAST(:gpu_models AS integer[]))
+        AS v(id, name, interval_s, agent_version, reachable_until, sampled_at, backend, totals, partitions, storage,
+            cpus_total, cpus_free, gpus_total, gpus_free, gpu_model, gpu_models)
     ), marked AS (
         UPDATE sites SET last_heartbeat_at = :now, heartbeat_interval_s = v.interval_s,
             agent_version = v.agent_version, reachability = 'online', reachable_until = v.reachable_until
         FROM v WHERE sites.id = v.id AND sites.name = v.name
         RETURNING sites.id
     )
-    INSERT INTO capacity_latest (site_id, received_at, sampled_at, agent_version, backend, totals, partitions, storage)
-    SELECT v.id, :now, v.sampled_at, v.agent_version, v.backend, v.totals, v.partitions, v.storage
+    INSERT INTO capacity_latest (site_id, received_at, sampled_at, agent_version, backend, totals, partitions, storage,
+        cpus_total, cpus_free, gpus_total, gpus_free, gpu_model, gpu_models)
+    SELECT v.id, :now, v.sampled_at, v.agent_version, v.backend, v.totals, v.partitions, v.storage,
+        v.cpus_total, v.cpus_free, v.gpus_total, v.gpus_free, v.gpu_model, v.gpu_models
     FROM v JOIN marked ON marked.id = v.id
     ON CONFLICT (site_id) DO UPDATE SET received_at = excluded.received_at, sampled_at = excluded.sampled_at,
         agent_version = excluded.agent_version, backend = excluded.backend, totals = excluded.totals,
-        partitions = excluded.partitions, storage = excluded.storage"""
+        partitions = excluded.partitions, storage = excluded.storage, cpus_total = excluded.cpus_total,
+        cpus_free = excluded.cpus_free, gpus_total = excluded.gpus_total, gpus_free = excluded.gpus_free,
+        gpu_model = excluded.gpu_model, gpu_models = excluded.gpu_models"""
 )
 
 
@@ -162,6 +171,7 @@ def _write_unnested(
     """PostgreSQL: the sign of life and the snapshot of ``beats`` (one per site) in one
     statement; False if a site is gone (its snapshot is not written; the caller rolls back)."""
     utc = UTCDateTime()
+    counts = [summed_columns(t) for t in totals]
     stored = conn.execute(
         _PG_BATCH,
         {
@@ -176,6 +186,7 @@ def _write_unnested(
             "totals": [t.model_dump_json() for t in totals],
             "partitions": [_json_list(b.hb.partitions) for b in beats],
             "storage": [_json_list(b.hb.storage) for b in beats],
+            **{name: [c[name] for c in counts] for name in _COUNTS},
         },
     )
     return bool(stored.rowcount == len(beats))
@@ -216,6 +227,7 @@ def _write_each(conn: Connection, now: datetime, beats: list[Beat], totals: list
                 "totals": t.model_dump(),
                 "partitions": [p.model_dump() for p in b.hb.partitions],
                 "storage": [s.model_dump() for s in b.hb.storage],
+                **summed_columns(t),
             }
             for b, t in zip(beats, totals, strict=True)
         ],

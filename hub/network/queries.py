@@ -1,8 +1,10 @@
 """The network's totals as SQL aggregates: a few grouped scans, no rows loaded per site.
 
-Capacity lives in ``capacity_latest.totals`` (JSON), so the sums read into it with the
-dialect's JSON functions: ``json_extract``/``json_each`` on SQLite, ``->>``/``json_each``
-on PostgreSQL. Only active, online sites count: capacity the network can use right now.
+Capacity is summed from the integer columns a heartbeat writes beside its snapshot
+(``capacity_latest.cpus_total`` …, see ``summed_columns``), grouped by the site's only GPU
+model; the few sites with several models are summed out of their snapshot JSON, with the
+dialect's JSON functions (``json_each`` on SQLite, ``json_each``/``->>`` on PostgreSQL).
+Only active, online sites count: capacity the network can use right now.
 """
 
 from __future__ import annotations
@@ -16,25 +18,30 @@ from sqlmodel import Session
 
 from shared.schemas.capacity import GpuCount
 
-_SQLITE_CPUS = """
-SELECT coalesce(sum(json_extract(c.totals, '$.cpus_total')), 0), coalesce(sum(json_extract(c.totals, '$.cpus_free')), 0)
-FROM capacity_latest c JOIN sites s ON s.id = c.site_id WHERE s.status = 'active' AND s.reachability = 'online'"""
-_SQLITE_GPUS = """
+_USABLE = "FROM capacity_latest c JOIN sites s ON s.id = c.site_id WHERE s.status = 'active' AND s.reachability = 'online'"
+_SUMS = "SELECT c.gpu_model, coalesce(sum(c.cpus_total), 0), coalesce(sum(c.cpus_free), 0), sum(c.gpus_total), sum(c.gpus_free)"
+#: CPUs and the GPUs of sites with one model, per model (NULL: none or several). SQLite is
+#: told which indexes to read: left to itself it looks each site up in both tables (rowid),
+#: reading their wide rows, two to three times slower at 10,000 sites.
+_PG_COUNTS = f"{_SUMS} {_USABLE} GROUP BY c.gpu_model"
+_SQLITE_COUNTS = f"""{_SUMS}
+FROM sites s INDEXED BY ix_sites_summary JOIN capacity_latest c INDEXED BY ix_capacity_latest_sums ON c.site_id = s.id
+WHERE s.status = 'active' AND s.reachability = 'online' GROUP BY c.gpu_model"""
+#: GPUs of sites with several models, per model (``gpu_models > 1``: the partial index's own condition).
+_SQLITE_SEVERAL = """
 SELECT g.key, sum(json_extract(g.value, '$.total')), sum(json_extract(g.value, '$.free'))
-FROM capacity_latest c JOIN sites s ON s.id = c.site_id, json_each(c.totals, '$.gpus') g
-WHERE s.status = 'active' AND s.reachability = 'online' GROUP BY g.key"""
-_PG_CPUS = """
-SELECT coalesce(sum((c.totals::json ->> 'cpus_total')::bigint), 0), coalesce(sum((c.totals::json ->> 'cpus_free')::bigint), 0)
-FROM capacity_latest c JOIN sites s ON s.id = c.site_id WHERE s.status = 'active' AND s.reachability = 'online'"""
-_PG_GPUS = """
+FROM capacity_latest c INDEXED BY ix_capacity_latest_several_gpus CROSS JOIN sites s, json_each(c.totals, '$.gpus') g
+WHERE c.gpu_models > 1 AND s.id = c.site_id AND s.status = 'active' AND s.reachability = 'online' GROUP BY g.key"""
+_PG_SEVERAL = """
 SELECT g.key, sum((g.value ->> 'total')::bigint), sum((g.value ->> 'free')::bigint)
 FROM capacity_latest c JOIN sites s ON s.id = c.site_id CROSS JOIN LATERAL json_each(c.totals::json -> 'gpus') g
-WHERE s.status = 'active' AND s.reachability = 'online' GROUP BY g.key"""
+WHERE c.gpu_models > 1 AND s.status = 'active' AND s.reachability = 'online' GROUP BY g.key"""
 
 #: One row per (status, reachability): its count, newest id, last edit and last heartbeat.
 _SITE_GROUPS = """
 SELECT status, reachability, count(*), max(id), max(updated_at), max(last_heartbeat_at)
 FROM sites GROUP BY status, reachability ORDER BY status, reachability"""
+#: On SQLite both from indexes (the newest report by ``ix_capacity_latest_received_at``).
 _CAPACITY_VERSION = "SELECT count(*), max(received_at) FROM capacity_latest"
 
 
@@ -79,10 +86,20 @@ Capacity = tuple[int, int, dict[str, GpuCount]]
 
 def usable_capacity(session: Session) -> Capacity:
     """CPUs total and free, and GPUs by model, summed over active online sites."""
-    pg = session.connection().dialect.name == "postgresql"
-    cpus_total, cpus_free = session.connection().execute(text(_PG_CPUS if pg else _SQLITE_CPUS)).one()
-    gpus = {
-        str(model): GpuCount(total=int(total or 0), free=int(free or 0))
-        for model, total, free in session.connection().execute(text(_PG_GPUS if pg else _SQLITE_GPUS))
-    }
-    return int(cpus_total), int(cpus_free), dict(sorted(gpus.items()))
+    conn = session.connection()
+    cpus_total = cpus_free = 0
+    gpus: dict[str, GpuCount] = {}
+
+    def add(model: str, total: int | None, free: int | None) -> None:
+        g = gpus.setdefault(model, GpuCount())
+        g.total += int(total or 0)
+        g.free += int(free or 0)
+
+    pg = conn.dialect.name == "postgresql"
+    for model, total, free, gpus_total, gpus_free in conn.execute(text(_PG_COUNTS if pg else _SQLITE_COUNTS)):
+        cpus_total, cpus_free = cpus_total + int(total), cpus_free + int(free)
+        if model is not None:
+            add(str(model), gpus_total, gpus_free)
+    for model, total, free in conn.execute(text(_PG_SEVERAL if pg else _SQLITE_SEVERAL)):
+        add(str(model), total, free)
+    return cpus_total, cpus_free, dict(sorted(gpus.items()))

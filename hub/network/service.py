@@ -1,9 +1,10 @@
 """What the whole network has and has free: totals from SQL aggregates, sites one page at a time.
 
 The totals are kept by each hub process for the version of the sites they were summed at
-(``SiteCounts.version``, the ETag's): at 10,000 sites the sums read every site's capacity JSON
-(two passes in SQLite, about two thirds of a summary's time), while an unchanged version
-costs its grouped scan alone. Kept totals are exactly as fresh as a 304 for that version:
+(``SiteCounts.version``, the ETag's): an unchanged version costs its grouped scan alone.
+While heartbeats arrive the version moves between any two summaries, so the sums are
+made cheap in themselves: integer columns written with each snapshot, read from narrow
+indexes (hub/network/queries.py). Kept totals are exactly as fresh as a 304 for that version:
 whatever changes them (a capacity report, a status, a site marked unreachable or added)
 moves the version, so the next summary sums again.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from hub.types import UTCDateTime, utcnow
@@ -17,6 +17,12 @@ def _site_fk() -> Any:
 
 class Site(SQLModel, table=True):
     __tablename__ = "sites"
+    __table_args__ = (
+        # SQLite only: the network summary's reads (hub/network/queries.py), the counts and
+        # version by status and reachability and the active online sites, from this index
+        # alone instead of the wide rows. PostgreSQL's summary scans the table without it.
+        Index("ix_sites_summary", "status", "reachability", "updated_at", "last_heartbeat_at", "id").ddl_if(dialect="sqlite"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True, max_length=63)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
 from hub.capacity.service import mark_unreachable
 from hub.db import make_engine, transaction
@@ -236,5 +237,78 @@ def test_kept_totals_follow_every_change(hub: Hub, tmp_path: Path) -> None:
         with transaction(engine) as s:
             assert "delta" in mark_unreachable(s, hub.settings, now=utcnow() + timedelta(hours=1))
         check("the sweep marking sites unreachable", 4)
+    finally:
+        engine.dispose()
+
+
+def _partition(name: str, cpus: int, idle: int, *gpus: tuple[str, int, int]) -> dict[str, Any]:
+    part = heartbeat_body(cpus, idle, None)["partitions"][0]
+    return {**part, "name": name, "gpus": [{"model": m, "total": t, "free": f} for m, t, f in gpus]}
+
+
+def _reported(bodies: dict[str, dict[str, Any]], usable: set[str]) -> dict[str, Any]:
+    """What the agents of the ``usable`` sites reported, added up here from their heartbeats."""
+    cpus_total = cpus_free = 0
+    gpus: dict[str, dict[str, int]] = {}
+    for name in usable:
+        for p in bodies[name]["partitions"]:
+            cpus_total, cpus_free = cpus_total + p["cpus_total"], cpus_free + p["cpus_idle"]
+            for g in p["gpus"]:
+                counts = gpus.setdefault(g["model"], {"total": 0, "free": 0})
+                counts["total"] += g["total"]
+                counts["free"] += g["free"]
+    return {"cpus_total": cpus_total, "cpus_free": cpus_free, "gpus": dict(sorted(gpus.items()))}
+
+
+def test_summary_totals_are_what_the_usable_sites_reported(hub: Hub, tmp_path: Path) -> None:
+    """The summary adds up the counts each heartbeat stores beside its snapshot: after
+    heartbeats (sites with no GPU, one model, several models, a model with none, a site
+    changing between one model and several), a site deleted, a site gone silent and marked
+    unreachable, the totals are those the agents of the active, online sites reported."""
+    several = [_partition("gpu", 32, 8, ("a100", 4, 1), ("l40s", 2, 2)), _partition("big", 96, 90, ("h100", 8, 3))]
+    bodies = {
+        "alpha": heartbeat_body(64, 48, ("a100", 8, 5)),
+        "bravo": heartbeat_body(128, 100, ("h100", 16, 16)),
+        "charlie": heartbeat_body(partitions=several),
+        "delta": heartbeat_body(256, 200, None),
+        "echo": heartbeat_body(16, 16, ("t4", 0, 0)),
+    }
+    tokens: dict[str, str] = {}
+    for name in bodies:
+        hub.create_site(name)
+        tokens[name] = hub.agent_token(hub.enroll_agent(name, tmp_path / name))
+    usable = set(bodies)
+
+    def beat(name: str, body: dict[str, Any]) -> None:
+        bodies[name] = body
+        with hub.http(tokens[name]) as c:
+            assert c.post(f"/api/v1/sites/{name}/heartbeat", json=body).status_code == 200
+
+    def check(what: str) -> None:
+        with hub.as_admin() as c:
+            body = c.get("/api/v1/network/summary", params={"limit": 0}).json()
+        assert {k: body[k] for k in ("cpus_total", "cpus_free", "gpus")} == _reported(bodies, usable), what
+
+    for name, body in list(bodies.items()):
+        beat(name, body)
+    check("every site reported once")
+    beat("alpha", heartbeat_body(partitions=[_partition("gpu", 64, 10, ("a100", 8, 1), ("v100", 4, 4))]))
+    beat("charlie", heartbeat_body(40, 40, ("l40s", 2, 0)))
+    check("one site from one model to several, another the other way")
+    engine = make_engine(hub.settings.resolved_database_url)
+    try:
+        with transaction(engine) as s:
+            s.execute(text("DELETE FROM sites WHERE name = 'bravo'"))
+        usable.discard("bravo")
+        check("a site deleted")
+        with transaction(engine) as s:
+            past = {"past": utcnow() - timedelta(hours=1)}
+            s.execute(text("UPDATE sites SET reachable_until = :past WHERE name = 'delta'"), past)
+            mark_unreachable(s, hub.settings)
+        usable.discard("delta")
+        check("a site gone silent, marked unreachable")
+        beat("delta", heartbeat_body(8, 4, ("a100", 2, 2)))
+        usable.add("delta")
+        check("back online with a heartbeat")
     finally:
         engine.dispose()
