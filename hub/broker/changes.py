@@ -22,9 +22,7 @@ by the views' periodic full comparison, at most ``site_view_max_age_s`` later.
 
 The counter is raised at commit, after the transaction's last flush, so on PostgreSQL its
 row is the last lock a transaction takes and is held only while it commits: two writers
-cannot deadlock on it. It lives in row 2 of ``auth_version`` (row 1 is the auth version,
-hub/auth/version.py), created by the first change: the table is a versioned counter, and a
-table of its own would need a migration.
+cannot deadlock on it. It is the one row of ``registry_changes`` (migration 0022).
 """
 
 from __future__ import annotations
@@ -40,10 +38,10 @@ from sqlmodel import Session
 #: The tables a site view reads from the registry (hub/broker/views.py ``load_views``).
 TABLES = frozenset({"sites", "partitions", "site_software", "site_policies", "replicas", "runtime_stats"})
 _CHANGED = "cryomesh_registry_changed"
-#: Row 2 of ``auth_version`` (row 1: the auth version).
-_READ = text("SELECT version FROM auth_version WHERE id = 2")
+_READ = text("SELECT version FROM registry_changes WHERE id = 1")
 _RAISE = text(
-    "INSERT INTO auth_version (id, version) VALUES (2, 1) ON CONFLICT (id) DO UPDATE SET version = auth_version.version + 1"
+    "INSERT INTO registry_changes (id, version) VALUES (1, 1)"
+    " ON CONFLICT (id) DO UPDATE SET version = registry_changes.version + 1"
 )
 
 

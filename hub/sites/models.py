@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from hub.types import UTCDateTime, utcnow
@@ -92,3 +92,14 @@ class StorageRow(SQLModel, table=True):
     kind: str = Field(max_length=10)
     path: str = Field(max_length=1000)
     capacity_tb: float | None = None
+
+
+class RegistryChanges(SQLModel, table=True):
+    """One row: a counter raised by every transaction that writes what the broker's site
+    views read from the registry, so a hub process can tell at the cost of one row that its
+    kept views are current (hub/broker/changes.py)."""
+
+    __tablename__ = "registry_changes"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))

@@ -59,7 +59,7 @@ def test_0021_fills_the_summed_counts_from_the_snapshots_and_downgrades(empty_db
     from alembic import command
 
     from hub.capacity.models import summed_columns
-    from hub.db import alembic_config, transaction
+    from hub.db import alembic_config
     from hub.sites.models import Site
     from hub.types import UTCDateTime, utcnow
     from shared.schemas.capacity import CapacityTotals
@@ -79,15 +79,19 @@ def test_0021_fills_the_summed_counts_from_the_snapshots_and_downgrades(empty_db
     migrate(empty_db_url, "0020")
     engine = make_engine(empty_db_url)
     try:
-        with transaction(engine) as s:
-            sites = [Site(name=f"site-{i}", display_name=f"Site {i}", institution="kek", country="JP") for i in range(4)]
-            s.add_all(sites)
-            s.flush()
+        with engine.begin() as conn:  # Core, not a session: the session's commit hooks write tables of later revisions
             now = utcnow()
-            s.execute(sa.insert(table), [
-                {"site_id": site.id, "agent_version": "a", "backend": "slurm", "received_at": now, "sampled_at": now,
+            site = {"institution": "kek", "country": "JP", "contacts": [], "created_at": now, "updated_at": now}
+            site_ids = [
+                conn.execute(
+                    sa.insert(Site).values(name=f"site-{i}", display_name=f"Site {i}", **site).returning(Site.id)
+                ).scalar_one()
+                for i in range(4)
+            ]
+            conn.execute(sa.insert(table), [
+                {"site_id": site_id, "agent_version": "a", "backend": "slurm", "received_at": now, "sampled_at": now,
                  "totals": totals, "partitions": [], "storage": []}
-                for site, totals in zip(sites, snapshots, strict=True)
+                for site_id, totals in zip(site_ids, snapshots, strict=True)
             ])  # fmt: skip
         migrate(empty_db_url)
         counts = sa.select(*(sa.column(c) for c in summed_columns(CapacityTotals()))).select_from(table)
