@@ -416,24 +416,21 @@ def needs_start(spec: JobSpec, site: SiteView, models: list[str]) -> bool:
     return bool(r.gpus) and not any(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0) >= r.gpus for m in models)
 
 
-@dataclass(slots=True)
 class Option:
     """The job on one of a site's partitions: its run time there (GPU model), the start-up of a
-    node it waits for (0 when nodes up now have room), and its price."""
+    node it waits for (0 when nodes up now have room), and its price (``cost``), and when it
+    would finish (``finish``, the copy aside). A plain class: one is built per partition of
+    every verdict, and a dataclass's ``__post_init__`` cost a call more."""
 
-    partition: PartitionView
-    model: str | None
-    run: Estimate
-    startup: int
-    priced: Priced
-    reported: bool  # the agent reported this partition by name: it is told to submit there
+    __slots__ = ("cost", "finish", "model", "partition", "priced", "reported", "run", "startup")
 
-    cost: float = field(init=False)
-    finish: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.cost = self.priced.cost(self.run.p50)
-        self.finish = self.run.p50 + self.startup
+    def __init__(
+        self, partition: PartitionView, model: str | None, run: Estimate, startup: int, priced: Priced, reported: bool
+    ) -> None:
+        self.partition, self.model, self.run, self.startup, self.priced = partition, model, run, startup, priced
+        self.reported = reported  # the agent reported this partition by name: it is told to submit there
+        self.cost: float = priced.cost(run.p50)
+        self.finish: float = run.p50 + startup
 
 
 def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:

@@ -39,6 +39,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,6 +80,7 @@ _RELATIVE = 1e-9
 _PART = 1e-4
 _SCORE = 1e-6
 _W_CAPACITY = TIE_WEIGHTS["capacity"]
+_RANKED = itemgetter(0, 1)  # (-score, index): best first, ties to the earlier name
 
 
 def needs_key(spec: JobSpec) -> str:
@@ -518,8 +520,9 @@ class Candidates:
             if verdict is not None:
                 scored.append(i)
                 found.append((-(verdict.score or 0.0), i, verdict))
-                found.sort(key=lambda f: (f[0], f[1]))
-                del found[k:]
+                if len(found) > 1:
+                    found.sort(key=_RANKED)
+                    del found[k:]
         for i, key in aside:
             keys[i] = key
         for i in scored:
