@@ -379,12 +379,24 @@ def within_max_cost(spec: JobSpec, site: SiteView, models: list[str], runs: Runs
     return f"would cost ≈ {cost:.2f} ({_priced_run(best, run)}), above the job's max_cost {spec.max_cost:g}", []
 
 
-def fixed_checks(spec: JobSpec, site: SiteView) -> tuple[str | None, str | None, list[str]]:
+def fixed_checks(
+    spec: JobSpec, site: SiteView, software: dict[tuple[tuple[str, str, str | None], ...], str | None] | None = None
+) -> tuple[str | None, str | None, list[str]]:
     """What rules a site out for good whoever submits, split where the institution check goes:
     (the job's own constraints, the site's policy/software/hardware, usable GPU models). The
-    batch placer and the submission path keep these per kind of job (hub/broker/candidates.py)."""
+    batch placer and the submission path keep these per kind of job (hub/broker/candidates.py).
+    ``software``: the job's software check by the software a site offers, kept by a caller
+    that checks one job at many sites (most sites offer what some other site offers)."""
     before = _constraints(spec, site)
-    after = _policy_never(spec, site) or _software_ok(spec, site)
+    after = _policy_never(spec, site)
+    if after is None:
+        if software is None:
+            after = _software_ok(spec, site)
+        else:
+            offered = tuple(site.software)
+            if offered not in software:
+                software[offered] = _software_ok(spec, site)
+            after = software[offered]
     if after:
         return before, after, []
     never, models = _hardware_ok(spec, site)

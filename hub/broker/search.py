@@ -262,7 +262,8 @@ class Fixed:
 
     def __init__(self, spec: JobSpec, views: list[SiteView]) -> None:
         self.views = views
-        checks = [fixed_checks(spec, v) for v in views]
+        software: dict[tuple[tuple[str, str, str | None], ...], str | None] = {}
+        checks = [fixed_checks(spec, v, software) for v in views]
         self.before = [c[0] for c in checks]  # the job's own constraints: before the institution check
         self.after = [c[1] for c in checks]  # policy, software, hardware: after it
         self.models = [c[2] for c in checks]
