@@ -43,11 +43,14 @@ def place_batch(jobs: list[tuple[JobSpec, str]], views: list[SiteView], now: dat
     """Place ``(spec, institution)`` pairs in order; views are reserved as jobs are placed."""
     board = Board(views, now)
     keys: dict[int, tuple[str, str]] = {}  # by spec object: callers often pass one spec for many jobs
+    per_spec = Counter(id(spec) for spec, _ in jobs)
+    left: Counter[str] = Counter()  # a job's candidates are dropped after its last like
+    kinds_left: Counter[str] = Counter()
     for spec, _ in jobs:
         if id(spec) not in keys:
-            keys[id(spec)] = (job_key(spec), needs_key(spec))
-    left = Counter(keys[id(spec)][0] for spec, _ in jobs)  # a job's candidates are dropped after its last like
-    kinds_left = Counter(keys[id(spec)][1] for spec, _ in jobs)
+            job, kind = keys[id(spec)] = (job_key(spec), needs_key(spec))
+            left[job] += per_spec[id(spec)]
+            kinds_left[kind] += per_spec[id(spec)]
     searches = board.searches  # tightened by the board as work is reserved
     out = []
     for spec, institution in jobs:

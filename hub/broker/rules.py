@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -358,7 +359,7 @@ Runs = dict[tuple[str | None, Stat | None], Estimate]
 def runtime(spec: JobSpec, site: SiteView, gpu_model: str | None, runs: Runs | None = None) -> Estimate:
     """How long the job would run at the site (hub/estimates/model.py): its p50 prices it, its
     p90 decides whether a deadline is met; none exceeds the job's walltime."""
-    stat = site.runtime_stats.get(spec.kind.value)
+    stat = site.runtime_stats.get(spec.kind)  # a StrEnum: the same key as its value, without the enum's lookup
     if runs is None:
         return estimate(spec, gpu_model, stat)
     found = runs.get((gpu_model, stat))
@@ -400,12 +401,24 @@ def within_max_cost(spec: JobSpec, site: SiteView, models: list[str], runs: Runs
     return f"would cost ≈ {cost:.2f} ({_priced_run(best, run)}), above the job's max_cost {spec.max_cost:g}", []
 
 
-def fixed_checks(spec: JobSpec, site: SiteView) -> tuple[str | None, str | None, list[str]]:
+def fixed_checks(
+    spec: JobSpec, site: SiteView, software: dict[tuple[tuple[str, str, str | None], ...], str | None] | None = None
+) -> tuple[str | None, str | None, list[str]]:
     """What rules a site out for good whoever submits, split where the institution check goes:
     (the job's own constraints, the site's policy/software/hardware, usable GPU models). The
-    batch placer and the submission path keep these per kind of job (hub/broker/candidates.py)."""
+    batch placer and the submission path keep these per kind of job (hub/broker/candidates.py).
+    ``software``: the job's software check by the software a site offers, kept by a caller
+    that checks one job at many sites (most sites offer what some other site offers)."""
     before = _constraints(spec, site)
-    after = _policy_never(spec, site) or _software_ok(spec, site)
+    after = _policy_never(spec, site)
+    if after is None:
+        if software is None:
+            after = _software_ok(spec, site)
+        else:
+            offered = tuple(site.software)
+            if offered not in software:
+                software[offered] = _software_ok(spec, site)
+            after = software[offered]
     if after:
         return before, after, []
     never, models = _hardware_ok(spec, site)
@@ -437,24 +450,21 @@ def needs_start(spec: JobSpec, site: SiteView, models: list[str]) -> bool:
     return bool(r.gpus) and not any(site.gpus_free.get(m, 0) - site.unseen_gpus.get(m, 0) >= r.gpus for m in models)
 
 
-@dataclass(slots=True)
 class Option:
     """The job on one of a site's partitions: its run time there (GPU model), the start-up of a
-    node it waits for (0 when nodes up now have room), and its price."""
+    node it waits for (0 when nodes up now have room), and its price (``cost``), and when it
+    would finish (``finish``, the copy aside). A plain class: one is built per partition of
+    every verdict, and a dataclass's ``__post_init__`` cost a call more."""
 
-    partition: PartitionView
-    model: str | None
-    run: Estimate
-    startup: int
-    priced: Priced
-    reported: bool  # the agent reported this partition by name: it is told to submit there
+    __slots__ = ("cost", "finish", "model", "partition", "priced", "reported", "run", "startup")
 
-    cost: float = field(init=False)
-    finish: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.cost = self.priced.cost(self.run.p50)
-        self.finish = self.run.p50 + self.startup
+    def __init__(
+        self, partition: PartitionView, model: str | None, run: Estimate, startup: int, priced: Priced, reported: bool
+    ) -> None:
+        self.partition, self.model, self.run, self.startup, self.priced = partition, model, run, startup, priced
+        self.reported = reported  # the agent reported this partition by name: it is told to submit there
+        self.cost: float = priced.cost(run.p50)
+        self.finish: float = run.p50 + startup
 
 
 def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
@@ -491,6 +501,11 @@ def partition_room(spec: JobSpec, site: SiteView, models: list[str]) -> str | No
     return "no partition has room now: " + "; ".join(full) if full else None
 
 
+#: Prices are immutable and the same footprint on the same partition is priced alike for job
+#: after job: one instance each, kept (a frozen dataclass is slow to build).
+_priced = lru_cache(maxsize=4096, typed=True)(Priced)
+
+
 def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None = None) -> list[Option]:
     """The partitions the job may use (``_usable``) that have room now (``partition_room``),
     priced. A partition the agent reported is judged by its own room; one it did not (a
@@ -499,9 +514,12 @@ def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None 
     out: list[Option] = []
     runs = {} if runs is None else runs
     for p, model in _usable(spec, site, models):
-        now = site.part_now.get(p.name)
-        if now is None:
-            boots = needs_start(spec, site, [model] if model else [])
+        now = site.part_now.get(p.name) if site.part_now else None
+        if now is None:  # ``needs_start`` for this partition's model
+            free = site.cpus_free - site.unseen_cpus
+            boots = r.cpus > free or (
+                bool(r.gpus) and not (model and site.gpus_free.get(model, 0) - site.unseen_gpus.get(model, 0) >= r.gpus)
+            )
         elif now.startable(r.cpus, r.gpus, model):
             boots = not now.up(r.cpus, r.gpus, model)
         else:
@@ -509,7 +527,7 @@ def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None 
         per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
         # A node already up is not started again, nor paid for again.
         startup = (charged or (now.boot_s if now else 0) or site.boot_s) if boots else 0
-        priced = Priced(p.name, per_hour, startup, p.spot)
+        priced = _priced(p.name, per_hour, startup, p.spot)
         out.append(Option(p, model, runtime(spec, site, model, runs), startup, priced, now is not None))
     return out
 
@@ -553,56 +571,70 @@ def _band(ranked_s: float) -> int:
     return math.floor(math.log(max(ranked_s, 60.0)) / _LOG_TIE_BAND)
 
 
+#: The tie-break's weights, read once (``evaluate_now`` runs once per job placed).
+_W_COST, _W_LOCALITY, _W_CAPACITY, _W_QUEUE = (TIE_WEIGHTS[k] for k in ("cost", "locality", "capacity", "queue"))
+
+
 def evaluate_now(
     spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str], runs: Runs | None = None
 ) -> Verdict:
     """The part of ``evaluate`` that changes from moment to moment, for a site that passed the
     static checks. The job goes to the site's partition where it finishes first, near-ties
     (the band the site is ranked by) broken by cost, then by name. ``runs``: the job's
-    estimates kept by a caller that evaluates it at many sites."""
-    reasons = closed(site, now, avoid)
-    if reasons:
-        return Verdict(site.name, eligible=False, reasons=reasons)
+    estimates kept by a caller that evaluates it at many sites.
+
+    A broker pass scores one site exactly per job it places, so this is written for speed:
+    the checks that pass for an open site with room are tested before their reasons are
+    written, and work that gives nothing for a job without inputs, a site with one partition
+    or a free partition is skipped. Every number and word is what the plain computation gives."""
+    if (site.status != "active" or site.reachability != "online" or site.name in avoid or not site.has_snapshot
+            or (site.policy.windows and not in_window(site.policy, now))):  # fmt: skip
+        return Verdict(site.name, eligible=False, reasons=closed(site, now, avoid))
     r = spec.resources
-    short, _, _, _ = room(spec, site, models)
+    short = room(spec, site, models)[0]
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
     opts = options(spec, site, models, runs)
     assert opts, "room() found a partition with room"
-    opts, beyond = _limits(spec, opts, now)
-    if beyond is not None:
-        return Verdict(site.name, eligible=False, reasons=[beyond])
-    plan = copy_plan(spec, site)
-    copy_s, copy_bytes = sum((c.seconds for c in plan), 0.0), sum(c.size for c in plan)
+    if spec.deadline is not None or spec.max_cost is not None:
+        opts, beyond = _limits(spec, opts, now)
+        if beyond is not None:
+            return Verdict(site.name, eligible=False, reasons=[beyond])
+    plan = copy_plan(spec, site) if spec.inputs else []
+    copy_s, copy_bytes = (sum((c.seconds for c in plan), 0.0), sum(c.size for c in plan)) if plan else (0.0, 0)
     # Expected time to an answer: a site that loses 1 attempt in 5 takes 1/0.8 as long, on average.
     slow = (GPU_SITE_PENALTY if not r.gpus and site.gpus_total else 1.0) / max(site.reliability, 0.05)
-    o = min(opts, key=lambda x: (_band((copy_s + x.finish) * slow), x.cost, x.partition.name))
+    o = opts[0] if len(opts) == 1 else min(opts, key=lambda x: (_band((copy_s + x.finish) * slow), x.cost, x.partition.name))
     run, startup, cost, model = o.run, o.startup, o.cost, o.model
     if model:
         headroom = (gpus_available(site, model) - r.gpus) / max(site.gpus_total.get(model, 1), 1)
     else:
         headroom = (cpus_available(site) - r.cpus) / max(site.cpus_total, 1)
     finish_s = copy_s + run.p50 + startup
+    p10, p50, p90, runs_learned = run.rounded
+    capacity, queue = round(headroom, 4), round(1 / (1 + site.jobs_pending), 4)
+    near = round(locality(spec, site), 4) if spec.inputs else 0.0
     parts = {
         "finish_s": round(finish_s, 1),
-        "copy_s": round(copy_s, 1),
-        "run_p10_s": round(run.p10, 1),
-        "run_s": round(run.p50, 1),
-        "run_p90_s": round(run.p90, 1),
-        "runs": float(run.runs),  # finished runs the estimate learned from (the dashboard shows the estimate as placed)
+        "copy_s": round(copy_s, 1) if copy_s else copy_s,
+        "run_p10_s": p10,
+        "run_s": p50,
+        "run_p90_s": p90,
+        "runs": runs_learned,  # finished runs the estimate learned from (the dashboard shows the estimate as placed)
         "startup_s": float(startup),
-        "cost": round(cost, 4),
-        "capacity": round(headroom, 4),
-        "queue": round(1 / (1 + site.jobs_pending), 4),
+        "cost": round(cost, 4) if cost else cost,
+        "capacity": capacity,
+        "queue": queue,
         "reliability": round(site.reliability, 4),
-        "locality": round(locality(spec, site), 4),
+        "locality": near,
     }
-    headroom = max(min(parts["capacity"], 1.0), 0.0)
-    tie = (TIE_WEIGHTS["cost"] * cost / (1 + cost) + TIE_WEIGHTS["locality"] * (1 - parts["locality"])
-           + TIE_WEIGHTS["capacity"] * (1 - headroom) + TIE_WEIGHTS["queue"] * (1 - parts["queue"]))  # fmt: skip
+    headroom = max(min(capacity, 1.0), 0.0)
+    tie = (_W_COST * cost / (1 + cost) + _W_LOCALITY * (1 - near)
+           + _W_CAPACITY * (1 - headroom) + _W_QUEUE * (1 - queue))  # fmt: skip
     score = round(1000 - _band(finish_s * slow) - tie, 6)
-    free_cpus = site.cpus_free - site.unseen_cpus
-    why = [f"{r.cpus} of {free_cpus} free CPUs"] + ([f"{r.gpus} of its {model} GPUs"] if model else [])
+    why = [f"{r.cpus} of {site.cpus_free - site.unseen_cpus} free CPUs"]
+    if model:
+        why.append(f"{r.gpus} of its {model} GPUs")
     copying = "inputs here" if spec.inputs else "no inputs"
     if copy_bytes:
         copying = f"{duration(copy_s)} copying {copied(plan, site.network)}"
@@ -676,10 +708,10 @@ def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], s
     elif r.cpus > lend_cpus:
         reasons.append(f"needs {r.cpus} CPUs, the site's share leaves {max(lend_cpus, 0)} for the network")
     boots = r.cpus > free_cpus
-    if not reasons and (full := partition_room(spec, site, models)):
+    if not reasons and site.part_now and (full := partition_room(spec, site, models)):
         reasons.append(full)
-    if not r.gpus:
-        return reasons, None, (cpus_available(site) - r.cpus) / max(site.cpus_total, 1), boots
+    if not r.gpus:  # headroom after the job, of what ``cpus_available`` gives
+        return reasons, None, (min(free_cpus + site.cpus_bootable, lend_cpus) - r.cpus) / max(site.cpus_total, 1), boots
     best = None
     for m in models:
         avail = gpus_available(site, m)

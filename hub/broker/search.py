@@ -39,6 +39,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -78,6 +79,8 @@ Bools = npt.NDArray[np.bool_]
 _RELATIVE = 1e-9
 _PART = 1e-4
 _SCORE = 1e-6
+_W_CAPACITY = TIE_WEIGHTS["capacity"]
+_RANKED = itemgetter(0, 1)  # (-score, index): best first, ties to the earlier name
 
 
 def needs_key(spec: JobSpec) -> str:
@@ -259,7 +262,8 @@ class Fixed:
 
     def __init__(self, spec: JobSpec, views: list[SiteView]) -> None:
         self.views = views
-        checks = [fixed_checks(spec, v) for v in views]
+        software: dict[tuple[tuple[str, str, str | None], ...], str | None] = {}
+        checks = [fixed_checks(spec, v, software) for v in views]
         self.before = [c[0] for c in checks]  # the job's own constraints: before the institution check
         self.after = [c[1] for c in checks]  # policy, software, hardware: after it
         self.models = [c[2] for c in checks]
@@ -461,11 +465,11 @@ class Candidates:
     def tighten(self, i: int) -> None:
         """Work was reserved at site ``i``: its headroom, so its bound, is lower. Recounted as
         ``evaluate_now`` counts it (for GPU jobs, on the roomiest usable model)."""
-        r = self.spec.resources
-        view = self.needs.board.views[i]
-        spare = float(self.needs.gpu_headroom[i]) if r.gpus else (cpus_available(view) - r.cpus) / max(view.cpus_total, 1)
+        r, board = self.spec.resources, self.needs.board
+        # For CPU jobs: the board keeps each site's ``cpus_available`` as work is reserved.
+        spare = float(self.needs.gpu_headroom[i]) if r.gpus else (int(board.cpus[i]) - r.cpus) / max(board.views[i].cpus_total, 1)
         headroom = max(min(round(spare, 4), 1.0), 0.0)
-        self.bound[i] = float(self._fixed_part[i]) - TIE_WEIGHTS["capacity"] * (1 - headroom)
+        self.bound[i] = float(self._fixed_part[i]) - _W_CAPACITY * (1 - headroom)
 
     def _recount(self, i: int) -> None:
         """Site ``i`` was reserved since it was last looked at: tighten its bound, forget its verdict."""
@@ -484,9 +488,14 @@ class Candidates:
         for this search and its key put back after it."""
         needs, spec = self.needs.refresh(), self.spec
         board, keys, bound, r = needs.board, self.keys, self.bound, spec.resources
-        for i in self.dirty:  # room only shrinks as work is reserved: recount the sites reserved since
-            room = board.cpus[i] >= r.cpus and needs.gpus[i] >= r.gpus and needs.part_ok[i] and not self.out[i]
-            keys[i] = bound[i] if room else -np.inf
+        if len(self.dirty) > 3:  # room only shrinks as work is reserved: recount the sites reserved since
+            at = np.array(self.dirty, dtype=np.int64)
+            fits = (board.cpus[at] >= r.cpus) & (needs.gpus[at] >= r.gpus) & needs.part_ok[at] & ~self.out[at]
+            keys[at] = np.where(fits, bound[at], -np.inf)
+        else:  # a few: numpy's calls on arrays cost more than its scalars
+            for i in self.dirty:
+                room = board.cpus[i] >= r.cpus and needs.gpus[i] >= r.gpus and needs.part_ok[i] and not self.out[i]
+                keys[i] = bound[i] if room else -np.inf
         self.dirty.clear()
         lends = None if board.lends_all(institution) else board.lends(institution)
         found: list[tuple[float, int, Verdict]] = []  # (-score, index, verdict), kept sorted
@@ -512,8 +521,9 @@ class Candidates:
             if verdict is not None:
                 scored.append(i)
                 found.append((-(verdict.score or 0.0), i, verdict))
-                found.sort(key=lambda f: (f[0], f[1]))
-                del found[k:]
+                if len(found) > 1:
+                    found.sort(key=_RANKED)
+                    del found[k:]
         for i, key in aside:
             keys[i] = key
         for i in scored:

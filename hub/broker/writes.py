@@ -24,7 +24,7 @@ batches an executemany into multi-row statements.
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -105,6 +105,17 @@ _DECIDED = _Bulk(
 )
 
 
+#: A version 4 UUID's fixed bits: its variant (RFC 4122) and version, as ``uuid.UUID`` sets them.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def uuid4_hex(random16: bytes) -> str:
+    """``uuid.UUID(bytes=random16, version=4).hex`` (``uuid.uuid4().hex`` given ``os.urandom(16)``),
+    without building a ``uuid.UUID``: a pass makes one per job placed."""
+    return f"{int.from_bytes(random16) & _UUID4_CLEAR | _UUID4_SET:032x}"
+
+
 class PassWrites:
     """Rows a pass will write, kept until ``write``."""
 
@@ -123,7 +134,7 @@ class PassWrites:
         number = attempts_before + 1
         r = spec.resources
         self.attempts.append(
-            (uuid.uuid4().hex, job_id, number, site.id, now, r.cpus, r.gpus, best.gpu_model, best.queue, "offered", 0)
+            (uuid4_hex(os.urandom(16)), job_id, number, site.id, now, r.cpus, r.gpus, best.gpu_model, best.queue, "offered", 0)
         )
         self.jobs.append((job_id, number, site.id, now))
         self.decision(job_id, number, now, "placed", summary, own, shared, site.name)

@@ -62,6 +62,11 @@ class Estimate:
         """``describe()``, kept: an estimate shared by many verdicts is described once."""
         return self.describe()
 
+    @cached_property
+    def rounded(self) -> tuple[float, float, float, float]:
+        """(p10, p50, p90 to 0.1 s, runs as a float): as a verdict's parts record them, kept like ``described``."""
+        return round(self.p10, 1), round(self.p50, 1), round(self.p90, 1), float(self.runs)
+
     def describe(self) -> str:
         learned = f"learned from {self.runs} run{'s' if self.runs != 1 else ''} here" if self.runs else "no runs here yet"
         return f"{duration(self.p50)} run (p10 {duration(self.p10)}, p90 {duration(self.p90)}; {self.basis}; {learned})"

@@ -3,6 +3,8 @@ explanations as writing one ORM object each (the previous path), on SQLite and P
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -10,6 +12,7 @@ from sqlmodel import Session, col, select
 from bench.broker import NOW, seed
 from hub.auth.principal import Principal
 from hub.broker.service import place_queued
+from hub.broker.writes import uuid4_hex
 from hub.db import make_engine, transaction
 from hub.jobs import service as jobs
 from hub.jobs.models import Attempt, Job, PlacementRecord
@@ -93,3 +96,12 @@ def test_bulk_pass_writes_what_the_orm_pass_wrote(db_url: str) -> None:
     assert second == second_orm and bulk2 == orm2
     impossible = [d for d in bulk2["decisions"] if d[2] == "impossible"]
     assert len(impossible) == 5 and len(bulk2["decisions"]) > len(bulk["decisions"]), "waiting jobs' reasons changed"
+
+
+def test_bulk_attempt_ids_are_what_uuid4_makes() -> None:
+    """A pass's attempt ids are made without ``uuid.UUID`` (one per job placed): the same text
+    ``uuid.UUID(bytes=..., version=4).hex`` gives for the same random bytes, variant and version bits set."""
+    for raw in [bytes(16), b"\xff" * 16, *(os.urandom(16) for _ in range(200))]:
+        made = uuid4_hex(raw)
+        assert made == uuid.UUID(bytes=raw, version=4).hex
+        assert uuid.UUID(made).version == 4 and uuid.UUID(made).variant == uuid.RFC_4122
