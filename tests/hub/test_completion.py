@@ -101,7 +101,8 @@ def test_a_job_goes_where_its_data_is_unless_another_site_finishes_sooner_even_w
     assert fast["finish_s"] == pytest.approx(fast["copy_s"] + fast["run_s"]) and fast["finish_s"] < holder_run
     [line] = [r for r in v["fast"]["reasons"] if r.startswith("finishes in ~")]
     assert (
-        ": 5 m copying 1.0 GB, no wait, " in line and "40,000 particles x 4 classes x 25 iterations, box 256 px on 2 h100" in line
+        ": 5 m copying 1.0 GB from holder, no wait, " in line
+        and "40,000 particles x 4 classes x 25 iterations, box 256 px on 2 h100" in line
     )
 
 
