@@ -32,8 +32,7 @@ def table(seed: int, every_h: float, lend: float, days: float = 30.0) -> str:
     for label, policy, source, uplinks in ROWS:
         o = sim.simulate(sc, policy, copy_from=source, uplinks=uplinks)
         m = sim.metrics(sc, o)
-        ratio = sorted(r.copy_s / r.est_copy_s for r in o.runs.values() if r.moved and r.est_copy_s)
-        median, p90 = ratio[len(ratio) // 2], ratio[9 * len(ratio) // 10]
+        median, p90 = sim.copy_accuracy(o)
         out.append(f"| {label} | {m['mean_h']:.2f} | {m['p95_h']:.1f} | {m['cost']:,.0f} | {m['moved_tb']:.0f} | "
                    f"{len(o.copies)} | {o.from_other} | {median:.2f} | {p90:.2f} |")  # fmt: skip
     return "\n".join(out)

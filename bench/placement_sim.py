@@ -379,6 +379,12 @@ def _pct(xs: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
+def copy_accuracy(o: Outcome) -> tuple[float, float]:
+    """Median and p90 of each copy's actual over estimated time (runs that moved data)."""
+    ratio = sorted(r.copy_s / r.est_copy_s for r in o.runs.values() if r.moved and r.est_copy_s)
+    return ratio[len(ratio) // 2], ratio[9 * len(ratio) // 10]
+
+
 def metrics(sc: Scenario, o: Outcome) -> dict[str, float]:
     """Completion (submit to end, waits and copies included) in hours, makespan in days,
     on-premises GPU utilisation over the makespan, cost, terabytes moved."""

@@ -223,6 +223,15 @@ def test_history_is_folded_in_memory_read_back_at_once_and_written_in_batches(db
     assert points[-1]["cpus_total"] == 64 and points[-1]["gpus"]["a100"]["total"] == 8
 
 
+def _add_site(engine: Engine, name: str = "alpha") -> int:
+    with transaction(engine) as s:
+        site = Site(name=name, display_name=name.title(), institution="kek", country="JP")
+        s.add(site)
+        s.flush()
+        assert site.id is not None
+        return site.id
+
+
 def test_a_chart_read_during_a_flush_still_counts_the_samples_being_written(pg_url: str) -> None:
     """A flush takes its folds out of memory before its transaction commits. A reader in
     between used to find the samples neither in memory nor in the table: the chart lost
@@ -232,11 +241,7 @@ def test_a_chart_read_during_a_flush_still_counts_the_samples_being_written(pg_u
     engine = make_engine(pg_url, busy_timeout_s=120)
     locker = make_engine(pg_url)
     try:
-        with transaction(engine) as s:
-            site = Site(name="alpha", display_name="Alpha", institution="kek", country="JP")
-            s.add(site)
-            s.flush()
-            site_id = int(site.id or 0)
+        site_id = _add_site(engine)
         history = HistoryBuffer(engine, 300, 3600, 10_000)
         now = utcnow()
         for free in (10, 20):
@@ -450,12 +455,7 @@ def test_two_heartbeats_of_one_site_in_a_batch_store_the_later(db_url: str, tmp_
     prepare_database(db_url)
     engine = make_engine(db_url)
     try:
-        with transaction(engine) as s:
-            site = Site(name="alpha", display_name="Alpha", institution="kek", country="JP")
-            s.add(site)
-            s.flush()
-            assert site.id is not None
-            site_id = site.id
+        site_id = _add_site(engine)
         history = HistoryBuffer(engine, 300, 3600, 10_000)
         first = Heartbeat.model_validate(heartbeat_body(64, 48))
         second = Heartbeat.model_validate(heartbeat_body(64, 10))
