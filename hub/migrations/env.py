@@ -7,6 +7,7 @@ from sqlalchemy import pool
 from sqlmodel import SQLModel, create_engine
 
 import hub.models  # noqa: F401  (registers every table)
+from hub.migrations.objects import include_object
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -21,6 +22,7 @@ def run_migrations() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            include_object=include_object(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()
