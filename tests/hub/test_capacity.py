@@ -312,6 +312,12 @@ def test_folds_from_several_hub_processes_add_up(db_url: str) -> None:
             [b] = s.exec(select(CapacityBucket)).all()
         assert (b.samples, b.cpus_total, b.cpus_free_sum, b.cpus_free_min) == (3, 64, 45, 5)
         assert b.gpus == {"a100": {"total": 8, "free_sum": 9, "free_min": 1}, "h100": {"total": 4, "free_sum": 4, "free_min": 4}}
+        with transaction(engine) as s:  # a model this fold lacks keeps its stored counts
+            assert write_folds(s, {(site_id, t): fold((7, {"h100": (6, 2)}))}) == 1
+        with transaction(engine) as s:
+            [b] = s.exec(select(CapacityBucket)).all()
+        assert (b.samples, b.cpus_total, b.cpus_free_sum, b.cpus_free_min) == (4, 64, 52, 5)
+        assert b.gpus == {"a100": {"total": 8, "free_sum": 9, "free_min": 1}, "h100": {"total": 6, "free_sum": 6, "free_min": 2}}
     finally:
         engine.dispose()
 
