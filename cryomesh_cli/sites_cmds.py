@@ -3,7 +3,8 @@ and what it lends, for network admins and the site's own admin.
 
 ``policy set`` reads the site's current policy, changes only what the options name and
 writes the whole policy back (the hub's ``PUT`` replaces it), so one option never resets
-the others. Share options (``--auto-approve-…``) go to the site's share policy.
+the others. Share options (``--auto-approve-…``, ``--serve-public-copies``) go to the site's
+share policy.
 """
 
 from __future__ import annotations
@@ -89,11 +90,12 @@ def _policy_tables(site: str, policy: dict[str, Any], share: dict[str, Any]) -> 
         ("windows", f"{windows} ({policy['timezone']})" if windows else "always"),
     ):
         lend.add_row(key, value)
-    data = Table(title=f"site {site}: data requests approved without asking", show_header=False)
+    data = Table(title=f"site {site}: data shared without asking", show_header=False)
     data.add_column("setting", no_wrap=True)
     data.add_column("value", overflow="fold")
     data.add_row("public datasets", "yes" if share["auto_approve_public"] else "no")
     data.add_row("from institutions", ", ".join(share["auto_approve_institutions"]) or "none")
+    data.add_row("serves copies of others' public data", "yes" if share["serve_public_copies"] else "no")
     return [lend, data]
 
 
@@ -138,6 +140,13 @@ def policy_set(
     auto_approve_institution: Annotated[
         list[str] | None, typer.Option(help="Approve data requests from this institution (repeat); 'none' clears")
     ] = None,
+    serve_public_copies: Annotated[
+        bool | None,
+        typer.Option(
+            "--serve-public-copies/--no-serve-public-copies",
+            help="Let public datasets this site holds (owned by other sites) be copied from here to other sites",
+        ),
+    ] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="YAML/JSON: the whole lending policy")] = None,
     hub: HubOpt = None,
     client_id: IdOpt = None,
@@ -165,6 +174,8 @@ def policy_set(
         share_changes["auto_approve_public"] = auto_approve_public
     if auto_approve_institution:
         share_changes["auto_approve_institutions"] = [] if auto_approve_institution == ["none"] else auto_approve_institution
+    if serve_public_copies is not None:
+        share_changes["serve_public_copies"] = serve_public_copies
     if not (changes or share_changes or file):
         fail("nothing to change: give an option such as --cpu-share 0.5 or --window 'mon-fri 19:00-07:00' (see --help)")
     with session(hub, client_id, client_secret) as s:

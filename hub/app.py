@@ -53,6 +53,7 @@ from hub.pictures.router import router as pictures_router
 from hub.settings import HubSettings, get_settings
 from hub.sites.router import router as sites_router
 from hub.sweeps import start_scheduler
+from hub.transfers.links import share_uplinks
 from hub.transfers.router import router as transfers_router
 from shared.version import __version__
 
@@ -70,6 +71,7 @@ def create_app(settings: HubSettings | None = None, *, run_sweeps: bool = True) 
         request_threads=settings.request_threads,
         busy_timeout_s=settings.database_busy_timeout_s,
     )
+    share_uplinks(engine, settings.transfer_rate_shared_per_uplink)  # read by the broker's views and transfer starts
     history = HistoryBuffer(engine, settings.history_bucket_s, settings.history_flush_s, settings.history_flush_rows)
     heartbeats = HeartbeatWriter(engine, settings, history)
 

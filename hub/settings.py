@@ -106,6 +106,12 @@ class HubSettings(BaseSettings):
     transfer_max_republish: int = Field(
         default=3, ge=1, le=20, description="Times one file may fail its checks and be sent again"
     )
+    transfer_rate_shared_per_uplink: bool = Field(
+        default=False,
+        description="Copies out of a site share its uplink: a copy from a holder is estimated to share the measured "
+        "rate with every transfer under way out of that holder, to any site, when the broker estimates it and when "
+        "the hub picks its source; false: only with those between the same two sites",
+    )
     offer_ttl_s: float = Field(default=60, gt=0, description="An offer not claimed in this time goes back to the broker")
     site_view_max_age_s: float = Field(
         default=5,

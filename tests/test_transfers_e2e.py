@@ -285,7 +285,7 @@ def test_an_input_is_copied_from_the_faster_holder_the_broker_named(tmp_path: Pa
         assert (busy["source_site"], busy["state"]) == ("kek-krios", "QUEUED")
         hub.api("PUT", "/api/v1/sites/kek-krios/share-policy", json={"auto_approve_public": True,
                 "auto_approve_institutions": ["osaka-u"]})  # fmt: skip
-        hub.api("PUT", "/api/v1/sites/osaka-gpu/share-policy", json={"auto_approve_public": True})
+        hub.api("PUT", "/api/v1/sites/osaka-gpu/share-policy", json={"serve_public_copies": True})
         net.start(tokyo)
         wait_for(lambda: all(hub.site(s)["reachability"] == "online" for s in ("osaka-gpu", "tokyo-cpu")), 60, "sites online")
 

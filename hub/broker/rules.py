@@ -121,8 +121,9 @@ class Network:
     owner is not given may come from any holder. ``names``: site id -> name, to name a source.
 
     ``uplinks``: copies out of a site share its uplink, so a copy from a holder shares its rate
-    with every transfer under way out of that holder, to any site; else (the hub today) only
-    with those between the same pair of sites. bench/placement_sim.py compares the two."""
+    with every transfer under way out of that holder, to any site; else (the hub's default; see
+    ``HubSettings.transfer_rate_shared_per_uplink``) only with those between the same pair of
+    sites. bench/placement_sim.py compares the two."""
 
     dataset_bytes: dict[str, int] = field(default_factory=dict)
     holders: dict[str, set[int]] = field(default_factory=dict)

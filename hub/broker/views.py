@@ -18,7 +18,7 @@ from hub.estimates.service import stats_by_site
 from hub.jobs.models import Attempt, SitePolicyRow
 from hub.sites.models import Site
 from hub.sites.queries import site_children
-from hub.transfers.links import TRANSFER_WINDOW
+from hub.transfers.links import TRANSFER_WINDOW, uplinks_shared
 from hub.transfers.models import Transfer
 from shared.schemas.capacity import CapacityTotals, PartitionCapacity
 from shared.schemas.datasets import ReplicaState
@@ -213,7 +213,8 @@ def load_views(
         # Where the data is: datasets with an AVAILABLE replica at each site (for locality), and
         # what copying the rest takes (shared by every view).
         network = Network(dataset_bytes=dict(session.exec(select(Dataset.id, Dataset.total_bytes)).all()),
-                          pair_bps=transfer_rates(session, now), in_flight=transfers_in_flight(session))  # fmt: skip
+                          pair_bps=transfer_rates(session, now), in_flight=transfers_in_flight(session),
+                          uplinks=uplinks_shared(session))  # fmt: skip
         network.holders, network.owners, network.relays = holders(session), owners(session), relays(session)
     for dataset_id, sites_with in network.holders.items():
         for site_id in sites_with:

@@ -22,10 +22,13 @@ complete (AVAILABLE) replica when that would bring it sooner (the broker's estim
 ``hub.transfers`` choose alike). Data leaves a holder only where a policy its admin set lets
 it leave without a person deciding, so another holder serves a copy only when (``relays``):
 the dataset is not under embargo (until then only the owner, whose admin decided that copy,
-serves it); the dataset is public and the holder's share policy approves public datasets
-automatically (``auto_approve_public``; a holder's approvals by institution are not read, as
-the broker's estimate does not depend on who asks); and the holder is active and its agent
-online. The owner's consent still decides whether the copy is made at all.
+serves it); the dataset is public and the holder's share policy lets public data it holds
+leave without a person deciding (``serve_public_copies``: a consent of its own, apart from
+``auto_approve_public``, which approves requests for the site's own public datasets; a
+holder's approvals by institution are not read, as the broker's estimate does not depend on
+who asks); and the holder is active and its agent online. The owner's consent still decides
+whether the copy is made at all. A new policy serves nothing; the policies that existed before
+the field kept what ``auto_approve_public`` let them do (migration 0023).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class SharePolicyRow(SQLModel, table=True):
     accept_own_institution: bool = True
     accept_institutions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     accept_job_inputs: bool = True
+    serve_public_copies: bool = False
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -120,6 +124,7 @@ _POLICY_FIELDS = (
     "accept_own_institution",
     "accept_institutions",
     "accept_job_inputs",
+    "serve_public_copies",
 )
 
 
@@ -160,7 +165,7 @@ def relays(session: Session, dataset_id: str | None = None) -> dict[str, set[int
             rep.state == "AVAILABLE",
             col(rep.site_id) != col(ds.owner_site_id),
             ds.visibility == "public",
-            col(policy.auto_approve_public).is_(True),
+            col(policy.serve_public_copies).is_(True),
             or_(col(ds.embargo_until).is_(None), col(ds.embargo_until) <= utcnow().date()),
             site.status == "active",
             site.reachability == "online",

@@ -26,7 +26,7 @@ from hub.errors import Conflict, Forbidden, NotFound
 from hub.metrics import TRANSFER_BYTES
 from hub.settings import HubSettings
 from hub.sites.models import Site
-from hub.transfers.links import in_flight_to, rates_to
+from hub.transfers.links import in_flight_from, in_flight_to, rates_to, uplinks_shared
 from hub.transfers.models import Transfer
 from hub.types import utcnow
 from shared.schemas.auth import Role
@@ -74,7 +74,8 @@ def start(
     """A transfer of ``dataset`` to ``dest_site_id`` from a site holding it AVAILABLE that may
     serve it: its owner, or one of ``relays`` (the holders its sharing rules let serve it,
     hub/datasets/shares.py ``relays``); of those, the one that brings it soonest by the measured
-    throughput of each link net of the transfers under way on it, the owner on a tie
+    throughput of each link net of the transfers under way on it (out of the holder to any
+    site, with uplinks shared: hub/transfers/links.py), the owner on a tie
     (``rules.fastest_source``, as the broker estimated the copy when it placed a job there)."""
     held = {
         r.site_id: r
@@ -83,9 +84,10 @@ def start(
         )
         if r.site_id != dest_site_id and (r.site_id == dataset.owner_site_id or r.site_id in relays)
     }
+    ahead = in_flight_from(session, held, dest_site_id) if uplinks_shared(session) else in_flight_to(session, dest_site_id)
     source_id, _ = fastest_source(
         dataset.total_bytes, dest_site_id, held, dataset.owner_site_id,
-        rates_to(session, dest_site_id, utcnow()), in_flight_to(session, dest_site_id),
+        rates_to(session, dest_site_id, utcnow()), ahead,
     )  # fmt: skip
     source = held.get(source_id) if source_id is not None else None
     t = Transfer(

@@ -412,9 +412,10 @@ class ShareRequestPublic(BaseModel):
 
 class SharePolicy(StrictModel):
     """When the site decides on share requests without a person deciding: as the owner of the
-    data (``auto_approve_*``) and as the site receiving a copy (``accept_*``)."""
+    data (``auto_approve_*``), as the site receiving a copy (``accept_*``), and as a holder of
+    copies of others' data (``serve_public_copies``)."""
 
-    auto_approve_public: bool = Field(default=False, description="Approve requests for public datasets")
+    auto_approve_public: bool = Field(default=False, description="Owner: approve requests for this site's public datasets")
     auto_approve_institutions: list[SafeStr] = Field(
         default_factory=list, max_length=1000, description="Approve requests from these institutions"
     )
@@ -428,4 +429,9 @@ class SharePolicy(StrictModel):
         default=True,
         description="Receiving: accept copies of the inputs of jobs the broker placed at this site (which its lending "
         "policy admits); if false, each such copy waits for the site's admin",
+    )
+    serve_public_copies: bool = Field(
+        default=False,
+        description="Holder: public datasets this site holds (owned by other sites, not under embargo) may be copied "
+        "from here to other sites without a person deciding; if false, this site never serves copies of others' data",
     )

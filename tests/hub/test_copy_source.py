@@ -50,7 +50,7 @@ def _transfer_of(hub: Hub, ds_id: str, dest: str) -> dict[str, Any]:
 def _network(hub: Hub, tmp: Path) -> dict[str, Any]:
     """kek owns four datasets: a public one, one the network sees, a public one under embargo,
     and a large one. relay (osaka-u) holds complete copies of the first three; its share policy
-    approves public data automatically. dest (embl) holds nothing."""
+    lets public data it holds be copied from it (``serve_public_copies``). dest (embl) holds nothing."""
     for name, inst in (("kek", "kek"), ("relay", "osaka-u"), ("dest", "embl")):
         add_site(hub, tmp, name, CPU_SITE, institution=inst)
         with hub.as_admin() as c:
@@ -67,7 +67,7 @@ def _network(hub: Hub, tmp: Path) -> dict[str, Any]:
     with hub.as_admin() as c:
         assert c.put("/api/v1/sites/kek/share-policy", json={"auto_approve_public": True,
                      "auto_approve_institutions": ["osaka-u"]}).status_code == 200  # fmt: skip
-        assert c.put("/api/v1/sites/relay/share-policy", json={"auto_approve_public": True}).status_code == 200
+        assert c.put("/api/v1/sites/relay/share-policy", json={"serve_public_copies": True}).status_code == 200
         for name in ("public", "network", "embargoed"):
             req = c.post(f"/api/v1/datasets/{ds[name]['id']}/share-requests", json={"dest_site": "relay", "purpose": "mirror"})
             assert c.post(f"/api/v1/share-requests/{req.json()['id']}/approve", json={}).json()["state"] == "approved"
@@ -98,7 +98,7 @@ def test_a_staged_input_comes_from_the_holder_the_estimate_named(jhub: Hub, tmp_
         c.post(f"/api/v1/share-requests/{req.json()['id']}/approve", json={})
     assert _transfer_of(jhub, ds["large"]["id"], "dest")["state"] == "QUEUED"
     # relay holds all three, kek's link is busy. relay may serve the public dataset (its policy
-    # approves public data); not the network one (no policy lets it leave relay) nor the embargoed one.
+    # lets public data it holds leave); not the network one (no policy lets it leave relay) nor the embargoed one.
     sources = {}
     for name in ("network", "embargoed"):
         job = submit(jhub, me, spec(name=name, inputs=[{"dataset": ds[name]["id"]}], placement={"allowed_sites": ["dest"]}))
@@ -143,11 +143,13 @@ def test_relays_are_the_holders_whose_sharing_rules_let_them_serve(jhub: Hub, tm
     try:
         assert now() == {ds["public"]["id"]: {"relay"}}, "the public dataset; not the network one nor the embargoed one"
         with jhub.as_admin() as c:
-            assert c.put("/api/v1/sites/relay/share-policy", json={"auto_approve_public": False}).status_code == 200
-        assert now() == {}, "relay's admin no longer lets public data leave without deciding"
+            off = {"auto_approve_public": True, "serve_public_copies": False}
+            assert c.put("/api/v1/sites/relay/share-policy", json=off).status_code == 200
+        assert now() == {}, "relay's admin no longer lets public data leave without deciding, whatever it approves of its own"
         with jhub.as_admin() as c:
-            c.put("/api/v1/sites/relay/share-policy", json={"auto_approve_public": True})
-            assert now() == {ds["public"]["id"]: {"relay"}}
+            on = {"auto_approve_public": False, "serve_public_copies": True}
+            assert c.put("/api/v1/sites/relay/share-policy", json=on).status_code == 200
+            assert now() == {ds["public"]["id"]: {"relay"}}, "serving copies is its own consent"
             assert c.post("/api/v1/sites/relay/suspend").status_code == 200
         assert now() == {}, "a suspended site serves no copies"
     finally:
@@ -165,3 +167,35 @@ def _all(hub: Hub, ds_id: str) -> list[dict[str, Any]]:
 
 def _transfer_of_job(hub: Hub, ds_id: str, job_id: str) -> dict[str, Any]:
     return next(t for t in _all(hub, ds_id) if t["job"] == job_id)
+
+
+@pytest.mark.parametrize("uplinks", [True, False], ids=["uplinks-shared", "per-pair"])
+def test_a_holder_whose_uplink_is_busy_elsewhere_loses_only_with_uplinks_shared(
+    db_url: str, tmp_path: Path, uplinks: bool
+) -> None:
+    """kek's uplink carries a copy of the large dataset to relay (a third site): with
+    ``transfer_rate_shared_per_uplink`` a copy of the public dataset from kek to dest shares
+    kek's rate with it, so relay (idle, no link measured) is sooner, in the broker's estimate and
+    in the transfer the hub starts alike; per pair of sites, that copy does not touch the link
+    from kek to dest and the owner wins the tie, as before."""
+    with running_hub(db_url, tmp_path / "data", sweep_interval_s=3600, site_view_max_age_s=0,
+                     transfer_rate_shared_per_uplink=uplinks) as hub:  # fmt: skip
+        try:
+            n = _network(hub, tmp_path)
+            ds, me = n["ds"], n["me"]
+            with hub.as_admin() as c:
+                req = c.post(f"/api/v1/datasets/{ds['large']['id']}/share-requests", json={"dest_site": "relay",
+                             "purpose": "mirror"})  # fmt: skip
+                assert c.post(f"/api/v1/share-requests/{req.json()['id']}/approve", json={}).json()["state"] == "approved"
+            busy = _transfer_of(hub, ds["large"]["id"], "relay")
+            assert (busy["source_site"], busy["state"]) == ("kek", "QUEUED")
+
+            job = submit(hub, me, spec(name="p", inputs=[{"dataset": ds["public"]["id"]}], placement={"allowed_sites": ["dest"]}))
+            assert job.json()["state"] == "INITIALIZING", job.text
+            source = "relay" if uplinks else "kek"
+            assert f"copying {_size(ds['public'])} from {source}," in _explained(hub, me, job.json()["id"])
+            t = _transfer_of_job(hub, ds["public"]["id"], job.json()["id"])
+            assert (t["source_site"], t["state"]) == (source, "QUEUED"), "the source the estimate named"
+        finally:
+            while _CLIENTS:
+                _CLIENTS.pop().close()

@@ -105,3 +105,57 @@ def test_0021_fills_the_summed_counts_from_the_snapshots_and_downgrades(empty_db
         assert not columns & set(expected[0]) and kept == snapshots, "the counts dropped, the snapshots kept"
     finally:
         engine.dispose()
+
+
+def test_0023_serving_copies_keeps_what_auto_approve_public_allowed_and_downgrades_to_the_narrower(empty_db_url: str) -> None:
+    """0023 adds ``share_policies.serve_public_copies``, set from ``auto_approve_public`` (which
+    let a site serve copies of others' public data until then); its downgrade folds the two
+    consents back into ``auto_approve_public``, kept only where both were given."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from hub.db import alembic_config
+    from hub.sites.models import Site
+    from hub.types import UTCDateTime, utcnow
+
+    policies = sa.table(
+        "share_policies",
+        *(sa.column(c) for c in ("site_id", "auto_approve_public", "accept_own_institution", "accept_job_inputs")),
+        *(sa.column(c, sa.JSON()) for c in ("auto_approve_institutions", "accept_institutions")),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    migrate(empty_db_url, "0022")
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:  # Core, not a session: the session's commit hooks write tables of later revisions
+            now = utcnow()
+            site = {"institution": "kek", "country": "JP", "contacts": [], "created_at": now, "updated_at": now}
+            ids = [
+                conn.execute(
+                    sa.insert(Site).values(name=f"site-{i}", display_name=f"Site {i}", **site).returning(Site.id)
+                ).scalar_one()
+                for i in range(3)
+            ]
+            conn.execute(sa.insert(policies), [
+                {"site_id": site_id, "auto_approve_public": public, "accept_own_institution": True, "accept_job_inputs": True,
+                 "auto_approve_institutions": [], "accept_institutions": [], "updated_at": now}
+                for site_id, public in zip(ids, (True, False, True), strict=True)
+            ])  # fmt: skip
+        migrate(empty_db_url)
+        served = sa.text("SELECT site_id, auto_approve_public, serve_public_copies FROM share_policies ORDER BY site_id")
+        with engine.begin() as conn:
+            rows = [(i, bool(a), bool(s)) for i, a, s in conn.execute(served)]
+            assert rows == [(ids[0], True, True), (ids[1], False, False), (ids[2], True, True)], "what each site allowed"
+            # site 2 approves requests for its own public data but no longer serves others' copies
+            conn.execute(sa.text("UPDATE share_policies SET serve_public_copies = :f WHERE site_id = :i"),
+                         {"f": False, "i": ids[2]})  # fmt: skip
+
+        command.downgrade(alembic_config(empty_db_url), "0022")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("share_policies")}
+            kept = [(i, bool(a)) for i, a in conn.execute(sa.text("SELECT site_id, auto_approve_public FROM share_policies "
+                                                                  "ORDER BY site_id"))]  # fmt: skip
+        assert "serve_public_copies" not in columns
+        assert kept == [(ids[0], True), (ids[1], False), (ids[2], False)], "no data leaves a site that did not let it"
+    finally:
+        engine.dispose()

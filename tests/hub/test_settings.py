@@ -68,3 +68,32 @@ def test_hub_commands_say_it_in_one_line(tmp_path: Path) -> None:
     assert f"{config}: missed_heartbeat: unknown field; did you mean 'missed_heartbeats'?" in out.stdout
     assert "Traceback" not in out.stdout + out.stderr and len(out.stdout.strip().splitlines()) == 1, out.stdout
     assert not (tmp_path / "hub.db").exists(), "nothing was done with the refused settings"
+
+
+def test_uplink_sharing_is_off_by_default_and_reaches_every_session_of_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``transfer_rate_shared_per_uplink`` rides on the hub's engine: the sessions that write
+    and those that only read (``hub.db.reader``) see the same value (hub/transfers/links.py)."""
+    from sqlmodel import Session
+
+    from hub.app import create_app
+    from hub.db import reader
+    from hub.transfers.links import uplinks_shared
+    from tests.helpers import hub_settings
+
+    config = tmp_path / "hub.toml"
+    config.write_text("port = 8781\n")
+    monkeypatch.setenv("CRYOMESH_CONFIG", str(config))
+    assert load_settings().transfer_rate_shared_per_uplink is False
+    monkeypatch.setenv("CRYOMESH_TRANSFER_RATE_SHARED_PER_UPLINK", "true")
+    assert load_settings().transfer_rate_shared_per_uplink is True
+
+    for on in (True, False):
+        app = create_app(hub_settings(f"sqlite:///{tmp_path / 'hub.db'}", tmp_path, 8781, transfer_rate_shared_per_uplink=on))
+        engine = app.state.engine
+        try:
+            with Session(engine) as writes, Session(reader(engine)) as reads:
+                assert (uplinks_shared(writes), uplinks_shared(reads)) == (on, on)
+        finally:
+            engine.dispose()
