@@ -65,6 +65,7 @@ bench: install
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.placer
 	$(VENV)/bin/python -m bench.placement_sim
+	$(VENV)/bin/python -m bench.history_flush
 
 ## bench-sim: only the placement simulation (issue 12): a month of the network under four placement policies
 bench-sim: install

@@ -106,6 +106,12 @@ def write_folds(session: Session, folds: dict[Key, Fold]) -> int:
     in the same order. Sites deleted since their heartbeat are skipped."""
     if session.get_bind().dialect.name == "postgresql":
         return _write_folds_postgres(session, folds)
+    return write_folds_portable(session, folds)
+
+
+def write_folds_portable(session: Session, folds: dict[Key, Fold]) -> int:
+    """``write_folds`` in statements both databases take (SQLite's path; bench.history_flush
+    compares it with PostgreSQL's one statement)."""
     site_ids = {site_id for site_id, _ in folds}
     alive = set(session.exec(select(Site.id).where(col(Site.id).in_(site_ids))))
     keys = sorted(k for k in folds if k[0] in alive)
@@ -153,7 +159,7 @@ def write_folds(session: Session, folds: dict[Key, Fold]) -> int:
 
 #: On PostgreSQL a flush is one statement, whatever its size: the folds travel as one JSON
 #: parameter, the GPU counts are merged by the upsert itself, and deleted sites drop out in
-#: the join. The general path above took 0.4-0.7 s of the hub's CPU for 5,000 rows (a tuple
+#: the join. ``write_folds_portable`` took 0.4-0.7 s of the hub's CPU for 5,000 rows (a tuple
 #: IN of 10,000 parameters, then an UPDATE per row), held the GIL meanwhile and so stalled
 #: heartbeats at 10,000 sites every few seconds; docs/benchmarks.md has the numbers.
 _UPSERT_POSTGRES = text("""
