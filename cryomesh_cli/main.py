@@ -138,7 +138,7 @@ def hub_serve(
             **options,
         )
         return
-    uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+    uvicorn.Server(uvicorn.Config(create_app(settings, settle_collector=True), **options)).run()
 
 
 @hub_app.command("migrate")
