@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -85,19 +85,15 @@ class _Bulk:
             compiled = self.statement.compile(dialect=dialect, column_keys=list(self.names))
             order = compiled.positiontup or []
             if set(order) == set(self.names) and len(order) == len(self.names):  # no default of SQLAlchemy's to add
-                at = [self.names.index(name) for name in order]
-                # Each value a column's type converts (timestamps: the pass's one ``now``) converted once.
-                convert: list[tuple[int, Callable[[Any], Any], dict[Any, Any]]] = [
-                    (k, process, {}) for k, name in enumerate(order)
-                    if (process := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-                ]  # fmt: skip
-                out = []
-                for row in rows:
-                    values = [row[j] for j in at]
-                    for k, to_driver, seen in convert:
-                        if (value := values[k]) is not None:
-                            values[k] = seen[value] if value in seen else seen.setdefault(value, to_driver(value))
-                    out.append(tuple(values))
+                # Column by column, in the statement's order; each value a column's type converts
+                # (timestamps: the pass's one ``now``) converted once.
+                columns: list[Iterable[Any]] = list(zip(*rows, strict=True))
+                columns = [columns[self.names.index(name)] for name in order]
+                for k, name in enumerate(order):
+                    if process := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect):
+                        seen = {value: None if value is None else process(value) for value in set(columns[k])}
+                        columns[k] = map(seen.__getitem__, columns[k])
+                out = list(zip(*columns, strict=True))
                 conn.exec_driver_sql(str(compiled), out)
                 return
         conn.execute(self.statement, [dict(zip(self.names, row, strict=True)) for row in rows])
