@@ -230,7 +230,8 @@ def load_views(
     for site_id, name, institution, country, status, reachability in sites:
         v = SiteView(
             id=site_id, name=name, institution=institution, country=country, status=status, reachability=reachability,
-            partitions=parts.get(site_id, []), software=soft.get(site_id, []), policy=policies[site_id] if site_id in policies else SitePolicy(),
+            partitions=parts.get(site_id, []), software=soft.get(site_id, []),
+            policy=policies[site_id] if site_id in policies else SitePolicy(),
         )  # fmt: skip
         if v.partitions:
             described.add(site_id)
