@@ -33,7 +33,7 @@ def policy_of(row: SitePolicyRow | None) -> SitePolicy:
     return SitePolicy.model_validate(row.model_dump(exclude={"site_id", "updated_at"}), extra="ignore")
 
 
-#: What a view reads of the registry and the latest snapshots, as plain rows (``load_views``).
+#: The lending policy's columns a view reads (``load_views``): all but the site and the edit time.
 _POLICY = tuple(c for c in SitePolicyRow.__table__.columns if c.name not in ("site_id", "updated_at"))  # type: ignore[attr-defined]
 
 
@@ -194,19 +194,17 @@ def load_views(
     ``network``, the data network the other views hold (read afresh when not given)."""
     # Columns, not ORM objects: a pass loads every site, and building 1,000 sites, their
     # partitions, software, policies and snapshots as ORM objects cost more than the rows.
-    site = Site
     sites = session.execute(_of(
-        sa_select(col(site.id), col(site.name), col(site.institution), col(site.country), col(site.status),
-                  col(site.reachability)).order_by(col(site.name)), site.id, only)
+        sa_select(col(Site.id), col(Site.name), col(Site.institution), col(Site.country), col(Site.status),
+                  col(Site.reachability)).order_by(col(Site.name)), Site.id, only)
     ).all()  # fmt: skip
     parts: dict[int, list[PartitionView]] = defaultdict(list)
     p = PartitionRow
-    for site_id, *part in session.execute(_of(
+    for site_id, name, nodes, cores, memory, model, gpus, spot, cost in session.execute(_of(
         sa_select(col(p.site_id), col(p.name), col(p.node_count), col(p.cores_per_node), col(p.memory_gb_per_node),
                   col(p.gpu_model), col(p.gpus_per_node), col(p.spot), col(p.cost)).order_by(col(p.name), col(p.id)),
         p.site_id, only)
     ):  # fmt: skip
-        name, nodes, cores, memory, model, gpus, spot, cost = part
         parts[site_id].append(PartitionView(name, nodes, cores, memory, model.lower() if model else None, gpus, spot,
                                             PartitionCost.model_validate(cost) if cost else None))  # fmt: skip
     soft: dict[int, list[tuple[str, str, str | None]]] = defaultdict(list)
