@@ -25,6 +25,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: Connections kept beside the request threads' own: the sweep, the key cache's and the
 #: revocation version's refreshes, start-up and readiness checks.
 BACKGROUND_CONNECTIONS = 4
+#: Each SQLite connection's page cache, at most (``PRAGMA cache_size``), in KiB.
+SQLITE_CACHE_KIB = 16_384
 #: Execution option that makes a SQLite transaction begin DEFERRED (a reader): set on the
 #: engine that ``reader`` returns.
 _READ_OPTION = "cryomesh_read"
@@ -63,6 +65,12 @@ def make_engine(url: str, *, request_threads: int = 8, busy_timeout_s: float = 5
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # A page cache of up to 16 MB per connection (SQLite's default is 2 MB, filled only
+            # as pages are read): a broker pass over 10,000 queued jobs reads their rows and then
+            # writes about 17 MB of jobs, attempts and decisions in one transaction; in 2 MB its
+            # pages were evicted and read again, and dirty ones spilled to the WAL before the
+            # commit (docs/benchmarks.md, "Broker pass through the database, third round").
+            cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             cur.close()
 
         # SQLite has one writer at a time, and its busy handler polls (sleeping up to 100 ms

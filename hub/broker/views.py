@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
@@ -16,8 +16,7 @@ from hub.datasets.models import Dataset, Replica
 from hub.datasets.shares import relays
 from hub.estimates.service import stats_by_site
 from hub.jobs.models import Attempt, SitePolicyRow
-from hub.sites.models import Site
-from hub.sites.queries import site_children
+from hub.sites.models import PartitionRow, Site, SoftwareRow
 from hub.transfers.links import TRANSFER_WINDOW, uplinks_shared
 from hub.transfers.models import Transfer
 from shared.schemas.capacity import CapacityTotals, PartitionCapacity
@@ -34,7 +33,20 @@ def policy_of(row: SitePolicyRow | None) -> SitePolicy:
     return SitePolicy.model_validate(row.model_dump(exclude={"site_id", "updated_at"}), extra="ignore")
 
 
-def reported_partitions(snap: CapacityLatest) -> list[PartitionView]:
+#: The lending policy's columns a view reads (``load_views``): all but the site and the edit time.
+_POLICY = tuple(c for c in SitePolicyRow.__table__.columns if c.name not in ("site_id", "updated_at"))  # type: ignore[attr-defined]
+
+
+class Snapshot(Protocol):
+    """What a view reads of a site's latest snapshot (a ``CapacityLatest``, or a row of its columns)."""
+
+    @property
+    def totals(self) -> dict[str, Any]: ...
+    @property
+    def partitions(self) -> list[dict[str, Any]]: ...
+
+
+def reported_partitions(snap: Snapshot) -> list[PartitionView]:
     """A site that describes no partitions in the registry is judged by what its agent reports."""
     out = []
     for raw in snap.partitions:
@@ -46,7 +58,7 @@ def reported_partitions(snap: CapacityLatest) -> list[PartitionView]:
     return out
 
 
-def apply_snapshot(v: SiteView, snap: CapacityLatest, registry_partitions: bool) -> None:
+def apply_snapshot(v: SiteView, snap: Snapshot, registry_partitions: bool) -> None:
     """What the site's latest heartbeat says it has free now and could start (elastic
     partitions), and its partitions when the registry describes none."""
     if not registry_partitions:
@@ -180,33 +192,51 @@ def load_views(
 
     ``only``: just these sites (a registry change to them, hub/broker/cache.py), sharing
     ``network``, the data network the other views hold (read afresh when not given)."""
-    stmt = select(Site).order_by(col(Site.name))
-    if only is not None:
-        stmt = stmt.where(col(Site.id).in_(only))
-    sites = session.exec(stmt).all()
-    ids = [s.id for s in sites if s.id is not None]
-    parts, soft, _ = site_children(session, ids)
-    policies = {p.site_id: p for p in session.exec(_of(select(SitePolicyRow), SitePolicyRow.site_id, only))}
-    latest = {c.site_id: c for c in session.exec(_of(select(CapacityLatest), CapacityLatest.site_id, only))}
+    # Columns, not ORM objects: a pass loads every site, and building 1,000 sites, their
+    # partitions, software, policies and snapshots as ORM objects cost more than the rows.
+    sites = session.execute(_of(
+        sa_select(col(Site.id), col(Site.name), col(Site.institution), col(Site.country), col(Site.status),
+                  col(Site.reachability)).order_by(col(Site.name)), Site.id, only)
+    ).all()  # fmt: skip
+    parts: dict[int, list[PartitionView]] = defaultdict(list)
+    p = PartitionRow
+    for site_id, name, nodes, cores, memory, model, gpus, spot, cost in session.execute(_of(
+        sa_select(col(p.site_id), col(p.name), col(p.node_count), col(p.cores_per_node), col(p.memory_gb_per_node),
+                  col(p.gpu_model), col(p.gpus_per_node), col(p.spot), col(p.cost)).order_by(col(p.name), col(p.id)),
+        p.site_id, only)
+    ):  # fmt: skip
+        parts[site_id].append(PartitionView(name, nodes, cores, memory, model.lower() if model else None, gpus, spot,
+                                            PartitionCost.model_validate(cost) if cost else None))  # fmt: skip
+    soft: dict[int, list[tuple[str, str, str | None]]] = defaultdict(list)
+    sw = SoftwareRow
+    for site_id, package, version, arch in session.execute(_of(
+        sa_select(col(sw.site_id), col(sw.name), col(sw.version), col(sw.cuda_arch)).order_by(col(sw.name), col(sw.id)),
+        sw.site_id, only)
+    ):  # fmt: skip
+        soft[site_id].append((package, version, arch))
+    names = [c.name for c in _POLICY]
+    policies = {
+        site_id: SitePolicy.model_validate(dict(zip(names, values, strict=True)), extra="ignore")
+        for site_id, *values in session.execute(_of(sa_select(col(SitePolicyRow.site_id), *_POLICY), SitePolicyRow.site_id, only))
+    }
+    c = CapacityLatest
+    latest = {snap.site_id: snap for snap in session.execute(_of(
+        sa_select(col(c.site_id), col(c.sampled_at), col(c.totals), col(c.partitions)), c.site_id, only)
+    )}  # fmt: skip
     views: dict[int, SiteView] = {}
     described: set[int] = set()
-    for s in sites:
-        assert s.id is not None
+    for site_id, name, institution, country, status, reachability in sites:
         v = SiteView(
-            id=s.id, name=s.name, institution=s.institution, country=s.country, status=s.status,
-            reachability=s.reachability,
-            partitions=[PartitionView(p.name, p.node_count, p.cores_per_node, p.memory_gb_per_node,
-                                      p.gpu_model.lower() if p.gpu_model else None, p.gpus_per_node, p.spot,
-                                      PartitionCost.model_validate(p.cost) if p.cost else None) for p in parts[s.id]],
-            software=[(x.name, x.version, x.cuda_arch) for x in soft[s.id]],
-            policy=policy_of(policies.get(s.id)),
+            id=site_id, name=name, institution=institution, country=country, status=status, reachability=reachability,
+            partitions=parts.get(site_id, []), software=soft.get(site_id, []),
+            policy=policies[site_id] if site_id in policies else SitePolicy(),
         )  # fmt: skip
         if v.partitions:
-            described.add(s.id)
-        snap = latest.get(s.id)
+            described.add(site_id)
+        snap = latest.get(site_id)
         if snap is not None:
-            apply_snapshot(v, snap, s.id in described)
-        views[s.id] = v
+            apply_snapshot(v, snap, site_id in described)
+        views[site_id] = v
     sampled_at = {site_id: snap.sampled_at for site_id, snap in latest.items()}
     apply_attempts(views, active_attempts(session), sampled_at)
     if network is None:

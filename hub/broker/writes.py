@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,22 @@ from hub.jobs.notify import Notifier
 from shared.schemas.jobs import JobSpec
 
 Verdicts = list[dict[str, Any]]
+
+
+def _one_shot_encoder() -> Callable[[Any], str]:
+    """``json.dumps`` with its default arguments, cheaper for many small values: ``json.dumps``
+    makes a new C encoder for every call, which for a decision's own verdict (one dict of a
+    dozen numbers) cost three times the encoding itself. Here the encoder is made once, as
+    ``JSONEncoder.iterencode`` makes it; without the check for circular references, which
+    verdicts built afresh from numbers and strings cannot have."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (not CPython)
+        return json.dumps
+    encode = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    return lambda value: "".join(encode(value, 0))
+
+
+_dumps = _one_shot_encoder()
 
 
 class _EncodedJSON(TypeDecorator[str]):
@@ -69,19 +85,15 @@ class _Bulk:
             compiled = self.statement.compile(dialect=dialect, column_keys=list(self.names))
             order = compiled.positiontup or []
             if set(order) == set(self.names) and len(order) == len(self.names):  # no default of SQLAlchemy's to add
-                at = [self.names.index(name) for name in order]
-                # Each value a column's type converts (timestamps: the pass's one ``now``) converted once.
-                convert: list[tuple[int, Callable[[Any], Any], dict[Any, Any]]] = [
-                    (k, process, {}) for k, name in enumerate(order)
-                    if (process := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-                ]  # fmt: skip
-                out = []
-                for row in rows:
-                    values = [row[j] for j in at]
-                    for k, to_driver, seen in convert:
-                        if (value := values[k]) is not None:
-                            values[k] = seen[value] if value in seen else seen.setdefault(value, to_driver(value))
-                    out.append(tuple(values))
+                # Column by column, in the statement's order; each value a column's type converts
+                # (timestamps: the pass's one ``now``) converted once.
+                columns: list[Iterable[Any]] = list(zip(*rows, strict=True))
+                columns = [columns[self.names.index(name)] for name in order]
+                for k, name in enumerate(order):
+                    if process := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect):
+                        seen = {value: None if value is None else process(value) for value in set(columns[k])}
+                        columns[k] = map(seen.__getitem__, columns[k])
+                out = list(zip(*columns, strict=True))
                 conn.exec_driver_sql(str(compiled), out)
                 return
         conn.execute(self.statement, [dict(zip(self.names, row, strict=True)) for row in rows])
@@ -150,12 +162,12 @@ class PassWrites:
 
     def _json(self, own: Verdicts, shared: Sequence[Verdicts]) -> str:
         """``json.dumps(own + shared[0] + ...)``, each shared part encoded once per pass."""
-        items = [json.dumps(own)[1:-1]] if own else []
+        items = [_dumps(own)[1:-1]] if own else []
         for part in shared:
             if part:
                 kept = self._encoded.get(id(part))
                 if kept is None:
-                    kept = self._encoded[id(part)] = (part, json.dumps(part)[1:-1])
+                    kept = self._encoded[id(part)] = (part, _dumps(part)[1:-1])
                 items.append(kept[1])
         return "[" + ", ".join(items) + "]"
 

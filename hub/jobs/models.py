@@ -46,10 +46,11 @@ class Attempt(SQLModel, table=True):
     offered -> (expired | refused | withdrawn)."""
 
     __tablename__ = "attempts"
+    # By job: the unique (job_id, number) index (no index of job_id alone: migration 0023).
     __table_args__ = (UniqueConstraint("job_id", "number"), Index("ix_attempts_site_state", "site_id", "state"))
 
     id: str = Field(primary_key=True, max_length=40)
-    job_id: str = Field(sa_column=Column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True))
+    job_id: str = Field(sa_column=Column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False))
     number: int
     site_id: int = Field(sa_column=Column(Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False))
     state: str = Field(default="offered", max_length=20)

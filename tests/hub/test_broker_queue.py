@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import timedelta
 
 from sqlmodel import Session, col, select
 
 from bench.broker import NOW, seed
 from hub.broker.service import place_queued
-from hub.db import make_engine
+from hub.db import make_engine, transaction
 from hub.jobs.models import Attempt, Job, PlacementRecord
 from tests.hub.test_broker_bulk import EXTRA
 
@@ -32,6 +33,25 @@ def test_a_limited_pass_takes_the_highest_priority_then_oldest_jobs(db_url: str)
         engine.dispose()
     assert placed == set(order[:25])
     assert decided == order[:25], "placed, and so decided and written, in the queue's order"
+
+
+def test_a_limited_pass_takes_the_oldest_jobs_first_to_the_microsecond(db_url: str) -> None:
+    seed(db_url, 60, 30)
+    engine = make_engine(db_url)
+    try:
+        with transaction(engine) as s:  # one priority; created seconds and microseconds apart, not in id order
+            for k, job in enumerate(s.exec(select(Job).order_by(col(Job.id)))):
+                job.priority, job.created_at = 1, NOW - timedelta(seconds=k % 7, microseconds=(k * 37_123) % 1_000_000)
+                s.add(job)
+        with Session(engine) as s:
+            order = [j.id for j in s.exec(select(Job).order_by(col(Job.created_at), col(Job.id)))]
+            assert place_queued(s, None, NOW, limit=25) == 25
+            s.flush()
+            decided = [d.job_id for d in s.exec(select(PlacementRecord).order_by(col(PlacementRecord.id)))]
+            s.rollback()
+    finally:
+        engine.dispose()
+    assert decided == order[:25]
 
 
 def test_a_pass_writes_one_decision_per_job_and_one_attempt_per_placed_job(db_url: str) -> None:
