@@ -35,6 +35,7 @@ x e^bias, walltime), and every tie-break term >= 0 with locality, headroom and q
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -106,7 +107,8 @@ class Board:
         self.closed = [next(iter(closed(v, now, set())), None) for v in self.views]
         self.open = np.array([c is None for c in self.closed], dtype=bool)
         self.reported = np.array([bool(v.part_now) for v in self.views], dtype=bool)  # each partition's room
-        self.cpus = np.array([cpus_available(v) for v in self.views], dtype=np.int64)
+        self.free = [cpus_available(v) for v in self.views]  # read one site at a time; ``cpus`` for whole-board steps
+        self.cpus = np.array(self.free, dtype=np.int64)
         self.cpus_total = np.array([max(v.cpus_total, 1) for v in self.views], dtype=np.float64)
         # Expected time to an answer grows by 1 / reliability; CPU jobs count GPU sites as later.
         self.slowdown = np.array([1 / max(v.reliability, 0.05) for v in self.views])
@@ -143,7 +145,7 @@ class Board:
         self.closed[i] = next(iter(closed(v, self.now, set())), None)
         self.open[i] = self.closed[i] is None
         self.reported[i] = bool(v.part_now)
-        self.cpus[i] = cpus_available(v)
+        self.cpus[i] = self.free[i] = cpus_available(v)
         self.cpus_total[i] = max(v.cpus_total, 1)
         self.gpu_site[i] = bool(v.gpus_total)
         self.queue[i] = round(1 / (1 + v.jobs_pending), 4)
@@ -229,7 +231,7 @@ class Board:
         site is recounted when next used (``Needs.refresh``), and a search tightens its bound on
         the site only if the site comes up again (``Candidates.best``)."""
         reserve(self.views[i], spec, model, partition)
-        self.cpus[i] = cpus_available(self.views[i])
+        self.cpus[i] = self.free[i] = cpus_available(self.views[i])
         for needs in self.needs.values():
             needs.stale[i] = needs.stale.get(i, False) or model is not None
         for search in self.searches.values():
@@ -269,9 +271,10 @@ class Fixed:
         self.models = [c[2] for c in checks]
         self.ok = np.array([c[0] is None and c[1] is None for c in checks], dtype=bool)
         self.all_models = sorted({m for ms in self.models for m in ms})
-        self.model_mask = np.array([[m in ms for m in self.all_models] for ms in self.models], dtype=bool).reshape(
-            len(views), len(self.all_models)
-        )
+        # The sets of GPU models sites could use (each once), and which set each site's is.
+        sets: dict[tuple[str, ...], int] = {}
+        self.model_set = np.array([sets.setdefault(tuple(ms), len(sets)) for ms in self.models], dtype=np.int64)
+        self.model_sets = list(sets)
         self._never: dict[str, dict[str, list[str]]] = {}
         self._restricted = [i for i, v in enumerate(views) if v.policy.allowed_institutions is not None]
         self._unrefused: dict[str, list[str]] | None = None
@@ -299,7 +302,11 @@ class Fixed:
 
 
 class Needs:
-    """One kind of job on a board: its ``Fixed`` checks, and why the sites without room now have none."""
+    """One kind of job on a board: its ``Fixed`` checks, and why the sites without room now have none.
+
+    Per site, what the searches read one site at a time is kept as lists (``usable_at``,
+    ``gpus_at``, ``headroom_at``, ``part_ok_at``: an element of a list is read several
+    times faster than one of a numpy array), beside the arrays whole-board steps use."""
 
     def __init__(self, board: Board, spec: JobSpec, fixed: Fixed) -> None:
         self.board, self.spec, self.fixed = board, spec, fixed
@@ -307,17 +314,21 @@ class Needs:
         views = board.views
         # What every job's bound of this kind starts from (``Candidates._without_headroom``).
         self.usable = fixed.ok & board.open
+        self.usable_at: list[bool] = self.usable.tolist()
         self.slow = board.slowdown * np.where(board.gpu_site & (spec.resources.gpus == 0), GPU_SITE_PENALTY, 1.0)
         self.queue_tie = TIE_WEIGHTS["queue"] * (1 - board.queue)
-        self.gpus = np.zeros(len(views), dtype=np.int64)
-        self.gpu_headroom = np.zeros(len(views))
+        n = len(views)
+        self.gpus_at, self.headroom_at = [0] * n, [0.0] * n
         if spec.resources.gpus:
-            for i in range(len(views)):
-                self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
+            for i in range(n):
+                self.gpus_at[i], self.headroom_at[i] = self._gpus(i)
+        self.gpus = np.array(self.gpus_at, dtype=np.int64)
+        self.gpu_headroom = np.array(self.headroom_at, dtype=np.float64)
         # Whether a partition the job may use has room, where the agent reported each one's (``rules.partition_room``).
-        self.part_ok = np.ones(len(views), dtype=bool)
+        self.part_ok_at = [True] * n
         for site in np.flatnonzero(fixed.ok & board.open & board.reported & self._site_fits()).tolist():
-            self.part_ok[site] = partition_room(spec, views[site], self.models[site]) is None
+            self.part_ok_at[site] = partition_room(spec, views[site], self.models[site]) is None
+        self.part_ok = np.array(self.part_ok_at, dtype=bool)
         # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
         self.not_now: dict[str, list[str]] = {}
         # Sites reserved since the last ``refresh``, in order, each with whether GPUs were reserved there.
@@ -325,8 +336,8 @@ class Needs:
         self._short: dict[int, str] = {}
         for i in np.flatnonzero(fixed.ok & ~board.open).tolist():
             self.not_now.setdefault(board.closed[i] or "", []).append(views[i].name)  # a closed site has a reason
-        for full in np.flatnonzero(fixed.ok & board.open & ~self.fits()):
-            self.update(int(full))
+        for full in np.flatnonzero(fixed.ok & board.open & ~self.fits()).tolist():
+            self.update(full)
 
     def _gpus(self, i: int) -> tuple[int, float]:
         """(the most GPUs of one usable model site ``i`` lends now, the most headroom a GPU job
@@ -344,20 +355,16 @@ class Needs:
         not report, is unchanged: only the others are recounted."""
         if not self.stale:
             return self
-        r, board = self.spec.resources, self.board
-        if len(self.stale) <= 32:  # the usual few sites reserved since: numpy's call costs more than the loop
-            few = list(self.stale.items())
-            self.stale.clear()
-            for i, gpus in few if r.gpus else [(i, g) for i, g in few if board.cpus[i] < r.cpus or board.reported[i]]:
+        few = list(self.stale.items())
+        self.stale.clear()
+        if self.spec.resources.gpus:
+            for i, gpus in few:
                 self.update(i, gpus)
             return self
-        stale = np.fromiter(self.stale, dtype=np.int64, count=len(self.stale))
-        gpus_reserved = self.stale.copy()
-        self.stale.clear()
-        if not r.gpus:
-            stale = stale[(board.cpus[stale] < r.cpus) | board.reported[stale]]
-        for i in stale.tolist():
-            self.update(i, gpus_reserved[i])
+        cpus, free, views = self.spec.resources.cpus, self.board.free, self.board.views
+        for i, gpus in few:
+            if free[i] < cpus or views[i].part_now:
+                self.update(i, gpus)
         return self
 
     def _site_fits(self) -> Bools:
@@ -372,15 +379,15 @@ class Needs:
     def update(self, i: int, gpus: bool = True) -> None:
         """Site ``i``'s capacity changed: recount its room and why it has none (``gpus``: its
         GPUs too; work without GPUs leaves them as they were)."""
-        if not (self.fixed.ok[i] and self.board.open[i]):
+        if not self.usable_at[i]:
             return
-        if gpus:
-            self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
-        view = self.board.views[i]
         r = self.spec.resources
-        fits = self.board.cpus[i] >= r.cpus and self.gpus[i] >= r.gpus
+        if gpus and r.gpus:
+            self.gpus_at[i], self.headroom_at[i] = self.gpus[i], self.gpu_headroom[i] = self._gpus(i)
+        view = self.board.views[i]
+        fits = self.board.free[i] >= r.cpus and self.gpus_at[i] >= r.gpus
         if fits and view.part_now:
-            self.part_ok[i] = fits = partition_room(self.spec, view, self.models[i]) is None
+            self.part_ok_at[i] = self.part_ok[i] = fits = partition_room(self.spec, view, self.models[i]) is None
         # ``fits`` holds exactly when ``room`` finds nothing against the site: its words only when not.
         short = [] if fits else room(self.spec, view, self.models[i])[0]
         old, new = self._short.pop(i, None), short[0] if short else None
@@ -405,23 +412,34 @@ class Needs:
         """Per site, the shortest run the job's estimate could give there (the fastest usable GPU model)."""
         r = spec.resources
         bias = self.board.bias(spec.kind.value)
-        if r.gpus:
-            priors = np.array([prior_seconds(spec, m)[0] for m in self.fixed.all_models])
-            fastest = np.where(self.fixed.model_mask, priors, np.inf).min(axis=1, initial=np.inf)
+        if r.gpus:  # the fastest of each set of models some site offers, then per site
+            fixed = self.fixed
+            priors = {m: prior_seconds(spec, m)[0] for m in fixed.all_models}
+            fastest = np.array([min((priors[m] for m in ms), default=math.inf) for ms in fixed.model_sets])[fixed.model_set]
         else:
             fastest = np.full(len(self.board.views), prior_seconds(spec, None)[0])
         return np.minimum(fastest * bias, float(r.walltime_s))  # type: ignore[no-any-return]
 
 
+#: (-key, site) in a search's heap: highest key first, ties to the earlier name.
+Entry = tuple[float, int]
+_INF = math.inf
+
+
 @dataclass
 class Candidates:
     """One job's search over a board: bounds on every site's score, and the sites ruled out
-    for this job alone (max_cost, deadline) with why. Jobs alike (``job_key``) share one."""
+    for this job alone (max_cost, deadline) with why. Jobs alike (``job_key``) share one.
+
+    A search's first ``best`` takes the sites from numpy arrays (``keys.argmax``), which a
+    job placed alone (own inputs and sizes, a submission) needs only a few times. A search
+    that jobs alike use again keeps its per-site data as lists and its keys in a heap: each
+    later ``best`` reads a handful of sites one at a time."""
 
     needs: Needs
     spec: JobSpec
-    bound: Floats = field(init=False)
-    out: Bools = field(init=False)
+    bound: Floats | list[float] = field(init=False)
+    out: list[bool] = field(init=False)
     never: dict[str, list[str]] = field(default_factory=dict)
     not_now: dict[str, list[str]] = field(default_factory=dict)
     # The job's run-time estimates by (GPU model, a site's learned statistics): sites alike share them.
@@ -430,18 +448,21 @@ class Candidates:
     dirty: list[int] = field(default_factory=list)  # sites reserved since ``best`` last ran: their room may be gone
     # Per site, its bound while it has room for the job and is not ruled out (``out``), else -inf:
     # kept from one ``best`` to the next, recounted only for the sites reserved since.
-    keys: Floats = field(init=False)
+    keys: Floats | list[float] = field(init=False)
     # Exact verdicts of eligible sites not reserved since: a site's verdict changes only with its own view.
     verdicts: dict[int, Verdict] = field(default_factory=dict)
+    # Once searched again: (-key, site) of every site with a key (and keys it had since, skipped when met).
+    heap: list[Entry] | None = field(default=None, init=False)
+    searched: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         board, r = self.needs.refresh().board, self.spec.resources
-        self._fixed_part = self._without_headroom()
+        self._fixed_part: Floats | list[float] = self._without_headroom()
         spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
         # numpy's rounding to 4 places may differ from Python's in the last place: a margin here,
         # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
         self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.clip(spare + _PART, 0.0, 1.0))
-        self.out = np.zeros(len(board.views), dtype=bool)
+        self.out = [False] * len(board.views)
         self.keys = np.where(self.needs.fits(), self.bound, -np.inf)
 
     def _without_headroom(self) -> Floats:
@@ -465,17 +486,20 @@ class Candidates:
     def tighten(self, i: int) -> None:
         """Work was reserved at site ``i``: its headroom, so its bound, is lower. Recounted as
         ``evaluate_now`` counts it (for GPU jobs, on the roomiest usable model)."""
-        r, board = self.spec.resources, self.needs.board
+        r, needs = self.spec.resources, self.needs
         # For CPU jobs: the board keeps each site's ``cpus_available`` as work is reserved.
-        spare = float(self.needs.gpu_headroom[i]) if r.gpus else (int(board.cpus[i]) - r.cpus) / max(board.views[i].cpus_total, 1)
+        spare = needs.headroom_at[i] if r.gpus else (needs.board.free[i] - r.cpus) / max(needs.board.views[i].cpus_total, 1)
         headroom = max(min(round(spare, 4), 1.0), 0.0)
         self.bound[i] = float(self._fixed_part[i]) - _W_CAPACITY * (1 - headroom)
 
-    def _recount(self, i: int) -> None:
-        """Site ``i`` was reserved since it was last looked at: tighten its bound, forget its verdict."""
-        del self.stale[i]
-        self.tighten(i)
-        self.verdicts.pop(i, None)
+    def _lists(self) -> None:
+        """Searched again: per-site data as lists, the keys in a heap."""
+        bound, fixed_part, keys = self.bound, self._fixed_part, self.keys
+        assert isinstance(bound, np.ndarray) and isinstance(fixed_part, np.ndarray) and isinstance(keys, np.ndarray)
+        self.bound, self._fixed_part, self.keys = bound.tolist(), fixed_part.tolist(), keys.tolist()
+        keys = self.keys
+        self.heap = [(-key, i) for i, key in enumerate(keys) if key != -_INF]
+        heapq.heapify(self.heap)
 
     def best(self, institution: str, k: int = 1) -> list[tuple[int, Verdict]]:
         """The k sites (board indices) where the job finishes first, best first, exactly as
@@ -486,38 +510,33 @@ class Candidates:
         The sites are taken highest key first (``keys``: the bound of each site with room);
         a site that does not lend to the institution, or scored exactly here, is set aside
         for this search and its key put back after it."""
-        needs, spec = self.needs.refresh(), self.spec
-        board, keys, bound, r = needs.board, self.keys, self.bound, spec.resources
-        if len(self.dirty) > 3:  # room only shrinks as work is reserved: recount the sites reserved since
-            at = np.array(self.dirty, dtype=np.int64)
-            fits = (board.cpus[at] >= r.cpus) & (needs.gpus[at] >= r.gpus) & needs.part_ok[at] & ~self.out[at]
-            keys[at] = np.where(fits, bound[at], -np.inf)
-        else:  # a few: numpy's calls on arrays cost more than its scalars
-            for i in self.dirty:
-                room = board.cpus[i] >= r.cpus and needs.gpus[i] >= r.gpus and needs.part_ok[i] and not self.out[i]
-                keys[i] = bound[i] if room else -np.inf
-        self.dirty.clear()
+        self.needs.refresh()
+        board = self.needs.board
         lends = None if board.lends_all(institution) else board.lends(institution)
+        if self.heap is None and (self.searched or self.dirty or self.stale):
+            self._lists()
+        self.searched = True
+        return self._first(lends, k) if self.heap is None else self._again(lends, k)
+
+    def _first(self, lends: Bools | None, k: int) -> list[tuple[int, Verdict]]:
+        """``best`` on the arrays, for a search no site was reserved for since it was made."""
+        keys = self.keys
+        assert isinstance(keys, np.ndarray)
         found: list[tuple[float, int, Verdict]] = []  # (-score, index, verdict), kept sorted
         aside: list[tuple[int, float]] = []
         scored: list[int] = []
         while True:
             i = int(keys.argmax())
             key = float(keys[i])
-            if key == -np.inf:
+            if key == -_INF:
                 break
             if len(found) >= k and (-key, i) > (found[k - 1][0], found[k - 1][1]):
                 break  # no site left can beat the k-th (ties go to the earlier name)
+            keys[i] = -_INF
             if lends is not None and not lends[i]:
                 aside.append((i, key))
-                keys[i] = -np.inf
                 continue
-            if i in self.stale:
-                self._recount(i)
-                keys[i] = bound[i]
-                continue
-            keys[i] = -np.inf
-            verdict = self.verdicts.get(i) or self._exact(i)
+            verdict = self._exact(i)
             if verdict is not None:
                 scored.append(i)
                 found.append((-(verdict.score or 0.0), i, verdict))
@@ -527,8 +546,69 @@ class Candidates:
         for i, key in aside:
             keys[i] = key
         for i in scored:
-            keys[i] = bound[i]
+            keys[i] = self.bound[i]
         return [(i, v) for _, i, v in found]
+
+    def _again(self, lends: Bools | None, k: int) -> list[tuple[int, Verdict]]:
+        """``best`` on the lists and the heap: the sites reserved since the last search get the
+        key their room gives (room only shrinks as work is reserved); an entry whose key is not
+        the site's now is dropped when it comes up."""
+        keys, bound, heap, out = self.keys, self.bound, self.heap, self.out
+        assert isinstance(keys, list) and isinstance(bound, list) and heap is not None
+        needs, r = self.needs, self.spec.resources
+        free, gpus, part_ok, push = needs.board.free, needs.gpus_at, needs.part_ok_at, heapq.heappush
+        for i in self.dirty:
+            key = bound[i] if free[i] >= r.cpus and gpus[i] >= r.gpus and part_ok[i] and not out[i] else -_INF
+            if key != keys[i]:
+                keys[i] = key
+                if key != -_INF:
+                    push(heap, (-key, i))
+        self.dirty.clear()
+        if len(heap) > 4 * len(keys) + 64:  # mostly keys the sites no longer have
+            heap[:] = [(-key, i) for i, key in enumerate(keys) if key != -_INF]
+            heapq.heapify(heap)
+        found: list[tuple[float, int, Verdict]] = []  # (-score, index, verdict), kept sorted
+        aside: list[tuple[int, float]] = []
+        scored: list[int] = []
+        while heap:
+            neg, i = heap[0]
+            key = -neg
+            if keys[i] != key:
+                heapq.heappop(heap)
+                continue
+            if len(found) >= k and (neg, i) > (found[k - 1][0], found[k - 1][1]):
+                break  # no site left can beat the k-th (ties go to the earlier name)
+            heapq.heappop(heap)
+            if lends is not None and not lends[i]:
+                aside.append((i, key))
+                keys[i] = -_INF
+                continue
+            if i in self.stale:
+                self._recount(i)
+                key = keys[i] = bound[i]
+                push(heap, (-key, i))
+                continue
+            keys[i] = -_INF
+            verdict = self.verdicts.get(i) or self._exact(i)
+            if verdict is not None:
+                scored.append(i)
+                found.append((-(verdict.score or 0.0), i, verdict))
+                if len(found) > 1:
+                    found.sort(key=_RANKED)
+                    del found[k:]
+        for i, key in aside:
+            keys[i] = key
+            push(heap, (-key, i))
+        for i in scored:
+            key = keys[i] = bound[i]
+            push(heap, (-key, i))
+        return [(i, v) for _, i, v in found]
+
+    def _recount(self, i: int) -> None:
+        """Site ``i`` was reserved since it was last looked at: tighten its bound, forget its verdict."""
+        del self.stale[i]
+        self.tighten(i)
+        self.verdicts.pop(i, None)
 
     def _exact(self, i: int) -> Verdict | None:
         """Site ``i``'s verdict, or None (and why, kept) when this job cannot go there."""

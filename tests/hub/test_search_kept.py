@@ -29,7 +29,7 @@ def test_kept_views_match_fresh_ones_as_work_is_reserved(seed: int) -> None:
         best = search.best(institution)
         # The search's keys: each site's bound where it has room and is not ruled out.
         fits = search.needs.fits()
-        assert np.array_equal(search.keys, np.where(fits & ~search.out, search.bound, -np.inf))
+        assert np.array_equal(search.keys, np.where(fits & ~np.array(search.out), search.bound, -np.inf))
         if best:
             i, verdict = best[0]
             board.reserve(i, spec, verdict.gpu_model, verdict.partition)
