@@ -467,6 +467,12 @@ class Option:
         self.finish: float = run.p50 + startup
 
 
+#: A partition a job could use at a site whatever is free now: (partition, its GPU model for a
+#: GPU job, the price per hour of the job's footprint there, the start-up it charges, the job's
+#: run-time estimate there).
+Usable = tuple[PartitionView, str | None, float, int, Estimate]
+
+
 def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
     """The site's partitions the job may use (spot only if it is preemptible; GPU jobs: of
     ``models``, with GPUs of that model within the site's share), each with its GPU model."""
@@ -477,6 +483,22 @@ def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[
             continue
         if misfit(spec, p) is None:
             yield p, model
+
+
+def _partitions(spec: JobSpec, site: SiteView, models: list[str], runs: Runs) -> list[Usable]:
+    """The site's partitions the job may use (spot only if it is preemptible; GPU jobs: of
+    ``models``, with enough GPUs in all), each with its GPU model, price and run time: what
+    work reserved at the site leaves as it is (``options`` adds what it changes)."""
+    r = spec.resources
+    out: list[Usable] = []
+    for p in partitions_for(spec, site):
+        model = p.gpu_model if r.gpus else None
+        if r.gpus and (model not in models or p.node_count * p.gpus_per_node < r.gpus):
+            continue
+        if misfit(spec, p) is None:
+            per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
+            out.append((p, model, per_hour, charged, runtime(spec, site, model, runs)))
+    return out
 
 
 def _full(p: PartitionView, now: PartitionNow, model: str | None) -> str:
@@ -507,14 +529,22 @@ _priced = lru_cache(maxsize=4096, typed=True)(Priced)
 
 
 def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None = None) -> list[Option]:
-    """The partitions the job may use (``_usable``) that have room now (``partition_room``),
+    """The partitions the job may use (``_partitions``) that have room now (``partition_room``),
     priced. A partition the agent reported is judged by its own room; one it did not (a
     scheduler that names its queues otherwise, the local backend) by the site's."""
+    return _options(spec, site, _partitions(spec, site, models, {} if runs is None else runs))
+
+
+def _options(spec: JobSpec, site: SiteView, usable: list[Usable]) -> list[Option]:
+    """``options`` from the site's ``_partitions``: those with GPUs of their model within the
+    site's share and room now, with the start-up of a node the job would wait for."""
     r = spec.resources
     out: list[Option] = []
-    runs = {} if runs is None else runs
-    for p, model in _usable(spec, site, models):
-        now = site.part_now.get(p.name) if site.part_now else None
+    part_now = site.part_now
+    for p, model, per_hour, charged, run in usable:
+        if r.gpus and (model is None or gpus_available(site, model) < r.gpus):
+            continue
+        now = part_now.get(p.name) if part_now else None
         if now is None:  # ``needs_start`` for this partition's model
             free = site.cpus_free - site.unseen_cpus
             boots = r.cpus > free or (
@@ -524,11 +554,9 @@ def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None 
             boots = not now.up(r.cpus, r.gpus, model)
         else:
             continue
-        per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
         # A node already up is not started again, nor paid for again.
         startup = (charged or (now.boot_s if now else 0) or site.boot_s) if boots else 0
-        priced = _priced(p.name, per_hour, startup, p.spot)
-        out.append(Option(p, model, runtime(spec, site, model, runs), startup, priced, now is not None))
+        out.append(Option(p, model, run, startup, _priced(p.name, per_hour, startup, p.spot), now is not None))
     return out
 
 
@@ -575,13 +603,49 @@ def _band(ranked_s: float) -> int:
 _W_COST, _W_LOCALITY, _W_CAPACITY, _W_QUEUE = (TIE_WEIGHTS[k] for k in ("cost", "locality", "capacity", "queue"))
 
 
+class Standing:
+    """What ``evaluate_now`` reads of a job at an open site that work reserved there
+    (``reserve``) leaves as it is: the partitions it could use (``_partitions``), the copy of
+    its inputs, and the parts and words of a verdict taken from them. ``evaluate_now`` builds
+    one per call, or reads the one kept by a caller that scores the job at the site again (the
+    batch placer: jobs alike go on scoring the sites they were placed at) while the site
+    changes only by the work reserved there."""
+
+    __slots__ = ("copy_part", "copy_s", "copying", "gpu_site", "models", "near", "plan", "queue", "reliability",
+                 "several", "slow", "usable")  # fmt: skip
+
+    def __init__(self, spec: JobSpec, site: SiteView, models: list[str], runs: Runs) -> None:
+        r = spec.resources
+        self.models = models
+        self.usable = _partitions(spec, site, models, runs)
+        self.plan = plan = copy_plan(spec, site) if spec.inputs else []
+        copy_s, copy_bytes = (sum((c.seconds for c in plan), 0.0), sum(c.size for c in plan)) if plan else (0.0, 0)
+        self.copy_s, self.copy_part = copy_s, round(copy_s, 1) if copy_s else copy_s
+        # Expected time to an answer: a site that loses 1 attempt in 5 takes 1/0.8 as long, on average.
+        self.gpu_site = not r.gpus and bool(site.gpus_total)
+        self.slow = (GPU_SITE_PENALTY if self.gpu_site else 1.0) / max(site.reliability, 0.05)
+        self.queue, self.reliability = round(1 / (1 + site.jobs_pending), 4), round(site.reliability, 4)
+        self.near = round(locality(spec, site), 4) if spec.inputs else 0.0
+        self.copying = "inputs here" if spec.inputs else "no inputs"
+        if copy_bytes:
+            self.copying = f"{duration(copy_s)} copying {copied(plan, site.network)}"
+        self.several = len(site.partitions) > 1
+
+
 def evaluate_now(
-    spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str], runs: Runs | None = None
+    spec: JobSpec,
+    site: SiteView,
+    models: list[str],
+    now: datetime,
+    avoid: set[str],
+    runs: Runs | None = None,
+    kept: dict[int, Standing] | None = None,
 ) -> Verdict:
     """The part of ``evaluate`` that changes from moment to moment, for a site that passed the
     static checks. The job goes to the site's partition where it finishes first, near-ties
     (the band the site is ranked by) broken by cost, then by name. ``runs``: the job's
-    estimates kept by a caller that evaluates it at many sites.
+    estimates kept by a caller that evaluates it at many sites; ``kept``: its ``Standing`` at
+    each site (by id), kept by a caller that evaluates it at a site again after reserving work.
 
     A broker pass scores one site exactly per job it places, so this is written for speed:
     the checks that pass for an open site with room are tested before their reasons are
@@ -594,16 +658,18 @@ def evaluate_now(
     short = room(spec, site, models)[0]
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
-    opts = options(spec, site, models, runs)
+    st = None if kept is None else kept.get(site.id)
+    if st is None or st.models != models:
+        st = Standing(spec, site, models, {} if runs is None else runs)
+        if kept is not None:
+            kept[site.id] = st
+    opts = _options(spec, site, st.usable)
     assert opts, "room() found a partition with room"
     if spec.deadline is not None or spec.max_cost is not None:
         opts, beyond = _limits(spec, opts, now)
         if beyond is not None:
             return Verdict(site.name, eligible=False, reasons=[beyond])
-    plan = copy_plan(spec, site) if spec.inputs else []
-    copy_s, copy_bytes = (sum((c.seconds for c in plan), 0.0), sum(c.size for c in plan)) if plan else (0.0, 0)
-    # Expected time to an answer: a site that loses 1 attempt in 5 takes 1/0.8 as long, on average.
-    slow = (GPU_SITE_PENALTY if not r.gpus and site.gpus_total else 1.0) / max(site.reliability, 0.05)
+    copy_s, slow = st.copy_s, st.slow
     o = opts[0] if len(opts) == 1 else min(opts, key=lambda x: (_band((copy_s + x.finish) * slow), x.cost, x.partition.name))
     run, startup, cost, model = o.run, o.startup, o.cost, o.model
     if model:
@@ -612,11 +678,10 @@ def evaluate_now(
         headroom = (cpus_available(site) - r.cpus) / max(site.cpus_total, 1)
     finish_s = copy_s + run.p50 + startup
     p10, p50, p90, runs_learned = run.rounded
-    capacity, queue = round(headroom, 4), round(1 / (1 + site.jobs_pending), 4)
-    near = round(locality(spec, site), 4) if spec.inputs else 0.0
+    capacity, queue, near = round(headroom, 4), st.queue, st.near
     parts = {
         "finish_s": round(finish_s, 1),
-        "copy_s": round(copy_s, 1) if copy_s else copy_s,
+        "copy_s": st.copy_part,
         "run_p10_s": p10,
         "run_s": p50,
         "run_p90_s": p90,
@@ -625,7 +690,7 @@ def evaluate_now(
         "cost": round(cost, 4) if cost else cost,
         "capacity": capacity,
         "queue": queue,
-        "reliability": round(site.reliability, 4),
+        "reliability": st.reliability,
         "locality": near,
     }
     headroom = max(min(capacity, 1.0), 0.0)
@@ -635,16 +700,13 @@ def evaluate_now(
     why = [f"{r.cpus} of {site.cpus_free - site.unseen_cpus} free CPUs"]
     if model:
         why.append(f"{r.gpus} of its {model} GPUs")
-    copying = "inputs here" if spec.inputs else "no inputs"
-    if copy_bytes:
-        copying = f"{duration(copy_s)} copying {copied(plan, site.network)}"
     boot = f", {duration(startup)} start-up of a powered-down node" if startup else ""
-    why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.described}{boot}")
+    why.append(f"finishes in ~{duration(finish_s)}: {st.copying}, no wait, {run.described}{boot}")
     if o.priced.per_hour > 0:
         why.append(f"≈ {cost:.2f} for {_priced_run(o.priced, run.p50)}")
-    if not r.gpus and site.gpus_total:
+    if st.gpu_site:
         why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
-    if len(site.partitions) > 1:
+    if st.several:
         why.append(_partition_choice(o, [x for x in opts if x is not o]))
     return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=model,
                    partition=o.partition.name, queue=o.partition.name if o.reported else None)  # fmt: skip

@@ -52,6 +52,7 @@ from hub.broker.rules import (
     TIE_WEIGHTS,
     Runs,
     SiteView,
+    Standing,
     Verdict,
     closed,
     copy_time,
@@ -444,6 +445,8 @@ class Candidates:
     not_now: dict[str, list[str]] = field(default_factory=dict)
     # The job's run-time estimates by (GPU model, a site's learned statistics): sites alike share them.
     runs: Runs = field(default_factory=dict)
+    # What the job's verdict at each site (by id) takes from what work reserved there leaves as it is.
+    kept: dict[int, Standing] = field(default_factory=dict)
     stale: dict[int, None] = field(default_factory=dict)  # sites reserved since ``best`` last tightened them
     dirty: list[int] = field(default_factory=list)  # sites reserved since ``best`` last ran: their room may be gone
     # Per site, its bound while it has room for the job and is not ruled out (``out``), else -inf:
@@ -620,7 +623,7 @@ class Candidates:
                 self.never.setdefault(never, []).append(view.name)
                 self.out[i] = True
                 return None
-        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set(), self.runs)
+        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set(), self.runs, self.kept)
         if not verdict.eligible:
             self.not_now.setdefault(verdict.reasons[0], []).append(view.name)
             self.out[i] = True
