@@ -237,7 +237,6 @@ class Board:
             needs.stale[i] = needs.stale.get(i, False) or model is not None
         for search in self.searches.values():
             search.stale[i] = None
-            search.dirty.append(i)
 
     def special(self, spec: JobSpec) -> set[int]:
         """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
@@ -447,10 +446,10 @@ class Candidates:
     runs: Runs = field(default_factory=dict)
     # What the job's verdict at each site (by id) takes from what work reserved there leaves as it is.
     kept: dict[int, Standing] = field(default_factory=dict)
-    stale: dict[int, None] = field(default_factory=dict)  # sites reserved since ``best`` last tightened them
-    dirty: list[int] = field(default_factory=list)  # sites reserved since ``best`` last ran: their room may be gone
+    # Sites reserved since ``best`` last recounted them: their room may be gone and their bound is looser.
+    stale: dict[int, None] = field(default_factory=dict)
     # Per site, its bound while it has room for the job and is not ruled out (``out``), else -inf:
-    # kept from one ``best`` to the next, recounted only for the sites reserved since.
+    # kept from one ``best`` to the next; a site reserved since (``stale``) is recounted when it comes up.
     keys: Floats | list[float] = field(init=False)
     # Exact verdicts of eligible sites not reserved since: a site's verdict changes only with its own view.
     verdicts: dict[int, Verdict] = field(default_factory=dict)
@@ -516,7 +515,7 @@ class Candidates:
         self.needs.refresh()
         board = self.needs.board
         lends = None if board.lends_all(institution) else board.lends(institution)
-        if self.heap is None and (self.searched or self.dirty or self.stale):
+        if self.heap is None and (self.searched or self.stale):
             self._lists()
         self.searched = True
         return self._first(lends, k) if self.heap is None else self._again(lends, k)
@@ -553,20 +552,15 @@ class Candidates:
         return [(i, v) for _, i, v in found]
 
     def _again(self, lends: Bools | None, k: int) -> list[tuple[int, Verdict]]:
-        """``best`` on the lists and the heap: the sites reserved since the last search get the
-        key their room gives (room only shrinks as work is reserved); an entry whose key is not
-        the site's now is dropped when it comes up."""
-        keys, bound, heap, out = self.keys, self.bound, self.heap, self.out
+        """``best`` on the lists and the heap. A site reserved since it was last looked at keeps
+        its key (room only shrinks and bounds only fall as work is reserved, so it is still
+        above what the site scores) until it comes up: then its room is recounted, and its
+        bound tightened (``tighten``). An entry whose key is not the site's now is dropped when
+        it comes up."""
+        keys, bound, heap, out, stale = self.keys, self.bound, self.heap, self.out, self.stale
         assert isinstance(keys, list) and isinstance(bound, list) and heap is not None
         needs, r = self.needs, self.spec.resources
-        free, gpus, part_ok, push = needs.board.free, needs.gpus_at, needs.part_ok_at, heapq.heappush
-        for i in self.dirty:
-            key = bound[i] if free[i] >= r.cpus and gpus[i] >= r.gpus and part_ok[i] and not out[i] else -_INF
-            if key != keys[i]:
-                keys[i] = key
-                if key != -_INF:
-                    push(heap, (-key, i))
-        self.dirty.clear()
+        free, gpus, part_ok, push, pop = needs.board.free, needs.gpus_at, needs.part_ok_at, heapq.heappush, heapq.heappop
         if len(heap) > 4 * len(keys) + 64:  # mostly keys the sites no longer have
             heap[:] = [(-key, i) for i, key in enumerate(keys) if key != -_INF]
             heapq.heapify(heap)
@@ -577,19 +571,24 @@ class Candidates:
             neg, i = heap[0]
             key = -neg
             if keys[i] != key:
-                heapq.heappop(heap)
+                pop(heap)
                 continue
             if len(found) >= k and (neg, i) > (found[k - 1][0], found[k - 1][1]):
                 break  # no site left can beat the k-th (ties go to the earlier name)
-            heapq.heappop(heap)
+            pop(heap)
             if lends is not None and not lends[i]:
                 aside.append((i, key))
                 keys[i] = -_INF
                 continue
-            if i in self.stale:
-                self._recount(i)
-                key = keys[i] = bound[i]
-                push(heap, (-key, i))
+            if i in stale:
+                del stale[i]
+                self.verdicts.pop(i, None)
+                if free[i] >= r.cpus and gpus[i] >= r.gpus and part_ok[i] and not out[i]:
+                    self.tighten(i)
+                    key = keys[i] = bound[i]
+                    push(heap, (-key, i))
+                else:
+                    keys[i] = -_INF
                 continue
             keys[i] = -_INF
             verdict = self.verdicts.get(i) or self._exact(i)
@@ -606,12 +605,6 @@ class Candidates:
             key = keys[i] = bound[i]
             push(heap, (-key, i))
         return [(i, v) for _, i, v in found]
-
-    def _recount(self, i: int) -> None:
-        """Site ``i`` was reserved since it was last looked at: tighten its bound, forget its verdict."""
-        del self.stale[i]
-        self.tighten(i)
-        self.verdicts.pop(i, None)
 
     def _exact(self, i: int) -> Verdict | None:
         """Site ``i``'s verdict, or None (and why, kept) when this job cannot go there."""
