@@ -655,7 +655,7 @@ def evaluate_now(
             or (site.policy.windows and not in_window(site.policy, now))):  # fmt: skip
         return Verdict(site.name, eligible=False, reasons=closed(site, now, avoid))
     r = spec.resources
-    short = room(spec, site, models)[0]
+    short = _short(spec, site, models)
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
     st = None if kept is None else kept.get(site.id)
@@ -787,6 +787,17 @@ def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], s
         reasons.append(f"needs {r.gpus} GPUs ({detail or 'none'}) within the site's GPU share")
         return reasons, None, 0.0, boots
     return reasons, best[0], (best[1] - r.gpus) / max(site.gpus_total.get(best[0], 1), 1), boots or not best[2][0]
+
+
+def _short(spec: JobSpec, site: SiteView, models: list[str]) -> list[str]:
+    """``room``'s reasons alone: none, tested without writing them, where the site has room."""
+    r = spec.resources
+    if (r.cpus > site.cpus_free - site.unseen_cpus + site.cpus_bootable
+            or r.cpus > int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus
+            or (site.part_now and partition_room(spec, site, models))
+            or (r.gpus and not any(gpus_available(site, m) >= r.gpus for m in models))):  # fmt: skip
+        return room(spec, site, models)[0]
+    return []
 
 
 def link_time(size: int, bps: float, ahead: list[int]) -> float:

@@ -110,7 +110,8 @@ class Board:
         self.reported = np.array([bool(v.part_now) for v in self.views], dtype=bool)  # each partition's room
         self.free = [cpus_available(v) for v in self.views]  # read one site at a time; ``cpus`` for whole-board steps
         self.cpus = np.array(self.free, dtype=np.int64)
-        self.cpus_total = np.array([max(v.cpus_total, 1) for v in self.views], dtype=np.float64)
+        self.totals = [max(v.cpus_total, 1) for v in self.views]
+        self.cpus_total = np.array(self.totals, dtype=np.float64)
         # Expected time to an answer grows by 1 / reliability; CPU jobs count GPU sites as later.
         self.slowdown = np.array([1 / max(v.reliability, 0.05) for v in self.views])
         self.gpu_site = np.array([bool(v.gpus_total) for v in self.views], dtype=bool)
@@ -147,7 +148,7 @@ class Board:
         self.open[i] = self.closed[i] is None
         self.reported[i] = bool(v.part_now)
         self.cpus[i] = self.free[i] = cpus_available(v)
-        self.cpus_total[i] = max(v.cpus_total, 1)
+        self.cpus_total[i] = self.totals[i] = max(v.cpus_total, 1)
         self.gpu_site[i] = bool(v.gpus_total)
         self.queue[i] = round(1 / (1 + v.jobs_pending), 4)
         self.boot[i] = _longest_boot(v)
@@ -490,8 +491,9 @@ class Candidates:
         ``evaluate_now`` counts it (for GPU jobs, on the roomiest usable model)."""
         r, needs = self.spec.resources, self.needs
         # For CPU jobs: the board keeps each site's ``cpus_available`` as work is reserved.
-        spare = needs.headroom_at[i] if r.gpus else (needs.board.free[i] - r.cpus) / max(needs.board.views[i].cpus_total, 1)
-        headroom = max(min(round(spare, 4), 1.0), 0.0)
+        spare = needs.headroom_at[i] if r.gpus else (needs.board.free[i] - r.cpus) / needs.board.totals[i]
+        headroom = round(spare, 4)
+        headroom = 1.0 if headroom > 1.0 else 0.0 if headroom < 0.0 else headroom  # as evaluate_now clips it
         self.bound[i] = float(self._fixed_part[i]) - _W_CAPACITY * (1 - headroom)
 
     def _lists(self) -> None:
@@ -560,7 +562,7 @@ class Candidates:
         keys, bound, heap, out, stale = self.keys, self.bound, self.heap, self.out, self.stale
         assert isinstance(keys, list) and isinstance(bound, list) and heap is not None
         needs, r = self.needs, self.spec.resources
-        free, gpus, part_ok, push, pop = needs.board.free, needs.gpus_at, needs.part_ok_at, heapq.heappush, heapq.heappop
+        free, gpus, part_ok, push, pop, replace = needs.board.free, needs.gpus_at, needs.part_ok_at, heapq.heappush, heapq.heappop, heapq.heapreplace
         if len(heap) > 4 * len(keys) + 64:  # mostly keys the sites no longer have
             heap[:] = [(-key, i) for i, key in enumerate(keys) if key != -_INF]
             heapq.heapify(heap)
@@ -575,8 +577,8 @@ class Candidates:
                 continue
             if len(found) >= k and (neg, i) > (found[k - 1][0], found[k - 1][1]):
                 break  # no site left can beat the k-th (ties go to the earlier name)
-            pop(heap)
             if lends is not None and not lends[i]:
+                pop(heap)
                 aside.append((i, key))
                 keys[i] = -_INF
                 continue
@@ -586,10 +588,12 @@ class Candidates:
                 if free[i] >= r.cpus and gpus[i] >= r.gpus and part_ok[i] and not out[i]:
                     self.tighten(i)
                     key = keys[i] = bound[i]
-                    push(heap, (-key, i))
+                    replace(heap, (-key, i))
                 else:
                     keys[i] = -_INF
+                    pop(heap)
                 continue
+            pop(heap)
             keys[i] = -_INF
             verdict = self.verdicts.get(i) or self._exact(i)
             if verdict is not None:
