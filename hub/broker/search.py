@@ -352,19 +352,17 @@ class Needs:
 
     def refresh(self) -> Needs:
         """Recount the sites reserved since the last refresh (``not_now`` is current after it).
-        For a CPU job, a site with room before and after, whose partitions' room the agent does
-        not report, is unchanged: only the others are recounted."""
+        A site with the job's CPUs still free, whose partitions' room the agent does not report,
+        where no GPUs were reserved (or the job needs none), is unchanged: room only shrinks, so
+        it had them before, and whatever else kept the job out (its GPUs) is as it was. Only the
+        others are recounted."""
         if not self.stale:
             return self
         few = list(self.stale.items())
         self.stale.clear()
-        if self.spec.resources.gpus:
-            for i, gpus in few:
-                self.update(i, gpus)
-            return self
-        cpus, free, views = self.spec.resources.cpus, self.board.free, self.board.views
+        r, free, views = self.spec.resources, self.board.free, self.board.views
         for i, gpus in few:
-            if free[i] < cpus or views[i].part_now:
+            if (gpus and r.gpus) or free[i] < r.cpus or views[i].part_now:
                 self.update(i, gpus)
         return self
 
