@@ -361,8 +361,9 @@ class Needs:
         few = list(self.stale.items())
         self.stale.clear()
         r, free, views = self.spec.resources, self.board.free, self.board.views
+        cpus, any_gpus = r.cpus, bool(r.gpus)
         for i, gpus in few:
-            if (gpus and r.gpus) or free[i] < r.cpus or views[i].part_now:
+            if (gpus and any_gpus) or free[i] < cpus or views[i].part_now:
                 self.update(i, gpus)
         return self
 
@@ -484,15 +485,16 @@ class Candidates:
         tie = TIE_WEIGHTS["locality"] * (1 - near) + queue_tie
         return np.where(self.needs.usable, 1000 - band - tie + _SCORE, -np.inf)
 
-    def tighten(self, i: int) -> None:
+    def tighten(self, i: int) -> float:
         """Work was reserved at site ``i``: its headroom, so its bound, is lower. Recounted as
-        ``evaluate_now`` counts it (for GPU jobs, on the roomiest usable model)."""
+        ``evaluate_now`` counts it (for GPU jobs, on the roomiest usable model); the new bound."""
         r, needs = self.spec.resources, self.needs
         # For CPU jobs: the board keeps each site's ``cpus_available`` as work is reserved.
         spare = needs.headroom_at[i] if r.gpus else (needs.board.free[i] - r.cpus) / needs.board.totals[i]
         headroom = round(spare, 4)
         headroom = 1.0 if headroom > 1.0 else 0.0 if headroom < 0.0 else headroom  # as evaluate_now clips it
-        self.bound[i] = float(self._fixed_part[i]) - _W_CAPACITY * (1 - headroom)
+        bound = self.bound[i] = float(self._fixed_part[i]) - _W_CAPACITY * (1 - headroom)
+        return bound
 
     def _lists(self) -> None:
         """Searched again: per-site data as lists, the keys in a heap."""
@@ -556,11 +558,13 @@ class Candidates:
         its key (room only shrinks and bounds only fall as work is reserved, so it is still
         above what the site scores) until it comes up: then its room is recounted, and its
         bound tightened (``tighten``). An entry whose key is not the site's now is dropped when
-        it comes up."""
-        keys, bound, heap, out, stale = self.keys, self.bound, self.heap, self.out, self.stale
+        it comes up. The site on top of the heap stays there, its entry changed in place, when
+        its recounted key, or the k-th score found, is still above both entries below it."""
+        keys, bound, heap, out, stale, verdicts = self.keys, self.bound, self.heap, self.out, self.stale, self.verdicts
         assert isinstance(keys, list) and isinstance(bound, list) and heap is not None
         needs, r = self.needs, self.spec.resources
-        free, gpus, part_ok, push, pop, replace = needs.board.free, needs.gpus_at, needs.part_ok_at, heapq.heappush, heapq.heappop, heapq.heapreplace
+        cpus, gpus, free, room, part_ok = r.cpus, r.gpus, needs.board.free, needs.gpus_at, needs.part_ok_at
+        push, pop = heapq.heappush, heapq.heappop
         if len(heap) > 4 * len(keys) + 64:  # mostly keys the sites no longer have
             heap[:] = [(-key, i) for i, key in enumerate(keys) if key != -_INF]
             heapq.heapify(heap)
@@ -582,24 +586,36 @@ class Candidates:
                 continue
             if i in stale:
                 del stale[i]
-                self.verdicts.pop(i, None)
-                if free[i] >= r.cpus and gpus[i] >= r.gpus and part_ok[i] and not out[i]:
-                    self.tighten(i)
-                    key = keys[i] = bound[i]
-                    replace(heap, (-key, i))
+                verdicts.pop(i, None)
+                if free[i] >= cpus and room[i] >= gpus and part_ok[i] and not out[i]:
+                    key = keys[i] = self.tighten(i)
+                    entry = (-key, i)
+                    n = len(heap)
+                    if n == 1 or (entry < heap[1] and (n == 2 or entry < heap[2])):
+                        heap[0] = entry  # still on top
+                    else:
+                        heapq.heapreplace(heap, entry)
                 else:
                     keys[i] = -_INF
                     pop(heap)
                 continue
+            verdict = verdicts.get(i) or self._exact(i)
+            if verdict is None:  # ruled out for this job: no key again
+                pop(heap)
+                keys[i] = -_INF
+                continue
+            found.append((-(verdict.score or 0.0), i, verdict))
+            if len(found) > 1:
+                found.sort(key=_RANKED)
+                del found[k:]
+            if len(found) >= k:  # the site stays on top, with its key, if no entry below it can beat the k-th
+                last = (found[k - 1][0], found[k - 1][1])
+                n = len(heap)
+                if n == 1 or (heap[1] > last and (n == 2 or heap[2] > last)):
+                    break
             pop(heap)
             keys[i] = -_INF
-            verdict = self.verdicts.get(i) or self._exact(i)
-            if verdict is not None:
-                scored.append(i)
-                found.append((-(verdict.score or 0.0), i, verdict))
-                if len(found) > 1:
-                    found.sort(key=_RANKED)
-                    del found[k:]
+            scored.append(i)
         for i, key in aside:
             keys[i] = key
             push(heap, (-key, i))
