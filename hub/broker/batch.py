@@ -57,7 +57,7 @@ def place_batch(jobs: list[tuple[JobSpec, str]], views: list[SiteView], now: dat
         key, kind = keys[id(spec)]
         search = searches.get(key)
         if search is None:
-            search = searches[key] = Candidates(board.needs_of(spec), spec)
+            search = searches[key] = Candidates(board.needs_of(spec, kind), spec)
         best = search.best(institution)
         needs = search.needs
         never = _merged(needs.fixed.never_for(institution), search.never)

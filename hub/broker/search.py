@@ -67,7 +67,7 @@ from hub.broker.rules import (
     room,
     within_max_cost,
 )
-from hub.estimates.model import Z90, learned, prior_seconds
+from hub.estimates.model import Z90, learned, prior_seconds, work_units
 from shared.schemas.jobs import JobSpec
 
 if TYPE_CHECKING:
@@ -219,8 +219,9 @@ class Board:
         self.lends(institution)
         return self._lends_all[institution]
 
-    def needs_of(self, spec: JobSpec) -> Needs:
-        key = needs_key(spec)
+    def needs_of(self, spec: JobSpec, key: str | None = None) -> Needs:
+        """The kind of job's ``Needs`` on this board (``key``: its ``needs_key``, when the caller has it)."""
+        key = needs_key(spec) if key is None else key
         if key not in self.needs:
             fixed = self.fixed.get(key)
             if fixed is None:
@@ -414,7 +415,8 @@ class Needs:
         bias = self.board.bias(spec.kind.value)
         if r.gpus:  # the fastest of each set of models some site offers, then per site
             fixed = self.fixed
-            priors = {m: prior_seconds(spec, m)[0] for m in fixed.all_models}
+            work = work_units(spec)
+            priors = {m: prior_seconds(spec, m, work)[0] for m in fixed.all_models}
             fastest = np.array([min((priors[m] for m in ms), default=math.inf) for ms in fixed.model_sets])[fixed.model_set]
         else:
             fastest = np.full(len(self.board.views), prior_seconds(spec, None)[0])
@@ -463,7 +465,7 @@ class Candidates:
         spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
         # numpy's rounding to 4 places may differ from Python's in the last place: a margin here,
         # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
-        self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.clip(spare + _PART, 0.0, 1.0))
+        self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.minimum(np.maximum(spare + _PART, 0.0), 1.0))
         self.out = [False] * len(board.views)
         self.keys = np.where(self.needs.fits(), self.bound, -np.inf)
 
