@@ -463,7 +463,7 @@ class Option:
     ) -> None:
         self.partition, self.model, self.run, self.startup, self.priced = partition, model, run, startup, priced
         self.reported = reported  # the agent reported this partition by name: it is told to submit there
-        self.cost: float = priced.cost(run.p50)
+        self.cost: float = priced.per_hour * (max(run.p50, 0.0) + priced.startup_s) / 3600  # ``priced.cost(run.p50)``
         self.finish: float = run.p50 + startup
 
 
@@ -798,9 +798,17 @@ def _short(spec: JobSpec, site: SiteView, models: list[str]) -> list[str]:
     if (r.cpus > site.cpus_free - site.unseen_cpus + site.cpus_bootable
             or r.cpus > int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus
             or (site.part_now and partition_room(spec, site, models))
-            or (r.gpus and not any(gpus_available(site, m) >= r.gpus for m in models))):  # fmt: skip
+            or (r.gpus and not _lends_gpus(site, models, r.gpus))):  # fmt: skip
         return room(spec, site, models)[0]
     return []
+
+
+def _lends_gpus(site: SiteView, models: list[str], gpus: int) -> bool:
+    """Whether the site lends ``gpus`` GPUs of one of ``models`` now (``gpus_available``)."""
+    for m in models:
+        if gpus_available(site, m) >= gpus:
+            return True
+    return False
 
 
 def link_time(size: int, bps: float, ahead: list[int]) -> float:

@@ -138,7 +138,11 @@ class Board:
         self._lends_all: dict[str, bool] = {}
         self.restricted = [i for i, v in enumerate(self.views) if v.policy.allowed_institutions is not None]
         self.needs: dict[str, Needs] = {}
-        self.searches: dict[str, Candidates] = {}  # by ``job_key``: those still to place jobs, kept tight
+        self.searches: dict[str, Candidates] = {}  # by ``job_key``: those still to place jobs
+        # Placements reserved at each site, and in all, on this board: a search recounts a site
+        # placed at since it last looked (``Candidates.seen``).
+        self.reserved = [0] * len(self.views)
+        self.placed = 0
 
     def update(self, i: int) -> None:
         """Site ``i``'s view changed (a capacity report, work placed or ended there, its
@@ -232,13 +236,13 @@ class Board:
     def reserve(self, i: int, spec: JobSpec, model: str | None, partition: str | None) -> None:
         """Account a placement at site ``i`` (``rules.reserve``); every kind of job's view of the
         site is recounted when next used (``Needs.refresh``), and a search tightens its bound on
-        the site only if the site comes up again (``Candidates.best``)."""
+        the site only if the site comes up again (``Candidates.best``, by ``reserved``)."""
         reserve(self.views[i], spec, model, partition)
         self.cpus[i] = self.free[i] = cpus_available(self.views[i])
+        self.reserved[i] += 1
+        self.placed += 1
         for needs in self.needs.values():
             needs.stale[i] = needs.stale.get(i, False) or model is not None
-        for search in self.searches.values():
-            search.stale[i] = None
 
     def special(self, spec: JobSpec) -> set[int]:
         """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
@@ -448,8 +452,9 @@ class Candidates:
     runs: Runs = field(default_factory=dict)
     # What the job's verdict at each site (by id) takes from what work reserved there leaves as it is.
     kept: dict[int, Standing] = field(default_factory=dict)
-    # Sites reserved since ``best`` last recounted them: their room may be gone and their bound is looser.
-    stale: dict[int, None] = field(default_factory=dict)
+    # Per site, the board's count of its placements when the search last recounted it (``Board.reserved``):
+    # a site reserved since may have no room left, and its bound is looser.
+    seen: list[int] = field(init=False)
     # Per site, its bound while it has room for the job and is not ruled out (``out``), else -inf:
     # kept from one ``best`` to the next; a site reserved since (``stale``) is recounted when it comes up.
     keys: Floats | list[float] = field(init=False)
@@ -461,6 +466,7 @@ class Candidates:
 
     def __post_init__(self) -> None:
         board, r = self.needs.refresh().board, self.spec.resources
+        self.seen, self._placed = board.reserved.copy(), board.placed
         self._fixed_part: Floats | list[float] = self._without_headroom()
         spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
         # numpy's rounding to 4 places may differ from Python's in the last place: a margin here,
@@ -498,6 +504,11 @@ class Candidates:
         bound = self.bound[i] = float(self._fixed_part[i]) - _W_CAPACITY * (1 - headroom)
         return bound
 
+    @property
+    def stale(self) -> list[int]:
+        """The sites reserved since the search last recounted them."""
+        return [i for i, (seen, now) in enumerate(zip(self.seen, self.needs.board.reserved, strict=True)) if seen != now]
+
     def _lists(self) -> None:
         """Searched again: per-site data as lists, the keys in a heap."""
         bound, fixed_part, keys = self.bound, self._fixed_part, self.keys
@@ -519,7 +530,7 @@ class Candidates:
         self.needs.refresh()
         board = self.needs.board
         lends = None if board.lends_all(institution) else board.lends(institution)
-        if self.heap is None and (self.searched or self.stale):
+        if self.heap is None and (self.searched or board.placed != self._placed):
             self._lists()
         self.searched = True
         return self._first(lends, k) if self.heap is None else self._again(lends, k)
@@ -562,7 +573,8 @@ class Candidates:
         bound tightened (``tighten``). An entry whose key is not the site's now is dropped when
         it comes up. The site on top of the heap stays there, its entry changed in place, when
         its recounted key, or the k-th score found, is still above both entries below it."""
-        keys, bound, heap, out, stale, verdicts = self.keys, self.bound, self.heap, self.out, self.stale, self.verdicts
+        keys, bound, heap, out, verdicts = self.keys, self.bound, self.heap, self.out, self.verdicts
+        seen, reserved = self.seen, self.needs.board.reserved
         assert isinstance(keys, list) and isinstance(bound, list) and heap is not None
         needs, r = self.needs, self.spec.resources
         cpus, gpus, free, room, part_ok = r.cpus, r.gpus, needs.board.free, needs.gpus_at, needs.part_ok_at
@@ -586,8 +598,8 @@ class Candidates:
                 aside.append((i, key))
                 keys[i] = -_INF
                 continue
-            if i in stale:
-                del stale[i]
+            if seen[i] != reserved[i]:
+                seen[i] = reserved[i]
                 verdicts.pop(i, None)
                 if free[i] >= cpus and room[i] >= gpus and part_ok[i] and not out[i]:
                     key = keys[i] = self.tighten(i)
