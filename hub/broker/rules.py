@@ -614,8 +614,8 @@ class Standing:
     batch placer: jobs alike go on scoring the sites they were placed at) while the site
     changes only by the work reserved there."""
 
-    __slots__ = ("copy_part", "copy_s", "copying", "gpu_site", "models", "near", "plan", "queue", "reliability",
-                 "several", "slow", "usable")  # fmt: skip
+    __slots__ = ("copy_part", "copy_s", "copying", "finishes", "gpu_site", "models", "near", "plan", "queue",
+                 "reliability", "several", "slow", "usable")  # fmt: skip
 
     def __init__(self, spec: JobSpec, site: SiteView, models: list[str], runs: Runs) -> None:
         r = spec.resources
@@ -633,6 +633,8 @@ class Standing:
         if copy_bytes:
             self.copying = f"{duration(copy_s)} copying {copied(plan, site.network)}"
         self.several = len(site.partitions) > 1
+        # By (partition, start-up waited for): what a verdict on that option takes from it (``_finish``).
+        self.finishes: dict[tuple[str, int], Finish] = {}
 
 
 def evaluate_now(
@@ -674,14 +676,43 @@ def evaluate_now(
             return Verdict(site.name, eligible=False, reasons=[beyond])
     copy_s, slow = st.copy_s, st.slow
     o = opts[0] if len(opts) == 1 else min(opts, key=lambda x: (_band((copy_s + x.finish) * slow), x.cost, x.partition.name))
-    run, startup, cost, model = o.run, o.startup, o.cost, o.model
+    run, startup, model = o.run, o.startup, o.model
     if model:
         headroom = (gpus_available(site, model) - r.gpus) / max(site.gpus_total.get(model, 1), 1)
     else:
         headroom = (cpus_available(site) - r.cpus) / max(site.cpus_total, 1)
-    finish_s = copy_s + run.p50 + startup
+    finish = st.finishes.get((o.partition.name, startup))
+    if finish is None:  # the option's parts and words but for the headroom: the same for each placement alike
+        finish = st.finishes[o.partition.name, startup] = _finish(spec, st, o)
+    parts, band, tie, finishes, priced = finish
+    parts = parts.copy()
+    parts["capacity"] = capacity = round(headroom, 4)
+    headroom = max(min(capacity, 1.0), 0.0)
+    tie = tie + _W_CAPACITY * (1 - headroom) + _W_QUEUE * (1 - st.queue)
+    score = round(1000 - band - tie, 6)
+    why = [f"{r.cpus} of {site.cpus_free - site.unseen_cpus} free CPUs"]
+    if model:
+        why.append(f"{r.gpus} of its {model} GPUs")
+    why.append(finishes)
+    if priced:
+        why.append(priced)
+    if st.gpu_site:
+        why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
+    if st.several:
+        why.append(_partition_choice(o, [x for x in opts if x is not o]))
+    return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=model,
+                   partition=o.partition.name, queue=o.partition.name if o.reported else None)  # fmt: skip
+
+
+#: What a verdict takes from the option chosen (``Standing.finishes``): its parts but for the
+#: capacity, its band, the tie-break's cost and locality terms, its words on when it finishes and what it costs.
+Finish = tuple[dict[str, float], int, float, str, str | None]
+
+
+def _finish(spec: JobSpec, st: Standing, o: Option) -> Finish:
+    run, startup, cost = o.run, o.startup, o.cost
+    finish_s = st.copy_s + run.p50 + startup
     p10, p50, p90, runs_learned = run.rounded
-    capacity, queue, near = round(headroom, 4), st.queue, st.near
     parts = {
         "finish_s": round(finish_s, 1),
         "copy_s": st.copy_part,
@@ -691,28 +722,16 @@ def evaluate_now(
         "runs": runs_learned,  # finished runs the estimate learned from (the dashboard shows the estimate as placed)
         "startup_s": float(startup),
         "cost": round(cost, 4) if cost else cost,
-        "capacity": capacity,
-        "queue": queue,
+        "capacity": 0.0,  # the share left free after the job: ``evaluate_now`` sets it
+        "queue": st.queue,
         "reliability": st.reliability,
-        "locality": near,
+        "locality": st.near,
     }
-    headroom = max(min(capacity, 1.0), 0.0)
-    tie = (_W_COST * cost / (1 + cost) + _W_LOCALITY * (1 - near)
-           + _W_CAPACITY * (1 - headroom) + _W_QUEUE * (1 - queue))  # fmt: skip
-    score = round(1000 - _band(finish_s * slow) - tie, 6)
-    why = [f"{r.cpus} of {site.cpus_free - site.unseen_cpus} free CPUs"]
-    if model:
-        why.append(f"{r.gpus} of its {model} GPUs")
     boot = f", {duration(startup)} start-up of a powered-down node" if startup else ""
-    why.append(f"finishes in ~{duration(finish_s)}: {st.copying}, no wait, {run.described}{boot}")
-    if o.priced.per_hour > 0:
-        why.append(f"≈ {cost:.2f} for {_priced_run(o.priced, run.p50)}")
-    if st.gpu_site:
-        why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
-    if st.several:
-        why.append(_partition_choice(o, [x for x in opts if x is not o]))
-    return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=model,
-                   partition=o.partition.name, queue=o.partition.name if o.reported else None)  # fmt: skip
+    finishes = f"finishes in ~{duration(finish_s)}: {st.copying}, no wait, {run.described}{boot}"
+    priced = f"≈ {cost:.2f} for {_priced_run(o.priced, run.p50)}" if o.priced.per_hour > 0 else None
+    tie = _W_COST * cost / (1 + cost) + _W_LOCALITY * (1 - st.near)
+    return parts, _band(finish_s * st.slow), tie, finishes, priced
 
 
 def _partition_choice(chosen: Option, others: list[Option]) -> str:
