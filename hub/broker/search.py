@@ -352,8 +352,13 @@ class Needs:
         if not gpus:
             return 0, 0.0
         view = self.board.views[i]
-        avail = [(gpus_available(view, m), max(view.gpus_total.get(m, 1), 1)) for m in self.models[i]]
-        return max((a for a, _ in avail), default=-1), max(((a - gpus) / total for a, total in avail), default=0.0)
+        most, roomiest = -1, None
+        for m in self.models[i]:
+            avail = gpus_available(view, m)
+            left = (avail - gpus) / max(view.gpus_total.get(m, 1), 1)
+            most = avail if avail > most else most
+            roomiest = left if roomiest is None or left > roomiest else roomiest
+        return most, 0.0 if roomiest is None else roomiest
 
     def refresh(self) -> Needs:
         """Recount the sites reserved since the last refresh (``not_now`` is current after it).
