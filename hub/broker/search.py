@@ -81,7 +81,7 @@ Bools = npt.NDArray[np.bool_]
 _RELATIVE = 1e-9
 _PART = 1e-4
 _SCORE = 1e-6
-_W_CAPACITY = TIE_WEIGHTS["capacity"]
+_W_CAPACITY, _W_LOCALITY = TIE_WEIGHTS["capacity"], TIE_WEIGHTS["locality"]
 _RANKED = itemgetter(0, 1)  # (-score, index): best first, ties to the earlier name
 
 
@@ -323,6 +323,7 @@ class Needs:
         self.usable_at: list[bool] = self.usable.tolist()
         self.slow = board.slowdown * np.where(board.gpu_site & (spec.resources.gpus == 0), GPU_SITE_PENALTY, 1.0)
         self.queue_tie = TIE_WEIGHTS["queue"] * (1 - board.queue)
+        self.far = _W_LOCALITY * (1 - np.zeros(len(views))) + self.queue_tie  # the tie-break's locality and queue, no input here
         n = len(views)
         self.gpus_at, self.headroom_at = [0] * n, [0.0] * n
         if spec.resources.gpus:
@@ -379,7 +380,7 @@ class Needs:
 
     def _site_fits(self) -> Bools:
         r = self.spec.resources
-        return (self.board.cpus >= r.cpus) & (self.gpus >= r.gpus)
+        return (self.board.cpus >= r.cpus) & (self.gpus >= r.gpus) if r.gpus else self.board.cpus >= r.cpus
 
     def fits(self) -> Bools:
         """Sites with room for the job now (``rules.room`` with these models says nothing against them)."""
@@ -482,21 +483,20 @@ class Candidates:
 
     def _without_headroom(self) -> Floats:
         """Each site's bound but for the headroom term (which work reserved there lowers)."""
-        board, spec = self.needs.board, self.spec
-        n = len(board.views)
-        copy, near = np.zeros(n), np.zeros(n)
-        if spec.inputs:
-            exact = board.special(spec) if board.blank is not None else range(n)
-            if board.blank is not None:
-                copy[:] = copy_time(spec, board.blank)[0]
+        board, spec, needs = self.needs.board, self.spec, self.needs
+        slow, queue_tie, floor = needs.slow, needs.queue_tie, needs.run_floor(spec)
+        if spec.inputs:  # most sites copy as ``blank`` does; the others, each site when there is none, are counted one by one
+            exact = board.special(spec) if board.blank is not None else range(len(board.views))
+            finish = ((copy_time(spec, board.blank)[0] if board.blank is not None else 0.0) + floor) * slow * (1 - _RELATIVE)
+            tie = needs.far.copy()
             for i in exact:
-                copy[i] = copy_time(spec, board.views[i])[0]
-                near[i] = round(locality(spec, board.views[i]), 4)  # as the verdict rounds it
-        slow, queue_tie = self.needs.slow, self.needs.queue_tie
-        finish = (copy + self.needs.run_floor(spec)) * slow * (1 - _RELATIVE)
+                view = board.views[i]
+                finish[i] = (copy_time(spec, view)[0] + floor[i]) * slow[i] * (1 - _RELATIVE)
+                tie[i] = _W_LOCALITY * (1 - round(locality(spec, view), 4)) + queue_tie[i]  # as the verdict rounds it
+        else:
+            finish, tie = floor * slow * (1 - _RELATIVE), needs.far
         band = np.floor(np.log(np.maximum(finish, 60.0)) / math.log(TIE_BAND))
-        tie = TIE_WEIGHTS["locality"] * (1 - near) + queue_tie
-        return np.where(self.needs.usable, 1000 - band - tie + _SCORE, -np.inf)
+        return np.where(needs.usable, 1000 - band - tie + _SCORE, -np.inf)
 
     def tighten(self, i: int) -> float:
         """Work was reserved at site ``i``: its headroom, so its bound, is lower. Recounted as
