@@ -676,7 +676,7 @@ def evaluate_now(
             return Verdict(site.name, eligible=False, reasons=[beyond])
     copy_s, slow = st.copy_s, st.slow
     o = opts[0] if len(opts) == 1 else min(opts, key=lambda x: (_band((copy_s + x.finish) * slow), x.cost, x.partition.name))
-    run, startup, model = o.run, o.startup, o.model
+    startup, model = o.startup, o.model
     if model:
         headroom = (gpus_available(site, model) - r.gpus) / max(site.gpus_total.get(model, 1), 1)
     else:
@@ -824,10 +824,7 @@ def _short(spec: JobSpec, site: SiteView, models: list[str]) -> list[str]:
 
 def _lends_gpus(site: SiteView, models: list[str], gpus: int) -> bool:
     """Whether the site lends ``gpus`` GPUs of one of ``models`` now (``gpus_available``)."""
-    for m in models:
-        if gpus_available(site, m) >= gpus:
-            return True
-    return False
+    return any(gpus_available(site, m) >= gpus for m in models)
 
 
 def link_time(size: int, bps: float, ahead: list[int]) -> float:

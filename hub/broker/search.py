@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
+Ints = npt.NDArray[np.int64]
 #: Margins that keep the bounds above the exact scores despite rounding: relative, on the
 #: finish time (a log computed by numpy may differ from math.log in the last place), and
 #: absolute, on headroom as numpy rounds it to 4 places and on the score's 6 places.
@@ -329,13 +330,13 @@ class Needs:
         if spec.resources.gpus:
             for i in range(n):
                 self.gpus_at[i], self.headroom_at[i] = self._gpus(i)
-        self.gpus = np.array(self.gpus_at, dtype=np.int64)
-        self.gpu_headroom = np.array(self.headroom_at, dtype=np.float64)
+        self.gpus: Ints = np.array(self.gpus_at, dtype=np.int64)
+        self.gpu_headroom: Floats = np.array(self.headroom_at, dtype=np.float64)
         # Whether a partition the job may use has room, where the agent reported each one's (``rules.partition_room``).
         self.part_ok_at = [True] * n
         for site in np.flatnonzero(fixed.ok & board.open & board.reported & self._site_fits()).tolist():
             self.part_ok_at[site] = partition_room(spec, views[site], self.models[site]) is None
-        self.part_ok = np.array(self.part_ok_at, dtype=bool)
+        self.part_ok: Bools = np.array(self.part_ok_at, dtype=bool)
         # Ruled out for now (closed, or no room): reason -> sites, kept current by ``update``.
         self.not_now: dict[str, list[str]] = {}
         # Sites reserved since the last ``refresh``, in order, each with whether GPUs were reserved there.
@@ -380,7 +381,11 @@ class Needs:
 
     def _site_fits(self) -> Bools:
         r = self.spec.resources
-        return (self.board.cpus >= r.cpus) & (self.gpus >= r.gpus) if r.gpus else self.board.cpus >= r.cpus
+        cpus: Bools = self.board.cpus >= r.cpus
+        if not r.gpus:
+            return cpus
+        both: Bools = cpus & (self.gpus >= r.gpus)
+        return both
 
     def fits(self) -> Bools:
         """Sites with room for the job now (``rules.room`` with these models says nothing against them)."""
@@ -430,7 +435,7 @@ class Needs:
             fastest = np.array([min((priors[m] for m in ms), default=math.inf) for ms in fixed.model_sets])[fixed.model_set]
         else:
             fastest = np.full(len(self.board.views), prior_seconds(spec, None)[0])
-        return np.minimum(fastest * bias, float(r.walltime_s))  # type: ignore[no-any-return]
+        return np.minimum(fastest * bias, float(r.walltime_s))
 
 
 #: (-key, site) in a search's heap: highest key first, ties to the earlier name.
