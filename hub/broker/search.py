@@ -83,6 +83,7 @@ _RELATIVE = 1e-9
 _PART = 1e-4
 _SCORE = 1e-6
 _W_CAPACITY, _W_LOCALITY = TIE_WEIGHTS["capacity"], TIE_WEIGHTS["locality"]
+_NO_SITES: set[str] = set()  # a search avoids no site (``evaluate_now`` only reads it)
 _RANKED = itemgetter(0, 1)  # (-score, index): best first, ties to the earlier name
 
 
@@ -242,8 +243,10 @@ class Board:
         self.cpus[i] = self.free[i] = cpus_available(self.views[i])
         self.reserved[i] += 1
         self.placed += 1
+        gpus = model is not None
         for needs in self.needs.values():
-            needs.stale[i] = needs.stale.get(i, False) or model is not None
+            if gpus or i not in needs.stale:  # whether GPUs were reserved there since: any time
+                needs.stale[i] = gpus
 
     def special(self, spec: JobSpec) -> set[int]:
         """Sites whose copy time for the job differs from ``blank``'s: they hold an input, or
@@ -658,7 +661,7 @@ class Candidates:
                 self.never.setdefault(never, []).append(view.name)
                 self.out[i] = True
                 return None
-        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, set(), self.runs, self.kept)
+        verdict = evaluate_now(self.spec, view, models, self.needs.board.now, _NO_SITES, self.runs, self.kept)
         if not verdict.eligible:
             self.not_now.setdefault(verdict.reasons[0], []).append(view.name)
             self.out[i] = True
