@@ -30,7 +30,7 @@ The result is what scoring every site gives, with ties broken by name; tests com
 two on random networks (tests/hub/test_placer_equivalence.py). A change to the score in
 rules.py must keep the bound's premises: finish >= copy + run p50 with run p50 = min(prior
 x e^bias, walltime), and every tie-break term >= 0 with locality, headroom and queue as
-``Candidates._without_headroom`` and ``Candidates.tighten`` read them.
+``Candidates._without_headroom`` and ``Candidates._again`` (recounting a reserved site) read them.
 """
 
 from __future__ import annotations
@@ -484,7 +484,7 @@ class Candidates:
         self._fixed_part: Floats | list[float] = self._without_headroom()
         spare = self.needs.gpu_headroom if r.gpus else (board.cpus - r.cpus) / board.cpus_total
         # numpy's rounding to 4 places may differ from Python's in the last place: a margin here,
-        # none once ``tighten`` recounts a site's headroom as ``evaluate_now`` does.
+        # none once ``_again`` recounts a reserved site's headroom as ``evaluate_now`` does.
         self.bound = self._fixed_part - TIE_WEIGHTS["capacity"] * (1 - np.minimum(np.maximum(spare + _PART, 0.0), 1.0))
         self.out = [False] * len(board.views)
         self.keys = np.where(self.needs.fits(), self.bound, -np.inf)
@@ -505,17 +505,6 @@ class Candidates:
             finish, tie = floor * slow * (1 - _RELATIVE), needs.far
         band = np.floor(np.log(np.maximum(finish, 60.0)) / math.log(TIE_BAND))
         return np.where(needs.usable, 1000 - band - tie + _SCORE, -np.inf)
-
-    def tighten(self, i: int) -> float:
-        """Work was reserved at site ``i``: its headroom, so its bound, is lower. Recounted as
-        ``evaluate_now`` counts it (for GPU jobs, on the roomiest usable model); the new bound."""
-        r, needs = self.spec.resources, self.needs
-        # For CPU jobs: the board keeps each site's ``cpus_available`` as work is reserved.
-        spare = needs.headroom_at[i] if r.gpus else (needs.board.free[i] - r.cpus) / needs.board.totals[i]
-        headroom = round(spare, 4)
-        headroom = 1.0 if headroom > 1.0 else 0.0 if headroom < 0.0 else headroom  # as evaluate_now clips it
-        bound = self.bound[i] = float(self._fixed_part[i]) - _W_CAPACITY * (1 - headroom)
-        return bound
 
     @property
     def stale(self) -> list[int]:
@@ -583,7 +572,9 @@ class Candidates:
         """``best`` on the lists and the heap. A site reserved since it was last looked at keeps
         its key (room only shrinks and bounds only fall as work is reserved, so it is still
         above what the site scores) until it comes up: then its room is recounted, and its
-        bound tightened (``tighten``). An entry whose key is not the site's now is dropped when
+        bound tightened: its headroom recounted as ``evaluate_now`` counts it (for GPU jobs, on
+        the roomiest usable model; for CPU jobs from the board's ``cpus_available``, kept as work
+        is reserved). An entry whose key is not the site's now is dropped when
         it comes up. The site on top of the heap stays there, its entry changed in place, when
         its recounted key, or the k-th score found, is still above both entries below it."""
         keys, bound, heap, out, verdicts = self.keys, self.bound, self.heap, self.out, self.verdicts
@@ -591,6 +582,7 @@ class Candidates:
         assert isinstance(keys, list) and isinstance(bound, list) and heap is not None
         needs, r = self.needs, self.spec.resources
         cpus, gpus, free, room, part_ok = r.cpus, r.gpus, needs.board.free, needs.gpus_at, needs.part_ok_at
+        headroom_at, totals, fixed_part = needs.headroom_at, needs.board.totals, self._fixed_part
         push, pop = heapq.heappush, heapq.heappop
         if len(heap) > 4 * len(keys) + 64:  # mostly keys the sites no longer have
             heap[:] = [(-key, i) for i, key in enumerate(keys) if key != -_INF]
@@ -615,7 +607,10 @@ class Candidates:
                 seen[i] = reserved[i]
                 verdicts.pop(i, None)
                 if free[i] >= cpus and room[i] >= gpus and part_ok[i] and not out[i]:
-                    key = keys[i] = self.tighten(i)
+                    spare = headroom_at[i] if gpus else (free[i] - cpus) / totals[i]
+                    headroom = round(spare, 4)
+                    headroom = 1.0 if headroom > 1.0 else 0.0 if headroom < 0.0 else headroom  # as evaluate_now clips it
+                    key = keys[i] = bound[i] = fixed_part[i] - _W_CAPACITY * (1 - headroom)
                     entry = (-key, i)
                     n = len(heap)
                     if n == 1 or (entry < heap[1] and (n == 2 or entry < heap[2])):
