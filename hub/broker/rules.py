@@ -469,8 +469,8 @@ class Option:
 
 #: A partition a job could use at a site whatever is free now: (partition, its GPU model for a
 #: GPU job, the price per hour of the job's footprint there, the start-up it charges, the job's
-#: run-time estimate there, its prices by the start-up the job waits for, kept as they are made).
-Usable = tuple[PartitionView, str | None, float, int, Estimate, dict[int, Priced]]
+#: run-time estimate there, and the options on it by the start-up the job waits for, kept as they are made).
+Usable = tuple[PartitionView, str | None, float, int, Estimate, dict[int, "Option"]]
 
 
 def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
@@ -541,7 +541,7 @@ def _options(spec: JobSpec, site: SiteView, usable: list[Usable]) -> list[Option
     r = spec.resources
     out: list[Option] = []
     part_now = site.part_now
-    for p, model, per_hour, charged, run, prices in usable:
+    for p, model, per_hour, charged, run, made in usable:
         if r.gpus and (model is None or gpus_available(site, model) < r.gpus):
             continue
         now = part_now.get(p.name) if part_now else None
@@ -556,10 +556,10 @@ def _options(spec: JobSpec, site: SiteView, usable: list[Usable]) -> list[Option
             continue
         # A node already up is not started again, nor paid for again.
         startup = (charged or (now.boot_s if now else 0) or site.boot_s) if boots else 0
-        priced = prices.get(startup)
-        if priced is None:
-            priced = prices[startup] = _priced(p.name, per_hour, startup, p.spot)
-        out.append(Option(p, model, run, startup, priced, now is not None))
+        option = made.get(startup)  # the same for every placement alike: kept (an option is not changed once made)
+        if option is None:
+            option = made[startup] = Option(p, model, run, startup, _priced(p.name, per_hour, startup, p.spot), now is not None)
+        out.append(option)
     return out
 
 
