@@ -664,7 +664,7 @@ def evaluate_now(
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
     st = None if kept is None else kept.get(site.id)
-    if st is None or st.models != models:
+    if st is None or (st.models is not models and st.models != models):
         st = Standing(spec, site, models, {} if runs is None else runs)
         if kept is not None:
             kept[site.id] = st
