@@ -6,10 +6,11 @@ jobs, by GPUs kept free), then by a tie-break (cost, locality, headroom, queue).
 every site for every job was most of a broker pass and of a submission. Most of a score
 does not depend on the job, and the rest is cheap to bound:
 
-- ``Board``: a pass's job-independent view of the sites as numpy arrays in name order:
-  open or why not, CPUs available, reliability and GPU-site slowdowns, queue, the longest
-  node start-up reported, each kind's learned run-time bias and spread. Reservations update
-  it one site at a time.
+- ``Board``: a pass's job-independent view of the sites in name order, as numpy arrays for
+  the steps over every site and as lists where sites are read one at a time (an element of
+  a list is read several times faster): open or why not, CPUs available, reliability and
+  GPU-site slowdowns, queue, the longest node start-up reported, each kind's learned
+  run-time bias and spread. Reservations update it one site at a time.
 - ``Fixed``: per kind of job (kind, resources, software, constraints): the checks that
   rule sites out for good and the GPU models each site could use. They depend on the
   registry alone, so a hub process keeps them between submissions.
@@ -19,10 +20,11 @@ does not depend on the job, and the rest is cheap to bound:
   every site's score, from a lower bound on its finish time (the copy of its inputs, exact;
   the fastest run its GPU models allow, at the site's learned bias; start-up >= 0) and on
   its tie-break (cost >= 0; locality and queue as they are; headroom as it is now, for GPU
-  jobs on the roomiest usable model: it only shrinks as work is reserved, and the board
-  tightens a site's bound each time). ``best`` scores sites exactly (``evaluate_now``),
-  highest bound first, until the next bound is below the k-th best exact score: every
-  site it skips scores lower than those it returns.
+  jobs on the roomiest usable model: it only shrinks as work is reserved, and a search
+  tightens a site's bound when the site comes up after work was reserved there). ``best``
+  scores sites exactly (``evaluate_now``, with what the job's verdict at a site keeps
+  between placements: ``rules.Standing``), highest bound first, until the next bound is
+  below the k-th best exact score: every site it skips scores lower than those it returns.
 
 Which sites a job's deadline or max_cost rules out, and why, is hub/broker/limits.py.
 
