@@ -51,13 +51,13 @@ def place_batch(jobs: list[tuple[JobSpec, str]], views: list[SiteView], now: dat
             job, kind = keys[id(spec)] = (job_key(spec), needs_key(spec))
             left[job] += per_spec[id(spec)]
             kinds_left[kind] += per_spec[id(spec)]
-    searches = board.searches  # tightened by the board as work is reserved
+    searches = board.searches  # each knows the sites reserved since it looked by the board's counts
     out = []
     for spec, institution in jobs:
         key, kind = keys[id(spec)]
         search = searches.get(key)
         if search is None:
-            search = searches[key] = Candidates(board.needs_of(spec), spec)
+            search = searches[key] = Candidates(board.needs_of(spec, kind), spec)
         best = search.best(institution)
         needs = search.needs
         never = _merged(needs.fixed.never_for(institution), search.never)

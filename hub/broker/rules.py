@@ -464,8 +464,14 @@ class Option:
     ) -> None:
         self.partition, self.model, self.run, self.startup, self.priced = partition, model, run, startup, priced
         self.reported = reported  # the agent reported this partition by name: it is told to submit there
-        self.cost: float = priced.cost(run.p50)
+        self.cost: float = priced.per_hour * (max(run.p50, 0.0) + priced.startup_s) / 3600  # ``priced.cost(run.p50)``
         self.finish: float = run.p50 + startup
+
+
+#: A partition a job could use at a site whatever is free now: (partition, its GPU model for a
+#: GPU job, the price per hour of the job's footprint there, the start-up it charges, the job's
+#: run-time estimate there, and the options on it by the start-up the job waits for, kept as they are made).
+Usable = tuple[PartitionView, str | None, float, int, Estimate, dict[int, "Option"]]
 
 
 def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
@@ -478,6 +484,22 @@ def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[
             continue
         if misfit(spec, p) is None:
             yield p, model
+
+
+def _partitions(spec: JobSpec, site: SiteView, models: list[str], runs: Runs) -> list[Usable]:
+    """The site's partitions the job may use (spot only if it is preemptible; GPU jobs: of
+    ``models``, with enough GPUs in all), each with its GPU model, price and run time: what
+    work reserved at the site leaves as it is (``options`` adds what it changes)."""
+    r = spec.resources
+    out: list[Usable] = []
+    for p in partitions_for(spec, site):
+        model = p.gpu_model if r.gpus else None
+        if r.gpus and (model not in models or p.node_count * p.gpus_per_node < r.gpus):
+            continue
+        if misfit(spec, p) is None:
+            per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
+            out.append((p, model, per_hour, charged, runtime(spec, site, model, runs), {}))
+    return out
 
 
 def _full(p: PartitionView, now: PartitionNow, model: str | None) -> str:
@@ -508,14 +530,22 @@ _priced = lru_cache(maxsize=4096, typed=True)(Priced)
 
 
 def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None = None) -> list[Option]:
-    """The partitions the job may use (``_usable``) that have room now (``partition_room``),
+    """The partitions the job may use (``_partitions``) that have room now (``partition_room``),
     priced. A partition the agent reported is judged by its own room; one it did not (a
     scheduler that names its queues otherwise, the local backend) by the site's."""
+    return _options(spec, site, _partitions(spec, site, models, {} if runs is None else runs))
+
+
+def _options(spec: JobSpec, site: SiteView, usable: list[Usable]) -> list[Option]:
+    """``options`` from the site's ``_partitions``: those with GPUs of their model within the
+    site's share and room now, with the start-up of a node the job would wait for."""
     r = spec.resources
     out: list[Option] = []
-    runs = {} if runs is None else runs
-    for p, model in _usable(spec, site, models):
-        now = site.part_now.get(p.name) if site.part_now else None
+    part_now = site.part_now
+    for p, model, per_hour, charged, run, made in usable:
+        if r.gpus and (model is None or gpus_available(site, model) < r.gpus):
+            continue
+        now = part_now.get(p.name) if part_now else None
         if now is None:  # ``needs_start`` for this partition's model
             free = site.cpus_free - site.unseen_cpus
             boots = r.cpus > free or (
@@ -525,11 +555,12 @@ def options(spec: JobSpec, site: SiteView, models: list[str], runs: Runs | None 
             boots = not now.up(r.cpus, r.gpus, model)
         else:
             continue
-        per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
         # A node already up is not started again, nor paid for again.
         startup = (charged or (now.boot_s if now else 0) or site.boot_s) if boots else 0
-        priced = _priced(p.name, per_hour, startup, p.spot)
-        out.append(Option(p, model, runtime(spec, site, model, runs), startup, priced, now is not None))
+        option = made.get(startup)  # the same for every placement alike: kept (an option is not changed once made)
+        if option is None:
+            option = made[startup] = Option(p, model, run, startup, _priced(p.name, per_hour, startup, p.spot), now is not None)
+        out.append(option)
     return out
 
 
@@ -576,13 +607,51 @@ def _band(ranked_s: float) -> int:
 _W_COST, _W_LOCALITY, _W_CAPACITY, _W_QUEUE = (TIE_WEIGHTS[k] for k in ("cost", "locality", "capacity", "queue"))
 
 
+class Standing:
+    """What ``evaluate_now`` reads of a job at an open site that work reserved there
+    (``reserve``) leaves as it is: the partitions it could use (``_partitions``), the copy of
+    its inputs, and the parts and words of a verdict taken from them. ``evaluate_now`` builds
+    one per call, or reads the one kept by a caller that scores the job at the site again (the
+    batch placer: jobs alike go on scoring the sites they were placed at) while the site
+    changes only by the work reserved there."""
+
+    __slots__ = ("copy_part", "copy_s", "copying", "finishes", "gpu_site", "models", "near", "plan", "queue",
+                 "reliability", "several", "slow", "usable")  # fmt: skip
+
+    def __init__(self, spec: JobSpec, site: SiteView, models: list[str], runs: Runs) -> None:
+        r = spec.resources
+        self.models = models
+        self.usable = _partitions(spec, site, models, runs)
+        self.plan = plan = copy_plan(spec, site) if spec.inputs else []
+        copy_s, copy_bytes = (sum((c.seconds for c in plan), 0.0), sum(c.size for c in plan)) if plan else (0.0, 0)
+        self.copy_s, self.copy_part = copy_s, round(copy_s, 1) if copy_s else copy_s
+        # Expected time to an answer: a site that loses 1 attempt in 5 takes 1/0.8 as long, on average.
+        self.gpu_site = not r.gpus and bool(site.gpus_total)
+        self.slow = (GPU_SITE_PENALTY if self.gpu_site else 1.0) / max(site.reliability, 0.05)
+        self.queue, self.reliability = round(1 / (1 + site.jobs_pending), 4), round(site.reliability, 4)
+        self.near = round(locality(spec, site), 4) if spec.inputs else 0.0
+        self.copying = "inputs here" if spec.inputs else "no inputs"
+        if copy_bytes:
+            self.copying = f"{duration(copy_s)} copying {copied(plan, site.network)}"
+        self.several = len(site.partitions) > 1
+        # By (partition, start-up waited for): what a verdict on that option takes from it (``_finish``).
+        self.finishes: dict[tuple[str, int], Finish] = {}
+
+
 def evaluate_now(
-    spec: JobSpec, site: SiteView, models: list[str], now: datetime, avoid: set[str], runs: Runs | None = None
+    spec: JobSpec,
+    site: SiteView,
+    models: list[str],
+    now: datetime,
+    avoid: set[str],
+    runs: Runs | None = None,
+    kept: dict[int, Standing] | None = None,
 ) -> Verdict:
     """The part of ``evaluate`` that changes from moment to moment, for a site that passed the
     static checks. The job goes to the site's partition where it finishes first, near-ties
     (the band the site is ranked by) broken by cost, then by name. ``runs``: the job's
-    estimates kept by a caller that evaluates it at many sites.
+    estimates kept by a caller that evaluates it at many sites; ``kept``: its ``Standing`` at
+    each site (by id), kept by a caller that evaluates it at a site again after reserving work.
 
     A broker pass scores one site exactly per job it places, so this is written for speed:
     the checks that pass for an open site with room are tested before their reasons are
@@ -592,63 +661,78 @@ def evaluate_now(
             or (site.policy.windows and not in_window(site.policy, now))):  # fmt: skip
         return Verdict(site.name, eligible=False, reasons=closed(site, now, avoid))
     r = spec.resources
-    short = room(spec, site, models)[0]
+    short = _short(spec, site, models)
     if short:
         return Verdict(site.name, eligible=False, reasons=short)
-    opts = options(spec, site, models, runs)
+    st = None if kept is None else kept.get(site.id)
+    if st is None or (st.models is not models and st.models != models):
+        st = Standing(spec, site, models, {} if runs is None else runs)
+        if kept is not None:
+            kept[site.id] = st
+    opts = _options(spec, site, st.usable)
     assert opts, "room() found a partition with room"
     if spec.deadline is not None or spec.max_cost is not None:
         opts, beyond = _limits(spec, opts, now)
         if beyond is not None:
             return Verdict(site.name, eligible=False, reasons=[beyond])
-    plan = copy_plan(spec, site) if spec.inputs else []
-    copy_s, copy_bytes = (sum((c.seconds for c in plan), 0.0), sum(c.size for c in plan)) if plan else (0.0, 0)
-    # Expected time to an answer: a site that loses 1 attempt in 5 takes 1/0.8 as long, on average.
-    slow = (GPU_SITE_PENALTY if not r.gpus and site.gpus_total else 1.0) / max(site.reliability, 0.05)
+    copy_s, slow = st.copy_s, st.slow
     o = opts[0] if len(opts) == 1 else min(opts, key=lambda x: (_band((copy_s + x.finish) * slow), x.cost, x.partition.name))
-    run, startup, cost, model = o.run, o.startup, o.cost, o.model
+    startup, model = o.startup, o.model
     if model:
         headroom = (gpus_available(site, model) - r.gpus) / max(site.gpus_total.get(model, 1), 1)
     else:
         headroom = (cpus_available(site) - r.cpus) / max(site.cpus_total, 1)
-    finish_s = copy_s + run.p50 + startup
+    finish = st.finishes.get((o.partition.name, startup))
+    if finish is None:  # the option's parts and words but for the headroom: the same for each placement alike
+        finish = st.finishes[o.partition.name, startup] = _finish(spec, st, o)
+    parts, band, tie, finishes, priced = finish
+    parts = parts.copy()
+    parts["capacity"] = capacity = round(headroom, 4)
+    headroom = max(min(capacity, 1.0), 0.0)
+    tie = tie + _W_CAPACITY * (1 - headroom) + _W_QUEUE * (1 - st.queue)
+    score = round(1000 - band - tie, 6)
+    why = [f"{r.cpus} of {site.cpus_free - site.unseen_cpus} free CPUs"]
+    if model:
+        why.append(f"{r.gpus} of its {model} GPUs")
+    why.append(finishes)
+    if priced:
+        why.append(priced)
+    if st.gpu_site:
+        why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
+    if st.several:
+        why.append(_partition_choice(o, [x for x in opts if x is not o]))
+    return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=model,
+                   partition=o.partition.name, queue=o.partition.name if o.reported else None)  # fmt: skip
+
+
+#: What a verdict takes from the option chosen (``Standing.finishes``): its parts but for the
+#: capacity, its band, the tie-break's cost and locality terms, its words on when it finishes and what it costs.
+Finish = tuple[dict[str, float], int, float, str, str | None]
+
+
+def _finish(spec: JobSpec, st: Standing, o: Option) -> Finish:
+    run, startup, cost = o.run, o.startup, o.cost
+    finish_s = st.copy_s + run.p50 + startup
     p10, p50, p90, runs_learned = run.rounded
-    capacity, queue = round(headroom, 4), round(1 / (1 + site.jobs_pending), 4)
-    near = round(locality(spec, site), 4) if spec.inputs else 0.0
     parts = {
         "finish_s": round(finish_s, 1),
-        "copy_s": round(copy_s, 1) if copy_s else copy_s,
+        "copy_s": st.copy_part,
         "run_p10_s": p10,
         "run_s": p50,
         "run_p90_s": p90,
         "runs": runs_learned,  # finished runs the estimate learned from (the dashboard shows the estimate as placed)
         "startup_s": float(startup),
         "cost": round(cost, 4) if cost else cost,
-        "capacity": capacity,
-        "queue": queue,
-        "reliability": round(site.reliability, 4),
-        "locality": near,
+        "capacity": 0.0,  # the share left free after the job: ``evaluate_now`` sets it
+        "queue": st.queue,
+        "reliability": st.reliability,
+        "locality": st.near,
     }
-    headroom = max(min(capacity, 1.0), 0.0)
-    tie = (_W_COST * cost / (1 + cost) + _W_LOCALITY * (1 - near)
-           + _W_CAPACITY * (1 - headroom) + _W_QUEUE * (1 - queue))  # fmt: skip
-    score = round(1000 - _band(finish_s * slow) - tie, 6)
-    why = [f"{r.cpus} of {site.cpus_free - site.unseen_cpus} free CPUs"]
-    if model:
-        why.append(f"{r.gpus} of its {model} GPUs")
-    copying = "inputs here" if spec.inputs else "no inputs"
-    if copy_bytes:
-        copying = f"{duration(copy_s)} copying {copied(plan, site.network)}"
     boot = f", {duration(startup)} start-up of a powered-down node" if startup else ""
-    why.append(f"finishes in ~{duration(finish_s)}: {copying}, no wait, {run.described}{boot}")
-    if o.priced.per_hour > 0:
-        why.append(f"≈ {cost:.2f} for {_priced_run(o.priced, run.p50)}")
-    if not r.gpus and site.gpus_total:
-        why.append("a GPU site: kept for GPU work when a CPU site finishes about as soon")
-    if len(site.partitions) > 1:
-        why.append(_partition_choice(o, [x for x in opts if x is not o]))
-    return Verdict(site.name, eligible=True, reasons=why, score=score, parts=parts, gpu_model=model,
-                   partition=o.partition.name, queue=o.partition.name if o.reported else None)  # fmt: skip
+    finishes = f"finishes in ~{duration(finish_s)}: {st.copying}, no wait, {run.described}{boot}"
+    priced = f"≈ {cost:.2f} for {_priced_run(o.priced, run.p50)}" if o.priced.per_hour > 0 else None
+    tie = _W_COST * cost / (1 + cost) + _W_LOCALITY * (1 - st.near)
+    return parts, _band(finish_s * st.slow), tie, finishes, priced
 
 
 def _partition_choice(chosen: Option, others: list[Option]) -> str:
@@ -726,6 +810,22 @@ def room(spec: JobSpec, site: SiteView, models: list[str]) -> tuple[list[str], s
         reasons.append(f"needs {r.gpus} GPUs ({detail or 'none'}) within the site's GPU share")
         return reasons, None, 0.0, boots
     return reasons, best[0], (best[1] - r.gpus) / max(site.gpus_total.get(best[0], 1), 1), boots or not best[2][0]
+
+
+def _short(spec: JobSpec, site: SiteView, models: list[str]) -> list[str]:
+    """``room``'s reasons alone: none, tested without writing them, where the site has room."""
+    r = spec.resources
+    if (r.cpus > site.cpus_free - site.unseen_cpus + site.cpus_bootable
+            or r.cpus > int(site.cpus_total * site.policy.cpu_share) - site.fed_cpus
+            or (site.part_now and partition_room(spec, site, models))
+            or (r.gpus and not _lends_gpus(site, models, r.gpus))):  # fmt: skip
+        return room(spec, site, models)[0]
+    return []
+
+
+def _lends_gpus(site: SiteView, models: list[str], gpus: int) -> bool:
+    """Whether the site lends ``gpus`` GPUs of one of ``models`` now (``gpus_available``)."""
+    return any(gpus_available(site, m) >= gpus for m in models)
 
 
 def link_time(size: int, bps: float, ahead: list[int]) -> float:

@@ -125,9 +125,10 @@ def _gpu_seconds_per_unit() -> float:
     return float(a["minutes"] * 60 - g["overhead_s"]) / units
 
 
-def prior_seconds(spec: JobSpec, gpu_model: str | None) -> tuple[float, str]:
-    """(the prior's run time in seconds, its basis in words) for the job on ``gpu_model`` GPUs or on CPUs."""
-    units, detail = work_units(spec)
+def prior_seconds(spec: JobSpec, gpu_model: str | None, work: tuple[float | None, str] | None = None) -> tuple[float, str]:
+    """(the prior's run time in seconds, its basis in words) for the job on ``gpu_model`` GPUs or on CPUs.
+    ``work``: the job's ``work_units``, from a caller that asks for several models."""
+    units, detail = work_units(spec) if work is None else work
     r = spec.resources
     if units is None:
         fraction = priors()["learning"]["walltime_fraction"]
