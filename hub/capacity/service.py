@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -87,12 +87,17 @@ _SIGN_OF_LIFE = _sign_of_life()
 #: the sites it marked. Executed once per heartbeat, the same writes cost the hub and the
 #: server a statement's overhead per heartbeat, and each statement is a round trip, which
 #: on a busy host is the batch's latency (docs/benchmarks.md, "One hub process on PostgreSQL").
+#: The snapshots' JSON travels as one JSON array per column, not as a ``json[]`` parameter:
+#: psycopg writes an array parameter as text, escaping every quote of every element with a
+#: regular expression in Python, which was a fifth of a heartbeat's hub CPU at 64 senders.
 _PG_BATCH = text(
     """WITH v AS (
         SELECT * FROM unnest(
             CAST(:ids AS integer[]), CAST(:names AS text[]), CAST(:intervals AS float8[]), CAST(:versions AS text[]),
             CAST(:untils AS timestamptz[]), CAST(:sampled AS timestamptz[]), CAST(:backends AS text[]),
-            CAST(:totals AS json[]), CAST(:partitions AS json[]), CAST(:storage AS json[]),
+            ARRAY(SELECT e FROM json_array_elements(CAST(:totals AS json)) WITH ORDINALITY AS j(e, i) ORDER BY i),
+            ARRAY(SELECT e FROM json_array_elements(CAST(:partitions AS json)) WITH ORDINALITY AS j(e, i) ORDER BY i),
+            ARRAY(SELECT e FROM json_array_elements(CAST(:storage AS json)) WITH ORDINALITY AS j(e, i) ORDER BY i),
             CAST(:cpus_total AS bigint[]), CAST(:cpus_free AS bigint[]), CAST(:gpus_total AS bigint[]),
             CAST(:gpus_free AS bigint[]), CAST(:gpu_model AS text[]), CAST(:gpu_models AS integer[]))
         AS v(id, name, interval_s, agent_version, reachable_until, sampled_at, backend, totals, partitions, storage,
@@ -183,9 +188,9 @@ def _write_unnested(
             "untils": [now + timedelta(seconds=b.hb.interval_s * settings.missed_heartbeats) for b in beats],
             "sampled": [utc.process_bind_param(b.hb.sampled_at, conn.dialect) for b in beats],
             "backends": [b.hb.backend for b in beats],
-            "totals": [t.model_dump_json() for t in totals],
-            "partitions": [_json_list(b.hb.partitions) for b in beats],
-            "storage": [_json_list(b.hb.storage) for b in beats],
+            "totals": _json_array(t.model_dump_json() for t in totals),
+            "partitions": _json_array(_json_list(b.hb.partitions) for b in beats),
+            "storage": _json_array(_json_list(b.hb.storage) for b in beats),
             **{name: [c[name] for c in counts] for name in _COUNTS},
         },
     )
@@ -194,6 +199,11 @@ def _write_unnested(
 
 def _json_list(items: Sequence[BaseModel]) -> str:
     return "[" + ",".join(i.model_dump_json() for i in items) + "]"
+
+
+def _json_array(documents: Iterable[str]) -> str:
+    """One JSON array of JSON documents (each already valid JSON)."""
+    return "[" + ",".join(documents) + "]"
 
 
 def _write_each(conn: Connection, now: datetime, beats: list[Beat], totals: list[CapacityTotals], settings: HubSettings) -> bool:
