@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
@@ -57,7 +60,6 @@ def test_0021_fills_the_summed_counts_from_the_snapshots_and_downgrades(empty_db
 
     from hub.capacity.models import summed_columns
     from hub.db import alembic_config
-    from hub.sites.models import Site
     from hub.types import UTCDateTime, utcnow
     from shared.schemas.capacity import CapacityTotals
 
@@ -78,13 +80,7 @@ def test_0021_fills_the_summed_counts_from_the_snapshots_and_downgrades(empty_db
     try:
         with engine.begin() as conn:  # Core, not a session: the session's commit hooks write tables of later revisions
             now = utcnow()
-            site = {"institution": "kek", "country": "JP", "contacts": [], "created_at": now, "updated_at": now}
-            site_ids = [
-                conn.execute(
-                    sa.insert(Site).values(name=f"site-{i}", display_name=f"Site {i}", **site).returning(Site.id)
-                ).scalar_one()
-                for i in range(4)
-            ]
+            site_ids = _insert_sites(conn, 4, now)
             conn.execute(sa.insert(table), [
                 {"site_id": site_id, "agent_version": "a", "backend": "slurm", "received_at": now, "sampled_at": now,
                  "totals": totals, "partitions": [], "storage": []}
@@ -115,7 +111,6 @@ def test_0023_serving_copies_keeps_what_auto_approve_public_allowed_and_downgrad
     from alembic import command
 
     from hub.db import alembic_config
-    from hub.sites.models import Site
     from hub.types import UTCDateTime, utcnow
 
     policies = sa.table(
@@ -129,13 +124,7 @@ def test_0023_serving_copies_keeps_what_auto_approve_public_allowed_and_downgrad
     try:
         with engine.begin() as conn:  # Core, not a session: the session's commit hooks write tables of later revisions
             now = utcnow()
-            site = {"institution": "kek", "country": "JP", "contacts": [], "created_at": now, "updated_at": now}
-            ids = [
-                conn.execute(
-                    sa.insert(Site).values(name=f"site-{i}", display_name=f"Site {i}", **site).returning(Site.id)
-                ).scalar_one()
-                for i in range(3)
-            ]
+            ids = _insert_sites(conn, 3, now)
             conn.execute(sa.insert(policies), [
                 {"site_id": site_id, "auto_approve_public": public, "accept_own_institution": True, "accept_job_inputs": True,
                  "auto_approve_institutions": [], "accept_institutions": [], "updated_at": now}
@@ -159,3 +148,16 @@ def test_0023_serving_copies_keeps_what_auto_approve_public_allowed_and_downgrad
         assert kept == [(ids[0], True), (ids[1], False), (ids[2], False)], "no data leaves a site that did not let it"
     finally:
         engine.dispose()
+
+
+def _insert_sites(conn: Any, n: int, now: datetime) -> list[int]:
+    """``n`` sites written with Core (a session's commit hooks would write tables of later revisions)."""
+    import sqlalchemy as sa
+
+    from hub.sites.models import Site
+
+    site = {"institution": "kek", "country": "JP", "contacts": [], "created_at": now, "updated_at": now}
+    return [
+        conn.execute(sa.insert(Site).values(name=f"site-{i}", display_name=f"Site {i}", **site).returning(Site.id)).scalar_one()
+        for i in range(n)
+    ]
