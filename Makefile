@@ -5,7 +5,7 @@ VENV := .venv
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install system-deps demo test test-busy lint format bench bench-load bench-sim clean
+.PHONY: install system-deps demo test test-busy lint format bench bench-load bench-scaling bench-sim clean
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ bench: install
 	$(VENV)/bin/python -m bench.placer
 	$(VENV)/bin/python -m bench.placement_sim
 	$(VENV)/bin/python -m bench.history_flush
+
+## bench-scaling: hub processes on one PostgreSQL, each held to the same CPU quota (needs root and cgroup v1 cpu)
+bench-scaling: install
+	$(VENV)/bin/python -m bench.process_scaling $(SCALING_ARGS)
 
 ## bench-sim: only the placement simulation (issue 12): a month of the network under four placement policies
 bench-sim: install
