@@ -85,7 +85,7 @@ def run_one(processes: int, sites: int, senders: int, duration: float, share: fl
                 for hub in hubs:
                     hub.start()
                 assert all(h.proc is not None for h in hubs)
-                with quota_each([h.proc.pid for h in hubs if h.proc is not None], share) as groups:
+                with quota_each([h.proc.pid for h in hubs if h.proc is not None], share):
                     agents = seeded.agents
                     parts = [agents[i::processes] for i in range(processes)]
 
@@ -100,12 +100,6 @@ def run_one(processes: int, sites: int, senders: int, duration: float, share: fl
                     before = sum(h.usage().cpu_s for h in hubs)
                     runs = asyncio.run(loops(count=False))
                     cpu = sum(h.usage().cpu_s for h in hubs) - before
-                    throttled = sum(
-                        int(line.split()[1])
-                        for g in groups
-                        for line in (g / "cpu.stat").read_text().splitlines()
-                        if line.startswith("nr_throttled")
-                    )
             finally:
                 for hub in hubs:
                     hub.stop()
@@ -121,7 +115,6 @@ def run_one(processes: int, sites: int, senders: int, duration: float, share: fl
             **s,
             "hub_cpu_ms_per_req": 1000 * cpu / max(1, s["ok"]),
             "hub_cpu_cores": cpu / s["elapsed_s"],
-            "throttled_periods": throttled,
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -464,7 +464,7 @@ class Option:
     ) -> None:
         self.partition, self.model, self.run, self.startup, self.priced = partition, model, run, startup, priced
         self.reported = reported  # the agent reported this partition by name: it is told to submit there
-        self.cost: float = priced.per_hour * (max(run.p50, 0.0) + priced.startup_s) / 3600  # ``priced.cost(run.p50)``
+        self.cost: float = priced.cost(run.p50)
         self.finish: float = run.p50 + startup
 
 
@@ -474,31 +474,34 @@ class Option:
 Usable = tuple[PartitionView, str | None, float, int, Estimate, dict[int, "Option"]]
 
 
-def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
-    """The site's partitions the job may use (spot only if it is preemptible; GPU jobs: of
-    ``models``, with GPUs of that model within the site's share), each with its GPU model."""
+def _may_use(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
+    """The site's partitions the job may use whatever is free now (spot only if it is
+    preemptible; GPU jobs: of ``models``, with enough GPUs in all), each with its GPU model."""
     r = spec.resources
-    for p in partitions_for(spec, site):
-        model = p.gpu_model if r.gpus else None
-        if r.gpus and (model not in models or p.node_count * p.gpus_per_node < r.gpus or gpus_available(site, model) < r.gpus):
-            continue
-        if misfit(spec, p) is None:
-            yield p, model
-
-
-def _partitions(spec: JobSpec, site: SiteView, models: list[str], runs: Runs) -> list[Usable]:
-    """The site's partitions the job may use (spot only if it is preemptible; GPU jobs: of
-    ``models``, with enough GPUs in all), each with its GPU model, price and run time: what
-    work reserved at the site leaves as it is (``options`` adds what it changes)."""
-    r = spec.resources
-    out: list[Usable] = []
     for p in partitions_for(spec, site):
         model = p.gpu_model if r.gpus else None
         if r.gpus and (model not in models or p.node_count * p.gpus_per_node < r.gpus):
             continue
         if misfit(spec, p) is None:
-            per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
-            out.append((p, model, per_hour, charged, runtime(spec, site, model, runs), {}))
+            yield p, model
+
+
+def _usable(spec: JobSpec, site: SiteView, models: list[str]) -> Iterator[tuple[PartitionView, str | None]]:
+    """``_may_use``, GPU jobs: with GPUs of that model within the site's share now."""
+    gpus = spec.resources.gpus
+    for p, model in _may_use(spec, site, models):
+        if not gpus or (model is not None and gpus_available(site, model) >= gpus):
+            yield p, model
+
+
+def _partitions(spec: JobSpec, site: SiteView, models: list[str], runs: Runs) -> list[Usable]:
+    """``_may_use``, each with its price and run time: what work reserved at the site leaves
+    as it is (``options`` adds what it changes)."""
+    r = spec.resources
+    out: list[Usable] = []
+    for p, model in _may_use(spec, site, models):
+        per_hour, charged = footprint_per_hour(p.cost, p.spot, p.cores_per_node, p.gpus_per_node, r.cpus, r.gpus)
+        out.append((p, model, per_hour, charged, runtime(spec, site, model, runs), {}))
     return out
 
 

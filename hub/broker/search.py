@@ -329,7 +329,7 @@ class Needs:
         self.usable_at: list[bool] = self.usable.tolist()
         self.slow = board.slowdown * np.where(board.gpu_site & (spec.resources.gpus == 0), GPU_SITE_PENALTY, 1.0)
         self.queue_tie = TIE_WEIGHTS["queue"] * (1 - board.queue)
-        self.far = _W_LOCALITY * (1 - np.zeros(len(views))) + self.queue_tie  # the tie-break's locality and queue, no input here
+        self.far = _W_LOCALITY + self.queue_tie  # the tie-break's locality and queue, no input here
         n = len(views)
         self.gpus_at, self.headroom_at = [0] * n, [0.0] * n
         if spec.resources.gpus:

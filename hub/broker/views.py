@@ -27,14 +27,14 @@ from shared.schemas.transfers import ACTIVE_TRANSFER_STATES
 RELIABILITY_WINDOW = timedelta(days=7)
 
 
+#: The lending policy's columns a policy is made of: all but the site and the edit time.
+_POLICY = tuple(c for c in SitePolicyRow.__table__.columns if c.name not in ("site_id", "updated_at"))  # type: ignore[attr-defined]
+
+
 def policy_of(row: SitePolicyRow | None) -> SitePolicy:
     if row is None:
         return SitePolicy()
-    return SitePolicy.model_validate(row.model_dump(exclude={"site_id", "updated_at"}), extra="ignore")
-
-
-#: The lending policy's columns a view reads (``load_views``): all but the site and the edit time.
-_POLICY = tuple(c for c in SitePolicyRow.__table__.columns if c.name not in ("site_id", "updated_at"))  # type: ignore[attr-defined]
+    return SitePolicy.model_validate({c.name: getattr(row, c.name) for c in _POLICY}, extra="ignore")
 
 
 class Snapshot(Protocol):

@@ -46,7 +46,7 @@ class Attempt(SQLModel, table=True):
     offered -> (expired | refused | withdrawn)."""
 
     __tablename__ = "attempts"
-    # By job: the unique (job_id, number) index (no index of job_id alone: migration 0023).
+    # By job: the unique (job_id, number) index (no index of job_id alone: migration 0024).
     __table_args__ = (UniqueConstraint("job_id", "number"), Index("ix_attempts_site_state", "site_id", "state"))
 
     id: str = Field(primary_key=True, max_length=40)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import ColumnElement, Engine
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -59,27 +59,22 @@ def rates_to(session: Session, dest: int, now: datetime) -> dict[tuple[int, int]
 
 def in_flight_to(session: Session, dest: int) -> dict[tuple[int, int], list[int]]:
     """(source, ``dest``) -> the bytes each transfer under way into ``dest`` still has to move."""
-    ahead: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for src, total, fetched in session.execute(
-        sa_select(col(Transfer.source_site_id), col(Transfer.bytes_total), col(Transfer.fetched_bytes))
-        .where(col(Transfer.dest_site_id) == dest, col(Transfer.state).in_([s.value for s in ACTIVE_TRANSFER_STATES]))
-    ):  # fmt: skip
-        if total > fetched:
-            ahead[(src, dest)].append(total - fetched)
-    return dict(ahead)
+    return _left(session, col(Transfer.dest_site_id) == dest, dest)
 
 
 def in_flight_from(session: Session, sources: Collection[int], dest: int) -> dict[tuple[int, int], list[int]]:
     """(source, ``dest``) -> the bytes each transfer under way out of each of ``sources``, to any
     site, still has to move: with uplinks shared, a copy from it to ``dest`` shares its rate with
     them all (``rules.Network.sharing``)."""
-    if not sources:
-        return {}
+    return _left(session, col(Transfer.source_site_id).in_(list(sources)), dest) if sources else {}
+
+
+def _left(session: Session, which: ColumnElement[bool], dest: int) -> dict[tuple[int, int], list[int]]:
+    """(source, ``dest``) -> the bytes each transfer under way of those ``which`` selects still has to move."""
     ahead: dict[tuple[int, int], list[int]] = defaultdict(list)
     for src, total, fetched in session.execute(
         sa_select(col(Transfer.source_site_id), col(Transfer.bytes_total), col(Transfer.fetched_bytes))
-        .where(col(Transfer.source_site_id).in_(list(sources)),
-               col(Transfer.state).in_([s.value for s in ACTIVE_TRANSFER_STATES]))
+        .where(which, col(Transfer.state).in_([s.value for s in ACTIVE_TRANSFER_STATES]))
     ):  # fmt: skip
         if total > fetched:
             ahead[(src, dest)].append(total - fetched)
